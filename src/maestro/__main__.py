@@ -1,0 +1,3 @@
+from maestro.cli.main import main
+
+main()

@@ -1,0 +1,161 @@
+"""Transactions over the in-memory state, and the group-commit writer that makes them durable.
+
+A request builds a `Tx` under the service's mutation lock: every change goes to memory at once
+(so the next request sees it) and is remembered with its undo. The `Committer` then writes the
+changes of all requests waiting at that moment in one store batch (one fsync), publishes their
+events in order and only then lets the requests answer. If the store fails, the batch and every
+later change are undone, newest first, and those requests get a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from .errors import StorageError
+from .events import Event, EventBus
+from .state import State
+from .store.base import Op, Store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+log = logging.getLogger("maestro.commit")
+
+
+class Tx:
+    def __init__(self, state: State):
+        self.state = state
+        self._latest: dict[tuple[str, str], dict | None] = {}
+        self._undo: dict[tuple[str, str], dict | None] = {}
+        self._project_of: dict[tuple[str, str], str | None] = {}
+        self.events: list[Event] = []
+
+    def put(self, kind: str, entity: dict) -> dict:
+        key = (kind, entity["id"])
+        old = self.state.table(kind).put(entity)
+        self._undo.setdefault(key, old)
+        self._latest[key] = entity
+        if kind == "task":
+            self._project_of[key] = entity.get("projectId")
+        return entity
+
+    def delete(self, kind: str, eid: str) -> dict | None:
+        key = (kind, eid)
+        old = self.state.table(kind).delete(eid)
+        self._undo.setdefault(key, old)
+        self._latest[key] = None
+        if kind == "task" and old is not None:
+            self._project_of[key] = old.get("projectId")
+        return old
+
+    def emit(self, type_: str, data) -> None:
+        self.events.append(Event(type_, data))
+
+    @property
+    def changed(self) -> bool:
+        return bool(self._latest)
+
+    def ops(self) -> list[Op]:
+        out = []
+        for (kind, eid), value in self._latest.items():
+            table = self.state.table(kind)
+            encoded = table.encode(value) if value is not None else None
+            out.append(Op(kind, eid, value, encoded, self._project_of.get((kind, eid))))
+        return out
+
+    def rollback(self) -> None:
+        for (kind, eid), old in reversed(list(self._undo.items())):
+            table = self.state.table(kind)
+            if old is None:
+                table.delete(eid)
+            else:
+                table.put(old)
+        self._undo.clear()
+        self._latest.clear()
+        self.events.clear()
+
+
+class Committer:
+    """The single writer: group commit of transactions, then events, then answers."""
+
+    def __init__(self, store: Store, bus: EventBus, lock: asyncio.Lock,
+                 idle_seconds: float = 1.0):
+        self.store = store
+        self.bus = bus
+        self.lock = lock
+        self.idle_seconds = idle_seconds
+        self._queue: list[tuple[Tx, list[Op], asyncio.Future]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self.batches = 0
+        self.records = 0
+        self.on_commit: list[Callable[[Tx], None]] = []
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="maestro-committer")
+
+    def submit(self, tx: Tx) -> asyncio.Future:
+        """Queue `tx` (called under the mutation lock); the future resolves once it is durable."""
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append((tx, tx.ops(), fut))
+        self._wakeup.set()
+        return fut
+
+    async def _run(self) -> None:
+        dirty = False
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self.idle_seconds)
+                except asyncio.TimeoutError:
+                    if dirty:
+                        try:
+                            await asyncio.to_thread(self.store.maintenance)
+                            dirty = False
+                        except Exception:
+                            log.exception("store maintenance failed")
+                    continue
+            batch, self._queue = self._queue, []
+            try:
+                await asyncio.to_thread(self.store.write_batch, [ops for _, ops, _ in batch])
+            except Exception as exc:
+                log.exception("storage write failed; undoing %d change(s)", len(batch))
+                await self._fail(batch, exc)
+                continue
+            dirty = True
+            self.batches += 1
+            self.records += len(batch)
+            for tx, _, fut in batch:
+                for hook in self.on_commit:
+                    try:
+                        hook(tx)
+                    except Exception:
+                        log.exception("commit hook failed")
+                self.bus.publish(tx.events)
+                if not fut.done():
+                    fut.set_result(None)
+            # Let WebSocket senders write the events before the requests send their responses.
+            await asyncio.sleep(0)
+
+    async def _fail(self, batch, exc: Exception) -> None:
+        async with self.lock:
+            failing = batch + self._queue
+            self._queue = []
+            for tx, _, _ in reversed(failing):
+                tx.rollback()
+        err = StorageError(f"could not store the change: {exc}")
+        for _, _, fut in failing:
+            if not fut.done():
+                fut.set_exception(err)
+
+    async def close(self) -> None:
+        """Write everything still queued, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task

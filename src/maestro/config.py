@@ -1,0 +1,164 @@
+"""Settings of the server, read from the environment (SPEC §2) and overridable by flags."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+LOG_LEVELS = ("error", "warn", "info", "debug")
+DATABASE_TYPES = ("filesystem", "postgres")
+MANIFEST_GENERATORS = ("cli", "server")
+NODE_ENVS = ("development", "production", "test")
+LAUNCHERS = ("local", "ui")
+
+
+class ConfigError(ValueError):
+    """A setting that makes start-up impossible; the message says which and why."""
+
+
+def expand_path(value: str) -> Path:
+    return Path(os.path.expanduser(value)).absolute()
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def is_loopback_host(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Settings:
+    port: int = 3000
+    host: str = "127.0.0.1"
+    server_url: str = ""
+    data_dir: Path = field(default_factory=lambda: expand_path("~/.maestro/data"))
+    session_dir: Path = field(default_factory=lambda: expand_path("~/.maestro/sessions"))
+    skills_dir: Path = field(default_factory=lambda: expand_path("~/.agents-ui/maestro-skills"))
+    log_level: str = "info"
+    debug: bool = False
+    database_type: str = "filesystem"
+    database_url: str = ""
+    manifest_generator: str = "server"
+    cli_path: str = "maestro"
+    cors_enabled: bool = True
+    cors_origins: tuple[str, ...] = ()
+    cors_credentials: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    token: str = ""
+    launcher: str = "local"
+    agent_command: str = ""
+    max_agents: int = 8
+    spawn_event_alias: bool = False
+    node_env: str = "development"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        """Build settings from environment variables, then apply non-None overrides (flags)."""
+        env = dict(os.environ if env is None else env)
+        s = cls()
+        raw_port = env.get("PORT", "3000") or "3000"
+        s.port = _parse_port(raw_port)
+        s.host = env.get("HOST") or "127.0.0.1"
+        s.data_dir = expand_path(env.get("DATA_DIR") or "~/.maestro/data")
+        s.session_dir = expand_path(env.get("SESSION_DIR") or "~/.maestro/sessions")
+        s.skills_dir = expand_path(env.get("SKILLS_DIR") or "~/.agents-ui/maestro-skills")
+        s.debug = _bool(env.get("DEBUG"))
+        s.log_level = (env.get("LOG_LEVEL") or ("debug" if s.debug else "info")).lower()
+        s.database_type = (env.get("DATABASE_TYPE") or "filesystem").lower()
+        s.database_url = env.get("DATABASE_URL") or ""
+        s.manifest_generator = (env.get("MANIFEST_GENERATOR") or "server").lower()
+        s.cli_path = env.get("MAESTRO_CLI_PATH") or "maestro"
+        s.cors_enabled = _bool(env.get("CORS_ENABLED"), True)
+        s.cors_origins = _split(env.get("CORS_ORIGINS"))
+        s.cors_credentials = _bool(env.get("CORS_CREDENTIALS"))
+        s.allowed_hosts = _split(env.get("MAESTRO_ALLOWED_HOSTS"))
+        s.token = env.get("MAESTRO_TOKEN") or ""
+        s.launcher = (env.get("MAESTRO_LAUNCHER") or "local").lower()
+        s.agent_command = env.get("MAESTRO_AGENT_COMMAND") or ""
+        s.max_agents = _parse_int("MAESTRO_MAX_AGENTS", env.get("MAESTRO_MAX_AGENTS") or "8", 1)
+        s.spawn_event_alias = _bool(env.get("MAESTRO_SPAWN_EVENT_ALIAS"))
+        s.node_env = (env.get("NODE_ENV") or "development").lower()
+        s.server_url = env.get("SERVER_URL") or ""
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            if name in ("data_dir", "session_dir", "skills_dir"):
+                value = expand_path(str(value))
+            if name == "port":
+                value = _parse_port(str(value))
+            setattr(s, name, value)
+        if not s.server_url:
+            s.server_url = f"http://localhost:{s.port}"
+        s.server_url = s.server_url.rstrip("/")
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        _choice("LOG_LEVEL", self.log_level, LOG_LEVELS)
+        _choice("DATABASE_TYPE", self.database_type, DATABASE_TYPES)
+        _choice("MANIFEST_GENERATOR", self.manifest_generator, MANIFEST_GENERATORS)
+        _choice("NODE_ENV", self.node_env, NODE_ENVS)
+        _choice("MAESTRO_LAUNCHER", self.launcher, LAUNCHERS)
+        if self.database_type == "postgres" and not self.database_url:
+            raise ConfigError("DATABASE_TYPE=postgres needs DATABASE_URL")
+        if not is_loopback_host(self.host) and not self.token:
+            raise ConfigError(
+                f"refusing to listen on {self.host} without a token: anyone who can reach it "
+                "could read your data and start processes. Set MAESTRO_TOKEN to a long random "
+                "secret (e.g. MAESTRO_TOKEN=$(python -c 'import secrets;print(secrets.token_urlsafe(32))')) "
+                "or bind to 127.0.0.1"
+            )
+
+    def describe(self) -> dict:
+        """Settings safe to print: secrets are never included."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "token":
+                value = "set" if value else "not set"
+            elif f.name == "database_url":
+                value = "set" if value else ""
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(p.strip().rstrip("/") for p in value.split(",") if p.strip())
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
+
+
+def _parse_port(raw: str) -> int:
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"PORT must be a number between 1 and 65535 (got {raw!r})") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"PORT must be between 1 and 65535 (got {port})")
+    return port
+
+
+def _parse_int(name: str, raw: str, minimum: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number (got {raw!r})") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum} (got {value})")
+    return value

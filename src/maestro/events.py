@@ -1,0 +1,59 @@
+"""Events: the envelope of SPEC §10.2 and an in-process bus.
+
+Each event is encoded once, whatever the number of listeners. Listeners are called
+synchronously in publish order and must not block (the WebSocket hub only enqueues)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import jsonio
+from .ids import now_ms
+
+log = logging.getLogger("maestro.events")
+
+
+@dataclass(slots=True)
+class Event:
+    type: str
+    data: Any
+    # Pre-encoded compact JSON of `data`, when the caller already has it.
+    encoded_data: bytes | None = None
+
+    def envelope(self, timestamp: int | None = None) -> bytes:
+        data = self.encoded_data if self.encoded_data is not None else jsonio.dumps(self.data)
+        name = jsonio.dumps(self.type)
+        ts = now_ms() if timestamp is None else timestamp
+        return (b'{"type":' + name + b',"event":' + name + b',"data":' + data
+                + b',"timestamp":' + str(ts).encode() + b"}")
+
+
+Listener = Callable[[Event, bytes], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def publish(self, events: list[Event]) -> None:
+        if not self._listeners:
+            return
+        ts = now_ms()
+        for event in events:
+            frame = event.envelope(ts)
+            for listener in list(self._listeners):
+                try:
+                    listener(event, frame)
+                except Exception:  # a broken listener never stops the others
+                    log.exception("event listener failed on %s", event.type)

@@ -1,0 +1,36 @@
+"""Identifiers: `<prefix>_<ms since epoch>_<9 chars [0-9a-z]>` (SPEC §3.1), and the rules for
+ids that clients choose or that end up in file names."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+MAX_ID_LENGTH = 128
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def make_id(prefix: str, ms: int | None = None) -> str:
+    rand = "".join(secrets.choice(_ALPHABET) for _ in range(9))
+    return f"{prefix}_{now_ms() if ms is None else ms}_{rand}"
+
+
+def is_valid_client_id(value: str) -> bool:
+    return bool(CLIENT_ID_RE.match(value))
+
+
+def is_safe_file_component(value: str) -> bool:
+    """True when `value` can be used as one path component inside a data folder.
+
+    Ids read from disk are opaque (never rejected for their shape), but nothing may be written
+    outside the data directory, so separators, NUL, dot-names and control characters are refused
+    here, at the last moment before a path is built."""
+    if not value or len(value) > 255 or value in (".", ".."):
+        return False
+    return not any(c in value for c in "/\\\x00") and value.isprintable()

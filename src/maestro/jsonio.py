@@ -1,0 +1,34 @@
+"""JSON encoding in the two shapes Maestro writes: compact for the wire, 2-space pretty for files
+(the original's `JSON.stringify(x, null, 2)`: literal non-ASCII, key order kept, no final newline)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+_PRETTY = orjson.OPT_INDENT_2
+_COMPACT_FALLBACK = {"ensure_ascii": False, "separators": (",", ":")}
+
+
+def dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits kept verbatim from a foreign file
+        return json.dumps(value, **_COMPACT_FALLBACK).encode()
+
+
+def dumps_pretty(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, option=_PRETTY)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, indent=2).encode()
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON; raises ValueError on malformed or too deeply nested input."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from None

@@ -1,0 +1,55 @@
+"""Running the server process: logging, the data-directory lock, uvicorn, signals."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from ..config import Settings
+
+_LEVELS = {"error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO,
+           "debug": logging.DEBUG}
+
+
+def setup_logging(settings: Settings) -> None:
+    level = _LEVELS[settings.log_level]
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("maestro").setLevel(level)
+
+
+def serve(settings: Settings) -> int:
+    """Start the server in the foreground; returns the process exit code."""
+    import uvicorn
+
+    from ..store.base import StoreLockedError
+    from ..store.files import FileStore
+    from .app import create_app
+
+    setup_logging(settings)
+    log = logging.getLogger("maestro")
+    if settings.database_type == "postgres":
+        from ..store.postgres import PostgresStore  # noqa: F401  (optional backend)
+        store = PostgresStore(settings.database_url)
+    else:
+        store = FileStore(settings.data_dir)
+        try:
+            store.take_lock()
+        except StoreLockedError as exc:
+            print(f"maestro: {exc}", file=sys.stderr)
+            return 1
+    app = create_app(settings, store=store)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level
+        if settings.log_level != "warn" else "warning",
+        access_log=settings.debug, lifespan="on", ws_max_size=1024 * 1024,
+        ws_ping_interval=20.0, ws_ping_timeout=20.0, timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    log.info("Maestro on http://%s:%d (data: %s)", settings.host, settings.port,
+             settings.data_dir)
+    server.run()
+    if not server.started:
+        return 1
+    return 0

@@ -1,0 +1,157 @@
+"""The WebSocket event stream (SPEC §10): every client gets every event.
+
+Each client has a bounded queue and its own sender task, so a slow or dead client never delays
+the others or a request: when its queue is full it is disconnected (close code 1013), not waited
+for. Events arrive already encoded; each is decoded to text once for all clients."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from ..events import Event, EventBus
+from ..ids import now_ms
+
+log = logging.getLogger("maestro.ws")
+
+READY_STATES = {0: "CONNECTING", 1: "OPEN", 2: "CLOSING", 3: "CLOSED"}
+
+
+class Client:
+    __slots__ = ("ws", "queue", "wakeup", "limit", "dropped", "state", "closed")
+
+    def __init__(self, ws: WebSocket, limit: int):
+        self.ws = ws
+        self.queue: collections.deque[str] = collections.deque()
+        self.wakeup = asyncio.Event()
+        self.limit = limit
+        self.dropped = False
+        self.state = 1
+        self.closed = asyncio.Event()
+
+    def offer(self, text: str) -> bool:
+        if self.dropped:
+            return False
+        if len(self.queue) >= self.limit:
+            self.dropped = True
+            self.wakeup.set()
+            return False
+        self.queue.append(text)
+        self.wakeup.set()
+        return True
+
+
+class Hub:
+    def __init__(self, bus: EventBus, queue_limit: int = 10_000):
+        self.clients: set[Client] = set()
+        self.queue_limit = queue_limit
+        self.sent = 0
+        self.dropped_clients = 0
+        bus.subscribe(self._on_event)
+
+    def _on_event(self, event: Event, frame: bytes) -> None:
+        if not self.clients:
+            return
+        text = frame.decode()
+        for client in self.clients:
+            client.offer(text)
+
+    def status(self) -> dict:
+        clients = [{"readyState": c.state, "readyStateText": READY_STATES[c.state]}
+                   for c in self.clients]
+        return {"connectedClients": len(clients), "clients": clients}
+
+    async def serve(self, ws: WebSocket) -> None:
+        await ws.accept()
+        client = Client(ws, self.queue_limit)
+        self.clients.add(client)
+        sender = asyncio.create_task(self._send_loop(client))
+        try:
+            await self._receive_loop(client)
+        finally:
+            client.state = 3
+            self.clients.discard(client)
+            sender.cancel()
+            try:
+                await sender
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _receive_loop(self, client: Client) -> None:
+        ws = client.ws
+        receiver = asyncio.ensure_future(ws.receive())
+        dropped = asyncio.ensure_future(client.closed.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait({receiver, dropped},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if dropped in done:
+                    return
+                try:
+                    message = receiver.result()
+                except (WebSocketDisconnect, RuntimeError):
+                    return
+                if message["type"] == "websocket.disconnect":
+                    return
+                text = message.get("text")
+                if text is None and message.get("bytes") is not None:
+                    text = message["bytes"].decode(errors="replace")
+                if text:
+                    self._answer(client, text)
+                receiver = asyncio.ensure_future(ws.receive())
+        finally:
+            receiver.cancel()
+            dropped.cancel()
+
+    def _answer(self, client: Client, text: str) -> None:
+        try:
+            message = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return  # unparsable client frames are ignored
+        if isinstance(message, dict) and message.get("type") == "ping":
+            client.offer(orjson.dumps({"type": "pong", "timestamp": now_ms()}).decode())
+
+    async def _send_loop(self, client: Client) -> None:
+        ws = client.ws
+        try:
+            while True:
+                await client.wakeup.wait()
+                client.wakeup.clear()
+                if client.dropped:
+                    self.dropped_clients += 1
+                    log.warning("disconnecting a WebSocket client that fell %d events behind",
+                                client.limit)
+                    client.queue.clear()
+                    client.state = 2
+                    try:
+                        await asyncio.wait_for(ws.close(code=1013, reason="too slow"), 1.0)
+                    except Exception:
+                        pass
+                    client.closed.set()
+                    return
+                while client.queue:
+                    text = client.queue.popleft()
+                    await ws.send({"type": "websocket.send", "text": text})
+                    self.sent += 1
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            client.closed.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.debug("WebSocket send failed", exc_info=True)
+            client.closed.set()
+
+    async def close_all(self) -> None:
+        for client in list(self.clients):
+            client.state = 2
+            if client.ws.application_state == WebSocketState.CONNECTED:
+                try:
+                    await asyncio.wait_for(client.ws.close(code=1001, reason="server stopping"),
+                                           1.0)
+                except Exception:
+                    pass
+            client.closed.set()

@@ -1,0 +1,747 @@
+"""Every domain rule of Maestro: defaults, timestamps, hierarchy, task<->session links, events.
+
+Adapters (HTTP, WebSocket, CLI, launcher) call these methods with parsed JSON bodies; the methods
+validate everything first, then change memory through a `Tx`, and return once the change is
+durable and its events are published. Reads are served from memory and its indexes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import validate as v
+from .commit import Committer, Tx
+from .errors import ApiError, not_found, project_not_found, session_not_found, task_not_found, \
+    validation
+from .events import EventBus
+from .ids import is_valid_client_id, make_id, now_ms
+from .state import State
+from .store.base import LoadResult, Store
+
+log = logging.getLogger("maestro.service")
+
+FINAL_SESSION_STATUSES = ("completed", "failed")
+
+
+def _bump(previous: Any) -> int:
+    """now, but strictly after `previous` so quick successive updates stay ordered."""
+    now = now_ms()
+    if isinstance(previous, int) and not isinstance(previous, bool) and previous >= now:
+        return previous + 1
+    return now
+
+
+def _with(entity: dict, **changes) -> dict:
+    new = dict(entity)
+    new.update(changes)
+    return new
+
+
+def _list(value: Any) -> list:
+    return list(value) if isinstance(value, list) else []
+
+
+class Service:
+    def __init__(self, store: Store, bus: EventBus | None = None):
+        self.store = store
+        self.bus = bus or EventBus()
+        self.state = State()
+        self.lock = asyncio.Lock()
+        self.committer: Committer | None = None
+        self.started_monotonic = time.monotonic()
+        self.load_result = LoadResult()
+        self.hostname = socket.gethostname()
+        self.platform = sys.platform
+
+    # ------------------------------------------------------------ life cycle
+    async def start(self) -> None:
+        result = await asyncio.to_thread(self.store.open)
+        self.load_result = result
+        self._load(result)
+        self.committer = Committer(self.store, self.bus, self.lock)
+        self.committer.start()
+
+    def _load(self, result: LoadResult) -> None:
+        for p in result.projects:
+            self.state.projects.put(p)
+        for t in result.tasks:
+            self.state.tasks.put(_migrate_task(t))
+        for s in result.sessions:
+            self.state.sessions.put(_migrate_session(s))
+        repaired = self._repair_links()
+        if repaired:
+            result.notes.append(f"repaired {repaired} one-sided task/session link(s) in memory")
+        log.info("loaded %d project(s), %d task(s), %d session(s)", len(self.state.projects),
+                 len(self.state.tasks), len(self.state.sessions))
+
+    def _repair_links(self) -> int:
+        """Count one-sided links found at start-up (the journal keeps ours two-sided; a
+        directory edited by hand or written by the original may not be). Left as found: the
+        original's data is preserved verbatim; counted for the log."""
+        count = 0
+        for s in self.state.sessions.rows.values():
+            for tid in _list(s.get("taskIds")):
+                t = self.state.tasks.get(tid)
+                if t is not None and s["id"] not in _list(t.get("sessionIds")):
+                    count += 1
+        if count:
+            log.warning("data directory holds %d one-sided task/session link(s)", count)
+        return count
+
+    async def stop(self) -> None:
+        if self.committer is not None:
+            async with self.lock:  # no new mutation gets in after this point
+                pass
+            await self.committer.close()
+        await asyncio.to_thread(self.store.close)
+
+    # ------------------------------------------------------------ mutation plumbing
+    async def _mutate(self, fn: Callable[[Tx], Any]) -> Any:
+        async with self.lock:
+            tx = Tx(self.state)
+            try:
+                result = fn(tx)
+                if tx.changed:
+                    check = getattr(self.store, "check_op", None)
+                    ops = tx.ops()
+                    if check is not None:
+                        for op in ops:
+                            try:
+                                check(op)
+                            except ValueError as exc:
+                                raise validation(str(exc)) from None
+            except BaseException:
+                tx.rollback()
+                raise
+            if not tx.changed:
+                if tx.events:
+                    self.bus.publish(tx.events)
+                return result
+            assert self.committer is not None, "service not started"
+            fut = self.committer.submit(tx)
+        await fut
+        return result
+
+    # ------------------------------------------------------------ health
+    def health(self) -> dict:
+        storage = self.store.health()
+        storage["notes"] = list(self.load_result.notes)
+        return {
+            "status": "ok",
+            "timestamp": now_ms(),
+            "uptime": time.monotonic() - self.started_monotonic,
+            "storage": storage,
+            "counts": {"projects": len(self.state.projects), "tasks": len(self.state.tasks),
+                       "sessions": len(self.state.sessions)},
+        }
+
+    # ------------------------------------------------------------ projects
+    def list_projects(self) -> list[dict]:
+        return self.state.projects.ordered()
+
+    def get_project(self, project_id: str) -> dict:
+        p = self.state.projects.get(project_id)
+        if p is None:
+            raise project_not_found(project_id)
+        return p
+
+    async def create_project(self, body: dict) -> dict:
+        name = v.string(body, "name", required_message="name is required",
+                        nonblank_message="name is required", max_len=v.MAX_TEXT)
+        working_dir = v.string(body, "workingDir") or ""
+        description = v.string(body, "description") or ""
+
+        def apply(tx: Tx) -> dict:
+            now = now_ms()
+            project = {"id": make_id("proj", now), "name": name.strip(), "workingDir": working_dir,
+                       "description": description, "createdAt": now, "updatedAt": now}
+            tx.put("project", project)
+            tx.emit("project:created", project)
+            return project
+
+        return await self._mutate(apply)
+
+    async def update_project(self, project_id: str, body: dict) -> dict:
+        name = v.string(body, "name", nonblank_message="name cannot be empty", max_len=v.MAX_TEXT)
+        working_dir = v.string(body, "workingDir")
+        description = v.string(body, "description")
+
+        def apply(tx: Tx) -> dict:
+            old = self.get_project(project_id)
+            changes: dict[str, Any] = {}
+            if name is not None:
+                changes["name"] = name.strip()
+            if working_dir is not None:
+                changes["workingDir"] = working_dir
+            if description is not None:
+                changes["description"] = description
+            changes["updatedAt"] = _bump(old.get("updatedAt"))
+            project = tx.put("project", _with(old, **changes))
+            tx.emit("project:updated", project)
+            return project
+
+        return await self._mutate(apply)
+
+    async def delete_project(self, project_id: str) -> dict:
+        def apply(tx: Tx) -> dict:
+            self.get_project(project_id)
+            n_tasks = len(self.state.tasks.indexes["projectId"].get(project_id))
+            if n_tasks:
+                raise ApiError(400, "PROJECT_HAS_DEPENDENCIES",
+                               f"Cannot delete project with {n_tasks} existing task(s)",
+                               {"projectId": project_id, "tasks": n_tasks})
+            n_sessions = len(self.state.sessions.indexes["projectId"].get(project_id))
+            if n_sessions:
+                raise ApiError(400, "PROJECT_HAS_DEPENDENCIES",
+                               f"Cannot delete project with {n_sessions} existing session(s)",
+                               {"projectId": project_id, "sessions": n_sessions})
+            tx.delete("project", project_id)
+            tx.emit("project:deleted", {"id": project_id})
+            return {"success": True, "id": project_id}
+
+        return await self._mutate(apply)
+
+    # ------------------------------------------------------------ tasks
+    def list_tasks(self, project_id: str | None = None, status: str | None = None,
+                   parent_id: str | None = None) -> list[dict]:
+        equals: dict[str, Any] = {}
+        if project_id:
+            equals["projectId"] = project_id
+        if status:
+            equals["status"] = status
+        if parent_id:
+            equals["parentId"] = None if parent_id == "null" else parent_id
+        return self.state.tasks.query(equals)
+
+    def get_task(self, task_id: str) -> dict:
+        t = self.state.tasks.get(task_id)
+        if t is None:
+            raise task_not_found(task_id)
+        return t
+
+    def task_children(self, task_id: str) -> list[dict]:
+        self.get_task(task_id)
+        return self.state.tasks.query({"parentId": task_id})
+
+    async def create_task(self, body: dict) -> dict:
+        project_id = v.string(body, "projectId", required_message="projectId is required",
+                              nonblank_message="projectId is required")
+        v.ident(project_id, "projectId")
+        title = v.string(body, "title", required_message="title is required",
+                         nonblank_message="title is required", max_len=v.MAX_TEXT)
+        priority = v.enum(body, "priority", v.TASK_PRIORITIES) or "medium"
+        description = v.string(body, "description") or ""
+        initial_prompt = v.string(body, "initialPrompt") or ""
+        skill_ids = v.string_list(body, "skillIds") or []
+        parent_id = body.get("parentId")
+        if parent_id is not None:
+            v.ident(parent_id, "parentId")
+        parent_id = parent_id or None
+
+        def apply(tx: Tx) -> dict:
+            if self.state.projects.get(project_id) is None:
+                raise project_not_found(project_id)
+            if parent_id is not None and self.state.tasks.get(parent_id) is None:
+                raise task_not_found(parent_id, "Parent task not found")
+            now = now_ms()
+            task = {
+                "id": make_id("task", now), "projectId": project_id, "parentId": parent_id,
+                "title": title.strip(), "description": description,
+                "initialPrompt": initial_prompt, "status": "pending", "priority": priority,
+                "sessionIds": [], "skillIds": list(skill_ids), "agentIds": [],
+                "dependencies": [],
+                "timeline": [{"id": make_id("evt", now), "type": "created", "timestamp": now,
+                              "message": "Task created"}],
+                "createdAt": now, "updatedAt": now, "startedAt": None, "completedAt": None,
+            }
+            tx.put("task", task)
+            tx.emit("task:created", task)
+            return task
+
+        return await self._mutate(apply)
+
+    def _is_descendant(self, candidate: str, ancestor: str) -> bool:
+        """True if `candidate` is `ancestor` or lies below it in the hierarchy."""
+        seen = set()
+        stack = [ancestor]
+        while stack:
+            current = stack.pop()
+            if current == candidate:
+                return True
+            if current in seen:
+                continue
+            seen.add(current)
+            stack.extend(self.state.tasks.indexes["parentId"].get(current))
+        return False
+
+    async def update_task(self, task_id: str, body: dict) -> dict:
+        from_session = body.get("updateSource") == "session"
+        title = v.string(body, "title", nonblank_message="title cannot be empty",
+                         max_len=v.MAX_TEXT)
+        description = v.string(body, "description")
+        status = v.enum(body, "status", v.TASK_STATUSES)
+        priority = v.enum(body, "priority", v.TASK_PRIORITIES)
+        session_status = v.enum(body, "sessionStatus", v.SESSION_TASK_STATUSES)
+        has_parent = "parentId" in body
+        parent_id = body.get("parentId")
+        if parent_id is not None:
+            v.ident(parent_id, "parentId")
+        session_ids = v.string_list(body, "sessionIds", ids=True)
+        skill_ids = v.string_list(body, "skillIds")
+        agent_ids = v.string_list(body, "agentIds")
+        timeline = v.object_list(body, "timeline")
+        new_events = [_timeline_entry(e) for e in timeline] if timeline else []
+        if from_session:  # E3: a session reports its own view, not the task's status
+            title = description = status = priority = None
+
+        def apply(tx: Tx) -> dict:
+            old = self.get_task(task_id)
+            if has_parent and parent_id is not None:
+                if self.state.tasks.get(parent_id) is None:
+                    raise task_not_found(parent_id, "Parent task not found")
+                if self._is_descendant(parent_id, task_id):
+                    raise validation("A task cannot be its own parent or the child of one of its "
+                                     "descendants", {"taskId": task_id, "parentId": parent_id})
+            now = _bump(old.get("updatedAt"))
+            task = dict(old)
+            if title is not None:
+                task["title"] = title.strip()
+            if description is not None:
+                task["description"] = description
+            if status is not None:
+                task["status"] = status
+                if status == "in_progress" and task.get("startedAt") is None:
+                    task["startedAt"] = now
+                if status == "completed" and task.get("completedAt") is None:
+                    task["completedAt"] = now
+            if priority is not None:
+                task["priority"] = priority
+            if has_parent:
+                task["parentId"] = parent_id
+            if session_ids is not None:
+                task["sessionIds"] = list(session_ids)
+            if skill_ids is not None:
+                task["skillIds"] = list(skill_ids)
+            if agent_ids is not None:
+                task["agentIds"] = list(agent_ids)
+            if session_status is not None:
+                task["sessionStatus"] = session_status
+            if new_events:
+                task["timeline"] = _list(old.get("timeline")) + [_fill_event(e) for e in
+                                                                 new_events]
+            task["updatedAt"] = now
+            tx.put("task", task)
+            tx.emit("task:updated", task)
+            return task
+
+        return await self._mutate(apply)
+
+    async def add_timeline_event(self, task_id: str, body: dict) -> dict:
+        message = v.string(body, "message", required_message="message is required",
+                           nonblank_message="message is required")
+        type_ = v.enum(body, "type", v.TIMELINE_TYPES) or "update"
+        session_id = v.string(body, "sessionId")
+
+        def apply(tx: Tx) -> dict:
+            old = self.get_task(task_id)
+            now = _bump(old.get("updatedAt"))
+            entry = {"id": make_id("evt", now), "type": type_, "timestamp": now,
+                     "message": message}
+            if session_id is not None:
+                entry["sessionId"] = session_id
+            task = _with(old, timeline=_list(old.get("timeline")) + [entry], updatedAt=now)
+            tx.put("task", task)
+            tx.emit("task:updated", task)
+            return task
+
+        return await self._mutate(apply)
+
+    async def delete_task(self, task_id: str) -> dict:
+        def apply(tx: Tx) -> dict:
+            self.get_task(task_id)
+            tx.delete("task", task_id)
+            tx.emit("task:deleted", {"id": task_id})
+            return {"success": True, "id": task_id}
+
+        return await self._mutate(apply)
+
+    # ------------------------------------------------------------ sessions
+    def list_sessions(self, project_id: str | None = None, task_id: str | None = None,
+                      status: str | None = None, active: str | None = None) -> list[dict]:
+        equals: dict[str, Any] = {}
+        if project_id:
+            equals["projectId"] = project_id
+        if status:
+            equals["status"] = status
+        contains = {"taskIds": task_id} if task_id else None
+        pred = None
+        if active == "true":
+            def pred(s):
+                return s.get("status") not in FINAL_SESSION_STATUSES
+        return self.state.sessions.query(equals, contains, pred)
+
+    def get_session(self, session_id: str) -> dict:
+        s = self.state.sessions.get(session_id)
+        if s is None:
+            raise session_not_found(session_id)
+        return s
+
+    def _link(self, tx: Tx, session_id: str, task_id: str) -> bool:
+        """§8 link: both sides, `session_started` on the task when it gains the session."""
+        session = self.state.sessions.get(session_id)
+        task = self.state.tasks.get(task_id)
+        changed = False
+        task_ids = _list(session.get("taskIds"))
+        if task_id not in task_ids:
+            tx.put("session", _with(session, taskIds=task_ids + [task_id],
+                                    lastActivity=_bump(session.get("lastActivity"))))
+            changed = True
+        session_ids = _list(task.get("sessionIds"))
+        if session_id not in session_ids:
+            now = _bump(task.get("updatedAt"))
+            entry = {"id": make_id("evt", now), "type": "session_started", "timestamp": now,
+                     "sessionId": session_id}
+            tx.put("task", _with(task, sessionIds=session_ids + [session_id],
+                                 timeline=_list(task.get("timeline")) + [entry], updatedAt=now))
+            changed = True
+        return changed
+
+    def _unlink(self, tx: Tx, session_id: str, task_id: str, *, session_gone: bool = False) \
+            -> bool:
+        """§8 unlink: both sides, `session_ended` on the task if either side had the link."""
+        task = self.state.tasks.get(task_id)
+        session = None if session_gone else self.state.sessions.get(session_id)
+        had = False
+        if session is not None:
+            task_ids = _list(session.get("taskIds"))
+            if task_id in task_ids:
+                had = True
+                tx.put("session", _with(session, taskIds=[t for t in task_ids if t != task_id],
+                                        lastActivity=_bump(session.get("lastActivity"))))
+        elif session_gone:
+            had = True
+        if task is not None:
+            session_ids = _list(task.get("sessionIds"))
+            in_task = session_id in session_ids
+            if in_task or had:
+                now = _bump(task.get("updatedAt"))
+                entry = {"id": make_id("evt", now), "type": "session_ended", "timestamp": now,
+                         "sessionId": session_id}
+                tx.put("task", _with(task,
+                                     sessionIds=[s for s in session_ids if s != session_id],
+                                     timeline=_list(task.get("timeline")) + [entry],
+                                     updatedAt=now))
+                had = True
+        return had
+
+    def validate_new_session(self, body: dict) -> dict:
+        """Checks of POST /api/sessions that need no state; returns the normalised fields."""
+        task_ids = body.get("taskIds")
+        if task_ids is None and "taskIds" not in body and isinstance(body.get("taskId"), str):
+            task_ids = [body["taskId"]]
+        if task_ids is None:
+            raise validation("taskIds is required")
+        task_ids = v.string_list({"taskIds": task_ids}, "taskIds", ids=True)
+        project_id = v.string(body, "projectId", required_message="projectId is required",
+                              nonblank_message="projectId is required")
+        v.ident(project_id, "projectId")
+        sid = body.get("id")
+        if sid is not None:
+            if not isinstance(sid, str) or not is_valid_client_id(sid):
+                raise validation("id must match ^[A-Za-z0-9_-]{1,128}$", {"field": "id"})
+        name = v.string(body, "name", max_len=v.MAX_TEXT)
+        agent_id = v.string(body, "agentId")
+        status = v.enum(body, "status", v.SESSION_STATUSES) or "running"
+        env = v.str_map(body, "env")
+        metadata = v.obj(body, "metadata")
+        strategy = v.enum(body, "strategy", v.STRATEGIES)
+        return {"taskIds": v.dedupe(task_ids), "projectId": project_id, "id": sid,
+                "name": name, "agentId": agent_id, "status": status, "env": env or {},
+                "metadata": metadata, "strategy": strategy}
+
+    def new_session_in_tx(self, tx: Tx, f: dict, *, missing_task: Callable[[str], ApiError]
+                          = task_not_found, created_events: list | None = None) -> dict:
+        """Create the session of `f` (from validate_new_session) and link its tasks."""
+        if self.state.projects.get(f["projectId"]) is None:
+            raise project_not_found(f["projectId"])
+        for tid in f["taskIds"]:
+            if self.state.tasks.get(tid) is None:
+                raise missing_task(tid)
+        sid = f["id"] or make_id("sess")
+        if self.state.sessions.get(sid) is not None:
+            raise validation(f"Session {sid} already exists", {"sessionId": sid})
+        now = now_ms()
+        session: dict[str, Any] = {"id": sid, "projectId": f["projectId"], "taskIds": [],
+                                   "name": f["name"] if f["name"] is not None
+                                   else "Unnamed Session"}
+        if f["agentId"] is not None:
+            session["agentId"] = f["agentId"]
+        session.update({"status": f["status"], "env": dict(f["env"]), "events": []})
+        if f["metadata"] is not None:
+            session["metadata"] = f["metadata"]
+        if f.get("strategy") is not None:
+            session["strategy"] = f["strategy"]
+        session.update({"startedAt": now, "lastActivity": now,
+                        "completedAt": now if f["status"] in FINAL_SESSION_STATUSES else None,
+                        "hostname": self.hostname, "platform": self.platform})
+        tx.put("session", session)
+        for event in created_events or []:
+            tx.events.append(event)
+        created_at = len(tx.events)
+        for tid in f["taskIds"]:
+            self._link(tx, sid, tid)
+        final = self.state.sessions.get(sid)
+        tx.events.insert(created_at, _event("session:created", final))
+        for tid in f["taskIds"]:
+            tx.emit("task:session_added", {"taskId": tid, "sessionId": sid})
+            tx.emit("task:updated", self.state.tasks.get(tid))
+        return final
+
+    async def create_session(self, body: dict) -> dict:
+        fields = self.validate_new_session(body)
+        return await self._mutate(lambda tx: self.new_session_in_tx(tx, fields))
+
+    async def update_session(self, session_id: str, body: dict) -> dict:
+        status = v.enum(body, "status", v.SESSION_STATUSES)
+        agent_id = v.string(body, "agentId")
+        task_ids = v.string_list(body, "taskIds", ids=True)
+        events = v.object_list(body, "events")
+        new_events = [_session_event(e) for e in events] if events else []
+        env = v.str_map(body, "env")
+
+        def apply(tx: Tx) -> dict:
+            old = self.get_session(session_id)
+            wanted = v.dedupe(task_ids) if task_ids is not None else None
+            current = _list(old.get("taskIds"))
+            if wanted is not None:
+                for tid in wanted:
+                    if tid not in current and self.state.tasks.get(tid) is None:
+                        raise task_not_found(tid)
+            now = _bump(old.get("lastActivity"))
+            session = dict(old)
+            if status is not None:
+                session["status"] = status
+                if status in FINAL_SESSION_STATUSES and session.get("completedAt") is None:
+                    session["completedAt"] = now
+            if agent_id is not None:
+                session["agentId"] = agent_id
+            if new_events:
+                session["events"] = _list(old.get("events")) + [_fill_session_event(e)
+                                                                for e in new_events]
+            if env is not None:
+                merged = dict(old.get("env") or {}) if isinstance(old.get("env"), dict) else {}
+                merged.update(env)
+                session["env"] = merged
+            session["lastActivity"] = now
+            tx.put("session", session)
+            link_events: list[tuple[str, str, str]] = []
+            if wanted is not None:
+                for tid in current:
+                    if tid in wanted:
+                        continue
+                    if self.state.tasks.get(tid) is None:
+                        cur = self.state.sessions.get(session_id)
+                        tx.put("session", _with(cur, taskIds=[t for t in _list(cur["taskIds"])
+                                                              if t != tid]))
+                        continue
+                    self._unlink(tx, session_id, tid)
+                    link_events.append(("removed", tid, session_id))
+                for tid in wanted:
+                    if tid in current:
+                        continue
+                    self._link(tx, session_id, tid)
+                    link_events.append(("added", tid, session_id))
+                cur = self.state.sessions.get(session_id)
+                if _list(cur.get("taskIds")) != wanted:
+                    tx.put("session", _with(cur, taskIds=list(wanted)))
+            final = self.state.sessions.get(session_id)
+            tx.emit("session:updated", final)
+            for kind, tid, sid in link_events:
+                pair = {"sessionId": sid, "taskId": tid}
+                tx.emit(f"session:task_{kind}", pair)
+                tx.emit(f"task:session_{kind}", {"taskId": tid, "sessionId": sid})
+                tx.emit("task:updated", self.state.tasks.get(tid))
+            return final
+
+        return await self._mutate(apply)
+
+    async def delete_session(self, session_id: str) -> dict:
+        def apply(tx: Tx) -> dict:
+            session = self.get_session(session_id)
+            tx.delete("session", session_id)
+            tx.emit("session:deleted", {"id": session_id})
+            for tid in _list(session.get("taskIds")):
+                if self.state.tasks.get(tid) is None:
+                    continue
+                self._unlink(tx, session_id, tid, session_gone=True)
+                tx.emit("task:session_removed", {"taskId": tid, "sessionId": session_id})
+                tx.emit("task:updated", self.state.tasks.get(tid))
+            return {"success": True, "id": session_id}
+
+        return await self._mutate(apply)
+
+    def _pair(self, session_id: str, task_id: str) -> None:
+        if self.state.sessions.get(session_id) is None:
+            raise not_found("NOT_FOUND", "Session not found", {"sessionId": session_id})
+        if self.state.tasks.get(task_id) is None:
+            raise not_found("NOT_FOUND", "Task not found", {"taskId": task_id})
+
+    async def add_task_to_session(self, session_id: str, task_id: str) -> dict:
+        def apply(tx: Tx) -> dict:
+            self._pair(session_id, task_id)
+            if self._link(tx, session_id, task_id):
+                self._emit_pair(tx, "added", session_id, task_id)
+            return self.state.sessions.get(session_id)
+
+        return await self._mutate(apply)
+
+    async def remove_task_from_session(self, session_id: str, task_id: str) -> dict:
+        def apply(tx: Tx) -> dict:
+            self._pair(session_id, task_id)
+            if self._unlink(tx, session_id, task_id):
+                self._emit_pair(tx, "removed", session_id, task_id)
+            return self.state.sessions.get(session_id)
+
+        return await self._mutate(apply)
+
+    def _emit_pair(self, tx: Tx, kind: str, session_id: str, task_id: str) -> None:
+        # Both sides may not have changed (a one-sided link is repaired): bump both so each
+        # side's update event describes a real change.
+        session = self.state.sessions.get(session_id)
+        task = self.state.tasks.get(task_id)
+        tx.emit(f"session:task_{kind}", {"sessionId": session_id, "taskId": task_id})
+        tx.emit(f"task:session_{kind}", {"taskId": task_id, "sessionId": session_id})
+        tx.emit("session:updated", session)
+        tx.emit("task:updated", task)
+
+    # ------------------------------------------------------------ extensions E1, E2
+    async def add_session_event(self, session_id: str, body: dict) -> dict:
+        if not isinstance(body.get("type"), str) or not body["type"]:
+            raise validation("type is required")
+        entry = {"type": body["type"]}
+        if "data" in body:
+            entry["data"] = body["data"]
+
+        def apply(tx: Tx) -> dict:
+            old = self.get_session(session_id)
+            now = _bump(old.get("lastActivity"))
+            event = {"id": make_id("evt", now), "timestamp": now, **entry}
+            session = _with(old, events=_list(old.get("events")) + [event], lastActivity=now)
+            tx.put("session", session)
+            tx.emit("session:updated", session)
+            return session
+
+        return await self._mutate(apply)
+
+    async def add_session_timeline(self, session_id: str, body: dict) -> dict:
+        message = v.string(body, "message", required_message="message is required",
+                           nonblank_message="message is required")
+        type_ = v.string(body, "type") or "progress"
+        task_id = v.string(body, "taskId")
+        metadata = body.get("metadata")
+
+        def apply(tx: Tx) -> dict:
+            old = self.get_session(session_id)
+            now = _bump(old.get("lastActivity"))
+            entry: dict[str, Any] = {"id": make_id("evt", now), "type": type_, "timestamp": now,
+                                     "message": message}
+            if task_id is not None:
+                entry["taskId"] = task_id
+            if metadata is not None:
+                entry["metadata"] = metadata
+            session = _with(old, timeline=_list(old.get("timeline")) + [entry], lastActivity=now)
+            tx.put("session", session)
+            tx.emit("session:updated", session)
+            return session
+
+        return await self._mutate(apply)
+
+
+# ------------------------------------------------------------------ helpers
+def _event(type_: str, data):
+    from .events import Event
+    return Event(type_, data)
+
+
+def _timeline_entry(raw: dict) -> dict:
+    """Normalise a client timeline entry (§7.3.4): only the known keys, validated."""
+    out: dict[str, Any] = {}
+    if "id" in raw and raw["id"] is not None:
+        out["id"] = v.ident(raw["id"], "timeline.id")
+    t = raw.get("type", "update")
+    if t not in v.TIMELINE_TYPES:
+        raise validation(f"timeline type must be one of: {', '.join(v.TIMELINE_TYPES)}",
+                         {"field": "timeline.type"})
+    out["type"] = t
+    if raw.get("timestamp") is not None:
+        out["timestamp"] = v.timestamp(raw["timestamp"], "timeline.timestamp")
+    if "message" in raw and raw["message"] is not None:
+        if not isinstance(raw["message"], str):
+            raise validation("timeline.message must be a string")
+        out["message"] = raw["message"]
+    if "sessionId" in raw and raw["sessionId"] is not None:
+        out["sessionId"] = v.ident(raw["sessionId"], "timeline.sessionId")
+    return out
+
+
+def _fill_event(entry: dict) -> dict:
+    now = now_ms()
+    out = {"id": entry.get("id") or make_id("evt", now), "type": entry["type"],
+           "timestamp": entry.get("timestamp", now)}
+    for key in ("message", "sessionId"):
+        if key in entry:
+            out[key] = entry[key]
+    return out
+
+
+def _session_event(raw: dict) -> dict:
+    t = raw.get("type")
+    if not isinstance(t, str) or not t:
+        raise validation("events[].type is required", {"field": "events.type"})
+    out: dict[str, Any] = {"type": t}
+    if raw.get("id") is not None:
+        out["id"] = v.ident(raw["id"], "events.id")
+    if raw.get("timestamp") is not None:
+        out["timestamp"] = v.timestamp(raw["timestamp"], "events.timestamp")
+    if "data" in raw:
+        out["data"] = raw["data"]
+    return out
+
+
+def _fill_session_event(entry: dict) -> dict:
+    now = now_ms()
+    out = {"id": entry.get("id") or make_id("evt", now), "timestamp": entry.get("timestamp", now),
+           "type": entry["type"]}
+    if "data" in entry:
+        out["data"] = entry["data"]
+    return out
+
+
+def _migrate_task(t: dict) -> dict:
+    """§5.3 migrations, in memory (written back when the task next changes)."""
+    missing = [k for k in ("sessionIds", "skillIds", "agentIds", "dependencies", "timeline")
+               if k not in t]
+    if not missing:
+        return t
+    t = dict(t)
+    for k in missing:
+        t[k] = []
+    return t
+
+
+def _migrate_session(s: dict) -> dict:
+    s = dict(s)
+    if "taskIds" not in s and "taskId" in s:
+        tid = s.pop("taskId")
+        s["taskIds"] = [tid] if tid is not None else []
+    for key, default in (("taskIds", []), ("env", {}), ("events", [])):
+        if key not in s:
+            s[key] = default
+    if "name" not in s:
+        s["name"] = f"Session {s['id']}"
+    return s

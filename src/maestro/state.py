@@ -1,0 +1,176 @@
+"""The in-memory picture of every entity, with the indexes the list filters need.
+
+Entities are plain dicts (unknown keys survive, SPEC §4.9) and are never mutated in place: a
+change puts a new dict. That makes the compact JSON of an entity cacheable by object identity,
+so each version is encoded once for the response, the events and the journal."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from . import jsonio
+
+_MISSING = object()
+
+
+def _order_key(entity: dict, field: str) -> tuple:
+    ts = entity.get(field)
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+        ts = 0
+    return (ts, entity["id"])
+
+
+class _Index:
+    """value -> ordered set of ids."""
+
+    __slots__ = ("buckets",)
+
+    def __init__(self) -> None:
+        self.buckets: dict[Any, dict[str, None]] = {}
+
+    def add(self, key: Any, eid: str) -> None:
+        try:
+            self.buckets.setdefault(key, {})[eid] = None
+        except TypeError:  # unhashable value from a foreign file: not indexable, never matched
+            pass
+
+    def remove(self, key: Any, eid: str) -> None:
+        try:
+            bucket = self.buckets.get(key)
+        except TypeError:
+            return
+        if bucket is not None:
+            bucket.pop(eid, None)
+            if not bucket:
+                del self.buckets[key]
+
+    def get(self, key: Any) -> dict[str, None]:
+        try:
+            return self.buckets.get(key, {})
+        except TypeError:
+            return {}
+
+
+class Table:
+    """One kind of entity: the records, their order, their indexes and encoded forms."""
+
+    def __init__(self, order_field: str, indexed: Iterable[str] = (), multi: Iterable[str] = ()):
+        self.order_field = order_field
+        self.rows: dict[str, dict] = {}
+        self._sorted = True
+        self._last_key: tuple | None = None
+        self.indexes = {name: _Index() for name in indexed}
+        # Fields holding a list of ids, indexed by each member (session.taskIds).
+        self.multi = {name: _Index() for name in multi}
+        self._encoded: dict[int, tuple[dict, bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, eid: str) -> dict | None:
+        return self.rows.get(eid)
+
+    def put(self, entity: dict) -> dict | None:
+        """Insert or replace; returns the previous version (for undo)."""
+        eid = entity["id"]
+        old = self.rows.get(eid)
+        if old is not None:
+            self._unindex(old)
+            self._encoded.pop(id(old), None)
+            self.rows[eid] = entity
+        else:
+            self.rows[eid] = entity
+            key = _order_key(entity, self.order_field)
+            if self._last_key is not None and key < self._last_key:
+                self._sorted = False
+            self._last_key = key if self._last_key is None else max(key, self._last_key)
+        self._index(entity)
+        return old
+
+    def delete(self, eid: str) -> dict | None:
+        old = self.rows.pop(eid, None)
+        if old is not None:
+            self._unindex(old)
+            self._encoded.pop(id(old), None)
+        return old
+
+    def _index(self, e: dict) -> None:
+        eid = e["id"]
+        for name, idx in self.indexes.items():
+            idx.add(e.get(name), eid)
+        for name, idx in self.multi.items():
+            members = e.get(name)
+            if isinstance(members, list):
+                for m in members:
+                    idx.add(m, eid)
+
+    def _unindex(self, e: dict) -> None:
+        eid = e["id"]
+        for name, idx in self.indexes.items():
+            idx.remove(e.get(name), eid)
+        for name, idx in self.multi.items():
+            members = e.get(name)
+            if isinstance(members, list):
+                for m in members:
+                    idx.remove(m, eid)
+
+    def ordered(self) -> list[dict]:
+        if not self._sorted:
+            items = sorted(self.rows.values(), key=lambda e: _order_key(e, self.order_field))
+            self.rows = {e["id"]: e for e in items}
+            self._sorted = True
+        return list(self.rows.values())
+
+    def query(self, equals: dict[str, Any], contains: dict[str, Any] | None = None,
+              predicate=None) -> list[dict]:
+        """Entities whose fields equal `equals`, whose list fields contain `contains`, and that
+        pass `predicate`; cost follows the smallest index bucket, in creation order."""
+        candidates: dict[str, None] | None = None
+        for name, value in equals.items():
+            bucket = self.indexes[name].get(value)
+            if candidates is None or len(bucket) < len(candidates):
+                candidates = bucket
+        for name, value in (contains or {}).items():
+            bucket = self.multi[name].get(value)
+            if candidates is None or len(bucket) < len(candidates):
+                candidates = bucket
+        if candidates is None:
+            rows = self.ordered()
+        else:
+            rows = [self.rows[i] for i in candidates]
+        out = []
+        for e in rows:
+            if any(e.get(k, _MISSING) != v for k, v in equals.items()):
+                continue
+            if contains and any(not isinstance(e.get(k), list) or v not in e[k]
+                                for k, v in contains.items()):
+                continue
+            if predicate is not None and not predicate(e):
+                continue
+            out.append(e)
+        if candidates is not None and len(out) > 1:
+            out.sort(key=lambda e: _order_key(e, self.order_field))
+        return out
+
+    def encode(self, entity: dict) -> bytes:
+        """Compact JSON of a stored entity, computed once per version."""
+        hit = self._encoded.get(id(entity))
+        if hit is not None and hit[0] is entity:
+            return hit[1]
+        data = jsonio.dumps(entity)
+        if self.rows.get(entity.get("id")) is entity:
+            self._encoded[id(entity)] = (entity, data)
+        return data
+
+    def encode_list(self, entities: list[dict]) -> bytes:
+        return b"[" + b",".join(self.encode(e) for e in entities) + b"]"
+
+
+class State:
+    def __init__(self) -> None:
+        self.projects = Table("createdAt")
+        self.tasks = Table("createdAt", indexed=("projectId", "parentId", "status"))
+        self.sessions = Table("startedAt", indexed=("projectId", "status"), multi=("taskIds",))
+
+    def table(self, kind: str) -> Table:
+        return {"project": self.projects, "task": self.tasks, "session": self.sessions}[kind]

@@ -1,0 +1,65 @@
+"""The store contract: persistence only, no business rules.
+
+The service keeps every entity in memory (SPEC §1) and hands the store, for each request, the
+list of entities the request changed (post-images) or deleted. A store makes a batch of such
+records durable, all-or-nothing per record, and loads everything back at start-up. Both the
+JSON-file store and a database store implement this interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("project", "task", "session")
+
+
+@dataclass(slots=True)
+class Op:
+    """One entity written (`value` is its new state) or deleted (`value` is None)."""
+
+    kind: str
+    id: str
+    value: dict | None
+    # Compact JSON of `value`, computed once by the caller and reused by the store.
+    encoded: bytes | None = None
+    # For tasks: the project folder the file lives in.
+    project_id: str | None = None
+
+
+@dataclass
+class LoadResult:
+    projects: list[dict] = field(default_factory=list)
+    tasks: list[dict] = field(default_factory=list)
+    sessions: list[dict] = field(default_factory=list)
+    quarantined: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class StoreLockedError(RuntimeError):
+    """Another server holds the data directory."""
+
+
+class Store(ABC):
+    name = "store"
+
+    @abstractmethod
+    def open(self) -> LoadResult:
+        """Take exclusive ownership of the storage, recover from any crash, load everything."""
+
+    @abstractmethod
+    def write_batch(self, records: list[list[Op]]) -> None:
+        """Make every record durable, in order; each record is all-or-nothing.
+
+        Called from one writer thread at a time. Returns only once the records survive a crash;
+        raises if they could not be made durable (the caller then rolls them back)."""
+
+    def maintenance(self) -> None:
+        """Housekeeping between batches (e.g. a checkpoint); called by the same writer thread."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush everything and release the storage."""
+
+    def health(self) -> dict[str, Any]:
+        return {"backend": self.name}
