@@ -11,7 +11,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from .. import jsonio
@@ -229,6 +230,7 @@ def build_routes(service: Service, hub: Hub, settings: Settings) -> list:
         Route("/api/sessions/{id}/tasks/{taskId}", remove_session_task, methods=["DELETE"]),
         Route("/api/sessions/{id}/events", session_events, methods=["POST"]),
         Route("/api/sessions/{id}/timeline", session_timeline, methods=["POST"]),
+        Mount("/ui", StaticFiles(directory=WEB_DIR, check_dir=False), name="ui"),
         WebSocketRoute("/{path:path}", websocket),
     ]
 
