@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from .errors import StorageError
@@ -91,6 +92,7 @@ class Committer:
         self._closing = False
         self.batches = 0
         self.records = 0
+        self.write_seconds = 0.0
         self.on_commit: list[Callable[[Tx], None]] = []
 
     def start(self) -> None:
@@ -121,22 +123,39 @@ class Committer:
                             log.exception("store maintenance failed")
                     continue
             batch, self._queue = self._queue, []
+            records = [ops for _, ops, _ in batch]
+            started = time.perf_counter()
             try:
-                await asyncio.to_thread(self.store.write_batch, [ops for _, ops, _ in batch])
+                await asyncio.to_thread(self.store.write_batch, records)
             except Exception as exc:
                 log.exception("storage write failed; undoing %d change(s)", len(batch))
                 await self._fail(batch, exc)
                 continue
+            try:
+                self.store.apply_batch(records)
+            except Exception:
+                log.exception("store could not refresh its files (the journal keeps the change)")
+            if self.store.wants_maintenance():
+                try:
+                    await asyncio.to_thread(self.store.maintenance)
+                except Exception:
+                    log.exception("store maintenance failed")
             dirty = True
+            self.write_seconds += time.perf_counter() - started
             self.batches += 1
             self.records += len(batch)
             for tx, _, fut in batch:
+                # The change is durable: whatever happens while announcing it, the request
+                # must be answered (a dead committer would hang every later request).
                 for hook in self.on_commit:
                     try:
                         hook(tx)
                     except Exception:
                         log.exception("commit hook failed")
-                self.bus.publish(tx.events)
+                try:
+                    self.bus.publish(tx.events)
+                except Exception:
+                    log.exception("publishing events failed")
                 if not fut.done():
                     fut.set_result(None)
             # Let WebSocket senders write the events before the requests send their responses.
@@ -152,6 +171,12 @@ class Committer:
         for _, _, fut in failing:
             if not fut.done():
                 fut.set_exception(err)
+
+    def stats(self) -> dict:
+        return {"batches": self.batches, "records": self.records,
+                "avgBatch": round(self.records / self.batches, 2) if self.batches else 0,
+                "avgWriteMs": round(self.write_seconds / self.batches * 1000, 3)
+                if self.batches else 0}
 
     async def close(self) -> None:
         """Write everything still queued, then stop."""

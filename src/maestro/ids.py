@@ -16,8 +16,17 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _base36(n: int) -> str:
+    out = []
+    for _ in range(9):
+        n, r = divmod(n, 36)
+        out.append(_ALPHABET[r])
+    return "".join(out)
+
+
 def make_id(prefix: str, ms: int | None = None) -> str:
-    rand = "".join(secrets.choice(_ALPHABET) for _ in range(9))
+    # 8 random bytes (64 bits) reduced to 9 base-36 digits (46.5 bits), from the OS CSPRNG.
+    rand = _base36(int.from_bytes(secrets.token_bytes(8), "big"))
     return f"{prefix}_{now_ms() if ms is None else ms}_{rand}"
 
 

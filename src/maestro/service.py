@@ -131,6 +131,8 @@ class Service:
     def health(self) -> dict:
         storage = self.store.health()
         storage["notes"] = list(self.load_result.notes)
+        if self.committer is not None:
+            storage["commits"] = self.committer.stats()
         return {
             "status": "ok",
             "timestamp": now_ms(),

@@ -54,6 +54,14 @@ class Store(ABC):
         Called from one writer thread at a time. Returns only once the records survive a crash;
         raises if they could not be made durable (the caller then rolls them back)."""
 
+    def apply_batch(self, records: list[list[Op]]) -> None:
+        """Optional step after `write_batch` succeeded, on the event-loop thread (e.g. refresh
+        readable copies). Must be quick and must not raise for a durable change."""
+
+    def wants_maintenance(self) -> bool:
+        """True when `maintenance` should run soon rather than when idle."""
+        return False
+
     def maintenance(self) -> None:
         """Housekeeping between batches (e.g. a checkpoint); called by the same writer thread."""
 
