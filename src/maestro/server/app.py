@@ -17,16 +17,16 @@ from starlette.websockets import WebSocket
 
 from .. import jsonio
 from ..config import Settings
-from ..errors import ApiError, StorageError, validation
+from ..errors import ApiError, StorageError
 from ..events import EventBus
 from ..service import Service
 from ..store.base import Store
+from .router import ApiRequest, Reply, Router
 from .security import Security
 from .websocket import Hub
 
 log = logging.getLogger("maestro.http")
 
-MAX_BODY = 1024 * 1024
 JSON_TYPE = "application/json; charset=utf-8"
 WEB_DIR = Path(__file__).parent / "web"
 
@@ -41,147 +41,133 @@ def error_response(exc: ApiError) -> Response:
 
 
 async def read_json(request: Request) -> dict:
-    """The request body as a JSON object (SPEC §3.3): empty body = {}, 415 for other content
-    types, 400 for malformed JSON or a non-object, 413 beyond 1 MiB."""
-    length = request.headers.get("content-length")
-    if length is not None:
-        try:
-            if int(length) > MAX_BODY:
-                raise ApiError(413, "VALIDATION_ERROR", "Request body too large (limit 1 MiB)")
-        except ValueError:
-            raise validation("Invalid Content-Length") from None
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ApiError(413, "VALIDATION_ERROR", "Request body too large (limit 1 MiB)")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    if not body.strip():
-        return {}
-    ctype = request.headers.get("content-type", "")
-    if ctype.split(";", 1)[0].strip().lower() != "application/json":
-        raise ApiError(415, "VALIDATION_ERROR", "Content-Type must be application/json")
-    try:
-        value = jsonio.loads(body)
-    except ValueError:
-        raise validation("Invalid JSON body") from None
-    if not isinstance(value, dict):
-        raise validation("Request body must be a JSON object")
-    return value
+    """The body of a Starlette request as a JSON object, with the rules of `ApiRequest.json`."""
+    return await ApiRequest(request.scope, request.receive, {}).json()
 
 
-def _query(request: Request, name: str) -> str | None:
-    value = request.query_params.get(name)
-    return value or None  # a parameter present with an empty value is ignored
-
-
-def _id(request: Request, name: str = "id") -> str:
-    value = request.path_params[name]
-    if len(value) > 128:
-        raise validation(f"{name} must be at most 128 characters")
-    return value
-
-
-def build_routes(service: Service, hub: Hub, settings: Settings) -> list:
+def register_api(router: Router, service: Service, hub: Hub) -> None:
+    """The REST API of SPEC §7 and extensions E1, E2, E7 on the lean router."""
     tasks = service.state.tasks
     sessions = service.state.sessions
     projects = service.state.projects
 
-    async def health(request: Request):
-        return json_response(service.health())
+    async def health(r: ApiRequest):
+        return service.health()
 
-    async def ws_status(request: Request):
-        return json_response(hub.status())
+    async def ws_status(r: ApiRequest):
+        return hub.status()
 
     # -- projects
-    async def list_projects(request: Request):
-        return json_response(projects.encode_list(service.list_projects()))
+    async def list_projects(r: ApiRequest):
+        return projects.encode_list(service.list_projects())
 
-    async def create_project(request: Request):
-        body = await read_json(request)
-        return json_response(projects.encode(await service.create_project(body)), 201)
+    async def create_project(r: ApiRequest):
+        return Reply(projects.encode(await service.create_project(await r.json())), 201)
 
-    async def get_project(request: Request):
-        return json_response(projects.encode(service.get_project(_id(request))))
+    async def get_project(r: ApiRequest):
+        return projects.encode(service.get_project(r.param()))
 
-    async def update_project(request: Request):
-        body = await read_json(request)
-        return json_response(projects.encode(await service.update_project(_id(request), body)))
+    async def update_project(r: ApiRequest):
+        body = await r.json()
+        return projects.encode(await service.update_project(r.param(), body))
 
-    async def delete_project(request: Request):
-        await read_json(request)
-        return json_response(await service.delete_project(_id(request)))
+    async def delete_project(r: ApiRequest):
+        await r.json()
+        return await service.delete_project(r.param())
 
     # -- tasks
-    async def list_tasks(request: Request):
-        found = service.list_tasks(_query(request, "projectId"), _query(request, "status"),
-                                   _query(request, "parentId"))
-        return json_response(tasks.encode_list(found))
+    async def list_tasks(r: ApiRequest):
+        found = service.list_tasks(r.query("projectId"), r.query("status"), r.query("parentId"))
+        return tasks.encode_list(found)
 
-    async def create_task(request: Request):
-        body = await read_json(request)
-        return json_response(tasks.encode(await service.create_task(body)), 201)
+    async def create_task(r: ApiRequest):
+        return Reply(tasks.encode(await service.create_task(await r.json())), 201)
 
-    async def get_task(request: Request):
-        return json_response(tasks.encode(service.get_task(_id(request))))
+    async def get_task(r: ApiRequest):
+        return tasks.encode(service.get_task(r.param()))
 
-    async def update_task(request: Request):
-        body = await read_json(request)
-        return json_response(tasks.encode(await service.update_task(_id(request), body)))
+    async def update_task(r: ApiRequest):
+        body = await r.json()
+        return tasks.encode(await service.update_task(r.param(), body))
 
-    async def add_timeline(request: Request):
-        body = await read_json(request)
-        return json_response(tasks.encode(await service.add_timeline_event(_id(request), body)))
+    async def add_timeline(r: ApiRequest):
+        body = await r.json()
+        return tasks.encode(await service.add_timeline_event(r.param(), body))
 
-    async def delete_task(request: Request):
-        await read_json(request)
-        return json_response(await service.delete_task(_id(request)))
+    async def delete_task(r: ApiRequest):
+        await r.json()
+        return await service.delete_task(r.param())
 
-    async def task_children(request: Request):
-        return json_response(tasks.encode_list(service.task_children(_id(request))))
+    async def task_children(r: ApiRequest):
+        return tasks.encode_list(service.task_children(r.param()))
 
     # -- sessions
-    async def list_sessions(request: Request):
-        found = service.list_sessions(_query(request, "projectId"), _query(request, "taskId"),
-                                      _query(request, "status"), _query(request, "active"))
-        return json_response(sessions.encode_list(found))
+    async def list_sessions(r: ApiRequest):
+        found = service.list_sessions(r.query("projectId"), r.query("taskId"), r.query("status"),
+                                      r.query("active"))
+        return sessions.encode_list(found)
 
-    async def create_session(request: Request):
-        body = await read_json(request)
-        return json_response(sessions.encode(await service.create_session(body)), 201)
+    async def create_session(r: ApiRequest):
+        return Reply(sessions.encode(await service.create_session(await r.json())), 201)
 
-    async def get_session(request: Request):
-        return json_response(sessions.encode(service.get_session(_id(request))))
+    async def get_session(r: ApiRequest):
+        return sessions.encode(service.get_session(r.param()))
 
-    async def update_session(request: Request):
-        body = await read_json(request)
-        return json_response(sessions.encode(await service.update_session(_id(request), body)))
+    async def update_session(r: ApiRequest):
+        body = await r.json()
+        return sessions.encode(await service.update_session(r.param(), body))
 
-    async def delete_session(request: Request):
-        await read_json(request)
-        return json_response(await service.delete_session(_id(request)))
+    async def delete_session(r: ApiRequest):
+        await r.json()
+        return await service.delete_session(r.param())
 
-    async def add_session_task(request: Request):
-        await read_json(request)
-        s = await service.add_task_to_session(_id(request), _id(request, "taskId"))
-        return json_response(sessions.encode(s))
+    async def add_session_task(r: ApiRequest):
+        await r.json()
+        return sessions.encode(await service.add_task_to_session(r.param(), r.param("taskId")))
 
-    async def remove_session_task(request: Request):
-        await read_json(request)
-        s = await service.remove_task_from_session(_id(request), _id(request, "taskId"))
-        return json_response(sessions.encode(s))
+    async def remove_session_task(r: ApiRequest):
+        await r.json()
+        return sessions.encode(await service.remove_task_from_session(r.param(),
+                                                                      r.param("taskId")))
 
-    async def session_events(request: Request):
-        body = await read_json(request)
-        return json_response(sessions.encode(await service.add_session_event(_id(request),
-                                                                             body)))
+    async def session_events(r: ApiRequest):
+        body = await r.json()
+        return sessions.encode(await service.add_session_event(r.param(), body))
 
-    async def session_timeline(request: Request):
-        body = await read_json(request)
-        return json_response(sessions.encode(await service.add_session_timeline(_id(request),
-                                                                                body)))
+    async def session_timeline(r: ApiRequest):
+        body = await r.json()
+        return sessions.encode(await service.add_session_timeline(r.param(), body))
+
+    for method, path, handler in [
+        ("GET", "/health", health),
+        ("GET", "/ws-status", ws_status),
+        ("GET", "/api/projects", list_projects),
+        ("POST", "/api/projects", create_project),
+        ("GET", "/api/projects/{id}", get_project),
+        ("PUT", "/api/projects/{id}", update_project),
+        ("DELETE", "/api/projects/{id}", delete_project),
+        ("GET", "/api/tasks", list_tasks),
+        ("POST", "/api/tasks", create_task),
+        ("GET", "/api/tasks/{id}", get_task),
+        ("PATCH", "/api/tasks/{id}", update_task),
+        ("DELETE", "/api/tasks/{id}", delete_task),
+        ("POST", "/api/tasks/{id}/timeline", add_timeline),
+        ("GET", "/api/tasks/{id}/children", task_children),
+        ("GET", "/api/sessions", list_sessions),
+        ("POST", "/api/sessions", create_session),
+        ("GET", "/api/sessions/{id}", get_session),
+        ("PATCH", "/api/sessions/{id}", update_session),
+        ("DELETE", "/api/sessions/{id}", delete_session),
+        ("POST", "/api/sessions/{id}/tasks/{taskId}", add_session_task),
+        ("DELETE", "/api/sessions/{id}/tasks/{taskId}", remove_session_task),
+        ("POST", "/api/sessions/{id}/events", session_events),
+        ("POST", "/api/sessions/{id}/timeline", session_timeline),
+    ]:
+        router.add(method, path, handler)
+
+
+def build_routes(service: Service, hub: Hub, settings: Settings) -> list:
+    """Starlette routes: dashboard, docs, WebSocket, and routes added by extensions."""
 
     async def websocket(ws: WebSocket):
         await hub.serve(ws)
@@ -205,31 +191,8 @@ def build_routes(service: Service, hub: Hub, settings: Settings) -> list:
         Route("/", index, methods=["GET", "HEAD"]),
         WebSocketRoute("/", websocket),
         WebSocketRoute("/ws", websocket),
-        Route("/health", health, methods=["GET"]),
-        Route("/ws-status", ws_status, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
-        Route("/api/projects", list_projects, methods=["GET"]),
-        Route("/api/projects", create_project, methods=["POST"]),
-        Route("/api/projects/{id}", get_project, methods=["GET"]),
-        Route("/api/projects/{id}", update_project, methods=["PUT"]),
-        Route("/api/projects/{id}", delete_project, methods=["DELETE"]),
-        Route("/api/tasks", list_tasks, methods=["GET"]),
-        Route("/api/tasks", create_task, methods=["POST"]),
-        Route("/api/tasks/{id}", get_task, methods=["GET"]),
-        Route("/api/tasks/{id}", update_task, methods=["PATCH"]),
-        Route("/api/tasks/{id}", delete_task, methods=["DELETE"]),
-        Route("/api/tasks/{id}/timeline", add_timeline, methods=["POST"]),
-        Route("/api/tasks/{id}/children", task_children, methods=["GET"]),
-        Route("/api/sessions", list_sessions, methods=["GET"]),
-        Route("/api/sessions", create_session, methods=["POST"]),
-        Route("/api/sessions/{id}", get_session, methods=["GET"]),
-        Route("/api/sessions/{id}", update_session, methods=["PATCH"]),
-        Route("/api/sessions/{id}", delete_session, methods=["DELETE"]),
-        Route("/api/sessions/{id}/tasks/{taskId}", add_session_task, methods=["POST"]),
-        Route("/api/sessions/{id}/tasks/{taskId}", remove_session_task, methods=["DELETE"]),
-        Route("/api/sessions/{id}/events", session_events, methods=["POST"]),
-        Route("/api/sessions/{id}/timeline", session_timeline, methods=["POST"]),
         Mount("/ui", StaticFiles(directory=WEB_DIR, check_dir=False), name="ui"),
         WebSocketRoute("/{path:path}", websocket),
     ]
@@ -302,6 +265,9 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     app.state.hub = hub
     app.state.settings = settings
     app.state.extensions = extensions
-    secured = Security(_TrailingSlash(app), settings)
+    router = Router(app)
+    register_api(router, service, hub)
+    app.state.router = router
+    secured = Security(_TrailingSlash(router), settings)
     secured.inner = app
     return secured

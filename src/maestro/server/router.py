@@ -1,0 +1,179 @@
+"""A lean ASGI router for the REST API.
+
+The API's hot path is tiny (a dict lookup and cached bytes for a GET), so per-request framework
+machinery would dominate its cost. This router matches `(method, path)` against literal segments
+and `{param}` segments, hands the handler a small request object and writes the response in two
+ASGI messages. Anything it does not know goes to the fallback app (Starlette: dashboard files,
+docs, WebSocket, routes added by extensions)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from .. import jsonio
+from ..errors import ApiError, StorageError, validation
+from ..ids import MAX_ID_LENGTH
+
+log = logging.getLogger("maestro.http")
+
+MAX_BODY = 1024 * 1024
+_JSON_HEADERS = b"application/json; charset=utf-8"
+
+
+class ApiRequest:
+    __slots__ = ("scope", "receive", "method", "path", "params", "_query", "state")
+
+    def __init__(self, scope, receive, params: dict[str, str]):
+        self.scope = scope
+        self.receive = receive
+        self.method = scope["method"]
+        self.path = scope["path"]
+        self.params = params
+        self._query: dict[str, str] | None = None
+        self.state = scope.get("state") or {}
+
+    @property
+    def identity(self):
+        """Who is asking: None for full rights, else the agent identity set by security."""
+        return self.state.get("identity")
+
+    def query(self, name: str) -> str | None:
+        """A query parameter; present-but-empty counts as absent (SPEC §3.3)."""
+        if self._query is None:
+            qs = self.scope.get("query_string", b"")
+            self._query = dict(parse_qsl(qs.decode("latin-1"))) if qs else {}
+        return self._query.get(name) or None
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return value
+        return None
+
+    def param(self, name: str = "id") -> str:
+        value = self.params[name]
+        if len(value) > MAX_ID_LENGTH:
+            raise validation(f"{name} must be at most {MAX_ID_LENGTH} characters")
+        return value
+
+    async def json(self) -> dict:
+        """The body as a JSON object (SPEC §3.3): empty = {}, 415 for another content type, 400
+        for malformed JSON or a non-object, 413 beyond 1 MiB."""
+        length = self.header(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > MAX_BODY
+            except ValueError:
+                raise validation("Invalid Content-Length") from None
+            if too_big:
+                raise ApiError(413, "VALIDATION_ERROR", "Request body too large (limit 1 MiB)")
+        chunks = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ApiError(400, "VALIDATION_ERROR", "Client disconnected")
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise ApiError(413, "VALIDATION_ERROR", "Request body too large (limit 1 MiB)")
+                chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if not body or not body.strip():
+            return {}
+        ctype = self.header(b"content-type") or b""
+        if ctype.split(b";", 1)[0].strip().lower() != b"application/json":
+            raise ApiError(415, "VALIDATION_ERROR", "Content-Type must be application/json")
+        try:
+            value = jsonio.loads(body)
+        except ValueError:
+            raise validation("Invalid JSON body") from None
+        if not isinstance(value, dict):
+            raise validation("Request body must be a JSON object")
+        return value
+
+
+Handler = Callable[[ApiRequest], Awaitable[Any]]
+
+
+class Reply:
+    """A handler result with a status other than 200, or pre-encoded bytes."""
+
+    __slots__ = ("status", "body")
+
+    def __init__(self, body: Any, status: int = 200):
+        self.status = status
+        self.body = body
+
+
+class Router:
+    def __init__(self, fallback):
+        self.fallback = fallback
+        # segment count -> list of (method, segments, handler); segments: str literal or None
+        self._routes: dict[int, list[tuple[str, tuple, tuple, Handler]]] = {}
+        self.not_found_body = jsonio.dumps({"error": True, "code": "NOT_FOUND",
+                                            "message": "Route not found"})
+
+    def add(self, method: str, template: str, handler: Handler) -> None:
+        parts = tuple(template.strip("/").split("/")) if template != "/" else ()
+        literals = tuple(None if p.startswith("{") else p for p in parts)
+        names = tuple(p[1:-1] if p.startswith("{") else None for p in parts)
+        self._routes.setdefault(len(parts), []).append((method, literals, names, handler))
+        # Literal routes first so /api/sessions/spawn wins over /api/sessions/{id}.
+        self._routes[len(parts)].sort(key=lambda r: sum(x is None for x in r[1]))
+
+    def match(self, method: str, path: str):
+        parts = path.strip("/").split("/") if path != "/" else []
+        candidates = self._routes.get(len(parts))
+        if not candidates:
+            return None, False
+        path_known = False
+        for m, literals, names, handler in candidates:
+            ok = True
+            for lit, part in zip(literals, parts):
+                if lit is not None and lit != part:
+                    ok = False
+                    break
+            if not ok:
+                continue
+            path_known = True
+            if m != method:
+                continue
+            params = {n: p for n, p in zip(names, parts) if n is not None}
+            return (handler, params), True
+        return None, path_known
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.fallback(scope, receive, send)
+        found, _ = self.match(scope["method"], scope["path"])
+        if found is None:
+            return await self.fallback(scope, receive, send)
+        handler, params = found
+        request = ApiRequest(scope, receive, params)
+        try:
+            result = await handler(request)
+            status = 200
+            if isinstance(result, Reply):
+                status, result = result.status, result.body
+            body = result if isinstance(result, (bytes, bytearray)) else jsonio.dumps(result)
+        except ApiError as exc:
+            status, body = exc.status, jsonio.dumps(exc.body())
+        except StorageError as exc:
+            status = 500
+            body = jsonio.dumps({"error": True, "code": "INTERNAL_ERROR", "message": str(exc)})
+        except Exception as exc:
+            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            status = 500
+            body = jsonio.dumps({"error": True, "code": "INTERNAL_ERROR",
+                                 "message": f"{type(exc).__name__}: {exc}"})
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", _JSON_HEADERS),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
