@@ -3,8 +3,10 @@
 A request builds a `Tx` under the service's mutation lock: every change goes to memory at once
 (so the next request sees it) and is remembered with its undo. The `Committer` then writes the
 changes of all requests waiting at that moment in one store batch (one fsync), publishes their
-events in order and only then lets the requests answer. If the store fails, the batch and every
-later change are undone, newest first, and those requests get a 500."""
+events in order and only then lets the requests answer. If the store cannot commit the batch,
+or refuses one of its requests before the commit point (e.g. a file cannot be staged), the
+failing requests and every later change are undone, newest first, and get a 500; requests
+queued before a refused one do not depend on it and are committed as usual."""
 
 from __future__ import annotations
 
@@ -125,11 +127,24 @@ class Committer:
             batch, self._queue = self._queue, []
             records = [ops for _, ops, _ in batch]
             started = time.perf_counter()
+            # Requests the store refuses before the commit point; the ones queued before the
+            # first refused request do not depend on it and are committed.
+            refused: list = []
+            refusal: Exception | None = None
+            try:
+                self.store.prepare_batch(records)
+            except Exception as exc:
+                ready = getattr(exc, "ready", 0)
+                batch, refused = batch[:ready], batch[ready:]
+                records, refusal = records[:ready], exc
+            if not batch:
+                await self._fail(refused, refusal)
+                continue
             try:
                 await asyncio.to_thread(self.store.write_batch, records)
             except Exception as exc:
                 log.exception("storage write failed; undoing %d change(s)", len(batch))
-                await self._fail(batch, exc)
+                await self._fail(batch + refused, exc)
                 continue
             try:
                 self.store.apply_batch(records)
@@ -158,10 +173,14 @@ class Committer:
                     log.exception("publishing events failed")
                 if not fut.done():
                     fut.set_result(None)
+            if refused:
+                await self._fail(refused, refusal)
             # Let WebSocket senders write the events before the requests send their responses.
             await asyncio.sleep(0)
 
     async def _fail(self, batch, exc: Exception) -> None:
+        """Undo `batch` and everything queued after it (built on top of it), newest first;
+        their requests get a StorageError."""
         async with self.lock:
             failing = batch + self._queue
             self._queue = []

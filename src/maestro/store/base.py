@@ -54,6 +54,11 @@ class Store(ABC):
         Called from one writer thread at a time. Returns only once the records survive a crash;
         raises if they could not be made durable (the caller then rolls them back)."""
 
+    def prepare_batch(self, records: list[list[Op]]) -> None:
+        """Optional step before `write_batch`, on the event-loop thread: whatever can fail
+        before the commit point. Raises to refuse the records; an exception with a `ready`
+        attribute accepts the first `ready` records and refuses the rest."""
+
     def apply_batch(self, records: list[list[Op]]) -> None:
         """Optional step after `write_batch` succeeded, on the event-loop thread (e.g. refresh
         readable copies). Must be quick and must not raise for a durable change."""

@@ -4,7 +4,14 @@ Durability comes from a write-ahead journal (`DATA_DIR/journal`): each request's
 checksummed line, and a batch of concurrent requests costs one `fdatasync` (group commit). The
 entity files are then replaced atomically (temp file + rename) so that the directory is always a
 readable, up-to-date copy. A checkpoint syncs the file system and empties the journal. Start-up
-loads the files, replays the journal and so finishes whatever a crash interrupted."""
+loads the files, replays the journal and so finishes whatever a crash interrupted.
+
+The journal append is the commit point. What can fail for a reason the disk gives (a missing or
+blocked folder, a full disk) is done before it: `prepare_batch` stages the new contents as temp
+files beside their targets, so a refused change leaves neither a journal record nor a changed
+file. After the commit point only renames and unlinks remain (`apply_batch`); if one of those
+fails the change stays committed, is retried at each checkpoint, and the journal is kept until
+the files have caught up."""
 
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from typing import Any
 
 from .. import jsonio
 from ..ids import is_safe_file_component
-from .base import LoadResult, Op, Store, StoreLockedError
+from .base import KINDS, LoadResult, Op, Store, StoreLockedError
 
 log = logging.getLogger("maestro.store")
 
@@ -46,10 +53,12 @@ def _syncfs(fd: int) -> bool:
         return False
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    """fsync one file or folder; a path that vanished meanwhile needs no sync."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if directory else 0)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
+        fd = os.open(path, flags)
+    except (FileNotFoundError, NotADirectoryError):
         return
     try:
         os.fsync(fd)
@@ -57,8 +66,41 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _unlink(path: Path) -> None:
+    """Remove a file; one that is already gone (or whose folder is not one) is not an error."""
+    try:
+        os.unlink(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _latest(records: list[list[Op]]) -> dict[tuple[str, str], Op]:
+    """The last op per entity over `records`, in the order of those last ops."""
+    latest: dict[tuple[str, str], Op] = {}
+    for record in records:
+        for op in record:
+            latest.pop((op.kind, op.id), None)
+            latest[(op.kind, op.id)] = op
+    return latest
+
+
 class UnsafePathError(ValueError):
     """An id that cannot be used as a file name inside the data directory."""
+
+
+class StagingError(OSError):
+    """A record's files could not be staged; `ready` records before it were staged fine."""
+
+    def __init__(self, ready: int, cause: Exception):
+        super().__init__(str(cause))
+        self.ready = ready
+        self.cause = cause
 
 
 class FileStore(Store):
@@ -72,45 +114,52 @@ class FileStore(Store):
         self.journal_path = self.root / JOURNAL_NAME
         self._lock_fd: int | None = None
         self._journal_fd: int | None = None
+        # Size of the journal file: everything appended since the last checkpoint.
         self._journal_bytes = 0
+        self._checkpoint_at = CHECKPOINT_BYTES
         self._dirty_dirs: set[Path] = set()
         self._dirty_files: set[Path] = set()
-        # Every path a task was loaded from; older copies are removed when the task is rewritten.
-        self._task_paths: dict[str, set[Path]] = {}
+        # Files an entity was loaded from other than its own path (legacy task location, a file
+        # named after another id, a task in another project's folder): removed when the entity
+        # is next written or deleted, so one entity never lives in two files.
+        self._stray_paths: dict[tuple[str, str], set[Path]] = {}
         self._known_task_dirs: set[str] = set()
+        # The batch between prepare_batch and apply_batch: last op per entity, its temp file.
+        self._prepared: dict[tuple[str, str], tuple[Op, Path | None]] | None = None
+        # Committed changes whose file could not be renamed/unlinked yet (retried at checkpoint).
+        self._unapplied: dict[tuple[str, str], Op] = {}
+        # Set when the journal is in an unknown state; every later write is refused.
+        self._failed: str | None = None
         self.quarantined: list[dict] = []
         self.replayed_records = 0
         self.last_checkpoint: float | None = None
-        self._pending_replay: list[tuple] = []
-        self._unapplied: dict[tuple[str, str], Op] = {}
 
     # ----------------------------------------------------------------- opening
     def open(self) -> LoadResult:
-        for d in (self.projects_dir, self.tasks_dir, self.sessions_dir):
-            d.mkdir(parents=True, exist_ok=True)
         if self._lock_fd is None:
             self.take_lock()
+        for folder in (self.projects_dir, self.tasks_dir, self.sessions_dir):
+            if not folder.is_dir():
+                folder.mkdir(parents=True, exist_ok=True)
+                self._dirty_dirs.add(self.root)
         self._remove_temp_files()
         result = LoadResult()
-        projects = self._load_dir(self.projects_dir, result)
-        tasks: dict[str, dict] = {}
-        # Legacy location first, so a copy in the project folder wins a duplicate id.
-        for task in self._load_dir(self.tasks_dir, result, paths=self._task_paths).values():
-            tasks[task["id"]] = task
+        loaded_from: dict[tuple[str, str], list[Path]] = {}
+        projects = self._load_dir(self.projects_dir, "project", loaded_from)
+        # Legacy location first, so a copy in a project folder wins a duplicate id.
+        tasks = self._load_dir(self.tasks_dir, "task", loaded_from)
         for sub in sorted(p for p in self.tasks_dir.iterdir() if p.is_dir()):
             self._known_task_dirs.add(sub.name)
-            for task in self._load_dir(sub, result, paths=self._task_paths).values():
-                tasks[task["id"]] = task
-        sessions = self._load_dir(self.sessions_dir, result)
+            tasks.update(self._load_dir(sub, "task", loaded_from))
+        sessions = self._load_dir(self.sessions_dir, "session", loaded_from)
         state = {"project": projects, "task": tasks, "session": sessions}
-        replayed = self._replay_journal(state, result)
+        self._find_strays(state, loaded_from)
+        self._replay_journal(state, result)
         result.projects = list(projects.values())
         result.tasks = list(tasks.values())
         result.sessions = list(sessions.values())
         result.quarantined = list(self.quarantined)
-        self._journal_fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        if replayed:
-            self.checkpoint()
+        self.checkpoint()
         return result
 
     def take_lock(self) -> None:
@@ -139,16 +188,19 @@ class FileStore(Store):
         self._lock_fd = fd
 
     def _remove_temp_files(self) -> None:
-        for folder in [self.projects_dir, self.sessions_dir, self.tasks_dir,
+        """Temp files are staged changes that never reached their commit point."""
+        for folder in [self.root, self.projects_dir, self.sessions_dir, self.tasks_dir,
                        *(p for p in self.tasks_dir.iterdir() if p.is_dir())]:
             for entry in folder.iterdir():
-                if entry.name.startswith(".") and entry.name.endswith(_TMP_SUFFIX):
+                if entry.name.startswith(".") and entry.name.endswith(_TMP_SUFFIX) \
+                        and entry.is_file():
                     try:
                         entry.unlink()
                     except OSError:
                         pass
 
-    def _load_dir(self, folder: Path, result: LoadResult, paths: dict | None = None) -> dict:
+    def _load_dir(self, folder: Path, kind: str,
+                  loaded_from: dict[tuple[str, str], list[Path]]) -> dict[str, dict]:
         out: dict[str, dict] = {}
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
@@ -159,8 +211,7 @@ class FileStore(Store):
                 continue
             path = Path(entry.path)
             try:
-                data = path.read_bytes()
-                value = jsonio.loads(data)
+                value = jsonio.loads(path.read_bytes())
                 if not isinstance(value, dict) or not isinstance(value.get("id"), str) \
                         or not value["id"]:
                     raise ValueError("not a JSON object with a string id")
@@ -168,9 +219,16 @@ class FileStore(Store):
                 self._quarantine(path, str(exc))
                 continue
             out[value["id"]] = value
-            if paths is not None:
-                paths.setdefault(value["id"], set()).add(path)
+            loaded_from.setdefault((kind, value["id"]), []).append(path)
         return out
+
+    def _find_strays(self, state: dict[str, dict],
+                     loaded_from: dict[tuple[str, str], list[Path]]) -> None:
+        for (kind, eid), paths in loaded_from.items():
+            own = self._own_path(kind, eid, state[kind][eid], None)
+            strays = {p for p in paths if p != own}
+            if strays:
+                self._stray_paths[(kind, eid)] = strays
 
     def _quarantine(self, path: Path, reason: str) -> None:
         qdir = self.root / QUARANTINE_DIR
@@ -180,204 +238,329 @@ class FileStore(Store):
         try:
             os.replace(path, target)
             moved = str(target)
+            self._dirty_dirs.update((qdir, path.parent, self.root))
         except OSError as exc:
             moved = f"(could not move: {exc})"
         entry = {"file": str(path.relative_to(self.root)), "movedTo": moved, "reason": reason}
         self.quarantined.append(entry)
         log.error("corrupt entity file %s moved to %s: %s", path, moved, reason)
 
-    def _replay_journal(self, state: dict[str, dict], result: LoadResult) -> int:
+    def _replay_journal(self, state: dict[str, dict], result: LoadResult) -> None:
+        """Apply every complete record of the journal to `state` and to the files, then open
+        the journal for appending."""
         try:
             raw = self.journal_path.read_bytes()
         except FileNotFoundError:
-            return 0
-        good_end = 0
-        count = 0
+            raw = b""
+        valid: list[bytes] = []
+        bad_records = bad_bytes = 0
         pos = 0
         while pos < len(raw):
             nl = raw.find(b"\n", pos)
-            if nl < 0:
-                break
-            line = raw[pos:nl]
-            record = _decode_line(line)
-            if record is None:
-                break
-            for op in record:
-                kind, eid, value = op["k"], op["id"], op.get("v")
-                if value is None:
-                    state[kind].pop(eid, None)
+            end = len(raw) if nl < 0 else nl + 1
+            line = raw[pos:end]
+            pos = end
+            ops = _decode_line(line[:-1]) if nl >= 0 else None
+            if ops is None:
+                bad_records += 1
+                bad_bytes += len(line)
+                continue
+            valid.append(line)
+            for op in ops:
+                if op.value is None:
+                    state[op.kind].pop(op.id, None)
                 else:
-                    state[kind][eid] = value
-                self._pending_replay.append((kind, eid, value, op.get("p")))
-            count += 1
-            pos = nl + 1
-            good_end = pos
-        if good_end < len(raw):
-            result.notes.append(
-                f"journal: dropped an incomplete trailing record ({len(raw) - good_end} bytes)")
-            log.warning("journal ends with an incomplete record (never acknowledged); dropped")
-        if count:
-            log.info("journal: replayed %d record(s) from an unclean shutdown", count)
-            result.notes.append(f"journal: replayed {count} record(s)")
-        self.replayed_records = count
-        # Re-apply the replayed post-images to the entity files, then checkpoint.
-        for kind, eid, value, pid in self._pending_replay:
-            self._apply_file(Op(kind, eid, value, None, pid))
-        self._pending_replay.clear()
-        return count or (good_end < len(raw))
+                    state[op.kind][op.id] = op.value
+        if bad_records:
+            # Expected only as a torn tail: a write a crash interrupted, never acknowledged.
+            result.notes.append(f"journal: ignored {bad_records} incomplete or corrupt "
+                                f"record(s) ({bad_bytes} bytes)")
+            log.warning("journal: ignored %d incomplete or corrupt record(s) (%d bytes); such "
+                        "a record was never acknowledged", bad_records, bad_bytes)
+        if valid:
+            log.info("journal: replaying %d record(s) left by an unclean shutdown", len(valid))
+            result.notes.append(f"journal: replayed {len(valid)} record(s)")
+            for op in _latest([_decode_line(line[:-1]) for line in valid]).values():
+                self._write_now(op)
+        self.replayed_records = len(valid)
+        if bad_records and self._unapplied:
+            # This journal outlives the start-up: keep only its valid records, so that new
+            # records are never appended behind garbage.
+            self._rewrite_journal(b"".join(valid))
+        existed = bool(raw) or self.journal_path.exists()
+        self._journal_fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                   0o644)
+        if not existed:
+            self._dirty_dirs.add(self.root)  # the journal's own directory entry
+        self._journal_bytes = os.fstat(self._journal_fd).st_size
 
-    # ----------------------------------------------------------------- writing
-    def write_batch(self, records: list[list[Op]]) -> None:
-        """Append the records to the journal and fdatasync it (runs in the writer thread)."""
-        lines = bytearray()
-        for record in records:
-            lines += _encode_record(record)
-        assert self._journal_fd is not None, "store is not open"
-        os.write(self._journal_fd, lines)
-        os.fdatasync(self._journal_fd)
-        self._journal_bytes += len(lines)
-
-    def apply_batch(self, records: list[list[Op]]) -> None:
-        """Bring the entity files up to date with durable records (last write per entity wins).
-
-        Runs on the event-loop thread: a few short syscalls per entity, and no GIL hand-off per
-        file as a worker thread would need. A failure here loses nothing (the journal has the
-        change); the op is retried at the next checkpoint, which keeps the journal until then."""
-        latest: dict[tuple[str, str], Op] = {}
-        for record in records:
-            for op in record:
-                latest.pop((op.kind, op.id), None)
-                latest[(op.kind, op.id)] = op
-        for key, op in latest.items():
-            try:
-                self._apply_file(op)
-                self._unapplied.pop(key, None)
-            except OSError as exc:
-                self._unapplied[key] = op
-                log.error("could not write %s %s (kept in the journal, retried later): %s",
-                          op.kind, op.id, exc)
-
-    def wants_maintenance(self) -> bool:
-        return self._journal_bytes >= CHECKPOINT_BYTES
-
-    def _path_for(self, op: Op) -> Path:
-        if not is_safe_file_component(op.id):
-            raise UnsafePathError(f"id {op.id!r} cannot be stored as a file name")
-        if op.kind == "project":
-            return self.projects_dir / f"{op.id}.json"
-        if op.kind == "session":
-            return self.sessions_dir / f"{op.id}.json"
-        pid = op.project_id or (op.value or {}).get("projectId")
-        if not isinstance(pid, str) or not is_safe_file_component(pid):
-            raise UnsafePathError(f"project id {pid!r} cannot be stored as a folder name")
-        return self.tasks_dir / pid / f"{op.id}.json"
-
-    def check_op(self, op: Op) -> None:
-        """Raise UnsafePathError if `op` could not be written (checked before anything changes)."""
-        self._path_for(op)
-
-    def _apply_file(self, op: Op) -> None:
-        path = self._path_for(op)
-        if op.value is None:
-            _unlink(path)
-            if op.kind == "task":
-                for old in self._task_paths.pop(op.id, ()):
-                    _unlink(old)
-            self._dirty_dirs.add(path.parent)
-            return
-        folder = path.parent
-        if op.kind == "task" and folder.name not in self._known_task_dirs:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._known_task_dirs.add(folder.name)
-            self._dirty_dirs.add(self.tasks_dir)
-        tmp = folder / f".{op.id}.{secrets.token_hex(4)}.json{_TMP_SUFFIX}"
-        data = jsonio.dumps_pretty(op.value)
+    def _rewrite_journal(self, data: bytes) -> None:
+        tmp = self.root / f".{JOURNAL_NAME}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.write(fd, data)
+            _write_all(fd, data)
+            os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-        self._dirty_files.add(path)
-        self._dirty_dirs.add(folder)
-        if op.kind == "task":
-            olds = self._task_paths.get(op.id)
-            if olds:
-                for old in olds - {path}:
-                    _unlink(old)
-            self._task_paths[op.id] = {path}
+        os.replace(tmp, self.journal_path)
+        _fsync_path(self.root, directory=True)
+
+    # ----------------------------------------------------------------- writing
+    def prepare_batch(self, records: list[list[Op]]) -> None:
+        """Stage the files of `records` (event-loop thread, before the commit point).
+
+        Raises StagingError(ready=k) when record k cannot be staged: records before it are
+        staged and may be committed, it and every later record must be refused."""
+        self._discard_prepared()
+        if self._failed is not None:
+            raise StagingError(0, OSError(f"storage is unavailable: {self._failed}"))
+        staged: dict[tuple[str, str], tuple[Op, Path | None]] = {}
+        for index, record in enumerate(records):
+            fresh: dict[tuple[str, str], tuple[Op, Path | None]] = {}
+            try:
+                for key, op in _latest([record]).items():
+                    fresh[key] = (op, self._stage(op) if op.value is not None else None)
+            except (OSError, ValueError) as exc:
+                for _, tmp in fresh.values():
+                    if tmp is not None:
+                        _unlink(tmp)
+                self._prepared = staged
+                log.error("could not stage a change of %d entit(ies): %s", len(record), exc)
+                raise StagingError(index, exc) from exc
+            for key, entry in fresh.items():
+                old = staged.pop(key, None)
+                if old is not None and old[1] is not None:
+                    _unlink(old[1])
+                staged[key] = entry
+        self._prepared = staged
+
+    def _discard_prepared(self) -> None:
+        for _, tmp in (self._prepared or {}).values():
+            if tmp is not None:
+                _unlink(tmp)
+        self._prepared = None
+
+    def write_batch(self, records: list[list[Op]]) -> None:
+        """Append the records to the journal and fdatasync it (writer thread): the commit."""
+        if self._failed is not None:
+            self._discard_prepared()
+            raise OSError(f"storage is unavailable: {self._failed}")
+        assert self._journal_fd is not None, "store is not open"
+        lines = b"".join(_encode_record(record) for record in records)
+        start = self._journal_bytes
+        try:
+            _write_all(self._journal_fd, lines)
+            os.fdatasync(self._journal_fd)
+        except BaseException:
+            self._discard_prepared()
+            # Cut a partial record off, so later records are never appended behind garbage.
+            try:
+                os.ftruncate(self._journal_fd, start)
+                os.fdatasync(self._journal_fd)
+            except OSError as exc:
+                self._failed = f"the journal {self.journal_path} could not be repaired: {exc}"
+                log.critical("%s; refusing further writes", self._failed)
+            raise
+        self._journal_bytes = start + len(lines)
+
+    def apply_batch(self, records: list[list[Op]]) -> None:
+        """Bring the entity files up to date with committed records (event-loop thread): a
+        rename or unlink per entity. Never raises; a failure is retried at checkpoints."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is None:  # not staged beforehand: stage and apply now
+            for op in _latest(records).values():
+                self._write_now(op)
+            return
+        for op, tmp in prepared.values():
+            self._apply(op, tmp)
+
+    def wants_maintenance(self) -> bool:
+        return self._journal_bytes >= self._checkpoint_at
+
+    def _own_path(self, kind: str, eid: str, value: dict | None, project_id: str | None) \
+            -> Path | None:
+        """Where the entity's file belongs, or None when its ids cannot name a file."""
+        if not is_safe_file_component(eid):
+            return None
+        if kind == "project":
+            return self.projects_dir / f"{eid}.json"
+        if kind == "session":
+            return self.sessions_dir / f"{eid}.json"
+        pid = value.get("projectId") if value is not None else project_id
+        if not isinstance(pid, str) or not is_safe_file_component(pid):
+            return None
+        return self.tasks_dir / pid / f"{eid}.json"
+
+    def _path_for(self, op: Op) -> Path:
+        path = self._own_path(op.kind, op.id, op.value, op.project_id)
+        if path is None:
+            if not is_safe_file_component(op.id):
+                raise UnsafePathError(f"id {op.id!r} cannot be stored as a file name")
+            pid = (op.value or {}).get("projectId", op.project_id)
+            raise UnsafePathError(f"project id {pid!r} cannot be stored as a folder name")
+        return path
+
+    def check_op(self, op: Op) -> None:
+        """Raise UnsafePathError if `op` could not be written (checked before anything changes).
+
+        A delete is always possible: it removes whatever files the entity was loaded from."""
+        if op.value is not None:
+            self._path_for(op)
+
+    def _stage(self, op: Op) -> Path:
+        """Write the new content of `op` to a temp file beside its target; returns the temp."""
+        path = self._path_for(op)
+        folder = path.parent
+        if op.kind == "task" and folder.name not in self._known_task_dirs:
+            self._make_task_dir(folder)
+        tmp = folder / f".{op.id[:200]}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
+        data = jsonio.dumps_pretty(op.value)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            if op.kind != "task":
+                raise
+            self._make_task_dir(folder)  # the project's folder was removed behind our back
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_all(fd, data)
+        except BaseException:
+            os.close(fd)
+            _unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+    def _make_task_dir(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)  # FileExistsError if a file is in the way
+        self._known_task_dirs.add(folder.name)
+        self._dirty_dirs.update((self.tasks_dir, folder))
+
+    def _apply(self, op: Op, tmp: Path | None) -> bool:
+        """Rename the staged file into place (or unlink a deleted entity's files); a failure
+        leaves the change in `_unapplied` for the next checkpoint instead of raising."""
+        key = (op.kind, op.id)
+        try:
+            if op.value is None:
+                path = self._own_path(op.kind, op.id, None, op.project_id)
+                if path is not None:
+                    _unlink(path)
+                    self._dirty_dirs.add(path.parent)
+            else:
+                assert tmp is not None
+                path = self._path_for(op)
+                os.replace(tmp, path)
+                self._dirty_files.add(path)
+                self._dirty_dirs.add(path.parent)
+            for stray in self._stray_paths.get(key, ()):
+                if stray != path:
+                    _unlink(stray)
+                    self._dirty_dirs.add(stray.parent)
+            self._stray_paths.pop(key, None)
+        except OSError as exc:
+            if tmp is not None:
+                _unlink(tmp)
+            self._unapplied[key] = op
+            log.error("could not update the file of %s %s (kept in the journal, retried at "
+                      "the next checkpoint): %s", op.kind, op.id, exc)
+            return False
+        self._unapplied.pop(key, None)
+        return True
+
+    def _write_now(self, op: Op) -> bool:
+        """Stage and apply one committed change (journal replay, checkpoint retries)."""
+        tmp = None
+        if op.value is not None:
+            try:
+                tmp = self._stage(op)
+            except (OSError, ValueError) as exc:
+                self._unapplied[(op.kind, op.id)] = op
+                log.error("could not write the file of %s %s (kept in the journal): %s",
+                          op.kind, op.id, exc)
+                return False
+        return self._apply(op, tmp)
 
     # ----------------------------------------------------------------- checkpoint
     def checkpoint(self) -> None:
-        """Make the entity files durable, then empty the journal."""
-        if not self._dirty_files and not self._dirty_dirs and self._journal_bytes == 0 \
-                and not self.replayed_records:
+        """Make the entity files durable, then empty the journal (unless some file is behind)."""
+        for op in list(self._unapplied.values()):
+            self._write_now(op)
+        if not self._dirty_files and not self._dirty_dirs and self._journal_bytes == 0:
             return
-        for key, op in list(self._unapplied.items()):
-            try:
-                self._apply_file(op)
-                del self._unapplied[key]
-            except OSError as exc:
-                log.error("still cannot write %s %s: %s", op.kind, op.id, exc)
-        if self._unapplied:
-            return  # the journal is the only complete copy of those changes: keep it
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            if not _syncfs(fd):
-                for path in self._dirty_files:
-                    try:
-                        ffd = os.open(path, os.O_RDONLY)
-                    except FileNotFoundError:
-                        continue
-                    try:
-                        os.fsync(ffd)
-                    finally:
-                        os.close(ffd)
-                for d in self._dirty_dirs:
-                    _fsync_dir(d)
-        finally:
-            os.close(fd)
+        self._sync_files()
         self._dirty_files.clear()
         self._dirty_dirs.clear()
-        if self._journal_fd is not None:
+        if self._unapplied:
+            log.error("%d committed change(s) could not reach their files; the journal is "
+                      "kept until they do", len(self._unapplied))
+            self._checkpoint_at = self._journal_bytes + CHECKPOINT_BYTES
+            return
+        if self._journal_fd is not None and self._journal_bytes:
             os.ftruncate(self._journal_fd, 0)
             os.fsync(self._journal_fd)
         self._journal_bytes = 0
+        self._checkpoint_at = CHECKPOINT_BYTES
         self.replayed_records = 0
         self.last_checkpoint = time.time()
 
+    def _sync_files(self) -> None:
+        """Everything renamed, unlinked or created since the last checkpoint reaches the disk:
+        one syncfs per file system involved, or an fsync per file and folder without it."""
+        devices: dict[int, Path] = {}
+        for folder in (self.root, *self._dirty_dirs):
+            try:
+                devices.setdefault(os.stat(folder).st_dev, folder)
+            except OSError:
+                continue
+        synced = True
+        for folder in devices.values():
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                synced = False
+                break
+            try:
+                synced = _syncfs(fd)
+            finally:
+                os.close(fd)
+            if not synced:
+                break
+        if synced:
+            return
+        for path in self._dirty_files:
+            _fsync_path(path)
+        for folder in self._dirty_dirs:
+            _fsync_path(folder, directory=True)
+
     def maintenance(self) -> None:
-        if self._journal_bytes:
+        if self._journal_bytes or self._unapplied or self._dirty_dirs or self._dirty_files:
             self.checkpoint()
 
     def close(self) -> None:
-        if self._journal_fd is not None:
-            try:
+        try:
+            self._discard_prepared()
+            if self._journal_fd is not None and self._failed is None:
                 self.checkpoint()
-            finally:
+        finally:
+            if self._journal_fd is not None:
                 os.close(self._journal_fd)
                 self._journal_fd = None
-        if self._lock_fd is not None:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            finally:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            if self._lock_fd is not None:
+                try:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                finally:
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
 
     def health(self) -> dict[str, Any]:
         return {
             "backend": self.name,
             "dataDir": str(self.root),
             "journalBytes": self._journal_bytes,
+            "unappliedChanges": len(self._unapplied),
+            "writable": self._failed is None,
             "quarantined": list(self.quarantined),
         }
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _encode_record(record: list[Op]) -> bytes:
@@ -390,7 +573,8 @@ def _encode_record(record: list[Op]) -> bytes:
     return b"%08x " % zlib.crc32(body) + body + b"\n"
 
 
-def _decode_line(line: bytes) -> list[dict] | None:
+def _decode_line(line: bytes) -> list[Op] | None:
+    """The ops of one journal line, or None for a line that is torn, corrupt or malformed."""
     if len(line) < 10 or line[8:9] != b" ":
         return None
     body = line[9:]
@@ -402,4 +586,14 @@ def _decode_line(line: bytes) -> list[dict] | None:
         return None
     if not isinstance(record, list):
         return None
-    return record
+    ops = []
+    for item in record:
+        if not isinstance(item, dict) or item.get("k") not in KINDS \
+                or not isinstance(item.get("id"), str):
+            return None
+        value, project_id = item.get("v"), item.get("p")
+        if (value is not None and not isinstance(value, dict)) \
+                or (project_id is not None and not isinstance(project_id, str)):
+            return None
+        ops.append(Op(item["k"], item["id"], value, None, project_id))
+    return ops
