@@ -178,10 +178,12 @@ class Snapshot:
         assert api_snapshot(self.api) == self.lists
 
 
-def assert_link_invariant(api: httpx.Client) -> None:
-    """taskId ∈ session.taskIds ⇔ sessionId ∈ task.sessionIds, for existing entities (§8)."""
-    tasks = {t["id"]: t for t in ok(api.get("/api/tasks"))}
-    sessions = {s["id"]: s for s in ok(api.get("/api/sessions"))}
+def assert_link_invariant(api: httpx.Client, project_id: str | None = None) -> None:
+    """taskId ∈ session.taskIds ⇔ sessionId ∈ task.sessionIds, for existing entities (§8), in
+    one project or in all."""
+    params = {"projectId": project_id} if project_id else {}
+    tasks = {t["id"]: t for t in ok(api.get("/api/tasks", params=params))}
+    sessions = {s["id"]: s for s in ok(api.get("/api/sessions", params=params))}
     for s in sessions.values():
         for tid in s["taskIds"]:
             if tid in tasks:
