@@ -1,0 +1,303 @@
+// The dashboard: wires the REST client, the live event stream, the page's state and the views.
+// Routes live in the URL hash: #/p/<projectId>, #/p/<projectId>/task/<taskId>,
+// #/p/<projectId>/session/<sessionId>.
+
+import * as api from "./api.js";
+import { LiveStream } from "./live.js";
+import { state, subscribe, replaceAll, applyEvent, upsert, remove, projectsSorted } from "./store.js";
+import { projectsView } from "./views/projects.js";
+import { projectView } from "./views/project.js";
+import { sessionsView } from "./views/sessions.js";
+import { detailView } from "./views/detail.js";
+
+const AGE_REFRESH_MS = 10000;
+
+const ui = {
+  projectId: null,
+  open: null, // {kind: "task" | "session", id}
+  filter: "",
+  selected: new Set(), // task ids ticked for a new session
+  collapsed: new Set(), // task ids whose subtasks are hidden
+};
+
+// ------------------------------------------------------------------ routing
+
+function href({ projectId, open }) {
+  if (!projectId) return "#/";
+  let out = `#/p/${encodeURIComponent(projectId)}`;
+  if (open) out += `/${open.kind}/${encodeURIComponent(open.id)}`;
+  return out;
+}
+
+function parseHash(hash) {
+  const m = hash.match(/^#\/p\/([^/]+)(?:\/(task|session)\/([^/]+))?$/);
+  if (!m) return { projectId: null, open: null };
+  const decode = (v) => {
+    try {
+      return decodeURIComponent(v);
+    } catch {
+      return v;
+    }
+  };
+  return { projectId: decode(m[1]), open: m[2] ? { kind: m[2], id: decode(m[3]) } : null };
+}
+
+function navigate(target) {
+  const next = href({ projectId: target.projectId, open: target.open ?? null });
+  if (location.hash !== next) location.hash = next;
+  else applyRoute();
+}
+
+let routeHandled = false;
+
+function applyRoute(fromUser = false) {
+  // Hashes that are not routes (e.g. the skip link) leave the current view alone.
+  if (location.hash && location.hash !== "#/" && !location.hash.startsWith("#/p/")) return;
+  const route = parseHash(location.hash);
+  const opened = route.open && (!ui.open || ui.open.kind !== route.open.kind || ui.open.id !== route.open.id);
+  const closed = !route.open && ui.open;
+  const previousOpen = ui.open;
+  ui.projectId = route.projectId;
+  ui.open = route.open;
+  routeHandled = true;
+  chooseDefaultProject();
+  renderNow();
+  if (!fromUser) return;
+  if (opened) document.getElementById("detail-title")?.focus();
+  if (closed && previousOpen) {
+    const selector = previousOpen.kind === "task"
+      ? `[data-task-id="${CSS.escape(previousOpen.id)}"] .task-title`
+      : `[data-session-id="${CSS.escape(previousOpen.id)}"] .session-name`;
+    document.querySelector(selector)?.focus();
+  }
+}
+
+/** With no project in the URL, show the first one (without adding a history entry). */
+function chooseDefaultProject() {
+  if (ui.projectId || !state.loaded) return;
+  const first = projectsSorted()[0];
+  if (!first) return;
+  ui.projectId = first.id;
+  history.replaceState(null, "", href({ projectId: first.id }));
+}
+
+window.addEventListener("hashchange", () => applyRoute(true));
+
+// ------------------------------------------------------------------ messages
+
+const noticeBox = document.getElementById("notice");
+const noticeText = noticeBox.querySelector(".notice-text");
+noticeBox.querySelector(".notice-close").addEventListener("click", () => { noticeBox.hidden = true; });
+
+function notice(message) {
+  noticeText.textContent = message;
+  noticeBox.hidden = !message;
+}
+
+/** One line for a failed request: the server's message, and its code when it adds something. */
+function describe(err) {
+  if (!(err instanceof api.ApiError)) return String(err?.message || err);
+  if (!err.status) return err.message;
+  const generic = ["VALIDATION_ERROR", "INTERNAL_ERROR", `HTTP_${err.status}`];
+  return generic.includes(err.code) ? err.message : `${err.message} (${err.code})`;
+}
+
+// ------------------------------------------------------------------ actions
+
+const seg = api.seg;
+
+const actions = {
+  async createProject(body) {
+    const project = await api.post("/api/projects", body);
+    upsert("projects", project);
+    return project;
+  },
+  async renameProject(id, name) {
+    upsert("projects", await api.put(`/api/projects/${seg(id)}`, { name }));
+  },
+  async deleteProject(id) {
+    await api.del(`/api/projects/${seg(id)}`);
+    remove("projects", id);
+  },
+  async createTask(body) {
+    const task = await api.post("/api/tasks", body);
+    upsert("tasks", task);
+    return task;
+  },
+  async updateTask(id, fields) {
+    upsert("tasks", await api.patch(`/api/tasks/${seg(id)}`, fields));
+  },
+  async addTimeline(id, body) {
+    upsert("tasks", await api.post(`/api/tasks/${seg(id)}/timeline`, body));
+  },
+  async spawn(body) {
+    const result = await api.post("/api/sessions/spawn", body);
+    if (result?.session) upsert("sessions", result.session);
+    return result;
+  },
+  async stop(id) {
+    const result = await api.post(`/api/sessions/${seg(id)}/stop`, {});
+    const session = result?.session ?? (result?.id === id && result?.status ? result : null);
+    if (session) upsert("sessions", session);
+    return result;
+  },
+  sessionLog(id, tail) {
+    return api.get(`/api/sessions/${seg(id)}/log?tail=${tail}`);
+  },
+  toggleSelected(id, on) {
+    if (on) ui.selected.add(id);
+    else ui.selected.delete(id);
+    scheduleRender();
+  },
+  clearSelection() {
+    ui.selected.clear();
+    scheduleRender();
+  },
+  toggleCollapsed(id) {
+    if (ui.collapsed.has(id)) ui.collapsed.delete(id);
+    else ui.collapsed.add(id);
+    scheduleRender();
+  },
+};
+
+const app = {
+  ui,
+  actions,
+  href,
+  navigate,
+  notice,
+  describe,
+  render: () => renderNow(),
+  isOpen: (kind, id) => Boolean(ui.open && ui.open.kind === kind && ui.open.id === id),
+};
+
+// ------------------------------------------------------------------ rendering
+
+const views = [projectsView(app), projectView(app), sessionsView(app), detailView(app)];
+let renderTimer = null;
+
+function renderNow() {
+  clearTimeout(renderTimer);
+  renderTimer = null;
+  if (!routeHandled) return;
+  chooseDefaultProject();
+  for (const view of views) view.render();
+}
+
+function scheduleRender() {
+  if (renderTimer === null) renderTimer = setTimeout(renderNow, 0);
+}
+
+subscribe(scheduleRender);
+setInterval(scheduleRender, AGE_REFRESH_MS);
+
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || !ui.open) return;
+  if (event.target.closest?.("input, textarea, select, dialog")) return;
+  navigate({ projectId: ui.projectId, open: null });
+});
+
+// ------------------------------------------------------------------ token prompt
+
+const tokenDialog = document.getElementById("token-dialog");
+
+api.setTokenPrompt((refused) => new Promise((resolve) => {
+  const input = tokenDialog.querySelector("input[name=token]");
+  tokenDialog.querySelector("#token-refused").hidden = !refused;
+  input.value = "";
+  tokenDialog.returnValue = "";
+  tokenDialog.addEventListener("close", () => {
+    resolve(tokenDialog.returnValue === "ok" && input.value.trim() ? input.value.trim() : null);
+    input.value = "";
+  }, { once: true });
+  tokenDialog.showModal();
+  input.focus();
+}));
+
+// ------------------------------------------------------------------ live state
+
+const connection = document.getElementById("connection");
+const connectionText = connection.querySelector(".connection-text");
+const CONNECTION_TEXT = {
+  connecting: "Connecting…",
+  syncing: "Syncing…",
+  live: "Live",
+  offline: "Reconnecting…",
+};
+
+function showConnection(kind) {
+  connection.dataset.state = kind;
+  connectionText.textContent = CONNECTION_TEXT[kind] || kind;
+  connection.title = kind === "live" ? "Live updates are on" : "Live updates are paused; reconnecting";
+}
+
+let buffered = null; // events that arrive while a refresh is in flight
+let refreshAgain = false;
+
+/** Load everything, then replay the events that arrived meanwhile (they are newer). */
+async function refresh() {
+  if (buffered) {
+    refreshAgain = true;
+    return;
+  }
+  buffered = [];
+  let ok = false;
+  try {
+    const [projects, tasks, sessions] = await Promise.all([
+      api.get("/api/projects"), api.get("/api/tasks"), api.get("/api/sessions"),
+    ]);
+    replaceAll({ projects, tasks, sessions });
+    ok = true;
+  } catch (err) {
+    if (err.status) notice(`Could not load the board: ${describe(err)}`);
+  } finally {
+    const pending = buffered;
+    buffered = null;
+    for (const message of pending) applyEvent(message);
+  }
+  if (refreshAgain) {
+    refreshAgain = false;
+    return refresh();
+  }
+  return ok;
+}
+
+const live = new LiveStream({
+  url: api.streamUrl,
+  onState: (kind) => showConnection(kind),
+  onMessage: (message) => {
+    if (buffered) buffered.push(message);
+    else applyEvent(message);
+  },
+  onOpen: async () => {
+    showConnection("syncing");
+    const ok = await refresh();
+    if (live.socket && live.socket.readyState === WebSocket.OPEN) {
+      showConnection("live");
+      if (ok && noticeText.textContent.startsWith("Could not load")) notice("");
+    }
+  },
+  onFailure: async (failures) => {
+    // The stream cannot say why it was refused; a REST probe reveals a missing or changed token
+    // (and asks for it). Only every few attempts, so an outage stays quiet.
+    if (failures % 4 !== 0) return;
+    try {
+      await api.get("/health");
+      live.reconnectNow();
+    } catch {
+      // still unreachable: keep backing off
+    }
+  },
+});
+
+async function start() {
+  applyRoute();
+  try {
+    await api.get("/health");
+  } catch (err) {
+    if (err.status === 401) notice("This server needs an access token. Reload the page to enter it.");
+  }
+  live.start();
+}
+
+start();

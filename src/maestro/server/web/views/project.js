@@ -1,0 +1,338 @@
+// One project: its header (rename, delete), the status filter, the create-task form and the task
+// tree (hierarchy by parentId) with inline status and priority and the sessions on each task.
+
+import {
+  h, reconcile, setOptions, setText, TASK_STATUSES, TASK_PRIORITIES, ACTIVE_SESSION, label,
+} from "../dom.js";
+import { state, tasksOf } from "../store.js";
+import { formError, busy } from "./forms.js";
+
+const MAX_CHIPS = 3;
+
+export function projectView(app) {
+  const view = document.getElementById("project-view");
+  const empty = document.getElementById("no-project");
+  const nameEl = document.getElementById("project-name");
+  const metaEl = document.getElementById("project-meta");
+  const renameButton = document.getElementById("project-rename");
+  const deleteButton = document.getElementById("project-delete");
+  const renameForm = document.getElementById("project-rename-form");
+  const confirmBox = document.getElementById("project-delete-confirm");
+  const confirmYes = document.getElementById("project-delete-yes");
+  const confirmNo = document.getElementById("project-delete-no");
+  const projectError = document.getElementById("project-error");
+  const filter = document.getElementById("status-filter");
+  const count = document.getElementById("task-count");
+  const createForm = document.getElementById("task-create");
+  const tree = document.getElementById("task-tree");
+  const noTasks = document.getElementById("no-tasks");
+  const topbarProject = document.getElementById("topbar-project");
+
+  const showProjectError = (message) => {
+    projectError.textContent = message || "";
+    projectError.hidden = !message;
+  };
+
+  renameButton.addEventListener("click", () => {
+    const project = state.projects.get(app.ui.projectId);
+    if (!project) return;
+    confirmBox.hidden = true;
+    renameForm.hidden = false;
+    renameForm.elements.name.value = project.name;
+    renameForm.elements.name.select();
+    renameForm.elements.name.focus();
+  });
+  renameForm.querySelector("[data-cancel]").addEventListener("click", () => {
+    renameForm.hidden = true;
+    renameButton.focus();
+  });
+  renameForm.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      renameForm.hidden = true;
+      renameButton.focus();
+    }
+  });
+  renameForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const id = app.ui.projectId;
+    const name = renameForm.elements.name.value.trim();
+    if (!name) {
+      showProjectError("A project needs a name.");
+      return;
+    }
+    await busy(renameForm, async () => {
+      await app.actions.renameProject(id, name);
+      showProjectError("");
+      renameForm.hidden = true;
+      renameButton.focus();
+    }, (err) => showProjectError(app.describe(err)));
+  });
+
+  deleteButton.addEventListener("click", () => {
+    renameForm.hidden = true;
+    showProjectError("");
+    confirmBox.hidden = false;
+    confirmNo.focus();
+  });
+  confirmNo.addEventListener("click", () => {
+    confirmBox.hidden = true;
+    deleteButton.focus();
+  });
+  confirmYes.addEventListener("click", async () => {
+    const id = app.ui.projectId;
+    confirmBox.hidden = true;
+    try {
+      await app.actions.deleteProject(id);
+      showProjectError("");
+      app.navigate({ projectId: null });
+    } catch (err) {
+      // The server refuses while tasks or sessions remain; say so in its own words.
+      showProjectError(app.describe(err));
+      deleteButton.focus();
+    }
+  });
+
+  filter.addEventListener("change", () => {
+    app.ui.filter = filter.value;
+    app.render();
+  });
+
+  createForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const f = createForm.elements;
+    const title = f.title.value.trim();
+    if (!title) {
+      formError(createForm, "A task needs a title.");
+      return;
+    }
+    const body = { projectId: app.ui.projectId, title, priority: f.priority.value };
+    if (f.parentId.value) body.parentId = f.parentId.value;
+    if (f.description.value.trim()) body.description = f.description.value;
+    await busy(createForm, async () => {
+      await app.actions.createTask(body);
+      f.title.value = "";
+      f.description.value = "";
+      formError(createForm, "");
+      f.title.focus();
+    }, (err) => formError(createForm, app.describe(err)));
+  });
+
+  /** Start a child task of `task`: preselect it as parent in the form and focus the title. */
+  function addChild(task) {
+    const parent = createForm.elements.parentId;
+    render();
+    parent.value = task.id;
+    createForm.elements.title.focus();
+    createForm.scrollIntoView({ block: "nearest" });
+  }
+
+  let shownProject = null;
+
+  function render() {
+    const project = state.projects.get(app.ui.projectId);
+    view.hidden = !project;
+    empty.hidden = Boolean(project) || !state.loaded;
+    setText(topbarProject, project ? project.name : "");
+    if (!project) {
+      shownProject = null;
+      return;
+    }
+    if (shownProject !== project.id) {
+      // A different project: forget the previous one's half-done actions.
+      shownProject = project.id;
+      renameForm.hidden = true;
+      confirmBox.hidden = true;
+      showProjectError("");
+      formError(createForm, "");
+    }
+    setText(nameEl, project.name);
+    setText(metaEl, [project.workingDir, project.description].filter(Boolean).join(" — "));
+    if (filter.value !== app.ui.filter) filter.value = app.ui.filter;
+
+    const tasks = tasksOf(project.id);
+    setOptions(createForm.elements.parentId,
+      [["", "(none: top level)"], ...tasks.map((t) => [t.id, t.title])], "");
+    const rows = treeRows(tasks, app.ui.filter, app.ui.collapsed);
+    const shown = rows.filter((r) => !r.context).length;
+    setText(count, app.ui.filter ? `${shown} of ${tasks.length}` : `${tasks.length} total`);
+    noTasks.hidden = rows.length > 0;
+    noTasks.textContent = tasks.length ? "No task has this status." : "No tasks yet.";
+    reconcile(tree, rows, {
+      key: (r) => r.task.id,
+      signature: rowSignature,
+      build: buildRow,
+    });
+  }
+
+  function sessionChips(task) {
+    const sessions = (task.sessionIds || []).map((id) => state.sessions.get(id) || { id, missing: true });
+    sessions.sort((a, b) => Number(ACTIVE_SESSION.has(b.status)) - Number(ACTIVE_SESSION.has(a.status))
+      || (b.lastActivity ?? 0) - (a.lastActivity ?? 0));
+    return sessions;
+  }
+
+  function rowSignature(row) {
+    const t = row.task;
+    const chips = sessionChips(t).slice(0, MAX_CHIPS).map((s) => [s.id, s.status, s.name]);
+    return JSON.stringify([t.title, t.status, t.priority, row.depth, row.hasChildren,
+      row.collapsed, row.context, app.ui.selected.has(t.id), app.isOpen("task", t.id),
+      chips, (t.sessionIds || []).length, app.ui.projectId]);
+  }
+
+  function buildRow(row) {
+    const t = row.task;
+    const open = app.isOpen("task", t.id);
+    const twisty = row.hasChildren
+      ? h("button", {
+        type: "button",
+        class: "twisty",
+        "aria-expanded": String(!row.collapsed),
+        "aria-label": `${row.collapsed ? "Show" : "Hide"} subtasks of ${t.title}`,
+        dataset: { focus: "twisty" },
+        onclick: () => app.actions.toggleCollapsed(t.id),
+      }, row.collapsed ? "▸" : "▾")
+      : h("span", { class: "twisty", "aria-hidden": "true" });
+    const statusSelect = enumSelect(TASK_STATUSES, t.status, `Status of ${t.title}`, "status",
+      (value, select) => change(t, { status: value }, select, t.status));
+    const prioritySelect = enumSelect(TASK_PRIORITIES, t.priority, `Priority of ${t.title}`,
+      "priority", (value, select) => change(t, { priority: value }, select, t.priority));
+    const sessions = sessionChips(t);
+    return h("li", {
+      class: `task-row${row.context ? " context" : ""}${open ? " open" : ""}`,
+      style: { "--depth": String(row.depth) },
+      dataset: { taskId: t.id, status: t.status },
+    },
+    twisty,
+    h("input", {
+      type: "checkbox",
+      class: "pick",
+      checked: app.ui.selected.has(t.id),
+      "aria-label": `Select ${t.title} for a new session`,
+      dataset: { focus: "pick" },
+      onchange: (event) => app.actions.toggleSelected(t.id, event.target.checked),
+    }),
+    h("span", { class: "task-main" },
+      h("a", {
+        class: "task-title",
+        href: app.href({ projectId: t.projectId, open: { kind: "task", id: t.id } }),
+        "aria-current": open ? "true" : null,
+        dataset: { focus: "title" },
+      }, t.title),
+      sessions.length ? h("span", { class: "chips" },
+        sessions.slice(0, MAX_CHIPS).map((s) => sessionChip(s, t.projectId)),
+        sessions.length > MAX_CHIPS ? h("span", { class: "chip more" },
+          `+${sessions.length - MAX_CHIPS} more`) : null) : null),
+    h("span", { class: "task-controls" },
+      statusSelect,
+      prioritySelect,
+      h("button", {
+        type: "button",
+        class: "small",
+        "aria-label": `Add a subtask to ${t.title}`,
+        title: "Add a subtask",
+        dataset: { focus: "child" },
+        onclick: () => addChild(t),
+      }, "+ Subtask")));
+  }
+
+  function sessionChip(s, projectId) {
+    if (s.missing) return h("span", { class: "chip missing", title: s.id }, "session gone");
+    const name = s.name || s.id;
+    return h("a", {
+      class: `chip session-${String(s.status).replace(/[^a-z_]/gi, "")}`,
+      href: app.href({ projectId, open: { kind: "session", id: s.id } }),
+      title: `${name} — ${label(s.status)}`,
+    }, h("span", { class: "dot", "aria-hidden": "true" }), `${short(name)} · ${label(s.status)}`);
+  }
+
+  async function change(task, fields, select, previous) {
+    try {
+      await app.actions.updateTask(task.id, fields);
+    } catch (err) {
+      select.value = previous;
+      app.notice(app.describe(err));
+    }
+  }
+
+  return { render, addChild };
+}
+
+/** A <select> over an enum; a stored value outside the enum is shown verbatim. */
+export function enumSelect(values, current, ariaLabel, focusKey, onChange) {
+  const options = values.includes(current) || current == null ? values : [...values, current];
+  const select = h("select", {
+    "aria-label": ariaLabel,
+    class: `enum ${focusKey}-select`,
+    dataset: { focus: focusKey, value: current ?? "" },
+    onchange: (event) => onChange(event.target.value, event.target),
+  }, options.map((v) => h("option", { value: v, selected: v === current }, label(v))));
+  select.value = current ?? "";
+  return select;
+}
+
+function short(text, max = 22) {
+  const s = String(text);
+  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
+}
+
+/**
+ * Flatten the hierarchy into rows in depth-first order. With a status filter, tasks that match
+ * are shown with their ancestors (marked as context). Tasks whose parent is missing, and any
+ * tasks caught in a parent cycle written by other software, are shown at the top level.
+ */
+export function treeRows(tasks, statusFilter, collapsed) {
+  const byId = new Map(tasks.map((t) => [t.id, t]));
+  const children = new Map();
+  const roots = [];
+  for (const t of tasks) {
+    if (t.parentId && t.parentId !== t.id && byId.has(t.parentId)) {
+      if (!children.has(t.parentId)) children.set(t.parentId, []);
+      children.get(t.parentId).push(t);
+    } else {
+      roots.push(t);
+    }
+  }
+  const keep = new Map();
+  const visiting = new Set();
+  function relevant(t) {
+    if (keep.has(t.id)) return keep.get(t.id);
+    if (visiting.has(t.id)) return false;
+    visiting.add(t.id);
+    let result = !statusFilter || t.status === statusFilter;
+    for (const c of children.get(t.id) || []) if (relevant(c)) result = true;
+    visiting.delete(t.id);
+    keep.set(t.id, result);
+    return result;
+  }
+  const rows = [];
+  const seen = new Set();
+  function walk(t, depth) {
+    if (seen.has(t.id)) return;
+    seen.add(t.id);
+    if (!relevant(t)) return;
+    const kids = (children.get(t.id) || []).filter((c) => !seen.has(c.id) && relevant(c));
+    const isCollapsed = collapsed.has(t.id);
+    rows.push({
+      task: t,
+      depth,
+      hasChildren: kids.length > 0,
+      collapsed: isCollapsed,
+      context: Boolean(statusFilter) && t.status !== statusFilter,
+    });
+    if (isCollapsed) {
+      // still mark the hidden subtree as seen so a cycle check below does not resurface it
+      const stack = [...kids];
+      while (stack.length) {
+        const c = stack.pop();
+        if (seen.has(c.id)) continue;
+        seen.add(c.id);
+        stack.push(...(children.get(c.id) || []));
+      }
+      return;
+    }
+    for (const c of kids) walk(c, depth + 1);
+  }
+  for (const r of roots) walk(r, 0);
+  for (const t of tasks) if (!seen.has(t.id)) walk(t, 0);
+  return rows;
+}
