@@ -28,6 +28,13 @@ def _host_of(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
+def _dashboard_asset(kind: str, method: str, path: str) -> bool:
+    """The dashboard page and its static files hold no data; a browser loads them before it
+    knows the token, then sends the token on every API call and on the WebSocket."""
+    return kind == "http" and method in ("GET", "HEAD") and (path == "/"
+                                                               or path.startswith("/ui/"))
+
+
 class Security:
     def __init__(self, app, settings: Settings, token_checker=None):
         self.app = app
@@ -85,7 +92,8 @@ class Security:
         if origin is not None and not origin_ok and (kind == "websocket" or method in MUTATING):
             return await self._refuse(scope, receive, send, 403, "ORIGIN_NOT_ALLOWED",
                                       f"Origin {origin} is not allowed", None)
-        if self.token or self.token_checker is not None:
+        if (self.token or self.token_checker is not None) \
+                and not _dashboard_asset(kind, method, scope["path"]):
             identity = self._authenticate(scope, headers)
             if identity is False:
                 return await self._refuse(scope, receive, send, 401, "UNAUTHORIZED",
