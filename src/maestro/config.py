@@ -59,6 +59,8 @@ class Settings:
     launcher: str = "local"
     agent_command: str = ""
     max_agents: int = 8
+    stop_grace: float = 5.0
+    tmux: bool = True
     spawn_event_alias: bool = False
     node_env: str = "development"
 
@@ -87,6 +89,8 @@ class Settings:
         s.launcher = (env.get("MAESTRO_LAUNCHER") or "local").lower()
         s.agent_command = env.get("MAESTRO_AGENT_COMMAND") or ""
         s.max_agents = _parse_int("MAESTRO_MAX_AGENTS", env.get("MAESTRO_MAX_AGENTS") or "8", 1)
+        s.stop_grace = _parse_seconds("MAESTRO_STOP_GRACE", env.get("MAESTRO_STOP_GRACE") or "5")
+        s.tmux = _bool(env.get("MAESTRO_TMUX"), True)
         s.spawn_event_alias = _bool(env.get("MAESTRO_SPAWN_EVENT_ALIAS"))
         s.node_env = (env.get("NODE_ENV") or "development").lower()
         s.server_url = env.get("SERVER_URL") or ""
@@ -152,6 +156,16 @@ def _parse_port(raw: str) -> int:
     if not 1 <= port <= 65535:
         raise ConfigError(f"PORT must be between 1 and 65535 (got {port})")
     return port
+
+
+def _parse_seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds (got {raw!r})") from None
+    if not 0 <= value <= 3600:
+        raise ConfigError(f"{name} must be between 0 and 3600 seconds (got {value})")
+    return value
 
 
 def _parse_int(name: str, raw: str, minimum: int) -> int:
