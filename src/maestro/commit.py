@@ -53,7 +53,25 @@ class Tx:
         return old
 
     def emit(self, type_: str, data) -> None:
-        self.events.append(Event(type_, data))
+        self.events.append(Event(type_, data, project_id=self._project_of_event(type_, data)))
+
+    def _project_of_event(self, type_: str, data) -> str | None:
+        """The project an event belongs to, for per-project delivery to agents."""
+        if not isinstance(data, dict):
+            return None
+        pid = data.get("projectId")
+        if isinstance(pid, str):
+            return pid
+        if type_ == "project:deleted":
+            return data.get("id")
+        for key, kind in (("taskId", "task"), ("sessionId", "session"), ("id", type_.split(":")[0])):
+            eid = data.get(key)
+            if not isinstance(eid, str) or kind not in ("task", "session"):
+                continue
+            entity = self.state.table(kind).get(eid) or self._undo.get((kind, eid))
+            if entity is not None:
+                return entity.get("projectId")
+        return None
 
     @property
     def changed(self) -> bool:

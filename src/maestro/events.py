@@ -21,6 +21,9 @@ class Event:
     data: Any
     # Pre-encoded compact JSON of `data`, when the caller already has it.
     encoded_data: bytes | None = None
+    # The project the event concerns (agents only hear about their own project).
+    project_id: str | None = None
+    timestamp: int | None = None
 
     def envelope(self, timestamp: int | None = None) -> bytes:
         data = self.encoded_data if self.encoded_data is not None else jsonio.dumps(self.data)
@@ -51,6 +54,7 @@ class EventBus:
             return
         ts = now_ms()
         for event in events:
+            event.timestamp = ts
             frame = event.envelope(ts)
             for listener in list(self._listeners):
                 try:

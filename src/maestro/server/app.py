@@ -19,6 +19,8 @@ from .. import jsonio
 from ..config import Settings
 from ..errors import ApiError, StorageError
 from ..events import EventBus
+from ..identity import TokenRegistry
+from ..policy import Policy, has_secrets, redact_session
 from ..service import Service
 from ..store.base import Store
 from .router import ApiRequest, Reply, Router
@@ -51,6 +53,12 @@ def register_api(router: Router, service: Service, hub: Hub) -> None:
     sessions = service.state.sessions
     projects = service.state.projects
 
+    def one_session(r: ApiRequest, s: dict) -> bytes:
+        # Agents never see secret-looking env values (tokens, keys) of any session.
+        if r.identity is not None and has_secrets(s):
+            return jsonio.dumps(redact_session(s))
+        return sessions.encode(s)
+
     async def health(r: ApiRequest):
         return service.health()
 
@@ -59,7 +67,10 @@ def register_api(router: Router, service: Service, hub: Hub) -> None:
 
     # -- projects
     async def list_projects(r: ApiRequest):
-        return projects.encode_list(service.list_projects())
+        found = service.list_projects()
+        if r.restrict_project is not None:
+            found = [p for p in found if p["id"] == r.restrict_project]
+        return projects.encode_list(found)
 
     async def create_project(r: ApiRequest):
         return Reply(projects.encode(await service.create_project(await r.json())), 201)
@@ -77,7 +88,8 @@ def register_api(router: Router, service: Service, hub: Hub) -> None:
 
     # -- tasks
     async def list_tasks(r: ApiRequest):
-        found = service.list_tasks(r.query("projectId"), r.query("status"), r.query("parentId"))
+        found = service.list_tasks(r.restrict_project or r.query("projectId"), r.query("status"),
+                                   r.query("parentId"))
         return tasks.encode_list(found)
 
     async def create_task(r: ApiRequest):
@@ -103,19 +115,21 @@ def register_api(router: Router, service: Service, hub: Hub) -> None:
 
     # -- sessions
     async def list_sessions(r: ApiRequest):
-        found = service.list_sessions(r.query("projectId"), r.query("taskId"), r.query("status"),
-                                      r.query("active"))
+        found = service.list_sessions(r.restrict_project or r.query("projectId"),
+                                      r.query("taskId"), r.query("status"), r.query("active"))
+        if r.identity is not None:
+            return b"[" + b",".join(one_session(r, s) for s in found) + b"]"
         return sessions.encode_list(found)
 
     async def create_session(r: ApiRequest):
-        return Reply(sessions.encode(await service.create_session(await r.json())), 201)
+        return Reply(one_session(r, await service.create_session(await r.json())), 201)
 
     async def get_session(r: ApiRequest):
-        return sessions.encode(service.get_session(r.param()))
+        return one_session(r, service.get_session(r.param()))
 
     async def update_session(r: ApiRequest):
         body = await r.json()
-        return sessions.encode(await service.update_session(r.param(), body))
+        return one_session(r, await service.update_session(r.param(), body))
 
     async def delete_session(r: ApiRequest):
         await r.json()
@@ -123,20 +137,20 @@ def register_api(router: Router, service: Service, hub: Hub) -> None:
 
     async def add_session_task(r: ApiRequest):
         await r.json()
-        return sessions.encode(await service.add_task_to_session(r.param(), r.param("taskId")))
+        return one_session(r, await service.add_task_to_session(r.param(), r.param("taskId")))
 
     async def remove_session_task(r: ApiRequest):
         await r.json()
-        return sessions.encode(await service.remove_task_from_session(r.param(),
+        return one_session(r, await service.remove_task_from_session(r.param(),
                                                                       r.param("taskId")))
 
     async def session_events(r: ApiRequest):
         body = await r.json()
-        return sessions.encode(await service.add_session_event(r.param(), body))
+        return one_session(r, await service.add_session_event(r.param(), body))
 
     async def session_timeline(r: ApiRequest):
         body = await r.json()
-        return sessions.encode(await service.add_session_timeline(r.param(), body))
+        return one_session(r, await service.add_session_timeline(r.param(), body))
 
     for method, path, handler in [
         ("GET", "/health", health),
@@ -267,7 +281,19 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     app.state.extensions = extensions
     router = Router(app)
     register_api(router, service, hub)
+    tokens = TokenRegistry(settings.session_dir, service.state.sessions)
+    policy = Policy(service.state)
+    hub.policy = policy
+
+    async def guard(request: ApiRequest, template: str) -> None:
+        body = await request.json() if request.method != "GET" else None
+        request.restrict_project = policy.check(request.identity, request.method, template,
+                                                request.params, body, request.query)
+
+    router.guard = guard
+    app.state.tokens = tokens
+    app.state.policy = policy
     app.state.router = router
-    secured = Security(_TrailingSlash(router), settings)
+    secured = Security(_TrailingSlash(router), settings, token_checker=tokens.identify)
     secured.inner = app
     return secured

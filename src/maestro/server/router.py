@@ -24,7 +24,8 @@ _JSON_HEADERS = b"application/json; charset=utf-8"
 
 
 class ApiRequest:
-    __slots__ = ("scope", "receive", "method", "path", "params", "_query", "state")
+    __slots__ = ("scope", "receive", "method", "path", "params", "_query", "state", "_body",
+                 "restrict_project")
 
     def __init__(self, scope, receive, params: dict[str, str]):
         self.scope = scope
@@ -34,6 +35,9 @@ class ApiRequest:
         self.params = params
         self._query: dict[str, str] | None = None
         self.state = scope.get("state") or {}
+        self._body: dict | None = None
+        # Set by the policy for agents: lists show only this project.
+        self.restrict_project: str | None = None
 
     @property
     def identity(self):
@@ -62,6 +66,11 @@ class ApiRequest:
     async def json(self) -> dict:
         """The body as a JSON object (SPEC §3.3): empty = {}, 415 for another content type, 400
         for malformed JSON or a non-object, 413 beyond 1 MiB."""
+        if self._body is None:
+            self._body = await self._read_json()
+        return self._body
+
+    async def _read_json(self) -> dict:
         length = self.header(b"content-length")
         if length is not None:
             try:
@@ -115,8 +124,10 @@ class Reply:
 class Router:
     def __init__(self, fallback):
         self.fallback = fallback
-        # segment count -> list of (method, segments, handler); segments: str literal or None
-        self._routes: dict[int, list[tuple[str, tuple, tuple, Handler]]] = {}
+        # segment count -> list of (method, literals, names, handler, template)
+        self._routes: dict[int, list[tuple[str, tuple, tuple, Handler, str]]] = {}
+        # async guard(request, template) run before the handler for agent identities.
+        self.guard = None
         self.not_found_body = jsonio.dumps({"error": True, "code": "NOT_FOUND",
                                             "message": "Route not found"})
 
@@ -124,7 +135,8 @@ class Router:
         parts = tuple(template.strip("/").split("/")) if template != "/" else ()
         literals = tuple(None if p.startswith("{") else p for p in parts)
         names = tuple(p[1:-1] if p.startswith("{") else None for p in parts)
-        self._routes.setdefault(len(parts), []).append((method, literals, names, handler))
+        self._routes.setdefault(len(parts), []).append((method, literals, names, handler,
+                                                         template))
         # Literal routes first so /api/sessions/spawn wins over /api/sessions/{id}.
         self._routes[len(parts)].sort(key=lambda r: sum(x is None for x in r[1]))
 
@@ -134,7 +146,7 @@ class Router:
         if not candidates:
             return None, False
         path_known = False
-        for m, literals, names, handler in candidates:
+        for m, literals, names, handler, template in candidates:
             ok = True
             for lit, part in zip(literals, parts):
                 if lit is not None and lit != part:
@@ -146,7 +158,7 @@ class Router:
             if m != method:
                 continue
             params = {n: p for n, p in zip(names, parts) if n is not None}
-            return (handler, params), True
+            return (handler, params, template), True
         return None, path_known
 
     async def __call__(self, scope, receive, send):
@@ -154,10 +166,17 @@ class Router:
             return await self.fallback(scope, receive, send)
         found, _ = self.match(scope["method"], scope["path"])
         if found is None:
+            identity = (scope.get("state") or {}).get("identity")
+            if identity is not None and scope["path"].startswith("/api/"):
+                return await self._send(send, 403, jsonio.dumps(
+                    {"error": True, "code": "FORBIDDEN",
+                     "message": "Not available to agent sessions"}))
             return await self.fallback(scope, receive, send)
-        handler, params = found
+        handler, params, template = found
         request = ApiRequest(scope, receive, params)
         try:
+            if request.identity is not None and self.guard is not None:
+                await self.guard(request, template)
             result = await handler(request)
             status = 200
             if isinstance(result, Reply):
@@ -173,6 +192,10 @@ class Router:
             status = 500
             body = jsonio.dumps({"error": True, "code": "INTERNAL_ERROR",
                                  "message": f"{type(exc).__name__}: {exc}"})
+        await self._send(send, status, body)
+
+    @staticmethod
+    async def _send(send, status: int, body: bytes) -> None:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", _JSON_HEADERS),
                                 (b"content-length", str(len(body)).encode())]})

@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..events import Event, EventBus
 from ..ids import now_ms
+from ..policy import redact_payload
 
 log = logging.getLogger("maestro.ws")
 
@@ -22,10 +23,12 @@ READY_STATES = {0: "CONNECTING", 1: "OPEN", 2: "CLOSING", 3: "CLOSED"}
 
 
 class Client:
-    __slots__ = ("ws", "queue", "wakeup", "limit", "dropped", "state", "closed")
+    __slots__ = ("ws", "queue", "wakeup", "limit", "dropped", "state", "closed", "identity")
 
-    def __init__(self, ws: WebSocket, limit: int):
+    def __init__(self, ws: WebSocket, limit: int, identity=None):
         self.ws = ws
+        # None for the user; an agent identity hears only its project, with secrets redacted.
+        self.identity = identity
         self.queue: collections.deque[str] = collections.deque()
         self.wakeup = asyncio.Event()
         self.limit = limit
@@ -51,14 +54,25 @@ class Hub:
         self.queue_limit = queue_limit
         self.sent = 0
         self.dropped_clients = 0
+        self.policy = None
         bus.subscribe(self._on_event)
 
     def _on_event(self, event: Event, frame: bytes) -> None:
         if not self.clients:
             return
         text = frame.decode()
+        agent_text = None
         for client in self.clients:
-            client.offer(text)
+            if client.identity is None:
+                client.offer(text)
+                continue
+            if self.policy is None or not self.policy.event_visible(client.identity,
+                                                                    event.project_id):
+                continue
+            if agent_text is None:
+                agent_text = Event(event.type, redact_payload(event.data)).envelope(
+                    event.timestamp).decode()
+            client.offer(agent_text)
 
     def status(self) -> dict:
         clients = [{"readyState": c.state, "readyStateText": READY_STATES[c.state]}
@@ -67,7 +81,8 @@ class Hub:
 
     async def serve(self, ws: WebSocket) -> None:
         await ws.accept()
-        client = Client(ws, self.queue_limit)
+        identity = (ws.scope.get("state") or {}).get("identity")
+        client = Client(ws, self.queue_limit, identity)
         self.clients.add(client)
         sender = asyncio.create_task(self._send_loop(client))
         try:
