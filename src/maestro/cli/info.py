@@ -1,0 +1,227 @@
+"""`maestro whoami`, `maestro status` and `maestro commands` (SPEC §12.3, §12.6): who the CLI
+speaks as, what the project looks like, and which commands a session's role may use."""
+
+import json
+
+import typer
+
+from .options import Run, command
+from .output import esc, key_values, priority_text, status_text, table
+
+# (command id of §12.6, syntax, what it does)
+CATALOG = [
+    ("whoami", "maestro whoami", "Show the server, project, session and tasks in use"),
+    ("status", "maestro status", "Summary of the project's tasks and sessions"),
+    ("commands", "maestro commands [--check NAME]", "Commands this session may use"),
+    ("watch", "maestro watch [--project P] [--task T]", "Follow live events"),
+    ("report:progress", 'maestro report progress "MSG" [--task ID]', "Report progress"),
+    ("report:complete", 'maestro report complete "MSG" [--task ID]', "Report work done"),
+    ("report:blocked", 'maestro report blocked "MSG" [--task ID]', "Report a blocker"),
+    ("report:error", 'maestro report error "MSG" [--task ID]', "Report an error"),
+    ("report:needs-input", 'maestro report needs-input "MSG" [--task ID]', "Ask a person"),
+    ("task:list", "maestro task list [TASK_ID] [--status S]", "List tasks"),
+    ("task:get", "maestro task get [TASK_ID]", "Show a task"),
+    ("task:show", "maestro task show TASK_ID", "A task with its timeline and sessions"),
+    ("task:create", 'maestro task create "TITLE" [--parent ID]', "Create a task"),
+    ("task:children", "maestro task children TASK_ID [--recursive]", "List child tasks"),
+    ("task:update", "maestro task update TASK_ID --status S", "Change a task"),
+    ("task:complete", "maestro task complete TASK_ID", "Complete a task"),
+    ("task:block", 'maestro task block TASK_ID --reason "WHY"', "Block a task"),
+    ("task:tree", "maestro task tree [ROOT]", "The task hierarchy"),
+    ("session:info", "maestro session info", "Show this session"),
+    ("session:register", "maestro session register", "Register this session (start hook)"),
+    ("session:complete", "maestro session complete", "Complete this session (end hook)"),
+    ("session:list", "maestro session list [--task ID]", "List sessions"),
+    ("session:spawn", "maestro session spawn --task ID", "Spawn an agent for a task"),
+    ("project:list", "maestro project list", "List projects"),
+    ("project:get", "maestro project get ID", "Show a project"),
+    ("project:create", 'maestro project create "NAME"', "Create a project"),
+    ("project:delete", "maestro project delete ID", "Delete a project"),
+    ("track-file", "maestro track-file PATH", "Record a modified file (after-edit hook)"),
+    ("worker:init", "maestro worker init", "Start a worker agent from its manifest"),
+    ("orchestrator:init", "maestro orchestrator init", "Start an orchestrator from its manifest"),
+]
+CORE = ["whoami", "status", "commands"]
+WORKER = CORE + ["watch", "report:*", "task:list", "task:get", "task:show", "task:create",
+                 "task:children", "session:info", "session:register", "session:complete",
+                 "track-file", "worker:init"]
+ORCHESTRATOR = [c for c in WORKER if c != "worker:init"] + [
+    "task:update", "task:complete", "task:block", "task:tree", "session:list",
+    "session:spawn", "project:list", "project:get", "project:create", "project:delete",
+    "orchestrator:init"]
+
+
+def load_manifest(path: str | None) -> tuple[dict | None, str | None]:
+    """(manifest, error): the manifest named by MAESTRO_MANIFEST_PATH, read leniently."""
+    if not path:
+        return None, None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except (OSError, ValueError) as exc:
+        return None, f"cannot read manifest {path}: {exc}"
+    if not isinstance(manifest, dict):
+        return None, f"manifest {path} is not a JSON object"
+    return manifest, None
+
+
+def allowed_commands(role: str, manifest: dict | None) -> list[str]:
+    """§12.6: the role's defaults, replaced by `session.allowedCommands` when the manifest has
+    it (core commands always stay)."""
+    session = manifest.get("session") if manifest else None
+    custom = session.get("allowedCommands") if isinstance(session, dict) else None
+    if isinstance(custom, list):
+        chosen = CORE + [c for c in custom if isinstance(c, str) and c not in CORE]
+    else:
+        chosen = list(ORCHESTRATOR if role == "orchestrator" else WORKER)
+    if manifest and manifest.get("strategy") == "queue":
+        chosen.append("queue:*")
+    return chosen
+
+
+def is_allowed(name: str, allowed: list[str]) -> bool:
+    name = name.strip().replace(" ", ":")
+    return any(name == rule or (rule.endswith(":*") and name.startswith(rule[:-1]))
+               for rule in allowed)
+
+
+def _role(run: Run, manifest: dict | None) -> str:
+    if manifest and manifest.get("role") in ("worker", "orchestrator"):
+        return manifest["role"]
+    return run.ctx.role
+
+
+def whoami(run: Run):
+    """Show which server, project, session and tasks this CLI uses, and where each setting
+    comes from (flags, environment, .env, ~/.maestro/config). Token values are never shown.
+
+    Example: maestro whoami --json
+    """
+    ctx = run.ctx
+    manifest, manifest_error = load_manifest(ctx.manifest_path)
+    role = _role(run, manifest)
+    data = {
+        "server": ctx.server, "projectId": ctx.project, "sessionId": ctx.session,
+        "taskIds": ctx.task_ids, "role": role, "strategy": ctx.strategy,
+        "tokenSet": bool(ctx.token),
+        "sources": {"server": ctx.server_source, "projectId": ctx.project_source,
+                    "sessionId": ctx.session_source, "taskIds": ctx.task_ids_source,
+                    "token": ctx.token_source},
+        "manifestPath": ctx.manifest_path,
+    }
+    if manifest is not None:
+        tasks = [t for t in manifest.get("tasks") or [] if isinstance(t, dict)]
+        data["manifest"] = {"role": manifest.get("role"), "skills": manifest.get("skills"),
+                            "tasks": [{"id": t.get("id"), "title": t.get("title"),
+                                       "priority": t.get("priority", "medium")} for t in tasks],
+                            "allowedCommands": allowed_commands(role, manifest)}
+        if not ctx.project and tasks:
+            data["projectId"] = tasks[0].get("projectId")
+            data["sources"]["projectId"] = "manifest"
+    if manifest_error:
+        data["manifestError"] = manifest_error
+
+    def render(out):
+        def src(value, source):
+            if value in (None, "", []):
+                return "[dim]not set[/dim]"
+            return f"{esc(value)} [dim]({esc(source)})[/dim]"
+        rows = [("Server", src(data["server"], ctx.server_source)),
+                ("Project", src(data["projectId"], data["sources"]["projectId"])),
+                ("Session", src(ctx.session, ctx.session_source)),
+                ("Tasks", src(", ".join(ctx.task_ids), ctx.task_ids_source)),
+                ("Role", esc(role)), ("Strategy", esc(ctx.strategy)),
+                ("Token", f"set [dim]({esc(ctx.token_source)})[/dim]" if ctx.token
+                 else "[dim]not set[/dim]")]
+        if ctx.manifest_path:
+            rows.append(("Manifest", esc(ctx.manifest_path)))
+        key_values(out, rows)
+        if manifest_error:
+            out.print(f"[yellow]{esc(manifest_error)}[/yellow]")
+        if manifest is not None and data["manifest"]["tasks"]:
+            out.print()
+            t = table("TASK", "PRIORITY", "TITLE", title="Manifest tasks")
+            for task in data["manifest"]["tasks"]:
+                t.add_row(esc(task["id"]), priority_text(task["priority"]), esc(task["title"]))
+            out.print(t)
+    run.emit(data, render)
+
+
+def status(run: Run):
+    """Summary of the current project: tasks per status and priority, active sessions.
+
+    Example: maestro status --project proj_1706789123456_k2j4n5l6m
+    """
+    project = run.need_project()
+    tasks = run.api.get("/api/tasks", {"projectId": project})
+    sessions = run.api.get("/api/sessions", {"projectId": project})
+    by_status: dict[str, int] = {}
+    by_priority: dict[str, int] = {}
+    for task in tasks:
+        by_status[str(task.get("status"))] = by_status.get(str(task.get("status")), 0) + 1
+        by_priority[str(task.get("priority"))] = by_priority.get(str(task.get("priority")),
+                                                                 0) + 1
+    sessions_by_status: dict[str, int] = {}
+    for s in sessions:
+        sessions_by_status[str(s.get("status"))] = sessions_by_status.get(str(s.get("status")),
+                                                                          0) + 1
+    active = sum(1 for s in sessions if s.get("status") in ("running", "spawning"))
+    summary = {"project": project,
+               "tasks": {"total": len(tasks), "byStatus": by_status, "byPriority": by_priority},
+               "sessions": {"total": len(sessions), "active": active,
+                            "byStatus": sessions_by_status}}
+
+    def render(out):
+        out.print(f"[bold]Project[/bold] {esc(project)}")
+        t = table("TASKS", "COUNT")
+        for word in ("pending", "in_progress", "blocked", "completed"):
+            t.add_row(status_text(word), str(by_status.get(word, 0)))
+        for word, n in by_status.items():
+            if word not in ("pending", "in_progress", "blocked", "completed"):
+                t.add_row(esc(word), str(n))
+        t.add_row("[bold]total[/bold]", f"[bold]{len(tasks)}[/bold]")
+        out.print(t)
+        p = table("PRIORITY", "COUNT")
+        for word in ("high", "medium", "low"):
+            p.add_row(priority_text(word), str(by_priority.get(word, 0)))
+        out.print(p)
+        out.print(f"Sessions: [bold]{active}[/bold] active of {len(sessions)}")
+    run.emit(summary, render)
+
+
+def commands(run: Run, check: str | None = typer.Option(
+        None, "--check", metavar="NAME", help="Is this command allowed? e.g. task:update")):
+    """List the commands this session's role may use (from its manifest, §12.6).
+
+    Example: maestro commands --check task:update
+    """
+    manifest, manifest_error = load_manifest(run.ctx.manifest_path)
+    role = _role(run, manifest)
+    allowed = allowed_commands(role, manifest)
+    source = "manifest" if manifest is not None else f"defaults for role {role}"
+    if check:
+        ok = is_allowed(check, allowed)
+        run.emit({"command": check, "allowed": ok, "role": role},
+                 lambda out: out.print(f"{esc(check)}: "
+                                       + ("[green]allowed[/green]" if ok
+                                          else "[red]not allowed[/red]")
+                                       + f" [dim]({esc(source)})[/dim]"))
+        return
+    entries = [{"command": cid, "syntax": syntax, "description": text}
+               for cid, syntax, text in CATALOG if is_allowed(cid, allowed)]
+
+    def render(out):
+        if manifest_error:
+            out.print(f"[yellow]{esc(manifest_error)}[/yellow]")
+        t = table("COMMAND", "WHAT IT DOES", title=f"Commands for {role} ({source})")
+        for e in entries:
+            t.add_row(esc(e["syntax"]), esc(e["description"]))
+        out.print(t)
+    run.emit({"role": role, "allowedCommands": allowed, "commands": entries}, render)
+
+
+def register(root: typer.Typer) -> None:
+    """Add whoami, status and commands to the top level of the CLI."""
+    command(root, "whoami")(whoami)
+    command(root, "status")(status)
+    command(root, "commands")(commands)
