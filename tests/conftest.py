@@ -67,12 +67,17 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                if httpx.get(self.url + "/health", timeout=1.0,
+                             headers=self.auth_headers()).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"server did not answer within {timeout}s:\n{self.log()}")
+
+    def auth_headers(self) -> dict:
+        token = self.extra_env.get("MAESTRO_TOKEN")
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def log(self) -> str:
         try:

@@ -47,7 +47,7 @@ def serve(settings: Settings) -> int:
         if settings.log_level != "warn" else "warning",
         access_log=settings.debug, lifespan="on", ws_max_size=1024 * 1024,
         ws_ping_interval=20.0, ws_ping_timeout=20.0, timeout_graceful_shutdown=10,
-        server_header=False,
+        server_header=False, proxy_headers=False,
     )
     server = uvicorn.Server(config)
     log.info("Maestro on http://%s:%d (data: %s)", settings.host, settings.port,
