@@ -325,8 +325,6 @@ class Service:
                 task["priority"] = priority
             if has_parent:
                 task["parentId"] = parent_id
-            if session_ids is not None:
-                task["sessionIds"] = list(session_ids)
             if skill_ids is not None:
                 task["skillIds"] = list(skill_ids)
             if agent_ids is not None:
@@ -338,10 +336,48 @@ class Service:
                                                                  new_events]
             task["updatedAt"] = now
             tx.put("task", task)
-            tx.emit("task:updated", task)
-            return task
+            link_events = self._sync_task_sessions(tx, task_id, session_ids) \
+                if session_ids is not None else []
+            final = self.state.tasks.get(task_id)
+            tx.emit("task:updated", final)
+            for kind, sid in link_events:
+                tx.emit(f"session:task_{kind}", {"sessionId": sid, "taskId": task_id})
+                tx.emit(f"task:session_{kind}", {"taskId": task_id, "sessionId": sid})
+                tx.emit("session:updated", self.state.sessions.get(sid))
+            return final
 
         return await self._mutate(apply)
+
+    def _sync_task_sessions(self, tx: Tx, task_id: str, wanted: list[str]) \
+            -> list[tuple[str, str]]:
+        """PATCH task `sessionIds`: the new full list, kept in sync on both sides (the data-model
+        document: "storage layer handles bidirectional updates"), mirroring PATCH session
+        `taskIds`. Unknown new sessions are refused; vanished ones are just dropped."""
+        wanted = v.dedupe(wanted)
+        current = _list(self.state.tasks.get(task_id).get("sessionIds"))
+        for sid in wanted:
+            if sid not in current and self.state.sessions.get(sid) is None:
+                raise session_not_found(sid)
+        changes: list[tuple[str, str]] = []
+        for sid in current:
+            if sid in wanted:
+                continue
+            if self.state.sessions.get(sid) is None:
+                cur = self.state.tasks.get(task_id)
+                tx.put("task", _with(cur, sessionIds=[s for s in _list(cur["sessionIds"])
+                                                      if s != sid]))
+                continue
+            self._unlink(tx, sid, task_id)
+            changes.append(("removed", sid))
+        for sid in wanted:
+            if sid in current:
+                continue
+            self._link(tx, sid, task_id)
+            changes.append(("added", sid))
+        cur = self.state.tasks.get(task_id)
+        if _list(cur.get("sessionIds")) != wanted:
+            tx.put("task", _with(cur, sessionIds=list(wanted)))
+        return changes
 
     async def add_timeline_event(self, task_id: str, body: dict) -> dict:
         message = v.string(body, "message", required_message="message is required",
