@@ -180,39 +180,29 @@ def test_link_with_content_type_and_no_body(api, project):
     assert ok(api.delete(url, headers=headers))["taskIds"] == []
 
 
-def test_one_sided_links_are_repaired(api, srv, ws, project):
+def test_patch_task_session_ids_links_both_sides(api, srv, ws, project):
     task = new_task(api, project["id"])
     session = new_session(api, project["id"], [task["id"]])
     sid, tid = session["id"], task["id"]
-    # Raw replace on the task side only leaves the session holding the task.
-    ok(api.patch(f"/api/tasks/{tid}", json={"sessionIds": []}))
-    assert get(api, "session", sid)["taskIds"] == [tid]
     ws.barrier()
-    ok(api.post(f"/api/sessions/{sid}/tasks/{tid}"))
-    relinked = get(api, "task", tid)
+    # The data-model document: the storage layer keeps both sides in sync, whichever side is
+    # patched (SPEC §7.3.4 calls this a raw replace; the data-model document wins).
+    unlinked = ok(api.patch(f"/api/tasks/{tid}", json={"sessionIds": []}))
+    assert unlinked["sessionIds"] == []
+    assert get(api, "session", sid)["taskIds"] == []
+    assert link_entries(unlinked)[-1] == ("session_ended", sid)
+    assert event_types(ws.barrier()) == ["task:updated", "session:task_removed",
+                                         "task:session_removed", "session:updated"]
+    relinked = ok(api.patch(f"/api/tasks/{tid}", json={"sessionIds": [sid]}))
     assert relinked["sessionIds"] == [sid]
-    assert link_entries(relinked) == [("session_started", sid), ("session_started", sid)]
-    assert event_types(ws.barrier()) == ["session:task_added", "task:session_added",
-                                         "session:updated", "task:updated"]
+    assert get(api, "session", sid)["taskIds"] == [tid]
+    assert link_entries(relinked) == [("session_started", sid), ("session_ended", sid),
+                                      ("session_started", sid)]
+    assert event_types(ws.barrier()) == ["task:updated", "session:task_added",
+                                         "task:session_added", "session:updated"]
     assert_link_invariant(api, project["id"])
     check_files(api, srv, [sid], [tid])
 
-    # The other way round: only the task holds the session; removing still ends the link.
-    other = new_session(api, project["id"], [])
-    ok(api.patch(f"/api/tasks/{tid}", json={"sessionIds": [sid, other["id"]]}))
-    ws.barrier()
-    removed = ok(api.delete(f"/api/sessions/{other['id']}/tasks/{tid}"))
-    assert removed["taskIds"] == []
-    after = get(api, "task", tid)
-    assert after["sessionIds"] == [sid]
-    assert link_entries(after)[-1] == ("session_ended", other["id"])
-    assert event_types(ws.barrier()) == ["session:task_removed", "task:session_removed",
-                                         "session:updated", "task:updated"]
-    assert_link_invariant(api, project["id"])
-    check_files(api, srv, [sid, other["id"]], [tid])
-
-
-# ------------------------------------------------------------------ PATCH session taskIds
 def test_patch_task_ids_diffs_and_links_both_sides(api, srv, ws, project):
     t1, t2, t3 = (new_task(api, project["id"], title=f"t{i}") for i in range(1, 4))
     session = new_session(api, project["id"], [t1["id"], t2["id"]])
@@ -346,25 +336,27 @@ def test_task_delete_does_not_cascade(api, srv, ws, project):
     assert_link_invariant(api, project["id"])
 
 
-def test_patch_task_session_ids_is_a_raw_replace(api, srv, ws, project):
+def test_patch_task_session_ids_refuses_unknown_sessions(api, srv, ws, project):
     task = new_task(api, project["id"])
     s1 = new_session(api, project["id"], [task["id"]])
     s2 = new_session(api, project["id"], [])
     s1_file = entity_path(srv.data_dir, "session", s1).read_bytes()
-    s2_file = entity_path(srv.data_dir, "session", s2).read_bytes()
     before = get(api, "task", task["id"])
     ws.barrier()
-    updated = ok(api.patch(f"/api/tasks/{task['id']}",
-                           json={"sessionIds": [s2["id"], "sess_not_even_real"]}))
-    assert updated["sessionIds"] == [s2["id"], "sess_not_even_real"]
-    assert updated["timeline"] == before["timeline"]  # no link entries
-    assert event_types(ws.barrier()) == ["task:updated"]
-    # Sessions untouched, in memory and on disk.
-    assert get(api, "session", s1["id"])["taskIds"] == [task["id"]]
-    assert get(api, "session", s2["id"])["taskIds"] == []
+    r = api.patch(f"/api/tasks/{task['id']}", json={"sessionIds": [s2["id"], "sess_not_real"]})
+    assert_error(r, 404, "SESSION_NOT_FOUND")
+    assert event_types(ws.barrier()) == []
+    assert get(api, "task", task["id"]) == before
     assert entity_path(srv.data_dir, "session", s1).read_bytes() == s1_file
-    assert entity_path(srv.data_dir, "session", s2).read_bytes() == s2_file
-    check_files(api, srv, [], [task["id"]])
+    updated = ok(api.patch(f"/api/tasks/{task['id']}", json={"sessionIds": [s2["id"]]}))
+    assert updated["sessionIds"] == [s2["id"]]
+    assert get(api, "session", s1["id"])["taskIds"] == []
+    assert get(api, "session", s2["id"])["taskIds"] == [task["id"]]
+    assert event_types(ws.barrier()) == [
+        "task:updated", "session:task_removed", "task:session_removed", "session:updated",
+        "session:task_added", "task:session_added", "session:updated"]
+    assert_link_invariant(api, project["id"])
+    check_files(api, srv, [s1["id"], s2["id"]], [task["id"]])
 
 
 def test_invariant_through_a_mixed_sequence(api, srv, project):
