@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
+
 from . import report
 from .client import Target
 from .workloads import FULL, QUICK, Bench, wait_until_up
@@ -36,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "under a minute")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document instead of the table")
+    parser.add_argument("--save", type=Path, metavar="FILE",
+                        help="also write the JSON document to FILE")
     parser.add_argument("--pid", type=int,
                         help="server process id: report its RSS (VmRSS) and CPU time")
     parser.add_argument("--data-dir", type=Path,
@@ -108,6 +112,7 @@ async def _main(args: argparse.Namespace, loop_name: str) -> int:
         "python": platform.python_version(), "cpus": os.cpu_count(),
         "server_pid": args.pid, "data_dir": str(args.data_dir) if args.data_dir else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "loadavg_at_start": round(os.getloadavg()[0], 2),
     })
     progress(f"benchmarking {args.url} ({bench.info['mode']} run, {args.concurrency} "
              f"connections, client loop {loop_name})")
@@ -115,10 +120,13 @@ async def _main(args: argparse.Namespace, loop_name: str) -> int:
         await bench.run(args.only)
     finally:
         await bench.close()
+    bench.info["loadavg_at_end"] = round(os.getloadavg()[0], 2)
+    doc = report.document(bench.results, bench.memory, bench.consistency, bench.info)
+    encoded = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
+    if args.save is not None:
+        args.save.write_text(encoded)
     if args.json:
-        import orjson
-        doc = report.document(bench.results, bench.memory, bench.consistency, bench.info)
-        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(encoded)
     else:
         print(report.markdown(bench.results, bench.memory, bench.consistency, bench.info))
     failed = sum(m.errors for m in bench.results)

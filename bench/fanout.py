@@ -120,8 +120,15 @@ async def fanout(target: Target, conn: HttpConnection, task_id: str, clients: in
         lost = clients * patches - delivered
         closed = sum(1 for lst in listeners if lst.closed)
         m.ops = delivered
-        m.notes.append(f"{delivered:,} of {clients * patches:,} deliveries, lost {lost:,}"
+        m.notes.append(f"ops/s = deliveries/s; {delivered:,} of {clients * patches:,} "
+                       f"deliveries, lost {lost:,}"
                        + (f", {closed} client(s) disconnected by the server" if closed else ""))
+        if delivered:
+            # All listeners share one client process, so a frame waits for the client to read
+            # the frames queued before it: say how much of the latency that can explain.
+            per = m.client_cpu / (delivered + clients) * 1e6
+            m.notes.append(f"client reads cost {per:.0f} us/delivery, i.e. up to "
+                           f"{per * clients / 1000:.1f} ms to read one event on every client")
         m.extra = {"clients": clients, "patches": patches, "delivered": delivered,
                    "lost": lost, "disconnected": closed, "deflate": deflate}
         return m

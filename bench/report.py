@@ -89,7 +89,12 @@ def markdown(results: list[Measurement], memory: dict, consistency: dict | None,
     out.append(f"Run: {info.get('total_seconds', '?')} s wall; client CPU "
                f"{info.get('total_client_cpu_s', '?')} s; server CPU "
                f"{'-' if server_cpu is None else server_cpu} s; tasks "
-               f"{info.get('tasks_at_start', 0):,} -> {info.get('tasks_at_end', 0):,}.")
+               f"{info.get('tasks_at_start', 0):,} -> {info.get('tasks_at_end', 0):,}; "
+               f"load average {info.get('loadavg_at_start', '?')} at start, "
+               f"{info.get('loadavg_at_end', '?')} at the end.")
+    if (info.get("loadavg_at_start") or 0) > 1.0:
+        out.append("WARNING: the machine was busy before the run started (load average > 1); "
+                   "other processes share the cores, so these figures understate the server.")
     if any(v is not None for v in memory.values()):
         rss = ", ".join(f"{label}: {v:.0f} MB" for label, v in memory.items() if v is not None)
         out.append(f"Server RSS: {rss} (original: 60 MB empty, 256 MB at 50k tasks).")

@@ -55,12 +55,12 @@ class Plan:
     consistency_ops: int
 
 
-FULL = Plan(levels=(1_000, 10_000, 50_000), gets=30_000, patches=10_000, burst_patches=5_000,
-            sessions=3_000, timeline=10_000, list_one_client=1_000, list_concurrent=5_000,
-            list_all=10, ws_clients=(50, 1_000), ws_patches=200, consistency_rounds=10,
+FULL = Plan(levels=(1_000, 10_000, 50_000), gets=60_000, patches=10_000, burst_patches=10_000,
+            sessions=3_000, timeline=10_000, list_one_client=3_000, list_concurrent=20_000,
+            list_all=15, ws_clients=(50, 1_000), ws_patches=200, consistency_rounds=10,
             consistency_ops=640)
-QUICK = Plan(levels=(500, 1_000, 2_000), gets=4_000, patches=2_000, burst_patches=1_000,
-             sessions=400, timeline=2_000, list_one_client=300, list_concurrent=1_000,
+QUICK = Plan(levels=(500, 1_000, 2_000), gets=8_000, patches=3_000, burst_patches=2_000,
+             sessions=600, timeline=3_000, list_one_client=500, list_concurrent=3_000,
              list_all=5, ws_clients=(50, 200), ws_patches=200, consistency_rounds=3,
              consistency_ops=320)
 
