@@ -42,6 +42,9 @@ class Client:
         if len(self.queue) >= self.limit:
             self.dropped = True
             self.wakeup.set()
+            # The sender may be stuck in a send that never completes (a peer that stopped
+            # reading): end the connection from the receiving side instead.
+            self.closed.set()
             return False
         self.queue.append(text)
         self.wakeup.set()
@@ -95,6 +98,17 @@ class Hub:
                 await sender
             except (asyncio.CancelledError, Exception):
                 pass
+            if client.dropped:
+                await self._close_slow(client)
+
+    async def _close_slow(self, client: Client) -> None:
+        self.dropped_clients += 1
+        log.warning("disconnecting a WebSocket client that fell %d events behind", client.limit)
+        client.queue.clear()
+        try:
+            await asyncio.wait_for(client.ws.close(code=1013, reason="too slow"), 1.0)
+        except Exception:
+            pass
 
     async def _receive_loop(self, client: Client) -> None:
         ws = client.ws
@@ -136,16 +150,7 @@ class Hub:
             while True:
                 await client.wakeup.wait()
                 client.wakeup.clear()
-                if client.dropped:
-                    self.dropped_clients += 1
-                    log.warning("disconnecting a WebSocket client that fell %d events behind",
-                                client.limit)
-                    client.queue.clear()
-                    client.state = 2
-                    try:
-                        await asyncio.wait_for(ws.close(code=1013, reason="too slow"), 1.0)
-                    except Exception:
-                        pass
+                if client.dropped:  # closed by serve() once the receive loop has ended
                     client.closed.set()
                     return
                 while client.queue:
