@@ -1,0 +1,474 @@
+"""The launcher: starts an agent for each spawned session and follows it to the end.
+
+Mode `local` (the default) runs `MAESTRO_AGENT_COMMAND` (else `maestro worker init` /
+`maestro orchestrator init`) for every spawned session, at most `MAESTRO_MAX_AGENTS` at once (the
+others wait in `spawning`, first come first started). Each agent runs under the wrapper
+(`wrapper.py`) in a window of a tmux session when tmux is available (a person can attach), else
+as a detached process group on a pseudo-terminal. The session moves to `running` when the
+process is up and to `completed`/`failed` when it ends, always through the Service's update
+method, with `process_started` / `process_exit` session events. Mode `ui` launches nothing (a
+desktop UI answers `session:spawn_request`) but still follows agents launched earlier.
+
+What the launcher knows about a session lives in `SESSION_DIR/<id>/` (launch.json, the
+wrapper's process.json, exit.json and output.log), so a restarted server re-adopts agents that
+still run and settles those that ended or vanished while it was away."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..errors import ApiError, validation
+from ..ids import is_safe_file_component, now_ms
+from ..service import FINAL_SESSION_STATUSES, Service
+from .processes import ENV_FILE, EXIT_FILE, LOG_FILE, PROCESS_FILE, RECORD_FILE, \
+    last_output_line, pid_alive, read_json, save_json, tail_lines, write_private_json
+from .wrapper import process_start_time
+
+log = logging.getLogger("maestro.launcher")
+
+POLL_SECONDS = 0.1
+TMUX_SESSION = "maestro"
+TMUX_TIMEOUT = 10.0
+KILL_WRAPPER_AFTER = 5.0  # seconds after SIGKILL to the agent, if the wrapper is still there
+MAX_TAIL = 10_000
+DEFAULT_TAIL = 100
+
+
+@dataclass
+class Agent:
+    """One launched (or about to be launched) agent."""
+
+    session_id: str
+    folder: Path
+    record: dict = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    stop_at: float | None = None
+    killed_at: float | None = None
+    finishing: bool = False
+
+    @property
+    def wrapper_pid(self) -> int | None:
+        return self.record.get("wrapperPid")
+
+    def agent_group(self) -> int | None:
+        info = read_json(self.folder / PROCESS_FILE)
+        pgid = info.get("agentPgid") if info else None
+        return pgid if isinstance(pgid, int) and pgid > 1 else None
+
+
+def launch_error(status: int, code: str, message: str, session_id: str) -> ApiError:
+    return ApiError(status, code, message, {"sessionId": session_id})
+
+
+class Launcher:
+    def __init__(self, service: Service, settings: Settings, tokens=None):
+        self.service = service
+        self.settings = settings
+        # Mints each agent's own bearer token (narrower than the user's MAESTRO_TOKEN).
+        self.tokens = tokens
+        self.local = settings.launcher == "local"
+        self.queue: deque[str] = deque()
+        self.active: dict[str, Agent] = {}
+        self.tmux = shutil.which("tmux") if settings.tmux else None
+        digest = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:12]
+        self.tmux_socket = f"maestro-{digest}"
+        self._tmux_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
+        self._closing = False
+
+    # ------------------------------------------------------------------ life cycle
+    async def start(self) -> None:
+        self.settings.session_dir.mkdir(parents=True, exist_ok=True)
+        await self._recover()
+        self._pump()
+        log.info("launcher: %s%s, at most %d agent(s) at once",
+                 self.settings.launcher,
+                 f" (tmux socket {self.tmux_socket})" if self.local and self.tmux
+                 else " (pseudo-terminals)" if self.local else "", self.settings.max_agents)
+
+    async def stop(self) -> None:
+        """Stop following; the agents keep running and are re-adopted at the next start."""
+        self._closing = True
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=3.0)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ submission
+    def folder(self, session_id: str) -> Path:
+        if not is_safe_file_component(session_id):
+            raise validation("session id cannot name a folder", {"sessionId": session_id})
+        return self.settings.session_dir / session_id
+
+    def submit(self, session: dict) -> None:
+        """Queue a freshly spawned session (called once it is stored and announced)."""
+        if not self.local or self._closing:
+            return
+        sid = session["id"]
+        save_json(self.folder(sid) / RECORD_FILE, {"state": "queued", "queuedAt": now_ms()})
+        self.queue.append(sid)
+        self._pump()
+
+    def _pump(self) -> None:
+        while self.local and not self._closing and self.queue \
+                and len(self.active) < self.settings.max_agents:
+            sid = self.queue.popleft()
+            agent = Agent(sid, self.folder(sid), read_json(self.folder(sid) / RECORD_FILE) or {})
+            self.active[sid] = agent
+            self._spawn_task(self._run(agent, launch=True))
+
+    def _spawn_task(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, agent: Agent, launch: bool) -> None:
+        try:
+            if launch and not await self._launch(agent):
+                return
+            await self._follow(agent)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("launcher: session %s", agent.session_id)
+            if not agent.finishing:
+                await self._finish(agent, {"exitCode": None, "signal": None},
+                                   reason="launcher_error", message=str(exc), ok=False)
+        finally:
+            self.active.pop(agent.session_id, None)
+            self._pump()
+
+    # ------------------------------------------------------------------ launching
+    def _plan(self, session: dict, folder: Path) -> tuple[list[str], str, dict]:
+        """The command line, working directory and environment changes (None = unset) of a
+        session's agent."""
+        metadata = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
+        role = metadata.get("role") if metadata.get("role") in ("worker", "orchestrator") \
+            else "worker"
+        if self.settings.agent_command:
+            argv = shlex.split(self.settings.agent_command)
+        else:
+            argv = [sys.executable, "-m", "maestro", role, "init"]
+        project = self.service.state.projects.get(session.get("projectId")) or {}
+        working_dir = project.get("workingDir")
+        cwd = working_dir if isinstance(working_dir, str) and working_dir \
+            and os.path.isdir(working_dir) else str(folder)
+        env: dict = {k: v for k, v in (session.get("env") or {}).items()
+                     if isinstance(k, str) and k.startswith("MAESTRO_") and isinstance(v, str)
+                     and "TOKEN" not in k}
+        env["MAESTRO_API_URL"] = env.get("MAESTRO_SERVER_URL") or self.settings.server_url
+        env["MAESTRO_LAUNCHER"] = "local"
+        if self.tokens is not None:
+            env["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session["id"])
+            env["MAESTRO_TOKEN"] = None  # the agent acts with its own identity only
+        elif self.settings.token:
+            env["MAESTRO_TOKEN"] = self.settings.token
+        # The `maestro` command agents call must be this server's own.
+        bin_dir = str(Path(sys.executable).parent)
+        path = os.environ.get("PATH") or os.defpath
+        env["PATH"] = path if path.split(os.pathsep)[0] == bin_dir else bin_dir + os.pathsep + path
+        return argv, cwd, env
+
+    async def _launch(self, agent: Agent) -> bool:
+        sid = agent.session_id
+        session = self.service.state.sessions.get(sid)
+        if session is None or session.get("status") != "spawning":
+            agent.record.update(state="skipped", finalized=True)
+            save_json(agent.folder / RECORD_FILE, agent.record)
+            return False
+        agent.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        argv, cwd, env = self._plan(session, agent.folder)
+        if not argv or shutil.which(argv[0], path=env["PATH"]) is None:
+            name = argv[0] if argv else "(empty command)"
+            await self._finish(agent, {"exitCode": None, "signal": None},
+                               reason="executable_not_found", ok=False,
+                               message=f"cannot start the agent: {name} was not found "
+                                       f"(check MAESTRO_AGENT_COMMAND and PATH)",
+                               event_type="launch_failed")
+            return False
+        env_file = agent.folder / ENV_FILE
+        write_private_json(env_file, env)
+        wrapper = [sys.executable, "-m", "maestro.spawn.wrapper", "--dir", str(agent.folder),
+                   "--cwd", cwd, "--env-file", str(env_file), "--", *argv]
+        try:
+            if self.tmux:
+                pid, tmux_info = await self._start_in_tmux(sid, wrapper, cwd)
+            else:
+                pid, tmux_info = self._start_on_pty(agent, wrapper), None
+        except (OSError, RuntimeError) as exc:
+            env_file.unlink(missing_ok=True)
+            await self._finish(agent, {"exitCode": None, "signal": None}, reason="launch_failed",
+                               ok=False, message=str(exc), event_type="launch_failed")
+            return False
+        agent.record.update(state="launched", mode="tmux" if tmux_info else "pty",
+                            launchedAt=now_ms(), wrapperPid=pid,
+                            wrapperStart=process_start_time(pid), cwd=cwd, command=argv)
+        if tmux_info:
+            agent.record["tmux"] = tmux_info
+        save_json(agent.folder / RECORD_FILE, agent.record)
+        data: dict[str, Any] = {"pid": pid, "mode": agent.record["mode"], "cwd": cwd,
+                                "command": shlex.join(argv),
+                                "log": str(agent.folder / LOG_FILE)}
+        if tmux_info:
+            data["tmux"] = tmux_info
+        current = self.service.state.sessions.get(sid)
+        if current is not None:
+            body: dict[str, Any] = {"events": [{"type": "process_started", "data": data}]}
+            if current.get("status") == "spawning":
+                body["status"] = "running"
+            await self._update(sid, body)
+        if agent.stop_at is not None:
+            self._signal(agent, signal.SIGTERM)
+        return True
+
+    def _start_on_pty(self, agent: Agent, wrapper: list[str]) -> int:
+        with open(agent.folder / LOG_FILE, "ab") as out:
+            agent.proc = subprocess.Popen(wrapper, stdin=subprocess.DEVNULL, stdout=out,
+                                          stderr=out, cwd=str(agent.folder), close_fds=True,
+                                          start_new_session=True)
+        return agent.proc.pid
+
+    def tmux_base(self) -> list[str]:
+        return [self.tmux or "tmux", "-L", self.tmux_socket, "-f", os.devnull]
+
+    async def _tmux(self, *args: str) -> tuple[int, str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+        proc = await asyncio.create_subprocess_exec(
+            *self.tmux_base(), *args, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), TMUX_TIMEOUT)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RuntimeError("tmux did not answer") from None
+        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+    async def _start_in_tmux(self, sid: str, wrapper: list[str], cwd: str) -> tuple[int, dict]:
+        fmt = "#{pane_pid} #{window_id}"
+        async with self._tmux_lock:
+            code, _, _ = await self._tmux("has-session", "-t", f"={TMUX_SESSION}")
+            if code != 0:
+                args = ["new-session", "-d", "-s", TMUX_SESSION, "-x", "200", "-y", "50"]
+            else:
+                args = ["new-window", "-d", "-t", f"={TMUX_SESSION}:"]
+            code, out, err = await self._tmux(*args, "-n", sid, "-c", cwd, "-P", "-F", fmt,
+                                              *wrapper)
+        if code != 0:
+            raise RuntimeError(f"tmux could not open a window: {err.strip() or code}")
+        pid_text, _, window = out.strip().partition(" ")
+        attach = f"tmux -L {self.tmux_socket} attach -t {TMUX_SESSION}"
+        return int(pid_text), {"socket": self.tmux_socket, "session": TMUX_SESSION,
+                               "window": window, "attach": attach}
+
+    # ------------------------------------------------------------------ following
+    def _alive(self, agent: Agent) -> bool:
+        if agent.proc is not None:
+            return agent.proc.poll() is None
+        return pid_alive(agent.wrapper_pid, agent.record.get("wrapperStart"))
+
+    async def _follow(self, agent: Agent) -> None:
+        grace = self.settings.stop_grace
+        while not self._closing:
+            outcome = read_json(agent.folder / EXIT_FILE)
+            if outcome is None and not self._alive(agent):
+                outcome = read_json(agent.folder / EXIT_FILE) or {}
+                if not outcome:
+                    await self._finish(agent, {"exitCode": None, "signal": None},
+                                       reason="process_lost", ok=False,
+                                       message="the agent's process ended without a record")
+                    return
+            if outcome is not None:
+                await self._finish(agent, outcome)
+                return
+            now = time.monotonic()
+            if agent.stop_at is None and self.service.state.sessions.get(agent.session_id) \
+                    is None:
+                self._request_stop(agent)  # the session was deleted: its agent goes too
+            elif agent.stop_at is not None and agent.killed_at is None \
+                    and now >= agent.stop_at + grace:
+                self._signal(agent, signal.SIGKILL)
+                agent.killed_at = now
+            elif agent.killed_at is not None and now >= agent.killed_at + KILL_WRAPPER_AFTER:
+                self._kill_wrapper(agent)
+            await asyncio.sleep(POLL_SECONDS)
+
+    def _signal(self, agent: Agent, number: int) -> None:
+        group = agent.agent_group()
+        try:
+            if group is not None:
+                os.killpg(group, number)
+            elif agent.wrapper_pid and self._alive(agent):
+                os.kill(agent.wrapper_pid, number)  # forwarded once the agent runs
+        except ProcessLookupError:
+            pass
+        except PermissionError as exc:
+            log.warning("cannot signal the agent of %s: %s", agent.session_id, exc)
+
+    def _kill_wrapper(self, agent: Agent) -> None:
+        if agent.wrapper_pid and self._alive(agent):
+            try:
+                os.kill(agent.wrapper_pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def _request_stop(self, agent: Agent) -> None:
+        if agent.stop_at is None:
+            agent.stop_at = time.monotonic()
+        if agent.record.get("state") == "launched":
+            self._signal(agent, signal.SIGTERM)
+
+    async def _update(self, sid: str, body: dict) -> None:
+        try:
+            await self.service.update_session(sid, body)
+        except ApiError as exc:  # deleted meanwhile
+            log.info("launcher: session %s not updated: %s", sid, exc.message)
+
+    async def _finish(self, agent: Agent, outcome: dict, *, reason: str | None = None,
+                      ok: bool | None = None, message: str | None = None,
+                      event_type: str = "process_exit") -> None:
+        """Record how the agent ended: a session event, and the final status unless the agent
+        already set one."""
+        agent.finishing = True
+        code, sig = outcome.get("exitCode"), outcome.get("signal")
+        if ok is None:
+            ok = code == 0 and not outcome.get("error")
+        if reason is None:
+            if agent.stop_at is not None:
+                reason = "stopped"
+            elif outcome.get("error"):
+                reason = "wrapper_error"
+            elif sig:
+                reason = "signal"
+            elif code == 0:
+                reason = "exited"
+            elif code == 5:
+                reason = "agent_launch_failed"
+            elif code == 127:
+                reason = "command_not_found"
+            else:
+                reason = "exit_code"
+        data: dict[str, Any] = {"exitCode": code, "signal": sig, "reason": reason}
+        if message is None and not ok:
+            message = outcome.get("error") or last_output_line(agent.folder / LOG_FILE)
+        if message:
+            data["message"] = message
+        agent.record.update(state="finished", exit=data, finalized=False)
+        save_json(agent.folder / RECORD_FILE, agent.record)
+        session = self.service.state.sessions.get(agent.session_id)
+        if session is not None:
+            body: dict[str, Any] = {"events": [{"type": event_type, "data": data}]}
+            if session.get("status") not in FINAL_SESSION_STATUSES:
+                body["status"] = "completed" if ok else "failed"
+            await self._update(agent.session_id, body)
+        agent.record["finalized"] = True
+        save_json(agent.folder / RECORD_FILE, agent.record)
+        log.info("launcher: session %s ended (%s)", agent.session_id, reason)
+
+    # ------------------------------------------------------------------ restart
+    async def _recover(self) -> None:
+        waiting: list[tuple[int, str]] = []
+        for session in list(self.service.state.sessions.rows.values()):
+            sid = session.get("id")
+            if not isinstance(sid, str) or not is_safe_file_component(sid):
+                continue
+            folder = self.settings.session_dir / sid
+            record = read_json(folder / RECORD_FILE)
+            if record is None or record.get("finalized"):
+                continue
+            agent = Agent(sid, folder, record)
+            state = record.get("state")
+            if state == "queued":
+                if session.get("status") == "spawning":
+                    waiting.append((record.get("queuedAt") or 0, sid))
+                else:
+                    record.update(state="skipped", finalized=True)
+                    save_json(folder / RECORD_FILE, record)
+            elif state == "finished":
+                if session.get("status") in FINAL_SESSION_STATUSES:
+                    record["finalized"] = True
+                    save_json(folder / RECORD_FILE, record)
+                else:
+                    exit_data = record.get("exit") or {}
+                    await self._finish(agent, exit_data, reason=exit_data.get("reason"),
+                                       ok=exit_data.get("exitCode") == 0)
+            elif state == "launched":
+                if read_json(folder / EXIT_FILE) is not None or self._alive(agent):
+                    self.active[sid] = agent  # re-adopted (or its exit is read at once)
+                    self._spawn_task(self._run(agent, launch=False))
+                else:
+                    await self._finish(agent, {"exitCode": None, "signal": None},
+                                       reason="server_restarted", ok=False,
+                                       message="the agent was gone when the server restarted")
+        for _, sid in sorted(waiting):
+            self.queue.append(sid)
+
+    # ------------------------------------------------------------------ control API
+    async def stop_session(self, session_id: str) -> dict:
+        """Stop a session's agent: SIGTERM to its process group now, SIGKILL after the grace
+        period. A session still waiting for a slot is taken off the queue and fails at once."""
+        self.service.get_session(session_id)
+        folder = self.folder(session_id)
+        grace = self.settings.stop_grace
+        agent = self.active.get(session_id)
+        if agent is None and session_id in self.queue:
+            self.queue.remove(session_id)
+            agent = Agent(session_id, folder, read_json(folder / RECORD_FILE) or {})
+            agent.stop_at = time.monotonic()
+            await self._finish(agent, {"exitCode": None, "signal": None}, reason="stopped",
+                               ok=False, message="stopped before the agent started")
+            return {"success": True, "sessionId": session_id, "signal": None,
+                    "graceSeconds": grace, "session": self.service.get_session(session_id)}
+        if agent is None:
+            if read_json(folder / RECORD_FILE) is None:
+                raise launch_error(409, "SESSION_NOT_LAUNCHED",
+                                   f"Session {session_id} was not launched by this server",
+                                   session_id)
+            raise launch_error(409, "SESSION_NOT_RUNNING",
+                               f"The agent of session {session_id} is not running", session_id)
+        if agent.finishing:
+            raise launch_error(409, "SESSION_NOT_RUNNING",
+                               f"The agent of session {session_id} has already ended",
+                               session_id)
+        self._request_stop(agent)
+        return {"success": True, "sessionId": session_id, "signal": "SIGTERM",
+                "graceSeconds": grace, "session": self.service.get_session(session_id)}
+
+    async def read_log(self, session_id: str, tail: str | None) -> dict:
+        """The last `tail` lines (default 100, at most 10000) of the agent's output."""
+        count = DEFAULT_TAIL
+        if tail is not None:
+            try:
+                count = int(tail)
+            except ValueError:
+                count = 0
+            if not 1 <= count <= MAX_TAIL:
+                raise validation(f"tail must be a whole number between 1 and {MAX_TAIL}",
+                                 {"field": "tail"})
+        self.service.get_session(session_id)
+        folder = self.folder(session_id)
+        path = folder / LOG_FILE
+        if not path.exists():
+            if read_json(folder / RECORD_FILE) is None:
+                raise launch_error(409, "SESSION_NOT_LAUNCHED",
+                                   f"Session {session_id} was not launched by this server",
+                                   session_id)
+            return {"sessionId": session_id, "lines": [], "truncated": False}
+        lines, truncated = await asyncio.to_thread(tail_lines, path, count)
+        return {"sessionId": session_id, "lines": lines, "truncated": truncated}

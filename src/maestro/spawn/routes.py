@@ -1,0 +1,73 @@
+"""HTTP routes of spawning and agent control, and their entries in /openapi.json:
+
+- POST /api/sessions/spawn        create a session + manifest for tasks (SPEC §9)
+- POST /api/sessions/{id}/stop    stop the session's agent (SIGTERM, SIGKILL after a grace period)
+- GET  /api/sessions/{id}/log     the last lines of the agent's output (`?tail=N`)"""
+
+from __future__ import annotations
+
+from ..config import Settings
+from ..server.openapi import register
+from ..server.router import ApiRequest, Reply, Router
+from ..service import Service
+from .launcher import Launcher
+from .manifest import MODELS, PERMISSION_MODES, ROLES
+from .spawn import SPAWN_SOURCES, SPAWN_STRATEGIES, Spawner
+
+_STR = {"type": "string"}
+_STRS = {"type": "array", "items": _STR}
+
+SCHEMAS = {
+    "SpawnRequest": {"type": "object", "required": ["projectId", "taskIds"], "properties": {
+        "projectId": _STR, "taskIds": {"type": "array", "items": _STR, "minItems": 1},
+        "role": {"enum": list(ROLES)}, "skills": _STRS, "model": {"enum": list(MODELS)},
+        "permissionMode": {"enum": list(PERMISSION_MODES)},
+        "sessionName": {"type": "string", "maxLength": 1000},
+        "spawnSource": {"enum": list(SPAWN_SOURCES)}, "sessionId": _STR, "spawnedBy": _STR,
+        "spawnReason": _STR, "context": {"type": "object"},
+        "strategy": {"enum": list(SPAWN_STRATEGIES)},
+        "agent": {"type": "string", "description": "claude, codex, or a command line with "
+                  "{prompt_file} / {manifest} placeholders; handed to the agent as "
+                  "MAESTRO_AGENT"}}},
+    "SpawnResponse": {"type": "object", "properties": {
+        "success": {"const": True}, "sessionId": _STR, "manifestPath": _STR, "message": _STR,
+        "session": {"$ref": "#/components/schemas/Session"}}},
+    "StopResponse": {"type": "object", "properties": {
+        "success": {"const": True}, "sessionId": _STR,
+        "signal": {"type": ["string", "null"]}, "graceSeconds": {"type": "number"},
+        "session": {"$ref": "#/components/schemas/Session"}}},
+    "SessionLog": {"type": "object", "properties": {
+        "sessionId": _STR, "lines": _STRS, "truncated": {"type": "boolean"}}},
+}
+
+
+def install(router: Router, service: Service, settings: Settings, extensions: list,
+            tokens=None) -> Launcher:
+    """Add the routes to `router` and the launcher to the app's `extensions` (started after the
+    service, stopped before it). `tokens` (optional) mints each launched agent's own token."""
+    spawner = Spawner(service, settings)
+    launcher = Launcher(service, settings, tokens=tokens)
+    spawner.on_spawned = launcher.submit
+
+    async def spawn(r: ApiRequest):
+        return Reply(await spawner.spawn(await r.json()), 201)
+
+    async def stop(r: ApiRequest):
+        await r.json()
+        return await launcher.stop_session(r.param())
+
+    async def output(r: ApiRequest):
+        return await launcher.read_log(r.param(), r.query("tail"))
+
+    router.add("POST", "/api/sessions/spawn", spawn)
+    router.add("POST", "/api/sessions/{id}/stop", stop)
+    router.add("GET", "/api/sessions/{id}/log", output)
+    register("/api/sessions/spawn", "post", "Spawn an agent session for tasks (writes its "
+             "manifest; the local launcher then starts the agent)", "SpawnRequest", 201,
+             "SpawnResponse", SCHEMAS)
+    register("/api/sessions/{id}/stop", "post", "Stop a session's agent (SIGTERM, then SIGKILL "
+             "after MAESTRO_STOP_GRACE seconds)", None, 200, "StopResponse")
+    register("/api/sessions/{id}/log", "get", "Last lines of a session's agent output "
+             "(query tail, default 100)", None, 200, "SessionLog")
+    extensions.append(launcher)
+    return launcher

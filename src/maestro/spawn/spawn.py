@@ -1,0 +1,316 @@
+"""`POST /api/sessions/spawn` (SPEC §9): validate in the documented order, write the manifest,
+then create the session in status `spawning` with its links and events, all through the Service.
+
+Nothing is stored when anything fails: the manifest is written first and removed again if the
+session cannot be created (§9.4, decision D8)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .. import jsonio
+from ..config import Settings
+from ..errors import ApiError, StorageError, validation
+from ..events import Event
+from ..ids import make_id
+from ..service import Service
+from ..validate import MAX_TEXT
+from .manifest import MODELS, PERMISSION_MODES, ROLES, ManifestError, build_manifest, \
+    validate_manifest, write_manifest
+
+log = logging.getLogger("maestro.spawn")
+
+SPAWN_SOURCES = ("manual", "orchestrator", "ui", "cli", "api", "session")
+SPAWN_STRATEGIES = ("simple", "queue")
+DEFAULT_SKILLS = ("maestro-worker",)
+CLI_TIMEOUT_SECONDS = 60.0
+_MISSING = object()
+
+
+def spawn_error(status: int, code: str, message: str, details: Any = None) -> ApiError:
+    return ApiError(status, code, message, details)
+
+
+def default_command(role: str) -> str:
+    """The command an agent terminal runs for `role` (what a UI is told to run, §9.7)."""
+    return f"maestro {role} init"
+
+
+def parse_spawn_body(service: Service, body: dict) -> dict:
+    """Checks 1-7 of §9.3 in order; returns the normalised request."""
+    project_id = body.get("projectId")
+    if not isinstance(project_id, str) or not project_id.strip():
+        raise spawn_error(400, "missing_project_id", "projectId is required")
+    task_ids = body.get("taskIds")
+    if not isinstance(task_ids, list) or not task_ids \
+            or not all(isinstance(t, str) and t for t in task_ids):
+        raise spawn_error(400, "invalid_task_ids", "taskIds must be a non-empty array")
+    spawn_source = body.get("spawnSource", "ui")
+    if spawn_source not in SPAWN_SOURCES or not isinstance(spawn_source, str):
+        raise spawn_error(400, "invalid_spawn_source",
+                          "spawnSource must be one of: " + ", ".join(SPAWN_SOURCES))
+    parent = body.get("sessionId")
+    if parent is not None and not isinstance(parent, str):
+        raise validation("sessionId must be a string", {"field": "sessionId"})
+    parent = parent or None
+    if spawn_source == "session" and parent is None:
+        raise spawn_error(400, "missing_session_id",
+                          'sessionId is required when spawnSource is "session"')
+    if parent is not None and service.state.sessions.get(parent) is None:
+        raise spawn_error(404, "parent_session_not_found", f"Parent session {parent} not found",
+                          {"sessionId": parent})
+    role = body.get("role", "worker")
+    if role not in ROLES or not isinstance(role, str):
+        raise spawn_error(400, "invalid_role", 'role must be "worker" or "orchestrator"')
+    return {
+        "projectId": project_id,
+        "taskIds": list(dict.fromkeys(task_ids)),
+        "spawnSource": spawn_source,
+        "parentSessionId": parent,
+        "role": role,
+        **_parse_options(body),
+    }
+
+
+def _choice(body: dict, key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
+    value = body.get(key, _MISSING)
+    if value is _MISSING:
+        return default
+    if not isinstance(value, str) or value not in allowed:
+        raise validation(f"{key} must be one of: {', '.join(allowed)}",
+                         {"field": key, "allowed": list(allowed)})
+    return value
+
+
+def _text(body: dict, key: str, max_len: int | None = None) -> str | None:
+    value = body.get(key, _MISSING)
+    if value is _MISSING or value is None:
+        return None
+    if not isinstance(value, str):
+        raise validation(f"{key} must be a string", {"field": key})
+    if max_len is not None and len(value) > max_len:
+        raise validation(f"{key} must be at most {max_len} characters", {"field": key})
+    return value
+
+
+def _parse_options(body: dict) -> dict:
+    """Check 7 of §9.3 (types and values of the optional fields)."""
+    skills = body.get("skills", _MISSING)
+    if skills is _MISSING:
+        skills = list(DEFAULT_SKILLS)
+    elif not isinstance(skills, list) or not all(isinstance(s, str) for s in skills):
+        raise validation("skills must be an array of strings", {"field": "skills"})
+    context = body.get("context", _MISSING)
+    if context is _MISSING:
+        context = {}
+    elif not isinstance(context, dict):
+        raise validation("context must be an object", {"field": "context"})
+    agent = _text(body, "agent", MAX_TEXT)
+    if agent is not None and not agent.strip():
+        raise validation("agent must not be empty", {"field": "agent"})
+    return {
+        "skills": [s for s in skills if s],
+        "model": _choice(body, "model", MODELS, "sonnet"),
+        "permissionMode": _choice(body, "permissionMode", PERMISSION_MODES, "acceptEdits"),
+        "context": context,
+        "sessionName": _text(body, "sessionName", MAX_TEXT),
+        "spawnedBy": _text(body, "spawnedBy"),
+        "spawnReason": _text(body, "spawnReason"),
+        "strategy": _choice(body, "strategy", SPAWN_STRATEGIES, None),
+        "agent": agent.strip() if agent else None,
+    }
+
+
+def _check_references(service: Service, req: dict) -> tuple[dict, list[dict]]:
+    """Checks 8-9 of §9.3: every task (first missing reported), then the project."""
+    tasks = []
+    for tid in req["taskIds"]:
+        task = service.state.tasks.get(tid)
+        if task is None:
+            raise spawn_error(404, "task_not_found", f"Task {tid} not found", {"taskId": tid})
+        tasks.append(task)
+    project = service.state.projects.get(req["projectId"])
+    if project is None:
+        raise spawn_error(404, "project_not_found", f"Project {req['projectId']} not found",
+                          {"projectId": req["projectId"]})
+    return project, tasks
+
+
+class Spawner:
+    """Runs spawn requests against the Service; `on_spawned` (the launcher) hears of each new
+    session once it is stored and its events are out."""
+
+    def __init__(self, service: Service, settings: Settings):
+        self.service = service
+        self.settings = settings
+        self.on_spawned = None
+
+    def command_for(self, role: str) -> str:
+        return self.settings.agent_command or default_command(role)
+
+    async def spawn(self, body: dict) -> dict:
+        """Handle one spawn request; returns the 201 body of §9.7."""
+        req = parse_spawn_body(self.service, body)
+        project, tasks = _check_references(self.service, req)
+        session_id = make_id("sess")
+        session_dir = self.settings.session_dir / session_id
+        manifest_path = (session_dir / "manifest.json").absolute()
+        try:
+            manifest = await self._generate_manifest(req, project, tasks, manifest_path)
+        except ApiError:
+            _remove_dir(session_dir)
+            raise
+        try:
+            session = await self._create_session(req, session_id, manifest_path, manifest)
+        except ApiError:
+            _remove_dir(session_dir)
+            raise
+        except StorageError as exc:
+            _remove_dir(session_dir)
+            raise spawn_error(500, "spawn_error", str(exc)) from None
+        except Exception as exc:
+            log.exception("spawn failed")
+            _remove_dir(session_dir)
+            raise spawn_error(500, "spawn_error", str(exc)) from None
+        if self.on_spawned is not None:
+            self.on_spawned(session)
+        return {"success": True, "sessionId": session_id, "manifestPath": str(manifest_path),
+                "message": "Spawn request sent to Agents UI", "session": session}
+
+    # -------------------------------------------------------------- manifest
+    async def _generate_manifest(self, req: dict, project: dict, tasks: list[dict],
+                                 path: Path) -> dict:
+        try:
+            if self.settings.manifest_generator == "cli":
+                return await self._generate_with_cli(req, path)
+            manifest = build_manifest(role=req["role"], project=project, tasks=tasks,
+                                      skills=req["skills"], model=req["model"],
+                                      permission_mode=req["permissionMode"],
+                                      strategy=req["strategy"])
+            await asyncio.to_thread(write_manifest, path, manifest)
+            return manifest
+        except ApiError:
+            raise
+        except (ManifestError, OSError) as exc:
+            raise spawn_error(500, "manifest_generation_failed",
+                              f"Failed to generate manifest: {exc}") from None
+
+    async def _generate_with_cli(self, req: dict, path: Path) -> dict:
+        """§9.6 CLI mode: `<MAESTRO_CLI_PATH> manifest generate ...` with the server's
+        environment (DATA_DIR and the server URL pointing at this server), then read the file
+        back and check it."""
+        import os
+
+        cli = shutil.which(self.settings.cli_path) or self.settings.cli_path
+        args = [cli, "manifest", "generate", "--role", req["role"],
+                "--project-id", req["projectId"], "--task-ids", ",".join(req["taskIds"]),
+                "--skills", ",".join(req["skills"]),
+                "--strategy", req["strategy"] or "simple", "--output", str(path)]
+        env = dict(os.environ)
+        env["DATA_DIR"] = str(self.settings.data_dir)
+        # Our CLI reads the project and tasks through the API: point it at this server.
+        env["MAESTRO_API_URL"] = env["SERVER_URL"] = self.settings.server_url
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except OSError as exc:
+            raise ManifestError(f"cannot run {self.settings.cli_path}: "
+                                f"{exc.strerror or exc}") from None
+        try:
+            _, stderr = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT_SECONDS)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise ManifestError(f"{self.settings.cli_path} did not finish within "
+                                f"{CLI_TIMEOUT_SECONDS:.0f}s") from None
+        if proc.returncode != 0:
+            text = stderr.decode(errors="replace").strip() or f"exit code {proc.returncode}"
+            raise ManifestError(text[-2000:])
+        try:
+            manifest = jsonio.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ManifestError(f"cannot read the generated manifest: {exc}") from None
+        # The CLI knows neither --model nor --permission-mode (§9.6); carry the request's values.
+        session = manifest.get("session") if isinstance(manifest, dict) else None
+        if isinstance(session, dict) and (session.get("model") != req["model"] or
+                                          session.get("permissionMode")
+                                          != req["permissionMode"]):
+            session["model"] = req["model"]
+            session["permissionMode"] = req["permissionMode"]
+            await asyncio.to_thread(write_manifest, path, manifest)
+        validate_manifest(manifest, req["role"])
+        return manifest
+
+    # -------------------------------------------------------------- session
+    def _session_fields(self, req: dict, session_id: str, manifest_path: Path) -> dict:
+        env = {
+            "MAESTRO_SESSION_ID": session_id,
+            "MAESTRO_PROJECT_ID": req["projectId"],
+            "MAESTRO_TASK_IDS": ",".join(req["taskIds"]),
+            "MAESTRO_SERVER_URL": self.settings.server_url,
+            "MAESTRO_SKILLS": ",".join(req["skills"]),
+            "MAESTRO_MANIFEST_PATH": str(manifest_path),
+            "MAESTRO_STRATEGY": req["strategy"] or "simple",
+        }
+        if req["agent"]:
+            env["MAESTRO_AGENT"] = req["agent"]
+        metadata: dict[str, Any] = {
+            "skills": req["skills"], "spawnSource": req["spawnSource"],
+            "spawnedBy": req["parentSessionId"] or req["spawnedBy"] or None,
+        }
+        if req["spawnReason"] is not None:
+            metadata["spawnReason"] = req["spawnReason"]
+        metadata.update({"role": req["role"], "context": req["context"]})
+        if req["strategy"] is not None:
+            metadata["strategy"] = req["strategy"]
+        if req["agent"]:
+            metadata["agent"] = req["agent"]
+        name = req["sessionName"]
+        if name is None:
+            name = f"{req['role'].capitalize()} for {req['taskIds'][0]}"
+        return {"taskIds": req["taskIds"], "projectId": req["projectId"], "id": session_id,
+                "name": name, "agentId": None, "status": "spawning", "env": env,
+                "metadata": metadata, "strategy": req["strategy"]}
+
+    async def _create_session(self, req: dict, session_id: str, manifest_path: Path,
+                              manifest: dict) -> dict:
+        service = self.service
+        fields = self._session_fields(req, session_id, manifest_path)
+        project = service.state.projects.get(req["projectId"]) or {}
+        payload: dict[str, Any] = {
+            "session": None, "projectId": req["projectId"], "taskIds": req["taskIds"],
+            "skillIds": req["skills"], "name": fields["name"],
+            "command": self.command_for(req["role"]), "cwd": project.get("workingDir") or "",
+            "envVars": fields["env"], "manifestPath": str(manifest_path), "manifest": manifest,
+            "spawnSource": req["spawnSource"], "parentSessionId": req["parentSessionId"],
+        }
+        first_events = [Event("session:spawn_request", payload)]
+        if self.settings.spawn_event_alias:  # extension E9
+            first_events.append(Event("session:spawn", payload))
+
+        def apply(tx):
+            # The state may have changed while the manifest was written: check again, with the
+            # spawn endpoint's own codes, under the mutation lock.
+            parent = req["parentSessionId"]
+            if parent is not None and service.state.sessions.get(parent) is None:
+                raise spawn_error(404, "parent_session_not_found",
+                                  f"Parent session {parent} not found", {"sessionId": parent})
+            _check_references(service, req)
+            session = service.new_session_in_tx(
+                tx, fields, missing_task=lambda tid: spawn_error(
+                    404, "task_not_found", f"Task {tid} not found", {"taskId": tid}),
+                created_events=first_events)
+            payload["session"] = session
+            return session
+
+        return await service._mutate(apply)
+
+
+def _remove_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
