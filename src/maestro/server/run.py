@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 from ..config import Settings
@@ -52,6 +53,10 @@ def serve(settings: Settings) -> int:
     server = uvicorn.Server(config)
     log.info("Maestro on http://%s:%d (data: %s)", settings.host, settings.port,
              settings.data_dir)
+    # After a graceful stop uvicorn re-raises the signal to the handler it found; with Python's
+    # defaults that kills the process by the signal. A completed graceful stop exits 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
     server.run()
     if not server.started:
         return 1

@@ -1,0 +1,364 @@
+"""The JSON-file store through a real server process and real files (SPEC §5, §0.2, §14.3;
+issue 2 "Storage you can trust"): lost updates, the data-directory lock, quarantine of corrupt
+files, the journal (torn tail, replay), the legacy task location, the layout and file format,
+and what a write the disk refuses does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import zlib
+
+import httpx
+import pytest
+from helpers import WsClient, assert_error, assert_file_matches, ok, pretty
+
+
+def client(srv) -> httpx.Client:
+    return httpx.Client(base_url=srv.url, timeout=15.0, trust_env=False)
+
+
+def health(srv) -> dict:
+    with client(srv) as api:
+        return ok(api.get("/health"))
+
+
+def write_then_kill(srv, action, attempts: int = 5):
+    """Start `srv`, run `action(api)` and `kill -9` the server at once, while the journal still
+    holds the changes (a checkpoint waits for 1 s of idleness). Returns what `action` returned."""
+    journal = srv.data_dir / "journal"
+    for _ in range(attempts):
+        srv.start()
+        with client(srv) as api:
+            result = action(api)
+        srv.kill()
+        if journal.stat().st_size:
+            return result
+    pytest.fail("a checkpoint emptied the journal before the kill every time")
+
+
+def journal_line(ops: list[dict]) -> bytes:
+    """One journal record as the store writes it: `<crc32 hex8> <JSON array of ops>\\n`, each
+    op `{"k": kind, "id": id, "p": task's project id or null, "v": entity or null}`."""
+    body = json.dumps(ops, ensure_ascii=False, separators=(",", ":")).encode()
+    return b"%08x " % zlib.crc32(body) + body + b"\n"
+
+
+# ---------------------------------------------------------------------- no lost update
+def test_50_concurrent_patches_are_all_kept_and_the_file_equals_get(make_server):
+    srv = make_server()
+    with client(srv) as api:
+        project = ok(api.post("/api/projects", json={"name": "P"}), 201)
+        task = ok(api.post("/api/tasks", json={"projectId": project["id"], "title": "t"}), 201)
+    base = len(task["timeline"])
+
+    async def patch_all() -> list[dict]:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30.0, trust_env=False,
+                                     limits=httpx.Limits(max_connections=50)) as api:
+            async def patch(i: int) -> dict:
+                resp = await api.patch(f"/api/tasks/{task['id']}", json={
+                    "title": f"title {i}", "timeline": [{"type": "update", "message": f"m{i}"}]})
+                return ok(resp)
+            return await asyncio.gather(*(patch(i) for i in range(50)))
+
+    answers = asyncio.run(patch_all())
+    # Each PATCH saw every PATCH acknowledged before it: timelines grow one entry at a time.
+    assert sorted(len(a["timeline"]) for a in answers) == list(range(base + 1, base + 51))
+    last = max(answers, key=lambda a: len(a["timeline"]))
+    with client(srv) as api:
+        final = ok(api.get(f"/api/tasks/{task['id']}"))
+    assert final == last
+    assert {e.get("message") for e in final["timeline"]} >= {f"m{i}" for i in range(50)}
+    assert final["title"] == last["title"]
+    path = srv.data_dir / "tasks" / project["id"] / f"{task['id']}.json"
+    assert json.loads(path.read_bytes()) == final
+    assert path.read_bytes() == pretty(final)
+
+
+# ---------------------------------------------------------------------- lock
+def test_a_second_server_on_the_same_data_dir_exits_at_once(make_server):
+    first = make_server()
+    with client(first) as api:
+        ok(api.post("/api/projects", json={"name": "kept"}), 201)
+    second = make_server(start=False, tmp=first.tmp)  # same DATA_DIR, another port
+    assert second.data_dir == first.data_dir and second.port != first.port
+    second.start(wait=False)
+    code = second.proc.wait(timeout=15)
+    assert code != 0
+    message = second.log()
+    assert str(first.data_dir) in message and "in use" in message, message
+    with client(first) as api:
+        ok(api.post("/api/projects", json={"name": "still writable"}), 201)
+        assert [p["name"] for p in ok(api.get("/api/projects"))] == ["kept", "still writable"]
+    assert (first.data_dir / "journal").exists()
+    first.stop()
+    # Once the first has stopped, the directory is free again.
+    second.start()
+    with client(second) as api:
+        assert len(ok(api.get("/api/projects"))) == 2
+
+
+# ---------------------------------------------------------------------- quarantine
+def test_corrupt_entity_files_are_quarantined_listed_and_logged(make_server):
+    srv = make_server(start=False)
+    data = srv.data_dir
+    project = {"id": "proj_good", "name": "Good", "workingDir": "/w", "description": "",
+               "createdAt": 1, "updatedAt": 1}
+    task = {"id": "task_good", "projectId": "proj_good", "parentId": None, "title": "ok",
+            "status": "pending", "createdAt": 2, "updatedAt": 2}
+    corrupt = {
+        "projects/proj_truncated.json": b'{\n  "id": "proj_truncated",\n  "name": "Tru',
+        "tasks/proj_good/task_empty.json": b"",
+        "sessions/sess_array.json": b'[{"id": "sess_array"}]',
+        "tasks/proj_good/task_garbage.json": b"\xff\xfe\x00\x01garbage\x9c\x00" * 8,
+    }
+    (data / "projects").mkdir(parents=True)
+    (data / "tasks" / "proj_good").mkdir(parents=True)
+    (data / "sessions").mkdir(parents=True)
+    (data / "projects" / "proj_good.json").write_bytes(pretty(project))
+    (data / "tasks" / "proj_good" / "task_good.json").write_bytes(pretty(task))
+    for rel, raw in corrupt.items():
+        (data / rel).write_bytes(raw)
+
+    srv.start()
+    listed = health(srv)["storage"]["quarantined"]
+    assert sorted(q["file"] for q in listed) == sorted(corrupt)
+    for rel, raw in corrupt.items():
+        assert not (data / rel).exists(), rel
+    moved = sorted((data / "quarantine").iterdir())
+    assert sorted(p.read_bytes() for p in moved) == sorted(corrupt.values())
+    log = srv.log()
+    for rel in corrupt:
+        assert any(os.path.basename(rel) in line and "quarantine" in line
+                   for line in log.splitlines()), f"no log line for {rel}"
+    with client(srv) as api:
+        assert ok(api.get("/api/projects")) == [project]
+        assert [t["id"] for t in ok(api.get("/api/tasks"))] == ["task_good"]
+        assert ok(api.get("/api/sessions")) == []
+        ok(api.patch("/api/tasks/task_good", json={"title": "still works"}))
+
+    srv.stop()
+    srv.start()  # nothing left to quarantine; what was moved aside stays there
+    assert health(srv)["storage"]["quarantined"] == []
+    assert len(list((data / "quarantine").iterdir())) == len(corrupt)
+    with client(srv) as api:
+        assert ok(api.get("/api/tasks/task_good"))["title"] == "still works"
+
+
+# ---------------------------------------------------------------------- journal
+def test_a_torn_journal_tail_is_ignored_and_never_written_behind(make_server):
+    srv = make_server()
+    with client(srv) as api:
+        project = ok(api.post("/api/projects", json={"name": "P"}), 201)
+        task = ok(api.post("/api/tasks", json={"projectId": project["id"], "title": "zero"}),
+                  201)
+    srv.stop()
+    task_file = srv.data_dir / "tasks" / project["id"] / f"{task['id']}.json"
+    journal = srv.data_dir / "journal"
+    zero = task_file.read_bytes()
+
+    one = write_then_kill(srv, lambda api: ok(api.patch(f"/api/tasks/{task['id']}",
+                                                        json={"title": "one"})))
+    task_file.write_bytes(zero)  # the file lost the rename; only the journal has "one"
+    with journal.open("ab") as f:  # and a crash tore the record being appended
+        f.write(journal_line([{"k": "task", "id": task["id"], "p": project["id"],
+                               "v": dict(one, title="never acknowledged")}])[:-25])
+    srv.start()
+    notes = health(srv)["storage"]["notes"]
+    assert any("replayed 1 record" in n for n in notes), notes
+    assert any("ignored 1 incomplete" in n for n in notes), notes
+    assert journal.stat().st_size == 0
+    with client(srv) as api:
+        assert ok(api.get(f"/api/tasks/{task['id']}")) == one
+    assert task_file.read_bytes() == pretty(one)
+    srv.kill()
+
+    # New records went to a clean journal, not behind the torn one: they replay too.
+    two = write_then_kill(srv, lambda api: ok(api.patch(f"/api/tasks/{task['id']}",
+                                                        json={"title": "two"})))
+    task_file.write_bytes(pretty(one))
+    srv.start()
+    with client(srv) as api:
+        assert ok(api.get(f"/api/tasks/{task['id']}")) == two
+    assert task_file.read_bytes() == pretty(two)
+
+
+def test_a_journal_left_by_a_crash_is_replayed_into_the_files(make_server):
+    """A journal whose records never reached the files (written by hand in the store's format):
+    start-up creates the files, folders and links it describes, then empties the journal."""
+    srv = make_server(start=False)
+    data = srv.data_dir
+    project = {"id": "proj_j", "name": "Journal", "workingDir": "", "description": "",
+               "createdAt": 10, "updatedAt": 10}
+    task_a = {"id": "task_a", "projectId": "proj_j", "parentId": None, "title": "A",
+              "description": "", "initialPrompt": "", "status": "pending", "priority": "medium",
+              "sessionIds": [], "skillIds": [], "agentIds": [], "dependencies": [],
+              "timeline": [], "createdAt": 11, "updatedAt": 11, "startedAt": None,
+              "completedAt": None}
+    task_b = dict(task_a, id="task_b", title="B", createdAt=12, updatedAt=12)
+    task_gone = dict(task_a, id="task_gone", title="deleted later", createdAt=13)
+    session = {"id": "sess_j", "projectId": "proj_j", "taskIds": ["task_a", "task_b"],
+               "name": "S", "status": "running", "env": {}, "events": [], "startedAt": 20,
+               "lastActivity": 20, "completedAt": None}
+    linked = [dict(t, sessionIds=["sess_j"], updatedAt=20,
+                   timeline=[{"id": f"evt_{t['id']}", "type": "session_started",
+                              "timestamp": 20, "sessionId": "sess_j"}])
+              for t in (task_a, task_b)]
+    data.mkdir(parents=True)
+    (data / "journal").write_bytes(
+        journal_line([{"k": "project", "id": "proj_j", "p": None, "v": project}])
+        + journal_line([{"k": "task", "id": t["id"], "p": "proj_j", "v": t}
+                        for t in (task_a, task_b, task_gone)])
+        + journal_line([{"k": "session", "id": "sess_j", "p": None, "v": session}]
+                       + [{"k": "task", "id": t["id"], "p": "proj_j", "v": t} for t in linked])
+        + journal_line([{"k": "task", "id": "task_gone", "p": "proj_j", "v": None}]))
+    srv.start()
+    assert (data / "journal").stat().st_size == 0
+    assert (data / "projects" / "proj_j.json").read_bytes() == pretty(project)
+    assert (data / "sessions" / "sess_j.json").read_bytes() == pretty(session)
+    for t in linked:
+        assert (data / "tasks" / "proj_j" / f"{t['id']}.json").read_bytes() == pretty(t)
+    assert not (data / "tasks" / "proj_j" / "task_gone.json").exists()
+    with client(srv) as api:
+        assert ok(api.get("/api/sessions/sess_j")) == session
+        assert [t["id"] for t in ok(api.get("/api/tasks", params={"projectId": "proj_j"}))] \
+            == ["task_a", "task_b"]
+        assert_error(api.get("/api/tasks/task_gone"), 404, "TASK_NOT_FOUND")
+
+
+# ---------------------------------------------------------------------- legacy location
+def test_legacy_task_files_move_to_the_project_folder_and_are_deleted(make_server):
+    srv = make_server(start=False)
+    data = srv.data_dir
+    project = {"id": "proj_old", "name": "Old", "workingDir": "", "createdAt": 1,
+               "updatedAt": 1}
+    legacy = {"id": "task_moved", "projectId": "proj_old", "title": "legacy", "status": "todo",
+              "createdAt": 2, "updatedAt": 2, "customField": {"kept": True}}
+    doomed = dict(legacy, id="task_doomed", title="to delete", createdAt=3)
+    twin = dict(legacy, id="task_twin", title="old copy", createdAt=4)
+    (data / "projects").mkdir(parents=True)
+    (data / "tasks" / "proj_old").mkdir(parents=True)
+    (data / "projects" / "proj_old.json").write_bytes(pretty(project))
+    for t in (legacy, doomed, twin):
+        (data / "tasks" / f"{t['id']}.json").write_bytes(pretty(t))
+    (data / "tasks" / "proj_old" / "task_twin.json").write_bytes(
+        pretty(dict(twin, title="project-folder copy")))
+
+    srv.start()
+    with client(srv) as api:
+        assert ok(api.get("/api/tasks/task_twin"))["title"] == "project-folder copy"
+        moved = ok(api.patch("/api/tasks/task_moved", json={"priority": "high"}))
+        assert moved["customField"] == {"kept": True} and moved["status"] == "todo"
+        ok(api.patch("/api/tasks/task_twin", json={"title": "one copy"}))
+        assert ok(api.delete("/api/tasks/task_doomed")) == {"success": True,
+                                                             "id": "task_doomed"}
+    assert sorted(p.name for p in (data / "tasks").iterdir()) == ["proj_old"]
+    assert sorted(p.name for p in (data / "tasks" / "proj_old").iterdir()) \
+        == ["task_moved.json", "task_twin.json"]
+    assert_file_matches(data, "task", moved)
+
+    srv.stop()
+    srv.start()
+    with client(srv) as api:
+        assert [(t["id"], t["title"]) for t in ok(api.get("/api/tasks"))] \
+            == [("task_moved", "legacy"), ("task_twin", "one copy")]
+        assert_error(api.get("/api/tasks/task_doomed"), 404, "TASK_NOT_FOUND")
+
+
+# ---------------------------------------------------------------------- layout and format
+def test_layout_is_created_unknown_folders_are_left_alone_and_files_are_pretty(make_server):
+    srv = make_server(start=False)
+    data = srv.data_dir
+    foreign = {
+        "queues/sess_1.json": b'{"queue": []}',
+        "templates/tpl_1.json": b'{"id":"tpl_1"}\n',
+        "notes/readme.txt": b"not Maestro's",
+        "tasks/README.md": b"# hand-written",
+        "projects/notes.txt": b"ignored: not *.json",
+    }
+    for rel, raw in foreign.items():
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(raw)
+    (data / "sessions").mkdir()
+    srv.start()
+    for folder in ("projects", "tasks", "sessions"):
+        assert (data / folder).is_dir()
+    name = 'Café ☕ 日本 "quoted" \\ back'
+    with client(srv) as api:
+        project = ok(api.post("/api/projects", json={"name": name, "description": "a\nb"}),
+                     201)
+        task = ok(api.post("/api/tasks", json={"projectId": project["id"], "title": "Überall",
+                                               "skillIds": []}), 201)
+        session = ok(api.post("/api/sessions", json={"projectId": project["id"],
+                                                     "taskIds": [task["id"]]}), 201)
+        task = ok(api.get(f"/api/tasks/{task['id']}"))
+        ok(api.put(f"/api/projects/{project['id']}", json={"workingDir": "/tmp/ü"}))
+        project = ok(api.get(f"/api/projects/{project['id']}"))
+    srv.stop()
+    for kind, entity in (("project", project), ("task", task), ("session", session)):
+        assert_file_matches(data, kind, entity)
+    raw = (data / "projects" / f"{project['id']}.json").read_bytes()
+    assert name.encode()[:10] in raw and "日本".encode() in raw and b"\\u" not in raw
+    assert raw.startswith(b'{\n  "id": ') and raw.endswith(b"\n}")
+    for rel, content in foreign.items():
+        assert (data / rel).read_bytes() == content, rel
+    entries = {p.name for p in data.iterdir()}
+    assert entries >= {"projects", "tasks", "sessions", "queues", "templates", "notes"}
+
+
+# ---------------------------------------------------------------------- refused writes
+def test_a_write_the_disk_refuses_is_a_500_that_changes_nothing(make_server, tmp_path):
+    srv = make_server()
+    data = srv.data_dir
+    with client(srv) as api:
+        blocked = ok(api.post("/api/projects", json={"name": "blocked"}), 201)
+        fresh = ok(api.post("/api/projects", json={"name": "no folder yet"}), 201)
+        fine = ok(api.post("/api/projects", json={"name": "fine"}), 201)
+        stuck = ok(api.post("/api/tasks", json={"projectId": blocked["id"], "title": "old"}),
+                   201)
+        free = ok(api.post("/api/tasks", json={"projectId": fine["id"], "title": "free"}), 201)
+    # A regular file where a project's task folder must be (root ignores permissions, not this).
+    shutil.move(data / "tasks" / blocked["id"], tmp_path / "moved-away")
+    (data / "tasks" / blocked["id"]).write_bytes(b"not a folder")
+    (data / "tasks" / fresh["id"]).write_bytes(b"not a folder either")
+
+    with client(srv) as api, WsClient(srv.ws_url) as ws:
+        ws.barrier()
+        refused = [
+            api.patch(f"/api/tasks/{stuck['id']}", json={"title": "new", "status": "blocked"}),
+            api.post(f"/api/tasks/{stuck['id']}/timeline", json={"message": "lost"}),
+            api.post("/api/tasks", json={"projectId": fresh["id"], "title": "nowhere"}),
+            api.post("/api/sessions", json={"projectId": fine["id"],
+                                            "taskIds": [free["id"], stuck["id"]]}),
+        ]
+        for resp in refused:
+            assert_error(resp, 500, "INTERNAL_ERROR")
+        assert ws.barrier() == []  # no event announces a change that did not happen
+        assert ok(api.get(f"/api/tasks/{stuck['id']}")) == stuck
+        assert ok(api.get(f"/api/tasks/{free['id']}")) == free
+        assert ok(api.get("/api/tasks", params={"projectId": fresh["id"]})) == []
+        assert ok(api.get("/api/sessions")) == []
+        # Everything that does not touch the blocked folders keeps working.
+        patched = ok(api.patch(f"/api/tasks/{free['id']}", json={"title": "patched"}))
+        session = ok(api.post("/api/sessions", json={"projectId": fine["id"],
+                                                     "taskIds": [free["id"]]}), 201)
+        events = ws.barrier()
+        assert "session:created" in [e["type"] for e in events]
+        free = ok(api.get(f"/api/tasks/{free['id']}"))
+        assert free["sessionIds"] == [session["id"]] and free["title"] == "patched"
+        assert patched["title"] == "patched"
+    assert_file_matches(data, "task", free)
+    srv.stop()
+
+    (data / "tasks" / blocked["id"]).unlink()
+    (data / "tasks" / fresh["id"]).unlink()
+    shutil.move(tmp_path / "moved-away", data / "tasks" / blocked["id"])
+    srv.start()  # the refused changes were never journaled: they do not come back
+    with client(srv) as api:
+        assert ok(api.get(f"/api/tasks/{stuck['id']}")) == stuck
+        assert ok(api.get(f"/api/tasks/{free['id']}")) == free
+        assert ok(api.get("/api/tasks", params={"projectId": fresh["id"]})) == []
+        assert [s["id"] for s in ok(api.get("/api/sessions"))] == [session["id"]]
+        ok(api.patch(f"/api/tasks/{stuck['id']}", json={"title": "new"}))
