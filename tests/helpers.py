@@ -10,8 +10,9 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 from conftest import ServerProcess
@@ -257,7 +258,7 @@ class WsClient:
             pass
         self.reader.join(5)
 
-    def __enter__(self) -> "WsClient":
+    def __enter__(self) -> WsClient:
         return self
 
     def __exit__(self, *exc) -> None:

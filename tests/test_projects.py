@@ -3,6 +3,7 @@ through a real server, with the entity files checked on disk."""
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -166,7 +167,7 @@ def test_updated_at_strictly_increases(api):
     for i in range(15):
         stamps.append(ok(api.put(f"/api/projects/{project['id']}",
                                  json={"description": str(i)}))["updatedAt"])
-    assert all(b > a for a, b in zip(stamps, stamps[1:])), stamps
+    assert all(b > a for a, b in itertools.pairwise(stamps)), stamps
 
 
 def test_update_refusals_change_nothing(api, srv, ws):

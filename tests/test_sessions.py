@@ -3,6 +3,7 @@ entity files checked on disk after every change."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 import sys
 import time
@@ -315,7 +316,7 @@ def test_last_activity_strictly_increases(api, project):
     for i in range(5):
         stamps.append(ok(api.post(f"/api/sessions/{session['id']}/timeline",
                                   json={"message": "m"}))["lastActivity"])
-    assert all(b > a for a, b in zip(stamps, stamps[1:])), stamps
+    assert all(b > a for a, b in itertools.pairwise(stamps)), stamps
 
 
 def test_events_are_appended_and_normalised(api, srv, project):

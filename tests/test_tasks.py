@@ -3,6 +3,7 @@ entity files checked on disk after every change."""
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -316,7 +317,7 @@ def test_updated_at_strictly_increases(api, project):
     for i in range(5):
         stamps.append(ok(api.post(f"/api/tasks/{task['id']}/timeline",
                                   json={"message": f"m{i}"}))["updatedAt"])
-    assert all(b > a for a, b in zip(stamps, stamps[1:])), stamps
+    assert all(b > a for a, b in itertools.pairwise(stamps)), stamps
 
 
 def test_update_validates_everything_before_applying(api, srv, ws, project):
