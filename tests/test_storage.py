@@ -168,16 +168,24 @@ def test_a_torn_journal_tail_is_ignored_and_never_written_behind(make_server):
     srv.start()
     notes = health(srv)["storage"]["notes"]
     assert any("replayed 1 record" in n for n in notes), notes
-    assert any("ignored 1 incomplete" in n for n in notes), notes
+    assert any("incomplete" in n for n in notes), notes  # the torn record, reported
     assert journal.stat().st_size == 0
     with client(srv) as api:
         assert ok(api.get(f"/api/tasks/{task['id']}")) == one
     assert task_file.read_bytes() == pretty(one)
-    srv.kill()
+    srv.stop()
 
-    # New records went to a clean journal, not behind the torn one: they replay too.
-    two = write_then_kill(srv, lambda api: ok(api.patch(f"/api/tasks/{task['id']}",
-                                                        json={"title": "two"})))
+    # A journal holding nothing but a torn record: new records must not go behind it, or the
+    # next replay (which stops being able to read at the garbage) would miss them.
+    torn = journal_line([{"k": "task", "id": task["id"], "p": project["id"],
+                          "v": dict(one, title="torn")}])[:40]
+    journal.write_bytes(torn)
+
+    def patch_two(api):
+        assert journal.stat().st_size == 0, "start-up kept the torn record"
+        return ok(api.patch(f"/api/tasks/{task['id']}", json={"title": "two"}))
+
+    two = write_then_kill(srv, patch_two)
     task_file.write_bytes(pretty(one))
     srv.start()
     with client(srv) as api:
