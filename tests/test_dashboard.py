@@ -15,9 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
-
 from conftest import ROOT, ServerProcess, free_port
+from playwright.sync_api import Page, expect, sync_playwright
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("MAESTRO_TEST_CHROMIUM") or shutil.which("chromium") \
@@ -72,13 +71,9 @@ class Dashboard:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
         dialog.dismiss()
 
-    def allow(self, *patterns: str) -> "Dashboard":
+    def allow(self, *patterns: str) -> Dashboard:
         self.allowed.extend(patterns)
         return self
-
-    def disallow(self, *patterns: str) -> None:
-        for pattern in patterns:
-            self.allowed.remove(pattern)
 
     def open(self, path: str = "/", live: bool = True) -> Page:
         self.page.goto(self.url + path)
@@ -368,7 +363,8 @@ def test_task_text_is_rendered_as_text_never_as_markup(server, api, dashboard):
     description = "\n".join([
         "# Heading " + HOSTILE,
         "",
-        "Para with <iframe src=javascript:alert(1)></iframe> and **bold <img src=y onerror=alert(2)>**",
+        "Para with <iframe src=javascript:alert(1)></iframe> and "
+        "**bold <img src=y onerror=alert(2)>**",
         "",
         "- [click](javascript:alert(3))",
         "- [ok](https://example.com/x?a=<b>)",

@@ -37,7 +37,10 @@ let memoryToken = "";
 let askForToken = async () => null;
 let pendingAsk = null;
 
-/** Install the function that asks the person for a token: (refused: boolean) => Promise<string|null>. */
+/**
+ * Install the function that asks the person for a token:
+ * (refused: boolean) => Promise<string | null>.
+ */
 export function setTokenPrompt(fn) {
   askForToken = fn;
 }

@@ -4,7 +4,9 @@
 
 import * as api from "./api.js";
 import { LiveStream } from "./live.js";
-import { state, subscribe, replaceAll, applyEvent, upsert, remove, projectsSorted } from "./store.js";
+import {
+  state, subscribe, replaceAll, applyEvent, upsert, remove, projectsSorted,
+} from "./store.js";
 import { projectsView } from "./views/projects.js";
 import { projectView } from "./views/project.js";
 import { sessionsView } from "./views/sessions.js";
@@ -54,7 +56,8 @@ function applyRoute(fromUser = false) {
   // Hashes that are not routes (e.g. the skip link) leave the current view alone.
   if (location.hash && location.hash !== "#/" && !location.hash.startsWith("#/p/")) return;
   const route = parseHash(location.hash);
-  const opened = route.open && (!ui.open || ui.open.kind !== route.open.kind || ui.open.id !== route.open.id);
+  const same = (a, b) => Boolean(a && b && a.kind === b.kind && a.id === b.id);
+  const opened = route.open && !same(ui.open, route.open);
   const closed = !route.open && ui.open;
   const previousOpen = ui.open;
   ui.projectId = route.projectId;
@@ -87,7 +90,9 @@ window.addEventListener("hashchange", () => applyRoute(true));
 
 const noticeBox = document.getElementById("notice");
 const noticeText = noticeBox.querySelector(".notice-text");
-noticeBox.querySelector(".notice-close").addEventListener("click", () => { noticeBox.hidden = true; });
+noticeBox.querySelector(".notice-close").addEventListener("click", () => {
+  noticeBox.hidden = true;
+});
 
 function notice(message) {
   noticeText.textContent = message;
@@ -228,7 +233,8 @@ const CONNECTION_TEXT = {
 function showConnection(kind) {
   connection.dataset.state = kind;
   connectionText.textContent = CONNECTION_TEXT[kind] || kind;
-  connection.title = kind === "live" ? "Live updates are on" : "Live updates are paused; reconnecting";
+  connection.title = kind === "live" ? "Live updates are on"
+    : "Live updates are paused; reconnecting";
 }
 
 let buffered = null; // events that arrive while a refresh is in flight
@@ -295,7 +301,9 @@ async function start() {
   try {
     await api.get("/health");
   } catch (err) {
-    if (err.status === 401) notice("This server needs an access token. Reload the page to enter it.");
+    if (err.status === 401) {
+      notice("This server needs an access token. Reload the page to enter it.");
+    }
   }
   live.start();
 }

@@ -131,6 +131,12 @@ export function age(ms, now = Date.now()) {
   return `${Math.floor(hrs / 24)}d`;
 }
 
+/** "just now" or "5m ago". */
+export function ago(ms, now = Date.now()) {
+  const text = age(ms, now);
+  return text === "just now" || !text ? text : `${text} ago`;
+}
+
 /** Local date and time of a millisecond timestamp. */
 export function when(ms) {
   if (!Number.isFinite(ms)) return "";

@@ -2,18 +2,20 @@
 // exponential backoff. `onOpen` runs after every (re)connection so the page can refresh its full
 // state and miss nothing that happened while it was disconnected.
 
-const BACKOFF_MS = [250, 500, 1000, 2000, 4000];
-const MAX_BACKOFF_MS = 5000;
+const BACKOFF_MS = [250, 500, 1000, 2000];
+const MAX_BACKOFF_MS = 3000;
 const PING_EVERY_MS = 20000;
 const PONG_WITHIN_MS = 10000;
 
 export class LiveStream {
   /**
    * @param {object} options
-   * @param {() => string} options.url        WebSocket URL (re-read on every attempt: the token may change)
+   * @param {() => string} options.url  WebSocket URL, re-read on every attempt (the token
+   *   may change)
    * @param {(msg: object) => void} options.onMessage
    * @param {() => void} options.onOpen
-   * @param {(state: string, detail: object) => void} options.onState  "connecting" | "live" | "offline"
+   * @param {(state: string, detail: object) => void} options.onState
+   *   "connecting" | "live" | "offline"
    * @param {(failures: number) => void} [options.onFailure]  after each attempt that never opened
    */
   constructor(options) {

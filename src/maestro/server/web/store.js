@@ -103,8 +103,8 @@ export function tasksOf(projectId) {
 export function sessionsOf(projectId) {
   const out = [];
   for (const s of state.sessions.values()) if (s.projectId === projectId) out.push(s);
-  return out.sort((a, b) => (b.lastActivity ?? b.startedAt ?? 0) - (a.lastActivity ?? a.startedAt ?? 0)
-    || String(a.id).localeCompare(String(b.id)));
+  const recent = (s) => s.lastActivity ?? s.startedAt ?? 0;
+  return out.sort((a, b) => recent(b) - recent(a) || String(a.id).localeCompare(String(b.id)));
 }
 
 export function projectsSorted() {

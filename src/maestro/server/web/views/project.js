@@ -165,8 +165,10 @@ export function projectView(app) {
   }
 
   function sessionChips(task) {
-    const sessions = (task.sessionIds || []).map((id) => state.sessions.get(id) || { id, missing: true });
-    sessions.sort((a, b) => Number(ACTIVE_SESSION.has(b.status)) - Number(ACTIVE_SESSION.has(a.status))
+    const sessions = (task.sessionIds || [])
+      .map((id) => state.sessions.get(id) || { id, missing: true });
+    const isActive = (s) => Number(ACTIVE_SESSION.has(s.status));
+    sessions.sort((a, b) => isActive(b) - isActive(a)
       || (b.lastActivity ?? 0) - (a.lastActivity ?? 0));
     return sessions;
   }

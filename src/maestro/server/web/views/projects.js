@@ -50,23 +50,28 @@ export function projectsView(app) {
   }
 
   function buildRow({ project, counts, active, current }) {
-    const total = Object.values(counts).reduce((a, b) => a + b, 0);
-    const known = TASK_STATUSES.filter((s) => counts[s]);
-    const other = Object.keys(counts).filter((s) => !TASK_STATUSES.includes(s));
-    return h("li", { class: current ? "project current" : "project", dataset: { projectId: project.id } },
-      h("a", {
-        href: app.href({ projectId: project.id }),
-        "aria-current": current ? "page" : null,
-        dataset: { focus: "link" },
-      }, project.name),
-      h("span", { class: "counts", "aria-label": `${total} tasks` },
-        total ? [...known, ...other].map((s) => h("span", {
-          class: `count status-${s.replace(/[^a-z_]/gi, "")}`,
-          title: `${counts[s]} ${label(s)}`,
-          dataset: { status: s },
-        }, `${counts[s]} ${label(s)}`)) : h("span", { class: "count muted" }, "no tasks"),
-        active ? h("span", { class: "count active-sessions", title: `${active} active sessions` },
-          `${active} running`) : null));
+    const statuses = [
+      ...TASK_STATUSES.filter((st) => counts[st]),
+      ...Object.keys(counts).filter((st) => !TASK_STATUSES.includes(st)),
+    ];
+    const countBadge = (st) => h("span", {
+      class: `count status-${st.replace(/[^a-z_]/gi, "")}`,
+      dataset: { status: st },
+    }, `${counts[st]} ${label(st)}`);
+    const running = active
+      ? h("span", { class: "count active-sessions" }, `${active} running`) : null;
+    return h("li", {
+      class: current ? "project current" : "project",
+      dataset: { projectId: project.id },
+    },
+    h("a", {
+      href: app.href({ projectId: project.id }),
+      "aria-current": current ? "page" : null,
+      dataset: { focus: "link" },
+    }, project.name),
+    h("span", { class: "counts" },
+      statuses.length ? statuses.map(countBadge) : h("span", { class: "count muted" }, "no tasks"),
+      running));
   }
 
   return { render };

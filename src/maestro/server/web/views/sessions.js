@@ -1,7 +1,7 @@
 // Sessions of the current project, active ones first then recent ones, and the form that spawns a
 // session for the tasks selected in the tree.
 
-import { h, reconcile, setText, age, badge, ACTIVE_SESSION } from "../dom.js";
+import { h, reconcile, setText, ago, badge, ACTIVE_SESSION } from "../dom.js";
 import { state, sessionsOf } from "../store.js";
 import { formError, busy } from "./forms.js";
 
@@ -57,8 +57,9 @@ export function sessionsView(app) {
     view.hidden = !project;
     if (!project) return;
     const chosen = selectedTasks();
+    const titles = chosen.map((t) => t.title).join(", ");
     setText(selection, chosen.length
-      ? `For ${chosen.length} selected task${chosen.length > 1 ? "s" : ""}: ${chosen.map((t) => t.title).join(", ")}`
+      ? `For ${plural(chosen.length, "selected task")}: ${titles}`
       : "Tick tasks in the tree to hand them to a new agent session.");
     clear.hidden = !chosen.length;
 
@@ -70,7 +71,7 @@ export function sessionsView(app) {
     const opts = {
       key: (s) => s.id,
       signature: (s) => JSON.stringify([s.name, s.status, s.taskIds, taskTitles(s),
-        s.metadata?.spawnSource, age(s.startedAt, now), age(s.completedAt, now),
+        s.metadata?.spawnSource, ago(s.startedAt, now), ago(s.completedAt, now),
         app.isOpen("session", s.id)]),
       build: (s) => buildRow(s, now),
     };
@@ -88,23 +89,31 @@ export function sessionsView(app) {
     const open = app.isOpen("session", s.id);
     const source = s.metadata?.spawnSource;
     const ended = !ACTIVE_SESSION.has(s.status) && Number.isFinite(s.completedAt);
-    return h("li", { class: `session-row${open ? " open" : ""}`, dataset: { sessionId: s.id, status: s.status } },
-      h("div", { class: "session-line" },
-        h("a", {
-          href: app.href({ projectId: s.projectId, open: { kind: "session", id: s.id } }),
-          "aria-current": open ? "true" : null,
-          class: "session-name",
-          dataset: { focus: "link" },
-        }, s.name || s.id),
-        badge(s.status)),
-      h("div", { class: "session-facts muted" },
-        h("span", null, `${(s.taskIds || []).length} task${(s.taskIds || []).length === 1 ? "" : "s"}`),
-        source ? h("span", { class: "source" }, `via ${source}`) : null,
-        h("span", { title: "Age" }, `started ${age(s.startedAt, now)}${age(s.startedAt, now) === "just now" ? "" : " ago"}`),
-        ended ? h("span", null, `ended ${age(s.completedAt, now)}${age(s.completedAt, now) === "just now" ? "" : " ago"}`) : null),
-      (s.taskIds || []).length ? h("div", { class: "session-tasks" },
-        taskTitles(s).map((title) => h("span", { class: "chip task-chip" }, title))) : null);
+    const taskIds = s.taskIds || [];
+    return h("li", {
+      class: `session-row${open ? " open" : ""}`,
+      dataset: { sessionId: s.id, status: s.status },
+    },
+    h("div", { class: "session-line" },
+      h("a", {
+        href: app.href({ projectId: s.projectId, open: { kind: "session", id: s.id } }),
+        "aria-current": open ? "true" : null,
+        class: "session-name",
+        dataset: { focus: "link" },
+      }, s.name || s.id),
+      badge(s.status)),
+    h("div", { class: "session-facts muted" },
+      h("span", null, plural(taskIds.length, "task")),
+      source ? h("span", { class: "source" }, `via ${source}`) : null,
+      h("span", null, `started ${ago(s.startedAt, now)}`),
+      ended ? h("span", null, `ended ${ago(s.completedAt, now)}`) : null),
+    taskIds.length ? h("div", { class: "session-tasks" },
+      taskTitles(s).map((title) => h("span", { class: "chip task-chip" }, title))) : null);
   }
 
   return { render };
+}
+
+function plural(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }

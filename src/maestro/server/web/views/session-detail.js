@@ -1,0 +1,204 @@
+// A session in the detail pane: its facts, a stop button while it is active, the tail of its
+// output log (followed live while it runs) and its events, newest first.
+
+import { h, fill, setText, ago, timeEl, badge, ACTIVE_SESSION } from "../dom.js";
+import { state } from "../store.js";
+import { taskLink, sessionLink, fact, none } from "./links.js";
+
+const LOG_TAIL_LINES = 200;
+const LOG_POLL_MS = 1000;
+const READS_AFTER_END = 2;
+const EVENT_DATA_CHARS = 600;
+
+/** Build the session skeleton in `pane`; returns {signatureOf, update, stop}. */
+export function sessionDetail(app, pane, session, closeButton) {
+  const title = h("h2", { id: "detail-title", tabindex: "-1" });
+  const facts = h("dl", { class: "facts" });
+  const stopError = h("p", { class: "form-error", role: "alert", hidden: true });
+  const stopButton = h("button", { type: "button", class: "danger" }, "Stop session");
+  const followState = h("span", { class: "muted follow-state", role: "status" });
+  const output = h("pre", { class: "log", tabindex: "0", "aria-label": "Output log" });
+  const events = h("ol", { class: "events", "aria-label": "Events, newest first" });
+
+  stopButton.addEventListener("click", async () => {
+    if (stopButton.getAttribute("aria-disabled") === "true") return;
+    stopButton.setAttribute("aria-disabled", "true");
+    setText(stopButton, "Stopping…");
+    try {
+      await app.actions.stop(session.id);
+      stopError.hidden = true;
+    } catch (err) {
+      stopError.textContent = app.describe(err);
+      stopError.hidden = false;
+    } finally {
+      stopButton.removeAttribute("aria-disabled");
+      setText(stopButton, "Stop session");
+    }
+  });
+
+  fill(pane,
+    h("article", {
+      class: "session-detail",
+      "aria-labelledby": "detail-title",
+      dataset: { sessionId: session.id },
+    },
+    h("div", { class: "detail-head" }, title, closeButton()),
+    facts,
+    h("div", { class: "row" }, stopButton),
+    stopError,
+    h("div", { class: "section-head" }, h("h3", null, "Output"), followState),
+    output,
+    h("h3", null, "Events"),
+    events));
+
+  const log = logFollower(app, session.id, output, followState);
+
+  function update(s) {
+    setText(title, s.name || s.id);
+    fill(facts, ...sessionFacts(app, s));
+    stopButton.hidden = !ACTIVE_SESSION.has(s.status);
+    const list = [...(s.events || [])].sort((a, b) => (b.timestamp ?? 0) - (a.timestamp ?? 0));
+    fill(events, list.length ? list.map(eventEntry) : h("li", { class: "muted" },
+      "No events yet."));
+    log.update(s);
+  }
+
+  return { signatureOf: signature, update, stop: () => log.stop() };
+}
+
+function signature(s) {
+  const titles = (s.taskIds || []).map((id) => state.tasks.get(id)?.title ?? null);
+  return JSON.stringify([s.lastActivity, s.status, s.name, (s.events || []).length, titles,
+    ago(s.startedAt)]);
+}
+
+function sessionFacts(app, s) {
+  const meta = s.metadata && typeof s.metadata === "object" ? s.metadata : {};
+  const tasks = (s.taskIds || []).map((id) => state.tasks.get(id) || { id, missing: true });
+  const agent = meta.agent || s.agentId;
+  const taskList = h("ul", { class: "plain" }, tasks.map((t) => h("li", null,
+    t.missing ? h("code", null, t.id) : [taskLink(app, t), " ", badge(t.status)])));
+  const parent = meta.spawnedBy
+    ? state.sessions.get(meta.spawnedBy) || { id: meta.spawnedBy, missing: true } : null;
+  return [
+    fact("Status", badge(s.status)),
+    fact("Tasks", tasks.length ? taskList : none()),
+    fact("Spawn source", meta.spawnSource ? String(meta.spawnSource) : none("—")),
+    meta.role ? fact("Role", String(meta.role)) : null,
+    agent ? fact("Agent", String(agent)) : null,
+    fact("Started", [timeEl(s.startedAt), ` (${ago(s.startedAt)})`]),
+    Number.isFinite(s.completedAt) ? fact("Ended", timeEl(s.completedAt)) : null,
+    parent ? fact("Spawned by", sessionLink(app, parent, s.projectId)) : null,
+    s.hostname ? fact("Host", `${s.hostname}${s.platform ? ` (${s.platform})` : ""}`) : null,
+    fact("Id", h("code", null, s.id)),
+  ];
+}
+
+function eventEntry(e) {
+  let data = "";
+  if (e.data !== undefined && e.data !== null) {
+    data = typeof e.data === "string" ? e.data : JSON.stringify(e.data);
+    if (data.length > EVENT_DATA_CHARS) data = `${data.slice(0, EVENT_DATA_CHARS)}…`;
+  }
+  return h("li", { class: "event-entry" },
+    h("div", null, timeEl(e.timestamp), " ", badge(e.type, "event")),
+    data ? h("code", { class: "event-data" }, data) : null);
+}
+
+/** Sessions started through spawn carry a manifest path; only those can have an output log. */
+function launched(session) {
+  return Boolean(session.env?.MAESTRO_MANIFEST_PATH || session.metadata?.launcher);
+}
+
+/**
+ * Polls the session's output tail while it is active; after it ends, reads it a couple more
+ * times so output flushed at exit is not missed, then stops.
+ */
+function logFollower(app, sessionId, output, followState) {
+  let timer = null;
+  let inFlight = false;
+  let stopped = false;
+  let active = true;
+  let unavailable = false;
+  let readsAfterEnd = 0;
+
+  async function fetchOnce() {
+    clearTimeout(timer);
+    if (inFlight || stopped) return;
+    inFlight = true;
+    const startedAfterEnd = !active;
+    try {
+      const body = await app.actions.sessionLog(sessionId, LOG_TAIL_LINES);
+      if (stopped) return;
+      const text = logText(body) || "(no output yet)";
+      const atBottom = output.scrollHeight - output.scrollTop - output.clientHeight < 24;
+      if (output.textContent !== text) {
+        output.textContent = text;
+        if (atBottom) output.scrollTop = output.scrollHeight;
+      }
+    } catch (err) {
+      if (stopped) return;
+      if (err.status === 404) {
+        unavailable = true;
+        setText(followState, "");
+        output.textContent = `No output log: ${app.describe(err)}`;
+      } else if (err.status) {
+        output.textContent = `Could not read the output log: ${app.describe(err)}`;
+      }
+    } finally {
+      inFlight = false;
+    }
+    if (startedAfterEnd) readsAfterEnd += 1;
+    schedule();
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    if (stopped || unavailable) return;
+    if (!active && readsAfterEnd >= READS_AFTER_END) {
+      setText(followState, "finished");
+      return;
+    }
+    timer = setTimeout(fetchOnce, active ? LOG_POLL_MS : LOG_POLL_MS / 2);
+  }
+
+  return {
+    update(s) {
+      if (stopped) return;
+      const wasActive = active;
+      active = ACTIVE_SESSION.has(s.status);
+      if (!launched(s)) {
+        unavailable = true;
+        setText(followState, "");
+        output.textContent = "No output log: this session was not started by Maestro's launcher.";
+        return;
+      }
+      if (unavailable) return;
+      if (active) setText(followState, "following live");
+      if (!output.textContent || (wasActive && !active)) {
+        readsAfterEnd = 0;
+        if (!active) setText(followState, "");
+        fetchOnce();
+      }
+    },
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** The log endpoint's body as text, whether it answers plain text or JSON. */
+export function logText(body) {
+  if (typeof body === "string") return body;
+  if (Array.isArray(body)) return body.join("\n");
+  if (body && typeof body === "object") {
+    for (const key of ["lines", "log", "text", "content", "output", "tail"]) {
+      const value = body[key];
+      if (Array.isArray(value)) return value.join("\n");
+      if (typeof value === "string") return value;
+    }
+    return JSON.stringify(body, null, 2);
+  }
+  return "";
+}

@@ -1,0 +1,128 @@
+// A task in the detail pane: inline status and priority, parent, subtasks, sessions, the
+// description rendered as safe Markdown, and the timeline newest first with session links.
+
+import {
+  h, fill, refill, setText, timeEl, badge, TASK_STATUSES, TASK_PRIORITIES,
+} from "../dom.js";
+import { renderMarkdown } from "../markdown.js";
+import { state } from "../store.js";
+import { enumSelect } from "./project.js";
+import { formError, busy } from "./forms.js";
+import { taskLink, sessionLink, fact, none } from "./links.js";
+
+const TIMELINE_TYPES = ["update", "milestone", "blocker"];
+
+/** Build the task skeleton in `pane`; returns {signatureOf, update}. */
+export function taskDetail(app, pane, task, closeButton) {
+  const title = h("h2", { id: "detail-title", tabindex: "-1" });
+  const facts = h("dl", { class: "facts" });
+  const description = h("div", { class: "markdown", "aria-label": "Description" });
+  const timeline = h("ol", { class: "timeline", "aria-label": "Timeline, newest first" });
+  const noteForm = h("form", { class: "note-form", autocomplete: "off" },
+    h("label", { class: "grow" }, "Add to timeline",
+      h("input", { name: "message", required: true, maxlength: "10000" })),
+    h("label", null, "Type",
+      h("select", { name: "type" }, TIMELINE_TYPES.map((v) => h("option", { value: v }, v)))),
+    h("button", { type: "submit" }, "Add"),
+    h("p", { class: "form-error full", role: "alert", hidden: true }));
+
+  noteForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const message = noteForm.elements.message.value.trim();
+    if (!message) return;
+    const type = noteForm.elements.type.value;
+    await busy(noteForm, async () => {
+      await app.actions.addTimeline(task.id, { message, type });
+      noteForm.elements.message.value = "";
+      formError(noteForm, "");
+    }, (err) => formError(noteForm, app.describe(err)));
+  });
+
+  fill(pane,
+    h("article", {
+      class: "task-detail",
+      "aria-labelledby": "detail-title",
+      dataset: { taskId: task.id },
+    },
+    h("div", { class: "detail-head" }, title, closeButton()),
+    facts,
+    h("h3", null, "Description"),
+    description,
+    h("h3", null, "Timeline"),
+    noteForm,
+    timeline));
+
+  function update(t) {
+    setText(title, t.title);
+    refill(facts, ...taskFacts(app, t));
+    const text = typeof t.description === "string" ? t.description : "";
+    fill(description, text.trim() ? renderMarkdown(text) : h("p", { class: "muted" },
+      "No description."));
+    const entries = [...(t.timeline || [])]
+      .sort((a, b) => (b.timestamp ?? 0) - (a.timestamp ?? 0));
+    fill(timeline, entries.map((e) => timelineEntry(app, e, t.projectId)));
+  }
+
+  return { signatureOf: signature, update };
+}
+
+function signature(t) {
+  const sessions = (t.sessionIds || []).map((id) => {
+    const s = state.sessions.get(id);
+    return [id, s?.status, s?.name];
+  });
+  const parent = t.parentId ? state.tasks.get(t.parentId)?.title ?? null : null;
+  const kids = [];
+  for (const c of state.tasks.values()) {
+    if (c.parentId === t.id) kids.push([c.id, c.title, c.status]);
+  }
+  return JSON.stringify([t.updatedAt, t.title, t.status, t.priority, t.description,
+    (t.timeline || []).length, sessions, parent, kids]);
+}
+
+function taskFacts(app, t) {
+  const parent = t.parentId ? state.tasks.get(t.parentId) : null;
+  const kids = [...state.tasks.values()].filter((c) => c.parentId === t.id)
+    .sort((a, b) => (a.createdAt ?? 0) - (b.createdAt ?? 0));
+  const sessions = (t.sessionIds || [])
+    .map((id) => state.sessions.get(id) || { id, missing: true });
+  const change = (field, previous) => async (value, select) => {
+    try {
+      await app.actions.updateTask(t.id, { [field]: value });
+    } catch (err) {
+      select.value = previous;
+      app.notice(app.describe(err));
+    }
+  };
+  const status = enumSelect(TASK_STATUSES, t.status, "Status", "status",
+    change("status", t.status));
+  const priority = enumSelect(TASK_PRIORITIES, t.priority, "Priority", "priority",
+    change("priority", t.priority));
+  const parentValue = parent ? taskLink(app, parent) : none(`${t.parentId} (deleted)`);
+  const kidList = h("ul", { class: "plain" },
+    kids.map((c) => h("li", null, taskLink(app, c), " ", badge(c.status))));
+  const sessionList = h("ul", { class: "plain" }, sessions.map((s) => h("li", null,
+    sessionLink(app, s, t.projectId), s.missing ? null : [" ", badge(s.status)])));
+  return [
+    fact("Status", status),
+    fact("Priority", priority),
+    t.parentId ? fact("Parent", parentValue) : null,
+    kids.length ? fact("Subtasks", kidList) : null,
+    fact("Sessions", sessions.length ? sessionList : none()),
+    fact("Created", timeEl(t.createdAt)),
+    t.startedAt ? fact("Started", timeEl(t.startedAt)) : null,
+    t.completedAt ? fact("Completed", timeEl(t.completedAt)) : null,
+    fact("Id", h("code", null, t.id)),
+  ];
+}
+
+function timelineEntry(app, e, projectId) {
+  const type = String(e.type).replace(/[^a-z_]/gi, "");
+  const session = e.sessionId
+    ? state.sessions.get(e.sessionId) || { id: e.sessionId, missing: true } : null;
+  return h("li", { class: `timeline-entry type-${type}` },
+    h("div", { class: "timeline-head" }, timeEl(e.timestamp), " ", badge(e.type, "event")),
+    e.message ? h("p", { class: "timeline-message" }, e.message) : null,
+    session ? h("p", { class: "timeline-session" }, "Session ",
+      sessionLink(app, session, projectId)) : null);
+}
