@@ -279,7 +279,7 @@ def test_changes_made_elsewhere_appear_without_reload(server, api, dashboard):
     dash.screenshot("board")
     shot = os.environ.get("MAESTRO_UPDATE_SCREENSHOT")
     if shot:
-        page.screenshot(path=str(ROOT / "docs" / "dashboard.png"))
+        page.screenshot(path=str(ROOT / "docs" / "dashboard.png"), full_page=True)
 
     # A new task, a status change and a timeline entry, all made through the API.
     added = api.post("/api/tasks", json={"projectId": pid, "title": "Gift cards"}).json()
@@ -551,6 +551,7 @@ def test_spawn_from_the_page_and_follow_the_agent_to_the_end(make_server, dashbo
     stored = api.get(f"/api/sessions/{session_id}").json()
     assert stored["metadata"]["spawnSource"] == "manual"
     assert stored["taskIds"] == [task["id"]]
+    assert stored["name"] == "Worker: Write the changelog"
 
     # The page follows the session to its end: status, log and the agent's own timeline entry.
     expect(detail.locator(".log")).to_contain_text("agent: starting on", timeout=20000)

@@ -2,7 +2,7 @@
 // exponential backoff. `onOpen` runs after every (re)connection so the page can refresh its full
 // state and miss nothing that happened while it was disconnected.
 
-const BACKOFF_MS = [250, 500, 1000, 2000];
+const BACKOFF_MS = [250, 500, 1000, 2000, 3000];
 const MAX_BACKOFF_MS = 3000;
 const PING_EVERY_MS = 20000;
 const PONG_WITHIN_MS = 10000;

@@ -26,11 +26,13 @@ export function sessionsView(app) {
       formError(form, "Select one or more tasks in the tree first.");
       return;
     }
+    const role = form.elements.role.value;
     const body = {
       projectId: app.ui.projectId,
       taskIds,
-      role: form.elements.role.value,
+      role,
       spawnSource: "manual",
+      sessionName: sessionName(role, selectedTasks()),
     };
     const agent = form.elements.agent.value.trim();
     if (agent) body.agent = agent;
@@ -116,4 +118,12 @@ export function sessionsView(app) {
 
 function plural(n, noun) {
   return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+/** "Worker: Write the changelog" (+ how many more tasks), as the CLI names its sessions. */
+function sessionName(role, tasks) {
+  const first = tasks[0]?.title ?? "";
+  const title = first.length > 30 ? `${first.slice(0, 30)}...` : first;
+  const more = tasks.length > 1 ? ` (+${tasks.length - 1})` : "";
+  return `${role.charAt(0).toUpperCase()}${role.slice(1)}: ${title}${more}`;
 }
