@@ -261,6 +261,11 @@ def test_patch_task_ids_drops_deleted_tasks_silently(api, srv, ws, project):
     ok(api.delete(f"/api/tasks/{gone['id']}"))
     assert get(api, "session", session["id"])["taskIds"] == [kept["id"], gone["id"]]
     ws.barrier()
+    # Only ids not already in the session must exist: a vanished one may stay.
+    reordered = ok(api.patch(f"/api/sessions/{session['id']}",
+                             json={"taskIds": [gone["id"], kept["id"]]}))
+    assert reordered["taskIds"] == [gone["id"], kept["id"]]
+    assert event_types(ws.barrier()) == ["session:updated"]
     updated = ok(api.patch(f"/api/sessions/{session['id']}", json={"taskIds": [kept["id"]]}))
     assert updated["taskIds"] == [kept["id"]]
     assert event_types(ws.barrier()) == ["session:updated"]

@@ -48,6 +48,12 @@ def status(api) -> dict:
     return ok(api.get("/ws-status"))
 
 
+def no_clients_left(api) -> int:
+    """Wait until the clients of earlier tests are gone (their close is seen asynchronously)."""
+    wait_until(lambda: status(api)["connectedClients"] == 0, what="earlier clients to go")
+    return 0
+
+
 # ------------------------------------------------------------------ every endpoint
 def test_every_mutating_endpoint_emits_exactly_its_events(api, ws):
     """One request after another, the events each one produced, in the order of §7 and §10.4;
@@ -236,7 +242,7 @@ def test_unparsable_and_unknown_frames_are_ignored(api, ws):
 
 # ------------------------------------------------------------------ /ws-status
 def test_ws_status_counts_open_clients(srv, api):
-    baseline = status(api)["connectedClients"]
+    baseline = no_clients_left(api)
     with WsClient(srv.ws_url), WsClient(f"ws://127.0.0.1:{srv.port}/ws"):
         now = wait_until(lambda: (s := status(api))["connectedClients"] == baseline + 2 and s,
                          what="two more clients")
@@ -267,7 +273,7 @@ def _stuck_client(port: int) -> socket.socket:
 
 
 def test_a_client_that_never_reads_delays_nobody_and_is_dropped(srv, api):
-    baseline = status(api)["connectedClients"]
+    baseline = no_clients_left(api)
     stuck = _stuck_client(srv.port)
     try:
         with WsClient(srv.ws_url) as reader:
