@@ -49,14 +49,18 @@ function currentToken() {
   return token() || memoryToken;
 }
 
+let declined = false; // the person cancelled the prompt: do not ask again until a reload
+
 /** Ask once for everyone: concurrent 401s share one prompt. */
 function obtainToken(refusedToken) {
+  if (declined) return Promise.resolve(null);
   if (!pendingAsk) {
     pendingAsk = (async () => {
       try {
-        const value = await askForToken(Boolean(refusedToken));
-        if (value) saveToken(value.trim());
-        return value ? value.trim() : null;
+        const value = (await askForToken(Boolean(refusedToken)))?.trim();
+        if (value) saveToken(value);
+        else declined = true;
+        return value || null;
       } finally {
         pendingAsk = null;
       }

@@ -196,6 +196,14 @@ function scheduleRender() {
 subscribe(scheduleRender);
 setInterval(scheduleRender, AGE_REFRESH_MS);
 
+// The skip link moves focus without touching the URL, which holds the route.
+document.querySelector(".skip-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  const target = document.getElementById("tasks-heading");
+  if (target && target.offsetParent !== null) target.focus();
+  else document.getElementById("main").focus();
+});
+
 document.addEventListener("keydown", (event) => {
   if (event.key !== "Escape" || !ui.open) return;
   if (event.target.closest?.("input, textarea, select, dialog")) return;
