@@ -248,17 +248,18 @@ class Launcher:
         return [self.tmux or "tmux", "-L", self.tmux_socket, "-f", os.devnull]
 
     async def _tmux(self, *args: str) -> tuple[int, str, str]:
+        # The standard library closes every other descriptor in the child; the event loop's
+        # own subprocess support may not, and the tmux server it starts would then keep our
+        # pipes (and sockets) open for as long as it lives.
         env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
-        proc = await asyncio.create_subprocess_exec(
-            *self.tmux_base(), *args, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), TMUX_TIMEOUT)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
+            done = await asyncio.to_thread(
+                subprocess.run, [*self.tmux_base(), *args], env=env, stdin=subprocess.DEVNULL,
+                capture_output=True, text=True, errors="replace", close_fds=True,
+                timeout=TMUX_TIMEOUT)
+        except subprocess.TimeoutExpired:
             raise RuntimeError("tmux did not answer") from None
-        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        return done.returncode, done.stdout, done.stderr
 
     async def _start_in_tmux(self, sid: str, wrapper: list[str], cwd: str) -> tuple[int, dict]:
         fmt = "#{pane_pid} #{window_id}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -216,21 +217,20 @@ class Spawner:
         env["MAESTRO_API_URL"] = env["SERVER_URL"] = self.settings.server_url
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *args, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            # Run by the standard library, which closes the server's other descriptors in
+            # the child.
+            done = await asyncio.to_thread(
+                subprocess.run, args, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                close_fds=True, timeout=CLI_TIMEOUT_SECONDS)
         except OSError as exc:
             raise ManifestError(f"cannot run {self.settings.cli_path}: "
                                 f"{exc.strerror or exc}") from None
-        try:
-            _, stderr = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT_SECONDS)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
+        except subprocess.TimeoutExpired:
             raise ManifestError(f"{self.settings.cli_path} did not finish within "
                                 f"{CLI_TIMEOUT_SECONDS:.0f}s") from None
-        if proc.returncode != 0:
-            text = stderr.decode(errors="replace").strip() or f"exit code {proc.returncode}"
+        if done.returncode != 0:
+            text = done.stderr.decode(errors="replace").strip() \
+                or f"exit code {done.returncode}"
             raise ManifestError(text[-2000:])
         try:
             manifest = jsonio.loads(path.read_bytes())

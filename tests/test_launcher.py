@@ -1,0 +1,375 @@
+"""The local launcher, end to end: real servers start real agent processes (small scripts that
+behave like LLM agents, in tests/agents/) in tmux windows or on pseudo-terminals, and the
+WebSocket stream and REST state follow them: spawning -> running -> completed / failed, stop,
+output log, restarts, the concurrency cap, and the `ui` launcher that starts nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import WsClient, assert_error, http_client, new_project, new_session, new_task, ok, \
+    wait_until
+
+AGENTS = Path(__file__).resolve().parent / "agents"
+HAVE_TMUX = shutil.which("tmux") is not None
+MODES = [pytest.param("tmux", marks=pytest.mark.skipif(not HAVE_TMUX, reason="tmux missing")),
+         "pty"]
+
+
+def agent_cmd(script: str, *args: str) -> str:
+    return shlex.join([sys.executable, str(AGENTS / script), *args])
+
+
+def tmux_socket(srv) -> str:
+    return "maestro-" + hashlib.sha256(str(srv.data_dir).encode()).hexdigest()[:12]
+
+
+def tmux(srv, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["tmux", "-L", tmux_socket(srv), *args], capture_output=True,
+                          text=True, timeout=10)
+
+
+def reap_agents(srv) -> None:
+    """Kill whatever a test left running: agents survive their server on purpose."""
+    for info_path in srv.session_dir.glob("*/process.json"):
+        info = json.loads(info_path.read_text())
+        for kill in (lambda: os.killpg(info["agentPgid"], signal.SIGKILL),
+                     lambda: os.kill(info["wrapperPid"], signal.SIGKILL)):
+            try:
+                kill()
+            except OSError:
+                pass
+    if HAVE_TMUX:
+        tmux(srv, "kill-server")
+
+
+@pytest.fixture
+def launch_server(make_server):
+    """make_server for launcher tests: agents and tmux servers are reaped at teardown."""
+    started = []
+
+    def factory(env: dict) -> object:
+        srv = make_server(env=env)
+        started.append(srv)
+        return srv
+
+    yield factory
+    for srv in started:
+        reap_agents(srv)
+
+
+class Stream:
+    """The events of one WebSocket client, kept in order."""
+
+    def __init__(self, ws: WsClient):
+        self.ws = ws
+        self.seen: list[dict] = []
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> dict:
+        for event in self.seen:
+            if predicate(event):
+                return event
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.ws.next(max(0.01, deadline - time.monotonic()))
+            self.seen.append(event)
+            if predicate(event):
+                return event
+
+    def statuses(self, sid: str) -> list[str]:
+        """The session's statuses in event order, repeats collapsed."""
+        out: list[str] = []
+        for event in self.seen:
+            status = session_status(event, sid)
+            if status and (not out or out[-1] != status):
+                out.append(status)
+        return out
+
+
+def session_status(event: dict, sid: str) -> str | None:
+    if event["type"] in ("session:created", "session:updated") and event["data"]["id"] == sid:
+        return event["data"]["status"]
+    return None
+
+
+def until_status(sid: str, *statuses: str):
+    return lambda event: session_status(event, sid) in statuses
+
+
+def session_event(session: dict, type_: str) -> dict:
+    found = [e for e in session["events"] if e["type"] == type_]
+    assert len(found) == 1, session["events"]
+    return found[0]["data"]
+
+
+def spawn(api, project_id: str, task_ids: list[str], **extra) -> str:
+    body = ok(api.post("/api/sessions/spawn", json={"projectId": project_id,
+                                                    "taskIds": task_ids, **extra}), 201)
+    assert body["session"]["status"] == "spawning"
+    return body["sessionId"]
+
+
+def log_lines(api, sid: str, tail: int = 100) -> list[str]:
+    return ok(api.get(f"/api/sessions/{sid}/log", params={"tail": tail}))["lines"]
+
+
+def wait_log(api, sid: str, text: str, timeout: float = 20.0) -> list[str]:
+    return wait_until(lambda: (lines := log_lines(api, sid)) and
+                      any(text in line for line in lines) and lines, timeout,
+                      what=f"{text!r} in the output of {sid}")
+
+
+# ------------------------------------------------------------------ the whole way
+@pytest.mark.parametrize("mode", MODES)
+def test_agent_runs_its_task_to_completion(mode, launch_server, tmp_path):
+    srv = launch_server({"MAESTRO_TMUX": "1" if mode == "tmux" else "0",
+                         "MAESTRO_AGENT": agent_cmd("worker_agent.py", "{prompt_file}")})
+    workdir = tmp_path / "shop"
+    workdir.mkdir()
+    with http_client(srv) as api, WsClient(srv.ws_url) as ws:
+        project = new_project(api, name="Shop", workingDir=str(workdir))
+        task = new_task(api, project["id"], title="Add login")
+        stream = Stream(ws)
+        sid = spawn(api, project["id"], [task["id"]])
+        stream.wait_for(until_status(sid, "completed", "failed"))
+        assert stream.statuses(sid) == ["spawning", "running", "completed"], \
+            log_lines(api, sid)
+
+        session = ok(api.get(f"/api/sessions/{sid}"))
+        assert session["status"] == "completed"
+        assert isinstance(session["completedAt"], int)
+        assert session["lastActivity"] >= session["completedAt"]
+        started = session_event(session, "process_started")
+        assert started["mode"] == mode and started["cwd"] == str(workdir)
+        if mode == "tmux":
+            assert started["tmux"]["attach"] == f"tmux -L {tmux_socket(srv)} attach -t maestro"
+        assert session_event(session, "process_exit") == {"exitCode": 0, "signal": None,
+                                                          "reason": "exited"}
+        assert [e["message"] for e in session.get("timeline", [])
+                if e["type"] == "progress"] == ["starting work"]
+
+        done = ok(api.get(f"/api/tasks/{task['id']}"))
+        assert done["status"] == "completed" and isinstance(done["completedAt"], int)
+        assert done["sessionStatus"] == "working"  # set by `worker init` for the session
+        assert {"type": "session_started", "sessionId": sid} in [
+            {k: e.get(k) for k in ("type", "sessionId")} for e in done["timeline"]]
+
+        lines = log_lines(api, sid)
+        assert f"agent: session={sid} tasks={task['id']} cwd={workdir}" in lines
+        assert any(line.startswith("agent: tty=True manifest=") for line in lines)
+        assert f"agent: prompt starts with: You are a Maestro worker agent in session {sid}." \
+            in lines
+        assert lines[-1] == "agent: done"
+        assert (srv.session_dir / sid / "output.log").is_file()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stop_kills_a_stubborn_agent_and_lets_a_polite_one_finish(mode, launch_server):
+    srv = launch_server({"MAESTRO_TMUX": "1" if mode == "tmux" else "0",
+                         "MAESTRO_STOP_GRACE": "1"})
+    with http_client(srv) as api, WsClient(srv.ws_url) as ws:
+        project = new_project(api)
+        task = new_task(api, project["id"])
+        stream = Stream(ws)
+        stubborn = spawn(api, project["id"], [task["id"]], agent=agent_cmd("stubborn_agent.py"))
+        polite = spawn(api, project["id"], [task["id"]],
+                       agent=agent_cmd("stubborn_agent.py", "--polite"))
+        for sid in (stubborn, polite):
+            stream.wait_for(until_status(sid, "running"))
+            wait_log(api, sid, "agent: working forever")
+        if mode == "tmux":  # a person can attach: each agent has its window
+            windows = tmux(srv, "list-windows", "-t", "maestro", "-F", "#{window_name}")
+            assert {stubborn, polite} <= set(windows.stdout.split())
+            pane = tmux(srv, "capture-pane", "-p", "-t", f"maestro:{stubborn}")
+            assert "agent: working forever" in pane.stdout
+        agent_pid = json.loads((srv.session_dir / stubborn / "process.json").read_text())[
+            "agentPid"]
+
+        answer = ok(api.post(f"/api/sessions/{stubborn}/stop"))
+        assert answer["success"] is True and answer["signal"] == "SIGTERM"
+        assert answer["graceSeconds"] == 1 and answer["session"]["id"] == stubborn
+        ok(api.post(f"/api/sessions/{polite}/stop"))
+
+        stream.wait_for(until_status(polite, "completed", "failed"))
+        stream.wait_for(until_status(stubborn, "completed", "failed"))
+        assert stream.statuses(polite)[-1] == "completed"
+        assert stream.statuses(stubborn)[-1] == "failed"
+        ended = ok(api.get(f"/api/sessions/{stubborn}"))
+        assert session_event(ended, "process_exit")["signal"] == "SIGKILL"
+        assert session_event(ended, "process_exit")["reason"] == "stopped"
+        assert "agent: ignoring SIGTERM" in log_lines(api, stubborn)
+        finished = ok(api.get(f"/api/sessions/{polite}"))
+        assert session_event(finished, "process_exit") == {"exitCode": 0, "signal": None,
+                                                           "reason": "stopped"}
+        assert "agent: SIGTERM, finishing cleanly" in log_lines(api, polite)
+        with pytest.raises(ProcessLookupError):
+            os.kill(agent_pid, 0)
+        assert_error(api.post(f"/api/sessions/{stubborn}/stop"), 409, "SESSION_NOT_RUNNING")
+        if mode == "tmux":
+            windows = tmux(srv, "list-windows", "-t", "maestro", "-F", "#{window_name}")
+            assert stubborn not in windows.stdout
+
+
+# ------------------------------------------------------------------ failures
+def test_failing_agent_and_missing_agent_cli_fail_with_a_clear_event(launch_server):
+    srv = launch_server({"MAESTRO_TMUX": "0"})
+    with http_client(srv) as api, WsClient(srv.ws_url) as ws:
+        project = new_project(api)
+        task = new_task(api, project["id"])
+        stream = Stream(ws)
+        failing = spawn(api, project["id"], [task["id"]], agent=agent_cmd("failing_agent.py"))
+        missing = spawn(api, project["id"], [task["id"]], agent="no-such-agent-cli --go")
+        for sid in (failing, missing):
+            stream.wait_for(until_status(sid, "completed", "failed"))
+            assert stream.statuses(sid) == ["spawning", "running", "failed"]
+        exit_data = session_event(ok(api.get(f"/api/sessions/{failing}")), "process_exit")
+        assert exit_data == {"exitCode": 3, "signal": None, "reason": "exit_code",
+                             "message": "agent: cannot reach the model, giving up"}
+        exit_data = session_event(ok(api.get(f"/api/sessions/{missing}")), "process_exit")
+        assert exit_data["exitCode"] == 5 and exit_data["reason"] == "agent_launch_failed"
+        assert "agent executable 'no-such-agent-cli' not found" in exit_data["message"]
+        assert ok(api.get(f"/api/tasks/{task['id']}"))["status"] == "pending"
+
+
+def test_missing_agent_command_fails_at_once(launch_server):
+    srv = launch_server({"MAESTRO_TMUX": "0", "MAESTRO_AGENT_COMMAND": "/nonexistent/agent run"})
+    with http_client(srv) as api, WsClient(srv.ws_url) as ws:
+        project = new_project(api)
+        task = new_task(api, project["id"])
+        stream = Stream(ws)
+        sid = spawn(api, project["id"], [task["id"]])
+        stream.wait_for(until_status(sid, "completed", "failed"), timeout=10)
+        assert stream.statuses(sid) == ["spawning", "failed"]
+        data = session_event(ok(api.get(f"/api/sessions/{sid}")), "launch_failed")
+        assert data["reason"] == "executable_not_found"
+        assert "/nonexistent/agent was not found" in data["message"]
+        assert_error(api.post(f"/api/sessions/{sid}/stop"), 409, "SESSION_NOT_RUNNING")
+
+
+# ------------------------------------------------------------------ restarts
+def test_restart_marks_vanished_agents_failed_and_adopts_live_ones(launch_server):
+    srv = launch_server({"MAESTRO_TMUX": "0", "MAESTRO_STOP_GRACE": "1"})
+    with http_client(srv) as api, WsClient(srv.ws_url) as ws:
+        project = new_project(api)
+        task = new_task(api, project["id"])
+        stream = Stream(ws)
+        vanished = spawn(api, project["id"], [task["id"]], agent=agent_cmd("stubborn_agent.py"))
+        alive = spawn(api, project["id"], [task["id"]],
+                      agent=agent_cmd("stubborn_agent.py", "--polite"))
+        for sid in (vanished, alive):
+            stream.wait_for(until_status(sid, "running"))
+            wait_log(api, sid, "agent: working forever")
+    srv.stop()
+    # Agents outlive their server; this one dies while nobody watches (as in a reboot).
+    info = json.loads((srv.session_dir / vanished / "process.json").read_text())
+    os.kill(info["wrapperPid"], signal.SIGKILL)
+    os.killpg(info["agentPgid"], signal.SIGKILL)
+    srv.start()
+    with http_client(srv) as api, WsClient(srv.ws_url) as ws:
+        gone = ok(api.get(f"/api/sessions/{vanished}"))
+        assert gone["status"] == "failed"
+        data = session_event(gone, "process_exit")
+        assert data["reason"] == "server_restarted" and data["exitCode"] is None
+        assert ok(api.get(f"/api/sessions/{alive}"))["status"] == "running"
+        stream = Stream(ws)
+        ok(api.post(f"/api/sessions/{alive}/stop"))
+        stream.wait_for(until_status(alive, "completed", "failed"))
+        adopted = ok(api.get(f"/api/sessions/{alive}"))
+        assert adopted["status"] == "completed"
+        assert session_event(adopted, "process_exit")["reason"] == "stopped"
+
+
+# ------------------------------------------------------------------ the concurrency cap
+def test_concurrency_cap_holds_and_queue_starts_in_order(launch_server):
+    cap = 2
+    srv = launch_server({"MAESTRO_TMUX": "0", "MAESTRO_MAX_AGENTS": str(cap),
+                         "MAESTRO_AGENT_COMMAND": agent_cmd("sleepy_agent.py", "0.3")})
+    with http_client(srv) as api, WsClient(srv.ws_url) as ws:
+        project = new_project(api)
+        tasks = [new_task(api, project["id"], title=f"T{i}") for i in range(12)]
+        stream = Stream(ws)
+        sids = [spawn(api, project["id"], [t["id"]]) for t in tasks]
+        for sid in sids:
+            stream.wait_for(until_status(sid, "completed", "failed"), timeout=60)
+    status: dict[str, str] = {}
+    most_running = 0
+    waited = False
+    started_order = []
+    for event in stream.seen:
+        if event["type"] not in ("session:created", "session:updated"):
+            continue
+        sid, new = event["data"]["id"], event["data"]["status"]
+        if new == "running" and status.get(sid) != "running":
+            started_order.append(sid)
+        status[sid] = new
+        running = sum(1 for s in status.values() if s == "running")
+        most_running = max(most_running, running)
+        waited = waited or (running == cap and "spawning" in status.values())
+    assert most_running == cap
+    assert waited, "no spawn ever waited for a free slot"
+    assert started_order == sids
+    assert set(status.values()) == {"completed"}
+
+
+# ------------------------------------------------------------------ output and control API
+def test_log_endpoint_returns_clean_tail_and_errors(launch_server):
+    srv = launch_server({"MAESTRO_TMUX": "0",
+                         "MAESTRO_AGENT_COMMAND": agent_cmd("chatty_agent.py", "20000")})
+    with http_client(srv) as api, WsClient(srv.ws_url) as ws:
+        project = new_project(api)
+        task = new_task(api, project["id"])
+        stream = Stream(ws)
+        sid = spawn(api, project["id"], [task["id"]])
+        stream.wait_for(until_status(sid, "completed", "failed"))
+        assert stream.statuses(sid)[-1] == "completed"
+        tail = ok(api.get(f"/api/sessions/{sid}/log", params={"tail": 4}))
+        assert tail == {"sessionId": sid, "truncated": True, "lines": [
+            "line 019999 of the agent's output", "line 020000 of the agent's output",
+            "progress 3/3", "agent: finished"]}
+        assert len(log_lines(api, sid, 10000)) == 10000
+        default = ok(api.get(f"/api/sessions/{sid}/log"))["lines"]
+        assert len(default) == 100 and default[0] == "line 019903 of the agent's output"
+        assert (srv.session_dir / sid / "output.log").read_bytes().count(b"\n") == 20002
+        for bad in ("0", "-1", "abc", "10001", "1.5"):
+            assert_error(api.get(f"/api/sessions/{sid}/log", params={"tail": bad}), 400,
+                         "VALIDATION_ERROR")
+        for path in ("log", "stop"):
+            method = api.get if path == "log" else api.post
+            assert_error(method(f"/api/sessions/sess_unknown/{path}"), 404,
+                         "SESSION_NOT_FOUND")
+        manual = new_session(api, project["id"], [task["id"]])
+        assert_error(api.get(f"/api/sessions/{manual['id']}/log"), 409, "SESSION_NOT_LAUNCHED")
+        assert_error(api.post(f"/api/sessions/{manual['id']}/stop"), 409,
+                     "SESSION_NOT_LAUNCHED")
+
+
+def test_ui_launcher_only_broadcasts(launch_server):
+    srv = launch_server({"MAESTRO_LAUNCHER": "ui",
+                         "MAESTRO_AGENT_COMMAND": agent_cmd("sleepy_agent.py", "0")})
+    with http_client(srv) as api, WsClient(srv.ws_url) as ws:
+        project = new_project(api)
+        task = new_task(api, project["id"])
+        ws.barrier()
+        sid = spawn(api, project["id"], [task["id"]])
+        events = ws.barrier()
+        assert [e["type"] for e in events][:2] == ["session:spawn_request", "session:created"]
+        assert events[0]["data"]["command"] == agent_cmd("sleepy_agent.py", "0")
+        # Nothing is started: the session stays `spawning` and no output appears.
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            assert ok(api.get(f"/api/sessions/{sid}"))["status"] == "spawning"
+            assert not (srv.session_dir / sid / "output.log").exists()
+            time.sleep(0.05)
+        assert ws.barrier() == []
+        assert_error(api.get(f"/api/sessions/{sid}/log"), 409, "SESSION_NOT_LAUNCHED")
+        assert_error(api.post(f"/api/sessions/{sid}/stop"), 409, "SESSION_NOT_LAUNCHED")
