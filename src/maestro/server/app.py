@@ -291,6 +291,8 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
                                                 request.params, body, request.query)
 
     router.guard = guard
+    from ..spawn.routes import install as install_spawn
+    install_spawn(router, service, settings, extensions, tokens=tokens)
     app.state.tokens = tokens
     app.state.policy = policy
     app.state.router = router
