@@ -1,13 +1,17 @@
 """The CLI's HTTP client: JSON in and out, bearer token, URL-encoded paths and queries, retries
 on network errors and 5xx (SPEC §12.1), and server errors turned into `CliError`s a person can
-read (message and code from the server's error body)."""
+read (message and code from the server's error body).
+
+Built on the standard library's http.client rather than httpx: `import httpx` alone costs
+about 100 ms (it loads its own command line, click and rich), paid by every agent call."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 from .. import __version__
 from .context import CliContext
@@ -22,28 +26,38 @@ def seg(value: str) -> str:
     return quote(str(value), safe="")
 
 
+class _Unreachable(Exception):
+    """The request did not get an answer; `sent` tells whether it may have reached the
+    server (then a POST must not be repeated)."""
+
+    def __init__(self, reason: str, refused: bool, sent: bool):
+        super().__init__(reason)
+        self.reason = reason
+        self.refused = refused
+        self.sent = sent
+
+
 class ApiClient:
-    """Talks to one Maestro server; one instance per command run."""
+    """Talks to one Maestro server over one kept-alive connection; one instance per command
+    run."""
 
     def __init__(self, ctx: CliContext):
         self.ctx = ctx
-        self._http = None
-
-    def _client(self):
-        if self._http is None:
-            import httpx
-
-            headers = {"Accept": "application/json", "User-Agent": f"maestro-cli/{__version__}"}
-            if self.ctx.token:
-                headers["Authorization"] = f"Bearer {self.ctx.token}"
-            self._http = httpx.Client(base_url=self.ctx.server, headers=headers,
-                                      timeout=self.ctx.timeout_s, trust_env=False)
-        return self._http
+        parts = urlsplit(ctx.server)
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or (443 if self.https else 80)
+        self.base_path = parts.path.rstrip("/")
+        self.headers = {"Accept": "application/json",
+                        "User-Agent": f"maestro-cli/{__version__}"}
+        if ctx.token:
+            self.headers["Authorization"] = f"Bearer {ctx.token}"
+        self._conn = None
 
     def close(self) -> None:
-        if self._http is not None:
-            self._http.close()
-            self._http = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     # -- verbs
     def get(self, path: str, params: dict | None = None) -> Any:
@@ -68,35 +82,60 @@ class ApiClient:
         not reach the server (connection refused) or the server refused it with a 5xx (the
         server applies nothing on a 5xx), never after a lost answer, so it is never applied
         twice."""
-        import httpx
-
         query = {k: v for k, v in (params or {}).items() if v not in (None, "")}
-        kwargs: dict[str, Any] = {"params": query or None}
+        target = self.base_path + path + (f"?{urlencode(query)}" if query else "")
+        payload = None
+        headers = dict(self.headers)
         if body is not None:
-            import orjson
-
-            kwargs["content"] = orjson.dumps(body)
-            kwargs["headers"] = {"Content-Type": "application/json"}
+            payload = json.dumps(body, ensure_ascii=False).encode()
+            headers["Content-Type"] = "application/json"
         attempts = self.ctx.retries + 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                response = self._client().request(method, path, **kwargs)
-            except httpx.ConnectError as exc:
-                if last:
+                status, raw = self._send(method, target, payload, headers)
+            except _Unreachable as exc:
+                if last or (method == "POST" and exc.sent):
                     raise self._unreachable(exc) from None
-                self._pause(attempt, "connection refused")
+                self._pause(attempt, exc.reason)
                 continue
-            except httpx.TransportError as exc:
-                if last or method == "POST":
-                    raise self._unreachable(exc) from None
-                self._pause(attempt, type(exc).__name__)
+            if status >= 500 and not last:
+                self._pause(attempt, f"HTTP {status}")
                 continue
-            if response.status_code >= 500 and not last:
-                self._pause(attempt, f"HTTP {response.status_code}")
-                continue
-            return self._decode(method, path, response)
+            return self._decode(method, target, status, raw)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(self, method: str, target: str, payload: bytes | None,
+              headers: dict) -> tuple[int, bytes]:
+        import http.client
+
+        for reuse in (True, False):
+            if self._conn is None:
+                cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+                self._conn = cls(self.host, self.port, timeout=self.ctx.timeout_s)
+                reuse = False
+            sent = False
+            try:
+                self._conn.request(method, target, body=payload, headers=headers)
+                sent = True
+                response = self._conn.getresponse()
+                return response.status, response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError,
+                    ConnectionResetError) as exc:
+                self.close()
+                if reuse:  # the kept-alive connection had gone stale: one fresh try
+                    continue
+                raise _Unreachable("connection closed by the server", False, sent) from exc
+            except ConnectionRefusedError as exc:
+                self.close()
+                raise _Unreachable("connection refused", True, False) from exc
+            except TimeoutError as exc:
+                self.close()
+                raise _Unreachable("timed out", False, sent) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise _Unreachable(str(exc) or type(exc).__name__, False, sent) from exc
+        raise _Unreachable("connection closed by the server", False, True)
 
     def _pause(self, attempt: int, why: str) -> None:
         delay = self.ctx.retry_delay_ms * (2 ** attempt) / 1000.0
@@ -105,35 +144,29 @@ class ApiClient:
                  f"({attempt + 1}/{self.ctx.retries})")
         time.sleep(delay)
 
-    def _unreachable(self, exc: Exception) -> CliError:
-        import httpx
-
-        if isinstance(exc, httpx.ConnectError):
-            reason = "connection refused" if "refused" in str(exc).lower() else str(exc) or \
-                "cannot connect"
+    def _unreachable(self, exc: _Unreachable) -> CliError:
+        if exc.refused:
             return CliError("connection_refused",
-                            f"Cannot reach the Maestro server at {self.ctx.server} ({reason}). "
-                            + START_HINT, exit_code=EXIT_NETWORK,
+                            f"Cannot reach the Maestro server at {self.ctx.server} "
+                            f"(connection refused). {START_HINT}", exit_code=EXIT_NETWORK,
                             details={"server": self.ctx.server})
-        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else str(exc) or \
-            type(exc).__name__
         return CliError("network_error",
-                        f"No answer from the Maestro server at {self.ctx.server} ({kind}).",
-                        exit_code=EXIT_NETWORK, details={"server": self.ctx.server})
+                        f"No answer from the Maestro server at {self.ctx.server} "
+                        f"({exc.reason}).", exit_code=EXIT_NETWORK,
+                        details={"server": self.ctx.server})
 
-    def _decode(self, method: str, path: str, response) -> Any:
-        status = response.status_code
+    def _decode(self, method: str, target: str, status: int, raw: bytes) -> Any:
         try:
-            payload = response.json() if response.content else {}
+            payload = json.loads(raw) if raw else {}
         except ValueError:
             payload = None
         if status < 400:
             if payload is None:
                 raise CliError("invalid_response", f"The server at {self.ctx.server} answered "
-                               f"{method} {path} with something that is not JSON; is it a "
+                               f"{method} {target} with something that is not JSON; is it a "
                                "Maestro server?", details={"status": status})
             return payload
-        raise http_error(status, payload, f"{method} {response.request.url.raw_path.decode()}")
+        raise http_error(status, payload, f"{method} {target}")
 
 
 def http_error(status: int, payload: Any, request: str) -> CliError:

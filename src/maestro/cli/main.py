@@ -1,4 +1,6 @@
-"""The `maestro` command line: `maestro serve` runs the server; the other commands talk to it."""
+"""The `maestro` command line: `maestro serve` runs the server; the other commands talk to it
+(SPEC §12). Command modules import only typer at start-up; httpx, rich and websockets are
+imported when a command needs them, so that an agent's many short calls start fast."""
 
 from __future__ import annotations
 
@@ -9,12 +11,17 @@ from typing import Optional
 import typer
 
 from .. import __version__
+from . import options
 
 app = typer.Typer(
     name="maestro",
-    help="Maestro: coordinate a team of AI coding agents (projects, tasks, sessions, live events).",
+    help="Maestro: coordinate a team of AI coding agents (projects, tasks, sessions, live "
+         "events).\n\nContext comes from MAESTRO_SERVER_URL, MAESTRO_PROJECT_ID, "
+         "MAESTRO_SESSION_ID, MAESTRO_TASK_IDS and MAESTRO_TOKEN (also read from .env and "
+         "~/.maestro/config); flags override them. Every command takes --json.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -29,8 +36,18 @@ def _version(value: bool) -> None:
 def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output for every command."),
+    server: str | None = typer.Option(None, "--server", metavar="URL",
+                                      help="Server URL [env MAESTRO_API_URL, "
+                                           "MAESTRO_SERVER_URL]."),
+    project: str | None = typer.Option(None, "--project", metavar="ID",
+                                       help="Project id [env MAESTRO_PROJECT_ID]."),
+    session: str | None = typer.Option(None, "--session", metavar="ID",
+                                       help="Session id [env MAESTRO_SESSION_ID]."),
 ) -> None:
     """Maestro command line."""
+    options.root_overrides = options.Overrides(json=as_json, server=server, project=project,
+                                               session=session)
 
 
 @app.command()
@@ -74,8 +91,49 @@ def serve(
     raise typer.Exit(run_server(settings))
 
 
-def main() -> None:
-    app()
+def _register_commands() -> None:
+    from . import info, manifest_cmd, projects, reporting, sessions, task_views, tasks, watch
+
+    del task_views  # its commands register themselves on the task group
+    info.register(app)
+    app.add_typer(projects.app, name="project")
+    app.add_typer(tasks.app, name="task")
+    app.add_typer(sessions.app, name="session")
+    app.add_typer(reporting.app, name="report")
+    reporting.register_aliases(app)
+    reporting.register_track_file(app)
+    watch.register(app)
+    app.add_typer(manifest_cmd.app, name="manifest")
+
+
+_register_commands()
+# Agent launchers (`maestro worker init`, `maestro orchestrator init`) are added below.
+from .init_commands import orchestrator_app, worker_app  # noqa: E402
+
+app.add_typer(worker_app, name="worker")
+app.add_typer(orchestrator_app, name="orchestrator")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI. A bad flag or argument prints the usage message and exits 1 (the original
+    CLI's code for a usage error; 2 means "not found" here, SPEC §12.1)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        code = app(args=args, prog_name="maestro", standalone_mode=False)
+    except Exception as exc:  # click's usage errors, duck-typed across click versions
+        if not (hasattr(exc, "show") and hasattr(exc, "exit_code")):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()
+            sys.exit(0)
+        exc.show()
+        if "--json" in args:
+            from .output import usage_error, write_json
+
+            text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            write_json(usage_error(text).envelope())
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
