@@ -17,8 +17,18 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import WsClient, assert_error, http_client, new_project, new_session, new_task, ok, \
-    wait_until
+from helpers import (
+    WsClient,
+    assert_error,
+    http_client,
+    new_project,
+    new_session,
+    new_task,
+    ok,
+    wait_until,
+)
+
+from maestro.spawn.processes import pid_alive
 
 AGENTS = Path(__file__).resolve().parent / "agents"
 HAVE_TMUX = shutil.which("tmux") is not None
@@ -36,19 +46,18 @@ def tmux_socket(srv) -> str:
 
 def tmux(srv, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["tmux", "-L", tmux_socket(srv), *args], capture_output=True,
-                          text=True, timeout=10)
+                          text=True, timeout=10, check=False)
 
 
 def reap_agents(srv) -> None:
     """Kill whatever a test left running: agents survive their server on purpose."""
     for info_path in srv.session_dir.glob("*/process.json"):
         info = json.loads(info_path.read_text())
-        for kill in (lambda: os.killpg(info["agentPgid"], signal.SIGKILL),
-                     lambda: os.kill(info["wrapperPid"], signal.SIGKILL)):
-            try:
-                kill()
-            except OSError:
-                pass
+        # Only the very processes recorded (a pid may have been reused since).
+        if pid_alive(info["agentPid"], info["agentStart"]):
+            os.killpg(info["agentPgid"], signal.SIGKILL)
+        if pid_alive(info["wrapperPid"], info["wrapperStart"]):
+            os.kill(info["wrapperPid"], signal.SIGKILL)
     if HAVE_TMUX:
         tmux(srv, "kill-server")
 

@@ -12,8 +12,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import Snapshot, WsClient, assert_error, event_types, http_client, module_server, \
-    new_project, new_session, new_task, ok
+from helpers import (
+    Snapshot,
+    WsClient,
+    assert_error,
+    event_types,
+    http_client,
+    module_server,
+    new_project,
+    new_session,
+    new_task,
+    ok,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MAESTRO = str(Path(sys.executable).parent / "maestro")
@@ -278,7 +288,7 @@ def _init(role: str, manifest_path: Path, tmp_path: Path, **extra) -> subprocess
     env.update({"MAESTRO_MANIFEST_PATH": str(manifest_path), "MAESTRO_AGENT": "true",
                 "MAESTRO_SERVER_URL": "http://127.0.0.1:9"}, **extra)
     return subprocess.run([MAESTRO, role, "init"], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, check=False)
 
 
 def test_worker_init_reads_manifests_strictly(api, world, tmp_path):

@@ -12,7 +12,8 @@ import time
 
 
 def maestro(*args: str) -> None:
-    result = subprocess.run(["maestro", *args], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["maestro", *args], capture_output=True, text=True, timeout=60,
+                            check=False)
     print(f"$ maestro {' '.join(args)} -> {result.returncode}", flush=True)
     if result.returncode != 0:
         print(result.stdout + result.stderr, flush=True)

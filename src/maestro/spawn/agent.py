@@ -74,13 +74,13 @@ def build_prompt(role: str, manifest: dict, session_id: str | None,
     lines = [f"You are a Maestro {role} agent"
              + (f" in session {session_id}." if session_id else "."), ""]
     if role == "orchestrator":
-        lines += ["Plan the work below, split it into child tasks (`maestro task create "
-                  "--parent <id> ...`) and spawn workers for them (`maestro session spawn "
-                  "--task <id>`). Follow their progress with `maestro task tree`.", ""]
+        lines += [("Plan the work below, split it into child tasks (`maestro task create "
+                   "--parent <id> ...`) and spawn workers for them (`maestro session spawn "
+                   "--task <id>`). Follow their progress with `maestro task tree`."), ""]
     lines.append("Your task" + ("s:" if len(tasks) > 1 else ":"))
     for task in tasks:
-        lines += ["", f"## {task['title']}  (id: {task['id']}, priority: "
-                  f"{task.get('priority', 'medium')})"]
+        lines += ["", (f"## {task['title']}  (id: {task['id']}, priority: "
+                       f"{task.get('priority', 'medium')})")]
         if task.get("description"):
             lines.append(task["description"])
         initial = (server_tasks.get(task["id"]) or {}).get("initialPrompt")
@@ -93,8 +93,8 @@ def build_prompt(role: str, manifest: dict, session_id: str | None,
         "- Start with `maestro whoami` to see your session, tasks and permissions.",
         f'- Progress: `maestro report progress "what you did" --task {first}`',
         f'- Blocked: `maestro report blocked "why" --task {first}`',
-        f"- Done with a task: `maestro task complete {first}` then "
-        f'`maestro report complete "summary" --task {first}`',
+        (f"- Done with a task: `maestro task complete {first}` then "
+         f'`maestro report complete "summary" --task {first}`'),
         "Report progress at each milestone, and finish by completing your tasks.",
     ]
     return "\n".join(lines) + "\n"

@@ -34,8 +34,19 @@ from ..config import Settings
 from ..errors import ApiError, validation
 from ..ids import is_safe_file_component, now_ms
 from ..service import FINAL_SESSION_STATUSES, Service
-from .processes import ENV_FILE, EXIT_FILE, LOG_FILE, PROCESS_FILE, RECORD_FILE, \
-    last_output_line, pid_alive, read_json, save_json, tail_lines, write_private_json
+from .processes import (
+    ENV_FILE,
+    EXIT_FILE,
+    LOG_FILE,
+    PROCESS_FILE,
+    RECORD_FILE,
+    last_output_line,
+    pid_alive,
+    read_json,
+    save_json,
+    tail_lines,
+    write_private_json,
+)
 from .wrapper import process_start_time
 
 log = logging.getLogger("maestro.launcher")

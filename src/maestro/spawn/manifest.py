@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ def iso_from_ms(value: Any) -> str:
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         value = 0
-    stamp = datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    stamp = datetime.fromtimestamp(value / 1000, tz=UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 

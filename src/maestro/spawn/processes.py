@@ -41,9 +41,7 @@ def pid_alive(pid, start_time=None) -> bool:
         state = _proc_state(pid)
         if state is None or state in ("Z", "X"):
             return False
-        if isinstance(start_time, int) and process_start_time(pid) != start_time:
-            return False
-        return True
+        return not (isinstance(start_time, int) and process_start_time(pid) != start_time)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,8 +21,15 @@ from ..events import Event
 from ..ids import make_id
 from ..service import Service
 from ..validate import MAX_TEXT
-from .manifest import MODELS, PERMISSION_MODES, ROLES, ManifestError, build_manifest, \
-    validate_manifest, write_manifest
+from .manifest import (
+    MODELS,
+    PERMISSION_MODES,
+    ROLES,
+    ManifestError,
+    build_manifest,
+    validate_manifest,
+    write_manifest,
+)
 
 log = logging.getLogger("maestro.spawn")
 
@@ -204,8 +212,6 @@ class Spawner:
         """§9.6 CLI mode: `<MAESTRO_CLI_PATH> manifest generate ...` with the server's
         environment (DATA_DIR and the server URL pointing at this server), then read the file
         back and check it."""
-        import os
-
         cli = shutil.which(self.settings.cli_path) or self.settings.cli_path
         args = [cli, "manifest", "generate", "--role", req["role"],
                 "--project-id", req["projectId"], "--task-ids", ",".join(req["taskIds"]),

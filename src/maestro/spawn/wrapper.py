@@ -111,9 +111,7 @@ class Relay:
     def run(self) -> int:
         for number in _FORWARDED:
             signal.signal(number, self._on_signal)
-        log = open(self.folder / "output.log", "ab", buffering=0)
-        saved_tty = None
-        try:
+        with open(self.folder / "output.log", "ab", buffering=0) as log:
             pid, master = pty.fork()
             if pid == 0:  # the agent
                 try:
@@ -127,28 +125,28 @@ class Relay:
             size = _window_size(0) if self.interactive else None
             _set_window_size(master, size or struct.pack("HHHH", DEFAULT_ROWS, DEFAULT_COLS,
                                                          0, 0))
-            if self.interactive:
+            saved_tty = None
+            if self.interactive:  # keystrokes go to the agent as they are typed
                 signal.signal(signal.SIGWINCH, self._on_winch)
                 try:
                     saved_tty = termios.tcgetattr(0)
                     tty.setraw(0)
                 except termios.error:
                     saved_tty = None
-            write_json_atomic(self.folder / "process.json", {
-                "wrapperPid": os.getpid(), "wrapperStart": process_start_time(os.getpid()),
-                "agentPid": pid, "agentPgid": pid, "agentStart": process_start_time(pid),
-                "startedAt": now_ms()})
-            for number in self.pending_signals:
-                self._on_signal(number, None)
-            status = self._relay(log)
-        finally:
-            if saved_tty is not None:
-                try:
-                    termios.tcsetattr(0, termios.TCSAFLUSH, saved_tty)
-                except termios.error:
-                    pass
-            log.close()
-        return status
+            try:
+                write_json_atomic(self.folder / "process.json", {
+                    "wrapperPid": os.getpid(), "wrapperStart": process_start_time(os.getpid()),
+                    "agentPid": pid, "agentPgid": pid, "agentStart": process_start_time(pid),
+                    "startedAt": now_ms()})
+                for number in self.pending_signals:
+                    self._on_signal(number, None)
+                return self._relay(log)
+            finally:
+                if saved_tty is not None:
+                    try:
+                        termios.tcsetattr(0, termios.TCSAFLUSH, saved_tty)
+                    except termios.error:
+                        pass
 
     def _copy_out(self, log, data: bytes) -> None:
         log.write(data)
@@ -259,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = Relay(folder, args.cwd, command, env).run()
         outcome = _describe_status(status)
-    except Exception as exc:  # record why, so the session does not wait for nothing
+    except Exception as exc:  # noqa: BLE001 - record why, so the session does not wait
         outcome = {"exitCode": None, "signal": None, "error": f"{type(exc).__name__}: {exc}"}
     outcome.update({"startedAt": started, "finishedAt": now_ms()})
     write_json_atomic(folder / "exit.json", outcome)
