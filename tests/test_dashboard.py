@@ -590,8 +590,11 @@ def test_stop_a_running_session_from_the_page(make_server, dashboard, tmp_path):
     page = dash.open(f"/#/p/{project['id']}/session/{sid}")
     detail = page.locator("#detail")
     expect(detail.locator(".log")).to_contain_text("agent: waiting forever", timeout=20000)
+    expect(detail.locator(".facts .badge").first).to_have_text("running")
+    expect(detail.locator(".follow-state")).to_have_text("following live")
     detail.get_by_role("button", name="Stop session").click()
-    expect(detail.locator(".facts .badge").first).to_have_text(
-        re.compile("failed|completed"), timeout=20000)
-    assert api.get(f"/api/sessions/{sid}").json()["status"] in ("failed", "completed")
+    expect(detail.locator(".facts .badge").first).to_have_text("failed", timeout=20000)
+    expect(detail.get_by_role("button", name="Stop session")).to_be_hidden()
+    expect(detail.locator(".events")).to_contain_text("stopped")
+    assert api.get(f"/api/sessions/{sid}").json()["status"] == "failed"
     api.close()
