@@ -11,11 +11,17 @@ import time
 
 import httpx
 import pytest
-from crash_driver import ABSENT, Acknowledged, Worker, check_recovered, leftover_temp_files, \
-    read_entities
+from crash_driver import (
+    ABSENT,
+    Acknowledged,
+    Worker,
+    check_recovered,
+    leftover_temp_files,
+    read_entities,
+)
 from helpers import ok, pretty
 
-KILL_CYCLES = 22
+KILL_CYCLES = 20
 WORKERS = 6
 
 
@@ -50,7 +56,7 @@ def test_kill_9_at_random_moments_loses_no_acknowledged_write(make_server):
                           random.Random(rng.random())) for i in range(WORKERS)]
         for w in workers:
             w.start()
-        time.sleep(rng.uniform(0.15, 0.7))  # the random moment of the crash
+        time.sleep(rng.uniform(0.1, 0.5))  # the random moment of the crash
         srv.kill()
         for w in workers:
             w.join(15)

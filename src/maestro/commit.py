@@ -64,7 +64,8 @@ class Tx:
             return pid
         if type_ == "project:deleted":
             return data.get("id")
-        for key, kind in (("taskId", "task"), ("sessionId", "session"), ("id", type_.split(":")[0])):
+        own_kind = type_.split(":")[0]
+        for key, kind in (("taskId", "task"), ("sessionId", "session"), ("id", own_kind)):
             eid = data.get(key)
             if not isinstance(eid, str) or kind not in ("task", "session"):
                 continue
