@@ -136,22 +136,26 @@ def test_corrupt_entity_files_are_quarantined_listed_and_logged(make_server):
 
 # ---------------------------------------------------------------------- journal
 def test_a_torn_journal_tail_is_ignored_and_never_written_behind(make_server):
-    srv = make_server()
-    with client(srv) as api:
-        project = ok(api.post("/api/projects", json={"name": "P"}), 201)
-        task = ok(api.post("/api/tasks", json={"projectId": project["id"], "title": "zero"}),
-                  201)
-    srv.stop()
-    task_file = srv.data_dir / "tasks" / project["id"] / f"{task['id']}.json"
+    srv = make_server(start=False)
+    project = {"id": "proj_t", "name": "P", "workingDir": "", "description": "",
+               "createdAt": 1, "updatedAt": 1}
+    task = {"id": "task_t", "projectId": "proj_t", "parentId": None, "title": "zero",
+            "description": "", "initialPrompt": "", "status": "pending", "priority": "medium",
+            "sessionIds": [], "skillIds": [], "agentIds": [], "dependencies": [], "timeline": [],
+            "createdAt": 2, "updatedAt": 2, "startedAt": None, "completedAt": None}
+    task_file = srv.data_dir / "tasks" / "proj_t" / "task_t.json"
     journal = srv.data_dir / "journal"
-    zero = task_file.read_bytes()
+    task_file.parent.mkdir(parents=True)
+    (srv.data_dir / "projects").mkdir()
+    (srv.data_dir / "projects" / "proj_t.json").write_bytes(pretty(project))
+    task_file.write_bytes(pretty(task))
 
     # A crash left the journal with one complete record the file never got ("one"), and the
     # record after it torn in the middle of its append.
-    one = dict(json.loads(zero), title="one", updatedAt=task["updatedAt"] + 1)
+    one = dict(task, title="one", updatedAt=3)
     journal.write_bytes(
-        journal_line([{"k": "task", "id": task["id"], "p": project["id"], "v": one}])
-        + journal_line([{"k": "task", "id": task["id"], "p": project["id"],
+        journal_line([{"k": "task", "id": "task_t", "p": "proj_t", "v": one}])
+        + journal_line([{"k": "task", "id": "task_t", "p": "proj_t",
                          "v": dict(one, title="never acknowledged")}])[:-25])
     srv.start()
     notes = health(srv)["storage"]["notes"]
@@ -165,7 +169,7 @@ def test_a_torn_journal_tail_is_ignored_and_never_written_behind(make_server):
 
     # A journal holding nothing but a torn record: new records must not go behind it, or the
     # next replay (which stops being able to read at the garbage) would miss them.
-    torn = journal_line([{"k": "task", "id": task["id"], "p": project["id"],
+    torn = journal_line([{"k": "task", "id": "task_t", "p": "proj_t",
                           "v": dict(one, title="torn")}])[:40]
     journal.write_bytes(torn)
 
