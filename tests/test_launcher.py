@@ -266,8 +266,10 @@ def test_missing_agent_command_fails_at_once(launch_server):
 
 
 # ------------------------------------------------------------------ restarts
-def test_restart_marks_vanished_agents_failed_and_adopts_live_ones(launch_server):
-    srv = launch_server({"MAESTRO_TMUX": "0", "MAESTRO_STOP_GRACE": "1"})
+@pytest.mark.parametrize("mode", MODES)
+def test_restart_marks_vanished_agents_failed_and_adopts_live_ones(mode, launch_server):
+    srv = launch_server({"MAESTRO_TMUX": "1" if mode == "tmux" else "0",
+                         "MAESTRO_STOP_GRACE": "1"})
     with http_client(srv) as api, WsClient(srv.ws_url) as ws:
         project = new_project(api)
         task = new_task(api, project["id"])
@@ -328,6 +330,36 @@ def test_concurrency_cap_holds_and_queue_starts_in_order(launch_server):
     assert waited, "no spawn ever waited for a free slot"
     assert started_order == sids
     assert set(status.values()) == {"completed"}
+
+
+def test_stop_while_queued_and_delete_while_running(launch_server):
+    srv = launch_server({"MAESTRO_TMUX": "0", "MAESTRO_MAX_AGENTS": "1",
+                         "MAESTRO_STOP_GRACE": "1",
+                         "MAESTRO_AGENT_COMMAND": agent_cmd("stubborn_agent.py")})
+    with http_client(srv) as api, WsClient(srv.ws_url) as ws:
+        project = new_project(api)
+        task = new_task(api, project["id"])
+        stream = Stream(ws)
+        running = spawn(api, project["id"], [task["id"]])
+        queued = spawn(api, project["id"], [task["id"]])
+        stream.wait_for(until_status(running, "running"))
+        wait_log(api, running, "agent: working forever")
+        assert ok(api.get(f"/api/sessions/{queued}"))["status"] == "spawning"
+        answer = ok(api.post(f"/api/sessions/{queued}/stop"))
+        assert answer["signal"] is None and answer["session"]["status"] == "failed"
+        data = session_event(answer["session"], "process_exit")
+        assert data["reason"] == "stopped" and data["exitCode"] is None
+        assert not (srv.session_dir / queued / "output.log").exists()
+
+        # Deleting a session ends its agent, which frees the slot for the next spawn.
+        info = json.loads((srv.session_dir / running / "process.json").read_text())
+        ok(api.delete(f"/api/sessions/{running}"))
+        wait_until(lambda: not pid_alive(info["agentPid"], info["agentStart"]), 15,
+                   what="the deleted session's agent to end")
+        after = spawn(api, project["id"], [task["id"]])
+        stream.wait_for(until_status(after, "running"))
+        ok(api.post(f"/api/sessions/{after}/stop"))
+        stream.wait_for(until_status(after, "failed"))
 
 
 # ------------------------------------------------------------------ output and control API

@@ -213,8 +213,16 @@ class Launcher:
                                        f"(check MAESTRO_AGENT_COMMAND and PATH)",
                                event_type="launch_failed")
             return False
+        # The whole environment travels in the file: a tmux server started by an earlier run
+        # would otherwise hand the agent that run's variables (an old key, another agent CLI).
+        full = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+        for key, value in env.items():
+            if value is None:
+                full.pop(key, None)
+            else:
+                full[key] = value
         env_file = agent.folder / ENV_FILE
-        write_private_json(env_file, env)
+        write_private_json(env_file, full)
         wrapper = [sys.executable, "-m", "maestro.spawn.wrapper", "--dir", str(agent.folder),
                    "--cwd", cwd, "--env-file", str(env_file), "--", *argv]
         try:

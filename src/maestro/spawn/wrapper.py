@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m maestro.spawn.wrapper")
     parser.add_argument("--dir", required=True, help="the session's folder in SESSION_DIR")
     parser.add_argument("--cwd", required=True)
-    parser.add_argument("--env-file", help="JSON object of variables to set; read, then removed")
+    parser.add_argument("--env-file", help="JSON object: the agent's whole environment; read, "
+                        "then removed")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -240,11 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.env_file:
         try:
             with open(args.env_file, encoding="utf-8") as fh:
-                for key, value in json.load(fh).items():
-                    if value is None:
-                        env.pop(key, None)
-                    else:
-                        env[str(key)] = str(value)
+                env = {str(k): str(v) for k, v in json.load(fh).items() if v is not None}
         finally:
             try:
                 os.unlink(args.env_file)  # it may hold a token: gone as soon as it is read
@@ -253,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     if not command:
         print("maestro wrapper: no command given", file=sys.stderr)
         return 2
+    # The agent's terminal: the window's own type under tmux, a capable default otherwise.
+    env["TERM"] = os.environ.get("TERM") if os.isatty(1) and os.environ.get("TERM") \
+        else env.get("TERM") or "xterm-256color"
     started = now_ms()
     try:
         status = Relay(folder, args.cwd, command, env).run()
