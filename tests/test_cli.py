@@ -13,6 +13,7 @@ import sys
 import httpx
 import pytest
 from conftest import ServerProcess
+from test_cli_helpers import ROOT as REPO_ROOT
 from test_cli_helpers import Cli
 
 from maestro.spawn.manifest import validate_manifest
@@ -605,3 +606,22 @@ def test_human_output_colours_only_on_a_terminal(cli, api, project):
     assert "Coloured" in plain and not colour.search(plain)
     piped = cli.ok("task", "list", env={"MAESTRO_PROJECT_ID": project["id"], "NO_COLOR": ""})
     assert "Coloured" in piped.stdout and "\x1b[" not in piped.stdout
+
+
+def test_readme_tour_runs(cli, api, tmp_path):
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## CLI"):]
+    block = section[section.index("```bash") + len("```bash"):]
+    lines = [line for line in block[:block.index("```")].strip().splitlines()
+             if not line.startswith("maestro watch")]  # the live stream never ends by itself
+    script = tmp_path / "tour.sh"
+    script.write_text("set -e\n" + f'maestro() {{ "{sys.executable}" -m maestro "$@"; }}\n'
+                      + "\n".join(lines) + '\necho "$MAESTRO_PROJECT_ID"\n')
+    run = subprocess.run(["bash", str(script)], env=cli.env(), cwd=str(cli.cwd),
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    project_id = run.stdout.strip().splitlines()[-1]
+    tasks = api.get("/api/tasks", params={"projectId": project_id}).json()
+    assert [(t["title"], t["parentId"] is None) for t in tasks] == [("Add login", True),
+                                                                   ("Login form", False)]
+    assert "Add login" in run.stdout and "Login form" in run.stdout  # the tree

@@ -63,16 +63,20 @@ def project_create(
                                               help="Working directory [default: the current "
                                                    "directory]."),
     description: str = typer.Option("", "--desc", help="Description."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the new id."),
 ):
     """Create a project.
 
-    Example: maestro project create "Shop" --dir ~/code/shop --desc "Web shop"
+    Example: export MAESTRO_PROJECT_ID=$(maestro project create "Shop" --dir ~/code/shop -q)
     """
     directory = os.path.abspath(os.path.expanduser(working_dir)) if working_dir else os.getcwd()
     project = run.api.post("/api/projects", {"name": name, "workingDir": directory,
                                              "description": description})
 
     def render(out):
+        if quiet:
+            print(project["id"])
+            return
         out.print(f"[green]Created project[/green] {esc(project['id'])} "
                   f"({esc(project.get('name'))})")
     run.emit(project, render)

@@ -163,6 +163,7 @@ def task_create(
     priority: str = typer.Option("medium", "--priority", help="low, medium or high."),
     parent: str | None = typer.Option(None, "--parent", metavar="TASK_ID",
                                          help="Parent task: makes this a child task."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the new id."),
 ):
     """Create a task in the current project (or in its parent's project with --parent).
 
@@ -182,6 +183,9 @@ def task_create(
                                        "parentId": parent})
 
     def render(out):
+        if quiet:
+            print(task["id"])
+            return
         out.print(f"[green]Created task[/green] {esc(task['id'])}: {esc(task.get('title'))}")
     run.emit(task, render)
 
