@@ -238,7 +238,9 @@ def test_failing_agent_and_missing_agent_cli_fail_with_a_clear_event(launch_serv
         stream = Stream(ws)
         failing = spawn(api, project["id"], [task["id"]], agent=agent_cmd("failing_agent.py"))
         missing = spawn(api, project["id"], [task["id"]], agent="no-such-agent-cli --go")
-        for sid in (failing, missing):
+        leader = spawn(api, project["id"], [task["id"]], role="orchestrator",
+                       agent=agent_cmd("failing_agent.py"))
+        for sid in (failing, missing, leader):
             stream.wait_for(until_status(sid, "completed", "failed"))
             assert stream.statuses(sid) == ["spawning", "running", "failed"]
         exit_data = session_event(ok(api.get(f"/api/sessions/{failing}")), "process_exit")
@@ -247,7 +249,19 @@ def test_failing_agent_and_missing_agent_cli_fail_with_a_clear_event(launch_serv
         exit_data = session_event(ok(api.get(f"/api/sessions/{missing}")), "process_exit")
         assert exit_data["exitCode"] == 5 and exit_data["reason"] == "agent_launch_failed"
         assert "agent executable 'no-such-agent-cli' not found" in exit_data["message"]
+        lead = ok(api.get(f"/api/sessions/{leader}"))
+        assert session_event(lead, "process_started")["command"].endswith(
+            "-m maestro orchestrator init")
+        assert session_event(lead, "process_exit")["exitCode"] == 3
         assert ok(api.get(f"/api/tasks/{task['id']}"))["status"] == "pending"
+        # A final status the agent set itself stands, whatever its exit code.
+        finisher = spawn(api, project["id"], [task["id"]],
+                         agent=agent_cmd("worker_agent.py", "--finish-session", "--exit", "4"))
+        stream.wait_for(lambda e: e["type"] == "session:updated" and e["data"]["id"] == finisher
+                        and any(ev["type"] == "process_exit" for ev in e["data"]["events"]))
+        finished = ok(api.get(f"/api/sessions/{finisher}"))
+        assert finished["status"] == "completed"
+        assert session_event(finished, "process_exit")["exitCode"] == 4
 
 
 def test_missing_agent_command_fails_at_once(launch_server):

@@ -2,7 +2,10 @@
 """A stand-in for an LLM agent: reads its session's environment, reports progress and completes
 its tasks through the `maestro` CLI, then exits 0.
 
-Usage: worker_agent.py [--sleep SECONDS] [PROMPT_FILE]"""
+Usage: worker_agent.py [--sleep SECONDS] [--finish-session] [--exit CODE] [PROMPT_FILE]
+
+--finish-session also reports the session complete (it then ends `completed` whatever the exit
+code); --exit ends with CODE instead of 0."""
 
 import argparse
 import os
@@ -23,6 +26,8 @@ def maestro(*args: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--finish-session", action="store_true")
+    parser.add_argument("--exit", type=int, default=0)
     parser.add_argument("prompt_file", nargs="?")
     args = parser.parse_args()
     session_id = os.environ["MAESTRO_SESSION_ID"]
@@ -38,8 +43,10 @@ def main() -> int:
         time.sleep(args.sleep)
     for task_id in task_ids:
         maestro("task", "complete", task_id)
+    if args.finish_session:
+        maestro("report", "complete", "all done")
     print("agent: done", flush=True)
-    return 0
+    return args.exit
 
 
 if __name__ == "__main__":

@@ -132,7 +132,15 @@ class Launcher:
         if not self.local or self._closing:
             return
         sid = session["id"]
-        save_json(self.folder(sid) / RECORD_FILE, {"state": "queued", "queuedAt": now_ms()})
+        try:
+            save_json(self.folder(sid) / RECORD_FILE, {"state": "queued", "queuedAt": now_ms()})
+        except (OSError, ApiError) as exc:  # the spawn stands; the session fails, saying why
+            log.error("launcher: cannot queue session %s: %s", sid, exc)
+            agent = Agent(sid, self.settings.session_dir / sid)
+            self._spawn_task(self._finish(agent, {"exitCode": None, "signal": None},
+                                          reason="launch_failed", ok=False, message=str(exc),
+                                          event_type="launch_failed", keep_record=False))
+            return
         self.queue.append(sid)
         self._pump()
 
@@ -362,7 +370,7 @@ class Launcher:
 
     async def _finish(self, agent: Agent, outcome: dict, *, reason: str | None = None,
                       ok: bool | None = None, message: str | None = None,
-                      event_type: str = "process_exit") -> None:
+                      event_type: str = "process_exit", keep_record: bool = True) -> None:
         """Record how the agent ended: a session event, and the final status unless the agent
         already set one."""
         agent.finishing = True
@@ -390,7 +398,8 @@ class Launcher:
         if message:
             data["message"] = message
         agent.record.update(state="finished", exit=data, finalized=False)
-        save_json(agent.folder / RECORD_FILE, agent.record)
+        if keep_record:
+            save_json(agent.folder / RECORD_FILE, agent.record)
         session = self.service.state.sessions.get(agent.session_id)
         if session is not None:
             body: dict[str, Any] = {"events": [{"type": event_type, "data": data}]}
@@ -398,7 +407,8 @@ class Launcher:
                 body["status"] = "completed" if ok else "failed"
             await self._update(agent.session_id, body)
         agent.record["finalized"] = True
-        save_json(agent.folder / RECORD_FILE, agent.record)
+        if keep_record:
+            save_json(agent.folder / RECORD_FILE, agent.record)
         log.info("launcher: session %s ended (%s)", agent.session_id, reason)
 
     # ------------------------------------------------------------------ restart
