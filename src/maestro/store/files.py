@@ -253,6 +253,7 @@ class FileStore(Store):
         except FileNotFoundError:
             raw = b""
         valid: list[bytes] = []
+        records: list[list[Op]] = []
         bad_records = bad_bytes = 0
         pos = 0
         while pos < len(raw):
@@ -266,6 +267,7 @@ class FileStore(Store):
                 bad_bytes += len(line)
                 continue
             valid.append(line)
+            records.append(ops)
             for op in ops:
                 if op.value is None:
                     state[op.kind].pop(op.id, None)
@@ -280,7 +282,7 @@ class FileStore(Store):
         if valid:
             log.info("journal: replaying %d record(s) left by an unclean shutdown", len(valid))
             result.notes.append(f"journal: replayed {len(valid)} record(s)")
-            for op in _latest([_decode_line(line[:-1]) for line in valid]).values():
+            for op in _latest(records).values():
                 self._write_now(op)
         self.replayed_records = len(valid)
         if bad_records and self._unapplied:
