@@ -320,3 +320,29 @@ def test_worker_init_reads_manifests_strictly(api, world, tmp_path):
     assert result.returncode == 1 and "worker role" in result.stderr
     result = _init("worker", tmp_path / "missing.json", tmp_path)
     assert result.returncode == 1 and "cannot read manifest" in result.stderr
+
+
+def test_a_ui_run_agent_settles_its_own_session(srv, api, world):
+    """With the `ui` launcher a desktop UI runs the spawn request's command with its envVars;
+    `worker init` then reports the end of the agent itself (nobody else follows it)."""
+    project, parent, _ = world
+    agents = ROOT / "tests" / "agents"
+    ran = ok(spawn(api, projectId=project["id"], taskIds=[parent["id"]]), 201)["session"]
+    broken = ok(spawn(api, projectId=project["id"], taskIds=[parent["id"]]), 201)["session"]
+    for session, agent, code in (
+            (ran, f"{sys.executable} {agents / 'worker_agent.py'} {{prompt_file}}", 0),
+            (broken, "no-such-agent-cli", 5)):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAESTRO_")}
+        env.update(session["env"], MAESTRO_AGENT=agent,
+                   PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        result = subprocess.run([MAESTRO, "worker", "init"], env=env, cwd=project["workingDir"],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == code, result.stdout + result.stderr
+    done = ok(api.get(f"/api/sessions/{ran['id']}"))
+    assert done["status"] == "completed"
+    assert done["events"][-1]["type"] == "process_exit"
+    assert ok(api.get(f"/api/tasks/{parent['id']}"))["status"] == "completed"
+    failed = ok(api.get(f"/api/sessions/{broken['id']}"))
+    assert failed["status"] == "failed"
+    assert failed["events"][-1]["type"] == "agent_launch_failed"
+    assert "not found" in failed["events"][-1]["data"]["message"]
