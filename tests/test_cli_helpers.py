@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+from conftest import ServerProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -86,3 +90,40 @@ class Cli:
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             return list(pool.map(one, calls))
+
+
+# ------------------------------------------------------------------ fixtures
+# Used by the CLI test modules through `pytest_plugins = ["test_cli_helpers"]`.
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    """One real server for all tests of a module."""
+    server = ServerProcess(tmp_path_factory.mktemp("cli-srv"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def rest(srv):
+    """An HTTP client on the module's server, to set up and check what the CLI did."""
+    with httpx.Client(base_url=srv.url, timeout=10, trust_env=False) as client:
+        yield client
+
+
+@pytest.fixture
+def cli(srv, tmp_path):
+    return Cli(tmp_path, srv.url)
+
+
+@pytest.fixture
+def project(rest):
+    resp = rest.post("/api/projects", json={"name": "CLI project", "workingDir": "/tmp/shop"})
+    assert resp.status_code == 201
+    return resp.json()
+
+
+def new_task(rest, project_id, **fields):
+    """Create a task through the API (the CLI under test is not used to set up)."""
+    resp = rest.post("/api/tasks", json={"projectId": project_id, "title": "Task", **fields})
+    assert resp.status_code == 201, resp.text
+    return resp.json()

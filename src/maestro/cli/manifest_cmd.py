@@ -2,8 +2,6 @@
 through the API (never from the data directory, §14.4) and built by the same code as the
 server's spawn endpoint."""
 
-from typing import Optional
-
 import typer
 
 from .client import seg
@@ -58,5 +56,3 @@ def manifest_generate(
     run.emit({"path": str(path), "manifest": manifest},
              lambda out: out.print(f"[green]Manifest written[/green] {esc(str(path))}"))
 
-
-__all__ = ["Optional", "app"]

@@ -5,7 +5,6 @@ traceback."""
 
 import functools
 import inspect
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -112,7 +111,7 @@ def command(app: typer.Typer, name: str, *, hook: bool = False, **settings) -> C
             except (typer.Exit, typer.Abort):
                 raise
             except Exception as exc:  # a defect in the CLI itself: one line, no traceback
-                if os.environ.get("MAESTRO_DEBUG", "").lower() in ("1", "true"):
+                if run.ctx.debug:
                     raise
                 err = CliError("unknown_error", f"{type(exc).__name__}: {exc}",
                                suggestion="Set MAESTRO_DEBUG=true to see the traceback.")
@@ -137,5 +136,3 @@ def is_tty_stdin() -> bool:
     except (AttributeError, ValueError):
         return True
 
-
-__all__ = ["EXIT_GENERAL", "CliError", "Run", "command", "is_tty_stdin", "root_overrides"]

@@ -7,7 +7,7 @@ import typer
 
 from .client import seg
 from .options import Run, command
-from .output import CliError, esc, fmt_time, key_values, status_text, table, usage_error, warn
+from .output import CliError, esc, fmt_time, key_values, status_text, table, usage_error
 
 app = typer.Typer(help="Sessions (agent runs): list, show, spawn, register, complete.",
                   no_args_is_help=True)
@@ -194,5 +194,3 @@ def session_complete(run: Run):
     session = run.api.patch(f"/api/sessions/{seg(sid)}", {"status": "completed"})
     run.emit(session, lambda out: out.print(f"Session {esc(sid)} completed"))
 
-
-__all__ = ["app", "warn"]

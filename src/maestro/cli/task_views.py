@@ -29,12 +29,8 @@ def tree_of(title: str, nodes: list[dict]):
     from rich.tree import Tree
 
     root = Tree(title, guide_style="dim")
-
-    def add(branch, items):
-        for node in items:
-            add(branch.add(node_label(node, dim=node.get("_context", False))),
-                node.get("children", []))
-    add(root, nodes)
+    for node in nodes:
+        _add(root, node)
     return root
 
 
