@@ -29,7 +29,8 @@ from helpers import (
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    yield from module_server(tmp_path_factory)
+    # A client whose oldest unsent event waited over 1 s is dropped (default 10 s).
+    yield from module_server(tmp_path_factory, env={"MAESTRO_WS_LAG": "1"})
 
 
 @pytest.fixture(scope="module")

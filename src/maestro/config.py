@@ -59,6 +59,8 @@ class Settings:
     launcher: str = "local"
     agent_command: str = ""
     max_agents: int = 8
+    ws_queue_limit: int = 100_000
+    ws_lag_seconds: float = 10.0
     stop_grace: float = 5.0
     tmux: bool = True
     spawn_event_alias: bool = False
@@ -92,6 +94,9 @@ class Settings:
         s.stop_grace = _parse_seconds("MAESTRO_STOP_GRACE", env.get("MAESTRO_STOP_GRACE") or "5")
         s.tmux = _bool(env.get("MAESTRO_TMUX"), True)
         s.spawn_event_alias = _bool(env.get("MAESTRO_SPAWN_EVENT_ALIAS"))
+        s.ws_queue_limit = _parse_int("MAESTRO_WS_QUEUE", env.get("MAESTRO_WS_QUEUE") or "100000",
+                                      10)
+        s.ws_lag_seconds = _parse_int("MAESTRO_WS_LAG", env.get("MAESTRO_WS_LAG") or "10", 1)
         s.node_env = (env.get("NODE_ENV") or "development").lower()
         s.server_url = env.get("SERVER_URL") or ""
         for name, value in overrides.items():

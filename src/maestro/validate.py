@@ -106,6 +106,10 @@ def dedupe(values: list[str]) -> list[str]:
 
 
 def timestamp(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """Integer milliseconds since the epoch (SPEC §3.2); 1.7e12 written as a float with no
+    fraction is accepted as that integer."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
         raise validation(f"{field} must be a number of milliseconds", {"field": field})
     return value

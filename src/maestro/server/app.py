@@ -235,7 +235,7 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
             from ..store.files import FileStore
             store = FileStore(settings.data_dir)
         service = Service(store, EventBus())
-    hub = Hub(service.bus)
+    hub = Hub(service.bus, settings.ws_queue_limit, settings.ws_lag_seconds)
     extensions: list = []
 
     @contextlib.asynccontextmanager

@@ -164,7 +164,8 @@ class Router:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.fallback(scope, receive, send)
-        found, _ = self.match(scope["method"], scope["path"])
+        method = scope["method"]
+        found, _ = self.match("GET" if method == "HEAD" else method, scope["path"])
         if found is None:
             identity = (scope.get("state") or {}).get("identity")
             if identity is not None and scope["path"].startswith("/api/"):
@@ -192,11 +193,11 @@ class Router:
             status = 500
             body = jsonio.dumps({"error": True, "code": "INTERNAL_ERROR",
                                  "message": f"{type(exc).__name__}: {exc}"})
-        await self._send(send, status, body)
+        await self._send(send, status, body, head=method == "HEAD")
 
     @staticmethod
-    async def _send(send, status: int, body: bytes) -> None:
+    async def _send(send, status: int, body: bytes, head: bool = False) -> None:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", _JSON_HEADERS),
                                 (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": b"" if head else body})

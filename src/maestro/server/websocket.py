@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -23,38 +24,45 @@ READY_STATES = {0: "CONNECTING", 1: "OPEN", 2: "CLOSING", 3: "CLOSED"}
 
 
 class Client:
-    __slots__ = ("ws", "queue", "wakeup", "limit", "dropped", "state", "closed", "identity")
+    __slots__ = ("ws", "queue", "wakeup", "limit", "lag", "dropped", "state", "closed",
+                 "identity")
 
-    def __init__(self, ws: WebSocket, limit: int, identity=None):
+    def __init__(self, ws: WebSocket, limit: int, identity=None, lag: float = 10.0):
         self.ws = ws
         # None for the user; an agent identity hears only its project, with secrets redacted.
         self.identity = identity
-        self.queue: collections.deque[str] = collections.deque()
+        self.queue: collections.deque[tuple[float, str]] = collections.deque()
         self.wakeup = asyncio.Event()
         self.limit = limit
+        self.lag = lag
         self.dropped = False
         self.state = 1
         self.closed = asyncio.Event()
 
-    def offer(self, text: str) -> bool:
+    def offer(self, text: str, now: float) -> bool:
+        """Queue one frame. A client is too far behind, and is dropped, when its oldest
+        unsent frame has waited longer than `lag` seconds or its queue holds `limit` frames;
+        a burst from one big request does not count against a client that keeps reading."""
         if self.dropped:
             return False
-        if len(self.queue) >= self.limit:
+        queue = self.queue
+        if queue and (now - queue[0][0] > self.lag or len(queue) >= self.limit):
             self.dropped = True
             self.wakeup.set()
             # The sender may be stuck in a send that never completes (a peer that stopped
             # reading): end the connection from the receiving side instead.
             self.closed.set()
             return False
-        self.queue.append(text)
+        queue.append((now, text))
         self.wakeup.set()
         return True
 
 
 class Hub:
-    def __init__(self, bus: EventBus, queue_limit: int = 10_000):
+    def __init__(self, bus: EventBus, queue_limit: int = 100_000, lag_seconds: float = 10.0):
         self.clients: set[Client] = set()
         self.queue_limit = queue_limit
+        self.lag_seconds = lag_seconds
         self.sent = 0
         self.dropped_clients = 0
         self.policy = None
@@ -64,10 +72,11 @@ class Hub:
         if not self.clients:
             return
         text = frame.decode()
+        now = time.monotonic()
         agent_text = None
         for client in self.clients:
             if client.identity is None:
-                client.offer(text)
+                client.offer(text, now)
                 continue
             if self.policy is None or not self.policy.event_visible(client.identity,
                                                                     event.project_id):
@@ -75,7 +84,7 @@ class Hub:
             if agent_text is None:
                 agent_text = Event(event.type, redact_payload(event.data)).envelope(
                     event.timestamp).decode()
-            client.offer(agent_text)
+            client.offer(agent_text, now)
 
     def status(self) -> dict:
         clients = [{"readyState": c.state, "readyStateText": READY_STATES[c.state]}
@@ -85,7 +94,7 @@ class Hub:
     async def serve(self, ws: WebSocket) -> None:
         await ws.accept()
         identity = (ws.scope.get("state") or {}).get("identity")
-        client = Client(ws, self.queue_limit, identity)
+        client = Client(ws, self.queue_limit, identity, self.lag_seconds)
         self.clients.add(client)
         sender = asyncio.create_task(self._send_loop(client))
         try:
@@ -103,7 +112,8 @@ class Hub:
 
     async def _close_slow(self, client: Client) -> None:
         self.dropped_clients += 1
-        log.warning("disconnecting a WebSocket client that fell %d events behind", client.limit)
+        log.warning("disconnecting a WebSocket client that stopped reading (%d events behind)",
+                    len(client.queue))
         client.queue.clear()
         try:
             await asyncio.wait_for(client.ws.close(code=1013, reason="too slow"), 1.0)
@@ -142,7 +152,8 @@ class Hub:
         except orjson.JSONDecodeError:
             return  # unparsable client frames are ignored
         if isinstance(message, dict) and message.get("type") == "ping":
-            client.offer(orjson.dumps({"type": "pong", "timestamp": now_ms()}).decode())
+            client.offer(orjson.dumps({"type": "pong", "timestamp": now_ms()}).decode(),
+                         time.monotonic())
 
     async def _send_loop(self, client: Client) -> None:
         ws = client.ws
@@ -154,8 +165,9 @@ class Hub:
                     client.closed.set()
                     return
                 while client.queue:
-                    text = client.queue.popleft()
+                    _, text = client.queue[0]
                     await ws.send({"type": "websocket.send", "text": text})
+                    client.queue.popleft()  # after the send: its age measures the lag
                     self.sent += 1
         except (WebSocketDisconnect, RuntimeError, OSError):
             client.closed.set()
