@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from ..config import Settings
+from ..policy import redact_session
 from ..server.openapi import register
 from ..server.router import ApiRequest, Reply, Router
 from ..service import Service
@@ -45,12 +46,15 @@ def install(router: Router, service: Service, settings: Settings, extensions: li
             tokens=None) -> Launcher:
     """Add the routes to `router` and the launcher to the app's `extensions` (started after the
     service, stopped before it). `tokens` (optional) mints each launched agent's own token."""
-    spawner = Spawner(service, settings)
+    spawner = Spawner(service, settings, tokens=tokens)
     launcher = Launcher(service, settings, tokens=tokens)
     spawner.on_spawned = launcher.submit
 
     async def spawn(r: ApiRequest):
-        return Reply(await spawner.spawn(await r.json()), 201)
+        result = await spawner.spawn(await r.json())
+        if r.identity is not None:  # an orchestrator agent: no secrets of the new session
+            result = dict(result, session=redact_session(result["session"]))
+        return Reply(result, 201)
 
     async def stop(r: ApiRequest):
         await r.json()

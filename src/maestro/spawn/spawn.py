@@ -153,10 +153,12 @@ class Spawner:
     """Runs spawn requests against the Service; `on_spawned` (the launcher) hears of each new
     session once it is stored and its events are out."""
 
-    def __init__(self, service: Service, settings: Settings):
+    def __init__(self, service: Service, settings: Settings, tokens=None):
         self.service = service
         self.settings = settings
         self.on_spawned = None
+        # Mints the agent's own token when a UI opens the terminal (launcher `ui`).
+        self.tokens = tokens
 
     def command_for(self, role: str) -> str:
         return self.settings.agent_command or default_command(role)
@@ -296,6 +298,11 @@ class Spawner:
             "envVars": fields["env"], "manifestPath": str(manifest_path), "manifest": manifest,
             "spawnSource": req["spawnSource"], "parentSessionId": req["parentSessionId"],
         }
+        if self.settings.launcher == "ui" and self.tokens is not None:
+            # The UI opens the agent's terminal with `envVars`: the agent's own token goes
+            # there, never into the stored session (only the user's own clients hear it).
+            payload["envVars"] = dict(fields["env"])
+            payload["envVars"]["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session_id)
         first_events = [Event("session:spawn_request", payload)]
         if self.settings.spawn_event_alias:  # extension E9
             first_events.append(Event("session:spawn", payload))
@@ -315,7 +322,12 @@ class Spawner:
             payload["session"] = session
             return session
 
-        return await service._mutate(apply)
+        try:
+            return await service._mutate(apply)
+        except BaseException:
+            if self.tokens is not None:
+                self.tokens.revoke(session_id)
+            raise
 
 
 def _remove_dir(path: Path) -> None:

@@ -1,0 +1,271 @@
+"""Agent identities through the real server: each spawned session gets its own token (kept only
+as a hash); with it an agent reads its own project, changes only its own session and tasks (and
+their children), spawns only as an orchestrator, and loses access when its session ends."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import threading
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+USER_TOKEN = "user-token-for-identity-tests-0123456789"
+
+
+class Events:
+    """A WebSocket listener collecting every envelope in the background."""
+
+    def __init__(self, url: str):
+        self.ws = connect(url, open_timeout=5)
+        self.items: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            for message in self.ws:
+                self.items.put(json.loads(message))
+        except Exception:
+            pass
+
+    def until(self, predicate, timeout=10.0):
+        import time
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            try:
+                item = self.items.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            seen.append(item)
+            if predicate(item):
+                return item, seen
+        raise AssertionError(f"no matching event; saw {[e['type'] for e in seen]}")
+
+    def drain(self, settle: float = 0.5) -> list:
+        import time
+        time.sleep(settle)
+        out = []
+        while not self.items.empty():
+            out.append(self.items.get())
+        return out
+
+    def close(self):
+        self.ws.close()
+
+
+@pytest.fixture
+def world(make_server):
+    """A token-protected server with the `ui` launcher (nothing is started), two projects, and
+    a worker spawned for task A1 (child A1c) of project A."""
+    srv = make_server(env={"MAESTRO_TOKEN": USER_TOKEN, "MAESTRO_LAUNCHER": "ui"})
+    user = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {USER_TOKEN}"},
+                        timeout=10)
+    listener = Events(srv.ws_url + f"?token={USER_TOKEN}")
+    a = user.post("/api/projects", json={"name": "A"}).json()
+    b = user.post("/api/projects", json={"name": "B"}).json()
+    a1 = user.post("/api/tasks", json={"projectId": a["id"], "title": "A1"}).json()
+    a1c = user.post("/api/tasks", json={"projectId": a["id"], "title": "A1 child",
+                                        "parentId": a1["id"]}).json()
+    a2 = user.post("/api/tasks", json={"projectId": a["id"], "title": "A2"}).json()
+    b1 = user.post("/api/tasks", json={"projectId": b["id"], "title": "B1"}).json()
+    spawned = user.post("/api/sessions/spawn", json={"projectId": a["id"],
+                                                     "taskIds": [a1["id"]]})
+    assert spawned.status_code == 201, spawned.text
+    sid = spawned.json()["sessionId"]
+    request, _ = listener.until(lambda e: e["type"] == "session:spawn_request"
+                                and e["data"]["session"]["id"] == sid)
+    token = request["data"]["envVars"]["MAESTRO_SESSION_TOKEN"]
+    agent = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {token}"},
+                         timeout=10)
+    yield {"srv": srv, "user": user, "agent": agent, "token": token, "sid": sid,
+           "a": a, "b": b, "a1": a1, "a1c": a1c, "a2": a2, "b1": b1, "listener": listener}
+    listener.close()
+    user.close()
+    agent.close()
+
+
+def test_token_is_handed_to_the_agent_and_stored_only_as_a_hash(world):
+    srv, token, sid = world["srv"], world["token"], world["sid"]
+    assert token.startswith("mst.") and sid in token
+    session = world["user"].get(f"/api/sessions/{sid}").json()
+    assert "MAESTRO_SESSION_TOKEN" not in session["env"]
+    for root in (srv.data_dir, srv.session_dir):
+        for dirpath, _, files in os.walk(root):
+            for name in files:
+                with open(os.path.join(dirpath, name), "rb") as f:
+                    assert token.encode() not in f.read(), name
+    stored = (srv.session_dir / sid / "token.sha256").read_text().strip()
+    assert stored == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in srv.log()
+
+
+def test_agent_reads_only_its_own_project(world):
+    agent, a, b = world["agent"], world["a"], world["b"]
+    assert [p["id"] for p in agent.get("/api/projects").json()] == [a["id"]]
+    assert agent.get(f"/api/projects/{a['id']}").status_code == 200
+    assert agent.get(f"/api/projects/{b['id']}").status_code == 403
+    tasks = agent.get("/api/tasks").json()
+    assert {t["projectId"] for t in tasks} == {a["id"]} and len(tasks) == 3
+    assert agent.get("/api/tasks", params={"projectId": b["id"]}).status_code == 403
+    r = agent.get(f"/api/tasks/{world['b1']['id']}")
+    assert r.status_code == 403 and r.json()["code"] == "FORBIDDEN"
+    assert agent.get(f"/api/tasks/{world['a2']['id']}").status_code == 200
+    assert [s["id"] for s in agent.get("/api/sessions").json()] == [world["sid"]]
+
+
+def test_agent_changes_only_its_tasks_and_their_children(world):
+    agent, user = world["agent"], world["user"]
+    a1, a1c, a2, b1 = world["a1"]["id"], world["a1c"]["id"], world["a2"]["id"], world["b1"]["id"]
+    assert agent.patch(f"/api/tasks/{a1}", json={"status": "in_progress"}).status_code == 200
+    assert agent.patch(f"/api/tasks/{a1c}", json={"priority": "high"}).status_code == 200
+    assert agent.post(f"/api/tasks/{a1}/timeline", json={"message": "half"}).status_code == 200
+    before = user.get(f"/api/tasks/{a2}").json()
+    for method, path, body in [("PATCH", f"/api/tasks/{a2}", {"status": "completed"}),
+                               ("POST", f"/api/tasks/{a2}/timeline", {"message": "x"}),
+                               ("PATCH", f"/api/tasks/{b1}", {"status": "completed"}),
+                               ("DELETE", f"/api/tasks/{a1}", None),
+                               ("PATCH", f"/api/tasks/{a1c}", {"parentId": a2})]:
+        r = agent.request(method, path, json=body)
+        assert r.status_code == 403, (method, path, r.text)
+        assert r.json()["error"] is True and r.json()["code"] == "FORBIDDEN"
+    assert user.get(f"/api/tasks/{a2}").json() == before
+    child = agent.post("/api/tasks", json={"projectId": world["a"]["id"], "title": "sub",
+                                           "parentId": a1c})
+    assert child.status_code == 201
+    assert agent.patch(f"/api/tasks/{child.json()['id']}",
+                       json={"status": "completed"}).status_code == 200
+    assert agent.post("/api/tasks", json={"projectId": world["a"]["id"],
+                                          "title": "root"}).status_code == 403
+    assert agent.post("/api/tasks", json={"projectId": world["b"]["id"], "title": "x",
+                                          "parentId": b1}).status_code == 403
+
+
+def test_agent_changes_only_its_own_session(world):
+    agent, user, sid, a = world["agent"], world["user"], world["sid"], world["a"]
+    other = user.post("/api/sessions", json={"projectId": a["id"],
+                                             "taskIds": [world["a2"]["id"]]}).json()
+    assert agent.patch(f"/api/sessions/{sid}", json={"status": "running"}).status_code == 200
+    assert agent.post(f"/api/sessions/{sid}/events", json={"type": "log"}).status_code == 200
+    assert agent.post(f"/api/sessions/{sid}/timeline",
+                      json={"message": "working"}).status_code == 200
+    for method, path, body in [
+        ("PATCH", f"/api/sessions/{other['id']}", {"status": "failed"}),
+        ("POST", f"/api/sessions/{other['id']}/events", {"type": "log"}),
+        ("DELETE", f"/api/sessions/{other['id']}", None),
+        ("DELETE", f"/api/sessions/{sid}", None),
+        ("PATCH", f"/api/sessions/{sid}", {"taskIds": [world["a1"]["id"], world["a2"]["id"]]}),
+        ("POST", f"/api/sessions/{sid}/tasks/{world['a2']['id']}", None),
+        ("POST", "/api/sessions", {"projectId": a["id"], "taskIds": []}),
+        ("POST", "/api/projects", {"name": "mine"}),
+        ("PUT", f"/api/projects/{a['id']}", {"name": "renamed"}),
+        ("DELETE", f"/api/projects/{world['b']['id']}", None),
+        ("POST", "/api/sessions/spawn", {"projectId": a["id"], "taskIds": [world["a1"]["id"]]}),
+        ("POST", f"/api/sessions/{other['id']}/stop", None),
+    ]:
+        r = agent.request(method, path, json=body)
+        assert r.status_code == 403, (method, path, r.status_code, r.text)
+    assert user.get(f"/api/sessions/{other['id']}").json()["status"] == "running"
+    assert user.get(f"/api/projects/{a['id']}").json()["name"] == "A"
+
+
+def test_orchestrator_spawns_only_for_its_own_tasks(world):
+    user, listener, a = world["user"], world["listener"], world["a"]
+    r = user.post("/api/sessions/spawn", json={"projectId": a["id"], "role": "orchestrator",
+                                               "taskIds": [world["a2"]["id"]]})
+    osid = r.json()["sessionId"]
+    event, _ = listener.until(lambda e: e["type"] == "session:spawn_request"
+                              and e["data"]["session"]["id"] == osid)
+    orch = httpx.Client(base_url=world["srv"].url, timeout=10, headers={
+        "Authorization": f"Bearer {event['data']['envVars']['MAESTRO_SESSION_TOKEN']}"})
+    sub = orch.post("/api/sessions/spawn", json={"projectId": a["id"],
+                                                 "taskIds": [world["a2"]["id"]],
+                                                 "spawnedBy": osid})
+    assert sub.status_code == 201, sub.text
+    sub_id = sub.json()["sessionId"]
+    assert user.get(f"/api/sessions/{sub_id}").json()["metadata"]["spawnedBy"] == osid
+    assert orch.post("/api/sessions/spawn", json={"projectId": a["id"],
+                                                  "taskIds": [world["a1"]["id"]]}).status_code \
+        == 403
+    assert orch.post("/api/sessions/spawn", json={"projectId": world["b"]["id"],
+                                                  "taskIds": [world["b1"]["id"]]}).status_code \
+        == 403
+    # It may stop the session it spawned, not another.
+    r = orch.post(f"/api/sessions/{sub_id}/stop")
+    assert r.status_code != 403
+    assert orch.post(f"/api/sessions/{world['sid']}/stop").status_code == 403
+    orch.close()
+
+
+def test_secrets_redacted_for_agents_not_for_the_user(world):
+    user, agent, a = world["user"], world["agent"], world["a"]
+    agent_events = Events(world["srv"].ws_url + f"?token={world['token']}")
+    try:
+        s = user.post("/api/sessions", json={
+            "projectId": a["id"], "taskIds": [],
+            "env": {"OPENAI_API_KEY": "sk-very-secret", "PLAIN": "visible"}}).json()
+        user.post("/api/tasks", json={"projectId": world["b"]["id"], "title": "hidden B"})
+        user.post("/api/tasks", json={"projectId": a["id"], "title": "seen A"})
+        assert user.get(f"/api/sessions/{s['id']}").json()["env"]["OPENAI_API_KEY"] == \
+            "sk-very-secret"
+        seen = agent.get(f"/api/sessions/{s['id']}").json()
+        assert seen["env"] == {"OPENAI_API_KEY": "[redacted]", "PLAIN": "visible"}
+        listed = {x["id"]: x for x in agent.get("/api/sessions").json()}
+        assert listed[s["id"]]["env"]["OPENAI_API_KEY"] == "[redacted]"
+        agent_events.until(lambda e: e["type"] == "task:created"
+                           and e["data"]["title"] == "seen A")
+        got = agent_events.drain(0.3)
+        # What the agent's stream carried: its own project only, no secret anywhere.
+        raw = json.dumps(got)
+        assert "sk-very-secret" not in raw and "hidden B" not in raw
+    finally:
+        agent_events.close()
+    created, _ = world["listener"].until(lambda e: e["type"] == "session:created"
+                                         and e["data"]["id"] == s["id"])
+    assert created["data"]["env"]["OPENAI_API_KEY"] == "sk-very-secret"
+
+
+def test_token_stops_working_when_the_session_ends(world):
+    user, agent, sid = world["user"], world["agent"], world["sid"]
+    assert agent.get("/api/tasks").status_code == 200
+    assert user.patch(f"/api/sessions/{sid}", json={"status": "completed"}).status_code == 200
+    r = agent.get("/api/tasks")
+    assert r.status_code == 401 and r.json()["code"] == "UNAUTHORIZED"
+    with pytest.raises(Exception):
+        connect(world["srv"].ws_url + f"?token={world['token']}", open_timeout=5).close()
+
+
+def test_token_stops_working_when_the_session_is_deleted(world):
+    user, agent, sid = world["user"], world["agent"], world["sid"]
+    assert user.delete(f"/api/sessions/{sid}").status_code == 200
+    assert agent.get("/api/projects").status_code == 401
+
+
+def test_agent_token_works_on_a_server_without_user_token(make_server):
+    srv = make_server(env={"MAESTRO_LAUNCHER": "ui"})
+    user = httpx.Client(base_url=srv.url, timeout=10)
+    listener = Events(srv.ws_url)
+    try:
+        a = user.post("/api/projects", json={"name": "A"}).json()
+        t = user.post("/api/tasks", json={"projectId": a["id"], "title": "t"}).json()
+        other = user.post("/api/tasks", json={"projectId": a["id"], "title": "o"}).json()
+        sid = user.post("/api/sessions/spawn", json={"projectId": a["id"],
+                                                     "taskIds": [t["id"]]}).json()["sessionId"]
+        event, _ = listener.until(lambda e: e["type"] == "session:spawn_request")
+        token = event["data"]["envVars"]["MAESTRO_SESSION_TOKEN"]
+        auth = {"Authorization": f"Bearer {token}"}
+        assert user.patch(f"/api/tasks/{t['id']}", json={"status": "blocked"},
+                          headers=auth).status_code == 200
+        # Presenting the token means acting as the agent, even on an open loopback server.
+        assert user.patch(f"/api/tasks/{other['id']}", json={"status": "blocked"},
+                          headers=auth).status_code == 403
+        assert user.patch(f"/api/sessions/{sid}", json={"status": "running"},
+                          headers={"Authorization": "Bearer mst.nope.00"}).status_code == 401
+    finally:
+        listener.close()
+        user.close()
