@@ -192,7 +192,12 @@ def test_spawn_creates_session_manifest_links_and_events(srv, api, world):
     assert request["name"] == session["name"]
     assert request["command"] == "maestro worker init"
     assert request["cwd"] == project["workingDir"]
-    assert request["envVars"] == session["env"]
+    # The session's environment plus the agent's own token, which is never stored on the
+    # session (only the user's clients hear it, for the terminal the UI opens).
+    env_vars = dict(request["envVars"])
+    assert env_vars.pop("MAESTRO_SESSION_TOKEN").startswith(f"mst.{sid}.")
+    assert env_vars == session["env"]
+    assert "MAESTRO_SESSION_TOKEN" not in session["env"]
     assert request["manifestPath"] == str(manifest_path)
     assert request["manifest"] == manifest
     assert request["spawnSource"] == "ui" and request["parentSessionId"] is None
