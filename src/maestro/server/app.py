@@ -224,7 +224,9 @@ class _TrailingSlash:
             if len(path) > 1 and path.endswith("/"):
                 scope = dict(scope)
                 scope["path"] = path.rstrip("/") or "/"
-                scope["raw_path"] = scope["path"].encode()
+                raw = scope.get("raw_path")
+                if raw:
+                    scope["raw_path"] = raw.rstrip(b"/") or b"/"
         await self.app(scope, receive, send)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from .. import jsonio
 from ..errors import ApiError, StorageError, validation
@@ -140,8 +140,13 @@ class Router:
         # Literal routes first so /api/sessions/spawn wins over /api/sessions/{id}.
         self._routes[len(parts)].sort(key=lambda r: sum(x is None for x in r[1]))
 
-    def match(self, method: str, path: str):
-        parts = path.strip("/").split("/") if path != "/" else []
+    def match(self, method: str, path: str, raw_path: bytes | None = None):
+        if raw_path is not None and b"%" in raw_path:
+            # Split before decoding, so an encoded "/" inside an id stays inside that id.
+            raw = raw_path.decode("latin-1").strip("/")
+            parts = [unquote(p) for p in raw.split("/")] if raw else []
+        else:
+            parts = path.strip("/").split("/") if path != "/" else []
         candidates = self._routes.get(len(parts))
         if not candidates:
             return None, False
@@ -165,7 +170,8 @@ class Router:
         if scope["type"] != "http":
             return await self.fallback(scope, receive, send)
         method = scope["method"]
-        found, _ = self.match("GET" if method == "HEAD" else method, scope["path"])
+        found, _ = self.match("GET" if method == "HEAD" else method, scope["path"],
+                              scope.get("raw_path"))
         if found is None:
             identity = (scope.get("state") or {}).get("identity")
             if identity is not None and scope["path"].startswith("/api/"):
