@@ -10,7 +10,6 @@ from typing import Any, Iterable
 
 from . import jsonio
 
-_MISSING = object()
 
 
 def _order_key(entity: dict, field: str) -> tuple:
@@ -54,12 +53,16 @@ class _Index:
 class Table:
     """One kind of entity: the records, their order, their indexes and encoded forms."""
 
-    def __init__(self, order_field: str, indexed: Iterable[str] = (), multi: Iterable[str] = ()):
+    def __init__(self, order_field: str, indexed: Iterable[str] = (), multi: Iterable[str] = (),
+                 compound: Iterable[tuple[str, ...]] = ()):
         self.order_field = order_field
         self.rows: dict[str, dict] = {}
         self._sorted = True
         self._last_key: tuple | None = None
         self.indexes = {name: _Index() for name in indexed}
+        # Several fields at once (e.g. projectId + status): a combined filter then costs in
+        # proportion to its result, not to the larger of the single-field buckets.
+        self.compound = {frozenset(fields): (tuple(fields), _Index()) for fields in compound}
         # Fields holding a list of ids, indexed by each member (session.taskIds).
         self.multi = {name: _Index() for name in multi}
         self._encoded: dict[int, tuple[dict, bytes]] = {}
@@ -98,6 +101,8 @@ class Table:
         eid = e["id"]
         for name, idx in self.indexes.items():
             idx.add(e.get(name), eid)
+        for fields, idx in self.compound.values():
+            idx.add(tuple(e.get(f) for f in fields), eid)
         for name, idx in self.multi.items():
             members = e.get(name)
             if isinstance(members, list):
@@ -108,6 +113,8 @@ class Table:
         eid = e["id"]
         for name, idx in self.indexes.items():
             idx.remove(e.get(name), eid)
+        for fields, idx in self.compound.values():
+            idx.remove(tuple(e.get(f) for f in fields), eid)
         for name, idx in self.multi.items():
             members = e.get(name)
             if isinstance(members, list):
@@ -126,6 +133,10 @@ class Table:
         """Entities whose fields equal `equals`, whose list fields contain `contains`, and that
         pass `predicate`; cost follows the smallest index bucket, in creation order."""
         candidates: dict[str, None] | None = None
+        combined = self.compound.get(frozenset(equals)) if len(equals) > 1 else None
+        if combined is not None:
+            fields, idx = combined
+            candidates = idx.get(tuple(equals[f] for f in fields))
         for name, value in equals.items():
             bucket = self.indexes[name].get(value)
             if candidates is None or len(bucket) < len(candidates):
@@ -140,7 +151,7 @@ class Table:
             rows = [self.rows[i] for i in candidates]
         out = []
         for e in rows:
-            if any(e.get(k, _MISSING) != v for k, v in equals.items()):
+            if any(e.get(k) != v for k, v in equals.items()):
                 continue
             if contains and any(not isinstance(e.get(k), list) or v not in e[k]
                                 for k, v in contains.items()):
@@ -169,8 +180,12 @@ class Table:
 class State:
     def __init__(self) -> None:
         self.projects = Table("createdAt")
-        self.tasks = Table("createdAt", indexed=("projectId", "parentId", "status"))
-        self.sessions = Table("startedAt", indexed=("projectId", "status"), multi=("taskIds",))
+        self.tasks = Table("createdAt", indexed=("projectId", "parentId", "status"),
+                           compound=(("projectId", "status"), ("projectId", "parentId"),
+                                     ("parentId", "status"),
+                                     ("projectId", "parentId", "status")))
+        self.sessions = Table("startedAt", indexed=("projectId", "status"), multi=("taskIds",),
+                              compound=(("projectId", "status"),))
 
     def table(self, kind: str) -> Table:
         return {"project": self.projects, "task": self.tasks, "session": self.sessions}[kind]
