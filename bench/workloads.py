@@ -25,6 +25,7 @@ from .client import (
     close_pool,
     closed_loop,
     open_pool,
+    process_cpu_seconds,
     process_rss_mb,
 )
 from .consistency import bursts_on_one_task
@@ -114,6 +115,23 @@ class Bench:
     def _rss(self, label: str) -> None:
         self.memory[label] = process_rss_mb(self.pid)
 
+    async def settle(self, max_s: float = 30.0) -> None:
+        """Wait until the server is idle again (below 10% of a core for half a second), so
+        background work of one workload (file writes, a checkpoint) is not billed to the next."""
+        if self.pid is None:
+            await asyncio.sleep(1.0)
+            return
+        deadline = time.monotonic() + max_s
+        quiet = 0
+        before = process_cpu_seconds(self.pid)
+        while quiet < 2 and time.monotonic() < deadline and before is not None:
+            await asyncio.sleep(0.25)
+            now = process_cpu_seconds(self.pid)
+            if now is None:
+                return
+            quiet = quiet + 1 if now - before < 0.025 else 0
+            before = now
+
     async def _count_tasks(self) -> int:
         health = await self._call(b"GET", "/health")
         counts = health.get("counts") if isinstance(health, dict) else None
@@ -170,7 +188,9 @@ class Bench:
 
         m = await closed_loop(self.conns, count, op, Measurement(name, key), self.pid, keep)
         self.total_tasks += count - m.errors
-        return self._add(m)
+        self._add(m)
+        await self.settle()
+        return m
 
     async def _ids(self) -> list[str]:
         if not self.bulk_ids:  # a server seeded before this run: use its own tasks
@@ -330,8 +350,10 @@ class Bench:
             self._rss(f"after list all ({self.total_tasks:,} tasks)")
             if want("ws"):
                 for clients in plan.ws_clients:
+                    await self.settle()
                     await self.websocket_fanout(clients)
             if want("disk"):
+                await self.settle()
                 await self.consistency_check()
             self._rss(f"at the end ({self.total_tasks:,} tasks)")
         self.info["total_seconds"] = round(total.seconds, 2)
