@@ -144,7 +144,7 @@ class FileStore(Store):
                 self._dirty_dirs.add(self.root)
         self._remove_temp_files()
         result = LoadResult()
-        loaded_from: dict[tuple[str, str], list[Path]] = {}
+        loaded_from: dict[tuple[str, str], list[str]] = {}
         projects = self._load_dir(self.projects_dir, "project", loaded_from)
         # Legacy location first, so a copy in a project folder wins a duplicate id.
         tasks = self._load_dir(self.tasks_dir, "task", loaded_from)
@@ -200,33 +200,61 @@ class FileStore(Store):
                         pass
 
     def _load_dir(self, folder: Path, kind: str,
-                  loaded_from: dict[tuple[str, str], list[Path]]) -> dict[str, dict]:
+                  loaded_from: dict[tuple[str, str], list[str]]) -> dict[str, dict]:
+        """Every `*.json` entity of one folder (plain strings and os calls: this runs once per
+        file at start-up, where pathlib's per-call cost would dominate)."""
         out: dict[str, dict] = {}
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except FileNotFoundError:
             return out
+        loads = jsonio.loads
         for entry in entries:
-            if not entry.name.endswith(".json") or not entry.is_file():
+            name = entry.name
+            if not name.endswith(".json") or not entry.is_file():
                 continue
-            path = Path(entry.path)
+            path = entry.path
             try:
-                value = jsonio.loads(path.read_bytes())
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    size = os.fstat(fd).st_size
+                    data = os.read(fd, size)
+                    while len(data) < size:  # a short read: keep reading to the end
+                        more = os.read(fd, size - len(data))
+                        if not more:
+                            break
+                        data += more
+                finally:
+                    os.close(fd)
+                value = loads(data)
                 if not isinstance(value, dict) or not isinstance(value.get("id"), str) \
                         or not value["id"]:
                     raise ValueError("not a JSON object with a string id")
             except (OSError, ValueError, UnicodeDecodeError) as exc:
-                self._quarantine(path, str(exc))
+                self._quarantine(Path(path), str(exc))
                 continue
             out[value["id"]] = value
             loaded_from.setdefault((kind, value["id"]), []).append(path)
         return out
 
     def _find_strays(self, state: dict[str, dict],
-                     loaded_from: dict[tuple[str, str], list[Path]]) -> None:
+                     loaded_from: dict[tuple[str, str], list[str]]) -> None:
+        root = str(self.root)
+        folders = {"project": f"{root}/projects/", "session": f"{root}/sessions/"}
+        tasks = f"{root}/tasks/"
         for (kind, eid), paths in loaded_from.items():
-            own = self._own_path(kind, eid, state[kind][eid], None)
-            strays = {p for p in paths if p != own}
+            if len(paths) == 1:
+                # The usual case, compared as strings: is the one file where it belongs?
+                if kind == "task":
+                    pid = state[kind][eid].get("projectId")
+                    own = f"{tasks}{pid}/{eid}.json" if isinstance(pid, str) else None
+                else:
+                    own = f"{folders[kind]}{eid}.json"
+                if paths[0] == own and is_safe_file_component(eid) \
+                        and (kind != "task" or is_safe_file_component(pid)):
+                    continue
+            own_path = self._own_path(kind, eid, state[kind][eid], None)
+            strays = {Path(p) for p in paths} - {own_path}
             if strays:
                 self._stray_paths[(kind, eid)] = strays
 
