@@ -11,7 +11,6 @@ from helpers import (
     ID_RE,
     PROJECT_KEYS,
     Snapshot,
-    WsClient,
     assert_envelope,
     assert_error,
     assert_file_matches,
@@ -19,36 +18,12 @@ from helpers import (
     entity_path,
     event_types,
     get,
-    http_client,
-    module_server,
     new_project,
     new_session,
     new_task,
     ok,
 )
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    yield from module_server(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def api(srv):
-    with http_client(srv) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def ws_conn(srv):
-    with WsClient(srv.ws_url) as client:
-        yield client
-
-
-@pytest.fixture
-def ws(ws_conn):
-    ws_conn.barrier()  # forget events of earlier tests
-    return ws_conn
+from module_fixtures import api, srv, ws, ws_conn  # noqa: F401  (fixtures)
 
 
 def test_health(api):

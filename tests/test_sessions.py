@@ -13,43 +13,20 @@ from helpers import (
     ID_RE,
     SESSION_KEYS,
     Snapshot,
-    WsClient,
     assert_error,
     assert_file_matches,
     assert_stored,
     entity_path,
     event_types,
     get,
-    http_client,
-    module_server,
     new_project,
     new_session,
     new_task,
     ok,
 )
+from module_fixtures import api, srv, ws, ws_conn  # noqa: F401  (fixtures)
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    yield from module_server(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def api(srv):
-    with http_client(srv) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def ws_conn(srv):
-    with WsClient(srv.ws_url) as client:
-        yield client
-
-
-@pytest.fixture
-def ws(ws_conn):
-    ws_conn.barrier()
-    return ws_conn
 
 
 @pytest.fixture
