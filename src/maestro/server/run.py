@@ -33,8 +33,13 @@ def serve(settings: Settings) -> int:
     sys.setswitchinterval(0.0005)
     log = logging.getLogger("maestro")
     if settings.database_type == "postgres":
-        from ..store.postgres import PostgresStore  # noqa: F401  (optional backend)
+        from ..store.postgres import DatabaseUnavailableError, PostgresStore
         store = PostgresStore(settings.database_url)
+        try:
+            store.take_lock()
+        except (StoreLockedError, DatabaseUnavailableError) as exc:
+            print(f"maestro: {exc}", file=sys.stderr)
+            return 1
     else:
         store = FileStore(settings.data_dir)
         try:
@@ -52,7 +57,7 @@ def serve(settings: Settings) -> int:
     )
     server = uvicorn.Server(config)
     log.info("Maestro on http://%s:%d (data: %s)", settings.host, settings.port,
-             settings.data_dir)
+             getattr(store, "location", settings.data_dir))
     # After a graceful stop uvicorn re-raises the signal to the handler it found; with Python's
     # defaults that kills the process by the signal. A completed graceful stop exits 0.
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,0 +1,407 @@
+"""PostgreSQL store: the same contract as the JSON-file store, kept in a database.
+
+One table per kind (`maestro_projects`, `maestro_tasks`, `maestro_sessions`) holds each entity as
+`json`, not `jsonb`: `json` keeps the text exactly as written, so key order, unknown keys and
+numbers too large for a float round-trip verbatim (SPEC §4.9, §5.2). The tables live in the
+schema the connection string selects (`options=-csearch_path=...`), or the default one.
+
+A batch of records is one transaction (a commit with `synchronous_commit` on is durable). Each
+batch also bumps a sequence number in `maestro_meta` inside the same transaction, so that when
+the connection breaks while committing, the store can reconnect and tell whether the commit
+happened: a committed batch is reported as such, an uncommitted one is retried once on the new
+connection.
+
+Ownership is a session-level advisory lock held by the store's one connection, keyed by the
+schema: a second server on the same database and schema refuses to start. The lock dies with the
+connection, so a reconnect takes it again (or refuses to write if another server got it)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import zlib
+from typing import Any
+
+from .. import jsonio
+from .base import LoadResult, Op, Store, StoreLockedError
+
+log = logging.getLogger("maestro.store")
+
+SCHEMA_VERSION = 1
+# First half of the advisory lock key ("MAES"); the second half is derived from the schema name.
+LOCK_CLASS = 0x4D414553
+TABLES = {"project": "maestro_projects", "task": "maestro_tasks", "session": "maestro_sessions"}
+META_TABLE = "maestro_meta"
+DEFAULT_CONNECT_TIMEOUT = 10
+INSTALL_HINT = "pip install 'maestro[postgres]' (or: pip install 'psycopg[binary]>=3.1')"
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The database cannot be used: no driver, a bad connection string, or no connection."""
+
+
+def redact(text: str, password: str | None = None) -> str:
+    """`text` with any password of a connection string masked (URL or key=value form)."""
+    text = re.sub(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]*@", r"\1:***@", text, flags=re.I)
+    text = re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", text, flags=re.I)
+    if password:
+        text = text.replace(password, "***")
+    return text
+
+
+def _signed32(value: int) -> int:
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _psycopg():
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise DatabaseUnavailableError(
+            f"DATABASE_TYPE=postgres needs the psycopg driver, which is not installed ({exc}); "
+            f"install it with: {INSTALL_HINT}") from None
+    return psycopg
+
+
+def _latest(records: list[list[Op]]) -> dict[tuple[str, str], Op]:
+    """The last op per entity over `records` (the whole batch is one transaction)."""
+    latest: dict[tuple[str, str], Op] = {}
+    for record in records:
+        for op in record:
+            latest[(op.kind, op.id)] = op
+    return latest
+
+
+def _project_id(op: Op) -> str | None:
+    pid = op.value.get("projectId") if op.value is not None else op.project_id
+    return pid if isinstance(pid, str) else None
+
+
+class PostgresStore(Store):
+    name = "postgres"
+
+    def __init__(self, dsn: str):
+        self.dsn = dsn
+        self._params: dict[str, Any] | None = None
+        self._password: str | None = None
+        self._conn = None
+        self.schema: str | None = None
+        self._lock_key: tuple[int, int] | None = None
+        self._seq = 0
+        self.reconnects = 0
+        self.quarantined: list[dict] = []
+        self._last_error: str | None = None
+
+    # ----------------------------------------------------------------- connecting
+    @property
+    def location(self) -> str:
+        """The database as a URL without its password, for messages and /health."""
+        params = self._parse()
+        info = getattr(self._conn, "info", None) if self._conn is not None else None
+        user = params.get("user") or (info.user if info else "") or ""
+        host = params.get("host") or (info.host if info else "") or "localhost"
+        port = params.get("port") or (info.port if info else "") or "5432"
+        dbname = params.get("dbname") or (info.dbname if info else "") or user
+        where = f"postgresql://{user + '@' if user else ''}{host}:{port}/{dbname}"
+        return f"{where} (schema {self.schema})" if self.schema else where
+
+    def _parse(self) -> dict[str, Any]:
+        if self._params is None:
+            psycopg = _psycopg()
+            try:
+                params = psycopg.conninfo.conninfo_to_dict(self.dsn)
+            except psycopg.Error as exc:
+                raise DatabaseUnavailableError(
+                    "DATABASE_URL is not a valid PostgreSQL connection string: "
+                    + redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+                ) from None
+            self._password = params.pop("password", None)
+            self._params = params
+        return self._params
+
+    def _connect(self):
+        """A new autocommit connection with durable commits, or DatabaseUnavailableError."""
+        psycopg = _psycopg()
+        params = self._parse()
+        extra: dict[str, Any] = {}
+        if "connect_timeout" not in params:
+            extra["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
+        if "application_name" not in params:
+            extra["application_name"] = f"maestro pid {os.getpid()} on {socket.gethostname()}"
+        try:
+            conn = psycopg.connect(self.dsn, autocommit=True, **extra)
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatabaseUnavailableError(
+                f"cannot connect to the PostgreSQL database {self.location}: "
+                f"{redact(first, self._password)}") from None
+        try:
+            conn.execute("SET synchronous_commit = on")
+            if conn.execute("SHOW fsync").fetchone()[0] != "on":
+                log.warning("the PostgreSQL server runs with fsync=off: committed changes may be "
+                            "lost if its machine crashes")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def take_lock(self) -> None:
+        """Connect and take exclusive ownership of the schema, or raise at once:
+        StoreLockedError when another server holds it, DatabaseUnavailableError otherwise."""
+        if self._conn is not None:
+            return
+        psycopg = _psycopg()
+        conn = self._connect()
+        try:
+            self._lock(conn)
+            self._create_tables(conn)
+        except psycopg.Error as exc:
+            conn.close()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatabaseUnavailableError(
+                f"cannot prepare the tables in {self.location}: "
+                f"{redact(first, self._password)}") from None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _lock(self, conn) -> None:
+        schema = conn.execute("SELECT current_schema()").fetchone()[0]
+        if schema is None:
+            schema = self._create_schema(conn)
+        self.schema = schema
+        key = (_signed32(LOCK_CLASS), _signed32(zlib.crc32(schema.encode())))
+        if conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]:
+            self._lock_key = key
+            return
+        row = conn.execute(
+            "SELECT a.application_name, a.client_addr FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+            "AND l.granted AND l.classid::int = %s AND l.objid::int = %s AND l.objsubid = 2 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            key).fetchone()
+        holder = ""
+        if row is not None and row[0]:
+            holder = f" ({row[0]}{', from ' + str(row[1]) if row[1] else ''})"
+        raise StoreLockedError(
+            f"the PostgreSQL database {self.location} is in use by another Maestro "
+            f"server{holder}; stop it first or start this one with another database or schema")
+
+    def _create_schema(self, conn) -> str:
+        """Create the first schema of the search path when none of it exists yet."""
+        from psycopg import sql
+
+        path = conn.execute("SHOW search_path").fetchone()[0]
+        names = [n.strip() for n in path.split(",") if n.strip() and n.strip() != '"$user"']
+        if not names:
+            raise DatabaseUnavailableError(
+                f"the search_path of {self.location} names no schema to create the tables in")
+        name = names[0]
+        if name.startswith('"') and name.endswith('"'):
+            name = name[1:-1].replace('""', '"')
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
+        log.info("created schema %s", name)
+        return conn.execute("SELECT current_schema()").fetchone()[0] or name
+
+    def _table(self, kind_or_name: str):
+        from psycopg import sql
+
+        name = TABLES.get(kind_or_name, kind_or_name)
+        return sql.Identifier(self.schema, name)
+
+    # ----------------------------------------------------------------- opening
+    def open(self) -> LoadResult:
+        self.take_lock()
+        conn = self._conn
+        result = LoadResult()
+        state: dict[str, dict[str, dict]] = {kind: {} for kind in TABLES}
+        from psycopg import sql
+
+        for kind in TABLES:
+            rows = conn.execute(sql.SQL("SELECT id, data::text FROM {} ORDER BY id").format(
+                self._table(kind))).fetchall()
+            for row_id, text in rows:
+                value = self._decode_row(kind, row_id, text)
+                if value is not None:
+                    state[kind][row_id] = value
+        self._seq = conn.execute(sql.SQL("SELECT value FROM {} WHERE name = 'batch_seq'").format(
+            self._table(META_TABLE))).fetchone()[0]
+        result.projects = list(state["project"].values())
+        result.tasks = list(state["task"].values())
+        result.sessions = list(state["session"].values())
+        result.quarantined = list(self.quarantined)
+        log.info("PostgreSQL store: %s", self.location)
+        return result
+
+    def _create_tables(self, conn) -> None:
+        from psycopg import sql
+
+        with conn.transaction():
+            for kind, name in TABLES.items():
+                project_column = sql.SQL("project_id text, ") if kind != "project" else sql.SQL("")
+                conn.execute(sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, {}data json NOT NULL, "
+                    "updated_at timestamptz NOT NULL DEFAULT now())").format(
+                        self._table(kind), project_column))
+                if kind != "project":
+                    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (project_id)").format(
+                        sql.Identifier(f"{name}_project_id"), self._table(kind)))
+            meta = self._table(META_TABLE)
+            conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, "
+                                 "value bigint NOT NULL)").format(meta))
+            conn.execute(sql.SQL("INSERT INTO {} VALUES ('schema_version', %s), ('batch_seq', 0) "
+                                 "ON CONFLICT (name) DO NOTHING").format(meta), (SCHEMA_VERSION,))
+            version = conn.execute(sql.SQL("SELECT value FROM {} WHERE name = 'schema_version'")
+                                   .format(meta)).fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise DatabaseUnavailableError(
+                f"the tables in {self.location} were written by a newer Maestro (schema version "
+                f"{version}, this one knows {SCHEMA_VERSION}); upgrade Maestro")
+
+    def _decode_row(self, kind: str, row_id: str, text: str) -> dict | None:
+        """The entity of one row, or None (listed as quarantined, left in place) when the row
+        does not hold an object whose id is the row's id."""
+        try:
+            value = jsonio.loads(text)
+            if not isinstance(value, dict) or value.get("id") != row_id:
+                raise ValueError("not a JSON object whose id is the row's id")
+        except ValueError as exc:
+            entry = {"table": TABLES[kind], "id": row_id, "reason": str(exc)}
+            self.quarantined.append(entry)
+            log.error("unreadable row %s in %s.%s (left in place, not loaded): %s", row_id,
+                      self.schema, TABLES[kind], exc)
+            return None
+        return value
+
+    # ----------------------------------------------------------------- writing
+    def check_op(self, op: Op) -> None:
+        """Raise ValueError for what PostgreSQL text cannot hold (checked before any change)."""
+        for label, value in (("id", op.id), ("project id", _project_id(op))):
+            if value is not None and "\x00" in value:
+                raise ValueError(f"{label} {value!r} cannot contain a NUL character")
+
+    def write_batch(self, records: list[list[Op]]) -> None:
+        """All records in one transaction; returns once it is committed (durable)."""
+        psycopg = _psycopg()
+        latest = _latest(records)
+        if not latest:
+            return
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._reconnect()
+        self._seq += 1
+        seq = self._seq
+        try:
+            self._write(self._conn, latest, seq)
+        except psycopg.Error as exc:
+            if not (self._conn.closed or self._conn.broken):
+                self._last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise
+            # The connection broke, perhaps while committing: ask the database what happened.
+            log.warning("lost the connection to %s while writing (%s); reconnecting",
+                        self.location, str(exc).strip().splitlines()[0] if str(exc) else exc)
+            self._reconnect()
+            if self._committed_seq() == seq:
+                log.info("the interrupted batch had been committed")
+                return
+            self._seq += 1
+            seq = self._seq
+            self._write(self._conn, latest, seq)
+        self._last_error = None
+
+    def _write(self, conn, latest: dict[tuple[str, str], Op], seq: int) -> None:
+        from psycopg import sql
+
+        upserts: dict[str, tuple[list, list, list]] = {kind: ([], [], []) for kind in TABLES}
+        deletes: dict[str, list[str]] = {kind: [] for kind in TABLES}
+        for op in latest.values():
+            if op.value is None:
+                deletes[op.kind].append(op.id)
+                continue
+            ids, projects, data = upserts[op.kind]
+            ids.append(op.id)
+            projects.append(_project_id(op))
+            data.append((op.encoded or jsonio.dumps(op.value)).decode())
+        with conn.transaction():
+            for kind, (ids, projects, data) in upserts.items():
+                if not ids:
+                    continue
+                if kind == "project":
+                    conn.execute(sql.SQL(
+                        "INSERT INTO {} (id, data) SELECT * FROM unnest(%s::text[], %s::json[]) "
+                        "ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, updated_at = now()"
+                    ).format(self._table(kind)), (ids, data))
+                else:
+                    conn.execute(sql.SQL(
+                        "INSERT INTO {} (id, project_id, data) "
+                        "SELECT * FROM unnest(%s::text[], %s::text[], %s::json[]) "
+                        "ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, "
+                        "data = EXCLUDED.data, updated_at = now()"
+                    ).format(self._table(kind)), (ids, projects, data))
+            for kind, ids in deletes.items():
+                if ids:
+                    conn.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s::text[])").format(
+                        self._table(kind)), (ids,))
+            conn.execute(sql.SQL("UPDATE {} SET value = %s WHERE name = 'batch_seq'").format(
+                self._table(META_TABLE)), (seq,))
+
+    def _committed_seq(self) -> int:
+        from psycopg import sql
+
+        return self._conn.execute(sql.SQL("SELECT value FROM {} WHERE name = 'batch_seq'")
+                                  .format(self._table(META_TABLE))).fetchone()[0]
+
+    def _reconnect(self) -> None:
+        """A new connection holding the lock again; raises if the database is unreachable or
+        another server took the lock meanwhile (writes are refused until this succeeds)."""
+        old, self._conn = self._conn, None
+        if old is not None:
+            try:
+                old.close()
+            except Exception:
+                pass
+        try:
+            conn = self._connect()
+            try:
+                self._lock(conn)
+            except BaseException:
+                conn.close()
+                raise
+        except Exception as exc:
+            self._last_error = str(exc)
+            log.error("%s", exc)
+            raise
+        self._conn = conn
+        self.reconnects += 1
+        log.warning("reconnected to %s and took its lock again", self.location)
+
+    # ----------------------------------------------------------------- closing
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if not (conn.closed or conn.broken) and self._lock_key is not None:
+                conn.execute("SELECT pg_advisory_unlock(%s, %s)", self._lock_key)
+        except Exception as exc:  # closing the connection releases the lock anyway
+            log.debug("advisory unlock failed: %s", exc)
+        finally:
+            conn.close()
+
+    def health(self) -> dict[str, Any]:
+        conn = self._conn
+        connected = conn is not None and not conn.closed and not conn.broken
+        out: dict[str, Any] = {
+            "backend": self.name,
+            "database": self.location,
+            "schema": self.schema,
+            "connected": connected,
+            "writable": connected,
+            "reconnects": self.reconnects,
+            "quarantined": list(self.quarantined),
+        }
+        if self._last_error:
+            out["lastError"] = redact(self._last_error, self._password)
+        return out
