@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 from conftest import postgres_dsn
+
 from maestro import jsonio
 from maestro.store.base import LoadResult, Op, Store, StoreLockedError
 from maestro.store.files import FileStore
@@ -295,7 +296,7 @@ def test_postgres_survives_a_lost_connection_and_takes_its_lock_again(pg_schema)
 
 
 def test_postgres_unreadable_rows_are_listed_and_left_in_place(pg_schema):
-    dsn, schema = pg_schema
+    dsn, _ = pg_schema
     store = PostgresStore(dsn)
     store.open()
     commit(store, [[put("project", PROJECT)]])

@@ -104,6 +104,8 @@ def _register_commands() -> None:
     reporting.register_track_file(app)
     watch.register(app)
     app.add_typer(manifest_cmd.app, name="manifest")
+    from .import_data import register as register_import_data
+    register_import_data(app)
 
 
 _register_commands()

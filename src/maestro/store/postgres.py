@@ -42,10 +42,14 @@ class DatabaseUnavailableError(RuntimeError):
     """The database cannot be used: no driver, a bad connection string, or no connection."""
 
 
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*):[^\s/]*@", re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
 def redact(text: str, password: str | None = None) -> str:
     """`text` with any password of a connection string masked (URL or key=value form)."""
-    text = re.sub(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]*@", r"\1:***@", text, flags=re.I)
-    text = re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", text, flags=re.I)
+    text = _URL_PASSWORD.sub(r"\1:***@", text)
+    text = _KEYWORD_PASSWORD.sub(r"\1***", text)
     if password:
         text = text.replace(password, "***")
     return text
@@ -311,7 +315,31 @@ class PostgresStore(Store):
             self._write(self._conn, latest, seq)
         self._last_error = None
 
-    def _write(self, conn, latest: dict[tuple[str, str], Op], seq: int) -> None:
+    def import_entities(self, result: LoadResult, replace: bool = False) -> dict[str, int]:
+        """Copy every entity of `result` (e.g. a data directory loaded by the file store) into
+        the open store in one transaction; returns the counts per kind. Tables that already hold
+        entities are refused unless `replace`, which empties them in the same transaction."""
+        from psycopg import sql
+
+        held = sum(self._conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            self._table(kind))).fetchone()[0] for kind in TABLES)
+        if held and not replace:
+            raise DatabaseUnavailableError(
+                f"{self.location} already holds {held} entit{'y' if held == 1 else 'ies'}; "
+                "importing would mix two data sets (use --replace to discard them)")
+        latest: dict[tuple[str, str], Op] = {}
+        for kind, entities in (("project", result.projects), ("task", result.tasks),
+                               ("session", result.sessions)):
+            for value in entities:
+                op = Op(kind, value["id"], value, jsonio.dumps(value))
+                self.check_op(op)
+                latest[(kind, op.id)] = op
+        self._seq += 1
+        self._write(self._conn, latest, self._seq, clear=replace)
+        return {kind: len(getattr(result, f"{kind}s")) for kind in TABLES}
+
+    def _write(self, conn, latest: dict[tuple[str, str], Op], seq: int,
+               clear: bool = False) -> None:
         from psycopg import sql
 
         upserts: dict[str, tuple[list, list, list]] = {kind: ([], [], []) for kind in TABLES}
@@ -325,6 +353,9 @@ class PostgresStore(Store):
             projects.append(_project_id(op))
             data.append((op.encoded or jsonio.dumps(op.value)).decode())
         with conn.transaction():
+            if clear:
+                for kind in TABLES:
+                    conn.execute(sql.SQL("DELETE FROM {}").format(self._table(kind)))
             for kind, (ids, projects, data) in upserts.items():
                 if not ids:
                     continue
@@ -358,10 +389,7 @@ class PostgresStore(Store):
         another server took the lock meanwhile (writes are refused until this succeeds)."""
         old, self._conn = self._conn, None
         if old is not None:
-            try:
-                old.close()
-            except Exception:
-                pass
+            old.close()  # closing a broken connection does not raise
         try:
             conn = self._connect()
             try:
@@ -385,7 +413,7 @@ class PostgresStore(Store):
         try:
             if not (conn.closed or conn.broken) and self._lock_key is not None:
                 conn.execute("SELECT pg_advisory_unlock(%s, %s)", self._lock_key)
-        except Exception as exc:  # closing the connection releases the lock anyway
+        except _psycopg().Error as exc:  # closing the connection releases the lock anyway
             log.debug("advisory unlock failed: %s", exc)
         finally:
             conn.close()
