@@ -77,8 +77,17 @@ def failed_start(make_server, env: dict) -> tuple[int, list[str]]:
 
 
 # ---------------------------------------------------------------------- the API on PostgreSQL
+def with_password(url: str, password: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    user, _, host = parts.netloc.rpartition("@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+
 def test_crud_links_and_events_are_stored_in_postgres(make_server, database):
-    srv = make_server(env=pg_env(database))
+    # The test database trusts local connections: the password is accepted and unused, and
+    # must show up nowhere.
+    secret = f"pw-{secrets.token_hex(8)}"
+    srv = make_server(env={**pg_env(with_password(database, secret)), "LOG_LEVEL": "debug"})
     with client(srv) as api, WsClient(srv.ws_url) as ws:
         project = ok(api.post("/api/projects", json={"name": "Ünïcode ✓", "workingDir": "/w"}),
                      201)
@@ -115,6 +124,10 @@ def test_crud_links_and_events_are_stored_in_postgres(make_server, database):
         health = ok(api.get("/health"))
         assert health["storage"]["backend"] == "postgres"
         assert health["storage"]["database"].startswith("postgresql://postgres@127.0.0.1:5432/")
+        assert secret not in json.dumps(health)
+    assert srv.stop() == 0
+    assert "postgresql://postgres@127.0.0.1:5432/test" in srv.log()
+    assert secret not in srv.log()
     # Nothing of it went to the JSON-file layout.
     assert not (srv.data_dir / "projects").exists()
 

@@ -295,6 +295,38 @@ def test_postgres_survives_a_lost_connection_and_takes_its_lock_again(pg_schema)
     store.close()
 
 
+def test_postgres_a_connection_lost_while_committing_is_retried_once(pg_schema):
+    dsn, _ = pg_schema
+    store = PostgresStore(dsn)
+    store.open()
+    commit(store, [[put("project", PROJECT)]])
+    # A deferred trigger runs inside COMMIT: the first time, it kills its own connection there,
+    # so the client sees the connection die during the commit, which did not happen.
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("""
+            CREATE SEQUENCE commit_killer;
+            CREATE FUNCTION kill_first_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF nextval('commit_killer') = 1 THEN
+                    PERFORM pg_terminate_backend(pg_backend_pid());
+                    PERFORM pg_sleep(5);
+                END IF;
+                RETURN NULL;
+            END $$;
+            CREATE CONSTRAINT TRIGGER kill_first_commit AFTER UPDATE ON maestro_meta
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION kill_first_commit();
+        """)
+    commit(store, [[put("task", TASK_A)], [delete("project", "proj_1")]])
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT last_value FROM commit_killer").fetchone()[0] == 2
+    assert store.health()["reconnects"] == 1
+    assert store.health()["restartNeeded"] is False
+    store.close()
+    loaded = reopened(lambda: PostgresStore(dsn))
+    assert ([p["id"] for p in loaded.projects], [t["id"] for t in loaded.tasks]) == \
+        ([], ["task_a"])
+
+
 def test_postgres_unreadable_rows_are_listed_and_left_in_place(pg_schema):
     dsn, _ = pg_schema
     store = PostgresStore(dsn)

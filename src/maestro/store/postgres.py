@@ -69,6 +69,11 @@ def _psycopg():
     return psycopg
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _latest(records: list[list[Op]]) -> dict[tuple[str, str], Op]:
     """The last op per entity over `records` (the whole batch is one transaction)."""
     latest: dict[tuple[str, str], Op] = {}
@@ -97,6 +102,9 @@ class PostgresStore(Store):
         self.reconnects = 0
         self.quarantined: list[dict] = []
         self._last_error: str | None = None
+        # Sequence number of a transaction whose commit a broken connection left in doubt.
+        self._interrupted: int | None = None
+        self.restart_needed = False
 
     # ----------------------------------------------------------------- connecting
     @property
@@ -119,7 +127,7 @@ class PostgresStore(Store):
             except psycopg.Error as exc:
                 raise DatabaseUnavailableError(
                     "DATABASE_URL is not a valid PostgreSQL connection string: "
-                    + redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+                    + redact(_first_line(exc))
                 ) from None
             self._password = params.pop("password", None)
             self._params = params
@@ -137,7 +145,7 @@ class PostgresStore(Store):
         try:
             conn = psycopg.connect(self.dsn, autocommit=True, **extra)
         except psycopg.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = _first_line(exc)
             raise DatabaseUnavailableError(
                 f"cannot connect to the PostgreSQL database {self.location}: "
                 f"{redact(first, self._password)}") from None
@@ -163,7 +171,7 @@ class PostgresStore(Store):
             self._create_tables(conn)
         except psycopg.Error as exc:
             conn.close()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = _first_line(exc)
             raise DatabaseUnavailableError(
                 f"cannot prepare the tables in {self.location}: "
                 f"{redact(first, self._password)}") from None
@@ -288,32 +296,45 @@ class PostgresStore(Store):
                 raise ValueError(f"{label} {value!r} cannot contain a NUL character")
 
     def write_batch(self, records: list[list[Op]]) -> None:
-        """All records in one transaction; returns once it is committed (durable)."""
+        """All records in one transaction; returns once it is committed (durable).
+
+        A transaction the database refuses raises at once (nothing of it was stored). When the
+        connection breaks instead, the store reconnects and reads the batch sequence number to
+        learn whether the commit happened; if not, the batch is tried once more."""
         psycopg = _psycopg()
         latest = _latest(records)
         if not latest:
             return
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._reconnect()
-        self._seq += 1
-        seq = self._seq
-        try:
-            self._write(self._conn, latest, seq)
-        except psycopg.Error as exc:
-            if not (self._conn.closed or self._conn.broken):
-                self._last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise
-            # The connection broke, perhaps while committing: ask the database what happened.
-            log.warning("lost the connection to %s while writing (%s); reconnecting",
-                        self.location, str(exc).strip().splitlines()[0] if str(exc) else exc)
-            self._reconnect()
-            if self._committed_seq() == seq:
-                log.info("the interrupted batch had been committed")
-                return
+        if not self._usable() and self._reconnect() is not None:
+            # An earlier batch was answered as failed (and undone in memory), yet committed.
+            self.restart_needed = True
+            log.error("a change reported as failed had been committed before the connection "
+                      "to %s broke: the database holds it, this server's memory does not; "
+                      "restart the server to reload", self.location)
+        for attempt in range(2):
             self._seq += 1
             seq = self._seq
-            self._write(self._conn, latest, seq)
-        self._last_error = None
+            try:
+                self._write(self._conn, latest, seq)
+                self._last_error = None
+                return
+            except psycopg.Error as exc:
+                self._last_error = _first_line(exc)
+                if self._usable():
+                    raise
+                self._interrupted = seq
+                log.warning("lost the connection to %s while writing (%s)", self.location,
+                            _first_line(exc))
+                if attempt:
+                    raise
+                if self._reconnect() == seq:
+                    log.info("the interrupted transaction had been committed")
+                    self._last_error = None
+                    return
+
+    def _usable(self) -> bool:
+        conn = self._conn
+        return conn is not None and not conn.closed and not conn.broken
 
     def import_entities(self, result: LoadResult, replace: bool = False) -> dict[str, int]:
         """Copy every entity of `result` (e.g. a data directory loaded by the file store) into
@@ -384,9 +405,12 @@ class PostgresStore(Store):
         return self._conn.execute(sql.SQL("SELECT value FROM {} WHERE name = 'batch_seq'")
                                   .format(self._table(META_TABLE))).fetchone()[0]
 
-    def _reconnect(self) -> None:
+    def _reconnect(self) -> int | None:
         """A new connection holding the lock again; raises if the database is unreachable or
-        another server took the lock meanwhile (writes are refused until this succeeds)."""
+        another server took the lock meanwhile (writes are refused until this succeeds).
+
+        Returns the sequence number of the transaction a broken connection interrupted if the
+        database shows it was committed after all, else None."""
         old, self._conn = self._conn, None
         if old is not None:
             old.close()  # closing a broken connection does not raise
@@ -398,12 +422,17 @@ class PostgresStore(Store):
                 conn.close()
                 raise
         except Exception as exc:
-            self._last_error = str(exc)
-            log.error("%s", exc)
+            self._last_error = _first_line(exc)
+            log.error("%s", redact(str(exc), self._password))
             raise
         self._conn = conn
         self.reconnects += 1
         log.warning("reconnected to %s and took its lock again", self.location)
+        current = self._committed_seq()
+        interrupted, self._interrupted = self._interrupted, None
+        # Never reuse a number the database has seen, whoever wrote it.
+        self._seq = max(self._seq, current)
+        return interrupted if interrupted is not None and current == interrupted else None
 
     # ----------------------------------------------------------------- closing
     def close(self) -> None:
@@ -428,6 +457,7 @@ class PostgresStore(Store):
             "connected": connected,
             "writable": connected,
             "reconnects": self.reconnects,
+            "restartNeeded": self.restart_needed,
             "quarantined": list(self.quarantined),
         }
         if self._last_error:
