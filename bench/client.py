@@ -167,6 +167,17 @@ def process_cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU time all processes of the machine have used since boot (/proc/stat, all cores)."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
 def process_rss_mb(pid: int | None) -> float | None:
     """Resident set size (VmRSS) in MB (10^6 bytes), or None when unknown."""
     if pid is None:
@@ -194,6 +205,7 @@ class Measurement:
     first_error: str | None = None
     client_cpu: float = 0.0
     server_cpu: float | None = None
+    other_cpu: float | None = None  # used by every other process of the machine meanwhile
     concurrency: int = 1
     notes: list[str] = field(default_factory=list)
     p50_override: float | None = None
@@ -223,6 +235,7 @@ class Measurement:
             "client_cpu_share": _round(self.client_cpu / self.seconds if self.seconds else None,
                                        3),
             "server_cpu_s": _round(self.server_cpu, 3),
+            "other_cpu_s": _round(self.other_cpu, 3),
             "server_cpu_share": _round(self.server_cpu / self.seconds
                                        if self.seconds and self.server_cpu is not None
                                        else None, 3),
@@ -243,6 +256,7 @@ class Meter:
     def __enter__(self) -> Self:
         self.cpu0 = client_cpu_seconds()
         self.server0 = process_cpu_seconds(self.server_pid)
+        self.machine0 = machine_busy_seconds()
         self.t0 = time.perf_counter()
         return self
 
@@ -252,9 +266,15 @@ class Meter:
         end = process_cpu_seconds(self.server_pid)
         self.server_cpu = end - self.server0 if end is not None and self.server0 is not None \
             else None
+        machine = machine_busy_seconds()
+        self.other_cpu = None
+        if machine is not None and self.machine0 is not None and self.server_cpu is not None:
+            self.other_cpu = max(0.0, machine - self.machine0 - self.client_cpu
+                                 - self.server_cpu)
 
     def fill(self, m: Measurement) -> Measurement:
         m.seconds, m.client_cpu, m.server_cpu = self.seconds, self.client_cpu, self.server_cpu
+        m.other_cpu = self.other_cpu
         return m
 
 

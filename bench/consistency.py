@@ -128,6 +128,8 @@ async def bursts_on_one_task(conns: list[HttpConnection], data_dir: Path, projec
             m.client_cpu += part.client_cpu
             if part.server_cpu is not None:
                 m.server_cpu = (m.server_cpu or 0.0) + part.server_cpu
+            if part.other_cpu is not None:
+                m.other_cpu = (m.other_cpu or 0.0) + part.other_cpu
             m.errors += part.errors
             m.first_error = m.first_error or part.first_error
             status, body = await first.request(b"GET", task_path)

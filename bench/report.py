@@ -71,8 +71,9 @@ def markdown(results: list[Measurement], memory: dict, consistency: dict | None,
              info: dict) -> str:
     """The figures as a Markdown table followed by memory and consistency notes."""
     lines = [
-        "| workload | ops/s | p50 ms | p99 ms | client CPU | server CPU | original | notes |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        ("| workload | ops/s | p50 ms | p99 ms | client CPU | server CPU | other CPU | original "
+         "| notes |"),
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for m in results:
         notes = list(m.notes)
@@ -81,10 +82,13 @@ def markdown(results: list[Measurement], memory: dict, consistency: dict | None,
         lines.append(
             f"| {m.name} | {_num(m.ops_per_s, 0)} | {_ms(m.p(0.5))} | {_ms(m.p(0.99))} | "
             f"{_share(m.client_cpu, m.seconds)} | {_share(m.server_cpu, m.seconds)} | "
+            f"{_share(m.other_cpu, m.seconds)} | "
             f"{original_figure(m)} | {'; '.join(notes)} |")
     out = ["\n".join(lines), ""]
     out.append("CPU columns: CPU time over wall time of the workload, in % of one core "
-               f"(this machine has {info.get('cpus', '?')} cores).")
+               f"(this machine has {info.get('cpus', '?')} cores); other CPU = every other "
+               "process of the machine (with --pid): well above a few % means the figures of "
+               "that row are disturbed.")
     server_cpu = info.get("total_server_cpu_s")
     out.append(f"Run: {info.get('total_seconds', '?')} s wall; client CPU "
                f"{info.get('total_client_cpu_s', '?')} s; server CPU "
