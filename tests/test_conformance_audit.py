@@ -152,14 +152,14 @@ def test_every_string_field_keeps_unicode_on_the_wire_in_events_on_disk_and_afte
 # ------------------------------------------------------------------ JSON details
 def test_client_key_order_is_kept_in_responses_events_and_files(api, srv, ws):
     project = new_project(api, name="Key order")
-    body = ('{"projectId": "%s", "taskIds": [], "metadata": {"z": 1, "a": {"y": 2, "b": 3}, '
-            '"m": [{"q": 1, "c": 2}]}, "env": {"ZED": "1", "ALPHA": "2"}}' % project["id"])
+    body = ('{"projectId": "' + project["id"] + '", "taskIds": [], "metadata": {"z": 1, '
+            '"a": {"y": 2, "b": 3}, "m": [{"q": 1, "c": 2}]}, "env": {"ZED": "1", "ALPHA": "2"}}')
     session = ok(send_raw(api, "POST", "/api/sessions", body), 201)
     assert list(session["metadata"]) == ["z", "a", "m"]
     assert list(session["metadata"]["a"]) == ["y", "b"]
     assert list(session["metadata"]["m"][0]) == ["q", "c"]
     assert list(session["env"]) == ["ZED", "ALPHA"]
-    created = [e for e in ws.barrier() if e["type"] == "session:created"][0]["data"]
+    created = next(e for e in ws.barrier() if e["type"] == "session:created")["data"]
     assert list(created["metadata"]) == ["z", "a", "m"]
     on_disk = json.loads(entity_path(srv.data_dir, "session", session).read_text())
     assert list(on_disk) == list(session)
@@ -180,8 +180,8 @@ def test_duplicate_json_keys_last_one_wins_as_in_javascript(api, srv):
     # Only the surviving value was applied: no start was recorded.
     assert patched["startedAt"] is None and isinstance(patched["completedAt"], int)
     session = ok(send_raw(api, "POST", "/api/sessions",
-                          '{"projectId": "%s", "taskIds": ["nope"], "metadata": {"k": 1, "k": 2}, '
-                          '"taskIds": []}' % project["id"]), 201)
+                          '{"projectId": "' + project["id"] + '", "taskIds": ["nope"], '
+                          '"metadata": {"k": 1, "k": 2}, "taskIds": []}'), 201)
     assert session["taskIds"] == [] and session["metadata"] == {"k": 2}
     assert_stored(api, srv.data_dir, "session", session["id"])
 
@@ -222,8 +222,8 @@ def test_odd_numbers_in_free_form_fields_round_trip(api, srv):
             '"neg": -9223372036854775808, "tiny": 5e-324, "max": 1.7976931348623157e308, '
             '"negzero": -0.0, "frac": 0.1, "exp": 1e21}')
     session = ok(send_raw(api, "POST", "/api/sessions",
-                          '{"projectId": "%s", "taskIds": [], "metadata": %s}'
-                          % (project["id"], text)), 201)
+                          f'{{"projectId": "{project["id"]}", "taskIds": [], '
+                          f'"metadata": {text}}}'), 201)
     sent = json.loads(text)
     assert session["metadata"].keys() == sent.keys()
     for key, value in sent.items():
@@ -589,7 +589,7 @@ def test_manifest_of_loaded_tasks_carries_what_they_hold(handmade):
 @pytest.mark.xfail(strict=True, reason="PATCH /api/sessions/:id taskIds leaves a stored null "
                    "taskIds as null when the new list is []; §8: final taskIds = the given list")
 def test_patch_task_ids_replaces_a_null_list_read_from_disk(handmade):
-    srv, api = handmade
+    _, api = handmade
     sid = "sess_1706793000000_nulltasks"
     updated = ok(api.patch(f"/api/sessions/{sid}", json={"taskIds": []}))
     assert updated["taskIds"] == []
@@ -621,13 +621,13 @@ def test_deeply_nested_free_form_values_are_never_a_server_error(api, srv, ws, r
     project = new_project(api, name="Deep")
     session = new_session(api, project["id"], [])
     deep = '{"a":' * 1000 + "1" + "}" * 1000
+    new_session_body = f'{{"projectId": "{project["id"]}", "taskIds": [], "metadata": {deep}}}'
     path, body = {
-        "session-metadata": ("/api/sessions", '{"projectId": "%s", "taskIds": [], '
-                             '"metadata": %s}' % (project["id"], deep)),
+        "session-metadata": ("/api/sessions", new_session_body),
         "session-event": (f"/api/sessions/{session['id']}/events",
-                          '{"type": "log", "data": %s}' % deep),
+                          f'{{"type": "log", "data": {deep}}}'),
         "session-timeline": (f"/api/sessions/{session['id']}/timeline",
-                             '{"message": "m", "metadata": %s}' % deep),
+                             f'{{"message": "m", "metadata": {deep}}}'),
     }[route]
     ws.barrier()
     snap = Snapshot(api, srv)
@@ -703,7 +703,7 @@ def test_an_agent_cannot_change_other_sessions_through_its_task_session_ids(api,
     ws.barrier()
     spawned = ok(api.post("/api/sessions/spawn", json={"projectId": project["id"],
                                                       "taskIds": [mine["id"]]}), 201)
-    request = [e for e in ws.barrier() if e["type"] == "session:spawn_request"][0]["data"]
+    request = next(e for e in ws.barrier() if e["type"] == "session:spawn_request")["data"]
     me = spawned["sessionId"]
     agent = {"Authorization": f"Bearer {request['envVars']['MAESTRO_SESSION_TOKEN']}"}
     # The token works for what the agent owns.
