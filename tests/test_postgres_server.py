@@ -260,3 +260,22 @@ def test_import_data_copies_a_data_directory_into_postgres(make_server, database
     on_postgres = make_server(env=pg_env(database))
     with client(on_postgres) as api:
         assert served(api) == expected
+
+
+def test_a_database_not_in_utf8_is_refused_with_one_line(make_server):
+    dsn = postgres_dsn()
+    if dsn is None:
+        pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432 (database test)")
+    name = f"maestro_latin1_{secrets.token_hex(4)}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+                      "TEMPLATE template0")
+    try:
+        url = urllib.parse.urlunsplit(urllib.parse.urlsplit(dsn)._replace(path=f"/{name}"))
+        code, lines = failed_start(make_server, pg_env(url))
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name}")
+    assert code == 1
+    assert len(lines) == 1, lines
+    assert "uses the LATIN1 encoding; Maestro needs a UTF8 database" in lines[0]

@@ -151,6 +151,12 @@ class PostgresStore(Store):
                 f"{redact(first, self._password)}") from None
         try:
             conn.execute("SET synchronous_commit = on")
+            encoding = conn.execute("SHOW server_encoding").fetchone()[0]
+            if encoding != "UTF8":
+                # Entities hold any Unicode text; another encoding would refuse or alter it.
+                raise DatabaseUnavailableError(
+                    f"the PostgreSQL database {self.location} uses the {encoding} encoding; "
+                    "Maestro needs a UTF8 database (CREATE DATABASE ... ENCODING 'UTF8')")
             if conn.execute("SHOW fsync").fetchone()[0] != "on":
                 log.warning("the PostgreSQL server runs with fsync=off: committed changes may be "
                             "lost if its machine crashes")
