@@ -414,6 +414,57 @@ def test_concurrent_mixed_requests_keep_every_rule(api, srv):
         assert_file_matches(srv.data_dir, "session", session)
 
 
+def test_long_lists_and_same_millisecond_ties(api, srv, ws):
+    """Hundreds of tasks created at once (many share a millisecond) list by (createdAt, id)
+    (§3.5); one session links them all in one request with every event in order (§7.4.2);
+    thousands of timeline entries and session events are kept whole on disk."""
+    project = new_project(api, name="Long lists")
+    pid = project["id"]
+    created: list[dict] = []
+    guard = threading.Lock()
+
+    def create(n: int) -> None:
+        with http_client(srv) as cl:
+            for i in range(n):
+                task = ok(cl.post("/api/tasks", json={"projectId": pid, "title": f"t{i}"}), 201)
+                with guard:
+                    created.append(task)
+
+    threads = [threading.Thread(target=create, args=(40,)) for _ in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert len(created) == 240
+    order = [t["id"] for t in sorted(created, key=lambda t: (t["createdAt"], t["id"]))]
+    assert [t["id"] for t in ok(api.get("/api/tasks", params={"projectId": pid}))] == order
+    assert [t["id"] for t in ok(api.get("/api/tasks", params={"projectId": pid,
+                                                              "parentId": "null"}))] == order
+    ws.barrier()
+    session = new_session(api, pid, order)
+    events = ws.barrier()
+    assert event_types(events) == ["session:created"] + \
+        ["task:session_added", "task:updated"] * len(order)
+    assert [e["data"]["taskId"] for e in events[1::2]] == order
+    assert session["taskIds"] == order
+    kept = list(reversed(order[:120]))
+    updated = ok(api.patch(f"/api/sessions/{session['id']}", json={"taskIds": kept}))
+    assert updated["taskIds"] == kept
+    assert event_types(ws.barrier()) == ["session:updated"] + \
+        ["session:task_removed", "task:session_removed", "task:updated"] * 120
+    assert_link_invariant(api, pid)
+    assert_stored(api, srv.data_dir, "session", session["id"])
+    many = ok(api.patch(f"/api/tasks/{order[0]}", json={
+        "timeline": [{"message": f"m{i}"} for i in range(3000)]}))
+    assert [e.get("message") for e in many["timeline"][-3000:]] == [f"m{i}" for i in
+                                                                     range(3000)]
+    assert_stored(api, srv.data_dir, "task", order[0])
+    logged = ok(api.patch(f"/api/sessions/{session['id']}", json={
+        "events": [{"type": "log", "data": {"i": i}} for i in range(3000)]}))
+    assert [e["data"]["i"] for e in logged["events"]] == list(range(3000))
+    assert_stored(api, srv.data_dir, "session", session["id"])
+
+
 # ------------------------------------------------------------------ configuration (§2)
 BAD_SETTINGS = [("PORT", "0"), ("PORT", "65536"), ("PORT", "abc"), ("LOG_LEVEL", "verbose"),
                 ("DATABASE_TYPE", "mysql"), ("DATABASE_TYPE", "postgres"),
