@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -26,8 +27,22 @@ def dumps_pretty(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=False, indent=2).encode()
 
 
+_LONG_NUMBER = re.compile(rb"\d{19,}")
+
+
 def loads(data: bytes | str) -> Any:
-    """Parse JSON; raises ValueError on malformed or too deeply nested input."""
+    """Parse JSON; raises ValueError on malformed or too deeply nested input.
+
+    orjson turns integers beyond 64 bits into floats; a document with such a long digit run
+    goes through the standard parser instead, so foreign values survive verbatim."""
+    raw = data.encode() if isinstance(data, str) else data
+    if _LONG_NUMBER.search(raw):
+        try:
+            return json.loads(raw)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
