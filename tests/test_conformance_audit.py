@@ -767,3 +767,26 @@ def test_an_agent_cannot_change_other_sessions_through_its_task_session_ids(api,
         assert_error(resp, 403, "FORBIDDEN")
     snap.assert_unchanged()
     assert ws.barrier() == []
+
+
+@pytest.mark.xfail(strict=True, reason="an agent's WebSocket never hears session:created or "
+                   "session:spawn_request of its own project (those events carry no project "
+                   "id), while it hears every other event of the project")
+def test_an_agent_stream_hears_every_event_of_its_project(api, srv, ws):
+    project = new_project(api, name="Agent stream")
+    mine, other = new_task(api, project["id"]), new_task(api, project["id"])
+    ws.barrier()
+    ok(api.post("/api/sessions/spawn", json={"projectId": project["id"],
+                                            "taskIds": [mine["id"]]}), 201)
+    request = next(e for e in ws.barrier() if e["type"] == "session:spawn_request")["data"]
+    token = request["envVars"]["MAESTRO_SESSION_TOKEN"]
+    with WsClient(f"{srv.ws_url}?token={token}") as agent_ws:
+        new_session(api, project["id"], [other["id"]])
+        ok(api.post("/api/sessions/spawn", json={"projectId": project["id"],
+                                                "taskIds": [other["id"]]}), 201)
+        heard_by_user = event_types(ws.barrier())
+        heard_by_agent = agent_ws.barrier()
+    assert event_types(heard_by_agent) == heard_by_user
+    spawn_request = next(e for e in heard_by_agent if e["type"] == "session:spawn_request")
+    assert spawn_request["data"]["envVars"]["MAESTRO_SESSION_TOKEN"] != token
+    assert "mst." not in json.dumps(heard_by_agent)
