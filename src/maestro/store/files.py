@@ -66,7 +66,7 @@ def _fsync_path(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
-def _unlink(path: Path) -> None:
+def _unlink(path: Path | str) -> None:
     """Remove a file; one that is already gone (or whose folder is not one) is not an error."""
     try:
         os.unlink(path)
@@ -117,15 +117,20 @@ class FileStore(Store):
         # Size of the journal file: everything appended since the last checkpoint.
         self._journal_bytes = 0
         self._checkpoint_at = CHECKPOINT_BYTES
-        self._dirty_dirs: set[Path] = set()
-        self._dirty_files: set[Path] = set()
+        self._dirty_dirs: set[Path | str] = set()
+        self._dirty_files: set[str] = set()
         # Files an entity was loaded from other than its own path (legacy task location, a file
         # named after another id, a task in another project's folder): removed when the entity
         # is next written or deleted, so one entity never lives in two files.
-        self._stray_paths: dict[tuple[str, str], set[Path]] = {}
+        self._stray_paths: dict[tuple[str, str], set[str]] = {}
+        self._projects_str = str(self.projects_dir)
+        self._sessions_str = str(self.sessions_dir)
+        self._tasks_str = str(self.tasks_dir)
+        self._pid = os.getpid()
+        self._tmp_seq = 0
         self._known_task_dirs: set[str] = set()
         # The batch between prepare_batch and apply_batch: last op per entity, its temp file.
-        self._prepared: dict[tuple[str, str], tuple[Op, Path | None]] | None = None
+        self._prepared: dict[tuple[str, str], tuple[Op, str | None]] | None = None
         # Committed changes whose file could not be renamed/unlinked yet (retried at checkpoint).
         self._unapplied: dict[tuple[str, str], Op] = {}
         # Set when the journal is in an unknown state; every later write is refused.
@@ -254,7 +259,7 @@ class FileStore(Store):
                         and (kind != "task" or is_safe_file_component(pid)):
                     continue
             own_path = self._own_path(kind, eid, state[kind][eid], None)
-            strays = {Path(p) for p in paths} - {own_path}
+            strays = set(paths) - {own_path}
             if strays:
                 self._stray_paths[(kind, eid)] = strays
 
@@ -344,9 +349,9 @@ class FileStore(Store):
         self._discard_prepared()
         if self._failed is not None:
             raise StagingError(0, OSError(f"storage is unavailable: {self._failed}"))
-        staged: dict[tuple[str, str], tuple[Op, Path | None]] = {}
+        staged: dict[tuple[str, str], tuple[Op, str | None]] = {}
         for index, record in enumerate(records):
-            fresh: dict[tuple[str, str], tuple[Op, Path | None]] = {}
+            fresh: dict[tuple[str, str], tuple[Op, str | None]] = {}
             try:
                 for key, op in _latest([record]).items():
                     fresh[key] = (op, self._stage(op) if op.value is not None else None)
@@ -408,20 +413,22 @@ class FileStore(Store):
         return self._journal_bytes >= self._checkpoint_at
 
     def _own_path(self, kind: str, eid: str, value: dict | None, project_id: str | None) \
-            -> Path | None:
-        """Where the entity's file belongs, or None when its ids cannot name a file."""
+            -> str | None:
+        """Where the entity's file belongs, or None when its ids cannot name a file (a plain
+        string: this runs several times per write, where pathlib would cost more than the
+        write itself)."""
         if not is_safe_file_component(eid):
             return None
         if kind == "project":
-            return self.projects_dir / f"{eid}.json"
+            return f"{self._projects_str}/{eid}.json"
         if kind == "session":
-            return self.sessions_dir / f"{eid}.json"
+            return f"{self._sessions_str}/{eid}.json"
         pid = value.get("projectId") if value is not None else project_id
         if not isinstance(pid, str) or not is_safe_file_component(pid):
             return None
-        return self.tasks_dir / pid / f"{eid}.json"
+        return f"{self._tasks_str}/{pid}/{eid}.json"
 
-    def _path_for(self, op: Op) -> Path:
+    def _path_for(self, op: Op) -> str:
         path = self._own_path(op.kind, op.id, op.value, op.project_id)
         if path is None:
             if not is_safe_file_component(op.id):
@@ -437,20 +444,23 @@ class FileStore(Store):
         if op.value is not None:
             self._path_for(op)
 
-    def _stage(self, op: Op) -> Path:
+    def _stage(self, op: Op) -> str:
         """Write the new content of `op` to a temp file beside its target; returns the temp."""
         path = self._path_for(op)
-        folder = path.parent
-        if op.kind == "task" and folder.name not in self._known_task_dirs:
-            self._make_task_dir(folder)
-        tmp = folder / f".{op.id[:200]}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
+        folder, _, _ = path.rpartition("/")
+        if op.kind == "task" and folder.rpartition("/")[2] not in self._known_task_dirs:
+            self._make_task_dir(Path(folder))
+        # Unique in this process (O_EXCL guards the rest); leftovers of a crashed process are
+        # removed at start-up, before any name is reused.
+        self._tmp_seq += 1
+        tmp = f"{folder}/.{op.id[:200]}.{self._pid}.{self._tmp_seq}{_TMP_SUFFIX}"
         data = jsonio.dumps_pretty(op.value)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:
             if op.kind != "task":
                 raise
-            self._make_task_dir(folder)  # the project's folder was removed behind our back
+            self._make_task_dir(Path(folder))  # the project's folder was removed behind our back
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(fd, data)
@@ -475,17 +485,17 @@ class FileStore(Store):
                 path = self._own_path(op.kind, op.id, None, op.project_id)
                 if path is not None:
                     _unlink(path)
-                    self._dirty_dirs.add(path.parent)
+                    self._dirty_dirs.add(path.rpartition("/")[0])
             else:
                 assert tmp is not None
                 path = self._path_for(op)
                 os.replace(tmp, path)
                 self._dirty_files.add(path)
-                self._dirty_dirs.add(path.parent)
+                self._dirty_dirs.add(path.rpartition("/")[0])
             for stray in self._stray_paths.get(key, ()):
                 if stray != path:
                     _unlink(stray)
-                    self._dirty_dirs.add(stray.parent)
+                    self._dirty_dirs.add(stray.rpartition("/")[0])
             self._stray_paths.pop(key, None)
         except OSError as exc:
             if tmp is not None:
