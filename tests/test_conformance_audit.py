@@ -191,10 +191,8 @@ def test_duplicate_json_keys_last_one_wins_as_in_javascript(api, srv):
                                                   "timestamp": "1706789123456"}]}),
     ("PATCH", "/api/tasks/{task}", {"timeline": [{"message": "m", "timestamp": 1.5}]}),
     ("PATCH", "/api/tasks/{task}", {"timeline": [{"message": "m", "timestamp": True}]}),
-    ("PATCH", "/api/tasks/{task}", {"timeline": [{"message": "m", "timestamp": 10 ** 30}]}),
     ("PATCH", "/api/sessions/{session}", {"events": [{"type": "t",
                                                       "timestamp": "1706789123456"}]}),
-    ("PATCH", "/api/sessions/{session}", {"events": [{"type": "t", "timestamp": 2 ** 70}]}),
     ("PATCH", "/api/tasks/{task}", {"status": 1}),
     ("PATCH", "/api/tasks/{task}", {"title": 12345}),
     ("POST", "/api/sessions", {"projectId": "{project}", "taskIds": "[]"}),
@@ -236,6 +234,49 @@ def test_odd_numbers_in_free_form_fields_round_trip(api, srv):
     stamp = patched["timeline"][-1]["timestamp"]
     assert stamp == 1706789123456 and isinstance(stamp, int)
     assert b"1706789123456.0" not in entity_path(srv.data_dir, "task", patched).read_bytes()
+
+
+# A run of 19 digits anywhere in a body (here inside a string) must not change what is JSON.
+LONG_DIGITS = '"pad": "1234567890123456789"'
+
+
+def _bodies_with(project_id: str, value: str) -> list[str]:
+    head = f'{{"projectId": "{project_id}", "taskIds": [], '
+    return [head + f'{LONG_DIGITS}, "metadata": {{"x": {value}}}}}',
+            head + f'"name": {value}, {LONG_DIGITS}}}']
+
+
+@pytest.mark.xfail(strict=True, reason="since ee354b3 a body holding a 19-digit run is parsed by "
+                   "the standard json module, which takes NaN/Infinity (201, stored as null) "
+                   "instead of 400 Invalid JSON body")
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_numbers_are_refused_whatever_else_the_body_holds(api, srv, ws, value):
+    project = new_project(api, name="Not JSON")
+    ws.barrier()
+    snap = Snapshot(api, srv)
+    for body in _bodies_with(project["id"], value):
+        assert_error(send_raw(api, "POST", "/api/sessions", body), 400, "VALIDATION_ERROR",
+                     "Invalid JSON body")
+    snap.assert_unchanged()
+    assert ws.barrier() == []
+
+
+@pytest.mark.xfail(strict=True, reason="since ee354b3 a lone surrogate escape in a body holding a "
+                   "19-digit run is a 500 (UnicodeEncodeError); without the digit run it is 400")
+@pytest.mark.parametrize("value", ['"a\\ud800b"', '"\\udc00"'])
+def test_lone_surrogates_are_never_a_server_error(api, srv, ws, value):
+    project = new_project(api, name="Surrogates")
+    ws.barrier()
+    snap = Snapshot(api, srv)
+    for body in _bodies_with(project["id"], value):
+        resp = send_raw(api, "POST", "/api/sessions", body)
+        assert resp.status_code < 500, resp.text[:300]
+        if resp.status_code == 201:  # accepted: then stored and served faithfully
+            assert_stored(api, srv.data_dir, "session", resp.json()["id"])
+            snap = Snapshot(api, srv)
+        else:
+            assert_error(resp, 400, "VALIDATION_ERROR")
+    snap.assert_unchanged()
 
 
 # ------------------------------------------------------------------ empty bodies
