@@ -38,8 +38,6 @@ from helpers import (
     tree_snapshot,
 )
 
-JSON = {"Content-Type": "application/json"}
-
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
@@ -63,6 +61,29 @@ def ws_conn(srv):
 def ws(ws_conn):
     ws_conn.barrier()
     return ws_conn
+
+
+@pytest.fixture
+def project_id(api) -> str:
+    return new_project(api, name=f"Spec check {time.monotonic_ns()}")["id"]
+
+
+def in_threads(target, count: int, *args) -> None:
+    """Run `target(index, *args)` in `count` threads at once and wait for all of them."""
+    threads = [threading.Thread(target=target, args=(i, *args)) for i in range(count)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+
+
+def agent_token(api: httpx.Client, ws: WsClient, project_id: str, task_id: str) -> tuple:
+    """Spawn a session for `task_id`; its id and the agent token the UI is handed for it."""
+    ws.barrier()
+    spawned = ok(api.post("/api/sessions/spawn", json={"projectId": project_id,
+                                                      "taskIds": [task_id]}), 201)
+    request = next(e for e in ws.barrier() if e["type"] == "session:spawn_request")["data"]
+    return spawned["sessionId"], request["envVars"]["MAESTRO_SESSION_TOKEN"]
 
 
 def send_raw(api: httpx.Client, method: str, path: str, body: bytes | str,
@@ -395,52 +416,33 @@ def test_concurrent_mixed_requests_keep_every_rule(api, srv):
         with http_client(srv) as cl:
             for _ in range(40):
                 with guard:
-                    t, s = rnd.choice(tasks), rnd.choice(sessions)
-                    some_tasks = rnd.sample(tasks, min(len(tasks), rnd.randrange(4)))
-                    some_sessions = rnd.sample(sessions, min(len(sessions), rnd.randrange(3)))
-                    other = rnd.choice(tasks)
-                op = rnd.randrange(11)
-                if op == 0:
-                    r = cl.post(f"/api/sessions/{s}/tasks/{t}")
-                elif op == 1:
-                    r = cl.delete(f"/api/sessions/{s}/tasks/{t}")
-                elif op == 2:
-                    r = cl.patch(f"/api/sessions/{s}", json={"taskIds": some_tasks,
-                                                            "status": "running"})
-                elif op == 3:
-                    r = cl.patch(f"/api/tasks/{t}", json={"sessionIds": some_sessions,
-                                                         "status": "in_progress"})
-                elif op == 4:
-                    r = cl.post("/api/sessions", json={"projectId": pid, "taskIds": some_tasks})
+                    t, s, other = rnd.choice(tasks), rnd.choice(sessions), rnd.choice(tasks)
+                    some_tasks = rnd.sample(tasks, rnd.randrange(4))
+                    some_sessions = rnd.sample(sessions, rnd.randrange(3))
+                rare = rnd.random() < 0.3
+                method, url, body = rnd.choice([
+                    ("POST", f"/api/sessions/{s}/tasks/{t}", None),
+                    ("DELETE", f"/api/sessions/{s}/tasks/{t}", None),
+                    ("PATCH", f"/api/sessions/{s}", {"taskIds": some_tasks, "status": "running"}),
+                    ("PATCH", f"/api/tasks/{t}", {"sessionIds": some_sessions,
+                                                  "status": "in_progress"}),
+                    ("POST", "/api/sessions", {"projectId": pid, "taskIds": some_tasks}),
+                    ("POST", "/api/tasks", {"projectId": pid, "title": "n", "parentId": t}),
+                    ("DELETE", f"/api/sessions/{s}" if rare else f"/api/tasks/{t}", None),
+                    ("PATCH", f"/api/tasks/{t}", {"parentId": other}),
+                    ("POST", f"/api/sessions/{s}/events", {"type": "log"}),
+                    ("POST", f"/api/tasks/{t}/timeline", {"message": "m"}),
+                ])
+                r = cl.request(method, url, json=body)
+                with guard:
                     if r.status_code == 201:
-                        with guard:
-                            sessions.append(r.json()["id"])
-                elif op == 5 and rnd.random() < 0.3:
-                    r = cl.delete(f"/api/sessions/{s}")
-                elif op == 6 and rnd.random() < 0.3:
-                    r = cl.delete(f"/api/tasks/{t}")
-                elif op == 7:
-                    r = cl.post("/api/tasks", json={"projectId": pid, "title": "n",
-                                                    "parentId": t})
-                    if r.status_code == 201:
-                        with guard:
-                            tasks.append(r.json()["id"])
-                elif op == 8:
-                    r = cl.patch(f"/api/tasks/{t}", json={"parentId": other})
-                elif op == 9:
-                    r = cl.post(f"/api/sessions/{s}/events", json={"type": "log"})
-                else:
-                    r = cl.post(f"/api/tasks/{t}/timeline", json={"message": "m"})
-                if r.status_code >= 500 or r.status_code not in (200, 201, 400, 404):
-                    with guard:
+                        (sessions if "/sessions" in r.request.url.path else tasks).append(
+                            r.json()["id"])
+                    if r.status_code not in (200, 201, 400, 404):
                         failures.append(f"{r.request.method} {r.request.url}: "
                                         f"{r.status_code} {r.text[:200]}")
 
-    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
+    in_threads(client, 8)
     assert not failures, failures[:5]
     assert_link_invariant(api, pid)
     listed_tasks = {t["id"]: t for t in ok(api.get("/api/tasks", params={"projectId": pid}))}
@@ -464,18 +466,14 @@ def test_long_lists_and_same_millisecond_ties(api, srv, ws):
     created: list[dict] = []
     guard = threading.Lock()
 
-    def create(n: int) -> None:
+    def create(_: int) -> None:
         with http_client(srv) as cl:
-            for i in range(n):
+            for i in range(40):
                 task = ok(cl.post("/api/tasks", json={"projectId": pid, "title": f"t{i}"}), 201)
                 with guard:
                     created.append(task)
 
-    threads = [threading.Thread(target=create, args=(40,)) for _ in range(6)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
+    in_threads(create, 6)
     assert len(created) == 240
     order = [t["id"] for t in sorted(created, key=lambda t: (t["createdAt"], t["id"]))]
     assert [t["id"] for t in ok(api.get("/api/tasks", params={"projectId": pid}))] == order
@@ -778,11 +776,6 @@ def test_a_whitespace_message_is_a_non_empty_string(api, project_id):
     assert updated["timeline"][-1]["message"] == "  "
 
 
-@pytest.fixture
-def project_id(api) -> str:
-    return new_project(api, name=f"Audit {time.monotonic_ns()}")["id"]
-
-
 @pytest.mark.xfail(strict=True, reason="an agent token changes other sessions (even of another "
                    "project) through PATCH /api/tasks/:id sessionIds on its own task, which links "
                    "and unlinks both sides; expected 403 FORBIDDEN and nothing changed")
@@ -792,12 +785,8 @@ def test_an_agent_cannot_change_other_sessions_through_its_task_session_ids(api,
     mine = new_task(api, project["id"], title="mine")
     neighbour = new_session(api, project["id"], [])
     foreign = new_session(api, elsewhere["id"], [])
-    ws.barrier()
-    spawned = ok(api.post("/api/sessions/spawn", json={"projectId": project["id"],
-                                                      "taskIds": [mine["id"]]}), 201)
-    request = next(e for e in ws.barrier() if e["type"] == "session:spawn_request")["data"]
-    me = spawned["sessionId"]
-    agent = {"Authorization": f"Bearer {request['envVars']['MAESTRO_SESSION_TOKEN']}"}
+    me, token = agent_token(api, ws, project["id"], mine["id"])
+    agent = {"Authorization": f"Bearer {token}"}
     # The token works for what the agent owns.
     ok(api.post(f"/api/tasks/{mine['id']}/timeline", json={"message": "m"}, headers=agent))
     ws.barrier()
@@ -816,11 +805,7 @@ def test_an_agent_cannot_change_other_sessions_through_its_task_session_ids(api,
 def test_an_agent_stream_hears_every_event_of_its_project(api, srv, ws):
     project = new_project(api, name="Agent stream")
     mine, other = new_task(api, project["id"]), new_task(api, project["id"])
-    ws.barrier()
-    ok(api.post("/api/sessions/spawn", json={"projectId": project["id"],
-                                            "taskIds": [mine["id"]]}), 201)
-    request = next(e for e in ws.barrier() if e["type"] == "session:spawn_request")["data"]
-    token = request["envVars"]["MAESTRO_SESSION_TOKEN"]
+    _, token = agent_token(api, ws, project["id"], mine["id"])
     with WsClient(f"{srv.ws_url}?token={token}") as agent_ws:
         new_session(api, project["id"], [other["id"]])
         ok(api.post("/api/sessions/spawn", json={"projectId": project["id"],
@@ -828,6 +813,4 @@ def test_an_agent_stream_hears_every_event_of_its_project(api, srv, ws):
         heard_by_user = event_types(ws.barrier())
         heard_by_agent = agent_ws.barrier()
     assert event_types(heard_by_agent) == heard_by_user
-    spawn_request = next(e for e in heard_by_agent if e["type"] == "session:spawn_request")
-    assert spawn_request["data"]["envVars"]["MAESTRO_SESSION_TOKEN"] != token
-    assert "mst." not in json.dumps(heard_by_agent)
+    assert "mst." not in json.dumps(heard_by_agent)  # no agent token reaches another agent
