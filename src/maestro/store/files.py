@@ -349,25 +349,44 @@ class FileStore(Store):
         self._discard_prepared()
         if self._failed is not None:
             raise StagingError(0, OSError(f"storage is unavailable: {self._failed}"))
+        # Stage each entity once, at the last record of the batch that writes it: a burst of
+        # changes to one task costs one file, not one per request.
+        last: dict[tuple[str, str], int] = {}
+        for index, record in enumerate(records):
+            for op in record:
+                last[(op.kind, op.id)] = index
         staged: dict[tuple[str, str], tuple[Op, str | None]] = {}
         for index, record in enumerate(records):
             fresh: dict[tuple[str, str], tuple[Op, str | None]] = {}
             try:
                 for key, op in _latest([record]).items():
-                    fresh[key] = (op, self._stage(op) if op.value is not None else None)
+                    if last[key] == index:
+                        fresh[key] = (op, self._stage(op) if op.value is not None else None)
             except (OSError, ValueError) as exc:
                 for _, tmp in fresh.values():
                     if tmp is not None:
                         _unlink(tmp)
-                self._prepared = staged
                 log.error("could not stage a change of %d entit(ies): %s", len(record), exc)
+                self._prepared = staged
+                self._stage_superseded(records[:index])
                 raise StagingError(index, exc) from exc
-            for key, entry in fresh.items():
-                old = staged.pop(key, None)
-                if old is not None and old[1] is not None:
-                    _unlink(old[1])
-                staged[key] = entry
+            staged.update(fresh)
         self._prepared = staged
+
+    def _stage_superseded(self, committed: list[list[Op]]) -> None:
+        """After record k was refused, records before k still commit: stage their changes that
+        a refused record would have superseded (and so were not staged yet)."""
+        staged = self._prepared
+        for key, op in _latest(committed).items():
+            if key in staged:
+                continue
+            try:
+                staged[key] = (op, self._stage(op) if op.value is not None else None)
+            except (OSError, ValueError) as exc:
+                # Committed anyway (the journal has it); the file catches up at a checkpoint.
+                self._unapplied[key] = op
+                log.error("could not stage %s %s (kept in the journal): %s", op.kind, op.id,
+                          exc)
 
     def _discard_prepared(self) -> None:
         for _, tmp in (self._prepared or {}).values():
