@@ -2,8 +2,8 @@
 open: unicode in every string field (wire, events, files, restart), client key order, duplicate
 JSON keys, odd numbers, empty bodies on every mutating route, URL-encoded ids and query values,
 HEAD, concurrent mixed requests, start-up configuration (§2), list order of a hand-written data
-directory, manifests built from loaded tasks, and the discrepancies found against the spec
-(marked xfail until fixed)."""
+directory, manifests built from loaded tasks, and the discrepancies once found against the spec
+(each fixed; the tests keep them fixed)."""
 
 from __future__ import annotations
 
@@ -267,9 +267,6 @@ def _bodies_with(project_id: str, value: str) -> list[str]:
             head + f'"name": {value}, {LONG_DIGITS}}}']
 
 
-@pytest.mark.xfail(strict=True, reason="since ee354b3 a body holding a 19-digit run is parsed by "
-                   "the standard json module, which takes NaN/Infinity (201, stored as null) "
-                   "instead of 400 Invalid JSON body")
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_non_json_numbers_are_refused_whatever_else_the_body_holds(api, srv, ws, value):
     project = new_project(api, name="Not JSON")
@@ -282,8 +279,6 @@ def test_non_json_numbers_are_refused_whatever_else_the_body_holds(api, srv, ws,
     assert ws.barrier() == []
 
 
-@pytest.mark.xfail(strict=True, reason="since ee354b3 a lone surrogate escape in a body holding a "
-                   "19-digit run is a 500 (UnicodeEncodeError); without the digit run it is 400")
 @pytest.mark.parametrize("value", ['"a\\ud800b"', '"\\udc00"'])
 def test_lone_surrogates_are_never_a_server_error(api, srv, ws, value):
     project = new_project(api, name="Surrogates")
@@ -676,8 +671,6 @@ def test_manifest_of_loaded_tasks_carries_what_they_hold(handmade):
     assert_file_matches(srv.data_dir, "task", stored)
 
 
-@pytest.mark.xfail(strict=True, reason="PATCH /api/sessions/:id taskIds leaves a stored null "
-                   "taskIds as null when the new list is []; §8: final taskIds = the given list")
 def test_patch_task_ids_replaces_a_null_list_read_from_disk(handmade):
     _, api = handmade
     sid = "sess_1706793000000_nulltasks"
@@ -703,9 +696,7 @@ def test_credentials_header_only_when_configured(api, make_server):
     assert not [h for h in evil.headers if h.lower().startswith("access-control-")]
 
 
-# ------------------------------------------------------------------ discrepancies (xfail)
-@pytest.mark.xfail(strict=True, reason="bodies nested ~970-1024 deep parse but fail to encode: "
-                   "500 INTERNAL_ERROR RecursionError instead of a 4xx (or a stored value)")
+# ------------------------------------------------------------------ discrepancies once found
 @pytest.mark.parametrize("route", ["session-metadata", "session-event", "session-timeline"])
 def test_deeply_nested_free_form_values_are_never_a_server_error(api, srv, ws, route):
     project = new_project(api, name="Deep")
@@ -729,9 +720,6 @@ def test_deeply_nested_free_form_values_are_never_a_server_error(api, srv, ws, r
         assert ws.barrier() == []
 
 
-@pytest.mark.xfail(strict=True, reason="CORS_ENABLED is parsed but ignored (§2 says the CORS_* "
-                   "variables are honoured): CORS_ENABLED=false still sends "
-                   "Access-Control-Allow-Origin")
 def test_cors_disabled_sends_no_cors_headers(make_server):
     srv = make_server(env={"CORS_ENABLED": "false"})
     origin = {"Origin": "http://localhost:5173"}
@@ -744,9 +732,6 @@ def test_cors_disabled_sends_no_cors_headers(make_server):
         assert not [h for h in resp.headers if h.lower().startswith("access-control-")]
 
 
-@pytest.mark.xfail(strict=True, reason="POST /api/sessions with status completed/failed sets "
-                   "completedAt = now; §7.4.2 creates every session with completedAt = null "
-                   "(§4.7 sets it on an update)")
 @pytest.mark.parametrize("status", ["completed", "failed"])
 def test_a_session_created_in_a_final_status_starts_with_completed_at_null(api, project_id,
                                                                            status):
@@ -754,8 +739,6 @@ def test_a_session_created_in_a_final_status_starts_with_completed_at_null(api, 
     assert session["completedAt"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="POST /api/tasks/:id/timeline stores a sessionId of any "
-                   "length; §3.3 limits ids to 128 characters (PATCH timeline entries enforce it)")
 def test_timeline_session_id_over_128_characters_is_refused(api, srv, ws, project_id):
     task = new_task(api, project_id)
     ws.barrier()
@@ -767,18 +750,12 @@ def test_timeline_session_id_over_128_characters_is_refused(api, srv, ws, projec
     assert ws.barrier() == []
 
 
-@pytest.mark.xfail(strict=True, reason="a whitespace-only timeline message is refused as "
-                   "'message is required'; §7.3.5 asks only for a non-empty string (titles and "
-                   "names are the fields that must be non-blank)")
 def test_a_whitespace_message_is_a_non_empty_string(api, project_id):
     task = new_task(api, project_id)
     updated = ok(api.post(f"/api/tasks/{task['id']}/timeline", json={"message": "  "}))
     assert updated["timeline"][-1]["message"] == "  "
 
 
-@pytest.mark.xfail(strict=True, reason="an agent token changes other sessions (even of another "
-                   "project) through PATCH /api/tasks/:id sessionIds on its own task, which links "
-                   "and unlinks both sides; expected 403 FORBIDDEN and nothing changed")
 def test_an_agent_cannot_change_other_sessions_through_its_task_session_ids(api, srv, ws):
     project = new_project(api, name="Agent scope")
     elsewhere = new_project(api, name="Elsewhere")
@@ -799,9 +776,6 @@ def test_an_agent_cannot_change_other_sessions_through_its_task_session_ids(api,
     assert ws.barrier() == []
 
 
-@pytest.mark.xfail(strict=True, reason="an agent's WebSocket never hears session:created or "
-                   "session:spawn_request of its own project (those events carry no project "
-                   "id), while it hears every other event of the project")
 def test_an_agent_stream_hears_every_event_of_its_project(api, srv, ws):
     project = new_project(api, name="Agent stream")
     mine, other = new_task(api, project["id"]), new_task(api, project["id"])

@@ -35,15 +35,15 @@ def loads(data: bytes | str) -> Any:
 
     orjson turns integers beyond 64 bits into floats; a document with such a long digit run
     goes through the standard parser instead, so foreign values survive verbatim."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from None
     raw = data.encode() if isinstance(data, str) else data
     if _LONG_NUMBER.search(raw):
+        # orjson accepted it, so it is strict JSON; the standard parser keeps big ints exact.
         try:
             return json.loads(raw)
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
-        except ValueError as exc:
-            raise ValueError(str(exc)) from None
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(str(exc)) from None
+    return value

@@ -125,6 +125,16 @@ class Policy:
             parent = body.get("parentId")
             if method == "PATCH" and isinstance(parent, str):
                 self._require_task(identity, parent)
+            wanted = body.get("sessionIds")
+            if method == "PATCH" and isinstance(wanted, list):
+                # Linking or unlinking a session changes that session: only its own.
+                task = self.state.tasks.get(sid) or {}
+                current = task.get("sessionIds") if isinstance(task.get("sessionIds"), list) \
+                    else []
+                changed = set(map(str, wanted)) ^ set(map(str, current))
+                if changed - {identity.session_id}:
+                    raise forbidden("This session may only link or unlink itself",
+                                    {"sessionIds": sorted(changed - {identity.session_id})})
             return None
         if template == "/api/tasks" and method == "POST":
             if body.get("projectId") != identity.project_id:

@@ -298,8 +298,11 @@ class Service:
         agent_ids = v.string_list(body, "agentIds")
         timeline = v.object_list(body, "timeline")
         new_events = [_timeline_entry(e) for e in timeline] if timeline else []
-        if from_session:  # E3: a session reports its own view, not the task's status
+        if from_session:  # E3: a session reports its own view; only sessionStatus applies
             title = description = status = priority = None
+            has_parent = False
+            session_ids = skill_ids = agent_ids = None
+            new_events = []
 
         def apply(tx: Tx) -> dict:
             old = self.get_task(task_id)
@@ -380,10 +383,13 @@ class Service:
         return changes
 
     async def add_timeline_event(self, task_id: str, body: dict) -> dict:
-        message = v.string(body, "message", required_message="message is required",
-                           nonblank_message="message is required")
+        message = v.string(body, "message", required_message="message is required")
+        if message == "":
+            raise validation("message is required")
         type_ = v.enum(body, "type", v.TIMELINE_TYPES) or "update"
         session_id = v.string(body, "sessionId")
+        if session_id is not None:
+            v.ident(session_id, "sessionId")
 
         def apply(tx: Tx) -> dict:
             old = self.get_task(task_id)
@@ -525,16 +531,18 @@ class Service:
         if f.get("strategy") is not None:
             session["strategy"] = f["strategy"]
         session.update({"startedAt": now, "lastActivity": now,
-                        "completedAt": now if f["status"] in FINAL_SESSION_STATUSES else None,
+                        "completedAt": None,
                         "hostname": self.hostname, "platform": self.platform})
         tx.put("session", session)
         for event in created_events or []:
+            if event.project_id is None:
+                event.project_id = f["projectId"]
             tx.events.append(event)
         created_at = len(tx.events)
         for tid in f["taskIds"]:
             self._link(tx, sid, tid)
         final = self.state.sessions.get(sid)
-        tx.events.insert(created_at, _event("session:created", final))
+        tx.events.insert(created_at, _event("session:created", final, f["projectId"]))
         for tid in f["taskIds"]:
             tx.emit("task:session_added", {"taskId": tid, "sessionId": sid})
             tx.emit("task:updated", self.state.tasks.get(tid))
@@ -595,7 +603,7 @@ class Service:
                     self._link(tx, session_id, tid)
                     link_events.append(("added", tid, session_id))
                 cur = self.state.sessions.get(session_id)
-                if _list(cur.get("taskIds")) != wanted:
+                if cur.get("taskIds") != wanted:
                     tx.put("session", _with(cur, taskIds=list(wanted)))
             final = self.state.sessions.get(session_id)
             tx.emit("session:updated", final)
@@ -663,7 +671,7 @@ class Service:
             raise validation("type is required")
         entry = {"type": body["type"]}
         if "data" in body:
-            entry["data"] = body["data"]
+            entry["data"] = v.shallow(body["data"], "data")
 
         def apply(tx: Tx) -> dict:
             old = self.get_session(session_id)
@@ -681,7 +689,9 @@ class Service:
                            nonblank_message="message is required")
         type_ = v.string(body, "type") or "progress"
         task_id = v.string(body, "taskId")
-        metadata = body.get("metadata")
+        if task_id is not None:
+            v.ident(task_id, "taskId")
+        metadata = v.shallow(body.get("metadata"), "metadata")
 
         def apply(tx: Tx) -> dict:
             old = self.get_session(session_id)
@@ -701,9 +711,9 @@ class Service:
 
 
 # ------------------------------------------------------------------ helpers
-def _event(type_: str, data):
+def _event(type_: str, data, project_id: str | None = None):
     from .events import Event
-    return Event(type_, data)
+    return Event(type_, data, project_id=project_id)
 
 
 def _timeline_entry(raw: dict) -> dict:
@@ -747,7 +757,7 @@ def _session_event(raw: dict) -> dict:
     if raw.get("timestamp") is not None:
         out["timestamp"] = v.timestamp(raw["timestamp"], "events.timestamp")
     if "data" in raw:
-        out["data"] = raw["data"]
+        out["data"] = v.shallow(raw["data"], "events.data")
     return out
 
 

@@ -82,7 +82,7 @@ def obj(body: dict, key: str) -> dict | None:
         return None
     if not isinstance(value, dict):
         raise validation(f"{key} must be an object", {"field": key})
-    return value
+    return shallow(value, key)
 
 
 def str_map(body: dict, key: str) -> dict[str, str] | None:
@@ -98,6 +98,24 @@ def object_list(body: dict, key: str) -> list[dict] | None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise validation(f"{key} must be an array of objects", {"field": key})
+    return value
+
+
+MAX_DEPTH = 100  # free-form JSON (metadata, event data): deeper is refused, not half-stored
+
+
+def shallow(value: Any, field: str, limit: int = MAX_DEPTH) -> Any:
+    """`value` unless it nests deeper than `limit` levels (400)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise validation(f"{field} is nested too deeply (limit {limit} levels)",
+                             {"field": field})
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
     return value
 
 

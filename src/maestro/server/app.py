@@ -288,8 +288,9 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     hub.policy = policy
 
     async def guard(request: ApiRequest, template: str) -> None:
-        body = await request.json() if request.method != "GET" else None
-        request.restrict_project = policy.check(request.identity, request.method, template,
+        method = "GET" if request.method == "HEAD" else request.method
+        body = await request.json() if method != "GET" else None
+        request.restrict_project = policy.check(request.identity, method, template,
                                                 request.params, body, request.query)
 
     router.guard = guard

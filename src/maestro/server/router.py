@@ -94,6 +94,8 @@ class ApiRequest:
             if not message.get("more_body"):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if body.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, as some editors write
+            body = body[3:]
         if not body or not body.strip():
             return {}
         ctype = self.header(b"content-type") or b""

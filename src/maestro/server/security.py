@@ -59,6 +59,9 @@ class Security:
         if bind not in ("0.0.0.0", "::", ""):
             origins.add(f"http://{bind}:{settings.port}")
         self.allowed_origins = origins
+        # CORS_ENABLED=false: no Access-Control-* headers at all (browser pages of other
+        # origins cannot read answers); the Origin check on mutations stays.
+        self.cors = settings.cors_enabled
 
     def origin_allowed(self, origin: str) -> bool:
         o = origin.strip().rstrip("/").lower()
@@ -88,7 +91,8 @@ class Security:
         origin_ok = origin is not None and self.origin_allowed(origin)
         method = scope.get("method", "GET")
         if kind == "http" and method == "OPTIONS":
-            return await self._preflight(send, headers, origin if origin_ok else None)
+            allowed = origin if origin_ok and self.cors else None
+            return await self._preflight(send, headers, allowed)
         if origin is not None and not origin_ok and (kind == "websocket" or method in MUTATING):
             return await self._refuse(scope, receive, send, 403, "ORIGIN_NOT_ALLOWED",
                                       f"Origin {origin} is not allowed", None)
@@ -99,10 +103,10 @@ class Security:
                 return await self._refuse(scope, receive, send, 401, "UNAUTHORIZED",
                                           "A valid token is required "
                                           "(Authorization: Bearer <token>)",
-                                          origin if origin_ok else None)
+                                          origin if origin_ok and self.cors else None)
             if identity is not None:
                 scope.setdefault("state", {})["identity"] = identity
-        if kind == "http" and origin_ok:
+        if kind == "http" and origin_ok and self.cors:
             send = self._with_cors(send, origin)
         return await self.app(scope, receive, send)
 
