@@ -99,8 +99,10 @@ def _loop_name(use_uvloop: bool) -> str:
 
 async def _main(args: argparse.Namespace, loop_name: str) -> int:
     target = Target.from_url(args.url, args.token)
-    progress = (lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr,
-                                   flush=True))
+
+    def progress(text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
     await wait_until_up(target, args.wait)
     plan = QUICK if args.quick else FULL
     bench = Bench(target, plan, args.concurrency, args.pid, args.data_dir, token=args.token,

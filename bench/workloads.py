@@ -318,7 +318,10 @@ class Bench:
     async def run(self, only: set[str] | None = None) -> None:
         """Every workload in order; `only` limits the run to some groups (see GROUPS)."""
         plan = self.plan
-        want = (lambda group: only is None or group in only)
+
+        def want(group: str) -> bool:
+            return only is None or group in only
+
         small, middle, large = plan.levels
         await self.setup()
         with Meter(self.pid) as total:
@@ -367,16 +370,22 @@ async def wait_until_up(target: Target, timeout_s: float) -> None:
     """Poll GET /health until it answers 200."""
     deadline = time.monotonic() + timeout_s
     conn = HttpConnection(target)
+    last = "no answer"
     try:
         while True:
             try:
-                status, _ = await conn.request(b"GET", b"/health")
+                status, body = await conn.request(b"GET", b"/health")
                 if status == 200:
                     return
+                if status in (401, 403, 421):
+                    answer = body[:200].decode(errors="replace")
+                    raise RuntimeError(f"GET /health -> {status} {answer} (a token is passed "
+                                       "with --token or MAESTRO_TOKEN)")
+                last = f"status {status}"
             except (OSError, HttpError, ValueError):
                 conn.close()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no answer from {target.host}:{target.port}/health")
+                raise RuntimeError(f"{last} from {target.host}:{target.port}/health")
             await asyncio.sleep(0.05)
     finally:
         conn.close()
