@@ -170,6 +170,9 @@ class Table:
             return hit[1]
         data = jsonio.dumps(entity)
         if self.rows.get(entity.get("id")) is entity:
+            # orjson's result keeps an oversized buffer (a 450-byte answer holds ~4 KB); a
+            # cached copy is made exact, or 50k cached tasks would cost ~400 MB.
+            data = bytes(memoryview(data))
             self._encoded[id(entity)] = (entity, data)
         return data
 

@@ -52,6 +52,8 @@ def serve(settings: Settings) -> int:
         app, host=settings.host, port=settings.port, log_level=settings.log_level
         if settings.log_level != "warn" else "warning",
         access_log=settings.debug, lifespan="on", ws_max_size=1024 * 1024,
+        # Compression would be per client, undoing "encode each event once" for every browser.
+        ws_per_message_deflate=False,
         ws_ping_interval=20.0, ws_ping_timeout=20.0, timeout_graceful_shutdown=10,
         server_header=False, proxy_headers=False,
     )
