@@ -66,6 +66,9 @@ class Table:
         # Fields holding a list of ids, indexed by each member (session.taskIds).
         self.multi = {name: _Index() for name in multi}
         self._encoded: dict[int, tuple[dict, bytes]] = {}
+        # Bumped on every change; keys the cached encoding of the whole table.
+        self._version = 0
+        self._all: tuple[int, bytes] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -76,6 +79,7 @@ class Table:
     def put(self, entity: dict) -> dict | None:
         """Insert or replace; returns the previous version (for undo)."""
         eid = entity["id"]
+        self._version += 1
         old = self.rows.get(eid)
         if old is not None:
             self._unindex(old)
@@ -92,6 +96,7 @@ class Table:
 
     def delete(self, eid: str) -> dict | None:
         old = self.rows.pop(eid, None)
+        self._version += 1
         if old is not None:
             self._unindex(old)
             self._encoded.pop(id(old), None)
@@ -132,6 +137,8 @@ class Table:
               predicate=None) -> list[dict]:
         """Entities whose fields equal `equals`, whose list fields contain `contains`, and that
         pass `predicate`; cost follows the smallest index bucket, in creation order."""
+        if not equals and not contains and predicate is None:
+            return self.ordered()
         candidates: dict[str, None] | None = None
         combined = self.compound.get(frozenset(equals)) if len(equals) > 1 else None
         if combined is not None:
@@ -177,7 +184,19 @@ class Table:
         return data
 
     def encode_list(self, entities: list[dict]) -> bytes:
-        return b"[" + b",".join(self.encode(e) for e in entities) + b"]"
+        cache = self._encoded
+        parts = []
+        append = parts.append
+        for e in entities:
+            hit = cache.get(id(e))
+            append(hit[1] if hit is not None and hit[0] is e else self.encode(e))
+        return b"[" + b",".join(parts) + b"]"
+
+    def encode_all(self) -> bytes:
+        """The whole table as a JSON array in creation order, rebuilt only after a change."""
+        if self._all is None or self._all[0] != self._version:
+            self._all = (self._version, self.encode_list(self.ordered()))
+        return self._all[1]
 
 
 class State:

@@ -67,10 +67,10 @@ def register_api(router: Router, service: Service, hub: Hub) -> None:
 
     # -- projects
     async def list_projects(r: ApiRequest):
-        found = service.list_projects()
-        if r.restrict_project is not None:
-            found = [p for p in found if p["id"] == r.restrict_project]
-        return projects.encode_list(found)
+        if r.restrict_project is None:
+            return projects.encode_all()
+        return projects.encode_list([p for p in service.list_projects()
+                                     if p["id"] == r.restrict_project])
 
     async def create_project(r: ApiRequest):
         return Reply(projects.encode(await service.create_project(await r.json())), 201)
@@ -88,9 +88,11 @@ def register_api(router: Router, service: Service, hub: Hub) -> None:
 
     # -- tasks
     async def list_tasks(r: ApiRequest):
-        found = service.list_tasks(r.restrict_project or r.query("projectId"), r.query("status"),
-                                   r.query("parentId"))
-        return tasks.encode_list(found)
+        project, status, parent = (r.restrict_project or r.query("projectId"),
+                                   r.query("status"), r.query("parentId"))
+        if project is None and status is None and parent is None:
+            return tasks.encode_all()
+        return tasks.encode_list(service.list_tasks(project, status, parent))
 
     async def create_task(r: ApiRequest):
         return Reply(tasks.encode(await service.create_task(await r.json())), 201)
