@@ -170,6 +170,10 @@ class Router:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                # The server's own send, before any middleware wraps it: the WebSocket hub
+                # writes pre-built frames straight to that connection (see websocket.py).
+                scope["maestro.ws_send"] = send
             return await self.fallback(scope, receive, send)
         method = scope["method"]
         found, _ = self.match("GET" if method == "HEAD" else method, scope["path"],

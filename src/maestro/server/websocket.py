@@ -23,21 +23,59 @@ log = logging.getLogger("maestro.ws")
 READY_STATES = {0: "CONNECTING", 1: "OPEN", 2: "CLOSING", 3: "CLOSED"}
 
 
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented text frame (RFC 6455 §5.2), as a server sends it."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
+
+
+def _raw_connection(ws: WebSocket):
+    """uvicorn's protocol object behind `ws`, when frames can be written to it directly: the
+    same bytes go to every client, so each event is framed once, not once per client."""
+    send = ws.scope.get("maestro.ws_send")
+    proto = getattr(send, "__self__", None)
+    needed = ("transport", "writable", "close_sent", "conn")
+    if proto is None or not all(hasattr(proto, name) for name in needed):
+        return None
+    if getattr(proto.conn, "extensions", None):  # e.g. compression: frames differ per client
+        return None
+    return proto
+
+
 class Client:
     __slots__ = ("ws", "queue", "wakeup", "limit", "lag", "dropped", "state", "closed",
-                 "identity")
+                 "identity", "raw", "direct")
 
     def __init__(self, ws: WebSocket, limit: int, identity=None, lag: float = 10.0):
         self.ws = ws
         # None for the user; an agent identity hears only its project, with secrets redacted.
         self.identity = identity
         self.queue: collections.deque[tuple[float, str]] = collections.deque()
+        self.raw = None
+        self.direct = 0
         self.wakeup = asyncio.Event()
         self.limit = limit
         self.lag = lag
         self.dropped = False
         self.state = 1
         self.closed = asyncio.Event()
+
+    def offer_frame(self, frame: bytes, text: str, now: float) -> bool:
+        """Write a pre-built frame straight to the connection when nothing is queued before it
+        and the connection takes more; otherwise queue it like any other message."""
+        raw = self.raw
+        if raw is not None and not self.queue and not self.dropped:
+            transport = raw.transport
+            if raw.writable.is_set() and not raw.close_sent and transport is not None \
+                    and not transport.is_closing():
+                transport.write(frame)
+                self.direct += 1
+                return True
+        return self.offer(text, now)
 
     def offer(self, text: str, now: float) -> bool:
         """Queue one frame. A client is too far behind, and is dropped, when its oldest
@@ -72,11 +110,12 @@ class Hub:
         if not self.clients:
             return
         text = frame.decode()
+        wire = text_frame(frame)
         now = time.monotonic()
         agent_text = None
         for client in self.clients:
             if client.identity is None:
-                client.offer(text, now)
+                client.offer_frame(wire, text, now)
                 continue
             if self.policy is None or not self.policy.event_visible(client.identity,
                                                                     event.project_id):
@@ -87,14 +126,16 @@ class Hub:
             client.offer(agent_text, now)
 
     def status(self) -> dict:
-        clients = [{"readyState": c.state, "readyStateText": READY_STATES[c.state]}
-                   for c in self.clients]
-        return {"connectedClients": len(clients), "clients": clients}
+        clients = [{"readyState": c.state, "readyStateText": READY_STATES[c.state],
+                    "queued": len(c.queue), "framesDirect": c.direct} for c in self.clients]
+        return {"connectedClients": len(clients), "clients": clients,
+                "droppedClients": self.dropped_clients}
 
     async def serve(self, ws: WebSocket) -> None:
         await ws.accept()
         identity = (ws.scope.get("state") or {}).get("identity")
         client = Client(ws, self.queue_limit, identity, self.lag_seconds)
+        client.raw = _raw_connection(ws)
         self.clients.add(client)
         sender = asyncio.create_task(self._send_loop(client))
         try:
