@@ -60,7 +60,9 @@ def register_api(router: Router, service: Service, hub: Hub) -> None:
         return sessions.encode(s)
 
     async def health(r: ApiRequest):
-        return service.health()
+        body = service.health()
+        body["websocket"] = hub.stats()
+        return body
 
     async def ws_status(r: ApiRequest):
         return hub.status()

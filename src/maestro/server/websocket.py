@@ -126,9 +126,15 @@ class Hub:
             client.offer(agent_text, now)
 
     def status(self) -> dict:
-        clients = [{"readyState": c.state, "readyStateText": READY_STATES[c.state],
-                    "queued": len(c.queue), "framesDirect": c.direct} for c in self.clients]
-        return {"connectedClients": len(clients), "clients": clients,
+        clients = [{"readyState": c.state, "readyStateText": READY_STATES[c.state]}
+                   for c in self.clients]
+        return {"connectedClients": len(clients), "clients": clients}
+
+    def stats(self) -> dict:
+        """Diagnostics for /health: clients, frames written directly or queued, drops."""
+        return {"clients": len(self.clients),
+                "framesDirect": sum(c.direct for c in self.clients),
+                "queued": sum(len(c.queue) for c in self.clients),
                 "droppedClients": self.dropped_clients}
 
     async def serve(self, ws: WebSocket) -> None:
