@@ -14,7 +14,10 @@ _INIT_HELP = (
     "mark its tasks as being worked on, write the task prompt to a file and run the agent CLI "
     "chosen by MAESTRO_AGENT (claude, codex, or a command line with {{prompt_file}} / "
     "{{manifest}} placeholders). Exit 1 on a bad manifest, 5 when the agent executable is "
-    "missing, else the agent's own exit code."
+    "missing, else the agent's own exit code. The agent takes over the terminal, so this "
+    "command has no --json output.\n\n"
+    "Example: MAESTRO_MANIFEST_PATH=~/.maestro/sessions/$MAESTRO_SESSION_ID/manifest.json "
+    "maestro {role} init"
 )
 
 
