@@ -104,10 +104,11 @@ class Table:
 
     def _index(self, e: dict) -> None:
         eid = e["id"]
+        get = e.get
         for name, idx in self.indexes.items():
-            idx.add(e.get(name), eid)
+            idx.add(get(name), eid)
         for fields, idx in self.compound.values():
-            idx.add(tuple(e.get(f) for f in fields), eid)
+            idx.add(tuple([get(f) for f in fields]), eid)
         for name, idx in self.multi.items():
             members = e.get(name)
             if isinstance(members, list):
