@@ -222,13 +222,13 @@ class FileStore(Store):
             try:
                 fd = os.open(path, os.O_RDONLY)
                 try:
-                    size = os.fstat(fd).st_size
-                    data = os.read(fd, size)
-                    while len(data) < size:  # a short read: keep reading to the end
-                        more = os.read(fd, size - len(data))
-                        if not more:
-                            break
-                        data += more
+                    # Entity files are small: one read usually gets all of it, no fstat needed.
+                    data = os.read(fd, 65536)
+                    if len(data) == 65536:
+                        chunks = [data]
+                        while chunk := os.read(fd, 1 << 20):
+                            chunks.append(chunk)
+                        data = b"".join(chunks)
                 finally:
                     os.close(fd)
                 value = loads(data)
