@@ -37,30 +37,13 @@ from helpers import (
     ok,
     tree_snapshot,
 )
+from module_fixtures import api, ws, ws_conn  # noqa: F401  (fixtures, on this module's srv)
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     # Spawned sessions are only announced (a UI would open the terminal): no agent is started.
     yield from module_server(tmp_path_factory, {"MAESTRO_LAUNCHER": "ui"})
-
-
-@pytest.fixture(scope="module")
-def api(srv):
-    with http_client(srv) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def ws_conn(srv):
-    with WsClient(srv.ws_url) as client:
-        yield client
-
-
-@pytest.fixture
-def ws(ws_conn):
-    ws_conn.barrier()
-    return ws_conn
 
 
 @pytest.fixture
