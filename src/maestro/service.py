@@ -16,6 +16,8 @@ from typing import Any
 
 from . import validate as v
 from .commit import Committer, Tx
+from .entities import fill_session_event, fill_timeline_entry, migrate_session, migrate_task, \
+    session_event, timeline_entry
 from .errors import ApiError, not_found, project_not_found, session_not_found, task_not_found, \
     validation
 from .events import EventBus
@@ -40,6 +42,10 @@ def _with(entity: dict, **changes) -> dict:
     new = dict(entity)
     new.update(changes)
     return new
+
+
+def _is_active(session: dict) -> bool:
+    return session.get("status") not in FINAL_SESSION_STATUSES
 
 
 def _list(value: Any) -> list:
@@ -70,9 +76,9 @@ class Service:
         for p in result.projects:
             self.state.projects.put(p)
         for t in result.tasks:
-            self.state.tasks.put(_migrate_task(t))
+            self.state.tasks.put(migrate_task(t))
         for s in result.sessions:
-            self.state.sessions.put(_migrate_session(s))
+            self.state.sessions.put(migrate_session(s))
         repaired = self._repair_links()
         if repaired:
             result.notes.append(f"repaired {repaired} one-sided task/session link(s) in memory")
@@ -297,7 +303,7 @@ class Service:
         skill_ids = v.string_list(body, "skillIds")
         agent_ids = v.string_list(body, "agentIds")
         timeline = v.object_list(body, "timeline")
-        new_events = [_timeline_entry(e) for e in timeline] if timeline else []
+        new_events = [timeline_entry(e) for e in timeline] if timeline else []
         if from_session:  # E3: a session reports its own view; only sessionStatus applies
             title = description = status = priority = None
             has_parent = False
@@ -335,7 +341,7 @@ class Service:
             if session_status is not None:
                 task["sessionStatus"] = session_status
             if new_events:
-                task["timeline"] = _list(old.get("timeline")) + [_fill_event(e) for e in
+                task["timeline"] = _list(old.get("timeline")) + [fill_timeline_entry(e) for e in
                                                                  new_events]
             task["updatedAt"] = now
             tx.put("task", task)
@@ -423,10 +429,7 @@ class Service:
         if status:
             equals["status"] = status
         contains = {"taskIds": task_id} if task_id else None
-        pred = None
-        if active == "true":
-            def pred(s):
-                return s.get("status") not in FINAL_SESSION_STATUSES
+        pred = _is_active if active == "true" else None
         return self.state.sessions.query(equals, contains, pred)
 
     def get_session(self, session_id: str) -> dict:
@@ -557,7 +560,7 @@ class Service:
         agent_id = v.string(body, "agentId")
         task_ids = v.string_list(body, "taskIds", ids=True)
         events = v.object_list(body, "events")
-        new_events = [_session_event(e) for e in events] if events else []
+        new_events = [session_event(e) for e in events] if events else []
         env = v.str_map(body, "env")
 
         def apply(tx: Tx) -> dict:
@@ -577,7 +580,7 @@ class Service:
             if agent_id is not None:
                 session["agentId"] = agent_id
             if new_events:
-                session["events"] = _list(old.get("events")) + [_fill_session_event(e)
+                session["events"] = _list(old.get("events")) + [fill_session_event(e)
                                                                 for e in new_events]
             if env is not None:
                 merged = dict(old.get("env") or {}) if isinstance(old.get("env"), dict) else {}
@@ -714,82 +717,3 @@ class Service:
 def _event(type_: str, data, project_id: str | None = None):
     from .events import Event
     return Event(type_, data, project_id=project_id)
-
-
-def _timeline_entry(raw: dict) -> dict:
-    """Normalise a client timeline entry (§7.3.4): only the known keys, validated."""
-    out: dict[str, Any] = {}
-    if "id" in raw and raw["id"] is not None:
-        out["id"] = v.ident(raw["id"], "timeline.id")
-    t = raw.get("type", "update")
-    if t not in v.TIMELINE_TYPES:
-        raise validation(f"timeline type must be one of: {', '.join(v.TIMELINE_TYPES)}",
-                         {"field": "timeline.type"})
-    out["type"] = t
-    if raw.get("timestamp") is not None:
-        out["timestamp"] = v.timestamp(raw["timestamp"], "timeline.timestamp")
-    if "message" in raw and raw["message"] is not None:
-        if not isinstance(raw["message"], str):
-            raise validation("timeline.message must be a string")
-        out["message"] = raw["message"]
-    if "sessionId" in raw and raw["sessionId"] is not None:
-        out["sessionId"] = v.ident(raw["sessionId"], "timeline.sessionId")
-    return out
-
-
-def _fill_event(entry: dict) -> dict:
-    now = now_ms()
-    out = {"id": entry.get("id") or make_id("evt", now), "type": entry["type"],
-           "timestamp": entry.get("timestamp", now)}
-    for key in ("message", "sessionId"):
-        if key in entry:
-            out[key] = entry[key]
-    return out
-
-
-def _session_event(raw: dict) -> dict:
-    t = raw.get("type")
-    if not isinstance(t, str) or not t:
-        raise validation("events[].type is required", {"field": "events.type"})
-    out: dict[str, Any] = {"type": t}
-    if raw.get("id") is not None:
-        out["id"] = v.ident(raw["id"], "events.id")
-    if raw.get("timestamp") is not None:
-        out["timestamp"] = v.timestamp(raw["timestamp"], "events.timestamp")
-    if "data" in raw:
-        out["data"] = v.shallow(raw["data"], "events.data")
-    return out
-
-
-def _fill_session_event(entry: dict) -> dict:
-    now = now_ms()
-    out = {"id": entry.get("id") or make_id("evt", now), "timestamp": entry.get("timestamp", now),
-           "type": entry["type"]}
-    if "data" in entry:
-        out["data"] = entry["data"]
-    return out
-
-
-def _migrate_task(t: dict) -> dict:
-    """§5.3 migrations, in memory (written back when the task next changes)."""
-    missing = [k for k in ("sessionIds", "skillIds", "agentIds", "dependencies", "timeline")
-               if k not in t]
-    if not missing:
-        return t
-    t = dict(t)
-    for k in missing:
-        t[k] = []
-    return t
-
-
-def _migrate_session(s: dict) -> dict:
-    s = dict(s)
-    if "taskIds" not in s and "taskId" in s:
-        tid = s.pop("taskId")
-        s["taskIds"] = [tid] if tid is not None else []
-    for key, default in (("taskIds", []), ("env", {}), ("events", [])):
-        if key not in s:
-            s[key] = default
-    if "name" not in s:
-        s["name"] = f"Session {s['id']}"
-    return s

@@ -1,0 +1,90 @@
+"""Shapes of the embedded records and of loaded entities: timeline entries and session events
+as clients send them (normalised and validated, SPEC §4.3, §4.5, §7.3.4) and the load-time
+migrations of SPEC §5.3."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import validate as v
+from .errors import validation
+from .ids import make_id, now_ms
+
+
+def timeline_entry(raw: dict) -> dict:
+    """Normalise a client timeline entry (§7.3.4): only the known keys, validated."""
+    out: dict[str, Any] = {}
+    if "id" in raw and raw["id"] is not None:
+        out["id"] = v.ident(raw["id"], "timeline.id")
+    t = raw.get("type", "update")
+    if t not in v.TIMELINE_TYPES:
+        raise validation(f"timeline type must be one of: {', '.join(v.TIMELINE_TYPES)}",
+                         {"field": "timeline.type"})
+    out["type"] = t
+    if raw.get("timestamp") is not None:
+        out["timestamp"] = v.timestamp(raw["timestamp"], "timeline.timestamp")
+    if "message" in raw and raw["message"] is not None:
+        if not isinstance(raw["message"], str):
+            raise validation("timeline.message must be a string")
+        out["message"] = raw["message"]
+    if "sessionId" in raw and raw["sessionId"] is not None:
+        out["sessionId"] = v.ident(raw["sessionId"], "timeline.sessionId")
+    return out
+
+
+def fill_timeline_entry(entry: dict) -> dict:
+    now = now_ms()
+    out = {"id": entry.get("id") or make_id("evt", now), "type": entry["type"],
+           "timestamp": entry.get("timestamp", now)}
+    for key in ("message", "sessionId"):
+        if key in entry:
+            out[key] = entry[key]
+    return out
+
+
+def session_event(raw: dict) -> dict:
+    t = raw.get("type")
+    if not isinstance(t, str) or not t:
+        raise validation("events[].type is required", {"field": "events.type"})
+    out: dict[str, Any] = {"type": t}
+    if raw.get("id") is not None:
+        out["id"] = v.ident(raw["id"], "events.id")
+    if raw.get("timestamp") is not None:
+        out["timestamp"] = v.timestamp(raw["timestamp"], "events.timestamp")
+    if "data" in raw:
+        out["data"] = v.shallow(raw["data"], "events.data")
+    return out
+
+
+def fill_session_event(entry: dict) -> dict:
+    now = now_ms()
+    out = {"id": entry.get("id") or make_id("evt", now), "timestamp": entry.get("timestamp", now),
+           "type": entry["type"]}
+    if "data" in entry:
+        out["data"] = entry["data"]
+    return out
+
+
+def migrate_task(t: dict) -> dict:
+    """§5.3 migrations, in memory (written back when the task next changes)."""
+    missing = [k for k in ("sessionIds", "skillIds", "agentIds", "dependencies", "timeline")
+               if k not in t]
+    if not missing:
+        return t
+    t = dict(t)
+    for k in missing:
+        t[k] = []
+    return t
+
+
+def migrate_session(s: dict) -> dict:
+    s = dict(s)
+    if "taskIds" not in s and "taskId" in s:
+        tid = s.pop("taskId")
+        s["taskIds"] = [tid] if tid is not None else []
+    for key, default in (("taskIds", []), ("env", {}), ("events", [])):
+        if key not in s:
+            s[key] = default
+    if "name" not in s:
+        s["name"] = f"Session {s['id']}"
+    return s
