@@ -240,6 +240,51 @@ def test_token_stops_working_when_the_session_ends(world):
         connect(world["srv"].ws_url + f"?token={world['token']}", open_timeout=5).close()
 
 
+def test_reopening_or_recreating_a_session_never_revives_its_token(world):
+    user, agent, sid, a = world["user"], world["agent"], world["sid"], world["a"]
+    assert user.patch(f"/api/sessions/{sid}", json={"status": "failed"}).status_code == 200
+    assert user.patch(f"/api/sessions/{sid}", json={"status": "running"}).status_code == 200
+    assert agent.get("/api/tasks").status_code == 401
+    assert not (world["srv"].session_dir / sid / "token.sha256").exists()
+    assert user.delete(f"/api/sessions/{sid}").status_code == 200
+    b = world["b"]
+    again = user.post("/api/sessions", json={"id": sid, "projectId": b["id"], "taskIds": [],
+                                             "metadata": {"role": "orchestrator"}})
+    assert again.status_code == 201
+    assert agent.get(f"/api/projects/{b['id']}").status_code == 401
+    assert agent.get("/api/projects").status_code == 401
+
+
+def test_an_agent_stream_ends_with_its_session(world):
+    user, sid, a = world["user"], world["sid"], world["a"]
+    stream = Events(world["srv"].ws_url + f"?token={world['token']}")
+    try:
+        user.put(f"/api/projects/{a['id']}", json={"description": "seen"})
+        event, _ = stream.until(lambda e: e["type"] == "project:updated")
+        assert event["data"]["description"] == "seen"
+        assert user.patch(f"/api/sessions/{sid}", json={"status": "completed"}).status_code == 200
+        user.post("/api/tasks", json={"projectId": a["id"], "title": "after the end"})
+        user.post("/api/tasks", json={"projectId": a["id"], "title": "after the end 2"})
+        later = json.dumps(stream.drain(0.5))
+        assert "after the end" not in later
+        stream.thread.join(5)
+        assert not stream.thread.is_alive(), "the server closes an ended agent's stream"
+    finally:
+        stream.close()
+
+
+def test_spawn_refuses_deeply_nested_context(world):
+    user, a = world["user"], world["a"]
+    deep: dict = {}
+    node = deep
+    for _ in range(300):
+        node["x"] = {}
+        node = node["x"]
+    r = user.post("/api/sessions/spawn", json={"projectId": a["id"],
+                                               "taskIds": [world["a2"]["id"]], "context": deep})
+    assert r.status_code == 400 and r.json()["code"] == "VALIDATION_ERROR"
+
+
 def test_token_stops_working_when_the_session_is_deleted(world):
     user, agent, sid = world["user"], world["agent"], world["sid"]
     assert user.delete(f"/api/sessions/{sid}").status_code == 200

@@ -162,6 +162,10 @@ def test_token_required_on_websocket(token_server):
         httpx.post(token_server.url + "/api/projects", json={"name": "live"},
                    headers={"Authorization": f"Bearer {TOKEN}"})
         assert '"project:created"' in ws.recv(timeout=5)
+    # The URL with the token is logged by the HTTP layer: never the token itself.
+    log = token_server.log()
+    assert "WebSocket /?token=[redacted]" in log
+    assert TOKEN not in log and "token=nope" not in log
 
 
 def test_preflight_needs_no_token(token_server):

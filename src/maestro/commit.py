@@ -62,7 +62,7 @@ class Tx:
         pid = data.get("projectId")
         if isinstance(pid, str):
             return pid
-        if type_ == "project:deleted":
+        if type_.startswith("project:"):
             return data.get("id")
         own_kind = type_.split(":")[0]
         for key, kind in (("taskId", "task"), ("sessionId", "session"), ("id", own_kind)):
@@ -73,6 +73,11 @@ class Tx:
             if entity is not None:
                 return entity.get("projectId")
         return None
+
+    def changes(self):
+        """(kind, id, new value or None when deleted) of every entity this transaction wrote."""
+        for (kind, eid), value in self._latest.items():
+            yield kind, eid, value
 
     @property
     def changed(self) -> bool:

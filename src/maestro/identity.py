@@ -99,6 +99,21 @@ class TokenRegistry:
         role = metadata.get("role") if metadata.get("role") == "orchestrator" else "worker"
         return AgentIdentity(session_id, session.get("projectId"), role)
 
+    def alive(self, identity: AgentIdentity) -> bool:
+        """Whether an identity established earlier (an open WebSocket) still holds."""
+        if identity.session_id not in self._cache:
+            return False
+        session = self.sessions.get(identity.session_id)
+        return session is not None and session.get("status") not in ENDED
+
+    def on_commit(self, changes) -> None:
+        """Revoke the token of every session that ended or was deleted in a commit, so that
+        reopening or recreating a session never revives an old token."""
+        for kind, session_id, value in changes:
+            if kind == "session" and (value is None or value.get("status") in ENDED):
+                if session_id in self._cache or (self.session_dir / session_id).is_dir():
+                    self.revoke(session_id)
+
     def revoke(self, session_id: str) -> None:
         self._cache.pop(session_id, None)
         try:

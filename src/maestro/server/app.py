@@ -247,6 +247,7 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await service.start()
+        service.committer.on_commit.append(lambda tx: tokens.on_commit(tx.changes()))
         for ext in extensions:
             await ext.start()
         try:
@@ -290,6 +291,7 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     tokens = TokenRegistry(settings.session_dir, service.state.sessions)
     policy = Policy(service.state)
     hub.policy = policy
+    hub.alive = tokens.alive
 
     async def guard(request: ApiRequest, template: str) -> None:
         method = "GET" if request.method == "HEAD" else request.method

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 
@@ -10,6 +11,30 @@ from ..config import Settings
 
 _LEVELS = {"error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO,
            "debug": logging.DEBUG}
+
+
+_TOKEN_IN_URL = re.compile(r"(token=)[^&\s\"']+")
+
+
+class RedactTokens(logging.Filter):
+    """Browsers pass the token as `?token=` on the WebSocket URL, and uvicorn logs that URL:
+    tokens never reach a log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(_TOKEN_IN_URL.sub(r"\1[redacted]", a) if isinstance(a, str)
+                                else a for a in record.args)
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = _TOKEN_IN_URL.sub(r"\1[redacted]", record.msg)
+        return True
+
+
+def _redact_uvicorn_logs() -> None:
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.addFilter(RedactTokens())
+        for handler in logger.handlers:
+            handler.addFilter(RedactTokens())
 
 
 def setup_logging(settings: Settings) -> None:
@@ -57,6 +82,7 @@ def serve(settings: Settings) -> int:
         ws_ping_interval=20.0, ws_ping_timeout=20.0, timeout_graceful_shutdown=10,
         server_header=False, proxy_headers=False,
     )
+    _redact_uvicorn_logs()  # after Config, which installs uvicorn's logging set-up
     server = uvicorn.Server(config)
     log.info("Maestro on http://%s:%d (data: %s)", settings.host, settings.port,
              getattr(store, "location", settings.data_dir))

@@ -48,7 +48,7 @@ def _raw_connection(ws: WebSocket):
 
 class Client:
     __slots__ = ("ws", "queue", "wakeup", "limit", "lag", "dropped", "state", "closed",
-                 "identity", "raw", "direct")
+                 "identity", "raw", "direct", "revoked")
 
     def __init__(self, ws: WebSocket, limit: int, identity=None, lag: float = 10.0):
         self.ws = ws
@@ -57,6 +57,7 @@ class Client:
         self.queue: collections.deque[tuple[float, str]] = collections.deque()
         self.raw = None
         self.direct = 0
+        self.revoked = False
         self.wakeup = asyncio.Event()
         self.limit = limit
         self.lag = lag
@@ -104,6 +105,8 @@ class Hub:
         self.sent = 0
         self.dropped_clients = 0
         self.policy = None
+        # alive(identity) -> bool: an agent's stream ends with its token.
+        self.alive = None
         bus.subscribe(self._on_event)
 
     def _on_event(self, event: Event, frame: bytes) -> None:
@@ -116,6 +119,10 @@ class Hub:
         for client in self.clients:
             if client.identity is None:
                 client.offer_frame(wire, text, now)
+                continue
+            if self.alive is not None and not self.alive(client.identity):
+                client.revoked = True
+                client.closed.set()
                 continue
             if self.policy is None or not self.policy.event_visible(client.identity,
                                                                     event.project_id):
@@ -156,6 +163,11 @@ class Hub:
                 pass
             if client.dropped:
                 await self._close_slow(client)
+            elif client.revoked:
+                try:
+                    await asyncio.wait_for(client.ws.close(code=1008, reason="token ended"), 1.0)
+                except Exception:
+                    pass
 
     async def _close_slow(self, client: Client) -> None:
         self.dropped_clients += 1

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import jsonio
+from .. import validate as v
 from ..config import Settings
 from ..errors import ApiError, StorageError, validation
 from ..events import Event
@@ -118,6 +119,8 @@ def _parse_options(body: dict) -> dict:
         context = {}
     elif not isinstance(context, dict):
         raise validation("context must be an object", {"field": "context"})
+    else:
+        v.shallow(context, "context")
     agent = _text(body, "agent", MAX_TEXT)
     if agent is not None and not agent.strip():
         raise validation("agent must not be empty", {"field": "agent"})
