@@ -97,7 +97,9 @@ def requests(draw, pool: Pool):
     real = {"projectId": "p", "parentId": "t", "taskId": "t", "sessionId": "s"}
     picks = draw(st.lists(st.integers(0, 1000), min_size=4, max_size=4))
     words = draw(st.text(min_size=1, max_size=30).filter(lambda t: t.strip()))
-    status = draw(st.sampled_from(["pending", "in_progress", "completed", "blocked"]))
+    task_status = draw(st.sampled_from(["pending", "in_progress", "completed", "blocked"]))
+    session_status = draw(st.sampled_from(["spawning", "running", "completed", "failed"]))
+    status = session_status if "/sessions" in path else task_status
     if body_kind == "valid":
         p_id = _pick(pool.ids["p"], picks[0], "proj_x")
         t_ids = [_pick(pool.ids["t"], i, "task_x") for i in picks[1:picks[0] % 4]]
