@@ -21,6 +21,7 @@ from ..errors import ApiError, StorageError
 from ..events import EventBus
 from ..identity import TokenRegistry
 from ..policy import Policy, has_secrets, redact_session
+from ..skills import SkillCatalogue
 from ..service import Service
 from ..store.base import Store
 from .router import ApiRequest, Reply, Router
@@ -47,8 +48,9 @@ async def read_json(request: Request) -> dict:
     return await ApiRequest(request.scope, request.receive, {}).json()
 
 
-def register_api(router: Router, service: Service, hub: Hub) -> None:
-    """The REST API of SPEC §7 and extensions E1, E2, E7 on the lean router."""
+def register_api(router: Router, service: Service, hub: Hub,
+                 skills: SkillCatalogue | None = None) -> None:
+    """The REST API of SPEC §7 and extensions E1, E2, E4, E7 on the lean router."""
     tasks = service.state.tasks
     sessions = service.state.sessions
     projects = service.state.projects
@@ -156,7 +158,28 @@ def register_api(router: Router, service: Service, hub: Hub) -> None:
         body = await r.json()
         return one_session(r, await service.add_session_timeline(r.param(), body))
 
+    async def list_skills(r: ApiRequest):
+        return skills.list() if skills is not None else []
+
+    async def get_skill(r: ApiRequest):
+        if skills is None:
+            raise ApiError(404, "NOT_FOUND", f"Skill not found: {r.param()}")
+        return skills.get(r.param())
+
+    async def role_skills(r: ApiRequest):
+        return skills.for_role(r.param("role")) if skills is not None else []
+
+    async def reload_skill(r: ApiRequest):
+        await r.json()
+        if skills is None:
+            raise ApiError(404, "NOT_FOUND", f"Skill not found: {r.param()}")
+        return skills.reload(r.param())
+
     for method, path, handler in [
+        ("GET", "/api/skills", list_skills),
+        ("GET", "/api/skills/role/{role}", role_skills),
+        ("GET", "/api/skills/{id}", get_skill),
+        ("POST", "/api/skills/{id}/reload", reload_skill),
         ("GET", "/health", health),
         ("GET", "/ws-status", ws_status),
         ("GET", "/api/projects", list_projects),
@@ -287,7 +310,7 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     app.state.settings = settings
     app.state.extensions = extensions
     router = Router(app)
-    register_api(router, service, hub)
+    register_api(router, service, hub, SkillCatalogue(settings.skills_dir))
     tokens = TokenRegistry(settings.session_dir, service.state.sessions)
     policy = Policy(service.state)
     hub.policy = policy

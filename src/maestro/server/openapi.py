@@ -45,6 +45,9 @@ SCHEMAS = {
                     "metadata": {"type": "object"}, "startedAt": _INT, "lastActivity": _INT,
                     "completedAt": {"type": ["integer", "null"]}, "hostname": _STR,
                     "platform": _STR}},
+    "Skill": {"type": "object", "required": ["id", "name"], "properties": {
+        "id": _STR, "name": _STR, "description": _STR, "type": _STR, "version": _STR,
+        "instructions": _STR, "reloaded": {"type": "boolean"}}},
     "Deleted": {"type": "object", "properties": {"success": {"const": True}, "id": _STR}},
     "CreateProject": {"type": "object", "required": ["name"], "properties": {
         "name": {"type": "string", "minLength": 1, "maxLength": 1000}, "workingDir": _STR,
@@ -119,6 +122,11 @@ ROUTES: list[tuple] = [
      "Session"),
     ("/api/sessions/{id}/timeline", "post", "Append to a session's timeline",
      "AddSessionTimeline", 200, "Session"),
+    ("/api/skills", "get", "The skill catalogue of SKILLS_DIR", None, 200, "Skill[]"),
+    ("/api/skills/role/{role}", "get", "The skills of a role (worker, orchestrator)", None, 200,
+     "Skill[]"),
+    ("/api/skills/{id}", "get", "A skill with its instructions", None, 200, "Skill"),
+    ("/api/skills/{id}/reload", "post", "Read a skill again from disk", None, 200, "Skill"),
 ]
 
 _QUERY = {
@@ -157,7 +165,7 @@ def openapi_document() -> dict:
                     "content": {"application/json": {"schema": _ref("Error")}}}}}
         params = [{"name": p, "in": "path", "required": True,
                    "schema": {"type": "string", "maxLength": 128}}
-                  for p in ("id", "taskId") if "{" + p + "}" in path]
+                  for p in ("id", "taskId", "role") if "{" + p + "}" in path]
         params += [{"name": q, "in": "query", "required": False, "schema": _STR}
                    for q in _QUERY.get((path, method), [])]
         if params:
