@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import shutil
+import time
 import zlib
 
 import httpx
@@ -362,3 +363,53 @@ def test_a_write_the_disk_refuses_is_a_500_that_changes_nothing(make_server, tmp
         assert ok(api.get("/api/tasks", params={"projectId": fresh["id"]})) == []
         assert [s["id"] for s in ok(api.get("/api/sessions"))] == [session["id"]]
         ok(api.patch(f"/api/tasks/{stuck['id']}", json={"title": "new"}))
+
+
+def _store_processes(data_dir) -> list[int]:
+    """Pids of the helper processes writing `data_dir` (see maestro/store/worker.py)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(b"maestro.store.worker" in a for a in args) and str(data_dir).encode() in args:
+            found.append(int(pid))
+    return found
+
+
+def test_the_store_process_lives_and_dies_with_the_server(make_server):
+    srv = make_server()
+    with client(srv) as api:
+        assert ok(api.get("/health"))["storage"]["writer"] == "process"
+        project = ok(api.post("/api/projects", json={"name": "p"}), 201)
+    assert len(_store_processes(srv.data_dir)) == 1
+    srv.kill()  # kill -9: the helper must not outlive it (no writer behind a new server's back)
+    deadline = time.monotonic() + 10
+    while _store_processes(srv.data_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _store_processes(srv.data_dir) == []
+    srv.start()
+    with client(srv) as api:
+        assert ok(api.get(f"/api/projects/{project['id']}")) == project
+    assert srv.stop() == 0
+    assert _store_processes(srv.data_dir) == []
+
+
+def test_in_process_writes_when_the_store_process_is_off(make_server):
+    srv = make_server(env={"MAESTRO_STORE_PROCESS": "0"})
+    with client(srv) as api:
+        assert ok(api.get("/health"))["storage"]["writer"] == "in-process"
+        project = ok(api.post("/api/projects", json={"name": "p"}), 201)
+        task = ok(api.post("/api/tasks", json={"projectId": project["id"], "title": "t"}), 201)
+        session = ok(api.post("/api/sessions", json={"projectId": project["id"],
+                                                     "taskIds": [task["id"]]}), 201)
+        assert_file_matches(srv.data_dir, "session", session)
+    assert _store_processes(srv.data_dir) == []
+    srv.stop()
+    srv.start()
+    with client(srv) as api:
+        assert ok(api.get(f"/api/tasks/{task['id']}"))["sessionIds"] == [session["id"]]

@@ -155,6 +155,23 @@ class Committer:
             # first refused request do not depend on it and are committed.
             refused: list = []
             refusal: Exception | None = None
+            if getattr(self.store, "commits_whole_batches", False):
+                # The store stages, journals and applies in one call (its helper process).
+                try:
+                    ready, why = await asyncio.to_thread(self.store.commit_batch, records)
+                except Exception as exc:
+                    log.exception("storage write failed; undoing %d change(s)", len(batch))
+                    await self._fail(batch, exc)
+                    continue
+                if ready < len(batch):
+                    batch, refused = batch[:ready], batch[ready:]
+                    refusal = OSError(why or "refused by the store")
+                if not batch:
+                    await self._fail(refused, refusal)
+                    continue
+                await self._finish(batch, refused, refusal, started)
+                dirty = True
+                continue
             try:
                 self.store.prepare_batch(records)
             except Exception as exc:
@@ -180,27 +197,31 @@ class Committer:
                 except Exception:
                     log.exception("store maintenance failed")
             dirty = True
-            self.write_seconds += time.perf_counter() - started
-            self.batches += 1
-            self.records += len(batch)
-            for tx, _, fut in batch:
-                # The change is durable: whatever happens while announcing it, the request
-                # must be answered (a dead committer would hang every later request).
-                for hook in self.on_commit:
-                    try:
-                        hook(tx)
-                    except Exception:
-                        log.exception("commit hook failed")
+            await self._finish(batch, refused, refusal, started)
+
+    async def _finish(self, batch, refused, refusal, started: float) -> None:
+        """The batch is durable: run hooks, publish its events, answer its requests."""
+        self.write_seconds += time.perf_counter() - started
+        self.batches += 1
+        self.records += len(batch)
+        for tx, _, fut in batch:
+            # The change is durable: whatever happens while announcing it, the request
+            # must be answered (a dead committer would hang every later request).
+            for hook in self.on_commit:
                 try:
-                    self.bus.publish(tx.events)
+                    hook(tx)
                 except Exception:
-                    log.exception("publishing events failed")
-                if not fut.done():
-                    fut.set_result(None)
-            if refused:
-                await self._fail(refused, refusal)
-            # Let WebSocket senders write the events before the requests send their responses.
-            await asyncio.sleep(0)
+                    log.exception("commit hook failed")
+            try:
+                self.bus.publish(tx.events)
+            except Exception:
+                log.exception("publishing events failed")
+            if not fut.done():
+                fut.set_result(None)
+        if refused:
+            await self._fail(refused, refusal)
+        # Let WebSocket senders write the events before the requests send their responses.
+        await asyncio.sleep(0)
 
     async def _fail(self, batch, exc: Exception) -> None:
         """Undo `batch` and everything queued after it (built on top of it), newest first;

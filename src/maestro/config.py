@@ -61,6 +61,7 @@ class Settings:
     max_agents: int = 8
     ws_queue_limit: int = 100_000
     ws_lag_seconds: float = 10.0
+    store_process: bool = True
     stop_grace: float = 5.0
     tmux: bool = True
     spawn_event_alias: bool = False
@@ -96,6 +97,7 @@ class Settings:
         s.spawn_event_alias = _bool(env.get("MAESTRO_SPAWN_EVENT_ALIAS"))
         s.ws_queue_limit = _parse_int("MAESTRO_WS_QUEUE", env.get("MAESTRO_WS_QUEUE") or "100000",
                                       10)
+        s.store_process = _bool(env.get("MAESTRO_STORE_PROCESS"), True)
         s.ws_lag_seconds = _parse_int("MAESTRO_WS_LAG", env.get("MAESTRO_WS_LAG") or "10", 1)
         s.node_env = (env.get("NODE_ENV") or "development").lower()
         s.server_url = env.get("SERVER_URL") or ""

@@ -262,7 +262,7 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     if service is None:
         if store is None:
             from ..store.files import FileStore
-            store = FileStore(settings.data_dir)
+            store = FileStore(settings.data_dir, worker=settings.store_process)
         service = Service(store, EventBus())
     hub = Hub(service.bus, settings.ws_queue_limit, settings.ws_lag_seconds)
     extensions: list = []

@@ -66,7 +66,7 @@ def serve(settings: Settings) -> int:
             print(f"maestro: {exc}", file=sys.stderr)
             return 1
     else:
-        store = FileStore(settings.data_dir)
+        store = FileStore(settings.data_dir, worker=settings.store_process)
         try:
             store.take_lock()
         except StoreLockedError as exc:

@@ -30,6 +30,7 @@ from typing import Any
 from .. import jsonio
 from ..ids import is_safe_file_component
 from .base import KINDS, LoadResult, Op, Store, StoreLockedError
+from .worker import StoreWorker, encode_records
 
 log = logging.getLogger("maestro.store")
 
@@ -106,8 +107,11 @@ class StagingError(OSError):
 class FileStore(Store):
     name = "files"
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, worker: bool = False):
         self.root = Path(data_dir)
+        # worker=True: after loading, batches are written by a helper process (worker.py).
+        self._use_worker = worker
+        self._worker: StoreWorker | None = None
         self.projects_dir = self.root / "projects"
         self.tasks_dir = self.root / "tasks"
         self.sessions_dir = self.root / "sessions"
@@ -165,7 +169,44 @@ class FileStore(Store):
         result.sessions = list(sessions.values())
         result.quarantined = list(self.quarantined)
         self.checkpoint()
+        if self._use_worker and not self._unapplied and self._failed is None:
+            self._start_worker()
         return result
+
+    # ----------------------------------------------------------------- helper process
+    def _start_worker(self) -> None:
+        """Hand the write path to the helper process: it owns the journal from now on."""
+        worker = StoreWorker(self.root)
+        try:
+            worker.start(self._stray_paths, self._known_task_dirs)
+        except OSError as exc:
+            log.warning("store process unavailable (%s); writing in-process", exc)
+            worker.close()
+            return
+        os.close(self._journal_fd)
+        self._journal_fd = None
+        self._worker = worker
+
+    @property
+    def commits_whole_batches(self) -> bool:
+        return self._worker is not None
+
+    def commit_batch(self, records: list[list[Op]]) -> tuple[int, str | None]:
+        """Stage, journal and apply `records` in the helper process (a worker thread waits).
+        Returns how many records, from the first, were committed, and why the rest were
+        refused; raises OSError when nothing was committed."""
+        reply = self._worker.request(encode_records(records))
+        if not reply.get("ok"):
+            raise OSError(reply.get("error") or "the store process refused the batch")
+        return int(reply["ready"]), reply.get("error")
+
+    def attach(self, strays: dict, known: set[str]) -> None:
+        """In the helper process: take over a store the server has loaded."""
+        self._stray_paths = strays
+        self._known_task_dirs = known
+        self._journal_fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                   0o644)
+        self._journal_bytes = os.fstat(self._journal_fd).st_size
 
     def take_lock(self) -> None:
         """Exclusive ownership of the data directory, or StoreLockedError at once."""
@@ -592,10 +633,18 @@ class FileStore(Store):
             _fsync_path(folder, directory=True)
 
     def maintenance(self) -> None:
+        if self._worker is not None:
+            self._worker.request(b'{"op":"maintenance"}')
+            return
         if self._journal_bytes or self._unapplied or self._dirty_dirs or self._dirty_files:
             self.checkpoint()
 
     def close(self) -> None:
+        if self._worker is not None:
+            try:
+                self._worker.close()  # it checkpoints and closes the journal
+            finally:
+                self._worker = None
         try:
             self._discard_prepared()
             if self._journal_fd is not None and self._failed is None:
@@ -612,12 +661,20 @@ class FileStore(Store):
                     self._lock_fd = None
 
     def health(self) -> dict[str, Any]:
+        if self._worker is not None:
+            stats = self._worker.stats
+            return {"backend": self.name, "dataDir": str(self.root),
+                    "journalBytes": stats.get("journalBytes", 0),
+                    "unappliedChanges": stats.get("unapplied", 0),
+                    "writable": self._worker.dead is None and not stats.get("failed"),
+                    "writer": "process", "quarantined": list(self.quarantined)}
         return {
             "backend": self.name,
             "dataDir": str(self.root),
             "journalBytes": self._journal_bytes,
             "unappliedChanges": len(self._unapplied),
             "writable": self._failed is None,
+            "writer": "in-process",
             "quarantined": list(self.quarantined),
         }
 

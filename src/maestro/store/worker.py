@@ -1,0 +1,208 @@
+"""The JSON-file store's write path in a helper process.
+
+Writing an entity file is a few system calls (temp file, write, rename) that cost tens to
+hundreds of microseconds of kernel time each on some disks, and a request may touch several
+entities. On the event loop that time is taken from every other request; in a thread it queues
+for the interpreter lock after every call. The helper process runs the very same `FileStore`
+write path (stage the files, append + fdatasync the journal, rename the files, checkpoint) on
+the other core, one whole batch per round trip, while the server keeps serving.
+
+The server loads the data directory and holds its lock; the helper only writes. Protocol on
+stdin/stdout: frames of a 4-byte big-endian length and a JSON document.
+  {"op": "init", "strays": [[kind, id, [paths]]], "known": [folders]}  -> {"ok": true}
+  {"op": "batch", "records": [[[kind, id, projectId, value|null], ...], ...]}
+      -> {"ok": true, "ready": k, "error": null|message, "stats": {...}}   (k records committed)
+      -> {"ok": false, "error": message, "stats": {...}}                  (nothing committed)
+  {"op": "maintenance"} / {"op": "close"} -> {"ok": true, "stats": {...}}"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from .. import jsonio
+from .base import Op
+
+log = logging.getLogger("maestro.store")
+
+_HEADER = struct.Struct(">I")
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = os.read(fd, n)
+        if not chunk:
+            raise EOFError("the store process closed its pipe")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _send(fd: int, body: bytes) -> None:
+    _write_all(fd, _HEADER.pack(len(body)) + body)
+
+
+def _receive(fd: int):
+    (size,) = _HEADER.unpack(_read_exact(fd, 4))
+    return jsonio.loads(_read_exact(fd, size))
+
+
+def encode_records(records: list[list[Op]]) -> bytes:
+    """The batch message, reusing each op's compact JSON."""
+    parts = []
+    for record in records:
+        ops = []
+        for op in record:
+            value = b"null" if op.value is None else (op.encoded or jsonio.dumps(op.value))
+            ops.append(b"[" + jsonio.dumps(op.kind) + b"," + jsonio.dumps(op.id) + b","
+                       + jsonio.dumps(op.project_id) + b"," + value + b"]")
+        parts.append(b"[" + b",".join(ops) + b"]")
+    return b'{"op":"batch","records":[' + b",".join(parts) + b"]}"
+
+
+# ------------------------------------------------------------------ the helper process
+def _die_with_parent() -> None:
+    """The helper must never outlive the server: a server killed with -9 must look like a
+    crash on disk too (no checkpoint behind its back, no second writer when a new server
+    starts and replays the journal)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent or parent == 1:
+        os._exit(1)
+
+
+def main() -> None:
+    from .files import FileStore, StagingError
+
+    _die_with_parent()
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    store = FileStore(Path(sys.argv[1]), worker=False)
+
+    def stats() -> dict:
+        return {"journalBytes": store._journal_bytes, "unapplied": len(store._unapplied),
+                "failed": store._failed}
+
+    while True:
+        try:
+            message = _receive(stdin)
+        except EOFError:
+            store.close()
+            return
+        op = message.get("op")
+        if op == "init":
+            store.attach({(k, i): set(paths) for k, i, paths in message["strays"]},
+                         set(message["known"]))
+            reply = {"ok": True}
+        elif op == "batch":
+            records = [[Op(k, i, v, None, p) for k, i, p, v in record]
+                       for record in message["records"]]
+            ready, error = len(records), None
+            try:
+                store.prepare_batch(records)
+            except StagingError as exc:
+                ready, error = exc.ready, str(exc)
+            except Exception as exc:  # noqa: BLE001 - reported to the server, never fatal here
+                ready, error = 0, str(exc)
+            reply = {"ok": True, "ready": ready, "error": error}
+            if ready:
+                try:
+                    store.write_batch(records[:ready])
+                except Exception as exc:  # noqa: BLE001
+                    reply = {"ok": False, "error": str(exc)}
+                else:
+                    store.apply_batch(records[:ready])
+                    if store.wants_maintenance():
+                        _maintain(store)
+            reply["stats"] = stats()
+        elif op == "maintenance":
+            _maintain(store)
+            reply = {"ok": True, "stats": stats()}
+        elif op == "close":
+            store.close()
+            _send(stdout, jsonio.dumps({"ok": True, "stats": stats()}))
+            return
+        else:
+            reply = {"ok": False, "error": f"unknown message {op!r}"}
+        _send(stdout, jsonio.dumps(reply))
+
+
+def _maintain(store) -> None:
+    try:
+        store.maintenance()
+    except Exception:  # noqa: BLE001 - a failed checkpoint keeps the journal; retried later
+        log.exception("store maintenance failed")
+
+
+# ------------------------------------------------------------------ the server's side
+class StoreWorker:
+    """Talks to the helper process; one round trip at a time (called from a worker thread)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self.stats: dict = {}
+        self.dead: str | None = None
+
+    def start(self, strays: dict, known: set[str]) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from maestro.store.worker import main; main()",
+             str(self.root)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+            start_new_session=True)  # Ctrl-C in a terminal reaches the server, which stops it
+        self.request(jsonio.dumps({"op": "init",
+                                   "strays": [[k, i, sorted(p)] for (k, i), p in strays.items()],
+                                   "known": sorted(known)}))
+
+    def request(self, body: bytes) -> dict:
+        """One round trip; OSError when the helper is gone (the store then refuses writes:
+        whether the last batch reached the journal is unknown until a restart replays it)."""
+        with self._lock:
+            if self.dead is not None:
+                raise OSError(self.dead)
+            try:
+                _send(self._proc.stdin.fileno(), body)
+                reply = _receive(self._proc.stdout.fileno())
+            except (OSError, EOFError, ValueError) as exc:
+                self.dead = f"the store process stopped ({exc}); restart the server"
+                log.critical(self.dead)
+                raise OSError(self.dead) from None
+        if "stats" in reply:
+            self.stats = reply["stats"]
+        return reply
+
+    def close(self) -> None:
+        if self._proc is None:
+            return
+        try:
+            if self.dead is None:
+                self.request(b'{"op":"close"}')
+            self._proc.stdin.close()
+            self._proc.wait(30)
+        except (OSError, subprocess.TimeoutExpired):
+            self._proc.kill()
+            self._proc.wait(5)
+        finally:
+            if self._proc.stdout:
+                self._proc.stdout.close()
+            self._proc = None
