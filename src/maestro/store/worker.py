@@ -10,7 +10,8 @@ the other core, one whole batch per round trip, while the server keeps serving.
 The server loads the data directory and holds its lock; the helper only writes. Protocol on
 stdin/stdout: frames of a 4-byte big-endian length and a JSON document.
   {"op": "init", "strays": [[kind, id, [paths]]], "known": [folders]}  -> {"ok": true}
-  {"op": "batch", "records": [[[kind, id, projectId, value|null], ...], ...]}
+  {"op": "batch", "records": [[[kind, id, projectId, value|null], ...], ...]}, then one more
+  frame per record holding its journal line (built by the server from cached JSON)
       -> {"ok": true, "ready": k, "error": null|message, "stats": {...}}   (k records committed)
       -> {"ok": false, "error": message, "stats": {...}}                  (nothing committed)
   {"op": "maintenance"} / {"op": "close"} -> {"ok": true, "stats": {...}}"""
@@ -114,6 +115,8 @@ def main() -> None:
         elif op == "batch":
             records = [[Op(k, i, v, None, p) for k, i, p, v in record]
                        for record in message["records"]]
+            lines = [_read_exact(stdin, _HEADER.unpack(_read_exact(stdin, 4))[0])
+                     for _ in records]
             ready, error = len(records), None
             try:
                 store.prepare_batch(records)
@@ -124,7 +127,7 @@ def main() -> None:
             reply = {"ok": True, "ready": ready, "error": error}
             if ready:
                 try:
-                    store.write_batch(records[:ready])
+                    store.write_batch(records[:ready], lines[:ready])
                 except Exception as exc:  # noqa: BLE001
                     reply = {"ok": False, "error": str(exc)}
                 else:
@@ -174,14 +177,20 @@ class StoreWorker:
                                    "strays": [[k, i, sorted(p)] for (k, i), p in strays.items()],
                                    "known": sorted(known)}))
 
-    def request(self, body: bytes) -> dict:
+    def request(self, body: bytes, lines: list[bytes] | None = None) -> dict:
         """One round trip; OSError when the helper is gone (the store then refuses writes:
-        whether the last batch reached the journal is unknown until a restart replays it)."""
+        whether the last batch reached the journal is unknown until a restart replays it).
+        `lines` (a batch's journal lines) follow the message as one more frame each."""
         with self._lock:
             if self.dead is not None:
                 raise OSError(self.dead)
             try:
-                _send(self._proc.stdin.fileno(), body)
+                if lines is not None:
+                    body = _HEADER.pack(len(body)) + body + b"".join(
+                        _HEADER.pack(len(line)) + line for line in lines)
+                    _write_all(self._proc.stdin.fileno(), body)
+                else:
+                    _send(self._proc.stdin.fileno(), body)
                 reply = _receive(self._proc.stdout.fileno())
             except (OSError, EOFError, ValueError) as exc:
                 self.dead = f"the store process stopped ({exc}); restart the server"
