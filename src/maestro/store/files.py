@@ -31,7 +31,7 @@ from typing import Any
 from .. import jsonio
 from ..ids import is_safe_file_component
 from .base import KINDS, LoadResult, Op, Store, StoreLockedError
-from .worker import StoreWorker, encode_records
+from .worker import StoreWorker, encode_records, write_all as _write_all
 
 log = logging.getLogger("maestro.store")
 
@@ -80,12 +80,6 @@ def _unlink(path: Path | str) -> None:
         os.unlink(path)
     except (FileNotFoundError, NotADirectoryError):
         pass
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _latest(records: list[list[Op]]) -> dict[tuple[str, str], Op]:

@@ -46,14 +46,15 @@ def _read_exact(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a pipe or file may take less per call)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
 def _send(fd: int, body: bytes) -> None:
-    _write_all(fd, _HEADER.pack(len(body)) + body)
+    write_all(fd, _HEADER.pack(len(body)) + body)
 
 
 def _receive(fd: int):
@@ -188,7 +189,7 @@ class StoreWorker:
                 if lines is not None:
                     body = _HEADER.pack(len(body)) + body + b"".join(
                         _HEADER.pack(len(line)) + line for line in lines)
-                    _write_all(self._proc.stdin.fileno(), body)
+                    write_all(self._proc.stdin.fileno(), body)
                 else:
                     _send(self._proc.stdin.fileno(), body)
                 reply = _receive(self._proc.stdout.fileno())
