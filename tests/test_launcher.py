@@ -182,20 +182,27 @@ def test_agent_runs_its_task_to_completion(mode, launch_server, tmp_path):
         assert (srv.session_dir / sid / "output.log").is_file()
 
 
+def start_stubborn_and_polite(api, ws):
+    """Spawn an agent that ignores SIGTERM and one that exits on it, both running; returns
+    (event stream, stubborn session id, polite session id)."""
+    project = new_project(api)
+    task = new_task(api, project["id"])
+    stream = Stream(ws)
+    stubborn = spawn(api, project["id"], [task["id"]], agent=agent_cmd("stubborn_agent.py"))
+    polite = spawn(api, project["id"], [task["id"]],
+                   agent=agent_cmd("stubborn_agent.py", "--polite"))
+    for sid in (stubborn, polite):
+        stream.wait_for(until_status(sid, "running"))
+        wait_log(api, sid, "agent: working forever")
+    return stream, stubborn, polite
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_stop_kills_a_stubborn_agent_and_lets_a_polite_one_finish(mode, launch_server):
     srv = launch_server({"MAESTRO_TMUX": "1" if mode == "tmux" else "0",
                          "MAESTRO_STOP_GRACE": "1"})
     with http_client(srv) as api, WsClient(srv.ws_url) as ws:
-        project = new_project(api)
-        task = new_task(api, project["id"])
-        stream = Stream(ws)
-        stubborn = spawn(api, project["id"], [task["id"]], agent=agent_cmd("stubborn_agent.py"))
-        polite = spawn(api, project["id"], [task["id"]],
-                       agent=agent_cmd("stubborn_agent.py", "--polite"))
-        for sid in (stubborn, polite):
-            stream.wait_for(until_status(sid, "running"))
-            wait_log(api, sid, "agent: working forever")
+        stream, stubborn, polite = start_stubborn_and_polite(api, ws)
         if mode == "tmux":  # a person can attach: each agent has its window
             windows = tmux(srv, "list-windows", "-t", "maestro", "-F", "#{window_name}")
             assert {stubborn, polite} <= set(windows.stdout.split())
@@ -285,15 +292,7 @@ def test_restart_marks_vanished_agents_failed_and_adopts_live_ones(mode, launch_
     srv = launch_server({"MAESTRO_TMUX": "1" if mode == "tmux" else "0",
                          "MAESTRO_STOP_GRACE": "1"})
     with http_client(srv) as api, WsClient(srv.ws_url) as ws:
-        project = new_project(api)
-        task = new_task(api, project["id"])
-        stream = Stream(ws)
-        vanished = spawn(api, project["id"], [task["id"]], agent=agent_cmd("stubborn_agent.py"))
-        alive = spawn(api, project["id"], [task["id"]],
-                      agent=agent_cmd("stubborn_agent.py", "--polite"))
-        for sid in (vanished, alive):
-            stream.wait_for(until_status(sid, "running"))
-            wait_log(api, sid, "agent: working forever")
+        stream, vanished, alive = start_stubborn_and_polite(api, ws)
     srv.stop()
     # Agents outlive their server; this one dies while nobody watches (as in a reboot).
     info = json.loads((srv.session_dir / vanished / "process.json").read_text())
