@@ -49,7 +49,7 @@ async def read_json(request: Request) -> dict:
 
 
 def register_api(router: Router, service: Service, hub: Hub,
-                 skills: SkillCatalogue | None = None) -> None:
+                 skills: SkillCatalogue) -> None:
     """The REST API of SPEC §7 and extensions E1, E2, E4, E7 on the lean router."""
     tasks = service.state.tasks
     sessions = service.state.sessions
@@ -159,20 +159,16 @@ def register_api(router: Router, service: Service, hub: Hub,
         return one_session(r, await service.add_session_timeline(r.param(), body))
 
     async def list_skills(r: ApiRequest):
-        return skills.list() if skills is not None else []
+        return skills.list()
 
     async def get_skill(r: ApiRequest):
-        if skills is None:
-            raise ApiError(404, "NOT_FOUND", f"Skill not found: {r.param()}")
         return skills.get(r.param())
 
     async def role_skills(r: ApiRequest):
-        return skills.for_role(r.param("role")) if skills is not None else []
+        return skills.for_role(r.param("role"))
 
     async def reload_skill(r: ApiRequest):
         await r.json()
-        if skills is None:
-            raise ApiError(404, "NOT_FOUND", f"Skill not found: {r.param()}")
         return skills.reload(r.param())
 
     for method, path, handler in [
