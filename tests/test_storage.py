@@ -413,3 +413,109 @@ def test_in_process_writes_when_the_store_process_is_off(make_server):
     srv.start()
     with client(srv) as api:
         assert ok(api.get(f"/api/tasks/{task['id']}"))["sessionIds"] == [session["id"]]
+
+
+# ---------------------------------------------------------------------- spare files
+def _inodes(folder) -> dict[int, str]:
+    return {entry.stat().st_ino: entry.name for entry in os.scandir(folder) if entry.is_file()}
+
+
+def _wait_for_spares(folder, at_least: int) -> dict[int, str]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        spares = _inodes(folder)
+        if len(spares) >= at_least:
+            return spares
+        time.sleep(0.05)
+    pytest.fail(f"{folder} never held {at_least} spare files")
+
+
+@pytest.mark.parametrize("writer", ["process", "in-process"])
+def test_writes_reuse_spare_files_and_updates_allocate_no_inode(make_server, writer):
+    """Entity files are staged in files made beforehand (DATA_DIR/.spares): a new task takes
+    one, an update swaps its file with a spare, so patches allocate and free no inode and the
+    spares survive a restart (nothing is deleted at start-up)."""
+    from maestro.store.files import SPARES_HIGH
+
+    srv = make_server(env={} if writer == "process" else {"MAESTRO_STORE_PROCESS": "0"})
+    spares_dir = srv.data_dir / ".spares"
+    with client(srv) as api:
+        assert ok(api.get("/health"))["storage"]["writer"] == writer
+        _wait_for_spares(spares_dir, SPARES_HIGH)
+        project = ok(api.post("/api/projects", json={"name": "p"}), 201)
+        before = _inodes(spares_dir)
+        tasks = [ok(api.post("/api/tasks", json={"projectId": project["id"],
+                                                 "title": f"t{i}"}), 201) for i in range(40)]
+        folder = srv.data_dir / "tasks" / project["id"]
+        task_files = _inodes(folder)
+        assert len(task_files) == 40
+        # Every new task file is a spare made beforehand (the pool is not refilled yet).
+        assert set(task_files) <= set(before)
+        spares = _inodes(spares_dir)
+        assert len(spares) == len(before) - 40
+        for round_ in range(3):
+            for task in tasks:
+                ok(api.patch(f"/api/tasks/{task['id']}",
+                             json={"description": f"round {round_}", "status": "in_progress"}))
+        # Patches swapped files: the same inodes, spread over task files and spares.
+        assert set(_inodes(folder)) | set(_inodes(spares_dir)) == set(task_files) | set(spares)
+        assert len(_inodes(spares_dir)) == len(spares)
+        for task in tasks[:5]:
+            assert_file_matches(srv.data_dir, "task", ok(api.get(f"/api/tasks/{task['id']}")))
+        assert ok(api.get("/health"))["storage"]["spareFiles"] == len(spares)
+    srv.stop()
+    kept = _inodes(spares_dir)
+    srv.start()
+    with client(srv) as api:
+        ok(api.get("/health"))
+    assert set(kept) <= set(_inodes(spares_dir))
+
+
+def test_the_spare_pool_refills_adopts_and_ignores_what_is_not_a_plain_file(tmp_path):
+    """The pool on its own, on real files: it refills in the background when it runs low,
+    takes over an earlier run's spares and never follows a symlink planted among them."""
+    from maestro.store import files
+    from maestro.store.files import SparePool
+
+    folder = tmp_path / ".spares"
+    folder.mkdir()
+    (folder / "7.spare").write_bytes(b"old content")
+    (folder / "task.legacy-name.spare").write_bytes(b"older content")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    (folder / "evil.spare").symlink_to(victim)
+    (folder / "sub").mkdir()
+    pool = SparePool(folder)
+    pool.adopt()
+    assert len(pool) == 2
+    taken = []
+    for _ in range(3):  # two adopted, then a new one named after the highest number seen
+        path, fd = pool.take()
+        os.write(fd, b"new")
+        os.close(fd)
+        taken.append(os.path.basename(path))
+    assert sorted(taken[:2]) == ["7.spare", "task.legacy-name.spare"]
+    assert taken[2] == "8.spare"
+    assert victim.read_bytes() == b"keep me"
+    for name in taken:
+        pool.give_back(str(folder / name))
+    assert len(pool) == 3
+    old = (files.SPARES_LOW, files.SPARES_HIGH)
+    files.SPARES_LOW, files.SPARES_HIGH = 4, 12
+    try:
+        pool.start()
+        deadline = time.monotonic() + 10
+        while len(pool) < 12 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(pool) == 12
+        for _ in range(10):  # below the low mark: the thread makes new ones
+            os.close(pool.take()[1])
+        deadline = time.monotonic() + 10
+        while len(pool) < 12 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(pool) == 12
+    finally:
+        pool.stop()
+        files.SPARES_LOW, files.SPARES_HIGH = old
+    plain = [p for p in folder.iterdir() if p.is_file() and not p.is_symlink()]
+    assert len(plain) == 12 + 10  # the pool, and the ten taken out of it

@@ -20,9 +20,11 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import secrets
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -42,8 +44,9 @@ CHECKPOINT_BYTES = 16 * 1024 * 1024
 _TMP_SUFFIX = ".tmp"
 _SPARE_SUFFIX = ".spare"
 SPARES_DIR = ".spares"
-# Spare files kept for recently written entities (see _stage); older ones are removed.
-MAX_SPARES = 2048
+# Blank files kept ready in .spares/ (see SparePool): refilled to HIGH when below LOW.
+SPARES_LOW = 256
+SPARES_HIGH = 1024
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
@@ -113,6 +116,118 @@ def _exchange(a: str, b: str) -> bool | None:
     raise OSError(err, os.strerror(err), b)
 
 
+class SparePool:
+    """Blank files in DATA_DIR/.spares/ that entity files are staged in.
+
+    Creating a file is the costly part of writing one on some systems: ext4 skips inodes freed
+    in the last half minute when it allocates one, so after many deletions every new file costs
+    hundreds of microseconds of kernel time. A staged write therefore takes a file made
+    beforehand: an update swaps it with its target and gets the old version back as a new spare
+    (no inode allocated or freed), and only a new entity uses one up. A background thread
+    refills the pool when it runs low, off the commit path. The files' content is never read;
+    they are kept across restarts."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._str = str(folder)
+        self._free: collections.deque[str] = collections.deque()
+        self._seq = itertools.count(1)
+        self._wanted = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.created = 0
+
+    def __len__(self) -> int:
+        return len(self._free)
+
+    def adopt(self) -> None:
+        """Take over the spare files already in the folder (an earlier run's)."""
+        self.folder.mkdir(exist_ok=True)
+        self._free.clear()
+        top = 0
+        for entry in os.scandir(self._str):
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if len(self._free) >= 2 * SPARES_HIGH:
+                _unlink(entry.path)
+                continue
+            self._free.append(entry.path)
+            stem = entry.name.partition(".")[0]
+            if stem.isdigit():
+                top = max(top, int(stem))
+        self._seq = itertools.count(top + 1)
+
+    def _new(self) -> tuple[str, int]:
+        """A new spare file, open for writing."""
+        for _ in range(100):
+            path = f"{self._str}/{next(self._seq)}{_SPARE_SUFFIX}"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            except FileExistsError:
+                continue
+            except FileNotFoundError:
+                self.folder.mkdir(exist_ok=True)  # removed behind our back
+                continue
+            self.created += 1
+            return path, fd
+        raise OSError(errno.EEXIST, "no free spare file name", self._str)
+
+    def take(self) -> tuple[str, int]:
+        """A spare file and a descriptor open for writing it."""
+        free = self._free
+        while free:
+            try:
+                path = free.pop()
+            except IndexError:  # the last one was taken meanwhile
+                break
+            if len(free) < SPARES_LOW:
+                self._wanted.set()
+            try:
+                return path, os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue  # removed or replaced behind our back
+        self._wanted.set()
+        return self._new()
+
+    def give_back(self, path: str) -> None:
+        """`path` (a spare holding content nobody needs) can be taken again."""
+        if len(self._free) < 2 * SPARES_HIGH:
+            self._free.append(path)
+        else:
+            _unlink(path)
+
+    def start(self) -> None:
+        """Keep the pool filled from a background thread."""
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._fill, name="maestro-spares",
+                                            daemon=True)
+            self._thread.start()
+            self._wanted.set()
+
+    def _fill(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            while len(self._free) < SPARES_HIGH and not self._stopping:
+                try:
+                    path, fd = self._new()
+                except OSError as exc:
+                    log.warning("could not make spare files in %s: %s", self._str, exc)
+                    break
+                os.close(fd)
+                self._free.append(path)
+            if self._stopping:
+                return
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stopping = True
+            self._wanted.set()
+            self._thread.join()
+            self._thread = None
+
+
 class UnsafePathError(ValueError):
     """An id that cannot be used as a file name inside the data directory."""
 
@@ -154,11 +269,9 @@ class FileStore(Store):
         self._tasks_str = str(self.tasks_dir)
         self._pid = os.getpid()
         self._tmp_seq = 0
-        # target file -> its spare, most recently written last (see _stage).
-        self._spares: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._can_exchange = True
         self.spares_dir = self.root / SPARES_DIR
-        self._spares_str = str(self.spares_dir)
+        self.spares = SparePool(self.spares_dir)
         self._known_task_dirs: set[str] = set()
         # The batch between prepare_batch and apply_batch: last op per entity, its temp file.
         self._prepared: dict[tuple[str, str], tuple[Op, str | None]] | None = None
@@ -179,6 +292,7 @@ class FileStore(Store):
                 folder.mkdir(parents=True, exist_ok=True)
                 self._dirty_dirs.add(self.root)
         self._remove_temp_files()
+        self.spares.adopt()
         result = LoadResult()
         loaded_from: dict[tuple[str, str], list[str]] = {}
         projects = self._load_dir(self.projects_dir, "project", loaded_from)
@@ -198,6 +312,8 @@ class FileStore(Store):
         self.checkpoint()
         if self._use_worker and not self._unapplied and self._failed is None:
             self._start_worker()
+        if self._worker is None:
+            self.spares.start()
         return result
 
     # ----------------------------------------------------------------- helper process
@@ -237,6 +353,8 @@ class FileStore(Store):
         self._journal_fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                                    0o644)
         self._journal_bytes = os.fstat(self._journal_fd).st_size
+        self.spares.adopt()
+        self.spares.start()
 
     def take_lock(self) -> None:
         """Exclusive ownership of the data directory, or StoreLockedError at once."""
@@ -264,12 +382,8 @@ class FileStore(Store):
         self._lock_fd = fd
 
     def _remove_temp_files(self) -> None:
-        """Temp files are staged changes that never reached their commit point; spares are
-        only ever reused by the process that wrote them."""
-        self.spares_dir.mkdir(exist_ok=True)
-        for entry in os.scandir(self.spares_dir):
-            if entry.is_file():
-                _unlink(entry.path)
+        """Temp files are staged changes that never reached their commit point (spare files
+        are kept: their content is never read, see SparePool)."""
         for folder in [self.root, self.projects_dir, self.sessions_dir, self.tasks_dir,
                        *(p for p in self.tasks_dir.iterdir() if p.is_dir())]:
             for entry in folder.iterdir():
@@ -441,7 +555,7 @@ class FileStore(Store):
             except (OSError, ValueError) as exc:
                 for _, tmp in fresh.values():
                     if tmp is not None:
-                        _unlink(tmp)
+                        self.spares.give_back(tmp)
                 log.error("could not stage a change of %d entit(ies): %s", len(record), exc)
                 self._prepared = staged
                 self._stage_superseded(records[:index])
@@ -467,7 +581,7 @@ class FileStore(Store):
     def _discard_prepared(self) -> None:
         for _, tmp in (self._prepared or {}).values():
             if tmp is not None:
-                _unlink(tmp)
+                self.spares.give_back(tmp)
         self._prepared = None
 
     def write_batch(self, records: list[list[Op]], lines: list[bytes] | None = None) -> None:
@@ -541,22 +655,12 @@ class FileStore(Store):
         if op.value is not None:
             self._path_for(op)
 
-    def _spare_for(self, path: str, eid: str) -> str:
-        """The spare of one entity file, in the store's own `.spares/` folder (same file
-        system, so it can be swapped with the target; the data folders stay clean)."""
-        name = eid if len(eid) <= 200 else f"{eid[:180]}.{zlib.crc32(eid.encode()):08x}"
-        kind = path.rpartition("/")[0].rpartition("/")[2]  # projects, sessions or a project id
-        return f"{self._spares_str}/{kind}.{name}{_SPARE_SUFFIX}"
-
     def _stage(self, op: Op) -> str:
-        """Write the new content of `op` beside its target, in the entity's spare file; returns
-        that file.
+        """Write the new content of `op` into a spare file (see SparePool); returns that file.
 
         The spare is swapped with the target atomically when the change commits (_apply), so
-        afterwards it holds the previous version and is reused, overwritten, for the next
-        change: an update then allocates and frees no inode, which on some file systems (ext4
-        mounted with `discard`) is most of the cost of writing a file. Spares are hidden
-        files in DATA_DIR/.spares/, never read, removed at start-up and beyond MAX_SPARES."""
+        afterwards it holds the previous version and goes back to the pool: an update then
+        allocates and frees no inode, and a new entity takes a file created beforehand."""
         path = self._path_for(op)
         folder, _, _ = path.rpartition("/")
         if op.kind == "task" and folder.rpartition("/")[2] not in self._known_task_dirs:
@@ -566,13 +670,8 @@ class FileStore(Store):
             if op.kind != "task" or os.path.lexists(folder):
                 raise NotADirectoryError(errno.ENOTDIR, "not a folder", folder)
             self._make_task_dir(Path(folder))  # the project's folder was removed behind our back
-        spare = self._spare_for(path, op.id)
         data = jsonio.dumps_pretty(op.value)
-        try:
-            fd = os.open(spare, os.O_WRONLY | os.O_CREAT, 0o644)
-        except FileNotFoundError:
-            self.spares_dir.mkdir(exist_ok=True)  # removed behind our back
-            fd = os.open(spare, os.O_WRONLY | os.O_CREAT, 0o644)
+        spare, fd = self.spares.take()
         try:
             view = memoryview(data)
             offset = 0
@@ -582,7 +681,6 @@ class FileStore(Store):
         except BaseException:
             os.close(fd)
             _unlink(spare)
-            self._spares.pop(path, None)
             raise
         os.close(fd)
         return spare
@@ -601,8 +699,6 @@ class FileStore(Store):
                 path = self._own_path(op.kind, op.id, None, op.project_id)
                 if path is not None:
                     _unlink(path)
-                    self._spares.pop(path, None)
-                    _unlink(self._spare_for(path, op.id))
                     self._dirty_dirs.add(path.rpartition("/")[0])
             else:
                 assert tmp is not None
@@ -617,7 +713,7 @@ class FileStore(Store):
             self._stray_paths.pop(key, None)
         except OSError as exc:
             if tmp is not None:
-                _unlink(tmp)
+                self.spares.give_back(tmp)
             self._unapplied[key] = op
             log.error("could not update the file of %s %s (kept in the journal, retried at "
                       "the next checkpoint): %s", op.kind, op.id, exc)
@@ -626,19 +722,14 @@ class FileStore(Store):
         return True
 
     def _swap_into_place(self, staged: str, path: str) -> None:
-        """Make `staged` the content of `path` atomically; keep the old content as the spare."""
+        """Make `staged` the content of `path` atomically; the old content becomes a spare."""
         swapped = _exchange(staged, path) if self._can_exchange else None
         if swapped is None:
             self._can_exchange = False
         if not swapped:  # a new file, or no exchange on this system: a plain atomic rename
             os.replace(staged, path)
-            self._spares.pop(path, None)
             return
-        self._spares[path] = staged
-        self._spares.move_to_end(path)
-        while len(self._spares) > MAX_SPARES:
-            _, oldest = self._spares.popitem(last=False)
-            _unlink(oldest)
+        self.spares.give_back(staged)
 
     def _write_now(self, op: Op) -> bool:
         """Stage and apply one committed change (journal replay, checkpoint retries)."""
@@ -718,6 +809,7 @@ class FileStore(Store):
                 self._worker.close()  # it checkpoints and closes the journal
             finally:
                 self._worker = None
+        self.spares.stop()
         try:
             self._discard_prepared()
             if self._journal_fd is not None and self._failed is None:
@@ -739,6 +831,7 @@ class FileStore(Store):
             return {"backend": self.name, "dataDir": str(self.root),
                     "journalBytes": stats.get("journalBytes", 0),
                     "unappliedChanges": stats.get("unapplied", 0),
+                    "spareFiles": stats.get("spares", 0),
                     "writable": self._worker.dead is None and not stats.get("failed"),
                     "writer": "process", "quarantined": list(self.quarantined)}
         return {
@@ -746,6 +839,7 @@ class FileStore(Store):
             "dataDir": str(self.root),
             "journalBytes": self._journal_bytes,
             "unappliedChanges": len(self._unapplied),
+            "spareFiles": len(self.spares),
             "writable": self._failed is None,
             "writer": "in-process",
             "quarantined": list(self.quarantined),

@@ -100,7 +100,7 @@ def main() -> None:
 
     def stats() -> dict:
         return {"journalBytes": store._journal_bytes, "unapplied": len(store._unapplied),
-                "failed": store._failed}
+                "failed": store._failed, "spares": len(store.spares)}
 
     while True:
         try:
