@@ -143,7 +143,10 @@ class Committer:
                 except asyncio.TimeoutError:
                     if dirty:
                         try:
-                            await asyncio.to_thread(self.store.maintenance)
+                            if self.store.commits_whole_batches:
+                                await self.store.maintenance_async()
+                            else:
+                                await asyncio.to_thread(self.store.maintenance)
                             dirty = False
                         except Exception:
                             log.exception("store maintenance failed")
@@ -155,10 +158,10 @@ class Committer:
             # first refused request do not depend on it and are committed.
             refused: list = []
             refusal: Exception | None = None
-            if getattr(self.store, "commits_whole_batches", False):
+            if self.store.commits_whole_batches:
                 # The store stages, journals and applies in one call (its helper process).
                 try:
-                    ready, why = await asyncio.to_thread(self.store.commit_batch, records)
+                    ready, why = await self.store.commit_batch_async(records)
                 except Exception as exc:
                     log.exception("storage write failed; undoing %d change(s)", len(batch))
                     await self._fail(batch, exc)

@@ -104,6 +104,7 @@ class Service:
             async with self.lock:  # no new mutation gets in after this point
                 pass
             await self.committer.close()
+        self.store.detach_loop()
         await asyncio.to_thread(self.store.close)
 
     # ------------------------------------------------------------ mutation plumbing
@@ -448,15 +449,20 @@ class Service:
             tx.put("session", _with(session, taskIds=task_ids + [task_id],
                                     lastActivity=_bump(session.get("lastActivity"))))
             changed = True
+        return self._add_session_to_task(tx, session_id, task) or changed
+
+    @staticmethod
+    def _add_session_to_task(tx: Tx, session_id: str, task: dict) -> bool:
+        """The task's half of a link: the session id and a `session_started` entry."""
         session_ids = _list(task.get("sessionIds"))
-        if session_id not in session_ids:
-            now = _bump(task.get("updatedAt"))
-            entry = {"id": make_id("evt", now), "type": "session_started", "timestamp": now,
-                     "sessionId": session_id}
-            tx.put("task", _with(task, sessionIds=session_ids + [session_id],
-                                 timeline=_list(task.get("timeline")) + [entry], updatedAt=now))
-            changed = True
-        return changed
+        if session_id in session_ids:
+            return False
+        now = _bump(task.get("updatedAt"))
+        entry = {"id": make_id("evt", now), "type": "session_started", "timestamp": now,
+                 "sessionId": session_id}
+        tx.put("task", _with(task, sessionIds=session_ids + [session_id],
+                             timeline=_list(task.get("timeline")) + [entry], updatedAt=now))
+        return True
 
     def _unlink(self, tx: Tx, session_id: str, task_id: str, *, session_gone: bool = False) \
             -> bool:
@@ -523,7 +529,9 @@ class Service:
         if self.state.sessions.get(sid) is not None:
             raise validation(f"Session {sid} already exists", {"sessionId": sid})
         now = now_ms()
-        session: dict[str, Any] = {"id": sid, "projectId": f["projectId"], "taskIds": [],
+        # Linked in one go: the session is written once, each task once (§8 link).
+        linked = list(dict.fromkeys(f["taskIds"]))
+        session: dict[str, Any] = {"id": sid, "projectId": f["projectId"], "taskIds": linked,
                                    "name": f["name"] if f["name"] is not None
                                    else "Unnamed Session"}
         if f["agentId"] is not None:
@@ -541,15 +549,14 @@ class Service:
             if event.project_id is None:
                 event.project_id = f["projectId"]
             tx.events.append(event)
-        created_at = len(tx.events)
-        for tid in f["taskIds"]:
-            self._link(tx, sid, tid)
-        final = self.state.sessions.get(sid)
-        tx.events.insert(created_at, _event("session:created", final, f["projectId"]))
+        tx.events.append(_event("session:created", session, f["projectId"]))
+        tasks = self.state.tasks
+        for tid in linked:
+            self._add_session_to_task(tx, sid, tasks.get(tid))
         for tid in f["taskIds"]:
             tx.emit("task:session_added", {"taskId": tid, "sessionId": sid})
-            tx.emit("task:updated", self.state.tasks.get(tid))
-        return final
+            tx.emit("task:updated", tasks.get(tid))
+        return session
 
     async def create_session(self, body: dict) -> dict:
         fields = self.validate_new_session(body)

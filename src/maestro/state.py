@@ -82,9 +82,10 @@ class Table:
         self._version += 1
         old = self.rows.get(eid)
         if old is not None:
-            self._unindex(old)
             self._encoded.pop(id(old), None)
             self.rows[eid] = entity
+            self._reindex(old, entity)
+            return old
         else:
             self.rows[eid] = entity
             key = _order_key(entity, self.order_field)
@@ -114,6 +115,33 @@ class Table:
             if isinstance(members, list):
                 for m in members:
                     idx.add(m, eid)
+
+    def _reindex(self, old: dict, new: dict) -> None:
+        """Move `new` (replacing `old`, same id) in the indexes whose field changed only."""
+        eid = new["id"]
+        old_get, new_get = old.get, new.get
+        for name, idx in self.indexes.items():
+            before, after = old_get(name), new_get(name)
+            if before is not after and before != after:
+                idx.remove(before, eid)
+                idx.add(after, eid)
+        for fields, idx in self.compound.values():
+            before = tuple([old_get(f) for f in fields])
+            after = tuple([new_get(f) for f in fields])
+            if before != after:
+                idx.remove(before, eid)
+                idx.add(after, eid)
+        for name, idx in self.multi.items():
+            before, after = old_get(name), new_get(name)
+            if before is after or before == after:
+                continue
+            gone = before if isinstance(before, list) else ()
+            come = after if isinstance(after, list) else ()
+            for m in gone:
+                if m not in come:
+                    idx.remove(m, eid)
+            for m in come:
+                idx.add(m, eid)
 
     def _unindex(self, e: dict) -> None:
         eid = e["id"]

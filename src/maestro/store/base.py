@@ -70,6 +70,22 @@ class Store(ABC):
     def maintenance(self) -> None:
         """Housekeeping between batches (e.g. a checkpoint); called by the same writer thread."""
 
+    # A store whose commits run elsewhere (the file store's helper process) sets this and
+    # implements the two coroutines below instead of prepare/write/apply_batch.
+    commits_whole_batches = False
+
+    async def commit_batch_async(self, records: list[list[Op]]) -> tuple[int, str | None]:
+        """Stage, make durable and apply `records`; returns how many, from the first, were
+        committed and why the rest were refused; raises OSError when none was."""
+        raise NotImplementedError
+
+    async def maintenance_async(self) -> None:
+        """`maintenance` for a store that commits whole batches."""
+        raise NotImplementedError
+
+    def detach_loop(self) -> None:
+        """Called on the event loop's thread once no commit is in flight, before `close`."""
+
     @abstractmethod
     def close(self) -> None:
         """Flush everything and release the storage."""

@@ -15,6 +15,7 @@ the files have caught up."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import ctypes
 import ctypes.util
@@ -334,17 +335,35 @@ class FileStore(Store):
     def commits_whole_batches(self) -> bool:
         return self._worker is not None
 
-    def commit_batch(self, records: list[list[Op]]) -> tuple[int, str | None]:
-        """Stage, journal and apply `records` in the helper process (a worker thread waits).
-        Returns how many records, from the first, were committed, and why the rest were
-        refused; raises OSError when nothing was committed."""
+    async def commit_batch_async(self, records: list[list[Op]]) -> tuple[int, str | None]:
+        """Stage, journal and apply `records` in the helper process, driven by the event loop
+        itself (see StoreWorker.attach_loop). Returns how many records, from the first, were
+        committed, and why the rest were refused; raises OSError when nothing was committed."""
+        worker = self._worker
         # The journal lines are built here from each entity's cached JSON, so the helper
         # writes them as they are instead of encoding every entity again.
-        reply = self._worker.request(encode_records(records),
-                                     [encode_journal_line(r) for r in records])
+        worker.attach_loop(asyncio.get_running_loop())
+        reply = await worker.request_async(encode_records(records),
+                                           [encode_journal_line(r) for r in records])
+        if "stats" in reply:
+            worker.stats = reply["stats"]
         if not reply.get("ok"):
             raise OSError(reply.get("error") or "the store process refused the batch")
         return int(reply["ready"]), reply.get("error")
+
+    async def maintenance_async(self) -> None:
+        worker = self._worker
+        if worker is None:
+            await asyncio.to_thread(self.maintenance)
+            return
+        worker.attach_loop(asyncio.get_running_loop())
+        reply = await worker.request_async(b'{"op":"maintenance"}')
+        if "stats" in reply:
+            worker.stats = reply["stats"]
+
+    def detach_loop(self) -> None:
+        if self._worker is not None:
+            self._worker.detach_loop()
 
     def attach(self, strays: dict, known: set[str]) -> None:
         """In the helper process: take over a store the server has loaded."""

@@ -18,6 +18,9 @@ stdin/stdout: frames of a 4-byte big-endian length and a JSON document.
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import fcntl
 import logging
 import os
 import signal
@@ -33,6 +36,7 @@ from .base import Op
 log = logging.getLogger("maestro.store")
 
 _HEADER = struct.Struct(">I")
+_F_SETPIPE_SZ = 1031
 
 
 def _read_exact(fd: int, n: int) -> bytes:
@@ -165,6 +169,7 @@ class StoreWorker:
         self._lock = threading.Lock()
         self.stats: dict = {}
         self.dead: str | None = None
+        self._channel: _Channel | None = None
 
     def start(self, strays: dict, known: set[str]) -> None:
         env = dict(os.environ)
@@ -174,9 +179,46 @@ class StoreWorker:
              str(self.root)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
             start_new_session=True)  # Ctrl-C in a terminal reaches the server, which stops it
+        for fd in (self._proc.stdin.fileno(), self._proc.stdout.fileno()):
+            try:  # room for a whole batch, so the loop rarely waits to write one
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
+            except OSError:
+                pass
         self.request(jsonio.dumps({"op": "init",
                                    "strays": [[k, i, sorted(p)] for (k, i), p in strays.items()],
                                    "known": sorted(known)}))
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """From now on requests go through `request_async` on `loop`: the event loop writes
+        the batch and wakes up on the reply itself, with no thread in between (a thread
+        waits for the interpreter lock at every step while the loop is busy)."""
+        if self._channel is None and self.dead is None:
+            self._channel = _Channel(loop, self._proc.stdin.fileno(),
+                                     self._proc.stdout.fileno(), self._channel_died)
+
+    def detach_loop(self) -> None:
+        """Back to blocking round trips (`request`), e.g. before closing from a thread. Call
+        it on the loop's thread, once no request is in flight."""
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            busy = bool(channel.pending or channel.out)
+            channel.close()
+            if busy and self.dead is None:  # the two sides no longer agree on the next frame
+                self._channel_died("detached with a request in flight")
+
+    def _channel_died(self, why: str) -> None:
+        if self.dead is None:
+            self.dead = f"the store process stopped ({why}); restart the server"
+            log.critical(self.dead)
+
+    def request_async(self, body: bytes, lines: list[bytes] | None = None) -> asyncio.Future:
+        """Send one request now; the future resolves to its reply (replies come in order)."""
+        if self.dead is not None:
+            raise OSError(self.dead)
+        frame = _HEADER.pack(len(body)) + body
+        if lines is not None:
+            frame += b"".join(_HEADER.pack(len(line)) + line for line in lines)
+        return self._channel.send(frame)
 
     def request(self, body: bytes, lines: list[bytes] | None = None) -> dict:
         """One round trip; OSError when the helper is gone (the store then refuses writes:
@@ -216,3 +258,102 @@ class StoreWorker:
             if self._proc.stdout:
                 self._proc.stdout.close()
             self._proc = None
+
+
+class _Channel:
+    """Frames to and from the helper on the event loop: non-blocking pipes, a reader callback
+    and one future per request, resolved in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wfd: int, rfd: int, on_death):
+        self.loop, self.wfd, self.rfd = loop, wfd, rfd
+        self.on_death = on_death
+        self.pending: collections.deque[asyncio.Future] = collections.deque()
+        self.out = bytearray()
+        self.inbox = bytearray()
+        self.closed = False
+        os.set_blocking(wfd, False)
+        os.set_blocking(rfd, False)
+        loop.add_reader(rfd, self._readable)
+
+    def send(self, frame: bytes) -> asyncio.Future:
+        fut = self.loop.create_future()
+        self.pending.append(fut)
+        if self.out:
+            self.out += frame
+            return fut
+        try:
+            written = os.write(self.wfd, frame)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            self._die(str(exc))
+            return fut
+        if written < len(frame):
+            self.out += frame[written:]
+            self.loop.add_writer(self.wfd, self._writable)
+        return fut
+
+    def _writable(self) -> None:
+        try:
+            written = os.write(self.wfd, self.out)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._die(str(exc))
+            return
+        del self.out[:written]
+        if not self.out:
+            self.loop.remove_writer(self.wfd)
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self.rfd, 1 << 20)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._die(str(exc))
+            return
+        if not chunk:
+            self._die("it closed its pipe")
+            return
+        inbox = self.inbox
+        inbox += chunk
+        while len(inbox) >= 4:
+            (size,) = _HEADER.unpack_from(inbox)
+            if len(inbox) < 4 + size:
+                break
+            body = bytes(inbox[4:4 + size])
+            del inbox[:4 + size]
+            if not self.pending:
+                self._die("it answered a request that was never sent")
+                return
+            try:
+                reply = jsonio.loads(body)
+            except ValueError as exc:
+                self._die(f"unreadable reply: {exc}")
+                return
+            fut = self.pending.popleft()
+            if not fut.done():
+                fut.set_result(reply)
+
+    def _die(self, why: str) -> None:
+        self.on_death(why)
+        self.close()
+        err = OSError(f"the store process stopped ({why}); restart the server")
+        while self.pending:
+            fut = self.pending.popleft()
+            if not fut.done():
+                fut.set_exception(err)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.rfd)
+        if self.out:
+            self.loop.remove_writer(self.wfd)
+        for fd in (self.wfd, self.rfd):
+            try:
+                os.set_blocking(fd, True)
+            except OSError:
+                pass
