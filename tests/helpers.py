@@ -144,12 +144,14 @@ def assert_stored(api: httpx.Client, data_dir: Path, kind: str, eid: str) -> dic
 
 
 def tree_snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every file (with its bytes) and folder (None) under `root`, except the store's journal
-    and lock file and server logs."""
+    """Every file (with its bytes) and folder (None) under `root`, except the store's journal,
+    lock file and spare files (blank files it makes ahead of time, never read) and server
+    logs."""
     out: dict[str, bytes | None] = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if path.name in MACHINERY_FILES or path.name.endswith(".log"):
+        if path.name in MACHINERY_FILES or path.name.endswith(".log") \
+                or ".spares" in path.relative_to(root).parts:
             continue
         out[rel] = None if path.is_dir() else path.read_bytes()
     return out

@@ -19,7 +19,9 @@ TOKEN = "s3cret-user-token-0123456789abcdef"
 
 def data_snapshot(root) -> dict:
     out = {}
-    for dirpath, _, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        if ".spares" in dirs:  # blank files the store makes ahead of time, never read
+            dirs.remove(".spares")
         for name in files:
             if name in ("journal", ".maestro.lock"):
                 continue
@@ -32,7 +34,9 @@ def data_snapshot(root) -> dict:
 def all_files(*roots) -> set[str]:
     found = set()
     for root in roots:
-        for dirpath, _, files in os.walk(root):
+        for dirpath, dirs, files in os.walk(root):
+            if ".spares" in dirs:  # numbered blank files made ahead of time, never read
+                dirs.remove(".spares")
             found.update(os.path.join(dirpath, f) for f in files)
     return found
 

@@ -11,6 +11,7 @@ queued before a refused one do not depend on it and are committed as usual."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 log = logging.getLogger("maestro.commit")
+
+# Batches in flight to a store that commits whole batches (see Committer._run_pipelined).
+PIPELINE = 2
 
 
 class Tx:
@@ -132,6 +136,9 @@ class Committer:
         return fut
 
     async def _run(self) -> None:
+        if self.store.commits_whole_batches:
+            await self._run_pipelined()
+            return
         dirty = False
         while True:
             if not self._queue:
@@ -143,10 +150,7 @@ class Committer:
                 except asyncio.TimeoutError:
                     if dirty:
                         try:
-                            if self.store.commits_whole_batches:
-                                await self.store.maintenance_async()
-                            else:
-                                await asyncio.to_thread(self.store.maintenance)
+                            await asyncio.to_thread(self.store.maintenance)
                             dirty = False
                         except Exception:
                             log.exception("store maintenance failed")
@@ -158,23 +162,6 @@ class Committer:
             # first refused request do not depend on it and are committed.
             refused: list = []
             refusal: Exception | None = None
-            if self.store.commits_whole_batches:
-                # The store stages, journals and applies in one call (its helper process).
-                try:
-                    ready, why = await self.store.commit_batch_async(records)
-                except Exception as exc:
-                    log.exception("storage write failed; undoing %d change(s)", len(batch))
-                    await self._fail(batch, exc)
-                    continue
-                if ready < len(batch):
-                    batch, refused = batch[:ready], batch[ready:]
-                    refusal = OSError(why or "refused by the store")
-                if not batch:
-                    await self._fail(refused, refusal)
-                    continue
-                await self._finish(batch, refused, refusal, started)
-                dirty = True
-                continue
             try:
                 self.store.prepare_batch(records)
             except Exception as exc:
@@ -201,6 +188,69 @@ class Committer:
                     log.exception("store maintenance failed")
             dirty = True
             await self._finish(batch, refused, refusal, started)
+
+    async def _run_pipelined(self) -> None:
+        """For a store that commits whole batches elsewhere (the file store's helper process):
+        up to PIPELINE batches in flight, so the server prepares and answers one batch while
+        the store writes the next. Replies come back in order; a batch is finished (events,
+        answers) only after every batch before it."""
+        inflight: collections.deque[tuple[list, asyncio.Future, float]] = collections.deque()
+        dirty = False
+        wake = self._wakeup.set
+        while True:
+            self._wakeup.clear()
+            while inflight and inflight[0][1].done():
+                batch, fut, started = inflight.popleft()
+                try:
+                    ready, why = fut.result()
+                except Exception as exc:  # nothing of it was committed
+                    log.error("storage write failed; undoing %d change(s): %s", len(batch), exc)
+                    ready, why = 0, exc
+                refused = batch[ready:]
+                if ready:
+                    # Committed: announce and answer (without undoing anything yet).
+                    await self._finish(batch[:ready], [], None, started)
+                    dirty = True
+                if refused:
+                    # Undo the refused requests and everything built on them: the batches
+                    # already sent after this one (the store refuses them) and the queue.
+                    later = [entry for b, _, _ in inflight for entry in b]
+                    inflight.clear()
+                    cause = why if isinstance(why, Exception) else OSError(
+                        why or "refused by the store")
+                    await self._fail(refused + later, cause)
+                    try:
+                        await self.store.resume_async()
+                    except Exception:
+                        log.exception("the store did not resume after a refused change")
+            if self._queue and len(inflight) < PIPELINE:
+                batch, self._queue = self._queue, []
+                try:
+                    fut = self.store.send_batch([ops for _, ops, _ in batch])
+                except Exception as exc:
+                    log.error("storage write failed; undoing %d change(s): %s",
+                              len(batch), exc)
+                    later = [entry for b, _, _ in inflight for entry in b]
+                    inflight.clear()
+                    await self._fail(later + batch, exc)
+                    continue
+                fut.add_done_callback(lambda _: wake())
+                inflight.append((batch, fut, time.perf_counter()))
+                continue
+            if inflight:
+                await self._wakeup.wait()
+                continue
+            if self._closing:
+                return
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self.idle_seconds)
+            except asyncio.TimeoutError:
+                if dirty and not self._queue:
+                    try:
+                        await self.store.maintenance_async()
+                        dirty = False
+                    except Exception:
+                        log.exception("store maintenance failed")
 
     async def _finish(self, batch, refused, refusal, started: float) -> None:
         """The batch is durable: run hooks, publish its events, answer its requests."""

@@ -7,6 +7,7 @@ JSON-file store and a database store implement this interface."""
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,9 +75,15 @@ class Store(ABC):
     # implements the two coroutines below instead of prepare/write/apply_batch.
     commits_whole_batches = False
 
-    async def commit_batch_async(self, records: list[list[Op]]) -> tuple[int, str | None]:
-        """Stage, make durable and apply `records`; returns how many, from the first, were
-        committed and why the rest were refused; raises OSError when none was."""
+    def send_batch(self, records: list[list[Op]]) -> asyncio.Future:
+        """Start committing `records` (stage, make durable, apply); the future resolves to
+        (k, why): the first k records are committed, the rest refused for `why`; it raises
+        OSError when none was. Batches sent before an earlier one resolves are committed in
+        order; once one is refused or fails, later ones are refused until `resume_async`."""
+        raise NotImplementedError
+
+    async def resume_async(self) -> None:
+        """Accept batches again after a refused or failed one."""
         raise NotImplementedError
 
     async def maintenance_async(self) -> None:

@@ -335,21 +335,44 @@ class FileStore(Store):
     def commits_whole_batches(self) -> bool:
         return self._worker is not None
 
-    async def commit_batch_async(self, records: list[list[Op]]) -> tuple[int, str | None]:
-        """Stage, journal and apply `records` in the helper process, driven by the event loop
-        itself (see StoreWorker.attach_loop). Returns how many records, from the first, were
-        committed, and why the rest were refused; raises OSError when nothing was committed."""
+    def send_batch(self, records: list[list[Op]]) -> asyncio.Future:
+        """Send `records` to the helper process to stage, journal and apply; the future
+        resolves to (k, why): the first k records are committed, the rest refused for `why`.
+        Raises OSError (now or through the future) when nothing was committed. Several
+        batches may be in flight: they are committed in order, and once one is refused or
+        fails, the later ones are refused until `resume_async`."""
         worker = self._worker
+        worker.attach_loop(asyncio.get_running_loop())
         # The journal lines are built here from each entity's cached JSON, so the helper
         # writes them as they are instead of encoding every entity again.
-        worker.attach_loop(asyncio.get_running_loop())
-        reply = await worker.request_async(encode_records(records),
-                                           [encode_journal_line(r) for r in records])
+        sent = worker.request_async(encode_records(records),
+                                    [encode_journal_line(r) for r in records])
+        result = asyncio.get_running_loop().create_future()
+
+        def done(fut: asyncio.Future) -> None:
+            if result.done():
+                return
+            try:
+                reply = fut.result()
+            except BaseException as exc:  # noqa: BLE001 - handed on to the committer
+                result.set_exception(exc)
+                return
+            if "stats" in reply:
+                worker.stats = reply["stats"]
+            if not reply.get("ok"):
+                result.set_exception(OSError(reply.get("error")
+                                             or "the store process refused the batch"))
+            else:
+                result.set_result((int(reply["ready"]), reply.get("error")))
+
+        sent.add_done_callback(done)
+        return result
+
+    async def resume_async(self) -> None:
+        """After a refused or failed batch: accept the batches sent from now on."""
+        reply = await self._worker.request_async(b'{"op":"resume"}')
         if "stats" in reply:
-            worker.stats = reply["stats"]
-        if not reply.get("ok"):
-            raise OSError(reply.get("error") or "the store process refused the batch")
-        return int(reply["ready"]), reply.get("error")
+            self._worker.stats = reply["stats"]
 
     async def maintenance_async(self) -> None:
         worker = self._worker

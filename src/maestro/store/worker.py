@@ -14,7 +14,10 @@ stdin/stdout: frames of a 4-byte big-endian length and a JSON document.
   frame per record holding its journal line (built by the server from cached JSON)
       -> {"ok": true, "ready": k, "error": null|message, "stats": {...}}   (k records committed)
       -> {"ok": false, "error": message, "stats": {...}}                  (nothing committed)
-  {"op": "maintenance"} / {"op": "close"} -> {"ok": true, "stats": {...}}"""
+  {"op": "maintenance"} / {"op": "close"} -> {"ok": true, "stats": {...}}
+  {"op": "resume"} -> {"ok": true}: accept batches again after a refusal or failure (until
+  then every batch is answered ready 0: the server may send the next batch before the reply
+  to the previous one arrives, and such a batch is built on the refused changes)."""
 
 from __future__ import annotations
 
@@ -106,6 +109,9 @@ def main() -> None:
         return {"journalBytes": store._journal_bytes, "unapplied": len(store._unapplied),
                 "failed": store._failed, "spares": len(store.spares)}
 
+    # Set when a batch is refused or fails: the batches the server sent after it (it may
+    # have several in flight) are refused too, until it says "resume".
+    refusing: str | None = None
     while True:
         try:
             message = _receive(stdin)
@@ -122,6 +128,12 @@ def main() -> None:
                        for record in message["records"]]
             lines = [_read_exact(stdin, _HEADER.unpack(_read_exact(stdin, 4))[0])
                      for _ in records]
+            if refusing:
+                # Sent before the server learnt that an earlier batch was refused: built on
+                # changes that never reached the journal, so it must not reach it either.
+                _send(stdout, jsonio.dumps({"ok": True, "ready": 0, "error": refusing,
+                                            "stats": stats()}))
+                continue
             ready, error = len(records), None
             try:
                 store.prepare_batch(records)
@@ -130,16 +142,22 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - reported to the server, never fatal here
                 ready, error = 0, str(exc)
             reply = {"ok": True, "ready": ready, "error": error}
+            if ready < len(records):
+                refusing = f"an earlier change was refused ({error})"
             if ready:
                 try:
                     store.write_batch(records[:ready], lines[:ready])
                 except Exception as exc:  # noqa: BLE001
                     reply = {"ok": False, "error": str(exc)}
+                    refusing = f"an earlier change could not be stored ({exc})"
                 else:
                     store.apply_batch(records[:ready])
                     if store.wants_maintenance():
                         _maintain(store)
             reply["stats"] = stats()
+        elif op == "resume":
+            refusing = None
+            reply = {"ok": True, "stats": stats()}
         elif op == "maintenance":
             _maintain(store)
             reply = {"ok": True, "stats": stats()}
