@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("maestro.commit")
 
+_KINDS = ("task", "session", "project")
+
 # Batches in flight to a store that commits whole batches (see Committer._run_pipelined).
 PIPELINE = 2
 
@@ -57,7 +59,15 @@ class Tx:
         return old
 
     def emit(self, type_: str, data) -> None:
-        self.events.append(Event(type_, data, project_id=self._project_of_event(type_, data)))
+        event = Event(type_, data, project_id=self._project_of_event(type_, data))
+        kind = type_.partition(":")[0]
+        if kind in _KINDS and isinstance(data, dict):
+            table = self.state.table(kind)
+            if table.get(data.get("id")) is data:
+                # The stored entity: its JSON is cached once for the event, the response
+                # and the store.
+                event.encoded_data = table.encode(data)
+        self.events.append(event)
 
     def _project_of_event(self, type_: str, data) -> str | None:
         """The project an event belongs to, for per-project delivery to agents."""

@@ -1,7 +1,7 @@
 """Events: the envelope of SPEC §10.2 and an in-process bus.
 
-Each event is encoded once, whatever the number of listeners. Listeners are called
-synchronously in publish order and must not block (the WebSocket hub only enqueues)."""
+Each event is encoded once, whatever the number of listeners (`Event.frame`). Listeners are
+called synchronously in publish order and must not block (the WebSocket hub only enqueues)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ class Event:
     # The project the event concerns (agents only hear about their own project).
     project_id: str | None = None
     timestamp: int | None = None
+    _frame: bytes | None = None
+
+    def frame(self) -> bytes:
+        """The envelope with the publish timestamp, built on first use (once per event,
+        and not at all when nobody listens)."""
+        if self._frame is None:
+            self._frame = self.envelope(self.timestamp)
+        return self._frame
 
     def envelope(self, timestamp: int | None = None) -> bytes:
         data = self.encoded_data if self.encoded_data is not None else jsonio.dumps(self.data)
@@ -33,7 +41,7 @@ class Event:
                 + b',"timestamp":' + str(ts).encode() + b"}")
 
 
-Listener = Callable[[Event, bytes], None]
+Listener = Callable[[Event], None]
 
 
 class EventBus:
@@ -55,9 +63,9 @@ class EventBus:
         ts = now_ms()
         for event in events:
             event.timestamp = ts
-            frame = event.envelope(ts)
+            event._frame = None
             for listener in list(self._listeners):
                 try:
-                    listener(event, frame)
+                    listener(event)
                 except Exception:  # a broken listener never stops the others
                     log.exception("event listener failed on %s", event.type)

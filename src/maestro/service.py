@@ -549,7 +549,7 @@ class Service:
             if event.project_id is None:
                 event.project_id = f["projectId"]
             tx.events.append(event)
-        tx.events.append(_event("session:created", session, f["projectId"]))
+        tx.emit("session:created", session)
         tasks = self.state.tasks
         for tid in linked:
             self._add_session_to_task(tx, sid, tasks.get(tid))

@@ -109,9 +109,10 @@ class Hub:
         self.alive = None
         bus.subscribe(self._on_event)
 
-    def _on_event(self, event: Event, frame: bytes) -> None:
+    def _on_event(self, event: Event) -> None:
         if not self.clients:
             return
+        frame = event.frame()
         text = frame.decode()
         wire = text_frame(frame)
         now = time.monotonic()
