@@ -35,17 +35,21 @@ def _api_entities(srv) -> dict[str, dict[str, dict]]:
                 for kind in ("project", "task", "session")}
 
 
-def test_kill_9_at_random_moments_loses_no_acknowledged_write(make_server):
+@pytest.mark.parametrize("checkpoint", ["default", "constant"])
+def test_kill_9_at_random_moments_loses_no_acknowledged_write(make_server, checkpoint):
+    """`constant`: a 32 KiB checkpoint threshold, so kills also land while a background
+    checkpoint syncs the files of the previous journal (journal.old)."""
     seed = int(os.environ.get("MAESTRO_CRASH_SEED", random.randrange(10**9)))
     rng = random.Random(seed)
-    srv = make_server(start=False)
+    env = {"MAESTRO_CHECKPOINT_BYTES": str(32 * 1024)} if checkpoint == "constant" else {}
+    srv = make_server(start=False, env=env)
     srv.start()
     acked = Acknowledged()
     with httpx.Client(base_url=srv.url, timeout=10.0, trust_env=False) as client:
         for name in ("Alpha", "Beta"):
             acked.projects.add(ok(client.post("/api/projects", json={"name": name}), 201)["id"])
     journal = srv.data_dir / "journal"
-    replayed_cycles = 0
+    replayed_cycles = old_journals = 0
     for cycle in range(KILL_CYCLES):
         context = f"seed={seed} cycle={cycle}"
         live = sorted(sid for sid, fate in acked.sessions.items() if fate.acked != ABSENT)
@@ -63,11 +67,13 @@ def test_kill_9_at_random_moments_loses_no_acknowledged_write(make_server):
             assert not w.is_alive(), context
         if journal.exists() and journal.stat().st_size:
             replayed_cycles += 1
+        old_journals += (srv.data_dir / "journal.old").exists()
         srv.start()
 
         health = _health(srv)
         assert health["storage"]["quarantined"] == [], (context, health)
         assert journal.stat().st_size == 0, f"{context}: journal not emptied after replay"
+        assert not (srv.data_dir / "journal.old").exists(), context
         assert leftover_temp_files(srv.data_dir) == [], context
         on_disk = read_entities(srv.data_dir)
         try:
@@ -82,7 +88,7 @@ def test_kill_9_at_random_moments_loses_no_acknowledged_write(make_server):
     srv.stop()
     print(f"seed={seed}: {KILL_CYCLES} kill -9 cycles, {acked.acked_requests} acknowledged "
           f"writes, {len(acked.tasks)} tasks, {len(acked.sessions)} sessions, "
-          f"{replayed_cycles} restarts replayed a non-empty journal")
+          f"{replayed_cycles} restarts replayed a non-empty journal, {old_journals} also an old one")
     assert acked.acked_requests > KILL_CYCLES * 10
     assert replayed_cycles > 0
 

@@ -229,6 +229,40 @@ def test_a_journal_left_by_a_crash_is_replayed_into_the_files(make_server):
         assert_error(api.get("/api/tasks/task_gone"), 404, "TASK_NOT_FOUND")
 
 
+def test_an_old_journal_a_crash_left_mid_checkpoint_is_replayed_first(make_server):
+    """A checkpoint runs in the background on `journal.old` while new records go to a fresh
+    `journal`; after a crash in between, start-up replays the old one first, then the new one
+    (a torn tail in the old one costs nothing of the new one), and removes the old one."""
+    srv = make_server(start=False)
+    data = srv.data_dir
+    project = {"id": "proj_o", "name": "Old", "workingDir": "", "description": "",
+               "createdAt": 10, "updatedAt": 10}
+    task = {"id": "task_o", "projectId": "proj_o", "parentId": None, "title": "first",
+            "description": "", "initialPrompt": "", "status": "pending", "priority": "medium",
+            "sessionIds": [], "skillIds": [], "agentIds": [], "dependencies": [],
+            "timeline": [], "createdAt": 11, "updatedAt": 11, "startedAt": None,
+            "completedAt": None}
+    newer = dict(task, title="second", status="in_progress", updatedAt=12)
+    other = dict(task, id="task_p", title="only in the old journal")
+    data.mkdir(parents=True)
+    (data / "journal.old").write_bytes(
+        journal_line([{"k": "project", "id": "proj_o", "p": None, "v": project}])
+        + journal_line([{"k": "task", "id": t["id"], "p": "proj_o", "v": t}
+                        for t in (task, other)])
+        + b'0badc0de [{"k":"task","id":"task_o"')  # torn: never acknowledged
+    (data / "journal").write_bytes(
+        journal_line([{"k": "task", "id": "task_o", "p": "proj_o", "v": newer}]))
+    srv.start()
+    assert not (data / "journal.old").exists()
+    assert (data / "journal").stat().st_size == 0
+    assert (data / "tasks" / "proj_o" / "task_o.json").read_bytes() == pretty(newer)
+    assert (data / "tasks" / "proj_o" / "task_p.json").read_bytes() == pretty(other)
+    with client(srv) as api:
+        assert ok(api.get("/api/tasks/task_o")) == newer
+        assert ok(api.get("/api/tasks/task_p")) == other
+        assert ok(api.get("/api/projects/proj_o")) == project
+
+
 # ---------------------------------------------------------------------- legacy location
 def test_legacy_task_files_move_to_the_project_folder_and_are_deleted(make_server):
     srv = make_server(start=False)

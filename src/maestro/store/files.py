@@ -39,6 +39,8 @@ from .worker import StoreWorker, encode_records, write_all as _write_all
 log = logging.getLogger("maestro.store")
 
 JOURNAL_NAME = "journal"
+# The journal being checkpointed in the background while new records go to a fresh `journal`.
+OLD_JOURNAL_NAME = "journal.old"
 LOCK_NAME = ".maestro.lock"
 QUARANTINE_DIR = "quarantine"
 CHECKPOINT_BYTES = 16 * 1024 * 1024
@@ -115,6 +117,16 @@ def _exchange(a: str, b: str) -> bool | None:
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
         return None
     raise OSError(err, os.strerror(err), b)
+
+
+def checkpoint_bytes_from_env() -> int:
+    """MAESTRO_CHECKPOINT_BYTES: journal size that starts a checkpoint (default 16 MiB)."""
+    raw = os.environ.get("MAESTRO_CHECKPOINT_BYTES", "")
+    try:
+        value = int(raw)
+    except ValueError:
+        return CHECKPOINT_BYTES
+    return value if value >= 4096 else CHECKPOINT_BYTES
 
 
 class SparePool:
@@ -254,11 +266,14 @@ class FileStore(Store):
         self.tasks_dir = self.root / "tasks"
         self.sessions_dir = self.root / "sessions"
         self.journal_path = self.root / JOURNAL_NAME
+        self.checkpoint_bytes = checkpoint_bytes_from_env()
+        self.old_journal_path = self.root / OLD_JOURNAL_NAME
+        self._syncing: threading.Thread | None = None
         self._lock_fd: int | None = None
         self._journal_fd: int | None = None
         # Size of the journal file: everything appended since the last checkpoint.
         self._journal_bytes = 0
-        self._checkpoint_at = CHECKPOINT_BYTES
+        self._checkpoint_at = self.checkpoint_bytes
         self._dirty_dirs: set[Path | str] = set()
         self._dirty_files: set[str] = set()
         # Files an entity was loaded from other than its own path (legacy task location, a file
@@ -513,31 +528,40 @@ class FileStore(Store):
     def _replay_journal(self, state: dict[str, dict], result: LoadResult) -> None:
         """Apply every complete record of the journal to `state` and to the files, then open
         the journal for appending."""
-        try:
-            raw = self.journal_path.read_bytes()
-        except FileNotFoundError:
-            raw = b""
         valid: list[bytes] = []
         records: list[list[Op]] = []
         bad_records = bad_bytes = 0
-        pos = 0
-        while pos < len(raw):
-            nl = raw.find(b"\n", pos)
-            end = len(raw) if nl < 0 else nl + 1
-            line = raw[pos:end]
-            pos = end
-            ops = _decode_line(line[:-1]) if nl >= 0 else None
-            if ops is None:
-                bad_records += 1
-                bad_bytes += len(line)
-                continue
-            valid.append(line)
-            records.append(ops)
-            for op in ops:
-                if op.value is None:
-                    state[op.kind].pop(op.id, None)
-                else:
-                    state[op.kind][op.id] = op.value
+        raw = b""
+        # A journal whose background checkpoint a crash interrupted comes first.
+        for path in (self.old_journal_path, self.journal_path):
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                raw = b""
+            pos = 0
+            while pos < len(raw):
+                nl = raw.find(b"\n", pos)
+                end = len(raw) if nl < 0 else nl + 1
+                line = raw[pos:end]
+                pos = end
+                ops = _decode_line(line[:-1]) if nl >= 0 else None
+                if ops is None:
+                    bad_records += 1
+                    bad_bytes += len(line)
+                    continue
+                valid.append(line)
+                records.append(ops)
+                for op in ops:
+                    if op.value is None:
+                        state[op.kind].pop(op.id, None)
+                    else:
+                        state[op.kind][op.id] = op.value
+        if self.old_journal_path.exists():
+            # Its records are in memory and written to the files below; from here on they
+            # live in `journal` until the next checkpoint.
+            self._rewrite_journal(b"".join(valid))
+            _unlink(self.old_journal_path)
+            raw = b"".join(valid)
         if bad_records:
             # Expected only as a torn tail: a write a crash interrupted, never acknowledged.
             result.notes.append(f"journal: ignored {bad_records} incomplete or corrupt "
@@ -789,6 +813,7 @@ class FileStore(Store):
     # ----------------------------------------------------------------- checkpoint
     def checkpoint(self) -> None:
         """Make the entity files durable, then empty the journal (unless some file is behind)."""
+        self._wait_for_sync()
         for op in list(self._unapplied.values()):
             self._write_now(op)
         if not self._dirty_files and not self._dirty_dirs and self._journal_bytes == 0:
@@ -799,21 +824,64 @@ class FileStore(Store):
         if self._unapplied:
             log.error("%d committed change(s) could not reach their files; the journal is "
                       "kept until they do", len(self._unapplied))
-            self._checkpoint_at = self._journal_bytes + CHECKPOINT_BYTES
+            self._checkpoint_at = self._journal_bytes + self.checkpoint_bytes
             return
         if self._journal_fd is not None and self._journal_bytes:
             os.ftruncate(self._journal_fd, 0)
             os.fsync(self._journal_fd)
+        _unlink(self.old_journal_path)  # left by a background checkpoint that failed
         self._journal_bytes = 0
-        self._checkpoint_at = CHECKPOINT_BYTES
+        self._checkpoint_at = self.checkpoint_bytes
         self.replayed_records = 0
         self.last_checkpoint = time.time()
 
-    def _sync_files(self) -> None:
+    def checkpoint_in_background(self) -> None:
+        """The journal is long: start a new one and make the files durable in a thread, then
+        drop the old journal. Writes go on meanwhile (a checkpoint syncs the whole file system,
+        which can take a tenth of a second). Falls back to `checkpoint` when a file is behind."""
+        if self._syncing is not None:
+            if self._syncing.is_alive():
+                return  # the previous one is still at work; the journal may grow meanwhile
+            self._syncing = None
+        if self._unapplied or self.old_journal_path.exists() or self._journal_fd is None:
+            self.checkpoint()
+            return
+        os.rename(self.journal_path, self.old_journal_path)
+        fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        _fsync_path(self.root, directory=True)  # both names, before anything is appended
+        os.close(self._journal_fd)
+        self._journal_fd = fd
+        self._journal_bytes = 0
+        self._checkpoint_at = self.checkpoint_bytes
+        files, dirs = self._dirty_files, self._dirty_dirs
+        self._dirty_files, self._dirty_dirs = set(), set()
+        self._syncing = threading.Thread(target=self._sync_old_journal, args=(files, dirs),
+                                         name="maestro-checkpoint", daemon=True)
+        self._syncing.start()
+
+    def _sync_old_journal(self, files: set, dirs: set) -> None:
+        try:
+            self._sync_files(files, dirs)
+            _unlink(self.old_journal_path)
+            self.replayed_records = 0
+            self.last_checkpoint = time.time()
+        except OSError as exc:  # the old journal stays; the next checkpoint retries
+            log.error("background checkpoint failed (the journal is kept): %s", exc)
+            self._dirty_files |= files
+            self._dirty_dirs |= dirs
+
+    def _wait_for_sync(self) -> None:
+        if self._syncing is not None:
+            self._syncing.join()
+            self._syncing = None
+
+    def _sync_files(self, files: set | None = None, dirs: set | None = None) -> None:
         """Everything renamed, unlinked or created since the last checkpoint reaches the disk:
         one syncfs per file system involved, or an fsync per file and folder without it."""
+        files = self._dirty_files if files is None else files
+        dirs = self._dirty_dirs if dirs is None else dirs
         devices: dict[int, Path] = {}
-        for folder in (self.root, *self._dirty_dirs):
+        for folder in (self.root, *dirs):
             try:
                 devices.setdefault(os.stat(folder).st_dev, folder)
             except OSError:
@@ -833,9 +901,9 @@ class FileStore(Store):
                 break
         if synced:
             return
-        for path in self._dirty_files:
+        for path in files:
             _fsync_path(path)
-        for folder in self._dirty_dirs:
+        for folder in dirs:
             _fsync_path(folder, directory=True)
 
     def maintenance(self) -> None:

@@ -153,7 +153,10 @@ def main() -> None:
                 else:
                     store.apply_batch(records[:ready])
                     if store.wants_maintenance():
-                        _maintain(store)
+                        try:
+                            store.checkpoint_in_background()
+                        except Exception:  # noqa: BLE001 - the journal is kept; retried later
+                            log.exception("store checkpoint failed")
             reply["stats"] = stats()
         elif op == "resume":
             refusing = None
