@@ -49,12 +49,17 @@ def is_valid_client_id(value: str) -> bool:
     return bool(CLIENT_ID_RE.match(value))
 
 
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}\Z")
+
+
 def is_safe_file_component(value: str) -> bool:
     """True when `value` can be used as one path component inside a data folder.
 
     Ids read from disk are opaque (never rejected for their shape), but nothing may be written
     outside the data directory, so separators, NUL, dot-names and control characters are refused
     here, at the last moment before a path is built."""
+    if _PLAIN_ID.match(value):  # every id Maestro makes, and most clients choose
+        return True
     if not value or len(value) > 255 or value in (".", ".."):
         return False
     return not any(c in value for c in "/\\\x00") and value.isprintable()

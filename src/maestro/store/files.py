@@ -54,6 +54,7 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
 _libc = None
+_renameat2 = None
 
 
 def _syncfs(fd: int) -> bool:
@@ -101,12 +102,16 @@ def _latest(records: list[list[Op]]) -> dict[tuple[str, str], Op]:
 def _exchange(a: str, b: str) -> bool | None:
     """Atomically swap two existing paths (Linux renameat2 RENAME_EXCHANGE). True when done,
     False when `b` does not exist, None when the system or file system cannot do it."""
-    global _libc
+    global _renameat2
     try:
-        if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        result = _libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
-                                 _RENAME_EXCHANGE)
+        if _renameat2 is None:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _renameat2 = libc.renameat2
+            _renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                                   ctypes.c_char_p, ctypes.c_uint)
+            _renameat2.restype = ctypes.c_int
+        result = _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
+                            _RENAME_EXCHANGE)
     except (OSError, AttributeError):
         return None
     if result == 0:
@@ -289,6 +294,9 @@ class FileStore(Store):
         self.spares_dir = self.root / SPARES_DIR
         self.spares = SparePool(self.spares_dir)
         self._known_task_dirs: set[str] = set()
+        # Within one batch: folders found to exist, and the target of each staged file.
+        self._checked_dirs: set[str] = set()
+        self._staged_paths: dict[str, str] = {}
         # The batch between prepare_batch and apply_batch: last op per entity, its temp file.
         self._prepared: dict[tuple[str, str], tuple[Op, str | None]] | None = None
         # Committed changes whose file could not be renamed/unlinked yet (retried at checkpoint).
@@ -603,6 +611,8 @@ class FileStore(Store):
         Raises StagingError(ready=k) when record k cannot be staged: records before it are
         staged and may be committed, it and every later record must be refused."""
         self._discard_prepared()
+        self._checked_dirs.clear()
+        self._staged_paths.clear()
         if self._failed is not None:
             raise StagingError(0, OSError(f"storage is unavailable: {self._failed}"))
         # Stage each entity once, at the last record of the batch that writes it: a burst of
@@ -731,11 +741,13 @@ class FileStore(Store):
         folder, _, _ = path.rpartition("/")
         if op.kind == "task" and folder.rpartition("/")[2] not in self._known_task_dirs:
             self._make_task_dir(Path(folder))
-        if not os.path.isdir(folder):
-            # Refuse before the commit point what could not be put in place after it.
-            if op.kind != "task" or os.path.lexists(folder):
-                raise NotADirectoryError(errno.ENOTDIR, "not a folder", folder)
-            self._make_task_dir(Path(folder))  # the project's folder was removed behind our back
+        if folder not in self._checked_dirs:
+            if not os.path.isdir(folder):
+                # Refuse before the commit point what could not be put in place after it.
+                if op.kind != "task" or os.path.lexists(folder):
+                    raise NotADirectoryError(errno.ENOTDIR, "not a folder", folder)
+                self._make_task_dir(Path(folder))  # the project's folder was removed
+            self._checked_dirs.add(folder)  # (once per batch)
         data = jsonio.dumps_pretty(op.value)
         spare, fd = self.spares.take()
         try:
@@ -749,6 +761,7 @@ class FileStore(Store):
             _unlink(spare)
             raise
         os.close(fd)
+        self._staged_paths[spare] = path
         return spare
 
     def _make_task_dir(self, folder: Path) -> None:
@@ -768,7 +781,7 @@ class FileStore(Store):
                     self._dirty_dirs.add(path.rpartition("/")[0])
             else:
                 assert tmp is not None
-                path = self._path_for(op)
+                path = self._staged_paths.pop(tmp, None) or self._path_for(op)
                 self._swap_into_place(tmp, path)
                 self._dirty_files.add(path)
                 self._dirty_dirs.add(path.rpartition("/")[0])
@@ -814,6 +827,7 @@ class FileStore(Store):
     def checkpoint(self) -> None:
         """Make the entity files durable, then empty the journal (unless some file is behind)."""
         self._wait_for_sync()
+        self._checked_dirs.clear()
         for op in list(self._unapplied.values()):
             self._write_now(op)
         if not self._dirty_files and not self._dirty_dirs and self._journal_bytes == 0:
