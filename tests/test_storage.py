@@ -560,8 +560,9 @@ def test_concurrent_writes_around_refused_ones_answer_exactly_what_was_stored(ma
     """Several batches can be in flight to the store process. When one is refused, the ones
     sent after it (built on its changes) are refused too and undone; the store then accepts
     writes again. Whatever the mix, a 2xx answer means stored and a 500 means unchanged,
-    also after a restart (every task is written once, so nothing hides a wrong answer)."""
-    srv = make_server()
+    also after a restart (every task is written once, so nothing hides a wrong answer).
+    MAESTRO_PIPELINE_MIN_OPS=1: a second batch is sent whenever one is in flight."""
+    srv = make_server(env={"MAESTRO_PIPELINE_MIN_OPS": "1"})
     data = srv.data_dir
     rounds, per_round = 4, 60
     with client(srv) as api:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -28,8 +29,19 @@ log = logging.getLogger("maestro.commit")
 
 _KINDS = ("task", "session", "project")
 
-# Batches in flight to a store that commits whole batches (see Committer._run_pipelined).
+# Batches in flight to a store that commits whole batches (see Committer._run_pipelined),
+# and the entity writes a second batch must hold to be sent before the first is done: small
+# changes gain more from one larger batch (one fsync) than from overlap.
 PIPELINE = 2
+PIPELINE_MIN_OPS = 24
+
+
+def _pipeline_min_ops() -> int:
+    """MAESTRO_PIPELINE_MIN_OPS overrides PIPELINE_MIN_OPS (1: always overlap two batches)."""
+    try:
+        return max(1, int(os.environ.get("MAESTRO_PIPELINE_MIN_OPS", PIPELINE_MIN_OPS)))
+    except ValueError:
+        return PIPELINE_MIN_OPS
 
 
 class Tx:
@@ -127,6 +139,8 @@ class Committer:
         self.lock = lock
         self.idle_seconds = idle_seconds
         self._queue: list[tuple[Tx, list[Op], asyncio.Future]] = []
+        self._queued_ops = 0
+        self.pipeline_min_ops = _pipeline_min_ops()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -141,7 +155,9 @@ class Committer:
     def submit(self, tx: Tx) -> asyncio.Future:
         """Queue `tx` (called under the mutation lock); the future resolves once it is durable."""
         fut = asyncio.get_running_loop().create_future()
-        self._queue.append((tx, tx.ops(), fut))
+        ops = tx.ops()
+        self._queue.append((tx, ops, fut))
+        self._queued_ops += len(ops)
         self._wakeup.set()
         return fut
 
@@ -166,6 +182,7 @@ class Committer:
                             log.exception("store maintenance failed")
                     continue
             batch, self._queue = self._queue, []
+            self._queued_ops = 0
             records = [ops for _, ops, _ in batch]
             started = time.perf_counter()
             # Requests the store refuses before the commit point; the ones queued before the
@@ -233,8 +250,10 @@ class Committer:
                         await self.store.resume_async()
                     except Exception:
                         log.exception("the store did not resume after a refused change")
-            if self._queue and len(inflight) < PIPELINE:
+            if self._queue and (not inflight or (len(inflight) < PIPELINE
+                                                 and self._queued_ops >= self.pipeline_min_ops)):
                 batch, self._queue = self._queue, []
+                self._queued_ops = 0
                 try:
                     fut = self.store.send_batch([ops for _, ops, _ in batch])
                 except Exception as exc:
@@ -292,6 +311,7 @@ class Committer:
         async with self.lock:
             failing = batch + self._queue
             self._queue = []
+            self._queued_ops = 0
             for tx, _, _ in reversed(failing):
                 tx.rollback()
         err = StorageError(f"could not store the change: {exc}")
