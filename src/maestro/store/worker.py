@@ -82,6 +82,34 @@ def encode_records(records: list[list[Op]]) -> bytes:
     return b'{"op":"batch","records":[' + b",".join(parts) + b"]}"
 
 
+class _FrameReader:
+    """Frames from a pipe, read in large chunks (a batch and its journal lines arrive as
+    several frames; one read usually brings them all)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buf = bytearray()
+        self.pos = 0
+
+    def _fill(self, need: int) -> None:
+        while len(self.buf) - self.pos < need:
+            if self.pos:
+                del self.buf[:self.pos]
+                self.pos = 0
+            chunk = os.read(self.fd, max(need, 1 << 20))
+            if not chunk:
+                raise EOFError("the server closed the pipe")
+            self.buf += chunk
+
+    def next(self) -> bytes:
+        self._fill(4)
+        (size,) = _HEADER.unpack_from(self.buf, self.pos)
+        self._fill(4 + size)
+        start = self.pos + 4
+        self.pos = start + size
+        return bytes(self.buf[start:self.pos])
+
+
 # ------------------------------------------------------------------ the helper process
 def _die_with_parent() -> None:
     """The helper must never outlive the server: a server killed with -9 must look like a
@@ -112,9 +140,10 @@ def main() -> None:
     # Set when a batch is refused or fails: the batches the server sent after it (it may
     # have several in flight) are refused too, until it says "resume".
     refusing: str | None = None
+    frames = _FrameReader(stdin)
     while True:
         try:
-            message = _receive(stdin)
+            message = jsonio.loads(frames.next())
         except EOFError:
             store.close()
             return
@@ -126,8 +155,7 @@ def main() -> None:
         elif op == "batch":
             records = [[Op(k, i, v, None, p) for k, i, p, v in record]
                        for record in message["records"]]
-            lines = [_read_exact(stdin, _HEADER.unpack(_read_exact(stdin, 4))[0])
-                     for _ in records]
+            lines = [frames.next() for _ in records]
             if refusing:
                 # Sent before the server learnt that an earlier batch was refused: built on
                 # changes that never reached the journal, so it must not reach it either.
