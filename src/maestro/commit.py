@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import logging
 import os
 import time
@@ -42,6 +43,32 @@ def _pipeline_min_ops() -> int:
         return max(1, int(os.environ.get("MAESTRO_PIPELINE_MIN_OPS", PIPELINE_MIN_OPS)))
     except ValueError:
         return PIPELINE_MIN_OPS
+
+
+def settle_memory() -> None:
+    """Collect cyclic garbage now and exempt every surviving object from later collections.
+
+    The state is hundreds of thousands of small dicts and lists that live for long; a full
+    collection walks them all (~45 ms at 50k tasks) and, left to itself, Python runs one
+    every second or two under a steady stream of writes: a pause in every percentile that
+    matters. So full collections are left to this call, made at start-up after loading and
+    whenever the server has been idle for a second; requests in between only pay for young
+    objects. Entities form no cycles, so frozen ones are freed as usual when replaced."""
+    global _settled_at
+    gc.collect()
+    gc.freeze()
+    _settled_at = time.monotonic()
+
+
+# A server that is never idle still settles at least this often (garbage cycles, e.g. from
+# failed requests, are only collected here).
+SETTLE_EVERY_SECONDS = 60.0
+_settled_at = 0.0
+
+
+def tune_collector() -> None:
+    """Young collections as usual but rarely; full ones effectively only in settle_memory."""
+    gc.set_threshold(5000, 20, 10_000)
 
 
 class Tx:
@@ -180,6 +207,7 @@ class Committer:
                             dirty = False
                         except Exception:
                             log.exception("store maintenance failed")
+                        settle_memory()
                     continue
             batch, self._queue = self._queue, []
             self._queued_ops = 0
@@ -280,9 +308,12 @@ class Committer:
                         dirty = False
                     except Exception:
                         log.exception("store maintenance failed")
+                    settle_memory()
 
     async def _finish(self, batch, refused, refusal, started: float) -> None:
         """The batch is durable: run hooks, publish its events, answer its requests."""
+        if time.monotonic() - _settled_at > SETTLE_EVERY_SECONDS:
+            settle_memory()
         self.write_seconds += time.perf_counter() - started
         self.batches += 1
         self.records += len(batch)

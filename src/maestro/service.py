@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import validate as v
-from .commit import Committer, Tx
+from .commit import Committer, Tx, settle_memory, tune_collector
 from .entities import fill_session_event, fill_timeline_entry, migrate_session, migrate_task, \
     session_event, timeline_entry
 from .errors import ApiError, not_found, project_not_found, session_not_found, task_not_found, \
@@ -69,6 +69,8 @@ class Service:
         result = await asyncio.to_thread(self.store.open)
         self.load_result = result
         self._load(result)
+        tune_collector()
+        settle_memory()
         self.committer = Committer(self.store, self.bus, self.lock)
         self.committer.start()
 

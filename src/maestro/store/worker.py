@@ -96,7 +96,7 @@ class _FrameReader:
             if self.pos:
                 del self.buf[:self.pos]
                 self.pos = 0
-            chunk = os.read(self.fd, max(need, 1 << 20))
+            chunk = os.read(self.fd, max(need - (len(self.buf) - self.pos), 65536))
             if not chunk:
                 raise EOFError("the server closed the pipe")
             self.buf += chunk
