@@ -34,7 +34,7 @@ from typing import Any
 from .. import jsonio
 from ..ids import is_safe_file_component
 from .base import KINDS, LoadResult, Op, Store, StoreLockedError
-from .worker import StoreWorker, encode_records, write_all as _write_all
+from .worker import StoreWorker, batch_message, write_all as _write_all
 
 log = logging.getLogger("maestro.store")
 
@@ -368,7 +368,7 @@ class FileStore(Store):
         worker.attach_loop(asyncio.get_running_loop())
         # The journal lines are built here from each entity's cached JSON, so the helper
         # writes them as they are instead of encoding every entity again.
-        sent = worker.request_async(encode_records(records),
+        sent = worker.request_async(batch_message(len(records)),
                                     [encode_journal_line(r) for r in records])
         result = asyncio.get_running_loop().create_future()
 
@@ -983,6 +983,11 @@ def _encode_record(record: list[Op]) -> bytes:
                      + b',"p":' + jsonio.dumps(op.project_id) + b',"v":' + value + b"}")
     body = b"[" + b",".join(parts) + b"]"
     return b"%08x " % zlib.crc32(body) + body + b"\n"
+
+
+def decode_journal_line(line: bytes) -> list[Op] | None:
+    """The ops of one journal line as the server sends it (with its newline)."""
+    return _decode_line(line[:-1]) if line.endswith(b"\n") else None
 
 
 def _decode_line(line: bytes) -> list[Op] | None:

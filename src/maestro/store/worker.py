@@ -10,8 +10,9 @@ the other core, one whole batch per round trip, while the server keeps serving.
 The server loads the data directory and holds its lock; the helper only writes. Protocol on
 stdin/stdout: frames of a 4-byte big-endian length and a JSON document.
   {"op": "init", "strays": [[kind, id, [paths]]], "known": [folders]}  -> {"ok": true}
-  {"op": "batch", "records": [[[kind, id, projectId, value|null], ...], ...]}, then one more
-  frame per record holding its journal line (built by the server from cached JSON)
+  {"op": "batch", "count": n}, then n more frames, each a record's journal line (built by
+  the server from cached JSON; the helper reads the changes from them and appends them as
+  they are)
       -> {"ok": true, "ready": k, "error": null|message, "stats": {...}}   (k records committed)
       -> {"ok": false, "error": message, "stats": {...}}                  (nothing committed)
   {"op": "maintenance"} / {"op": "close"} -> {"ok": true, "stats": {...}}
@@ -69,17 +70,9 @@ def _receive(fd: int):
     return jsonio.loads(_read_exact(fd, size))
 
 
-def encode_records(records: list[list[Op]]) -> bytes:
-    """The batch message, reusing each op's compact JSON."""
-    parts = []
-    for record in records:
-        ops = []
-        for op in record:
-            value = b"null" if op.value is None else (op.encoded or jsonio.dumps(op.value))
-            ops.append(b"[" + jsonio.dumps(op.kind) + b"," + jsonio.dumps(op.id) + b","
-                       + jsonio.dumps(op.project_id) + b"," + value + b"]")
-        parts.append(b"[" + b",".join(ops) + b"]")
-    return b'{"op":"batch","records":[' + b",".join(parts) + b"]}"
+def batch_message(count: int) -> bytes:
+    """The head of a batch: its journal lines follow as `count` frames."""
+    return b'{"op":"batch","count":%d}' % count
 
 
 class _FrameReader:
@@ -127,7 +120,7 @@ def _die_with_parent() -> None:
 
 
 def main() -> None:
-    from .files import FileStore, StagingError
+    from .files import FileStore, StagingError, decode_journal_line
 
     _die_with_parent()
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
@@ -153,9 +146,14 @@ def main() -> None:
                          set(message["known"]))
             reply = {"ok": True}
         elif op == "batch":
-            records = [[Op(k, i, v, None, p) for k, i, p, v in record]
-                       for record in message["records"]]
-            lines = [frames.next() for _ in records]
+            lines = [frames.next() for _ in range(message["count"])]
+            records = [decode_journal_line(line) for line in lines]
+            if any(record is None for record in records):
+                # Never expected (the server just encoded them): refuse, change nothing.
+                _send(stdout, jsonio.dumps({"ok": False, "error": "unreadable batch",
+                                            "stats": stats()}))
+                refusing = "an earlier batch was unreadable"
+                continue
             if refusing:
                 # Sent before the server learnt that an earlier batch was refused: built on
                 # changes that never reached the journal, so it must not reach it either.
