@@ -66,10 +66,10 @@ class Service:
 
     # ------------------------------------------------------------ life cycle
     async def start(self) -> None:
+        tune_collector()  # before loading: no full collections while 50k entities arrive
         result = await asyncio.to_thread(self.store.open)
         self.load_result = result
         self._load(result)
-        tune_collector()
         settle_memory()
         self.committer = Committer(self.store, self.bus, self.lock)
         self.committer.start()
