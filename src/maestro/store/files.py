@@ -311,6 +311,24 @@ class FileStore(Store):
     def open(self) -> LoadResult:
         if self._lock_fd is None:
             self.take_lock()
+        # The helper process boots (a Python start-up) while this one loads the files.
+        booting = self._spawn_worker() if self._use_worker else None
+        try:
+            result = self._open()
+        except BaseException:
+            if booting is not None:
+                booting.close()
+            raise
+        if booting is not None:
+            if not self._unapplied and self._failed is None:
+                self._start_worker(booting)
+            else:
+                booting.close()
+        if self._worker is None:
+            self.spares.start()
+        return result
+
+    def _open(self) -> LoadResult:
         for folder in (self.projects_dir, self.tasks_dir, self.sessions_dir):
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
@@ -334,18 +352,23 @@ class FileStore(Store):
         result.sessions = list(sessions.values())
         result.quarantined = list(self.quarantined)
         self.checkpoint()
-        if self._use_worker and not self._unapplied and self._failed is None:
-            self._start_worker()
-        if self._worker is None:
-            self.spares.start()
         return result
 
     # ----------------------------------------------------------------- helper process
-    def _start_worker(self) -> None:
-        """Hand the write path to the helper process: it owns the journal from now on."""
+    def _spawn_worker(self) -> StoreWorker | None:
         worker = StoreWorker(self.root)
         try:
-            worker.start(self._stray_paths, self._known_task_dirs)
+            worker.spawn()
+        except OSError as exc:
+            log.warning("store process unavailable (%s); writing in-process", exc)
+            worker.close()
+            return None
+        return worker
+
+    def _start_worker(self, worker: StoreWorker) -> None:
+        """Hand the write path to the helper process: it owns the journal from now on."""
+        try:
+            worker.init(self._stray_paths, self._known_task_dirs)
         except OSError as exc:
             log.warning("store process unavailable (%s); writing in-process", exc)
             worker.close()

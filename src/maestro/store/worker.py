@@ -218,7 +218,9 @@ class StoreWorker:
         self.dead: str | None = None
         self._channel: _Channel | None = None
 
-    def start(self, strays: dict, known: set[str]) -> None:
+    def spawn(self) -> None:
+        """Start the helper process; it waits for `init` (so it can boot while the server
+        loads the data directory)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self._proc = subprocess.Popen(
@@ -231,6 +233,9 @@ class StoreWorker:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
             except OSError:
                 pass
+
+    def init(self, strays: dict, known: set[str]) -> None:
+        """Hand over the loaded store: from the reply on, the helper owns the journal."""
         self.request(jsonio.dumps({"op": "init",
                                    "strays": [[k, i, sorted(p)] for (k, i), p in strays.items()],
                                    "known": sorted(known)}))
