@@ -16,33 +16,34 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _base36(n: int) -> str:
-    out = []
-    for _ in range(9):
-        n, r = divmod(n, 36)
-        out.append(_ALPHABET[r])
-    return "".join(out)
+# Random bytes from the OS CSPRNG, 4 KiB per system call: the four values above 251 are
+# dropped (252 = 7 * 36, so every digit stays equally likely) and the rest mapped to digits.
+_DIGIT_OF = bytes(ord(_ALPHABET[i % 36]) for i in range(256))
+_UNEVEN = bytes(range(252, 256))
+_digits = b""
+_taken = 0
 
 
-_random = bytearray()
+def _forget_digits() -> None:
+    global _digits, _taken
+    _digits, _taken = b"", 0
 
 
-def _random_u64() -> int:
-    """8 bytes from the OS CSPRNG, read 4 KiB at a time (one system call per 512 ids)."""
-    global _random
-    if len(_random) < 8:
-        _random = bytearray(os.urandom(4096))
-    value = int.from_bytes(_random[-8:], "big")
-    del _random[-8:]
-    return value
+os.register_at_fork(after_in_child=_forget_digits)  # a child never repeats the parent's ids
 
 
-os.register_at_fork(after_in_child=_random.clear)
+def _random_base36(count: int = 9) -> str:
+    global _digits, _taken
+    if _taken + count > len(_digits):
+        _digits, _taken = os.urandom(4096).translate(_DIGIT_OF, _UNEVEN), 0
+    start = _taken
+    _taken += count
+    return _digits[start:_taken].decode()
 
 
 def make_id(prefix: str, ms: int | None = None) -> str:
-    # 8 random bytes (64 bits) reduced to 9 base-36 digits (46.5 bits), from the OS CSPRNG.
-    return f"{prefix}_{now_ms() if ms is None else ms}_{_base36(_random_u64())}"
+    # 9 uniformly random base-36 digits (46.5 bits) from the OS CSPRNG.
+    return f"{prefix}_{now_ms() if ms is None else ms}_{_random_base36()}"
 
 
 def is_valid_client_id(value: str) -> bool:
