@@ -237,6 +237,5 @@ class State:
                                      ("projectId", "parentId", "status")))
         self.sessions = Table("startedAt", indexed=("projectId", "status"), multi=("taskIds",),
                               compound=(("projectId", "status"),))
-
-    def table(self, kind: str) -> Table:
-        return {"project": self.projects, "task": self.tasks, "session": self.sessions}[kind]
+        self._tables = {"project": self.projects, "task": self.tasks, "session": self.sessions}
+        self.table = self._tables.__getitem__  # table(kind) -> Table
