@@ -6,7 +6,9 @@ changes of all requests waiting at that moment in one store batch (one fsync), p
 events in order and only then lets the requests answer. If the store cannot commit the batch,
 or refuses one of its requests before the commit point (e.g. a file cannot be staged), the
 failing requests and every later change are undone, newest first, and get a 500; requests
-queued before a refused one do not depend on it and are committed as usual."""
+queued before a refused one do not depend on it and are committed as usual. With the file
+store's helper process, a second batch may be on its way while the first is written (see
+`Committer._run_pipelined`)."""
 
 from __future__ import annotations
 

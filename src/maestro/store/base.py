@@ -52,7 +52,7 @@ class Store(ABC):
     def write_batch(self, records: list[list[Op]]) -> None:
         """Make every record durable, in order; each record is all-or-nothing.
 
-        Called from one writer thread at a time. Returns only once the records survive a crash;
+        Called from one thread at a time. Returns only once the records survive a crash;
         raises if they could not be made durable (the caller then rolls them back)."""
 
     def prepare_batch(self, records: list[list[Op]]) -> None:
@@ -69,7 +69,7 @@ class Store(ABC):
         return False
 
     def maintenance(self) -> None:
-        """Housekeeping between batches (e.g. a checkpoint); called by the same writer thread."""
+        """Housekeeping between batches (e.g. a checkpoint), from a worker thread."""
 
     # A store whose commits run elsewhere (the file store's helper process) sets this and
     # implements the two coroutines below instead of prepare/write/apply_batch.

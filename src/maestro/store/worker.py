@@ -4,8 +4,10 @@ Writing an entity file is a few system calls (temp file, write, rename) that cos
 hundreds of microseconds of kernel time each on some disks, and a request may touch several
 entities. On the event loop that time is taken from every other request; in a thread it queues
 for the interpreter lock after every call. The helper process runs the very same `FileStore`
-write path (stage the files, append + fdatasync the journal, rename the files, checkpoint) on
-the other core, one whole batch per round trip, while the server keeps serving.
+write path (stage the files, append + fdatasync the journal, swap the files into place,
+checkpoint) on the other core, one whole batch per round trip, while the server keeps serving.
+The server's event loop writes the batches and reads the replies itself (`_Channel`); a second
+batch may be sent before the first one's reply.
 
 The server loads the data directory and holds its lock; the helper only writes. Protocol on
 stdin/stdout: frames of a 4-byte big-endian length and a JSON document.
@@ -208,7 +210,8 @@ def _maintain(store) -> None:
 
 # ------------------------------------------------------------------ the server's side
 class StoreWorker:
-    """Talks to the helper process; one round trip at a time (called from a worker thread)."""
+    """Talks to the helper process: blocking round trips (`request`) while the store opens and
+    closes, the event loop's non-blocking channel (`request_async`) in between."""
 
     def __init__(self, root: Path):
         self.root = root
