@@ -55,8 +55,11 @@ def settle_memory() -> None:
     every second or two under a steady stream of writes: a pause in every percentile that
     matters. So full collections are left to this call, made at start-up after loading and
     whenever the server has been idle for a second; requests in between only pay for young
-    objects. Entities form no cycles, so frozen ones are freed as usual when replaced."""
+    objects. Frozen objects are freed by reference counting as usual (entities form no
+    cycles); each call first unfreezes everything, so a cycle that became garbage while frozen
+    (a closed WebSocket connection, say) is collected at the next one."""
     global _settled_at
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
     _settled_at = time.monotonic()
