@@ -20,7 +20,9 @@ from websockets.sync.client import connect
 
 JSON_TYPE = "application/json; charset=utf-8"
 # Files that belong to the store's own machinery, not to the original's layout.
-MACHINERY_FILES = {"journal", ".maestro.lock"}
+# The store's own files: the journal (and the previous one while a checkpoint syncs it in the
+# background) and the data-directory lock.
+MACHINERY_FILES = {"journal", "journal.old", ".maestro.lock"}
 
 PROJECT_KEYS = {"id", "name", "workingDir", "description", "createdAt", "updatedAt"}
 TASK_KEYS = {"id", "projectId", "parentId", "title", "description", "initialPrompt", "status",
@@ -153,7 +155,10 @@ def tree_snapshot(root: Path) -> dict[str, bytes | None]:
         if path.name in MACHINERY_FILES or path.name.endswith(".log") \
                 or ".spares" in path.relative_to(root).parts:
             continue
-        out[rel] = None if path.is_dir() else path.read_bytes()
+        try:
+            out[rel] = None if path.is_dir() else path.read_bytes()
+        except FileNotFoundError:  # gone since the listing: absent from this snapshot
+            continue
     return out
 
 

@@ -98,8 +98,11 @@ def test_token_is_handed_to_the_agent_and_stored_only_as_a_hash(world):
     for root in (srv.data_dir, srv.session_dir):
         for dirpath, _, files in os.walk(root):
             for name in files:
-                with open(os.path.join(dirpath, name), "rb") as f:
-                    assert token.encode() not in f.read(), name
+                try:
+                    with open(os.path.join(dirpath, name), "rb") as f:
+                        assert token.encode() not in f.read(), name
+                except FileNotFoundError:  # journal.old, gone once its checkpoint is done
+                    continue
     stored = (srv.session_dir / sid / "token.sha256").read_text().strip()
     assert stored == hashlib.sha256(token.encode()).hexdigest()
     assert token not in srv.log()

@@ -23,7 +23,7 @@ def data_snapshot(root) -> dict:
         if ".spares" in dirs:  # blank files the store makes ahead of time, never read
             dirs.remove(".spares")
         for name in files:
-            if name in ("journal", ".maestro.lock"):
+            if name in ("journal", "journal.old", ".maestro.lock"):
                 continue
             path = os.path.join(dirpath, name)
             with open(path, "rb") as f:
@@ -37,7 +37,8 @@ def all_files(*roots) -> set[str]:
         for dirpath, dirs, files in os.walk(root):
             if ".spares" in dirs:  # numbered blank files made ahead of time, never read
                 dirs.remove(".spares")
-            found.update(os.path.join(dirpath, f) for f in files)
+            # journal.old lives only while a checkpoint syncs it in the background
+            found.update(os.path.join(dirpath, f) for f in files if f != "journal.old")
     return found
 
 
