@@ -873,8 +873,8 @@ class FileStore(Store):
         self.last_checkpoint = time.time()
 
     def checkpoint_in_background(self) -> None:
-        """Start a new journal and make the files durable in a thread, then drop the old
-        journal (when the journal is long, or the server is idle). Writes go on meanwhile (a checkpoint syncs the whole file system,
+        """The journal is long: start a new one and make the files durable in a thread, then
+        drop the old journal. Writes go on meanwhile (a checkpoint syncs the whole file system,
         which can take a tenth of a second). Falls back to `checkpoint` when a file is behind."""
         if self._syncing is not None:
             if self._syncing.is_alive():
@@ -882,10 +882,6 @@ class FileStore(Store):
             self._syncing = None
         if self._unapplied or self.old_journal_path.exists() or self._journal_fd is None:
             self.checkpoint()
-            return
-        if not self._journal_bytes:
-            if self._dirty_files or self._dirty_dirs:
-                self.checkpoint()  # nothing journaled to rotate; only a sync (rare)
             return
         os.rename(self.journal_path, self.old_journal_path)
         fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

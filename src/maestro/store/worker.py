@@ -190,12 +190,7 @@ def main() -> None:
             refusing = None
             reply = {"ok": True, "stats": stats()}
         elif op == "maintenance":
-            # The server has been idle for a second; a request may still arrive any moment,
-            # so the files are synced from a thread, as for a long journal.
-            try:
-                store.checkpoint_in_background()
-            except Exception:  # noqa: BLE001 - a failed checkpoint keeps the journal
-                log.exception("store maintenance failed")
+            _maintain(store)
             reply = {"ok": True, "stats": stats()}
         elif op == "close":
             store.close()
@@ -204,6 +199,13 @@ def main() -> None:
         else:
             reply = {"ok": False, "error": f"unknown message {op!r}"}
         _send(stdout, jsonio.dumps(reply))
+
+
+def _maintain(store) -> None:
+    try:
+        store.maintenance()
+    except Exception:  # noqa: BLE001 - a failed checkpoint keeps the journal; retried later
+        log.exception("store maintenance failed")
 
 
 # ------------------------------------------------------------------ the server's side
