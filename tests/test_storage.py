@@ -186,18 +186,28 @@ def test_a_torn_journal_tail_is_ignored_and_never_written_behind(make_server):
     assert task_file.read_bytes() == pretty(two)
 
 
+def stored_project(pid: str, name: str) -> dict:
+    """A project as the store writes it (for journals written by hand)."""
+    return {"id": pid, "name": name, "workingDir": "", "description": "",
+            "createdAt": 10, "updatedAt": 10}
+
+
+def stored_task(tid: str, pid: str, title: str) -> dict:
+    """A task as the store writes it (for journals written by hand)."""
+    return {"id": tid, "projectId": pid, "parentId": None, "title": title,
+            "description": "", "initialPrompt": "", "status": "pending", "priority": "medium",
+            "sessionIds": [], "skillIds": [], "agentIds": [], "dependencies": [],
+            "timeline": [], "createdAt": 11, "updatedAt": 11, "startedAt": None,
+            "completedAt": None}
+
+
 def test_a_journal_left_by_a_crash_is_replayed_into_the_files(make_server):
     """A journal whose records never reached the files (written by hand in the store's format):
     start-up creates the files, folders and links it describes, then empties the journal."""
     srv = make_server(start=False)
     data = srv.data_dir
-    project = {"id": "proj_j", "name": "Journal", "workingDir": "", "description": "",
-               "createdAt": 10, "updatedAt": 10}
-    task_a = {"id": "task_a", "projectId": "proj_j", "parentId": None, "title": "A",
-              "description": "", "initialPrompt": "", "status": "pending", "priority": "medium",
-              "sessionIds": [], "skillIds": [], "agentIds": [], "dependencies": [],
-              "timeline": [], "createdAt": 11, "updatedAt": 11, "startedAt": None,
-              "completedAt": None}
+    project = stored_project("proj_j", "Journal")
+    task_a = stored_task("task_a", "proj_j", "A")
     task_b = dict(task_a, id="task_b", title="B", createdAt=12, updatedAt=12)
     task_gone = dict(task_a, id="task_gone", title="deleted later", createdAt=13)
     session = {"id": "sess_j", "projectId": "proj_j", "taskIds": ["task_a", "task_b"],
@@ -235,13 +245,8 @@ def test_an_old_journal_a_crash_left_mid_checkpoint_is_replayed_first(make_serve
     (a torn tail in the old one costs nothing of the new one), and removes the old one."""
     srv = make_server(start=False)
     data = srv.data_dir
-    project = {"id": "proj_o", "name": "Old", "workingDir": "", "description": "",
-               "createdAt": 10, "updatedAt": 10}
-    task = {"id": "task_o", "projectId": "proj_o", "parentId": None, "title": "first",
-            "description": "", "initialPrompt": "", "status": "pending", "priority": "medium",
-            "sessionIds": [], "skillIds": [], "agentIds": [], "dependencies": [],
-            "timeline": [], "createdAt": 11, "updatedAt": 11, "startedAt": None,
-            "completedAt": None}
+    project = stored_project("proj_o", "Old")
+    task = stored_task("task_o", "proj_o", "first")
     newer = dict(task, title="second", status="in_progress", updatedAt=12)
     other = dict(task, id="task_p", title="only in the old journal")
     data.mkdir(parents=True)
