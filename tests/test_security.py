@@ -55,6 +55,22 @@ def test_non_loopback_bind_without_token_refuses_to_start(tmp_path):
     assert not (tmp_path / "data").exists(), "nothing is created when start-up is refused"
 
 
+@pytest.mark.parametrize("name, value, message", [
+    ("MAESTRO_CHECKPOINT_BYTES", "lots", "must be a number"),
+    ("MAESTRO_CHECKPOINT_BYTES", "100", "at least 4096"),
+    ("MAESTRO_PIPELINE_MIN_OPS", "0", "at least 1"),
+])
+def test_a_bad_store_tuning_value_stops_the_start_with_its_name(tmp_path, name, value,
+                                                                message):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAESTRO_")}
+    env.update({"PORT": str(free_port()), "DATA_DIR": str(tmp_path / "data"), name: value})
+    proc = subprocess.run([sys.executable, "-m", "maestro", "serve"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert name in proc.stderr and message in proc.stderr
+    assert not (tmp_path / "data").exists(), "nothing is created when start-up is refused"
+
+
 def test_default_bind_is_loopback(server):
     # The server fixture sets HOST explicitly; a server without HOST must bind 127.0.0.1 too.
     from maestro.config import Settings

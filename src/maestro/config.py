@@ -62,6 +62,8 @@ class Settings:
     ws_queue_limit: int = 100_000
     ws_lag_seconds: float = 10.0
     store_process: bool = True
+    checkpoint_bytes: int = 16 * 1024 * 1024
+    pipeline_min_ops: int = 24
     stop_grace: float = 5.0
     tmux: bool = True
     spawn_event_alias: bool = False
@@ -98,6 +100,12 @@ class Settings:
         s.ws_queue_limit = _parse_int("MAESTRO_WS_QUEUE", env.get("MAESTRO_WS_QUEUE") or "100000",
                                       10)
         s.store_process = _bool(env.get("MAESTRO_STORE_PROCESS"), True)
+        # Read again by the store and the committer (and the store process, which inherits the
+        # environment); checked here so a bad value stops the start-up with a clear message.
+        s.checkpoint_bytes = _parse_int("MAESTRO_CHECKPOINT_BYTES",
+                                        env.get("MAESTRO_CHECKPOINT_BYTES") or "16777216", 4096)
+        s.pipeline_min_ops = _parse_int("MAESTRO_PIPELINE_MIN_OPS",
+                                        env.get("MAESTRO_PIPELINE_MIN_OPS") or "24", 1)
         s.ws_lag_seconds = _parse_int("MAESTRO_WS_LAG", env.get("MAESTRO_WS_LAG") or "10", 1)
         s.node_env = (env.get("NODE_ENV") or "development").lower()
         s.server_url = env.get("SERVER_URL") or ""

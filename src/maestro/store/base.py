@@ -72,7 +72,8 @@ class Store(ABC):
         """Housekeeping between batches (e.g. a checkpoint), from a worker thread."""
 
     # A store whose commits run elsewhere (the file store's helper process) sets this and
-    # implements the two coroutines below instead of prepare/write/apply_batch.
+    # implements send_batch, resume_async and maintenance_async instead of
+    # prepare/write/apply_batch and maintenance.
     commits_whole_batches = False
 
     def send_batch(self, records: list[list[Op]]) -> asyncio.Future:
