@@ -1,5 +1,6 @@
 """Generated ids (SPEC §3.1): `<prefix>_<ms>_<9 base-36 digits>`, unique, every digit equally
-likely, and a forked child never hands out the ids its parent will."""
+likely, ids of one millisecond in the order they were made, and a forked child never hands out
+the ids its parent will."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def test_ids_have_the_spec_shape_and_do_not_repeat():
 
 
 def test_every_base36_digit_is_equally_likely():
-    digits = collections.Counter("".join(make_id("x")[-9:] for _ in range(40_000)))
+    # The first id of each millisecond is the random one.
+    digits = collections.Counter("".join(make_id("x", ms)[-9:] for ms in range(40_000)))
     assert set(digits) == set("0123456789abcdefghijklmnopqrstuvwxyz")
     expected = 40_000 * 9 / 36  # 10,000 each; a biased mapping puts 0-3 ~14% higher
     assert all(abs(count - expected) < 0.05 * expected for count in digits.values()), digits
@@ -47,3 +49,26 @@ def test_a_forked_child_does_not_reuse_the_parents_random_digits():
     child_digits = {i[-9:] for i in child.decode().split()}
     parent_digits = {make_id("p")[-9:] for _ in range(50)}
     assert len(child_digits) == 50 and not child_digits & parent_digits
+
+
+def test_ids_of_one_millisecond_sort_in_the_order_they_were_made():
+    """Lists order by createdAt, then id: tasks created in the same millisecond must still
+    come back in creation order, whatever kinds of ids were made in between."""
+    ms = int(time.time() * 1000) + 10_000_000  # a millisecond nobody else uses
+    made = []
+    for i in range(500):
+        made.append(make_id("task", ms))
+        if i % 7 == 0:
+            make_id("evt", ms)
+    assert sorted(made) == made and len(set(made)) == len(made)
+    # The next millisecond starts from fresh random digits, not from the last id plus one.
+    assert make_id("task", ms + 1)[-9:] != _next_digits(made[-1][-9:])
+
+
+def _next_digits(digits: str) -> str:
+    value = int(digits, 36) + 1
+    out = ""
+    for _ in range(9):
+        value, d = divmod(value, 36)
+        out = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + out
+    return out

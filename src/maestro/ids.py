@@ -1,10 +1,12 @@
 """Identifiers: `<prefix>_<ms since epoch>_<9 chars [0-9a-z]>` (SPEC §3.1), and the rules for
-ids that clients choose or that end up in file names."""
+ids that clients choose or that end up in file names. Ids made in the same millisecond sort
+in the order they were made."""
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -25,8 +27,10 @@ _taken = 0
 
 
 def _forget_digits() -> None:
-    global _digits, _taken
+    global _digits, _taken, _last_ms, _last_value, _lock
     _digits, _taken = b"", 0
+    _last_ms, _last_value = None, 0
+    _lock = threading.Lock()  # another thread may have held it at the fork
 
 
 os.register_at_fork(after_in_child=_forget_digits)  # a child never repeats the parent's ids
@@ -41,9 +45,34 @@ def _random_base36(count: int = 9) -> str:
     return _digits[start:_taken].decode()
 
 
+_SPACE = 36 ** 9
+_lock = threading.Lock()
+_last_ms: int | None = None
+_last_value = 0
+
+
+def _base36(value: int) -> str:
+    digits = []
+    for _ in range(9):
+        value, digit = divmod(value, 36)
+        digits.append(_ALPHABET[digit])
+    return "".join(reversed(digits))
+
+
 def make_id(prefix: str, ms: int | None = None) -> str:
-    # 9 uniformly random base-36 digits (46.5 bits) from the OS CSPRNG.
-    return f"{prefix}_{now_ms() if ms is None else ms}_{_random_base36()}"
+    """The first id of a millisecond ends in 9 uniformly random base-36 digits (46.5 bits from
+    the OS CSPRNG); each later id of the same millisecond is the one before plus one, so ids of
+    one millisecond sort in the order they were made (lists break createdAt ties by id)."""
+    global _last_ms, _last_value
+    if ms is None:
+        ms = now_ms()
+    with _lock:
+        if ms == _last_ms and _last_value + 1 < _SPACE:
+            _last_value += 1
+            return f"{prefix}_{ms}_{_base36(_last_value)}"
+        suffix = _random_base36()
+        _last_ms, _last_value = ms, int(suffix, 36)
+    return f"{prefix}_{ms}_{suffix}"
 
 
 def is_valid_client_id(value: str) -> bool:
