@@ -42,7 +42,8 @@ def write_then_kill(srv, action, attempts: int = 5):
 
 def journal_line(ops: list[dict]) -> bytes:
     """One journal record as the store writes it: `<crc32 hex8> <JSON array of ops>\\n`, each
-    op `{"k": kind, "id": id, "p": task's project id or null, "v": entity or null}`."""
+    op `{"k": kind, "id": id, "p": task's project id or null, "v": entity or null}`, plus
+    `"n": 1` when the op creates the entity."""
     body = json.dumps(ops, ensure_ascii=False, separators=(",", ":")).encode()
     return b"%08x " % zlib.crc32(body) + body + b"\n"
 
@@ -266,6 +267,43 @@ def test_an_old_journal_a_crash_left_mid_checkpoint_is_replayed_first(make_serve
         assert ok(api.get("/api/tasks/task_o")) == newer
         assert ok(api.get("/api/tasks/task_p")) == other
         assert ok(api.get("/api/projects/proj_o")) == project
+
+
+def test_new_entities_are_marked_in_the_journal_and_a_stale_file_is_replaced_anyway(
+        make_server):
+    """A record marks the entities it creates (`"n": 1`), so the store renames their file into
+    place without looking for an old one to swap with. The mark is only a hint: replaying a
+    marked op whose file exists (a leftover) still replaces that file."""
+    srv = make_server(start=False)
+
+    def create_and_patch(api):
+        project = ok(api.post("/api/projects", json={"name": "marks"}), 201)
+        task = ok(api.post("/api/tasks", json={"projectId": project["id"], "title": "t"}), 201)
+        ok(api.patch(f"/api/tasks/{task['id']}", json={"status": "in_progress"}))
+        return project, task
+
+    project, task = write_then_kill(srv, create_and_patch)
+    journal = srv.data_dir / "journal"
+    records = [json.loads(line[9:]) for line in journal.read_bytes().splitlines()]
+    marks = [(op["k"], op["id"], op.get("n")) for record in records for op in record]
+    assert marks == [("project", project["id"], 1), ("task", task["id"], 1),
+                     ("task", task["id"], None)]
+
+    # A marked op over a file that exists with other content: the journal wins.
+    srv2 = make_server(start=False)
+    data = srv2.data_dir
+    stale = stored_task("task_n", "proj_n", "stale leftover")
+    fresh = dict(stale, title="from the journal", updatedAt=30)
+    (data / "tasks" / "proj_n").mkdir(parents=True)
+    (data / "tasks" / "proj_n" / "task_n.json").write_bytes(pretty(stale))
+    (data / "journal").write_bytes(
+        journal_line([{"k": "project", "id": "proj_n", "p": None,
+                       "v": stored_project("proj_n", "N"), "n": 1}])
+        + journal_line([{"k": "task", "id": "task_n", "p": "proj_n", "v": fresh, "n": 1}]))
+    srv2.start()
+    assert (data / "tasks" / "proj_n" / "task_n.json").read_bytes() == pretty(fresh)
+    with client(srv2) as api:
+        assert ok(api.get("/api/tasks/task_n")) == fresh
 
 
 # ---------------------------------------------------------------------- legacy location

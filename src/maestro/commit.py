@@ -146,7 +146,8 @@ class Tx:
         for (kind, eid), value in self._latest.items():
             table = self.state.table(kind)
             encoded = table.encode(value) if value is not None else None
-            out.append(Op(kind, eid, value, encoded, self._project_of.get((kind, eid))))
+            out.append(Op(kind, eid, value, encoded, self._project_of.get((kind, eid)),
+                          value is not None and self._undo.get((kind, eid)) is None))
         return out
 
     def rollback(self) -> None:

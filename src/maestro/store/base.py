@@ -26,6 +26,9 @@ class Op:
     encoded: bytes | None = None
     # For tasks: the project folder the file lives in.
     project_id: str | None = None
+    # The entity did not exist before this change: a file store need not look for an old
+    # file to swap with (a hint; an old file that exists anyway is replaced all the same).
+    new: bool = False
 
 
 @dataclass

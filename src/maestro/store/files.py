@@ -805,7 +805,10 @@ class FileStore(Store):
             else:
                 assert tmp is not None
                 path = self._staged_paths.pop(tmp, None) or self._path_for(op)
-                self._swap_into_place(tmp, path)
+                if op.new:  # nothing to swap with: a plain atomic rename
+                    os.replace(tmp, path)
+                else:
+                    self._swap_into_place(tmp, path)
                 self._dirty_files.add(path)
                 self._dirty_dirs.add(path.rpartition("/")[0])
             for stray in self._stray_paths.get(key, ()):
@@ -1003,7 +1006,8 @@ def _encode_record(record: list[Op]) -> bytes:
     for op in record:
         value = b"null" if op.value is None else (op.encoded or jsonio.dumps(op.value))
         parts.append(b'{"k":"' + op.kind.encode() + b'","id":' + jsonio.dumps(op.id)
-                     + b',"p":' + jsonio.dumps(op.project_id) + b',"v":' + value + b"}")
+                     + b',"p":' + jsonio.dumps(op.project_id) + b',"v":' + value
+                     + (b',"n":1}' if op.new else b"}"))
     body = b"[" + b",".join(parts) + b"]"
     return b"%08x " % zlib.crc32(body) + body + b"\n"
 
@@ -1035,5 +1039,5 @@ def _decode_line(line: bytes) -> list[Op] | None:
         if (value is not None and not isinstance(value, dict)) \
                 or (project_id is not None and not isinstance(project_id, str)):
             return None
-        ops.append(Op(item["k"], item["id"], value, None, project_id))
+        ops.append(Op(item["k"], item["id"], value, None, project_id, item.get("n") == 1))
     return ops
