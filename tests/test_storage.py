@@ -508,6 +508,28 @@ def _wait_for_spares(folder, at_least: int) -> dict[int, str]:
 
 
 @pytest.mark.parametrize("writer", ["process", "in-process"])
+def test_a_shorter_version_written_into_a_longer_spare_leaves_no_tail(make_server, writer):
+    """A spare holds an old version of some entity; a new version shorter than that must end
+    where its JSON ends (the spare is cut), and a longer one must not be cut."""
+    from helpers import assert_stored
+
+    from maestro.store.files import SPARES_HIGH
+
+    srv = make_server(env={} if writer == "process" else {"MAESTRO_STORE_PROCESS": "0"})
+    with client(srv) as api:
+        # Once the pool is full, no fresh (empty) spare is added on top of the returned ones.
+        _wait_for_spares(srv.data_dir / ".spares", SPARES_HIGH)
+        time.sleep(0.2)
+        project = ok(api.post("/api/projects", json={"name": "p"}), 201)
+        task = ok(api.post("/api/tasks", json={"projectId": project["id"], "title": "t"}), 201)
+        # The pool hands out the spare it got back last: the previous version of this task.
+        for description in ("L" * 3000, "M" * 2000, "", "S" * 10, "X" * 5000, "y"):
+            ok(api.patch(f"/api/tasks/{task['id']}", json={"description": description}))
+            assert assert_stored(api, srv.data_dir, "task", task["id"])["description"] \
+                == description
+
+
+@pytest.mark.parametrize("writer", ["process", "in-process"])
 def test_writes_reuse_spare_files_and_updates_allocate_no_inode(make_server, writer):
     """Entity files are staged in files made beforehand (DATA_DIR/.spares): a new task takes
     one, an update swaps its file with a spare, so patches allocate and free no inode and the

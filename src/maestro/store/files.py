@@ -774,11 +774,15 @@ class FileStore(Store):
         data = jsonio.dumps_pretty(op.value)
         spare, fd = self.spares.take()
         try:
+            # A spare holds an old version of some entity: cut off what the new content does
+            # not overwrite (a truncate is a journaled inode change; a size check is not).
+            longer = os.fstat(fd).st_size > len(data)
             view = memoryview(data)
             offset = 0
             while offset < len(data):
                 offset += os.pwrite(fd, view[offset:], offset)
-            os.ftruncate(fd, len(data))
+            if longer:
+                os.ftruncate(fd, len(data))
         except BaseException:
             os.close(fd)
             _unlink(spare)
