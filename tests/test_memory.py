@@ -1,12 +1,16 @@
 """The garbage-collection policy (commit.settle_memory): surviving objects are frozen out of
-later collections, yet a reference cycle that becomes garbage while frozen (a closed
-connection's objects, say) is still collected at the next settle, so nothing leaks."""
+later collections, so a settle only walks what was made since the last one; a reference cycle
+that becomes garbage while frozen (a closed connection's objects, say) is still collected by
+the next full settle (at start-up, and at least every FULL_SETTLE_EVERY_SECONDS), so nothing
+leaks for long."""
 
 from __future__ import annotations
 
 import gc
+import time
 import weakref
 
+from maestro import commit
 from maestro.commit import settle_memory
 
 
@@ -15,15 +19,49 @@ class _Node:
         self.me = self  # a reference cycle: only the cyclic collector can free it
 
 
-def test_a_cycle_that_dies_while_frozen_is_collected_at_the_next_settle():
+def test_a_cycle_that_dies_while_frozen_is_collected_by_the_next_full_settle():
     try:
         node = _Node()
         alive = weakref.ref(node)
-        settle_memory()  # node is alive: frozen with everything else
+        settle_memory(full=True)  # node is alive: frozen with everything else
         assert gc.get_freeze_count() > 0
         del node
         gc.collect()  # an ordinary collection does not look at frozen objects
         assert alive() is not None
+        settle_memory(full=False)  # nor does a quick settle
+        assert alive() is not None
+        settle_memory(full=True)
+        assert alive() is None
+    finally:
+        gc.unfreeze()
+
+
+def test_a_quick_settle_collects_young_cycles_and_freezes_the_survivors():
+    try:
+        settle_memory(full=True)
+        frozen = gc.get_freeze_count()
+        young = _Node()
+        dead = weakref.ref(_Node())  # garbage already: only its cycle keeps it
+        assert dead() is not None
+        settle_memory(full=False)
+        assert dead() is None
+        assert gc.get_freeze_count() > frozen  # `young` and its dict joined the frozen ones
+        assert young.me is young
+    finally:
+        gc.unfreeze()
+
+
+def test_settles_are_full_again_once_the_last_full_one_is_old(monkeypatch):
+    try:
+        settle_memory(full=True)
+        node = _Node()
+        alive = weakref.ref(node)
+        settle_memory()
+        del node
+        settle_memory()  # the last full settle is recent: quick
+        assert alive() is not None
+        monkeypatch.setattr(commit, "_full_settled_at",
+                            time.monotonic() - commit.FULL_SETTLE_EVERY_SECONDS - 1)
         settle_memory()
         assert alive() is None
     finally:

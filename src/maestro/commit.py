@@ -47,28 +47,39 @@ def _pipeline_min_ops() -> int:
         return PIPELINE_MIN_OPS
 
 
-def settle_memory() -> None:
+def settle_memory(full: bool | None = None) -> None:
     """Collect cyclic garbage now and exempt every surviving object from later collections.
 
     The state is hundreds of thousands of small dicts and lists that live for long; a full
     collection walks them all (~45 ms at 50k tasks) and, left to itself, Python runs one
     every second or two under a steady stream of writes: a pause in every percentile that
-    matters. So full collections are left to this call, made at start-up after loading and
-    whenever the server has been idle for a second; requests in between only pay for young
-    objects. Frozen objects are freed by reference counting as usual (entities form no
-    cycles); each call first unfreezes everything, so a cycle that became garbage while frozen
-    (a closed WebSocket connection, say) is collected at the next one."""
-    global _settled_at
-    gc.unfreeze()
+    matters. So collections of old objects are left to this call, made at start-up after
+    loading, whenever the server has been idle for a second and at least once a minute;
+    requests in between only pay for young objects. It collects what was made since the last
+    call (frozen objects are not walked) and freezes the survivors, which costs in proportion
+    to that, not to the whole state. Frozen objects are freed by reference counting as usual
+    (entities form no cycles); a cycle that became garbage while frozen (a closed WebSocket
+    connection, say) waits for a full call, which unfreezes everything first: at start-up
+    (`full=True`) and when the last one is FULL_SETTLE_EVERY_SECONDS old."""
+    global _settled_at, _full_settled_at
+    now = time.monotonic()
+    if full is None:
+        full = now - _full_settled_at >= FULL_SETTLE_EVERY_SECONDS
+    if full:
+        gc.unfreeze()
+        _full_settled_at = now
     gc.collect()
     gc.freeze()
-    _settled_at = time.monotonic()
+    _settled_at = now
 
 
 # A server that is never idle still settles at least this often (garbage cycles, e.g. from
 # failed requests, are only collected here).
 SETTLE_EVERY_SECONDS = 60.0
 _settled_at = 0.0
+# How often a settle also walks the frozen objects (see settle_memory).
+FULL_SETTLE_EVERY_SECONDS = 600.0
+_full_settled_at = -FULL_SETTLE_EVERY_SECONDS
 
 
 def tune_collector() -> None:

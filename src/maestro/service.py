@@ -70,7 +70,7 @@ class Service:
         result = await asyncio.to_thread(self.store.open)
         self.load_result = result
         self._load(result)
-        settle_memory()
+        settle_memory(full=True)
         self.committer = Committer(self.store, self.bus, self.lock)
         self.committer.start()
 
