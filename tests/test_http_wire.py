@@ -121,3 +121,31 @@ def test_http_1_0_and_connection_close_end_the_connection_after_the_answer(srv, 
             assert status == 200 and json.loads(body) == project
             assert headers["connection"] == "close"
             assert buf == b"" and _closed(sock)
+
+
+def test_a_large_answer_arrives_whole_and_the_next_one_follows_it(srv, api):
+    """A list larger than what is joined to its head in one write (256 KiB) is written as head
+    + body: on a pipelined connection its bytes still come whole and in order, and so does the
+    HEAD answer and the small answer behind it."""
+    project = _project(api)
+    text = "x" * 120_000
+    for i in range(4):
+        ok(api.post("/api/tasks", json={"projectId": project["id"], "title": f"big {i}",
+                                        "description": text}), 201)
+    expected = ok(api.get("/api/tasks", params={"projectId": project["id"]}))
+    path = f"/api/tasks?projectId={project['id']}"
+    host = f"127.0.0.1:{srv.port}"
+    requests = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+                f"HEAD {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+                f"GET /api/projects/{project['id']} HTTP/1.1\r\nHost: {host}\r\n\r\n").encode()
+    with _connect(srv) as sock:
+        sock.sendall(requests)
+        buf = bytearray()
+        status, headers, body = _read_response(sock, buf)
+        assert status == 200 and int(headers["content-length"]) == len(body) > 256 << 10
+        assert json.loads(body) == expected
+        status, head_headers, _ = _read_response(sock, buf, head=True)
+        assert status == 200 and head_headers["content-length"] == headers["content-length"]
+        status, _, body = _read_response(sock, buf)
+        assert status == 200 and json.loads(body) == project
+        assert not buf

@@ -140,6 +140,10 @@ if _UvicornCycle is not None:
         _UvicornCycle = None  # a uvicorn whose connection state looks different: plain ASGI
 
 
+# Bodies up to this size are joined to their head and sent in one write.
+_JOIN_AT_MOST = 256 << 10
+
+
 def _write_directly(send, status: int, body: bytes, head: bool) -> bool:
     """Write a whole JSON answer to uvicorn's connection in one write and finish the request
     the way uvicorn's own `send` does, but without two passes through it (header checks of
@@ -159,11 +163,14 @@ def _write_directly(send, status: int, body: bytes, head: bool) -> bool:
     if not cycle.keep_alive:
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
-    if not head:
+    large = len(body) > _JOIN_AT_MOST
+    if not head and not large:
         parts.append(body)
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
     cycle.transport.write(b"".join(parts))
+    if not head and large:  # not copied into one more buffer (a list of 50k tasks: ~25 MB)
+        cycle.transport.write(body)
     cycle.response_complete = True
     cycle.message_event.set()
     if not cycle.keep_alive:
