@@ -61,6 +61,13 @@ def test_ids_of_one_millisecond_sort_in_the_order_they_were_made():
         if i % 7 == 0:
             make_id("evt", ms)
     assert sorted(made) == made and len(set(made)) == len(made)
+    # Ids for other milliseconds in between (timeline entries bumped past a task's last
+    # update) do not restart the count of this one.
+    later = [make_id("task", ms)]
+    for i in range(200):
+        make_id("evt", ms + 1 + i % 3)
+        later.append(make_id("task", ms))
+    assert sorted(made + later) == made + later
     # The next millisecond starts from fresh random digits, not from the last id plus one.
     assert make_id("task", ms + 1)[-9:] != _next_digits(made[-1][-9:])
 

@@ -27,9 +27,9 @@ _taken = 0
 
 
 def _forget_digits() -> None:
-    global _digits, _taken, _last_ms, _last_value, _lock
+    global _digits, _taken, _lock
     _digits, _taken = b"", 0
-    _last_ms, _last_value = None, 0
+    _last.clear()
     _lock = threading.Lock()  # another thread may have held it at the fork
 
 
@@ -47,8 +47,11 @@ def _random_base36(count: int = 9) -> str:
 
 _SPACE = 36 ** 9
 _lock = threading.Lock()
-_last_ms: int | None = None
-_last_value = 0
+# The last value handed out in each of the most recent milliseconds ids were made for (callers
+# pass timestamps of their own, e.g. one bumped past an entity's last update, so ids for
+# another millisecond may come in between two of the same one).
+_last: dict[int, int] = {}
+_REMEMBERED_MS = 64
 
 
 def _base36(value: int) -> str:
@@ -63,15 +66,19 @@ def make_id(prefix: str, ms: int | None = None) -> str:
     """The first id of a millisecond ends in 9 uniformly random base-36 digits (46.5 bits from
     the OS CSPRNG); each later id of the same millisecond is the one before plus one, so ids of
     one millisecond sort in the order they were made (lists break createdAt ties by id)."""
-    global _last_ms, _last_value
     if ms is None:
         ms = now_ms()
     with _lock:
-        if ms == _last_ms and _last_value + 1 < _SPACE:
-            _last_value += 1
-            return f"{prefix}_{ms}_{_base36(_last_value)}"
-        suffix = _random_base36()
-        _last_ms, _last_value = ms, int(suffix, 36)
+        value = _last.get(ms)
+        if value is not None and value + 1 < _SPACE:
+            value += 1
+            suffix = _base36(value)
+        else:
+            suffix = _random_base36()
+            value = int(suffix, 36)
+            if len(_last) >= _REMEMBERED_MS:
+                del _last[next(iter(_last))]  # the millisecond remembered longest
+        _last[ms] = value
     return f"{prefix}_{ms}_{suffix}"
 
 
