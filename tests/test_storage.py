@@ -570,6 +570,50 @@ def test_writes_reuse_spare_files_and_updates_allocate_no_inode(make_server, wri
     assert set(kept) <= set(_inodes(spares_dir))
 
 
+def test_a_stray_file_that_cannot_be_removed_leaves_the_spare_pool_sound(tmp_path, monkeypatch):
+    """The entity file is swapped into place, then removing a stray copy of it (a file it was
+    loaded from elsewhere) fails: the change stays in the journal for the next checkpoint, and
+    the spare the swap handed back is in the pool once, never twice (two entities staged into
+    one file would get each other's content)."""
+    from maestro.store import files
+    from maestro.store.base import Op
+    from maestro.store.files import FileStore
+
+    store = FileStore(tmp_path / "data")
+    store.open()
+    try:
+        project = stored_project("proj_s", "S")
+        task = stored_task("task_s", "proj_s", "first")
+        created = [[Op("project", "proj_s", project, None, None, True)],
+                   [Op("task", "task_s", task, None, "proj_s", True)]]
+        store.prepare_batch(created)
+        store.write_batch(created)
+        store.apply_batch(created)
+        stray = str(tmp_path / "data" / "tasks" / "task_s.json")  # the legacy location
+        store._stray_paths[("task", "task_s")] = {stray}
+        real_unlink = files._unlink
+
+        def refuse(path):
+            if str(path) == stray:
+                raise PermissionError(13, "Permission denied", str(path))
+            real_unlink(path)
+
+        monkeypatch.setattr(files, "_unlink", refuse)
+        newer = dict(task, title="second", updatedAt=12)
+        update = [[Op("task", "task_s", newer, None, "proj_s")]]
+        store.prepare_batch(update)
+        store.write_batch(update)
+        store.apply_batch(update)
+        assert ("task", "task_s") in store._unapplied  # retried at the next checkpoint
+        pool = list(store.spares._free)
+        assert len(pool) == len(set(pool))
+        assert (tmp_path / "data" / "tasks" / "proj_s" / "task_s.json").read_bytes() \
+            == pretty(newer)
+    finally:
+        monkeypatch.undo()
+        store.close()
+
+
 def test_the_spare_pool_refills_adopts_and_ignores_what_is_not_a_plain_file(tmp_path):
     """The pool on its own, on real files: it refills in the background when it runs low,
     takes over an earlier run's spares and never follows a symlink planted among them."""

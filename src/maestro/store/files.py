@@ -813,6 +813,7 @@ class FileStore(Store):
                     os.replace(tmp, path)
                 else:
                     self._swap_into_place(tmp, path)
+                tmp = None  # in place (or back in the pool): never given back twice
                 self._dirty_files.add(path)
                 self._dirty_dirs.add(path.rpartition("/")[0])
             for stray in self._stray_paths.get(key, ()):
