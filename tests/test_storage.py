@@ -614,6 +614,139 @@ def test_a_stray_file_that_cannot_be_removed_leaves_the_spare_pool_sound(tmp_pat
         store.close()
 
 
+def _open_store(tmp_path):
+    """A file store (in-process writer) holding project proj_s and task task_s."""
+    from maestro.store.base import Op
+    from maestro.store.files import FileStore
+
+    store = FileStore(tmp_path / "data")
+    store.open()
+    project = stored_project("proj_s", "S")
+    task = stored_task("task_s", "proj_s", "original")
+    created = [[Op("project", "proj_s", project, None, None, True)],
+               [Op("task", "task_s", task, None, "proj_s", True)]]
+    store.prepare_batch(created)
+    store.write_batch(created)
+    store.apply_batch(created)
+    return store, task
+
+
+def test_a_change_whose_batch_is_refused_never_reaches_its_file_later(tmp_path, monkeypatch):
+    """Record 1 of a batch cannot be staged, so record 0 is staged again on its own; that
+    fails too (a full disk), and then the journal write fails: nothing was committed, so the
+    next checkpoint must not write record 0's value into the file."""
+    from maestro.store import files
+    from maestro.store.base import Op
+    from maestro.store.files import StagingError
+
+    store, task = _open_store(tmp_path)
+    task_file = tmp_path / "data" / "tasks" / "proj_s" / "task_s.json"
+    try:
+        r0 = dict(task, title="r0", updatedAt=20)
+        r1 = dict(task, title="r1", updatedAt=21)
+        real_stage = files.FileStore._stage
+
+        def full_disk(self, op):
+            if op.value is not None and op.value["title"] in ("r0", "r1"):
+                raise OSError(28, "No space left on device")
+            return real_stage(self, op)
+
+        monkeypatch.setattr(files.FileStore, "_stage", full_disk)
+        batch = [[Op("task", "task_s", r0, None, "proj_s")],
+                 [Op("task", "task_s", r1, None, "proj_s")]]
+        with pytest.raises(StagingError) as refused:
+            store.prepare_batch(batch)
+        assert refused.value.ready == 1
+
+        def broken_journal(fd, data):
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(files, "_write_all", broken_journal)
+        with pytest.raises(OSError):
+            store.write_batch(batch[:1])
+        monkeypatch.undo()
+        assert ("task", "task_s") not in store._unapplied
+        store.checkpoint()
+        assert task_file.read_bytes() == pretty(task)
+
+        # The same staging failure in a batch that does commit: the file catches up at the
+        # next checkpoint.
+        monkeypatch.setattr(files.FileStore, "_stage", full_disk)
+        with pytest.raises(StagingError):
+            store.prepare_batch(batch)
+        store.write_batch(batch[:1])
+        store.apply_batch(batch[:1])
+        monkeypatch.undo()
+        assert ("task", "task_s") in store._unapplied
+        store.checkpoint()
+        assert task_file.read_bytes() == pretty(r0)
+    finally:
+        monkeypatch.undo()
+        store.close()
+
+
+def test_a_journal_rotation_that_fails_halfway_puts_the_journal_back(tmp_path, monkeypatch):
+    """A background checkpoint renames `journal` to `journal.old` and starts a new one; when
+    the new one cannot be made durable, the journal gets its name back and later records
+    still go to the file start-up replays (not to one a later checkpoint deletes)."""
+    from maestro.store import files
+    from maestro.store.base import Op
+
+    store, task = _open_store(tmp_path)
+    data = tmp_path / "data"
+    try:
+        assert store._journal_bytes > 0
+        real_fsync_path = files._fsync_path
+
+        def failing(path, directory=False):
+            if directory and (data / "journal.old").exists():
+                raise OSError(5, "Input/output error")
+            return real_fsync_path(path, directory)
+
+        monkeypatch.setattr(files, "_fsync_path", failing)
+        with pytest.raises(OSError):
+            store.checkpoint_in_background()
+        monkeypatch.undo()
+        assert not (data / "journal.old").exists()
+        assert os.fstat(store._journal_fd).st_nlink == 1
+        assert os.fstat(store._journal_fd).st_ino == os.stat(data / "journal").st_ino
+        later = dict(task, title="after the failed rotation", updatedAt=30)
+        record = [[Op("task", "task_s", later, None, "proj_s")]]
+        store.prepare_batch(record)
+        store.write_batch(record)
+        store.apply_batch(record)
+        assert b"after the failed rotation" in (data / "journal").read_bytes()
+    finally:
+        monkeypatch.undo()
+        store.close()
+
+
+def test_a_checkpoint_removes_an_old_journal_before_emptying_the_newer_one(tmp_path,
+                                                                           monkeypatch):
+    """journal.old (left by a failed background checkpoint) holds older records than
+    journal: it must be gone before journal is emptied, or a crash in between would replay
+    the older records over newer files."""
+    store, _ = _open_store(tmp_path)
+    old = tmp_path / "data" / "journal.old"
+    old.write_bytes(b"")  # its records are in the files already (the checkpoint syncs them)
+    seen: list[bool] = []
+    real_ftruncate = os.ftruncate
+
+    def watching(fd, length):
+        seen.append(old.exists())
+        return real_ftruncate(fd, length)
+
+    try:
+        monkeypatch.setattr(os, "ftruncate", watching)
+        store.checkpoint()
+        monkeypatch.undo()
+        assert seen and not any(seen)
+        assert not old.exists()
+    finally:
+        monkeypatch.undo()
+        store.close()
+
+
 def test_the_spare_pool_refills_adopts_and_ignores_what_is_not_a_plain_file(tmp_path):
     """The pool on its own, on real files: it refills in the background when it runs low,
     takes over an earlier run's spares and never follows a symlink planted among them."""

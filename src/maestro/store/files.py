@@ -246,6 +246,10 @@ class SparePool:
             self._thread = None
 
 
+# In a staged batch: this change's file could not be staged (see _stage_superseded).
+_NOT_STAGED = "\0not staged"
+
+
 class UnsafePathError(ValueError):
     """An id that cannot be used as a file name inside the data directory."""
 
@@ -672,14 +676,14 @@ class FileStore(Store):
             try:
                 staged[key] = (op, self._stage(op) if op.value is not None else None)
             except (OSError, ValueError) as exc:
-                # Committed anyway (the journal has it); the file catches up at a checkpoint.
-                self._unapplied[key] = op
-                log.error("could not stage %s %s (kept in the journal): %s", op.kind, op.id,
-                          exc)
+                # If the batch commits, the journal has it and the file catches up at a
+                # checkpoint (_apply); if it does not, it is dropped with the batch.
+                staged[key] = (op, _NOT_STAGED)
+                log.error("could not stage %s %s: %s", op.kind, op.id, exc)
 
     def _discard_prepared(self) -> None:
         for _, tmp in (self._prepared or {}).values():
-            if tmp is not None:
+            if tmp is not None and tmp is not _NOT_STAGED:
                 self.spares.give_back(tmp)
         self._prepared = None
 
@@ -800,6 +804,11 @@ class FileStore(Store):
         """Rename the staged file into place (or unlink a deleted entity's files); a failure
         leaves the change in `_unapplied` for the next checkpoint instead of raising."""
         key = (op.kind, op.id)
+        if tmp is _NOT_STAGED:  # committed, but its file could not be staged beforehand
+            self._unapplied[key] = op
+            log.error("the file of %s %s is behind (kept in the journal, retried at the next "
+                      "checkpoint)", op.kind, op.id)
+            return False
         try:
             if op.value is None:
                 path = self._own_path(op.kind, op.id, None, op.project_id)
@@ -871,10 +880,14 @@ class FileStore(Store):
                       "kept until they do", len(self._unapplied))
             self._checkpoint_at = self._journal_bytes + self.checkpoint_bytes
             return
+        if os.path.lexists(self.old_journal_path):
+            # Left by a background checkpoint that failed: gone for good before the newer
+            # journal is emptied, or a crash in between would replay its older records.
+            _unlink(self.old_journal_path)
+            _fsync_path(self.root, directory=True)
         if self._journal_fd is not None and self._journal_bytes:
             os.ftruncate(self._journal_fd, 0)
             os.fsync(self._journal_fd)
-        _unlink(self.old_journal_path)  # left by a background checkpoint that failed
         self._journal_bytes = 0
         self._checkpoint_at = self.checkpoint_bytes
         self.replayed_records = 0
@@ -892,8 +905,23 @@ class FileStore(Store):
             self.checkpoint()
             return
         os.rename(self.journal_path, self.old_journal_path)
-        fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        _fsync_path(self.root, directory=True)  # both names, before anything is appended
+        fd = None
+        try:
+            fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            _fsync_path(self.root, directory=True)  # both names, before anything is appended
+        except BaseException:
+            # Put the journal back under its name: records keep going to the file that
+            # start-up replays (never to a name that a later checkpoint deletes).
+            if fd is not None:
+                os.close(fd)
+            try:
+                os.replace(self.old_journal_path, self.journal_path)
+                _fsync_path(self.root, directory=True)
+            except OSError as exc:
+                self._failed = f"the journal {self.journal_path} could not be restored after " \
+                               f"a failed checkpoint: {exc}"
+                log.critical("%s; refusing further writes", self._failed)
+            raise
         os.close(self._journal_fd)
         self._journal_fd = fd
         self._journal_bytes = 0
