@@ -306,6 +306,48 @@ def test_new_entities_are_marked_in_the_journal_and_a_stale_file_is_replaced_any
         assert ok(api.get("/api/tasks/task_n")) == fresh
 
 
+def test_a_file_holding_another_entity_whose_own_file_exists_is_quarantined(make_server):
+    """After a power loss a file written in place of another can hold the earlier content of
+    the spare it was staged in: a complete older version of some other entity. That copy must
+    not replace the entity's own file nor be treated as its stray (deleted at its next write):
+    it goes to quarantine, and the journal restores the file's own entity."""
+    srv = make_server(start=False)
+    data = srv.data_dir
+    project = stored_project("proj_m", "M")
+    w_now = stored_task("task_w", "proj_m", "W as it is")
+    w_old = dict(w_now, title="W long ago", updatedAt=5)
+    x_now = stored_task("task_x", "proj_m", "X from the journal")
+    folder = data / "tasks" / "proj_m"
+    folder.mkdir(parents=True)
+    (data / "projects").mkdir()
+    (data / "projects" / "proj_m.json").write_bytes(pretty(project))
+    (folder / "task_w.json").write_bytes(pretty(w_now))
+    (folder / "task_x.json").write_bytes(pretty(w_old))  # the stale spare content
+    (data / "journal").write_bytes(
+        journal_line([{"k": "task", "id": "task_x", "p": "proj_m", "v": x_now, "n": 1}]))
+    # A task whose only file has another name is still loaded (and moved at its next write).
+    lone = stored_task("task_lone", "proj_m", "only copy")
+    (folder / "copy of lone.json").write_bytes(pretty(lone))
+    srv.start()
+    with client(srv) as api:
+        assert ok(api.get("/api/tasks/task_w"))["title"] == "W as it is"
+        assert ok(api.get("/api/tasks/task_x"))["title"] == "X from the journal"
+        assert ok(api.get("/api/tasks/task_lone"))["title"] == "only copy"
+        quarantined = ok(api.get("/health"))["storage"]["quarantined"]
+        assert [q["file"] for q in quarantined] == ["tasks/proj_m/task_x.json"]
+        assert "task_w" in quarantined[0]["reason"]
+        ok(api.patch("/api/tasks/task_w", json={"status": "in_progress"}))
+        ok(api.patch("/api/tasks/task_lone", json={"status": "in_progress"}))
+    assert (folder / "task_x.json").read_bytes() == pretty(x_now)  # not deleted as a stray
+    assert not (folder / "copy of lone.json").exists()
+    assert json.loads((folder / "task_lone.json").read_bytes())["status"] == "in_progress"
+    srv.stop()
+    srv.start()
+    with client(srv) as api:
+        assert ok(api.get("/api/tasks/task_x"))["title"] == "X from the journal"
+        assert ok(api.get("/api/tasks/task_w"))["status"] == "in_progress"
+
+
 # ---------------------------------------------------------------------- legacy location
 def test_legacy_task_files_move_to_the_project_folder_and_are_deleted(make_server):
     srv = make_server(start=False)

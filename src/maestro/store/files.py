@@ -289,6 +289,8 @@ class FileStore(Store):
         # named after another id, a task in another project's folder): removed when the entity
         # is next written or deleted, so one entity never lives in two files.
         self._stray_paths: dict[tuple[str, str], set[str]] = {}
+        # Files whose entity id is not their name, while loading (see _settle_misnamed).
+        self._misnamed: list[tuple[str, str, dict]] = []
         self._projects_str = str(self.projects_dir)
         self._sessions_str = str(self.sessions_dir)
         self._tasks_str = str(self.tasks_dir)
@@ -349,6 +351,7 @@ class FileStore(Store):
             tasks.update(self._load_dir(sub, "task", loaded_from))
         sessions = self._load_dir(self.sessions_dir, "session", loaded_from)
         state = {"project": projects, "task": tasks, "session": sessions}
+        self._settle_misnamed(state, loaded_from)
         self._find_strays(state, loaded_from)
         self._replay_journal(state, result)
         result.projects = list(projects.values())
@@ -520,9 +523,30 @@ class FileStore(Store):
             except (OSError, ValueError, UnicodeDecodeError) as exc:
                 self._quarantine(Path(path), str(exc))
                 continue
+            if name[:-5] != value["id"]:
+                self._misnamed.append((kind, path, value))  # decided once all are loaded
+                continue
             out[value["id"]] = value
             loaded_from.setdefault((kind, value["id"]), []).append(path)
         return out
+
+    def _settle_misnamed(self, state: dict[str, dict],
+                         loaded_from: dict[tuple[str, str], list[str]]) -> None:
+        """A file whose entity id is not its name. When that entity has a file of its own, the
+        copy is moved to quarantine, never loaded over it: after a power loss a file written
+        in place of another can hold the earlier content of the spare it was staged in (a
+        complete old version of some other entity), while its own change is in the journal.
+        Otherwise it is that entity's only file: loaded, and moved to the entity's own path
+        at its next write."""
+        misnamed, self._misnamed = self._misnamed, []
+        for kind, path, value in misnamed:
+            eid = value["id"]
+            if eid in state[kind] and (kind, eid) in loaded_from and any(
+                    p.rpartition("/")[2] == f"{eid}.json" for p in loaded_from[(kind, eid)]):
+                self._quarantine(Path(path), f"holds {kind} {eid}, whose own file exists")
+                continue
+            state[kind][eid] = value
+            loaded_from.setdefault((kind, eid), []).append(path)
 
     def _find_strays(self, state: dict[str, dict],
                      loaded_from: dict[tuple[str, str], list[str]]) -> None:
@@ -558,7 +582,7 @@ class FileStore(Store):
             moved = f"(could not move: {exc})"
         entry = {"file": str(path.relative_to(self.root)), "movedTo": moved, "reason": reason}
         self.quarantined.append(entry)
-        log.error("corrupt entity file %s moved to %s: %s", path, moved, reason)
+        log.error("entity file %s moved to %s: %s", path, moved, reason)
 
     def _replay_journal(self, state: dict[str, dict], result: LoadResult) -> None:
         """Apply every complete record of the journal to `state` and to the files, then open
