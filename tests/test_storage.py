@@ -328,14 +328,30 @@ def test_a_file_holding_another_entity_whose_own_file_exists_is_quarantined(make
     # A task whose only file has another name is still loaded (and moved at its next write).
     lone = stored_task("task_lone", "proj_m", "only copy")
     (folder / "copy of lone.json").write_bytes(pretty(lone))
+    # Spares are shared by every kind: a task's file may show an old session.
+    session = {"id": "sess_m", "projectId": "proj_m", "taskIds": [], "name": "S",
+               "status": "running", "env": {}, "events": [], "startedAt": 1, "lastActivity": 1,
+               "completedAt": None}
+    (data / "sessions").mkdir()
+    (data / "sessions" / "sess_m.json").write_bytes(pretty(session))
+    y_now = stored_task("task_y", "proj_m", "Y from the journal")
+    (folder / "task_y.json").write_bytes(pretty(dict(session, name="old S")))
+    (data / "journal").write_bytes((data / "journal").read_bytes() + journal_line(
+        [{"k": "task", "id": "task_y", "p": "proj_m", "v": y_now}]))
     srv.start()
     with client(srv) as api:
         assert ok(api.get("/api/tasks/task_w"))["title"] == "W as it is"
         assert ok(api.get("/api/tasks/task_x"))["title"] == "X from the journal"
         assert ok(api.get("/api/tasks/task_lone"))["title"] == "only copy"
         quarantined = ok(api.get("/health"))["storage"]["quarantined"]
-        assert [q["file"] for q in quarantined] == ["tasks/proj_m/task_x.json"]
-        assert "task_w" in quarantined[0]["reason"]
+        assert sorted(q["file"] for q in quarantined) == ["tasks/proj_m/task_x.json",
+                                                          "tasks/proj_m/task_y.json"]
+        assert {q["reason"] for q in quarantined} == {
+            "holds task task_w, whose own file exists",
+            "holds session sess_m, whose own file exists"}
+        assert ok(api.get("/api/tasks/task_y"))["title"] == "Y from the journal"
+        assert ok(api.get("/api/sessions/sess_m"))["name"] == "S"
+        assert_error(api.get("/api/tasks/sess_m"), 404, "TASK_NOT_FOUND")
         ok(api.patch("/api/tasks/task_w", json={"status": "in_progress"}))
         ok(api.patch("/api/tasks/task_lone", json={"status": "in_progress"}))
     assert (folder / "task_x.json").read_bytes() == pretty(x_now)  # not deleted as a stray

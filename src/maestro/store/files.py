@@ -541,9 +541,12 @@ class FileStore(Store):
         misnamed, self._misnamed = self._misnamed, []
         for kind, path, value in misnamed:
             eid = value["id"]
-            if eid in state[kind] and (kind, eid) in loaded_from and any(
-                    p.rpartition("/")[2] == f"{eid}.json" for p in loaded_from[(kind, eid)]):
-                self._quarantine(Path(path), f"holds {kind} {eid}, whose own file exists")
+            # Spares are shared by all kinds: the copy may be of a project or session too.
+            owner = next((k for k in KINDS if any(
+                p.rpartition("/")[2] == f"{eid}.json" for p in loaded_from.get((k, eid), ()))),
+                None)
+            if owner is not None:
+                self._quarantine(Path(path), f"holds {owner} {eid}, whose own file exists")
                 continue
             state[kind][eid] = value
             loaded_from.setdefault((kind, eid), []).append(path)
