@@ -628,6 +628,26 @@ def test_writes_reuse_spare_files_and_updates_allocate_no_inode(make_server, wri
     assert set(kept) <= set(_inodes(spares_dir))
 
 
+def _commit(store, records) -> None:
+    """Stage, journal and apply `records` on an in-process file store."""
+    store.prepare_batch(records)
+    store.write_batch(records)
+    store.apply_batch(records)
+
+
+def _open_store(tmp_path, title: str = "original"):
+    """A file store (in-process writer) holding project proj_s and task task_s."""
+    from maestro.store.base import Op
+    from maestro.store.files import FileStore
+
+    store = FileStore(tmp_path / "data")
+    store.open()
+    task = stored_task("task_s", "proj_s", title)
+    _commit(store, [[Op("project", "proj_s", stored_project("proj_s", "S"), None, None, True)],
+                    [Op("task", "task_s", task, None, "proj_s", True)]])
+    return store, task
+
+
 def test_a_stray_file_that_cannot_be_removed_leaves_the_spare_pool_sound(tmp_path, monkeypatch):
     """The entity file is swapped into place, then removing a stray copy of it (a file it was
     loaded from elsewhere) fails: the change stays in the journal for the next checkpoint, and
@@ -635,18 +655,9 @@ def test_a_stray_file_that_cannot_be_removed_leaves_the_spare_pool_sound(tmp_pat
     one file would get each other's content)."""
     from maestro.store import files
     from maestro.store.base import Op
-    from maestro.store.files import FileStore
 
-    store = FileStore(tmp_path / "data")
-    store.open()
+    store, task = _open_store(tmp_path, "first")
     try:
-        project = stored_project("proj_s", "S")
-        task = stored_task("task_s", "proj_s", "first")
-        created = [[Op("project", "proj_s", project, None, None, True)],
-                   [Op("task", "task_s", task, None, "proj_s", True)]]
-        store.prepare_batch(created)
-        store.write_batch(created)
-        store.apply_batch(created)
         stray = str(tmp_path / "data" / "tasks" / "task_s.json")  # the legacy location
         store._stray_paths[("task", "task_s")] = {stray}
         real_unlink = files._unlink
@@ -658,10 +669,7 @@ def test_a_stray_file_that_cannot_be_removed_leaves_the_spare_pool_sound(tmp_pat
 
         monkeypatch.setattr(files, "_unlink", refuse)
         newer = dict(task, title="second", updatedAt=12)
-        update = [[Op("task", "task_s", newer, None, "proj_s")]]
-        store.prepare_batch(update)
-        store.write_batch(update)
-        store.apply_batch(update)
+        _commit(store, [[Op("task", "task_s", newer, None, "proj_s")]])
         assert ("task", "task_s") in store._unapplied  # retried at the next checkpoint
         pool = list(store.spares._free)
         assert len(pool) == len(set(pool))
@@ -670,23 +678,6 @@ def test_a_stray_file_that_cannot_be_removed_leaves_the_spare_pool_sound(tmp_pat
     finally:
         monkeypatch.undo()
         store.close()
-
-
-def _open_store(tmp_path):
-    """A file store (in-process writer) holding project proj_s and task task_s."""
-    from maestro.store.base import Op
-    from maestro.store.files import FileStore
-
-    store = FileStore(tmp_path / "data")
-    store.open()
-    project = stored_project("proj_s", "S")
-    task = stored_task("task_s", "proj_s", "original")
-    created = [[Op("project", "proj_s", project, None, None, True)],
-               [Op("task", "task_s", task, None, "proj_s", True)]]
-    store.prepare_batch(created)
-    store.write_batch(created)
-    store.apply_batch(created)
-    return store, task
 
 
 def test_a_change_whose_batch_is_refused_never_reaches_its_file_later(tmp_path, monkeypatch):
@@ -769,10 +760,7 @@ def test_a_journal_rotation_that_fails_halfway_puts_the_journal_back(tmp_path, m
         assert os.fstat(store._journal_fd).st_nlink == 1
         assert os.fstat(store._journal_fd).st_ino == os.stat(data / "journal").st_ino
         later = dict(task, title="after the failed rotation", updatedAt=30)
-        record = [[Op("task", "task_s", later, None, "proj_s")]]
-        store.prepare_batch(record)
-        store.write_batch(record)
-        store.apply_batch(record)
+        _commit(store, [[Op("task", "task_s", later, None, "proj_s")]])
         assert b"after the failed rotation" in (data / "journal").read_bytes()
     finally:
         monkeypatch.undo()

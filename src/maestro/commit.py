@@ -23,14 +23,12 @@ from typing import TYPE_CHECKING
 from .errors import StorageError
 from .events import Event, EventBus
 from .state import State
-from .store.base import Op, Store
+from .store.base import KINDS, Op, Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 log = logging.getLogger("maestro.commit")
-
-_KINDS = ("task", "session", "project")
 
 # Batches in flight to a store that commits whole batches (see Committer._run_pipelined),
 # and the entity writes a second batch must hold to be sent before the first is done: small
@@ -135,7 +133,7 @@ class Tx:
     def emit(self, type_: str, data) -> None:
         event = Event(type_, data, project_id=self._project_of_event(type_, data))
         kind = type_.partition(":")[0]
-        if kind in _KINDS and isinstance(data, dict):
+        if kind in KINDS and isinstance(data, dict):
             table = self.state.table(kind)
             if table.get(data.get("id")) is data:
                 # The stored entity: its JSON is cached once for the event, the response

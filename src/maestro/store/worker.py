@@ -37,7 +37,6 @@ import threading
 from pathlib import Path
 
 from .. import jsonio
-from .base import Op
 
 log = logging.getLogger("maestro.store")
 
