@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import jsonio
+from .encoding import encoded_bytes
 from .ids import now_ms
 
 log = logging.getLogger("maestro.events")
@@ -19,8 +20,9 @@ log = logging.getLogger("maestro.events")
 class Event:
     type: str
     data: Any
-    # Pre-encoded compact JSON of `data`, when the caller already has it.
-    encoded_data: bytes | None = None
+    # Pre-encoded compact JSON of `data`, when the caller already has it (bytes, or a big
+    # entity's encoding by parts, joined only when the event is framed).
+    encoded_data: Any = None
     # The project the event concerns (agents only hear about their own project).
     project_id: str | None = None
     timestamp: int | None = None
@@ -34,7 +36,8 @@ class Event:
         return self._frame
 
     def envelope(self, timestamp: int | None = None) -> bytes:
-        data = self.encoded_data if self.encoded_data is not None else jsonio.dumps(self.data)
+        data = encoded_bytes(self.encoded_data) if self.encoded_data is not None \
+            else jsonio.dumps(self.data)
         name = jsonio.dumps(self.type)
         ts = now_ms() if timestamp is None else timestamp
         return (b'{"type":' + name + b',"event":' + name + b',"data":' + data

@@ -2,14 +2,20 @@
 
 Entities are plain dicts (unknown keys survive, SPEC §4.9) and are never mutated in place: a
 change puts a new dict. That makes the compact JSON of an entity cacheable by object identity,
-so each version is encoded once for the response, the events and the journal."""
+so each version is encoded once for the response, the events and the journal. A big entity is
+encoded by parts (encoding.py): a new version reuses the parts of the one it replaces, so an
+append to a long list costs the new entry, not the list."""
 
 from __future__ import annotations
 
 from typing import Any, Iterable
 
 from . import jsonio
+from .encoding import BIG_ENTITY_BYTES, Growth, Spliced
 
+# Replaced versions whose spliced encoding stays reachable for a while: answers and events of
+# earlier requests in the same batch are still being written when a later one replaced them.
+RETIRED_KEPT = 64
 
 
 def _order_key(entity: dict, field: str) -> tuple:
@@ -65,7 +71,9 @@ class Table:
         self.compound = {frozenset(fields): (tuple(fields), _Index()) for fields in compound}
         # Fields holding a list of ids, indexed by each member (session.taskIds).
         self.multi = {name: _Index() for name in multi}
-        self._encoded: dict[int, tuple[dict, bytes]] = {}
+        self._encoded: dict[int, tuple[dict, bytes | Spliced]] = {}
+        # Recently replaced versions of big entities: id -> (entity, its spliced encoding).
+        self._retired: dict[int, tuple[dict, Spliced]] = {}
         # Bumped on every change; keys the cached encoding of the whole table.
         self._version = 0
         self._all: tuple[int, bytes] | None = None
@@ -76,18 +84,23 @@ class Table:
     def get(self, eid: str) -> dict | None:
         return self.rows.get(eid)
 
-    def put(self, entity: dict) -> dict | None:
-        """Insert or replace; returns the previous version (for undo)."""
+    def put(self, entity: dict, growth: Growth | None = None) -> dict | None:
+        """Insert or replace; returns the previous version (for undo). `growth` tells which
+        lists of `entity` extend those of the version it replaces (see encoding.Growth)."""
         eid = entity["id"]
         self._version += 1
         old = self.rows.get(eid)
         if old is not None:
-            self._encoded.pop(id(old), None)
+            hit = self._encoded.pop(id(old), None)
             self.rows[eid] = entity
             self._reindex(old, entity)
+            self._splice(old, hit[1] if hit is not None and hit[0] is old else None, entity,
+                         growth)
             return old
         else:
             self.rows[eid] = entity
+            if self._retired:
+                self._splice(entity, None, entity, None)  # an undo of a delete: revive
             key = _order_key(entity, self.order_field)
             if self._last_key is not None and key < self._last_key:
                 self._sorted = False
@@ -100,8 +113,40 @@ class Table:
         self._version += 1
         if old is not None:
             self._unindex(old)
-            self._encoded.pop(id(old), None)
+            hit = self._encoded.pop(id(old), None)
+            if hit is not None and isinstance(hit[1], Spliced):
+                self._retire(old, hit[1])
         return old
+
+    def _splice(self, old: dict, encoding: bytes | Spliced | None, new: dict,
+                growth: Growth | None) -> None:
+        """Encode a big entity's new version from the parts of the one it replaces."""
+        if isinstance(encoding, Spliced):
+            self._retire(old, encoding)
+        retired = self._retired.pop(id(new), None)
+        if retired is not None and retired[0] is new:  # an undo puts a version back
+            retired[1].revive()
+            self._encoded[id(new)] = retired
+            return
+        if isinstance(encoding, Spliced):
+            spliced = encoding
+        elif encoding is not None and len(encoding) >= BIG_ENTITY_BYTES:
+            spliced = Spliced.of(old)  # became big: split once
+        elif encoding is None and growth:
+            # Not encoded since it was loaded: an append finds out whether it is big.
+            spliced = Spliced.of(old)
+            if spliced.size < BIG_ENTITY_BYTES:
+                return
+        else:
+            return
+        self._encoded[id(new)] = (new, spliced.derive(old, new, growth))
+
+    def _retire(self, entity: dict, spliced: Spliced) -> None:
+        spliced.retire()
+        retired = self._retired
+        retired[id(entity)] = (entity, spliced)
+        if len(retired) > RETIRED_KEPT:
+            del retired[next(iter(retired))]
 
     def _index(self, e: dict) -> None:
         eid = e["id"]
@@ -199,11 +244,22 @@ class Table:
             out.sort(key=lambda e: _order_key(e, self.order_field))
         return out
 
+    def encoding(self, entity: dict) -> bytes | Spliced | None:
+        """The cached encoding of `entity` without joining a spliced one (None: not cached)."""
+        hit = self._encoded.get(id(entity)) or self._retired.get(id(entity))
+        if hit is not None and hit[0] is entity:
+            return hit[1]
+        return None
+
     def encode(self, entity: dict) -> bytes:
         """Compact JSON of a stored entity, computed once per version."""
         hit = self._encoded.get(id(entity))
         if hit is not None and hit[0] is entity:
-            return hit[1]
+            encoded = hit[1]
+            return encoded if type(encoded) is bytes else encoded.join()
+        hit = self._retired.get(id(entity))
+        if hit is not None and hit[0] is entity:
+            return hit[1].join(keep=False)
         data = jsonio.dumps(entity)
         if self.rows.get(entity.get("id")) is entity:
             # orjson's result keeps an oversized buffer (a 450-byte answer holds ~4 KB); a
@@ -218,7 +274,10 @@ class Table:
         append = parts.append
         for e in entities:
             hit = cache.get(id(e))
-            append(hit[1] if hit is not None and hit[0] is e else self.encode(e))
+            if hit is not None and hit[0] is e and type(hit[1]) is bytes:
+                append(hit[1])
+            else:
+                append(self.encode(e))
         return b"[" + b",".join(parts) + b"]"
 
     def encode_all(self) -> bytes:
