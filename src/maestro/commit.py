@@ -20,6 +20,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from .encoding import Growth, Spliced
 from .errors import StorageError
 from .events import Event, EventBus
 from .state import State
@@ -111,10 +112,18 @@ class Tx:
         self._undo: dict[tuple[str, str], dict | None] = {}
         self._project_of: dict[tuple[str, str], str | None] = {}
         self.events: list[Event] = []
+        self.growth = Growth()
+        self._ops: list[Op] | None = None
+
+    def extend(self, old, entries: list) -> list:
+        """`old` (a list, or nothing) followed by `entries`, as a new list for the entity this
+        transaction puts next: an append, which the encoding and the journal then describe
+        by its new entries instead of the whole list."""
+        return self.growth.extend(old, entries)
 
     def put(self, kind: str, entity: dict) -> dict:
         key = (kind, entity["id"])
-        old = self.state.table(kind).put(entity)
+        old = self.state.table(kind).put(entity, self.growth)
         self._undo.setdefault(key, old)
         self._latest[key] = entity
         if kind == "task":
@@ -137,8 +146,8 @@ class Tx:
             table = self.state.table(kind)
             if table.get(data.get("id")) is data:
                 # The stored entity: its JSON is cached once for the event, the response
-                # and the store.
-                event.encoded_data = table.encode(data)
+                # and the store (a big one in parts, joined only if someone listens).
+                event.encoded_data = table.encoding(data) or table.encode(data)
         self.events.append(event)
 
     def _project_of_event(self, type_: str, data) -> str | None:
@@ -170,13 +179,56 @@ class Tx:
         return bool(self._latest)
 
     def ops(self) -> list[Op]:
-        out = []
+        """The store's record of this transaction: per entity its new value or deletion. A
+        big entity (encoded by parts) that existed before is described by a delta instead:
+        the fields that changed and the entries appended to its lists. Made once, when the
+        transaction is complete."""
+        if self._ops is not None:
+            return self._ops
+        out = self._ops = []
         for (kind, eid), value in self._latest.items():
+            project_id = self._project_of.get((kind, eid))
+            if value is None:
+                out.append(Op(kind, eid, None, None, project_id))
+                continue
             table = self.state.table(kind)
-            encoded = table.encode(value) if value is not None else None
-            out.append(Op(kind, eid, value, encoded, self._project_of.get((kind, eid)),
-                          value is not None and self._undo.get((kind, eid)) is None))
+            base = self._undo.get((kind, eid))
+            encoding = table.encoding(value)
+            if base is not None and isinstance(encoding, Spliced):
+                delta = self._delta(base, value)
+                if delta is not None:
+                    out.append(Op(kind, eid, value, None, project_id, delta=delta,
+                                  source=encoding))
+                    continue
+            out.append(Op(kind, eid, value, table.encode(value), project_id, base is None))
         return out
+
+    def _delta(self, base: dict, value: dict) -> dict | None:
+        """`value` as changes to `base`: {"set": {field: value}, "push": {field: [index,
+        entries]}}; None when a field was removed or the fields were reordered (the store
+        then records the whole value)."""
+        order = list(value)
+        if len(order) < len(base) or order[:len(base)] != list(base):
+            return None
+        changed: dict = {}
+        pushed: dict = {}
+        missing = object()
+        base_length = self.growth.base_length
+        for key, new in value.items():
+            old = base.get(key, missing)
+            if new is old:
+                continue
+            start = base_length(new, old) if type(new) is list else None
+            if start is not None:
+                pushed[key] = [start, new[start:]]
+            else:
+                changed[key] = new
+        delta: dict = {}
+        if changed:
+            delta["set"] = changed
+        if pushed:
+            delta["push"] = pushed
+        return delta
 
     def rollback(self) -> None:
         for (kind, eid), old in reversed(list(self._undo.items())):
@@ -188,17 +240,22 @@ class Tx:
         self._undo.clear()
         self._latest.clear()
         self.events.clear()
+        self._ops = None
 
 
 class Committer:
     """The single writer: group commit of transactions, then events, then answers."""
 
     def __init__(self, store: Store, bus: EventBus, lock: asyncio.Lock,
-                 idle_seconds: float = 1.0):
+                 idle_seconds: float = 1.0, state: State | None = None):
         self.store = store
         self.bus = bus
         self.lock = lock
         self.idle_seconds = idle_seconds
+        # The working state: where a flush takes the current values of lagging entities.
+        self.state = state
+        self._flush_waiters: list[asyncio.Future] = []
+        self._flushed_at_close = False
         self._queue: list[tuple[Tx, list[Op], asyncio.Future]] = []
         self._queued_ops = 0
         self.pipeline_min_ops = _pipeline_min_ops()
@@ -222,6 +279,98 @@ class Committer:
         self._wakeup.set()
         return fut
 
+    # ------------------------------------------------------------ flushing
+    async def flush(self) -> None:
+        """Return once every entity file is up to date with what was committed before the
+        call (big entities' files otherwise catch up within FLUSH_SECONDS, when idle, or at
+        a checkpoint): for readers of the data directory, such as a manifest generator."""
+        fut = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append(fut)
+        self._wakeup.set()
+        await fut
+
+    def _flush_ops(self) -> tuple[list[Op], list[tuple[str, str]]]:
+        """Whole current values of the entities the store has behind. Taken from the
+        working state when every submitted change has been handed to the store, so a value
+        is exactly what the changes sent so far built."""
+        keys = self.store.flush_keys()
+        ops = []
+        for kind, eid in keys:
+            table = self.state.table(kind)
+            value = table.get(eid)
+            if value is None:  # deleted since: the store has that change too
+                continue
+            project_id = value.get("projectId") if kind == "task" else None
+            ops.append(Op(kind, eid, value, table.encode(value), project_id, flush=True))
+        return ops, keys
+
+    def _take_waiters(self) -> list[asyncio.Future]:
+        waiters, self._flush_waiters = self._flush_waiters, []
+        return waiters
+
+    def _resolve(self, waiters: list[asyncio.Future], retry: bool = False) -> None:
+        """Answer flush waiters; `retry`: keep them for the next flush instead (this one was
+        declined after a refused batch). A flush that failed is logged and answered: the
+        journal keeps the changes, and the files are as up to date as they can be."""
+        if retry:
+            self._flush_waiters.extend(waiters)
+            return
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _send_flush(self) -> None:
+        """Send a flush after the batches sent so far (pipelined store), not awaited."""
+        waiters = self._take_waiters()
+        if self.state is None or not self.store.flush_keys():
+            self._resolve(waiters)
+            return
+        ops, keys = self._flush_ops()
+        try:
+            fut = self.store.send_flush(ops, keys)
+        except Exception:
+            log.exception("flushing the files of big entities failed")
+            self._resolve(waiters)
+            return
+
+        def done(f: asyncio.Future) -> None:
+            try:
+                declined = not f.result()
+            except Exception as exc:  # noqa: BLE001 - the entities stay behind, retried
+                log.error("flushing the files of big entities failed: %s", exc)
+                declined = False
+            self._resolve(waiters, retry=declined)
+            self._wakeup.set()
+
+        fut.add_done_callback(done)
+
+    async def _flush_after(self, flush: tuple[list[asyncio.Future], list[Op]],
+                           done: bool) -> None:
+        """Write a flush prepared with a batch (in-process store), if that batch committed
+        whole."""
+        waiters, ops = flush
+        if done:
+            try:
+                await asyncio.to_thread(self.store.flush, ops)
+            except Exception as exc:  # the journal keeps the changes; retried later
+                log.error("flushing the files of big entities failed: %s", exc)
+        self._resolve(waiters, retry=not done)
+
+    async def _flush_now(self) -> None:
+        """Flush with nothing queued or in flight, and wait for it."""
+        waiters = self._take_waiters()
+        if self.state is not None and self.store.flush_keys():
+            ops, keys = self._flush_ops()
+            try:
+                if self.store.commits_whole_batches:
+                    if not await self.store.send_flush(ops, keys):
+                        log.error("the store declined to flush the files of big entities")
+                else:
+                    await asyncio.to_thread(self.store.flush, ops)
+            except Exception as exc:  # the journal keeps the changes; retried later
+                log.error("flushing the files of big entities failed: %s", exc)
+        self._resolve(waiters)
+
     async def _run(self) -> None:
         if self.store.commits_whole_batches:
             await self._run_pipelined()
@@ -229,6 +378,10 @@ class Committer:
         dirty = False
         while True:
             if not self._queue:
+                if self._flush_waiters or (self._closing and not self._flushed_at_close):
+                    self._flushed_at_close = self._closing
+                    await self._flush_now()
+                    continue
                 if self._closing:
                     return
                 self._wakeup.clear()
@@ -237,6 +390,7 @@ class Committer:
                 except asyncio.TimeoutError:
                     if dirty:
                         try:
+                            await self._flush_now()
                             await asyncio.to_thread(self.store.maintenance)
                             dirty = False
                         except Exception:
@@ -247,6 +401,11 @@ class Committer:
             self._queued_ops = 0
             records = [ops for _, ops, _ in batch]
             started = time.perf_counter()
+            # A due flush takes its values now, when the state is exactly this batch's result,
+            # and is written after it (only if the whole batch commits).
+            flush = None
+            if self.state is not None and (self._flush_waiters or self.store.wants_flush()):
+                flush = (self._take_waiters(), self._flush_ops()[0])
             # Requests the store refuses before the commit point; the ones queued before the
             # first refused request do not depend on it and are committed.
             refused: list = []
@@ -258,25 +417,31 @@ class Committer:
                 batch, refused = batch[:ready], batch[ready:]
                 records, refusal = records[:ready], exc
             if not batch:
+                if flush is not None:
+                    self._resolve(flush[0], retry=True)
                 await self._fail(refused, refusal)
                 continue
             try:
                 await asyncio.to_thread(self.store.write_batch, records)
             except Exception as exc:
                 log.exception("storage write failed; undoing %d change(s)", len(batch))
+                if flush is not None:
+                    self._resolve(flush[0], retry=True)
                 await self._fail(batch + refused, exc)
                 continue
             try:
                 self.store.apply_batch(records)
             except Exception:
                 log.exception("store could not refresh its files (the journal keeps the change)")
+            dirty = True
+            await self._finish(batch, refused, refusal, started)
+            if flush is not None:  # after the answers: they do not wait for it
+                await self._flush_after(flush, done=not refused)
             if self.store.wants_maintenance():
                 try:
                     await asyncio.to_thread(self.store.maintenance)
                 except Exception:
                     log.exception("store maintenance failed")
-            dirty = True
-            await self._finish(batch, refused, refusal, started)
 
     async def _run_pipelined(self) -> None:
         """For a store that commits whole batches elsewhere (the file store's helper process):
@@ -327,9 +492,18 @@ class Committer:
                     continue
                 fut.add_done_callback(lambda _: wake())
                 inflight.append((batch, fut, time.perf_counter()))
+                if self.state is not None and (self._flush_waiters
+                                               or self.store.wants_flush()):
+                    # Everything submitted has just been sent: the state is exactly what
+                    # the batches sent so far build.
+                    self._send_flush()
                 continue
             if inflight:
                 await self._wakeup.wait()
+                continue
+            if self._flush_waiters or (self._closing and not self._flushed_at_close):
+                self._flushed_at_close = self._closing
+                await self._flush_now()
                 continue
             if self._closing:
                 return
@@ -338,6 +512,7 @@ class Committer:
             except asyncio.TimeoutError:
                 if dirty and not self._queue:
                     try:
+                        await self._flush_now()
                         await self.store.maintenance_async()
                         dirty = False
                     except Exception:

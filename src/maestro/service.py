@@ -71,7 +71,7 @@ class Service:
         self.load_result = result
         self._load(result)
         settle_memory(full=True)
-        self.committer = Committer(self.store, self.bus, self.lock)
+        self.committer = Committer(self.store, self.bus, self.lock, state=self.state)
         self.committer.start()
 
     def _load(self, result: LoadResult) -> None:
@@ -135,6 +135,12 @@ class Service:
             fut = self.committer.submit(tx)
         await fut
         return result
+
+    async def flush_files(self) -> None:
+        """Return once every entity file holds what was committed so far (files of big
+        entities otherwise catch up within seconds): for readers of DATA_DIR (SPEC §5.5)."""
+        if self.committer is not None:
+            await self.committer.flush()
 
     # ------------------------------------------------------------ health
     def health(self) -> dict:
@@ -344,8 +350,8 @@ class Service:
             if session_status is not None:
                 task["sessionStatus"] = session_status
             if new_events:
-                task["timeline"] = _list(old.get("timeline")) + [fill_timeline_entry(e) for e in
-                                                                 new_events]
+                entries = [fill_timeline_entry(e) for e in new_events]
+                task["timeline"] = tx.extend(old.get("timeline"), entries)
             task["updatedAt"] = now
             tx.put("task", task)
             link_events = self._sync_task_sessions(tx, task_id, session_ids) \
@@ -407,7 +413,7 @@ class Service:
                      "message": message}
             if session_id is not None:
                 entry["sessionId"] = session_id
-            task = _with(old, timeline=_list(old.get("timeline")) + [entry], updatedAt=now)
+            task = _with(old, timeline=tx.extend(old.get("timeline"), [entry]), updatedAt=now)
             tx.put("task", task)
             tx.emit("task:updated", task)
             return task
@@ -463,7 +469,7 @@ class Service:
         entry = {"id": make_id("evt", now), "type": "session_started", "timestamp": now,
                  "sessionId": session_id}
         tx.put("task", _with(task, sessionIds=session_ids + [session_id],
-                             timeline=_list(task.get("timeline")) + [entry], updatedAt=now))
+                             timeline=tx.extend(task.get("timeline"), [entry]), updatedAt=now))
         return True
 
     def _unlink(self, tx: Tx, session_id: str, task_id: str, *, session_gone: bool = False) \
@@ -489,7 +495,7 @@ class Service:
                          "sessionId": session_id}
                 tx.put("task", _with(task,
                                      sessionIds=[s for s in session_ids if s != session_id],
-                                     timeline=_list(task.get("timeline")) + [entry],
+                                     timeline=tx.extend(task.get("timeline"), [entry]),
                                      updatedAt=now))
                 had = True
         return had
@@ -589,8 +595,8 @@ class Service:
             if agent_id is not None:
                 session["agentId"] = agent_id
             if new_events:
-                session["events"] = _list(old.get("events")) + [fill_session_event(e)
-                                                                for e in new_events]
+                entries = [fill_session_event(e) for e in new_events]
+                session["events"] = tx.extend(old.get("events"), entries)
             if env is not None:
                 merged = dict(old.get("env") or {}) if isinstance(old.get("env"), dict) else {}
                 merged.update(env)
@@ -689,7 +695,8 @@ class Service:
             old = self.get_session(session_id)
             now = _bump(old.get("lastActivity"))
             event = {"id": make_id("evt", now), "timestamp": now, **entry}
-            session = _with(old, events=_list(old.get("events")) + [event], lastActivity=now)
+            session = _with(old, events=tx.extend(old.get("events"), [event]),
+                            lastActivity=now)
             tx.put("session", session)
             tx.emit("session:updated", session)
             return session
@@ -714,7 +721,8 @@ class Service:
                 entry["taskId"] = task_id
             if metadata is not None:
                 entry["metadata"] = metadata
-            session = _with(old, timeline=_list(old.get("timeline")) + [entry], lastActivity=now)
+            session = _with(old, timeline=tx.extend(old.get("timeline"), [entry]),
+                            lastActivity=now)
             tx.put("session", session)
             tx.emit("session:updated", session)
             return session

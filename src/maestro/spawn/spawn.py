@@ -227,6 +227,9 @@ class Spawner:
         # Our CLI reads the project and tasks through the API: point it at this server.
         env["MAESTRO_API_URL"] = env["SERVER_URL"] = self.settings.server_url
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The original CLI reads the tasks from DATA_DIR (SPEC §5.5): their files must hold
+        # what was committed (a big task's file otherwise catches up within seconds).
+        await self.service.flush_files()
         try:
             # Run by the standard library, which closes the server's other descriptors in
             # the child.

@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import jsonio
+
 KINDS = ("project", "task", "session")
 
 
@@ -29,6 +31,41 @@ class Op:
     # The entity did not exist before this change: a file store need not look for an old
     # file to swap with (a hint; an old file that exists anyway is replaced all the same).
     new: bool = False
+    # The change as a delta from the entity's previous version: {"set": {field: value},
+    # "push": {field: [index, [entries]]}} (see apply_delta). A store may record this instead
+    # of `value`; `value` then still holds the whole new version where the server made the op
+    # (a store process that decodes a journal line gets None).
+    delta: dict | None = None
+    # The encoding `encoded` comes from when it is not given (a spliced one, joined on
+    # demand: see encoding.py).
+    source: Any = None
+    # Part of a flush (see Store.flush_keys): a restatement of committed state, never
+    # refused for a file that cannot be written yet.
+    flush: bool = False
+
+    def full_json(self) -> bytes:
+        """The compact JSON of the whole new value (a delta op where the server made it)."""
+        if self.encoded is not None:
+            return self.encoded
+        if self.source is not None:
+            return self.source.join(keep=False)
+        return jsonio.dumps(self.value)
+
+
+def apply_delta(base: dict | None, delta: dict) -> dict:
+    """Apply `delta` (see Op.delta) to `base`, in place, and return it. A pushed list is cut
+    to its index first, so a delta replayed over a version that already holds its entries
+    (a file written later than the journal record) gives the same result."""
+    entity = base if base is not None else {}
+    for key, value in (delta.get("set") or {}).items():
+        entity[key] = value
+    for key, (start, entries) in (delta.get("push") or {}).items():
+        current = entity.get(key)
+        if not isinstance(current, list):
+            current = entity[key] = []
+        del current[start:]
+        current.extend(entries)
+    return entity
 
 
 @dataclass
@@ -92,6 +129,25 @@ class Store(ABC):
 
     async def maintenance_async(self) -> None:
         """`maintenance` for a store that commits whole batches."""
+        raise NotImplementedError
+
+    # A store may leave an entity's durable copy behind its journal (the file store records
+    # changes to big entities as deltas); a flush then writes their whole current values.
+    def flush_keys(self) -> list[tuple[str, str]]:
+        """(kind, id) of the entities whose durable copy is behind; empty for most stores."""
+        return []
+
+    def wants_flush(self) -> bool:
+        """True when those entities should be flushed now rather than when idle."""
+        return False
+
+    def flush(self, ops: list[Op]) -> None:
+        """Write `ops` (whole current values of lagging entities), from a worker thread."""
+
+    def send_flush(self, ops: list[Op], keys: list[tuple[str, str]]) -> asyncio.Future:
+        """`flush` for a store that commits whole batches: ordered after the batches sent
+        before it; resolves to True once written (False: declined, the entities stay
+        behind)."""
         raise NotImplementedError
 
     def detach_loop(self) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 from .. import jsonio
 from ..ids import is_safe_file_component
-from .base import KINDS, LoadResult, Op, Store, StoreLockedError
+from .base import KINDS, LoadResult, Op, Store, StoreLockedError, apply_delta
 from .worker import StoreWorker, batch_message, write_all as _write_all
 
 log = logging.getLogger("maestro.store")
@@ -44,6 +44,9 @@ OLD_JOURNAL_NAME = "journal.old"
 LOCK_NAME = ".maestro.lock"
 QUARANTINE_DIR = "quarantine"
 CHECKPOINT_BYTES = 16 * 1024 * 1024
+# A big entity's file, left behind by changes journaled as deltas, is rewritten at the latest
+# this long after the first such change (sooner once idle, or when the journal is long).
+FLUSH_SECONDS = 10.0
 _TMP_SUFFIX = ".tmp"
 _SPARE_SUFFIX = ".spare"
 SPARES_DIR = ".spares"
@@ -97,6 +100,11 @@ def _latest(records: list[list[Op]]) -> dict[tuple[str, str], Op]:
             latest.pop((op.kind, op.id), None)
             latest[(op.kind, op.id)] = op
     return latest
+
+
+def _has_file_change(op: Op) -> bool:
+    """The op gives the entity's whole new value (a delta leaves the file as it is)."""
+    return op.delta is None and op.value is not None
 
 
 def _exchange(a: str, b: str) -> bool | None:
@@ -309,6 +317,19 @@ class FileStore(Store):
         self._unapplied: dict[tuple[str, str], Op] = {}
         # Set when the journal is in an unknown state; every later write is refused.
         self._failed: str | None = None
+        # Where changes are applied (here or in the store process): entities whose last
+        # journaled change is a delta, so their file is behind the journal until a flush
+        # writes their whole value; the journal is kept until then. Since when it is not
+        # empty.
+        self._behind: set[tuple[str, str]] = set()
+        self._behind_since: float | None = None
+        self._journal_written = 0
+        # In the server when the store process applies: entities sent as deltas since their
+        # last flush (with the number of the last message that did), and since when.
+        self._lagging: dict[tuple[str, str], int] = {}
+        self._lagging_since: float | None = None
+        self._sent = 0
+        self._flush_in_flight = False
         self.quarantined: list[dict] = []
         self.replayed_records = 0
         self.last_checkpoint: float | None = None
@@ -400,6 +421,13 @@ class FileStore(Store):
         # writes them as they are instead of encoding every entity again.
         sent = worker.request_async(batch_message(len(records)),
                                     [encode_journal_line(r) for r in records])
+        self._sent += 1
+        for record in records:
+            for op in record:
+                if op.delta is not None:
+                    if not self._lagging:
+                        self._lagging_since = time.monotonic()
+                    self._lagging[(op.kind, op.id)] = self._sent
         result = asyncio.get_running_loop().create_future()
 
         def done(fut: asyncio.Future) -> None:
@@ -426,6 +454,95 @@ class FileStore(Store):
         reply = await self._worker.request_async(b'{"op":"resume"}')
         if "stats" in reply:
             self._worker.stats = reply["stats"]
+
+    # ----------------------------------------------------------------- flushing
+    def flush_keys(self) -> list[tuple[str, str]]:
+        """Entities whose file is behind the journal (changed by deltas since it was last
+        written): a flush writes their whole current value."""
+        return list(self._lagging if self._worker is not None else self._behind)
+
+    def wants_flush(self) -> bool:
+        """A flush is due: the journal is long (it cannot be emptied while files are behind
+        it) or the first lagging change is FLUSH_SECONDS old."""
+        if self._worker is not None:
+            if not self._lagging or self._flush_in_flight:
+                return False
+            since, journal = self._lagging_since, self._worker.stats.get("journalBytes", 0)
+        else:
+            if not self._behind:
+                return False
+            since, journal = self._behind_since, self._journal_bytes
+        return journal >= self.checkpoint_bytes or (
+            since is not None and time.monotonic() - since >= FLUSH_SECONDS)
+
+    def flush(self, ops: list[Op], line: bytes | None = None) -> None:
+        """Write the whole value of entities that are behind (`ops`, made from the current
+        state; `line`: their journal line, when already encoded): journaled like any change,
+        then put in place. Never refused for a file that cannot be written yet (it is then
+        retried at checkpoints)."""
+        if self._worker is not None:
+            raise RuntimeError("flush through the store process with send_flush")
+        if not ops:
+            return
+        self._prepare_flush(ops)
+        self.write_batch([ops], None if line is None else [line])
+        self.apply_batch([ops])
+
+    def send_flush(self, ops: list[Op], keys: list[tuple[str, str]]) -> asyncio.Future:
+        """`flush` through the store process, after every batch sent before; `keys` are the
+        lagging entities `ops` were made for (those without an op no longer exist). The
+        future resolves to True once written, False if the store process declined (an
+        earlier batch was refused: the entities stay lagging)."""
+        worker = self._worker
+        worker.attach_loop(asyncio.get_running_loop())
+        self._sent += 1
+        sent_at = self._sent
+        self._flush_in_flight = True
+        lines = [encode_journal_line(ops)] if ops else []
+        sent = worker.request_async(b'{"op":"flush","count":%d}' % len(lines), lines)
+        result = asyncio.get_running_loop().create_future()
+
+        def done(fut: asyncio.Future) -> None:
+            self._flush_in_flight = False
+            try:
+                reply = fut.result()
+            except BaseException as exc:  # noqa: BLE001 - handed on to the committer
+                if not result.done():
+                    result.set_exception(exc)
+                return
+            if "stats" in reply:
+                worker.stats = reply["stats"]
+            flushed = bool(reply.get("ok") and reply.get("flushed"))
+            if flushed:
+                for key in keys:
+                    if self._lagging.get(key, sent_at) < sent_at:
+                        del self._lagging[key]
+                self._lagging_since = time.monotonic() if self._lagging else None
+            if not result.done():
+                if reply.get("ok"):
+                    result.set_result(flushed)
+                else:
+                    result.set_exception(OSError(reply.get("error") or "flush failed"))
+
+        sent.add_done_callback(done)
+        return result
+
+    def _prepare_flush(self, ops: list[Op]) -> None:
+        """Stage a flush: like prepare_batch, but a file that cannot be staged is left to the
+        checkpoints instead of refusing (the value is committed state already)."""
+        self._discard_prepared()
+        self._checked_dirs.clear()
+        self._staged_paths.clear()
+        if self._failed is not None:
+            raise OSError(f"storage is unavailable: {self._failed}")
+        staged: dict[tuple[str, str], tuple[Op, str | None]] = {}
+        for key, op in _latest([ops]).items():
+            try:
+                staged[key] = (op, self._stage(op) if _has_file_change(op) else None)
+            except (OSError, ValueError) as exc:
+                staged[key] = (op, _NOT_STAGED)
+                log.error("could not stage %s %s: %s", op.kind, op.id, exc)
+        self._prepared = staged
 
     async def maintenance_async(self) -> None:
         worker = self._worker
@@ -592,7 +709,7 @@ class FileStore(Store):
         the journal for appending."""
         valid: list[bytes] = []
         records: list[list[Op]] = []
-        bad_records = bad_bytes = 0
+        bad_records = bad_bytes = orphans = 0
         raw = b""
         # A journal whose background checkpoint a crash interrupted comes first.
         for path in (self.old_journal_path, self.journal_path):
@@ -614,7 +731,13 @@ class FileStore(Store):
                 valid.append(line)
                 records.append(ops)
                 for op in ops:
-                    if op.value is None:
+                    if op.delta is not None:
+                        base = state[op.kind].get(op.id)
+                        if base is None:
+                            orphans += 1
+                            continue
+                        apply_delta(base, op.delta)  # in place: nothing else holds it yet
+                    elif op.value is None:
                         state[op.kind].pop(op.id, None)
                     else:
                         state[op.kind][op.id] = op.value
@@ -630,10 +753,21 @@ class FileStore(Store):
                                 f"record(s) ({bad_bytes} bytes)")
             log.warning("journal: ignored %d incomplete or corrupt record(s) (%d bytes); such "
                         "a record was never acknowledged", bad_records, bad_bytes)
+        if orphans:
+            # Never expected: a delta is journaled only after its entity's file or whole
+            # value, both kept until the delta reaches a file.
+            result.notes.append(f"journal: skipped {orphans} change(s) to entities that "
+                                "were not found")
+            log.error("journal: skipped %d change(s) to entities that were not found", orphans)
         if valid:
             log.info("journal: replaying %d record(s) left by an unclean shutdown", len(valid))
             result.notes.append(f"journal: replayed {len(valid)} record(s)")
-            for op in _latest(records).values():
+            for (kind, eid), op in _latest(records).items():
+                if op.delta is not None:  # the file gets the value the deltas built
+                    value = state[kind].get(eid)
+                    if value is None:
+                        continue
+                    op = Op(kind, eid, value, None, op.project_id)
                 self._write_now(op)
         self.replayed_records = len(valid)
         if bad_records and self._unapplied:
@@ -681,7 +815,7 @@ class FileStore(Store):
             try:
                 for key, op in _latest([record]).items():
                     if last[key] == index:
-                        fresh[key] = (op, self._stage(op) if op.value is not None else None)
+                        fresh[key] = (op, self._stage(op) if _has_file_change(op) else None)
             except (OSError, ValueError) as exc:
                 for _, tmp in fresh.values():
                     if tmp is not None:
@@ -701,7 +835,7 @@ class FileStore(Store):
             if key in staged:
                 continue
             try:
-                staged[key] = (op, self._stage(op) if op.value is not None else None)
+                staged[key] = (op, self._stage(op) if _has_file_change(op) else None)
             except (OSError, ValueError) as exc:
                 # If the batch commits, the journal has it and the file catches up at a
                 # checkpoint (_apply); if it does not, it is dropped with the batch.
@@ -738,6 +872,7 @@ class FileStore(Store):
                 log.critical("%s; refusing further writes", self._failed)
             raise
         self._journal_bytes = start + len(lines)
+        self._journal_written += len(lines)
 
     def apply_batch(self, records: list[list[Op]]) -> None:
         """Bring the entity files up to date with committed records (event-loop thread): a
@@ -829,8 +964,15 @@ class FileStore(Store):
 
     def _apply(self, op: Op, tmp: Path | None) -> bool:
         """Rename the staged file into place (or unlink a deleted entity's files); a failure
-        leaves the change in `_unapplied` for the next checkpoint instead of raising."""
+        leaves the change in `_unapplied` for the next checkpoint instead of raising. A
+        delta leaves the file behind until a flush (see `_behind`)."""
         key = (op.kind, op.id)
+        if op.delta is not None:
+            if not self._behind:
+                self._behind_since = time.monotonic()
+            self._behind.add(key)
+            return True
+        self._behind.discard(key)  # the whole value is journaled with this op
         if tmp is _NOT_STAGED:  # committed, but its file could not be staged beforehand
             self._unapplied[key] = op
             log.error("the file of %s %s is behind (kept in the journal, retried at the next "
@@ -880,7 +1022,7 @@ class FileStore(Store):
     def _write_now(self, op: Op) -> bool:
         """Stage and apply one committed change (journal replay, checkpoint retries)."""
         tmp = None
-        if op.value is not None:
+        if _has_file_change(op):
             try:
                 tmp = self._stage(op)
             except (OSError, ValueError) as exc:
@@ -907,6 +1049,8 @@ class FileStore(Store):
                       "kept until they do", len(self._unapplied))
             self._checkpoint_at = self._journal_bytes + self.checkpoint_bytes
             return
+        if self._behind:
+            return  # their changes live only in the journal until a flush writes the files
         if os.path.lexists(self.old_journal_path):
             # Left by a background checkpoint that failed: gone for good before the newer
             # journal is emptied, or a crash in between would replay its older records.
@@ -923,7 +1067,10 @@ class FileStore(Store):
     def checkpoint_in_background(self) -> None:
         """The journal is long: start a new one and make the files durable in a thread, then
         drop the old journal. Writes go on meanwhile (a checkpoint syncs the whole file system,
-        which can take a tenth of a second). Falls back to `checkpoint` when a file is behind."""
+        which can take a tenth of a second). Falls back to `checkpoint` when a file is behind.
+        Does nothing while changes live only in the journal (deltas not flushed yet)."""
+        if self._behind:
+            return
         if self._syncing is not None:
             if self._syncing.is_alive():
                 return  # the previous one is still at work; the journal may grow meanwhile
@@ -1040,6 +1187,8 @@ class FileStore(Store):
             stats = self._worker.stats
             return {"backend": self.name, "dataDir": str(self.root),
                     "journalBytes": stats.get("journalBytes", 0),
+                    "journalWritten": stats.get("journalWritten", 0),
+                    "filesBehind": stats.get("behind", 0),
                     "unappliedChanges": stats.get("unapplied", 0),
                     "spareFiles": stats.get("spares", 0),
                     "writable": self._worker.dead is None and not stats.get("failed"),
@@ -1048,6 +1197,8 @@ class FileStore(Store):
             "backend": self.name,
             "dataDir": str(self.root),
             "journalBytes": self._journal_bytes,
+            "journalWritten": self._journal_written,
+            "filesBehind": len(self._behind),
             "unappliedChanges": len(self._unapplied),
             "spareFiles": len(self.spares),
             "writable": self._failed is None,
@@ -1064,10 +1215,13 @@ def encode_journal_line(record: list[Op]) -> bytes:
 def _encode_record(record: list[Op]) -> bytes:
     parts = []
     for op in record:
+        head = b'{"k":"' + op.kind.encode() + b'","id":' + jsonio.dumps(op.id) \
+            + b',"p":' + jsonio.dumps(op.project_id)
+        if op.delta is not None:  # the entity's previous version + this change
+            parts.append(head + b',"d":' + jsonio.dumps(op.delta) + b"}")
+            continue
         value = b"null" if op.value is None else (op.encoded or jsonio.dumps(op.value))
-        parts.append(b'{"k":"' + op.kind.encode() + b'","id":' + jsonio.dumps(op.id)
-                     + b',"p":' + jsonio.dumps(op.project_id) + b',"v":' + value
-                     + (b',"n":1}' if op.new else b"}"))
+        parts.append(head + b',"v":' + value + (b',"n":1}' if op.new else b"}"))
     body = b"[" + b",".join(parts) + b"]"
     return b"%08x " % zlib.crc32(body) + body + b"\n"
 
@@ -1095,9 +1249,30 @@ def _decode_line(line: bytes) -> list[Op] | None:
         if not isinstance(item, dict) or item.get("k") not in KINDS \
                 or not isinstance(item.get("id"), str):
             return None
-        value, project_id = item.get("v"), item.get("p")
+        value, project_id, delta = item.get("v"), item.get("p"), item.get("d")
         if (value is not None and not isinstance(value, dict)) \
                 or (project_id is not None and not isinstance(project_id, str)):
             return None
+        if delta is not None:
+            if value is not None or not _is_delta(delta):
+                return None
+            ops.append(Op(item["k"], item["id"], None, None, project_id, delta=delta))
+            continue
         ops.append(Op(item["k"], item["id"], value, None, project_id, item.get("n") == 1))
     return ops
+
+
+def _is_delta(delta) -> bool:
+    """A well-formed `"d"` of a journal op: {"set": {...}, "push": {field: [index, [...]]}}."""
+    if not isinstance(delta, dict) or set(delta) - {"set", "push"}:
+        return False
+    if not isinstance(delta.get("set", {}), dict):
+        return False
+    pushed = delta.get("push", {})
+    if not isinstance(pushed, dict):
+        return False
+    for entry in pushed.values():
+        if not (isinstance(entry, list) and len(entry) == 2 and type(entry[0]) is int
+                and entry[0] >= 0 and isinstance(entry[1], list)):
+            return False
+    return True

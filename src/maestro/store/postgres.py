@@ -378,7 +378,7 @@ class PostgresStore(Store):
             ids, projects, data = upserts[op.kind]
             ids.append(op.id)
             projects.append(_project_id(op))
-            data.append((op.encoded or jsonio.dumps(op.value)).decode())
+            data.append(op.full_json().decode())
         with conn.transaction():
             if clear:
                 for kind in TABLES:

@@ -17,6 +17,12 @@ stdin/stdout: frames of a 4-byte big-endian length and a JSON document.
   they are)
       -> {"ok": true, "ready": k, "error": null|message, "stats": {...}}   (k records committed)
       -> {"ok": false, "error": message, "stats": {...}}                  (nothing committed)
+  {"op": "flush", "count": n}, then n journal lines of whole values of entities whose files
+  are behind (their last changes were journaled as deltas): journaled and written like a
+  batch, never refused for a file that cannot be written yet
+      -> {"ok": true, "flushed": true|false, "stats": {...}}  (false: declined, as a batch
+         would be refused after a refusal; nothing written)
+      -> {"ok": false, "error": message, "stats": {...}}       (the journal write failed)
   {"op": "maintenance"} / {"op": "close"} -> {"ok": true, "stats": {...}}
   {"op": "resume"} -> {"ok": true}: accept batches again after a refusal or failure (until
   then every batch is answered ready 0: the server may send the next batch before the reply
@@ -129,7 +135,8 @@ def main() -> None:
 
     def stats() -> dict:
         return {"journalBytes": store._journal_bytes, "unapplied": len(store._unapplied),
-                "failed": store._failed, "spares": len(store.spares)}
+                "failed": store._failed, "spares": len(store.spares),
+                "behind": len(store._behind), "journalWritten": store._journal_written}
 
     # Set when a batch is refused or fails: the batches the server sent after it (it may
     # have several in flight) are refused too, until it says "resume".
@@ -183,6 +190,24 @@ def main() -> None:
                         try:
                             store.checkpoint_in_background()
                         except Exception:  # noqa: BLE001 - the journal is kept; retried later
+                            log.exception("store checkpoint failed")
+            reply["stats"] = stats()
+        elif op == "flush":
+            lines = [frames.next() for _ in range(message["count"])]
+            records = [decode_journal_line(line) for line in lines]
+            reply = {"ok": True, "flushed": False}
+            if not refusing and all(record is not None for record in records):
+                try:
+                    for record, line in zip(records, lines):
+                        store.flush(record, line)
+                except Exception as exc:  # noqa: BLE001 - the entities stay behind
+                    reply = {"ok": False, "error": str(exc)}
+                else:
+                    reply["flushed"] = True
+                    if store.wants_maintenance():
+                        try:
+                            store.checkpoint_in_background()
+                        except Exception:  # noqa: BLE001 - the journal is kept
                             log.exception("store checkpoint failed")
             reply["stats"] = stats()
         elif op == "resume":
