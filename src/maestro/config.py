@@ -64,6 +64,7 @@ class Settings:
     store_process: bool = True
     checkpoint_bytes: int = 16 * 1024 * 1024
     pipeline_min_ops: int = 24
+    max_entry_bytes: int = 64 * 1024
     stop_grace: float = 5.0
     tmux: bool = True
     spawn_event_alias: bool = False
@@ -106,6 +107,8 @@ class Settings:
                                         env.get("MAESTRO_CHECKPOINT_BYTES") or "16777216", 4096)
         s.pipeline_min_ops = _parse_int("MAESTRO_PIPELINE_MIN_OPS",
                                         env.get("MAESTRO_PIPELINE_MIN_OPS") or "24", 1)
+        s.max_entry_bytes = _parse_int("MAESTRO_MAX_ENTRY_BYTES",
+                                       env.get("MAESTRO_MAX_ENTRY_BYTES") or "65536", 1024)
         s.ws_lag_seconds = _parse_int("MAESTRO_WS_LAG", env.get("MAESTRO_WS_LAG") or "10", 1)
         s.node_env = (env.get("NODE_ENV") or "development").lower()
         s.server_url = env.get("SERVER_URL") or ""

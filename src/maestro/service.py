@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import jsonio
 from . import validate as v
 from .commit import Committer, Tx, settle_memory, tune_collector
 from .entities import fill_session_event, fill_timeline_entry, migrate_session, migrate_task, \
@@ -28,6 +29,9 @@ from .store.base import LoadResult, Store
 log = logging.getLogger("maestro.service")
 
 FINAL_SESSION_STATUSES = ("completed", "failed")
+# Largest compact JSON of one appended entry (session event, session or task timeline entry);
+# the server sets it from MAESTRO_MAX_ENTRY_BYTES.
+MAX_ENTRY_BYTES = 64 * 1024
 
 
 def _bump(previous: Any) -> int:
@@ -63,6 +67,7 @@ class Service:
         self.load_result = LoadResult()
         self.hostname = socket.gethostname()
         self.platform = sys.platform
+        self.max_entry_bytes = MAX_ENTRY_BYTES
 
     # ------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -351,6 +356,8 @@ class Service:
                 task["sessionStatus"] = session_status
             if new_events:
                 entries = [fill_timeline_entry(e) for e in new_events]
+                for entry in entries:
+                    self._check_entry(entry, "Timeline entry")
                 task["timeline"] = tx.extend(old.get("timeline"), entries)
             task["updatedAt"] = now
             tx.put("task", task)
@@ -413,6 +420,7 @@ class Service:
                      "message": message}
             if session_id is not None:
                 entry["sessionId"] = session_id
+            self._check_entry(entry, "Timeline entry")
             task = _with(old, timeline=tx.extend(old.get("timeline"), [entry]), updatedAt=now)
             tx.put("task", task)
             tx.emit("task:updated", task)
@@ -596,6 +604,8 @@ class Service:
                 session["agentId"] = agent_id
             if new_events:
                 entries = [fill_session_event(e) for e in new_events]
+                for entry in entries:
+                    self._check_entry(entry, "Session event")
                 session["events"] = tx.extend(old.get("events"), entries)
             if env is not None:
                 merged = dict(old.get("env") or {}) if isinstance(old.get("env"), dict) else {}
@@ -695,6 +705,7 @@ class Service:
             old = self.get_session(session_id)
             now = _bump(old.get("lastActivity"))
             event = {"id": make_id("evt", now), "timestamp": now, **entry}
+            self._check_entry(event, "Session event")
             session = _with(old, events=tx.extend(old.get("events"), [event]),
                             lastActivity=now)
             tx.put("session", session)
@@ -721,6 +732,7 @@ class Service:
                 entry["taskId"] = task_id
             if metadata is not None:
                 entry["metadata"] = metadata
+            self._check_entry(entry, "Timeline entry")
             session = _with(old, timeline=tx.extend(old.get("timeline"), [entry]),
                             lastActivity=now)
             tx.put("session", session)
@@ -728,6 +740,18 @@ class Service:
             return session
 
         return await self._mutate(apply)
+
+
+    def _check_entry(self, entry: dict, what: str) -> None:
+        """413 for an appended entry whose JSON exceeds max_entry_bytes: every append is
+        kept for good (journal, file, every answer and event about the entity), so one entry
+        may not be arbitrarily large."""
+        size = len(jsonio.dumps(entry))
+        if size > self.max_entry_bytes:
+            raise ApiError(413, "VALIDATION_ERROR",
+                           f"{what} too large: {size} bytes of JSON, the limit is "
+                           f"{self.max_entry_bytes} bytes per entry (MAESTRO_MAX_ENTRY_BYTES)",
+                           {"size": size, "limit": self.max_entry_bytes})
 
 
 # ------------------------------------------------------------------ helpers

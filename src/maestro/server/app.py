@@ -260,6 +260,7 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
             from ..store.files import FileStore
             store = FileStore(settings.data_dir, worker=settings.store_process)
         service = Service(store, EventBus())
+    service.max_entry_bytes = settings.max_entry_bytes
     hub = Hub(service.bus, settings.ws_queue_limit, settings.ws_lag_seconds)
     extensions: list = []
 
