@@ -48,6 +48,23 @@ async def read_json(request: Request) -> dict:
     return await ApiRequest(request.scope, request.receive, {}).json()
 
 
+def wants_minimal(r: ApiRequest) -> bool:
+    """`Prefer: return=minimal` (RFC 7240): the client does not want the whole entity back."""
+    prefer = r.header(b"prefer")
+    if not prefer:
+        return False
+    for token in prefer.lower().replace(b";", b",").split(b","):
+        if token.strip().replace(b'"', b"") == b"return=minimal":
+            return True
+    return False
+
+
+def minimal_reply(entry: dict) -> Reply:
+    """The answer to an append with `Prefer: return=minimal`: the entry that was appended
+    (with its id and timestamp), whatever the size of the entity it went to."""
+    return Reply(jsonio.dumps(entry), 200, ((b"preference-applied", b"return=minimal"),))
+
+
 def register_api(router: Router, service: Service, hub: Hub,
                  skills: SkillCatalogue) -> None:
     """The REST API of SPEC §7 and extensions E1, E2, E4, E7 on the lean router."""
@@ -110,7 +127,10 @@ def register_api(router: Router, service: Service, hub: Hub,
 
     async def add_timeline(r: ApiRequest):
         body = await r.json()
-        return tasks.encode(await service.add_timeline_event(r.param(), body))
+        task = await service.add_timeline_event(r.param(), body)
+        if wants_minimal(r):
+            return minimal_reply(task["timeline"][-1])
+        return tasks.encode(task)
 
     async def delete_task(r: ApiRequest):
         await r.json()
@@ -152,11 +172,17 @@ def register_api(router: Router, service: Service, hub: Hub,
 
     async def session_events(r: ApiRequest):
         body = await r.json()
-        return one_session(r, await service.add_session_event(r.param(), body))
+        session = await service.add_session_event(r.param(), body)
+        if wants_minimal(r):
+            return minimal_reply(session["events"][-1])
+        return one_session(r, session)
 
     async def session_timeline(r: ApiRequest):
         body = await r.json()
-        return one_session(r, await service.add_session_timeline(r.param(), body))
+        session = await service.add_session_timeline(r.param(), body)
+        if wants_minimal(r):
+            return minimal_reply(session["timeline"][-1])
+        return one_session(r, session)
 
     async def list_skills(r: ApiRequest):
         return skills.list()
