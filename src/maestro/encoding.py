@@ -70,9 +70,8 @@ class Growth:
 
 class ListParts:
     """The entries of a long list as compact JSON: blocks (runs of entries joined by commas)
-    then a tail of single entries, all joined by commas. Its content never changes once
-    made; `rebase` may swap its pieces for a view of the same bytes (one attribute, replaced
-    at once, so a reader in another thread sees either whole)."""
+    then a tail of single entries, all joined by commas. Never changed once made (versions
+    share it, and a store thread may join it while the event loop derives the next)."""
 
     __slots__ = ("_pieces", "count", "inner")
 
@@ -107,10 +106,6 @@ class ListParts:
             blocks = blocks + (block,)
         return ListParts(blocks, tail, self.count + len(entries), inner)
 
-    def rebase(self, view: memoryview) -> None:
-        """Hold the entries as `view`, a slice of a joined whole with the same bytes."""
-        self._pieces = ((view,), ())
-
     def pieces(self, out: list) -> None:
         """Append the pieces of the list's JSON (brackets included) to `out`."""
         blocks, tail = self._pieces
@@ -137,7 +132,7 @@ def _encode_value(value: Any) -> bytes | ListParts:
 
 
 def _size(part: bytes | ListParts) -> int:
-    return len(part) if isinstance(part, (bytes, memoryview)) else part.size
+    return len(part) if isinstance(part, bytes) else part.size
 
 
 class Spliced:
@@ -178,41 +173,26 @@ class Spliced:
         return Spliced(parts)
 
     def join(self, keep: bool = True) -> bytes:
-        """The whole compact JSON, computed once when `keep`. The long lists are then
-        re-pointed at their place in it, so the entity's bytes are held once, not twice.
-        `keep=False` (a version no longer current) joins without keeping anything."""
+        """The whole compact JSON, kept (for the current version) unless `keep` is False.
+        The parts are kept too: the next version is derived from them."""
         joined = self._joined
         if joined is not None:
             return joined
         pieces: list = [b"{"]
-        spans: list[tuple[ListParts, int, int]] = []
         first = True
-        offset = 1
         for key, part in self.parts.items():
             if not first:
                 pieces.append(b",")
-                offset += 1
             first = False
-            name = _key(key)
-            pieces.append(name)
-            offset += len(name)
+            pieces.append(_key(key))
             if isinstance(part, ListParts):
                 part.pieces(pieces)
-                if part.count:
-                    spans.append((part, offset + 1, offset + 1 + part.inner))
-                offset += part.size
             else:
                 pieces.append(part)
-                offset += len(part)
         pieces.append(b"}")
         joined = b"".join(pieces)
-        if not (keep and self._current):
-            return joined
-        view = memoryview(joined)
-        for part, start, end in spans:
-            # Same bytes, one piece: later versions share `joined` instead of a copy.
-            part.rebase(view[start:end])
-        self._joined = joined
+        if keep and self._current:
+            self._joined = joined
         return joined
 
     def retire(self) -> None:
