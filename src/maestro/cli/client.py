@@ -63,8 +63,10 @@ class ApiClient:
     def get(self, path: str, params: dict | None = None) -> Any:
         return self.request("GET", path, params=params)
 
-    def post(self, path: str, body: dict | None = None) -> Any:
-        return self.request("POST", path, body=body or {})
+    def post(self, path: str, body: dict | None = None, minimal: bool = False) -> Any:
+        """POST `body`; `minimal`: ask for a minimal answer (an append then answers the new
+        entry instead of the whole session or task)."""
+        return self.request("POST", path, body=body or {}, minimal=minimal)
 
     def patch(self, path: str, body: dict) -> Any:
         return self.request("PATCH", path, body=body)
@@ -76,7 +78,7 @@ class ApiClient:
         return self.request("DELETE", path)
 
     def request(self, method: str, path: str, *, params: dict | None = None,
-                body: dict | None = None) -> Any:
+                body: dict | None = None, minimal: bool = False) -> Any:
         """Send one request and return the decoded JSON answer, retrying network errors and
         5xx answers with exponential back-off. A POST is retried only when it certainly did
         not reach the server (connection refused) or the server refused it with a 5xx (the
@@ -86,6 +88,8 @@ class ApiClient:
         target = self.base_path + path + (f"?{urlencode(query)}" if query else "")
         payload = None
         headers = dict(self.headers)
+        if minimal:
+            headers["Prefer"] = "return=minimal"
         if body is not None:
             payload = json.dumps(body, ensure_ascii=False).encode()
             headers["Content-Type"] = "application/json"

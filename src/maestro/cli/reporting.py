@@ -149,9 +149,12 @@ def register_track_file(root: typer.Typer) -> None:
         if not path:
             return
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+        # Runs after every edit: without --json nothing is printed, so the answer need not
+        # carry the whole session (which grows with every edit).
         session = run.api.post(f"/api/sessions/{seg(run.ctx.session)}/events",
                                {"type": "file_modified",
                                 "data": {"file": path, "timestamp": stamp.replace("+00:00",
-                                                                                  "Z")}})
+                                                                                  "Z")}},
+                               minimal=not run.json)
         if run.json:
             run.emit(session)

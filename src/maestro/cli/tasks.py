@@ -108,7 +108,8 @@ def note_status_change(run: Run, task_id: str, message: str) -> None:
         return
     try:
         run.api.post(f"/api/sessions/{seg(run.ctx.session)}/timeline",
-                     {"type": "task_status_changed", "message": message, "taskId": task_id})
+                     {"type": "task_status_changed", "message": message, "taskId": task_id},
+                     minimal=True)
     except CliError as err:
         if not run.json:
             warn(f"could not add to the session timeline: {err.message}")
