@@ -65,9 +65,9 @@ class Client:
         self.state = 1
         self.closed = asyncio.Event()
 
-    def offer_frame(self, frame: bytes, text: str, now: float) -> bool:
+    def write_frame(self, frame: bytes) -> bool:
         """Write a pre-built frame straight to the connection when nothing is queued before it
-        and the connection takes more; otherwise queue it like any other message."""
+        and the connection takes more; False when it must be queued like any other message."""
         raw = self.raw
         if raw is not None and not self.queue and not self.dropped:
             transport = raw.transport
@@ -76,7 +76,7 @@ class Client:
                 transport.write(frame)
                 self.direct += 1
                 return True
-        return self.offer(text, now)
+        return False
 
     def offer(self, text: str, now: float) -> bool:
         """Queue one frame. A client is too far behind, and is dropped, when its oldest
@@ -113,13 +113,16 @@ class Hub:
         if not self.clients:
             return
         frame = event.frame()
-        text = frame.decode()
+        text = None  # decoded only for a client that cannot take the frame directly
         wire = text_frame(frame)
         now = time.monotonic()
         agent_text = None
         for client in self.clients:
             if client.identity is None:
-                client.offer_frame(wire, text, now)
+                if not client.write_frame(wire):
+                    if text is None:
+                        text = frame.decode()
+                    client.offer(text, now)
                 continue
             if self.alive is not None and not self.alive(client.identity):
                 client.revoked = True
