@@ -467,13 +467,15 @@ class FileStore(Store):
         if self._worker is not None:
             if not self._lagging or self._flush_in_flight:
                 return False
-            since, journal = self._lagging_since, self._worker.stats.get("journalBytes", 0)
+            stats = self._worker.stats
+            since, journal = self._lagging_since, stats.get("journalBytes", 0)
+            due = stats.get("checkpointAt", self.checkpoint_bytes)
         else:
             if not self._behind:
                 return False
-            since, journal = self._behind_since, self._journal_bytes
-        return journal >= self.checkpoint_bytes or (
-            since is not None and time.monotonic() - since >= FLUSH_SECONDS)
+            since, journal, due = self._behind_since, self._journal_bytes, self._checkpoint_at
+        return journal >= due or (since is not None
+                                  and time.monotonic() - since >= FLUSH_SECONDS)
 
     def flush(self, ops: list[Op], line: bytes | None = None) -> None:
         """Write the whole value of entities that are behind (`ops`, made from the current
@@ -1064,17 +1066,19 @@ class FileStore(Store):
         self.replayed_records = 0
         self.last_checkpoint = time.time()
 
-    def checkpoint_in_background(self) -> None:
+    def checkpoint_in_background(self, wait: bool = False) -> None:
         """The journal is long: start a new one and make the files durable in a thread, then
         drop the old journal. Writes go on meanwhile (a checkpoint syncs the whole file system,
         which can take a tenth of a second). Falls back to `checkpoint` when a file is behind.
-        Does nothing while changes live only in the journal (deltas not flushed yet)."""
+        Does nothing while changes live only in the journal (deltas not flushed yet). `wait`
+        (right after a flush, the moment no file is behind): wait for the previous one rather
+        than let the chance go."""
         if self._behind:
             return
         if self._syncing is not None:
-            if self._syncing.is_alive():
+            if self._syncing.is_alive() and not wait:
                 return  # the previous one is still at work; the journal may grow meanwhile
-            self._syncing = None
+            self._wait_for_sync()
         if self._unapplied or self.old_journal_path.exists() or self._journal_fd is None:
             self.checkpoint()
             return

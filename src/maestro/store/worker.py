@@ -136,7 +136,8 @@ def main() -> None:
     def stats() -> dict:
         return {"journalBytes": store._journal_bytes, "unapplied": len(store._unapplied),
                 "failed": store._failed, "spares": len(store.spares),
-                "behind": len(store._behind), "journalWritten": store._journal_written}
+                "behind": len(store._behind), "journalWritten": store._journal_written,
+                "checkpointAt": store._checkpoint_at}
 
     # Set when a batch is refused or fails: the batches the server sent after it (it may
     # have several in flight) are refused too, until it says "resume".
@@ -206,7 +207,7 @@ def main() -> None:
                     reply["flushed"] = True
                     if store.wants_maintenance():
                         try:
-                            store.checkpoint_in_background()
+                            store.checkpoint_in_background(wait=True)
                         except Exception:  # noqa: BLE001 - the journal is kept
                             log.exception("store checkpoint failed")
             reply["stats"] = stats()
