@@ -36,6 +36,8 @@ log = logging.getLogger("maestro.commit")
 # changes gain more from one larger batch (one fsync) than from overlap.
 PIPELINE = 2
 PIPELINE_MIN_OPS = 24
+# A flush due while writes go on covers about this many bytes of big entities at a time.
+FLUSH_BYTES = 4 << 20
 
 
 def _pipeline_min_ops() -> int:
@@ -289,20 +291,29 @@ class Committer:
         self._wakeup.set()
         await fut
 
-    def _flush_ops(self) -> tuple[list[Op], list[tuple[str, str]]]:
-        """Whole current values of the entities the store has behind. Taken from the
-        working state when every submitted change has been handed to the store, so a value
-        is exactly what the changes sent so far built."""
-        keys = self.store.flush_keys()
-        ops = []
-        for kind, eid in keys:
+    def _flush_ops(self, limit: int | None = FLUSH_BYTES) -> tuple[list[Op],
+                                                                   list[tuple[str, str]]]:
+        """Whole current values of the entities the store has behind (the ones behind the
+        longest, about `limit` bytes of them: writing a file costs the store process a parse
+        and a pretty-print, so a large flush is spread over several batches), and the keys
+        they cover. Taken from the working state when every submitted change has been handed
+        to the store, so a value is exactly what the changes sent so far built."""
+        ops: list[Op] = []
+        covered: list[tuple[str, str]] = []
+        size = 0
+        for kind, eid in self.store.flush_keys():
+            if limit is not None and size >= limit:
+                break
+            covered.append((kind, eid))
             table = self.state.table(kind)
             value = table.get(eid)
             if value is None:  # deleted since: the store has that change too
                 continue
+            encoded = table.encode(value)
+            size += len(encoded)
             project_id = value.get("projectId") if kind == "task" else None
-            ops.append(Op(kind, eid, value, table.encode(value), project_id, flush=True))
-        return ops, keys
+            ops.append(Op(kind, eid, value, encoded, project_id, flush=True))
+        return ops, covered
 
     def _take_waiters(self) -> list[asyncio.Future]:
         waiters, self._flush_waiters = self._flush_waiters, []
@@ -325,7 +336,7 @@ class Committer:
         if self.state is None or not self.store.flush_keys():
             self._resolve(waiters)
             return
-        ops, keys = self._flush_ops()
+        ops, keys = self._flush_ops(limit=None if waiters else FLUSH_BYTES)
         try:
             fut = self.store.send_flush(ops, keys)
         except Exception:
@@ -357,10 +368,10 @@ class Committer:
         self._resolve(waiters, retry=not done)
 
     async def _flush_now(self) -> None:
-        """Flush with nothing queued or in flight, and wait for it."""
+        """Flush everything with nothing queued or in flight, and wait for it."""
         waiters = self._take_waiters()
         if self.state is not None and self.store.flush_keys():
-            ops, keys = self._flush_ops()
+            ops, keys = self._flush_ops(limit=None)
             try:
                 if self.store.commits_whole_batches:
                     if not await self.store.send_flush(ops, keys):
@@ -405,7 +416,8 @@ class Committer:
             # and is written after it (only if the whole batch commits).
             flush = None
             if self.state is not None and (self._flush_waiters or self.store.wants_flush()):
-                flush = (self._take_waiters(), self._flush_ops()[0])
+                waiters = self._take_waiters()
+                flush = (waiters, self._flush_ops(None if waiters else FLUSH_BYTES)[0])
             # Requests the store refuses before the commit point; the ones queued before the
             # first refused request do not depend on it and are committed.
             refused: list = []

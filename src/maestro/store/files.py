@@ -319,15 +319,14 @@ class FileStore(Store):
         self._failed: str | None = None
         # Where changes are applied (here or in the store process): entities whose last
         # journaled change is a delta, so their file is behind the journal until a flush
-        # writes their whole value; the journal is kept until then. Since when it is not
-        # empty.
-        self._behind: set[tuple[str, str]] = set()
-        self._behind_since: float | None = None
+        # writes their whole value (the journal is kept until then), with the time they fell
+        # behind, oldest first.
+        self._behind: dict[tuple[str, str], float] = {}
         self._journal_written = 0
         # In the server when the store process applies: entities sent as deltas since their
-        # last flush (with the number of the last message that did), and since when.
-        self._lagging: dict[tuple[str, str], int] = {}
-        self._lagging_since: float | None = None
+        # last flush: [number of the last message that did, when they fell behind], oldest
+        # first.
+        self._lagging: dict[tuple[str, str], list] = {}
         self._sent = 0
         self._flush_in_flight = False
         self.quarantined: list[dict] = []
@@ -422,12 +421,15 @@ class FileStore(Store):
         sent = worker.request_async(batch_message(len(records)),
                                     [encode_journal_line(r) for r in records])
         self._sent += 1
+        lagging = self._lagging
         for record in records:
             for op in record:
                 if op.delta is not None:
-                    if not self._lagging:
-                        self._lagging_since = time.monotonic()
-                    self._lagging[(op.kind, op.id)] = self._sent
+                    entry = lagging.get((op.kind, op.id))
+                    if entry is None:
+                        lagging[(op.kind, op.id)] = [self._sent, time.monotonic()]
+                    else:
+                        entry[0] = self._sent
         result = asyncio.get_running_loop().create_future()
 
         def done(fut: asyncio.Future) -> None:
@@ -463,19 +465,20 @@ class FileStore(Store):
 
     def wants_flush(self) -> bool:
         """A flush is due: the journal is long (it cannot be emptied while files are behind
-        it) or the first lagging change is FLUSH_SECONDS old."""
+        it) or a file has been behind for FLUSH_SECONDS."""
         if self._worker is not None:
             if not self._lagging or self._flush_in_flight:
                 return False
             stats = self._worker.stats
-            since, journal = self._lagging_since, stats.get("journalBytes", 0)
+            since = next(iter(self._lagging.values()))[1]
+            journal = stats.get("journalBytes", 0)
             due = stats.get("checkpointAt", self.checkpoint_bytes)
         else:
             if not self._behind:
                 return False
-            since, journal, due = self._behind_since, self._journal_bytes, self._checkpoint_at
-        return journal >= due or (since is not None
-                                  and time.monotonic() - since >= FLUSH_SECONDS)
+            since = next(iter(self._behind.values()))
+            journal, due = self._journal_bytes, self._checkpoint_at
+        return journal >= due or time.monotonic() - since >= FLUSH_SECONDS
 
     def flush(self, ops: list[Op], line: bytes | None = None) -> None:
         """Write the whole value of entities that are behind (`ops`, made from the current
@@ -516,10 +519,12 @@ class FileStore(Store):
                 worker.stats = reply["stats"]
             flushed = bool(reply.get("ok") and reply.get("flushed"))
             if flushed:
+                now = time.monotonic()
                 for key in keys:
-                    if self._lagging.get(key, sent_at) < sent_at:
-                        del self._lagging[key]
-                self._lagging_since = time.monotonic() if self._lagging else None
+                    entry = self._lagging.pop(key, None)
+                    if entry is not None and entry[0] > sent_at:
+                        # Changed again after the flush was sent: behind from now on.
+                        self._lagging[key] = [entry[0], now]
             if not result.done():
                 if reply.get("ok"):
                     result.set_result(flushed)
@@ -970,11 +975,10 @@ class FileStore(Store):
         delta leaves the file behind until a flush (see `_behind`)."""
         key = (op.kind, op.id)
         if op.delta is not None:
-            if not self._behind:
-                self._behind_since = time.monotonic()
-            self._behind.add(key)
+            if key not in self._behind:
+                self._behind[key] = time.monotonic()
             return True
-        self._behind.discard(key)  # the whole value is journaled with this op
+        self._behind.pop(key, None)  # the whole value is journaled with this op
         if tmp is _NOT_STAGED:  # committed, but its file could not be staged beforehand
             self._unapplied[key] = op
             log.error("the file of %s %s is behind (kept in the journal, retried at the next "
