@@ -741,7 +741,6 @@ class Service:
 
         return await self._mutate(apply)
 
-
     def _check_entry(self, entry: dict, what: str) -> None:
         """413 for an appended entry whose JSON exceeds max_entry_bytes: every append is
         kept for good (journal, file, every answer and event about the entity), so one entry
