@@ -335,3 +335,30 @@ def test_a_cli_generated_manifest_reads_the_big_tasks_last_appends(make_server, 
                                                         "taskIds": [task["id"]]}), 201)
     seen = json.loads((Path(body["manifestPath"]).parent / "seen-tasks.json").read_text())
     assert seen == [expected]
+
+
+def test_a_big_file_catches_up_under_a_steady_stream_of_appends(make_server):
+    """Without a second of idleness the file is still rewritten: at the latest 10 s after it
+    fell behind (FLUSH_SECONDS), while the appends go on."""
+    import time
+
+    srv = make_server()
+    with http_client(srv) as api:
+        project = new_project(api)
+        session = new_session(api, project["id"])
+        seed_session(api, session["id"])
+        path = srv.data_dir / "sessions" / f"{session['id']}.json"
+        ok(api.post(f"/api/sessions/{session['id']}/events", json={"type": "first"}))
+        deadline = time.monotonic() + 40
+        caught_up = None
+        n = 0
+        while caught_up is None and time.monotonic() < deadline:
+            n += 1
+            ok(api.post(f"/api/sessions/{session['id']}/events", json={"type": f"e{n}"}))
+            on_disk = json.loads(path.read_bytes())
+            if on_disk["events"][-1]["type"] != "file_modified":  # a later version is there
+                caught_up = on_disk
+            time.sleep(0.2)  # never a second of idleness
+        assert caught_up is not None, "the file never caught up while appends went on"
+        served = ok(api.get(f"/api/sessions/{session['id']}"))
+        assert served["events"][:len(caught_up["events"])] == caught_up["events"]
