@@ -2,7 +2,15 @@
 
 Adapters (HTTP, WebSocket, CLI, launcher) call these methods with parsed JSON bodies; the methods
 validate everything first, then change memory through a `Tx`, and return once the change is
-durable and its events are published. Reads are served from memory and its indexes."""
+durable and its events are published. Reads are served from memory and its indexes.
+
+Two pictures of the data are kept in memory, holding the same (immutable) entity objects: the
+working state, which every mutation reads and changes at once so that the next one builds on
+it, and the committed view, which the committer brings up to date only once a batch is durable.
+Everything that answers a reader (GET, lists, rights checks, the launcher) sees the committed
+view, so a change that is refused by the store (a full disk) was never visible to anyone.
+`self.state` is the working state while a mutation's `apply` runs (it runs synchronously, with
+no await inside) and the committed view everywhere else."""
 
 from __future__ import annotations
 
@@ -56,13 +64,20 @@ class Service:
     def __init__(self, store: Store, bus: EventBus | None = None):
         self.store = store
         self.bus = bus or EventBus()
-        self.state = State()
+        self.view = State()
+        self.working = State(twin=self.view)
+        self._applying = False
         self.lock = asyncio.Lock()
         self.committer: Committer | None = None
         self.started_monotonic = time.monotonic()
         self.load_result = LoadResult()
         self.hostname = socket.gethostname()
         self.platform = sys.platform
+
+    @property
+    def state(self) -> State:
+        """The working state inside a mutation's `apply`, the committed view elsewhere."""
+        return self.working if self._applying else self.view
 
     # ------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -71,16 +86,20 @@ class Service:
         self.load_result = result
         self._load(result)
         settle_memory(full=True)
-        self.committer = Committer(self.store, self.bus, self.lock)
+        self.committer = Committer(self.store, self.bus, self.lock, view=self.view)
         self.committer.start()
 
     def _load(self, result: LoadResult) -> None:
-        for p in result.projects:
-            self.state.projects.put(p)
-        for t in result.tasks:
-            self.state.tasks.put(migrate_task(t))
-        for s in result.sessions:
-            self.state.sessions.put(migrate_session(s))
+        for state in (self.working, self.view):
+            for p in result.projects:
+                state.projects.put(p)
+        tasks = [migrate_task(t) for t in result.tasks]
+        sessions = [migrate_session(s) for s in result.sessions]
+        for state in (self.working, self.view):
+            for t in tasks:
+                state.tasks.put(t)
+            for s in sessions:
+                state.sessions.put(s)
         repaired = self._repair_links()
         if repaired:
             result.notes.append(f"repaired {repaired} one-sided task/session link(s) in memory")
@@ -112,7 +131,8 @@ class Service:
     # ------------------------------------------------------------ mutation plumbing
     async def _mutate(self, fn: Callable[[Tx], Any]) -> Any:
         async with self.lock:
-            tx = Tx(self.state)
+            tx = Tx(self.working)
+            self._applying = True
             try:
                 result = fn(tx)
                 if tx.changed:
@@ -127,13 +147,19 @@ class Service:
             except BaseException:
                 tx.rollback()
                 raise
-            if not tx.changed:
-                if tx.events:
-                    self.bus.publish(tx.events)
-                return result
+            finally:
+                self._applying = False
             assert self.committer is not None, "service not started"
-            fut = self.committer.submit(tx)
-        await fut
+            if not tx.changed:
+                if not tx.events:
+                    return result
+                # Events of a change that wrote nothing still wait for the changes before
+                # them, so a listener never hears of something not yet committed.
+                fut = self.committer.after_pending(tx)
+            else:
+                fut = self.committer.submit(tx)
+        if fut is not None:
+            await fut
         return result
 
     # ------------------------------------------------------------ health

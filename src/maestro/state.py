@@ -54,7 +54,7 @@ class Table:
     """One kind of entity: the records, their order, their indexes and encoded forms."""
 
     def __init__(self, order_field: str, indexed: Iterable[str] = (), multi: Iterable[str] = (),
-                 compound: Iterable[tuple[str, ...]] = ()):
+                 compound: Iterable[tuple[str, ...]] = (), twin: "Table | None" = None):
         self.order_field = order_field
         self.rows: dict[str, dict] = {}
         self._sorted = True
@@ -65,7 +65,10 @@ class Table:
         self.compound = {frozenset(fields): (tuple(fields), _Index()) for fields in compound}
         # Fields holding a list of ids, indexed by each member (session.taskIds).
         self.multi = {name: _Index() for name in multi}
-        self._encoded: dict[int, tuple[dict, bytes]] = {}
+        # Encoded forms by entity identity; shared with the twin table of the other state
+        # (working and committed views hold the same entity objects), so each version of an
+        # entity is encoded once for both.
+        self._encoded: dict[int, tuple[dict, bytes]] = twin._encoded if twin is not None else {}
         # Bumped on every change; keys the cached encoding of the whole table.
         self._version = 0
         self._all: tuple[int, bytes] | None = None
@@ -229,13 +232,27 @@ class Table:
 
 
 class State:
-    def __init__(self) -> None:
-        self.projects = Table("createdAt")
+    """Every entity with its indexes. `twin`: another State holding the same entities (the
+    committed view of a working state); the two share their encoding caches."""
+
+    def __init__(self, twin: "State | None" = None) -> None:
+        self.projects = Table("createdAt", twin=twin.projects if twin else None)
         self.tasks = Table("createdAt", indexed=("projectId", "parentId", "status"),
                            compound=(("projectId", "status"), ("projectId", "parentId"),
                                      ("parentId", "status"),
-                                     ("projectId", "parentId", "status")))
+                                     ("projectId", "parentId", "status")),
+                           twin=twin.tasks if twin else None)
         self.sessions = Table("startedAt", indexed=("projectId", "status"), multi=("taskIds",),
-                              compound=(("projectId", "status"),))
+                              compound=(("projectId", "status"),),
+                              twin=twin.sessions if twin else None)
         self._tables = {"project": self.projects, "task": self.tasks, "session": self.sessions}
         self.table = self._tables.__getitem__  # table(kind) -> Table
+
+    def apply(self, changes) -> None:
+        """Put or delete each (kind, id, value-or-None) of `changes`, in order."""
+        table = self.table
+        for kind, eid, value in changes:
+            if value is None:
+                table(kind).delete(eid)
+            else:
+                table(kind).put(value)
