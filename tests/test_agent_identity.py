@@ -445,3 +445,40 @@ def test_a_crash_never_revives_a_token_on_postgresql(make_server, database):
     assert end_crash_and_reopen(srv, rng, "completed", None, other)
     assert end_crash_and_reopen(srv, rng, "delete", None, other)
 
+
+# ------------------------------------------------------------------ parents from other projects
+def test_an_orchestrator_names_only_sessions_of_its_own_project_as_parent(world):
+    user, listener, srv, a, b = (world["user"], world["listener"], world["srv"], world["a"],
+                                 world["b"])
+    r = user.post("/api/sessions/spawn", json={"projectId": a["id"], "role": "orchestrator",
+                                               "taskIds": [world["a2"]["id"]]})
+    osid = r.json()["sessionId"]
+    event, _ = listener.until(lambda e: e["type"] == "session:spawn_request"
+                              and e["data"]["session"]["id"] == osid)
+    orch = httpx.Client(base_url=srv.url, timeout=10, headers={
+        "Authorization": f"Bearer {event['data']['envVars']['MAESTRO_SESSION_TOKEN']}"})
+    elsewhere = user.post("/api/sessions", json={"projectId": b["id"],
+                                                 "taskIds": [world["b1"]["id"]]}).json()["id"]
+    sessions = user.get("/api/sessions").json()
+    folders = sorted(p.name for p in srv.session_dir.iterdir())
+    body = {"projectId": a["id"], "taskIds": [world["a2"]["id"]]}
+    try:
+        for extra in ({"sessionId": "{}"}, {"sessionId": "{}", "spawnSource": "session"},
+                      {"spawnedBy": "{}"}):
+            answers = []
+            for parent in (elsewhere, "sess_1700000000000_nosuchone"):
+                named = {k: (parent if v == "{}" else v) for k, v in extra.items()}
+                r = orch.post("/api/sessions/spawn", json={**body, **named})
+                answers.append((r.status_code, r.json()))
+            assert answers[0] == answers[1], answers
+            assert answers[0][0] == 403 and answers[0][1]["code"] == "FORBIDDEN"
+            assert elsewhere not in json.dumps(answers[0][1])
+        assert user.get("/api/sessions").json() == sessions
+        assert sorted(p.name for p in srv.session_dir.iterdir()) == folders
+        # Its own session (or another of its project) is a fine parent.
+        for key in ("sessionId", "spawnedBy"):
+            r = orch.post("/api/sessions/spawn", json={**body, key: osid})
+            assert r.status_code == 201, r.text
+            assert r.json()["session"]["metadata"]["spawnedBy"] == osid
+    finally:
+        orch.close()
