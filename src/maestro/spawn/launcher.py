@@ -4,7 +4,8 @@ Mode `local` (the default) runs `MAESTRO_AGENT_COMMAND` (else `maestro worker in
 `maestro orchestrator init`) for every spawned session, at most `MAESTRO_MAX_AGENTS` at once (the
 others wait in `spawning`, first come first started). Each agent runs under the wrapper
 (`wrapper.py`) in a window of a tmux session when tmux is available (a person can attach), else
-as a detached process group on a pseudo-terminal. The session moves to `running` when the
+as a detached process group on a pseudo-terminal. An agent's environment is built from an
+allow-list (`agent_env`), never copied from the server's. The session moves to `running` when the
 process is up and to `completed`/`failed` when it ends, always through the Service's update
 method, with `process_started` / `process_exit` session events. Mode `ui` launches nothing (a
 desktop UI answers `session:spawn_request`) but still follows agents launched earlier.
@@ -292,9 +293,9 @@ class Launcher:
         # pipes (and sockets) open for as long as it lives.
         try:
             done = await asyncio.to_thread(
-                subprocess.run, [*self.tmux_base(), *args], env=self.helper_env(), stdin=subprocess.DEVNULL,
-                capture_output=True, text=True, errors="replace", close_fds=True,
-                timeout=TMUX_TIMEOUT)
+                subprocess.run, [*self.tmux_base(), *args], env=self.helper_env(),
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                close_fds=True, timeout=TMUX_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise RuntimeError("tmux did not answer") from None
         return done.returncode, done.stdout, done.stderr
