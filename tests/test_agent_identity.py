@@ -426,7 +426,7 @@ def test_a_crash_never_revives_an_ended_sessions_token(make_server):
                       headers={"Authorization": f"Bearer {USER_TOKEN}"}) as user:
         other = user.post("/api/projects", json={"name": "B"}).json()["id"]
     ways = ["completed", "failed", "delete"] * 3
-    committed = [end_crash_and_reopen(srv, rng, how, rng.uniform(0.0, 0.015), other)
+    committed = [end_crash_and_reopen(srv, rng, how, rng.uniform(0.0, 0.04), other)
                  for how in ways]
     # And once more of each with the end acknowledged before the crash.
     committed += [end_crash_and_reopen(srv, rng, how, None, other)
@@ -441,7 +441,7 @@ def test_a_crash_never_revives_a_token_on_postgresql(make_server, database):
     with httpx.Client(base_url=srv.url, timeout=10, trust_env=False,
                       headers={"Authorization": f"Bearer {USER_TOKEN}"}) as user:
         other = user.post("/api/projects", json={"name": "B"}).json()["id"]
-    end_crash_and_reopen(srv, rng, "completed", rng.uniform(0.0, 0.015), other)
+    end_crash_and_reopen(srv, rng, "completed", rng.uniform(0.0, 0.04), other)
     assert end_crash_and_reopen(srv, rng, "completed", None, other)
     assert end_crash_and_reopen(srv, rng, "delete", None, other)
 
