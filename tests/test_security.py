@@ -59,9 +59,15 @@ def test_non_loopback_bind_without_token_refuses_to_start(tmp_path):
     ("MAESTRO_CHECKPOINT_BYTES", "lots", "must be a number"),
     ("MAESTRO_CHECKPOINT_BYTES", "100", "at least 4096"),
     ("MAESTRO_PIPELINE_MIN_OPS", "0", "at least 1"),
+    ("MAESTRO_AGENT_ENV", "AWS_PROFILE,DATABASE_URL", "DATABASE_URL is never handed to agents"),
+    ("MAESTRO_AGENT_ENV", "PGPASSWORD", "PGPASSWORD is never handed to agents"),
+    ("MAESTRO_AGENT_ENV", "MAESTRO_TOKEN", "MAESTRO_TOKEN is never handed to agents"),
+    ("MAESTRO_AGENT_ENV", "MAESTRO_AGENT_ENV", "is never handed to agents"),
+    ("MAESTRO_AGENT_ENV", "SESSION_DIR", "is never handed to agents"),
+    ("MAESTRO_AGENT_ENV", "GH-TOKEN", "not a variable name"),
+    ("MAESTRO_AGENT_ENV", "*", "not a variable name"),
 ])
-def test_a_bad_store_tuning_value_stops_the_start_with_its_name(tmp_path, name, value,
-                                                                message):
+def test_a_bad_setting_stops_the_start_with_its_name(tmp_path, name, value, message):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAESTRO_")}
     env.update({"PORT": str(free_port()), "DATA_DIR": str(tmp_path / "data"), name: value})
     proc = subprocess.run([sys.executable, "-m", "maestro", "serve"], env=env, cwd=ROOT,

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from . import agent_env
+
 LOG_LEVELS = ("error", "warn", "info", "debug")
 DATABASE_TYPES = ("filesystem", "postgres")
 MANIFEST_GENERATORS = ("cli", "server")
@@ -58,6 +60,11 @@ class Settings:
     token: str = ""
     launcher: str = "local"
     agent_command: str = ""
+    agent: str = ""
+    # The server's variables its agents inherit (see agent_env), and the names the user added.
+    agent_env: dict[str, str] = field(default_factory=dict, repr=False)
+    agent_env_names: tuple[str, ...] = ()
+    tmux_tmpdir: str = ""
     max_agents: int = 8
     ws_queue_limit: int = 100_000
     ws_lag_seconds: float = 10.0
@@ -93,6 +100,13 @@ class Settings:
         s.token = env.get("MAESTRO_TOKEN") or ""
         s.launcher = (env.get("MAESTRO_LAUNCHER") or "local").lower()
         s.agent_command = env.get("MAESTRO_AGENT_COMMAND") or ""
+        s.agent = (env.get("MAESTRO_AGENT") or "").strip()
+        names, problems = agent_env.parse_names(env.get("MAESTRO_AGENT_ENV"))
+        if problems:
+            raise ConfigError("MAESTRO_AGENT_ENV: " + "; ".join(problems))
+        s.agent_env_names = names
+        s.agent_env = agent_env.inherited(env, names)
+        s.tmux_tmpdir = env.get("TMUX_TMPDIR") or ""
         s.max_agents = _parse_int("MAESTRO_MAX_AGENTS", env.get("MAESTRO_MAX_AGENTS") or "8", 1)
         s.stop_grace = _parse_seconds("MAESTRO_STOP_GRACE", env.get("MAESTRO_STOP_GRACE") or "5")
         s.tmux = _bool(env.get("MAESTRO_TMUX"), True)
@@ -148,6 +162,8 @@ class Settings:
                 value = "set" if value else "not set"
             elif f.name == "database_url":
                 value = "set" if value else ""
+            elif f.name == "agent_env":
+                value = sorted(value)  # names only: the values may be keys
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 

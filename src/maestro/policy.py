@@ -91,6 +91,19 @@ class Policy:
         if session_id != identity.session_id:
             raise forbidden("This session may only change itself", {"sessionId": session_id})
 
+    def _require_parent_in_project(self, identity: AgentIdentity, body: dict) -> None:
+        """A parent named in a spawn (`sessionId`, `spawnedBy`) must be a session of the agent's
+        own project. A session elsewhere and no session at all get the same answer, so the
+        refusal tells nothing about other projects."""
+        for key in ("sessionId", "spawnedBy"):
+            named = body.get(key)
+            if not isinstance(named, str) or not named:
+                continue  # absent, or malformed: the route answers 400
+            parent = self.state.sessions.get(named)
+            if parent is None or parent.get("projectId") != identity.project_id:
+                raise forbidden("This session may only name a session of its own project as "
+                                "the parent", {"field": key})
+
     # ------------------------------------------------------------ the rules
     def check(self, identity: AgentIdentity, method: str, template: str,
               params: dict[str, str], body: dict | None, query) -> str | None:
@@ -166,6 +179,7 @@ class Policy:
                 raise forbidden("Only orchestrator sessions may spawn sessions")
             if body.get("projectId") != identity.project_id:
                 raise forbidden("This session may only spawn in its own project")
+            self._require_parent_in_project(identity, body)
             task_ids = body.get("taskIds")
             if isinstance(task_ids, list):
                 scope = self.task_scope(identity)

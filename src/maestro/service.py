@@ -29,6 +29,7 @@ from .entities import fill_session_event, fill_timeline_entry, migrate_session, 
 from .errors import ApiError, not_found, project_not_found, session_not_found, task_not_found, \
     validation
 from .events import EventBus
+from .identity import REVOKED_FIELD, may_hold_token
 from .ids import is_valid_client_id, make_id, now_ms
 from .state import State
 from .store.base import LoadResult, Store
@@ -612,6 +613,10 @@ class Service:
                 session["status"] = status
                 if status in FINAL_SESSION_STATUSES and session.get("completedAt") is None:
                     session["completedAt"] = now
+                if status in FINAL_SESSION_STATUSES and may_hold_token(session) \
+                        and not session.get(REVOKED_FIELD):
+                    # Written with the end itself: no crash or reopening revives the token.
+                    session[REVOKED_FIELD] = now
             if agent_id is not None:
                 session["agentId"] = agent_id
             if new_events:

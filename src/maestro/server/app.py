@@ -3,6 +3,7 @@ port. Routes only parse, call one service method and render; the rules live in t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from pathlib import Path
@@ -267,6 +268,10 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     async def lifespan(app):
         await service.start()
         service.committer.on_commit.append(lambda tx: tokens.on_commit(tx.changes()))
+        tokens.bind(getattr(service.store, "location", None) or str(settings.data_dir))
+        # Before any request: digests of sessions that ended or went away while the server was
+        # down (or whose removal a crash undid) are removed.
+        await asyncio.to_thread(tokens.sweep)
         for ext in extensions:
             await ext.start()
         try:

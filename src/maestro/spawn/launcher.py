@@ -4,7 +4,8 @@ Mode `local` (the default) runs `MAESTRO_AGENT_COMMAND` (else `maestro worker in
 `maestro orchestrator init`) for every spawned session, at most `MAESTRO_MAX_AGENTS` at once (the
 others wait in `spawning`, first come first started). Each agent runs under the wrapper
 (`wrapper.py`) in a window of a tmux session when tmux is available (a person can attach), else
-as a detached process group on a pseudo-terminal. The session moves to `running` when the
+as a detached process group on a pseudo-terminal. An agent's environment is built from an
+allow-list (`agent_env`), never copied from the server's. The session moves to `running` when the
 process is up and to `completed`/`failed` when it ends, always through the Service's update
 method, with `process_started` / `process_exit` session events. Mode `ui` launches nothing (a
 desktop UI answers `session:spawn_request`) but still follows agents launched earlier.
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import agent_env
 from ..config import Settings
 from ..errors import ApiError, validation
 from ..ids import is_safe_file_component, now_ms
@@ -98,6 +100,7 @@ class Launcher:
         digest = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:12]
         self.tmux_socket = f"maestro-{digest}"
         self._tmux_lock = asyncio.Lock()
+        self._tmux_env_checked = False
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
 
@@ -174,9 +177,13 @@ class Launcher:
             self._pump()
 
     # ------------------------------------------------------------------ launching
-    def _plan(self, session: dict, folder: Path) -> tuple[list[str], str, dict]:
-        """The command line, working directory and environment changes (None = unset) of a
-        session's agent."""
+    def _plan(self, session: dict, folder: Path) -> tuple[list[str], str, dict[str, str]]:
+        """The command line, working directory and whole environment of a session's agent.
+
+        The environment is built from nothing (agent_env): the server's allowed variables, the
+        session's env (SPEC §9.5 and the spawn request's own variables), the server's default
+        MAESTRO_AGENT, the API URL and the agent's own token. Never the server's database URL,
+        folders or the user's MAESTRO_TOKEN."""
         metadata = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
         role = metadata.get("role") if metadata.get("role") in ("worker", "orchestrator") \
             else "worker"
@@ -188,21 +195,33 @@ class Launcher:
         working_dir = project.get("workingDir")
         cwd = working_dir if isinstance(working_dir, str) and working_dir \
             and os.path.isdir(working_dir) else str(folder)
-        env: dict = {k: v for k, v in (session.get("env") or {}).items()
-                     if isinstance(k, str) and k.startswith("MAESTRO_") and isinstance(v, str)
-                     and "TOKEN" not in k}
+        env = dict(self.settings.agent_env)
+        env.update(agent_env.from_session(session.get("env")))
+        if self.settings.agent and "MAESTRO_AGENT" not in env:
+            env["MAESTRO_AGENT"] = self.settings.agent
         env["MAESTRO_API_URL"] = env.get("MAESTRO_SERVER_URL") or self.settings.server_url
         env["MAESTRO_LAUNCHER"] = "local"
-        if self.tokens is not None:
+        if self.tokens is not None:  # the agent acts with its own identity only
             env["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session["id"])
-            env["MAESTRO_TOKEN"] = None  # the agent acts with its own identity only
-        elif self.settings.token:
-            env["MAESTRO_TOKEN"] = self.settings.token
-        # The `maestro` command agents call must be this server's own.
-        bin_dir = str(Path(sys.executable).parent)
-        path = os.environ.get("PATH") or os.defpath
-        env["PATH"] = path if path.split(os.pathsep)[0] == bin_dir else bin_dir + os.pathsep + path
+        env["PATH"] = self._path()
         return argv, cwd, env
+
+    def _path(self) -> str:
+        """PATH with this server's own `bin` folder first: the `maestro` command agents call
+        must be this server's."""
+        bin_dir = str(Path(sys.executable).parent)
+        path = self.settings.agent_env.get("PATH") or os.defpath
+        return path if path.split(os.pathsep)[0] == bin_dir else bin_dir + os.pathsep + path
+
+    def helper_env(self) -> dict[str, str]:
+        """The environment of the wrapper and of tmux (whose server hands its environment to
+        every window): the agents' allowed variables only, so nothing of the server's own
+        environment reaches an agent's window either."""
+        env = dict(self.settings.agent_env)
+        env["PATH"] = self._path()
+        if self.settings.tmux_tmpdir:  # where `tmux -L <socket>` finds the socket
+            env["TMUX_TMPDIR"] = self.settings.tmux_tmpdir
+        return env
 
     async def _launch(self, agent: Agent) -> bool:
         sid = agent.session_id
@@ -223,14 +242,8 @@ class Launcher:
             return False
         # The whole environment travels in the file: a tmux server started by an earlier run
         # would otherwise hand the agent that run's variables (an old key, another agent CLI).
-        full = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
-        for key, value in env.items():
-            if value is None:
-                full.pop(key, None)
-            else:
-                full[key] = value
         env_file = agent.folder / ENV_FILE
-        write_private_json(env_file, full)
+        write_private_json(env_file, env)
         wrapper = [sys.executable, "-m", "maestro.spawn.wrapper", "--dir", str(agent.folder),
                    "--cwd", cwd, "--env-file", str(env_file), "--", *argv]
         try:
@@ -268,7 +281,7 @@ class Launcher:
         with open(agent.folder / LOG_FILE, "ab") as out:
             agent.proc = subprocess.Popen(wrapper, stdin=subprocess.DEVNULL, stdout=out,
                                           stderr=out, cwd=str(agent.folder), close_fds=True,
-                                          start_new_session=True)
+                                          start_new_session=True, env=self.helper_env())
         return agent.proc.pid
 
     def tmux_base(self) -> list[str]:
@@ -278,12 +291,11 @@ class Launcher:
         # The standard library closes every other descriptor in the child; the event loop's
         # own subprocess support may not, and the tmux server it starts would then keep our
         # pipes (and sockets) open for as long as it lives.
-        env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
         try:
             done = await asyncio.to_thread(
-                subprocess.run, [*self.tmux_base(), *args], env=env, stdin=subprocess.DEVNULL,
-                capture_output=True, text=True, errors="replace", close_fds=True,
-                timeout=TMUX_TIMEOUT)
+                subprocess.run, [*self.tmux_base(), *args], env=self.helper_env(),
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                close_fds=True, timeout=TMUX_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise RuntimeError("tmux did not answer") from None
         return done.returncode, done.stdout, done.stderr
@@ -291,6 +303,9 @@ class Launcher:
     async def _start_in_tmux(self, sid: str, wrapper: list[str], cwd: str) -> tuple[int, dict]:
         fmt = "#{pane_pid} #{window_id}"
         async with self._tmux_lock:
+            if not self._tmux_env_checked:
+                await self._reset_tmux_environment()
+                self._tmux_env_checked = True
             code, _, _ = await self._tmux("has-session", "-t", f"={TMUX_SESSION}")
             if code != 0:
                 args = ["new-session", "-d", "-s", TMUX_SESSION, "-x", "200", "-y", "50"]
@@ -304,6 +319,33 @@ class Launcher:
         attach = f"tmux -L {self.tmux_socket} attach -t {TMUX_SESSION}"
         return int(pid_text), {"socket": self.tmux_socket, "session": TMUX_SESSION,
                                "window": window, "attach": attach}
+
+    async def _reset_tmux_environment(self) -> None:
+        """A tmux server still running from an earlier run of the server (an older version, or
+        other settings) keeps the environment it started with and hands it to every new window:
+        make its global environment exactly the helpers' one and empty the session's own. A
+        server started now already has them so."""
+        code, out, _ = await self._tmux("show-environment", "-g")
+        if code != 0:
+            return  # no tmux server yet
+        wanted = self.helper_env()
+        args: list[str] = []
+        for line in out.splitlines():
+            name = line.partition("=")[0]
+            if line and not line.startswith("-") and name not in wanted:  # `-NAME`: removed
+                args += ["set-environment", "-g", "-u", name, ";"]
+        code, out, _ = await self._tmux("show-environment", "-t", f"={TMUX_SESSION}")
+        for line in out.splitlines() if code == 0 else ():
+            name = line.lstrip("-").partition("=")[0]
+            if name:
+                args += ["set-environment", "-t", f"={TMUX_SESSION}", "-u", name, ";"]
+        for name, value in wanted.items():
+            # tmux reads an argument ending in `;` as the end of a command, `\;` as a `;`.
+            args += ["set-environment", "-g", name,
+                     value[:-1] + "\\;" if value.endswith(";") else value, ";"]
+        code, _, err = await self._tmux(*args[:-1])
+        if code != 0:
+            raise RuntimeError(f"tmux could not reset its environment: {err.strip() or code}")
 
     # ------------------------------------------------------------------ following
     def _alive(self, agent: Agent) -> bool:

@@ -27,6 +27,9 @@ SCHEMAS = {
         "spawnSource": {"enum": list(SPAWN_SOURCES)}, "sessionId": _STR, "spawnedBy": _STR,
         "spawnReason": _STR, "context": {"type": "object"},
         "strategy": {"enum": list(SPAWN_STRATEGIES)},
+        "env": {"type": "object", "additionalProperties": _STR,
+                "description": "variables for the agent, stored in the session's env; not "
+                "MAESTRO_*, DATABASE_URL, PG*, DATA_DIR or SESSION_DIR"},
         "agent": {"type": "string", "description": "claude, codex, or a command line with "
                   "{prompt_file} / {manifest} placeholders; handed to the agent as "
                   "MAESTRO_AGENT"}}},

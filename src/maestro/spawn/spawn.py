@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .. import jsonio
+from .. import agent_env, jsonio
 from .. import validate as v
 from ..config import Settings
 from ..errors import ApiError, StorageError, validation
@@ -125,6 +125,7 @@ def _parse_options(body: dict) -> dict:
     if agent is not None and not agent.strip():
         raise validation("agent must not be empty", {"field": "agent"})
     return {
+        "env": _agent_variables(body),
         "skills": [s for s in skills if s],
         "model": _choice(body, "model", MODELS, "sonnet"),
         "permissionMode": _choice(body, "permissionMode", PERMISSION_MODES, "acceptEdits"),
@@ -135,6 +136,21 @@ def _parse_options(body: dict) -> dict:
         "strategy": _choice(body, "strategy", SPAWN_STRATEGIES, None),
         "agent": agent.strip() if agent else None,
     }
+
+
+def _agent_variables(body: dict) -> dict[str, str]:
+    """The request's `env`: variables for the agent, stored in the session's env next to the
+    MAESTRO_* values (which, like the server's database and folders, it may not set)."""
+    env = body.get("env")
+    if env is None:
+        return {}
+    if not isinstance(env, dict):
+        raise validation("env must be an object of strings", {"field": "env"})
+    for name, value in env.items():
+        problem = agent_env.request_problem(name, value)
+        if problem is not None:
+            raise validation(problem, {"field": "env", "name": name})
+    return dict(env)
 
 
 def _check_references(service: Service, req: dict) -> tuple[dict, list[dict]]:
@@ -271,6 +287,7 @@ class Spawner:
         }
         if req["agent"]:
             env["MAESTRO_AGENT"] = req["agent"]
+        env.update(req["env"])
         metadata: dict[str, Any] = {
             "skills": req["skills"], "spawnSource": req["spawnSource"],
             "spawnedBy": req["parentSessionId"] or req["spawnedBy"] or None,
