@@ -4,7 +4,7 @@ back) and `maestro task depend` (which task waits for which)."""
 
 import typer
 
-from .claims import claim_of, claim_text, held_by
+from .claims import claim_of, claim_text, forget_token, held_by, keep_token
 from .client import seg
 from .options import Run, command
 from .output import (
@@ -164,6 +164,9 @@ def task_claim(
         if parent:
             body["parentId"] = parent
         result = run.api.post(f"/api/projects/{seg(project)}/claim-next", body)
+    granted, claim = result.get("task"), result.get("claim")
+    if isinstance(granted, dict) and isinstance(claim, dict):
+        keep_token(run, session, granted.get("id"), claim.get("token"))
     run.emit(result, render_grant(result, quiet))
 
 
@@ -188,6 +191,7 @@ def task_release(
     session = run.ctx.session
     if session:
         if not held_by(task, session):
+            forget_token(run, session, task_id)
             holder = claim.get("sessionId") if claim else None
             raise CliError("claim_lost", f"Session {session} does not hold task {task_id}"
                            + (f" (held by {holder})." if holder else " (nobody holds it)."),
@@ -202,6 +206,7 @@ def task_release(
     if reason:
         body["reason"] = reason
     result = run.api.post(f"/api/tasks/{seg(task_id)}/claim/release", body)
+    forget_token(run, session, task_id)
     released = result.get("task") if isinstance(result, dict) else None
 
     def render(out):

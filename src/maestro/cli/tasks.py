@@ -6,7 +6,7 @@ The views `task show` and `task tree` live in task_views.py; dependencies, ready
 
 import typer
 
-from .claims import claim_of, claim_text, fencing_headers
+from .claims import claim_of, claim_text, fencing_headers, forget_token
 from .client import seg
 from .options import Run, command
 from .output import (
@@ -271,6 +271,7 @@ def task_complete(run: Run, task_id: str = typer.Argument(..., metavar="TASK_ID"
     """
     task = run.api.patch(f"/api/tasks/{seg(task_id)}", {"status": "completed"},
                          headers=fencing_headers(run, task_id))
+    forget_token(run, run.ctx.session, task_id)  # completing a task ends its claim
     note_status_change(run, task_id, "Task completed")
     run.emit(task, lambda out: out.print(f"[green]Completed task[/green] {esc(task_id)}"))
 
@@ -352,6 +353,7 @@ def task_delete(
     """
     result = run.api.delete(f"/api/tasks/{seg(task_id)}",
                             {"cascade": "true"} if cascade else None)
+    forget_token(run, run.ctx.session, task_id)
 
     def render(out):
         deleted = result.get("deleted") if isinstance(result, dict) else None
