@@ -69,6 +69,9 @@ class Table:
         # Bumped on every change; keys the cached encoding of the whole table.
         self._version = 0
         self._all: tuple[int, bytes] | None = None
+        # Called as listener(old, new) after every put (old None: created) and delete (new
+        # None), undo included: derived indexes (readiness) follow every change.
+        self.listener = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -85,6 +88,8 @@ class Table:
             self._encoded.pop(id(old), None)
             self.rows[eid] = entity
             self._reindex(old, entity)
+            if self.listener is not None:
+                self.listener(old, entity)
             return old
         else:
             self.rows[eid] = entity
@@ -93,6 +98,8 @@ class Table:
                 self._sorted = False
             self._last_key = key if self._last_key is None else max(key, self._last_key)
         self._index(entity)
+        if self.listener is not None:
+            self.listener(None, entity)
         return old
 
     def delete(self, eid: str) -> dict | None:
@@ -101,6 +108,8 @@ class Table:
         if old is not None:
             self._unindex(old)
             self._encoded.pop(id(old), None)
+            if self.listener is not None:
+                self.listener(old, None)
         return old
 
     def _index(self, e: dict) -> None:
