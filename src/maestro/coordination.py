@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import validate as v
 from .commit import Tx
 from .domain.graph import dependency_ids, describe_cycle, find_cycle
-from .domain.handoff import handoff_message, last_completion_report
+from .domain.handoff import dependency_briefs, handoff_message, last_completion_report
 from .domain.readiness import assess, has_unfinished_children, live_claim
 from .entities import as_list, bump, with_changes
 from .errors import ApiError, conflict, project_not_found, session_not_found, task_not_found, \
@@ -98,6 +98,15 @@ class Coordination:
         if result is None:
             raise task_not_found(task_id)
         return result.body()
+
+    def dependency_briefs(self, tasks: list[dict]) -> list[dict]:
+        """Title, status and last completion report of each dependency of `tasks` (for the
+        manifest of an agent spawned for them, §15.4), each naming the task needing it."""
+        out = []
+        for task in tasks:
+            for brief in dependency_briefs(task, self.state.tasks.get, self.state.sessions.get):
+                out.append(dict(brief, neededBy=task["id"]))
+        return out
 
     # ------------------------------------------------------------ dependencies
     def _checked_dependencies(self, task: dict | None, project_id: str, wanted: list[str],

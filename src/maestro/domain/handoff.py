@@ -3,7 +3,7 @@ for it learn about upstream work. Pure functions of plain lookups."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from .graph import dependency_ids
@@ -63,14 +63,3 @@ def dependency_briefs(task: dict, get_task: Lookup, get_session: Lookup) -> list
                     "status": upstream.get("status"),
                     "lastReport": last_completion_report(upstream, get_session)})
     return out
-
-
-def brief_lines(briefs: Iterable[dict]) -> list[str]:
-    """Plain-text lines describing dependencies, for an agent's prompt."""
-    lines = []
-    for b in briefs:
-        line = f'- {b["id"]} "{b["title"]}" ({b["status"]})'
-        if b.get("lastReport"):
-            line += f": {b['lastReport']}"
-        lines.append(line)
-    return lines
