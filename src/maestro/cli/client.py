@@ -194,6 +194,21 @@ class ApiClient:
         raise http_error(status, payload, f"{method} {target}")
 
 
+def _waiting_hint(details: Any) -> str | None:
+    """For TASK_NOT_READY: what the task waits for, from the server's details."""
+    if not isinstance(details, dict):
+        return None
+    parts = []
+    for key, words in (("blockedBy", "It waits for"), ("missingDependencies", "Missing"),
+                       ("blockedAncestors", "Held back by parent")):
+        values = details.get(key)
+        if isinstance(values, list) and values:
+            parts.append(f"{words}: {', '.join(map(str, values))}.")
+    if not parts and isinstance(details.get("status"), str) and details["status"] != "pending":
+        parts.append(f"Its status is {details['status']}.")
+    return " ".join(parts) or None
+
+
 def http_error(status: int, payload: Any, request: str) -> CliError:
     """Turn an error answer into a CliError: the server's message, with its code kept in
     `details.code` and the original CLI's stable category in `error` (§12.1)."""
@@ -220,6 +235,7 @@ def http_error(status: int, payload: Any, request: str) -> CliError:
                         exit_code=EXIT_PERMISSION, details=details)
     if status == 409 and server_code in CLAIM_CONFLICTS:
         code, exit_code, hint = CLAIM_CONFLICTS[server_code]
+        hint = _waiting_hint(body.get("details")) or hint
         return CliError(code, message or server_code, exit_code=exit_code, details=details,
                         suggestion=hint)
     if status in (400, 409, 413, 415, 422):

@@ -42,7 +42,7 @@ def waiting_text(readiness: dict | None) -> str:
     if readiness.get("missingDependencies"):
         parts.append("missing " + ", ".join(map(str, readiness["missingDependencies"])))
     if readiness.get("blockedAncestors"):
-        parts.append("blocked parent " + ", ".join(map(str, readiness["blockedAncestors"])))
+        parts.append("held by parent " + ", ".join(map(str, readiness["blockedAncestors"])))
     if claim_of(readiness):
         parts.append(f"claimed by {readiness['claim'].get('sessionId')}")
     return esc("; ".join(parts)) if parts else "-"

@@ -253,7 +253,9 @@ def task_show(run: Run, task_id: str = typer.Argument(..., metavar="TASK_ID",
             "timeline": timeline, "sessions": sessions, "children": children}
 
     def render(out):
-        key_values(out, task_summary_rows(task) + readiness_rows(readiness, task))
+        rows = task_summary_rows(task)
+        rows[4:4] = readiness_rows(readiness, task)  # right after status and priority
+        key_values(out, rows)
         out.print()
         if dependencies:
             d = table("DEPENDS ON", "STATUS", "TITLE", title="Dependencies")
