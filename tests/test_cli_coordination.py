@@ -250,6 +250,38 @@ def test_writes_of_a_session_that_lost_its_claim_are_refused(cli, rest, project)
     assert not kept.exists()
 
 
+def test_watch_shows_claim_events_of_the_watched_project_and_task(cli, rest, srv):
+    from test_cli_live import Lines, start_watch, stop, wait_until, ws_clients
+
+    project = rest.post("/api/projects", json={"name": "Watched claims"}).json()
+    task = new_task(rest, project["id"], title="Watched")
+    other = new_task(rest, project["id"], title="Unwatched")
+    session = new_session(rest, project["id"])
+    before = ws_clients(srv.url)
+    by_project = start_watch(cli, "--project", project["id"])
+    by_task = start_watch(cli, "--task", task["id"], "--json")
+    try:
+        lines, json_lines = Lines(by_project.stdout), Lines(by_task.stdout)
+        wait_until(lambda: ws_clients(srv.url) == before + 2, what="both watchers connected")
+        me = {"MAESTRO_SESSION_ID": session}
+        cli.ok("task", "claim", other["id"], env=me)
+        cli.ok("task", "claim", task["id"], env=me)
+        cli.ok("task", "release", task["id"], env=me)
+        claimed = lines.wait_for(lambda text: "task:claimed" in text)
+        assert other["id"] in claimed and session in claimed and "token 1" in claimed
+        released = lines.wait_for(lambda text: "task:claim_released" in text)
+        assert task["id"] in released
+        seen = json.loads(json_lines.wait_for(lambda text: "task:claim_released" in text))
+        assert seen["data"]["data"]["taskId"] == task["id"]
+        kinds = [json.loads(line)["data"]["type"] for line in json_lines.seen]
+        assert "task:claimed" in kinds
+        assert all(json.loads(line)["data"]["data"].get("taskId", task["id"]) == task["id"]
+                   for line in json_lines.seen)
+    finally:
+        stop(by_project)
+        stop(by_task)
+
+
 # ------------------------------------------------------------------ delete
 def test_task_delete_with_and_without_cascade(cli, rest, project):
     parent = new_task(rest, project["id"], title="Parent")
