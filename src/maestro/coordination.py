@@ -294,8 +294,21 @@ class Coordination:
                                    "claimToken": token, "updatedAt": stamp}
         if task.get("startedAt") is None:
             changes["startedAt"] = stamp
+        # The §8 link, written with the claim (one new version of the task, not two).
+        session_ids = as_list(task.get("sessionIds"))
+        linked = session_id not in session_ids
+        if linked:
+            changes["sessionIds"] = session_ids + [session_id]
+            changes["timeline"] = as_list(task.get("timeline")) + [
+                {"id": make_id("evt", stamp), "type": "session_started", "timestamp": stamp,
+                 "sessionId": session_id}]
         tx.put("task", with_changes(task, **changes))
-        linked = self._link(tx, session_id, task_id)
+        session = self.state.sessions.get(session_id)
+        task_ids = as_list(session.get("taskIds"))
+        if task_id not in task_ids:
+            linked = True
+            tx.put("session", with_changes(session, taskIds=task_ids + [task_id],
+                                           lastActivity=bump(session.get("lastActivity"))))
         tx.emit("task:claimed", _claim_event(task_id, claim))
         final = self.state.tasks.get(task_id)
         tx.emit("task:updated", final)
