@@ -482,3 +482,44 @@ def test_an_orchestrator_names_only_sessions_of_its_own_project_as_parent(world)
             assert r.json()["session"]["metadata"]["spawnedBy"] == osid
     finally:
         orch.close()
+def test_agent_claims_for_its_own_session_in_its_own_project(world):
+    agent, user, sid = world["agent"], world["user"], world["sid"]
+    a, a2, b1 = world["a"]["id"], world["a2"]["id"], world["b1"]["id"]
+    other = user.post("/api/sessions", json={"projectId": a, "taskIds": []}).json()["id"]
+    # Any ready task of its own project, for itself only (a2 is outside its tasks).
+    for path, body in [(f"/api/tasks/{a2}/claim", {"sessionId": other}),
+                       (f"/api/tasks/{b1}/claim", {"sessionId": sid}),
+                       (f"/api/projects/{world['b']['id']}/claim-next", {"sessionId": sid}),
+                       (f"/api/projects/{a}/claim-next", {"sessionId": other}),
+                       (f"/api/sessions/{other}/heartbeat", {})]:
+        r = agent.post(path, json=body)
+        assert r.status_code == 403 and r.json()["code"] == "FORBIDDEN", (path, r.text)
+    granted = agent.post(f"/api/tasks/{a2}/claim", json={"sessionId": sid})
+    assert granted.status_code == 200, granted.text
+    token = granted.json()["claim"]["token"]
+    # Claiming linked the task: now the agent may work on it.
+    assert agent.patch(f"/api/tasks/{a2}", json={"priority": "high"}).status_code == 200
+    beat = agent.post(f"/api/sessions/{sid}/heartbeat", json={})
+    assert beat.status_code == 200 and [c["taskId"] for c in beat.json()["claims"]] == [a2]
+    assert agent.post(f"/api/tasks/{a2}/claim/release",
+                      json={"sessionId": sid, "token": token}).status_code == 200
+
+
+def test_a_claim_fences_writes_from_other_sessions_but_not_the_user(world):
+    agent, user, a1 = world["agent"], world["user"], world["a1"]["id"]
+    other = user.post("/api/sessions", json={"projectId": world["a"]["id"],
+                                             "taskIds": []}).json()["id"]
+    held = user.post(f"/api/tasks/{a1}/claim", json={"sessionId": other}).json()["claim"]
+    before = user.get(f"/api/tasks/{a1}").json()
+    for method, path, body in [("PATCH", f"/api/tasks/{a1}", {"status": "completed"}),
+                               ("POST", f"/api/tasks/{a1}/timeline", {"message": "mine"}),
+                               ("PATCH", f"/api/tasks/{a1}", {"sessionStatus": "working",
+                                                              "updateSource": "session"})]:
+        r = agent.request(method, path, json=body)
+        assert r.status_code == 409 and r.json()["code"] == "CLAIM_LOST", (path, r.text)
+        assert r.json()["details"]["sessionId"] == other
+    assert user.get(f"/api/tasks/{a1}").json() == before
+    # The user may always write; a user's status change to pending ends the claim.
+    reopened = user.patch(f"/api/tasks/{a1}", json={"status": "pending"}).json()
+    assert reopened["claim"] is None and reopened["claimToken"] == held["token"]
+    assert agent.patch(f"/api/tasks/{a1}", json={"status": "in_progress"}).status_code == 200

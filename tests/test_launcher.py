@@ -170,7 +170,11 @@ def test_agent_runs_its_task_to_completion(mode, launch_server, tmp_path):
 
         done = ok(api.get(f"/api/tasks/{task['id']}"))
         assert done["status"] == "completed" and isinstance(done["completedAt"], int)
-        assert done["sessionStatus"] == "working"  # set by `worker init` for the session
+        # `worker init` reported the session working on it; the agent ended without a
+        # report, so the board no longer shows it at work (§15.5).
+        assert "sessionStatus" not in done
+        assert done["timeline"][-1]["message"].startswith(f"Session {sid} completed: its "
+                                                          "status here (working) was cleared")
         assert {"type": "session_started", "sessionId": sid} in [
             {k: e.get(k) for k in ("type", "sessionId")} for e in done["timeline"]]
 

@@ -75,6 +75,15 @@ class Settings:
     tmux: bool = True
     spawn_event_alias: bool = False
     node_env: str = "development"
+    # Claims (SPEC §15.3): the shortest lease a client may ask for (5 s; tests lower it), how
+    # often expired leases are swept back to pending, and how often the launcher heartbeats
+    # the sessions of the agents it runs.
+    claim_min_ttl: int = 5
+    claim_sweep_seconds: float = 1.0
+    heartbeat_seconds: float = 30.0
+    # Test only (undocumented): a claim checks, sleeps this many ms, then grants in a second
+    # step, so the exactly-once tests can show that they catch a check-then-act race.
+    claim_race_delay_ms: int = 0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -122,6 +131,14 @@ class Settings:
                                         env.get("MAESTRO_PIPELINE_MIN_OPS") or "24", 1)
         s.ws_lag_seconds = _parse_int("MAESTRO_WS_LAG", env.get("MAESTRO_WS_LAG") or "10", 1)
         s.node_env = (env.get("NODE_ENV") or "development").lower()
+        s.claim_min_ttl = _parse_int("MAESTRO_CLAIM_MIN_TTL",
+                                     env.get("MAESTRO_CLAIM_MIN_TTL") or "5", 1)
+        s.claim_sweep_seconds = _parse_positive("MAESTRO_CLAIM_SWEEP_SECONDS",
+                                                env.get("MAESTRO_CLAIM_SWEEP_SECONDS") or "1")
+        s.heartbeat_seconds = _parse_positive("MAESTRO_HEARTBEAT_SECONDS",
+                                              env.get("MAESTRO_HEARTBEAT_SECONDS") or "30")
+        s.claim_race_delay_ms = _parse_int("MAESTRO_CLAIM_RACE_DELAY_MS",
+                                           env.get("MAESTRO_CLAIM_RACE_DELAY_MS") or "0", 0)
         s.server_url = env.get("SERVER_URL") or ""
         for name, value in overrides.items():
             if value is None:
@@ -196,6 +213,13 @@ def _parse_seconds(name: str, raw: str) -> float:
         raise ConfigError(f"{name} must be a number of seconds (got {raw!r})") from None
     if not 0 <= value <= 3600:
         raise ConfigError(f"{name} must be between 0 and 3600 seconds (got {value})")
+    return value
+
+
+def _parse_positive(name: str, raw: str) -> float:
+    value = _parse_seconds(name, raw)
+    if value <= 0:
+        raise ConfigError(f"{name} must be more than 0 seconds (got {value})")
     return value
 
 

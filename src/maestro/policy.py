@@ -1,8 +1,9 @@
 """What an agent may do with its session token (the security issue's "agent identities").
 
 An agent reads everything of its own project; it changes only its own session, the tasks linked
-to that session and their descendants (fields and timeline), creates child tasks under those,
-and, as an orchestrator, spawns sub-sessions for them and stops the sessions it spawned.
+to that session and their descendants (fields, timeline, dependencies), creates child tasks
+under those, claims work of its own project for its own session (a claim links the task), and,
+as an orchestrator, spawns sub-sessions for them and stops the sessions it spawned.
 Everything else is 403. The user (MAESTRO_TOKEN, or no token on a loopback-only server) is never
 checked here."""
 
@@ -148,6 +149,27 @@ class Policy:
                 if changed - {identity.session_id}:
                     raise forbidden("This session may only link or unlink itself",
                                     {"sessionIds": sorted(changed - {identity.session_id})})
+            return None
+        if template in ("/api/tasks/{id}/claim", "/api/tasks/{id}/claim/renew",
+                        "/api/tasks/{id}/claim/release") and method == "POST":
+            # Claiming is how an agent comes to own a task: any task of its own project,
+            # for its own session only.
+            if body.get("sessionId") is not None:  # absent: the route answers 400
+                self._require_own_session(identity, body.get("sessionId"))
+            self._require_project_entity(identity, self.state.tasks.get(sid))
+            return None
+        if template == "/api/projects/{id}/claim-next" and method == "POST":
+            if sid != identity.project_id:
+                raise forbidden("This session may only claim work of its own project")
+            if body.get("sessionId") is not None:
+                self._require_own_session(identity, body.get("sessionId"))
+            return None
+        if template == "/api/sessions/{id}/heartbeat" and method == "POST":
+            self._require_own_session(identity, sid)
+            return None
+        if template == "/api/tasks/{id}/dependencies/{dependsOnId}" \
+                and method in ("POST", "DELETE"):
+            self._require_task(identity, sid)
             return None
         if template == "/api/tasks" and method == "POST":
             if body.get("projectId") != identity.project_id:

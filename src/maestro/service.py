@@ -24,13 +24,18 @@ from typing import Any
 
 from . import validate as v
 from .commit import Committer, Tx, settle_memory, tune_collector
+from .coordination import Coordination
+from .entities import as_list as _list
+from .entities import bump as _bump
 from .entities import fill_session_event, fill_timeline_entry, migrate_session, migrate_task, \
     session_event, timeline_entry
+from .entities import with_changes as _with
 from .errors import ApiError, not_found, project_not_found, session_not_found, task_not_found, \
     validation
 from .events import EventBus
 from .identity import REVOKED_FIELD, may_hold_token
 from .ids import is_valid_client_id, make_id, now_ms
+from .ready_index import ReadyIndex
 from .state import State
 from .store.base import LoadResult, Store
 
@@ -39,35 +44,23 @@ log = logging.getLogger("maestro.service")
 FINAL_SESSION_STATUSES = ("completed", "failed")
 
 
-def _bump(previous: Any) -> int:
-    """now, but strictly after `previous` so quick successive updates stay ordered."""
-    now = now_ms()
-    if isinstance(previous, int) and not isinstance(previous, bool) and previous >= now:
-        return previous + 1
-    return now
-
-
-def _with(entity: dict, **changes) -> dict:
-    new = dict(entity)
-    new.update(changes)
-    return new
-
-
 def _is_active(session: dict) -> bool:
     return session.get("status") not in FINAL_SESSION_STATUSES
 
 
-def _list(value: Any) -> list:
-    return list(value) if isinstance(value, list) else []
-
-
-class Service:
+class Service(Coordination):
     def __init__(self, store: Store, bus: EventBus | None = None):
         self.store = store
         self.bus = bus or EventBus()
         self.view = State()
         self.working = State(twin=self.view)
         self._applying = False
+        # Readiness indexes follow each picture: mutations (a claim's check and grant) read
+        # the working one, readers (`?ready=true`) the committed one.
+        self._ready_working = ReadyIndex(self.working.tasks)
+        self._ready_view = ReadyIndex(self.view.tasks, track_expiries=False)
+        for index in (self._ready_working, self._ready_view):
+            index.attach()
         self.lock = asyncio.Lock()
         self.committer: Committer | None = None
         self.started_monotonic = time.monotonic()
@@ -80,6 +73,11 @@ class Service:
         """The working state inside a mutation's `apply`, the committed view elsewhere."""
         return self.working if self._applying else self.view
 
+    @property
+    def ready_index(self) -> ReadyIndex:
+        """The readiness indexes of `state`."""
+        return self._ready_working if self._applying else self._ready_view
+
     # ------------------------------------------------------------ life cycle
     async def start(self) -> None:
         tune_collector()  # before loading: no full collections while 50k entities arrive
@@ -89,16 +87,20 @@ class Service:
         settle_memory(full=True)
         self.committer = Committer(self.store, self.bus, self.lock, view=self.view)
         self.committer.start()
+        self.start_sweeper()
 
     def _load(self, result: LoadResult) -> None:
-        for state in (self.working, self.view):
-            for p in result.projects:
-                state.projects.put(p)
         tasks = [migrate_task(t) for t in result.tasks]
         sessions = [migrate_session(s) for s in result.sessions]
-        for state in (self.working, self.view):
+        for state, index in ((self.working, self._ready_working),
+                             (self.view, self._ready_view)):
+            for p in result.projects:
+                state.projects.put(p)
+            index.suspended = True  # built once below, not task by task
             for t in tasks:
                 state.tasks.put(t)
+            index.suspended = False
+            index.rebuild()
             for s in sessions:
                 state.sessions.put(s)
         repaired = self._repair_links()
@@ -122,6 +124,7 @@ class Service:
         return count
 
     async def stop(self) -> None:
+        await self.stop_sweeper()
         if self.committer is not None:
             async with self.lock:  # no new mutation gets in after this point
                 pass
@@ -280,19 +283,22 @@ class Service:
         if parent_id is not None:
             v.ident(parent_id, "parentId")
         parent_id = parent_id or None
+        wanted = v.string_list(body, "dependencies", ids=True) or []
 
         def apply(tx: Tx) -> dict:
             if self.state.projects.get(project_id) is None:
                 raise project_not_found(project_id)
             if parent_id is not None and self.state.tasks.get(parent_id) is None:
                 raise task_not_found(parent_id, "Parent task not found")
+            # A new task has no incoming edges: its dependencies cannot close a cycle.
+            dependencies = self._checked_dependencies(None, project_id, wanted, [])
             now = now_ms()
             task = {
                 "id": make_id("task", now), "projectId": project_id, "parentId": parent_id,
                 "title": title.strip(), "description": description,
                 "initialPrompt": initial_prompt, "status": "pending", "priority": priority,
                 "sessionIds": [], "skillIds": list(skill_ids), "agentIds": [],
-                "dependencies": [],
+                "dependencies": dependencies,
                 "timeline": [{"id": make_id("evt", now), "type": "created", "timestamp": now,
                               "message": "Task created"}],
                 "createdAt": now, "updatedAt": now, "startedAt": None, "completedAt": None,
@@ -317,7 +323,10 @@ class Service:
             stack.extend(self.state.tasks.indexes["parentId"].get(current))
         return False
 
-    async def update_task(self, task_id: str, body: dict) -> dict:
+    async def update_task(self, task_id: str, body: dict, *, actor: str | None = None,
+                          claim_token: int | None = None) -> dict:
+        """PATCH /api/tasks/:id. `actor` is the session of an agent identity (None: the user);
+        `claim_token` the X-Maestro-Claim-Token the writer presents (fencing, §15.3)."""
         from_session = body.get("updateSource") == "session"
         title = v.string(body, "title", nonblank_message="title cannot be empty",
                          max_len=v.MAX_TEXT)
@@ -334,22 +343,34 @@ class Service:
         agent_ids = v.string_list(body, "agentIds")
         timeline = v.object_list(body, "timeline")
         new_events = [timeline_entry(e) for e in timeline] if timeline else []
+        wanted = v.string_list(body, "dependencies", ids=True)
+        reporter = actor
         if from_session:  # E3: a session reports its own view; only sessionStatus applies
             title = description = status = priority = None
             has_parent = False
-            session_ids = skill_ids = agent_ids = None
+            session_ids = skill_ids = agent_ids = wanted = None
             new_events = []
+            said = body.get("sessionId")
+            if reporter is None and isinstance(said, str) and said:
+                reporter = v.ident(said, "sessionId")
 
         def apply(tx: Tx) -> dict:
             old = self.get_task(task_id)
+            self.fence(old, reporter, claim_token)
             if has_parent and parent_id is not None:
                 if self.state.tasks.get(parent_id) is None:
                     raise task_not_found(parent_id, "Parent task not found")
                 if self._is_descendant(parent_id, task_id):
                     raise validation("A task cannot be its own parent or the child of one of its "
                                      "descendants", {"taskId": task_id, "parentId": parent_id})
+            dependencies = None
+            if wanted is not None:
+                dependencies = self._checked_dependencies(
+                    old, old.get("projectId"), wanted, _list(old.get("dependencies")))
             now = _bump(old.get("updatedAt"))
             task = dict(old)
+            if dependencies is not None:
+                task["dependencies"] = dependencies
             if title is not None:
                 task["title"] = title.strip()
             if description is not None:
@@ -364,12 +385,23 @@ class Service:
                 task["priority"] = priority
             if has_parent:
                 task["parentId"] = parent_id
+            if has_parent or dependencies is not None:
+                self._refuse_cycle(task, self._new_edges(old, task))
             if skill_ids is not None:
                 task["skillIds"] = list(skill_ids)
             if agent_ids is not None:
                 task["agentIds"] = list(agent_ids)
             if session_status is not None:
                 task["sessionStatus"] = session_status
+                # Who reported it: when that session ends, the board is set right (§15.5).
+                if reporter is not None:
+                    task["sessionStatusBy"] = reporter
+                else:
+                    task.pop("sessionStatusBy", None)
+            ended_claim = None
+            if status in ("pending", "completed") and isinstance(task.get("claim"), dict):
+                ended_claim = task["claim"]  # completing or reopening a task ends its claim
+                task["claim"] = None
             if new_events:
                 task["timeline"] = _list(old.get("timeline")) + [fill_timeline_entry(e) for e in
                                                                  new_events]
@@ -378,11 +410,17 @@ class Service:
             link_events = self._sync_task_sessions(tx, task_id, session_ids) \
                 if session_ids is not None else []
             final = self.state.tasks.get(task_id)
+            if ended_claim is not None:
+                tx.emit("task:claim_released", {"taskId": task_id,
+                                                "sessionId": ended_claim.get("sessionId"),
+                                                "token": ended_claim.get("token")})
             tx.emit("task:updated", final)
             for kind, sid in link_events:
                 tx.emit(f"session:task_{kind}", {"sessionId": sid, "taskId": task_id})
                 tx.emit(f"task:session_{kind}", {"taskId": task_id, "sessionId": sid})
                 tx.emit("session:updated", self.state.sessions.get(sid))
+            if status == "completed" and old.get("status") != "completed":
+                self._handoff(tx, task_id)
             return final
 
         return await self._mutate(apply)
@@ -418,7 +456,8 @@ class Service:
             tx.put("task", _with(cur, sessionIds=list(wanted)))
         return changes
 
-    async def add_timeline_event(self, task_id: str, body: dict) -> dict:
+    async def add_timeline_event(self, task_id: str, body: dict, *, actor: str | None = None,
+                                 claim_token: int | None = None) -> dict:
         message = v.string(body, "message", required_message="message is required")
         if message == "":
             raise validation("message is required")
@@ -429,6 +468,7 @@ class Service:
 
         def apply(tx: Tx) -> dict:
             old = self.get_task(task_id)
+            self.fence(old, actor, claim_token)
             now = _bump(old.get("updatedAt"))
             entry = {"id": make_id("evt", now), "type": type_, "timestamp": now,
                      "message": message}
@@ -441,14 +481,56 @@ class Service:
 
         return await self._mutate(apply)
 
-    async def delete_task(self, task_id: str) -> dict:
+    async def delete_task(self, task_id: str, cascade: bool = False) -> dict:
+        """§7.3.6: refused for a task with children unless `cascade` (the whole subtree,
+        deepest first); each deleted task is unlinked from its sessions, dropped from the
+        dependencies naming it and loses its claim."""
         def apply(tx: Tx) -> dict:
             self.get_task(task_id)
-            tx.delete("task", task_id)
-            tx.emit("task:deleted", {"id": task_id})
-            return {"success": True, "id": task_id}
+            children = self.state.tasks.indexes["parentId"].get(task_id)
+            if children and not cascade:
+                raise ApiError(400, "TASK_HAS_CHILDREN",
+                               f"Cannot delete task with {len(children)} child task(s)",
+                               {"taskId": task_id, "children": len(children)})
+            doomed = self._subtree_deepest_first(task_id)
+            gone = set(doomed)
+            for tid in doomed:
+                self._delete_one_task(tx, tid, gone)
+            result: dict[str, Any] = {"success": True, "id": task_id}
+            if cascade:
+                result["deleted"] = doomed
+            return result
 
         return await self._mutate(apply)
+
+    def _subtree_deepest_first(self, task_id: str) -> list[str]:
+        """`task_id` and its descendants, every task after all of its descendants."""
+        children = self.state.tasks.indexes["parentId"]
+        order: list[str] = []
+        seen = {task_id}
+        stack = [(task_id, False)]
+        while stack:
+            tid, expanded = stack.pop()
+            if expanded:
+                order.append(tid)
+                continue
+            stack.append((tid, True))
+            for cid in reversed(list(children.get(tid))):
+                if cid not in seen:
+                    seen.add(cid)
+                    stack.append((cid, False))
+        return order
+
+    def _delete_one_task(self, tx: Tx, task_id: str, gone: set[str]) -> None:
+        task = self.state.tasks.get(task_id)
+        for sid in _list(task.get("sessionIds")):
+            if self.state.sessions.get(sid) is not None and self._unlink(tx, sid, task_id):
+                self._emit_pair(tx, "removed", sid, task_id)
+        self._drop_dependency_on(tx, task_id, gone)
+        if isinstance(self.state.tasks.get(task_id).get("claim"), dict):
+            self._end_claim(tx, task_id, "task:claim_released", None)
+        tx.delete("task", task_id)
+        tx.emit("task:deleted", {"id": task_id})
 
     # ------------------------------------------------------------ sessions
     def list_sessions(self, project_id: str | None = None, task_id: str | None = None,
@@ -591,7 +673,10 @@ class Service:
         fields = self.validate_new_session(body)
         return await self._mutate(lambda tx: self.new_session_in_tx(tx, fields))
 
-    async def update_session(self, session_id: str, body: dict) -> dict:
+    async def update_session(self, session_id: str, body: dict, *, stopped: bool = False) \
+            -> dict:
+        """PATCH /api/sessions/:id. `stopped`: the launcher ends a session it stopped (its
+        tasks are treated as failed whatever the status, §15.5)."""
         status = v.enum(body, "status", v.SESSION_STATUSES)
         agent_id = v.string(body, "agentId")
         task_ids = v.string_list(body, "taskIds", ids=True)
@@ -655,6 +740,8 @@ class Service:
                 tx.emit(f"session:task_{kind}", pair)
                 tx.emit(f"task:session_{kind}", {"taskId": tid, "sessionId": sid})
                 tx.emit("task:updated", self.state.tasks.get(tid))
+            if status in FINAL_SESSION_STATUSES and _is_active(old):
+                self._session_ended(tx, session_id, "stopped" if stopped else status)
             return final
 
         return await self._mutate(apply)
@@ -670,6 +757,7 @@ class Service:
                 self._unlink(tx, session_id, tid, session_gone=True)
                 tx.emit("task:session_removed", {"taskId": tid, "sessionId": session_id})
                 tx.emit("task:updated", self.state.tasks.get(tid))
+            self._session_ended(tx, session_id, "deleted")
             return {"success": True, "id": session_id}
 
         return await self._mutate(apply)

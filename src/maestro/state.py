@@ -72,6 +72,9 @@ class Table:
         # Bumped on every change; keys the cached encoding of the whole table.
         self._version = 0
         self._all: tuple[int, bytes] | None = None
+        # Called as listener(old, new) after every put (old None: created) and delete (new
+        # None), undo included: derived indexes (readiness) follow every change.
+        self.listener = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -88,6 +91,8 @@ class Table:
             self._encoded.pop(id(old), None)
             self.rows[eid] = entity
             self._reindex(old, entity)
+            if self.listener is not None:
+                self.listener(old, entity)
             return old
         else:
             self.rows[eid] = entity
@@ -96,6 +101,8 @@ class Table:
                 self._sorted = False
             self._last_key = key if self._last_key is None else max(key, self._last_key)
         self._index(entity)
+        if self.listener is not None:
+            self.listener(None, entity)
         return old
 
     def delete(self, eid: str) -> dict | None:
@@ -104,6 +111,8 @@ class Table:
         if old is not None:
             self._unindex(old)
             self._encoded.pop(id(old), None)
+            if self.listener is not None:
+                self.listener(old, None)
         return old
 
     def _index(self, e: dict) -> None:
@@ -161,7 +170,9 @@ class Table:
     def ordered(self) -> list[dict]:
         if not self._sorted:
             items = sorted(self.rows.values(), key=lambda e: _order_key(e, self.order_field))
-            self.rows = {e["id"]: e for e in items}
+            # Re-filled in place: others hold bound methods of this dict (rows.get).
+            self.rows.clear()
+            self.rows.update((e["id"], e) for e in items)
             self._sorted = True
         return list(self.rows.values())
 

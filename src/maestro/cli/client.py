@@ -15,7 +15,32 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from .. import __version__
 from .context import CliContext
-from .output import EXIT_GENERAL, EXIT_NETWORK, EXIT_NOT_FOUND, EXIT_PERMISSION, CliError, warn
+from .output import (
+    EXIT_CLAIMED,
+    EXIT_GENERAL,
+    EXIT_NETWORK,
+    EXIT_NOT_FOUND,
+    EXIT_NOT_READY,
+    EXIT_PERMISSION,
+    CliError,
+    warn,
+)
+
+CLAIM_HEADER = "X-Maestro-Claim-Token"
+
+# 409 answers about claims (SPEC §15.3) that a script must tell apart from "not allowed":
+# server code -> (envelope `error`, exit code, hint)
+CLAIM_CONFLICTS = {
+    "TASK_ALREADY_CLAIMED": ("task_claimed", EXIT_CLAIMED,
+                             "Another session holds this task; `maestro task ready` lists free "
+                             "work."),
+    "CLAIM_LOST": ("claim_lost", EXIT_CLAIMED,
+                   "This session no longer holds the task's claim (it expired, was released or "
+                   "was taken over); stop writing to it and claim it again if it is ready."),
+    "TASK_NOT_READY": ("task_not_ready", EXIT_NOT_READY,
+                       "`maestro task show <id>` says what it waits for; `maestro task ready` "
+                       "lists what can start now."),
+}
 
 START_HINT = ("Start it with `maestro serve`, or point MAESTRO_SERVER_URL (or --server) at a "
               "running server.")
@@ -63,20 +88,20 @@ class ApiClient:
     def get(self, path: str, params: dict | None = None) -> Any:
         return self.request("GET", path, params=params)
 
-    def post(self, path: str, body: dict | None = None) -> Any:
-        return self.request("POST", path, body=body or {})
+    def post(self, path: str, body: dict | None = None, headers: dict | None = None) -> Any:
+        return self.request("POST", path, body=body or {}, headers=headers)
 
-    def patch(self, path: str, body: dict) -> Any:
-        return self.request("PATCH", path, body=body)
+    def patch(self, path: str, body: dict, headers: dict | None = None) -> Any:
+        return self.request("PATCH", path, body=body, headers=headers)
 
     def put(self, path: str, body: dict) -> Any:
         return self.request("PUT", path, body=body)
 
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
+    def delete(self, path: str, params: dict | None = None) -> Any:
+        return self.request("DELETE", path, params=params)
 
     def request(self, method: str, path: str, *, params: dict | None = None,
-                body: dict | None = None) -> Any:
+                body: dict | None = None, headers: dict | None = None) -> Any:
         """Send one request and return the decoded JSON answer, retrying network errors and
         5xx answers with exponential back-off. A POST is retried only when it certainly did
         not reach the server (connection refused) or the server refused it with a 5xx (the
@@ -85,7 +110,7 @@ class ApiClient:
         query = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         target = self.base_path + path + (f"?{urlencode(query)}" if query else "")
         payload = None
-        headers = dict(self.headers)
+        headers = {**self.headers, **(headers or {})}
         if body is not None:
             payload = json.dumps(body, ensure_ascii=False).encode()
             headers["Content-Type"] = "application/json"
@@ -169,6 +194,21 @@ class ApiClient:
         raise http_error(status, payload, f"{method} {target}")
 
 
+def _waiting_hint(details: Any) -> str | None:
+    """For TASK_NOT_READY: what the task waits for, from the server's details."""
+    if not isinstance(details, dict):
+        return None
+    parts = []
+    for key, words in (("blockedBy", "It waits for"), ("missingDependencies", "Missing"),
+                       ("blockedAncestors", "Held back by parent")):
+        values = details.get(key)
+        if isinstance(values, list) and values:
+            parts.append(f"{words}: {', '.join(map(str, values))}.")
+    if not parts and isinstance(details.get("status"), str) and details["status"] != "pending":
+        parts.append(f"Its status is {details['status']}.")
+    return " ".join(parts) or None
+
+
 def http_error(status: int, payload: Any, request: str) -> CliError:
     """Turn an error answer into a CliError: the server's message, with its code kept in
     `details.code` and the original CLI's stable category in `error` (§12.1)."""
@@ -193,6 +233,11 @@ def http_error(status: int, payload: Any, request: str) -> CliError:
     if status == 403:
         return CliError("permission_denied", message or "Permission denied",
                         exit_code=EXIT_PERMISSION, details=details)
+    if status == 409 and server_code in CLAIM_CONFLICTS:
+        code, exit_code, hint = CLAIM_CONFLICTS[server_code]
+        hint = _waiting_hint(body.get("details")) or hint
+        return CliError(code, message or server_code, exit_code=exit_code, details=details,
+                        suggestion=hint)
     if status in (400, 409, 413, 415, 422):
         return CliError("invalid_request", message or "Invalid request", exit_code=EXIT_GENERAL,
                         details=details)

@@ -28,6 +28,12 @@ CATALOG = [
     ("task:complete", "maestro task complete TASK_ID", "Complete a task"),
     ("task:block", 'maestro task block TASK_ID --reason "WHY"', "Block a task"),
     ("task:tree", "maestro task tree [ROOT]", "The task hierarchy"),
+    ("task:ready", "maestro task ready [--parent ID]", "Tasks that can start now"),
+    ("task:blocked", "maestro task blocked", "Pending tasks and what they wait for"),
+    ("task:claim", "maestro task claim TASK_ID | --next", "Take a ready task for this session"),
+    ("task:release", "maestro task release TASK_ID", "Give a claimed task back"),
+    ("task:depend", "maestro task depend TASK_ID --on ID [--remove]", "Make a task wait"),
+    ("task:delete", "maestro task delete TASK_ID [--cascade]", "Delete a task"),
     ("session:info", "maestro session info", "Show this session"),
     ("session:register", "maestro session register", "Register this session (start hook)"),
     ("session:complete", "maestro session complete", "Complete this session (end hook)"),
@@ -43,10 +49,11 @@ CATALOG = [
 ]
 CORE = ["whoami", "status", "commands"]
 WORKER = CORE + ["watch", "report:*", "task:list", "task:get", "task:show", "task:create",
-                 "task:children", "session:info", "session:register", "session:complete",
+                 "task:children", "task:ready", "task:blocked", "task:claim", "task:release",
+                 "task:complete", "session:info", "session:register", "session:complete",
                  "track-file", "worker:init"]
 ORCHESTRATOR = [c for c in WORKER if c != "worker:init"] + [
-    "task:update", "task:complete", "task:block", "task:tree", "session:list",
+    "task:update", "task:block", "task:tree", "task:depend", "task:delete", "session:list",
     "session:spawn", "project:list", "project:get", "project:create", "project:delete",
     "orchestrator:init"]
 

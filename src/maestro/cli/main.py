@@ -18,7 +18,10 @@ app = typer.Typer(
     help="Maestro: coordinate a team of AI coding agents (projects, tasks, sessions, live "
          "events).\n\nContext comes from MAESTRO_SERVER_URL, MAESTRO_PROJECT_ID, "
          "MAESTRO_SESSION_ID, MAESTRO_TASK_IDS and MAESTRO_TOKEN (also read from .env and "
-         "~/.maestro/config); flags override them. Every command takes --json.",
+         "~/.maestro/config); flags override them. Every command takes --json.\n\n"
+         "Exit codes: 0 ok, 1 invalid request or usage, 2 not found, 3 server unreachable, "
+         "4 not allowed, 5 agent could not be started, 6 task claimed by another session (or "
+         "this session's claim was lost), 7 task not ready.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -92,9 +95,19 @@ def serve(
 
 
 def _register_commands() -> None:
-    from . import info, manifest_cmd, projects, reporting, sessions, task_views, tasks, watch
+    from . import (
+        coordination,
+        info,
+        manifest_cmd,
+        projects,
+        reporting,
+        sessions,
+        task_views,
+        tasks,
+        watch,
+    )
 
-    del task_views  # its commands register themselves on the task group
+    del coordination, task_views  # their commands register themselves on the task group
     info.register(app)
     app.add_typer(projects.app, name="project")
     app.add_typer(tasks.app, name="task")

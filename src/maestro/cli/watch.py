@@ -13,6 +13,8 @@ from .output import EXIT_PERMISSION, CliError, esc, fmt_clock, status_text, warn
 
 LINK_EVENTS = ("task:session_added", "task:session_removed", "session:task_added",
                "session:task_removed")
+# Claim events name the task as `taskId` (SPEC §15.3); a task:updated follows each.
+CLAIM_EVENTS = ("task:claimed", "task:claim_released", "task:claim_expired")
 
 
 class EventFilter:
@@ -64,6 +66,8 @@ class EventFilter:
             return data.get("id") in self.sessions
         if kind in LINK_EVENTS:
             return data.get("taskId") in self.tasks or data.get("sessionId") in self.sessions
+        if kind in CLAIM_EVENTS:
+            return data.get("taskId") in self.tasks
         return data.get("projectId") == self.project
 
     def _about_task(self, kind: str, data: dict) -> bool:
@@ -71,6 +75,8 @@ class EventFilter:
             return True
         if kind.startswith("project:"):
             return False
+        if kind in CLAIM_EVENTS:
+            return data.get("taskId") == self.task
         if kind.startswith("task:") and kind not in LINK_EVENTS:
             return data.get("id") == self.task
         if kind in LINK_EVENTS:
@@ -99,8 +105,9 @@ class LineFormatter:
         self.events_seen: dict[str, int] = {}
 
     def line(self, kind: str, data, timestamp) -> str:
-        colour = ("green" if kind.endswith(("created", "_added")) else
+        colour = ("green" if kind.endswith(("created", "_added", "claimed")) else
                   "red" if kind.endswith(("deleted", "_removed")) else
+                  "yellow" if kind.endswith(("_released", "_expired")) else
                   "magenta" if kind.endswith("spawn_request") else "cyan")
         return (f"[dim]{fmt_clock(timestamp)}[/dim] [{colour}]{esc(kind):<22}[/{colour}] "
                 f"{self.summary(kind, data)}")
@@ -113,6 +120,9 @@ class LineFormatter:
             return f"{esc(data.get('id'))}{name}"
         if kind in LINK_EVENTS:
             return f"task {esc(data.get('taskId'))} · session {esc(data.get('sessionId'))}"
+        if kind in CLAIM_EVENTS:
+            return (f"task {esc(data.get('taskId'))} · session {esc(data.get('sessionId'))} · "
+                    f"token {esc(data.get('token'))}")
         if kind.startswith("task:"):
             if kind == "task:deleted":
                 return esc(data.get("id"))

@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket
 
 from .. import jsonio
 from ..config import Settings
-from ..errors import ApiError, StorageError
+from ..errors import ApiError, StorageError, validation
 from ..events import EventBus
 from ..identity import TokenRegistry
 from ..policy import Policy, has_secrets, redact_session
@@ -47,6 +47,23 @@ def error_response(exc: ApiError) -> Response:
 async def read_json(request: Request) -> dict:
     """The body of a Starlette request as a JSON object, with the rules of `ApiRequest.json`."""
     return await ApiRequest(request.scope, request.receive, {}).json()
+
+
+CLAIM_TOKEN_HEADER = b"x-maestro-claim-token"
+
+
+def writer(r: ApiRequest) -> dict:
+    """Who writes (the agent's session, None for the user) and the claim token presented in
+    `X-Maestro-Claim-Token` (fencing, SPEC §15.3)."""
+    raw = r.header(CLAIM_TOKEN_HEADER)
+    token = None
+    if raw is not None:
+        try:
+            token = int(raw.decode("latin-1").strip())
+        except ValueError:
+            raise validation("X-Maestro-Claim-Token must be an integer") from None
+    return {"actor": r.identity.session_id if r.identity is not None else None,
+            "claim_token": token}
 
 
 def register_api(router: Router, service: Service, hub: Hub,
@@ -95,6 +112,13 @@ def register_api(router: Router, service: Service, hub: Hub,
     async def list_tasks(r: ApiRequest):
         project, status, parent = (r.restrict_project or r.query("projectId"),
                                    r.query("status"), r.query("parentId"))
+        ready, blocked = r.query("ready") == "true", r.query("blocked") == "true"
+        if ready or blocked:  # SPEC §15.2; both at once: nothing is ready and blocked
+            if ready and blocked:
+                return b"[]"
+            found = (service.list_ready if ready else service.list_blocked)(
+                project, parent, status)
+            return tasks.encode_list(found)
         if project is None and status is None and parent is None:
             return tasks.encode_all()
         return tasks.encode_list(service.list_tasks(project, status, parent))
@@ -107,15 +131,44 @@ def register_api(router: Router, service: Service, hub: Hub,
 
     async def update_task(r: ApiRequest):
         body = await r.json()
-        return tasks.encode(await service.update_task(r.param(), body))
+        return tasks.encode(await service.update_task(r.param(), body, **writer(r)))
 
     async def add_timeline(r: ApiRequest):
         body = await r.json()
-        return tasks.encode(await service.add_timeline_event(r.param(), body))
+        return tasks.encode(await service.add_timeline_event(r.param(), body, **writer(r)))
 
     async def delete_task(r: ApiRequest):
         await r.json()
-        return await service.delete_task(r.param())
+        return await service.delete_task(r.param(), cascade=r.query("cascade") == "true")
+
+    # -- coordination (SPEC §15)
+    async def task_readiness(r: ApiRequest):
+        return service.task_readiness(r.param())
+
+    async def add_dependency(r: ApiRequest):
+        await r.json()
+        return tasks.encode(await service.add_dependency(r.param(), r.param("dependsOnId"),
+                                                         **writer(r)))
+
+    async def remove_dependency(r: ApiRequest):
+        await r.json()
+        return tasks.encode(await service.remove_dependency(r.param(), r.param("dependsOnId"),
+                                                            **writer(r)))
+
+    async def claim(r: ApiRequest):
+        return await service.claim_task(r.param(), await r.json())
+
+    async def claim_next(r: ApiRequest):
+        return await service.claim_next(r.param(), await r.json())
+
+    async def renew_claim(r: ApiRequest):
+        return await service.renew_claim(r.param(), await r.json())
+
+    async def release_claim(r: ApiRequest):
+        return await service.release_claim(r.param(), await r.json())
+
+    async def heartbeat(r: ApiRequest):
+        return await service.heartbeat_session(r.param(), await r.json())
 
     async def task_children(r: ApiRequest):
         return tasks.encode_list(service.task_children(r.param()))
@@ -191,6 +244,14 @@ def register_api(router: Router, service: Service, hub: Hub,
         ("DELETE", "/api/tasks/{id}", delete_task),
         ("POST", "/api/tasks/{id}/timeline", add_timeline),
         ("GET", "/api/tasks/{id}/children", task_children),
+        ("GET", "/api/tasks/{id}/readiness", task_readiness),
+        ("POST", "/api/tasks/{id}/dependencies/{dependsOnId}", add_dependency),
+        ("DELETE", "/api/tasks/{id}/dependencies/{dependsOnId}", remove_dependency),
+        ("POST", "/api/tasks/{id}/claim", claim),
+        ("POST", "/api/tasks/{id}/claim/renew", renew_claim),
+        ("POST", "/api/tasks/{id}/claim/release", release_claim),
+        ("POST", "/api/projects/{id}/claim-next", claim_next),
+        ("POST", "/api/sessions/{id}/heartbeat", heartbeat),
         ("GET", "/api/sessions", list_sessions),
         ("POST", "/api/sessions", create_session),
         ("GET", "/api/sessions/{id}", get_session),
@@ -261,6 +322,9 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
             from ..store.files import FileStore
             store = FileStore(settings.data_dir, worker=settings.store_process)
         service = Service(store, EventBus())
+    service.claim_min_ttl = settings.claim_min_ttl
+    service.claim_sweep_seconds = settings.claim_sweep_seconds
+    service.claim_race_delay_ms = settings.claim_race_delay_ms
     hub = Hub(service.bus, settings.ws_queue_limit, settings.ws_lag_seconds)
     extensions: list = []
 

@@ -33,7 +33,41 @@ SCHEMAS = {
         "timeline": {"type": "array", "items": _ref("TimelineEvent")},
         "createdAt": _INT, "updatedAt": _INT, "startedAt": {"type": ["integer", "null"]},
         "completedAt": {"type": ["integer", "null"]},
-        "sessionStatus": {"enum": list(SESSION_TASK_STATUSES)}}},
+        "sessionStatus": {"enum": list(SESSION_TASK_STATUSES)},
+        "sessionStatusBy": {"type": "string", "description": "the session that wrote "
+                            "sessionStatus"},
+        "claim": {"oneOf": [{"type": "null"}, _ref("Claim")]},
+        "claimToken": {"type": "integer", "description": "the last fencing token granted"}}},
+    "Claim": {"type": "object", "required": ["sessionId", "token", "claimedAt", "leaseExpiresAt"],
+              "properties": {"sessionId": _STR, "token": _INT, "claimedAt": _INT,
+                             "leaseExpiresAt": _INT}},
+    "SessionClaim": {"type": "object", "properties": {
+        "taskId": _STR, "sessionId": _STR, "token": _INT, "claimedAt": _INT,
+        "leaseExpiresAt": _INT}},
+    "Readiness": {"type": "object", "required": ["taskId", "ready"], "properties": {
+        "taskId": _STR, "ready": {"type": "boolean"}, "blockedBy": _STRS,
+        "missingDependencies": _STRS, "blockedAncestors": _STRS,
+        "claim": {"oneOf": [{"type": "null"}, _ref("Claim")]}}},
+    "ClaimRequest": {"type": "object", "required": ["sessionId"], "properties": {
+        "sessionId": _STR, "ttlSeconds": {"type": "integer", "minimum": 5, "maximum": 86400,
+                                          "default": 600}}},
+    "ClaimNextRequest": {"type": "object", "required": ["sessionId"], "properties": {
+        "sessionId": _STR, "parentId": _STR,
+        "ttlSeconds": {"type": "integer", "minimum": 5, "maximum": 86400, "default": 600}}},
+    "RenewRequest": {"type": "object", "required": ["sessionId", "token"], "properties": {
+        "sessionId": _STR, "token": _INT,
+        "ttlSeconds": {"type": "integer", "minimum": 5, "maximum": 86400, "default": 600}}},
+    "ReleaseRequest": {"type": "object", "required": ["sessionId", "token"], "properties": {
+        "sessionId": _STR, "token": _INT, "reason": _STR}},
+    "HeartbeatRequest": {"type": "object", "properties": {
+        "ttlSeconds": {"type": "integer", "minimum": 5, "maximum": 86400, "default": 600}}},
+    "Claimed": {"type": "object", "properties": {
+        "task": {"oneOf": [{"type": "null"}, _ref("Task")]},
+        "claim": {"oneOf": [{"type": "null"}, _ref("Claim")]}}},
+    "Renewed": {"type": "object", "properties": {"claim": _ref("Claim")}},
+    "Released": {"type": "object", "properties": {"task": _ref("Task")}},
+    "Heartbeat": {"type": "object", "properties": {
+        "sessionId": _STR, "claims": {"type": "array", "items": _ref("SessionClaim")}}},
     "SessionEvent": {"type": "object", "required": ["id", "timestamp", "type"], "properties": {
         "id": _STR, "timestamp": _INT, "type": _STR, "data": {}}},
     "Session": {"type": "object", "required": ["id", "projectId", "taskIds", "status"],
@@ -48,7 +82,8 @@ SCHEMAS = {
     "Skill": {"type": "object", "required": ["id", "name"], "properties": {
         "id": _STR, "name": _STR, "description": _STR, "type": _STR, "version": _STR,
         "instructions": _STR, "reloaded": {"type": "boolean"}}},
-    "Deleted": {"type": "object", "properties": {"success": {"const": True}, "id": _STR}},
+    "Deleted": {"type": "object", "properties": {"success": {"const": True}, "id": _STR,
+                                                 "deleted": _STRS}},
     "CreateProject": {"type": "object", "required": ["name"], "properties": {
         "name": {"type": "string", "minLength": 1, "maxLength": 1000}, "workingDir": _STR,
         "description": _STR}},
@@ -59,12 +94,13 @@ SCHEMAS = {
         "projectId": _STR, "title": {"type": "string", "minLength": 1, "maxLength": 1000},
         "parentId": {"type": ["string", "null"]}, "description": _STR,
         "priority": {"enum": list(TASK_PRIORITIES)}, "initialPrompt": _STR,
-        "skillIds": _STRS}},
+        "skillIds": _STRS, "dependencies": _STRS}},
     "UpdateTask": {"type": "object", "properties": {
         "title": {"type": "string", "minLength": 1, "maxLength": 1000}, "description": _STR,
         "status": {"enum": list(TASK_STATUSES)}, "priority": {"enum": list(TASK_PRIORITIES)},
         "parentId": {"type": ["string", "null"]}, "sessionIds": _STRS, "skillIds": _STRS,
-        "agentIds": _STRS, "timeline": {"type": "array", "items": {"type": "object"}},
+        "agentIds": _STRS, "dependencies": _STRS,
+        "timeline": {"type": "array", "items": {"type": "object"}},
         "sessionStatus": {"enum": list(SESSION_TASK_STATUSES)}, "updateSource": _STR,
         "sessionId": _STR}},
     "AddTimeline": {"type": "object", "required": ["message"], "properties": {
@@ -97,15 +133,32 @@ ROUTES: list[tuple] = [
     ("/api/projects/{id}", "put", "Update a project (partial)", "UpdateProject", 200, "Project"),
     ("/api/projects/{id}", "delete", "Delete a project without tasks or sessions", None, 200,
      "Deleted"),
-    ("/api/tasks", "get", "List tasks (filters: projectId, status, parentId)", None, 200,
-     "Task[]"),
+    ("/api/tasks", "get", "List tasks (filters: projectId, status, parentId; ready=true: ready "
+     "work in priority order; blocked=true: pending tasks held back)", None, 200, "Task[]"),
     ("/api/tasks", "post", "Create a task", "CreateTask", 201, "Task"),
     ("/api/tasks/{id}", "get", "Get a task", None, 200, "Task"),
     ("/api/tasks/{id}", "patch", "Update a task", "UpdateTask", 200, "Task"),
-    ("/api/tasks/{id}", "delete", "Delete a task (no cascade)", None, 200, "Deleted"),
+    ("/api/tasks/{id}", "delete", "Delete a task (with children only with cascade=true); "
+     "unlinks it, drops it from dependencies, releases its claim", None, 200, "Deleted"),
     ("/api/tasks/{id}/timeline", "post", "Append to a task's timeline", "AddTimeline", 200,
      "Task"),
     ("/api/tasks/{id}/children", "get", "Direct children of a task", None, 200, "Task[]"),
+    ("/api/tasks/{id}/readiness", "get", "Whether a task is ready, and what holds it back",
+     None, 200, "Readiness"),
+    ("/api/tasks/{id}/dependencies/{dependsOnId}", "post", "Add one dependency (idempotent; "
+     "refused if it closes a cycle)", None, 200, "Task"),
+    ("/api/tasks/{id}/dependencies/{dependsOnId}", "delete", "Remove one dependency "
+     "(idempotent)", None, 200, "Task"),
+    ("/api/tasks/{id}/claim", "post", "Claim a ready task for a session (a lease with a "
+     "fencing token)", "ClaimRequest", 200, "Claimed"),
+    ("/api/tasks/{id}/claim/renew", "post", "Extend a live lease", "RenewRequest", 200,
+     "Renewed"),
+    ("/api/tasks/{id}/claim/release", "post", "Give a claim up; the task goes back to pending",
+     "ReleaseRequest", 200, "Released"),
+    ("/api/projects/{id}/claim-next", "post", "Claim the first ready task of a project "
+     "(task null when nothing is ready)", "ClaimNextRequest", 200, "Claimed"),
+    ("/api/sessions/{id}/heartbeat", "post", "Renew every live claim of a session",
+     "HeartbeatRequest", 200, "Heartbeat"),
     ("/api/sessions", "get", "List sessions (filters: projectId, taskId, status, active)", None,
      200, "Session[]"),
     ("/api/sessions", "post", "Create a session and link its tasks", "CreateSession", 201,
@@ -130,9 +183,15 @@ ROUTES: list[tuple] = [
 ]
 
 _QUERY = {
-    ("/api/tasks", "get"): ["projectId", "status", "parentId"],
+    ("/api/tasks", "get"): ["projectId", "status", "parentId", "ready", "blocked"],
+    ("/api/tasks/{id}", "delete"): ["cascade"],
     ("/api/sessions", "get"): ["projectId", "taskId", "status", "active"],
 }
+
+# Writes fenced by claims (SPEC §15.3).
+_CLAIM_TOKEN_ROUTES = {("/api/tasks/{id}", "patch"), ("/api/tasks/{id}/timeline", "post"),
+                       ("/api/tasks/{id}/dependencies/{dependsOnId}", "post"),
+                       ("/api/tasks/{id}/dependencies/{dependsOnId}", "delete")}
 
 _extra_routes: list[tuple] = []
 
@@ -165,9 +224,13 @@ def openapi_document() -> dict:
                     "content": {"application/json": {"schema": _ref("Error")}}}}}
         params = [{"name": p, "in": "path", "required": True,
                    "schema": {"type": "string", "maxLength": 128}}
-                  for p in ("id", "taskId", "role") if "{" + p + "}" in path]
+                  for p in ("id", "taskId", "dependsOnId", "role") if "{" + p + "}" in path]
         params += [{"name": q, "in": "query", "required": False, "schema": _STR}
                    for q in _QUERY.get((path, method), [])]
+        if (path, method) in _CLAIM_TOKEN_ROUTES:
+            params.append({"name": "X-Maestro-Claim-Token", "in": "header", "required": False,
+                           "schema": _INT, "description": "the fencing token of the writer's "
+                           "claim; refused with 409 CLAIM_LOST unless it is the live one"})
         if params:
             op["parameters"] = params
         if request:

@@ -355,6 +355,8 @@ class Launcher:
 
     async def _follow(self, agent: Agent) -> None:
         grace = self.settings.stop_grace
+        beat_every = self.settings.heartbeat_seconds
+        next_beat = time.monotonic() + beat_every
         while not self._closing:
             outcome = read_json(agent.folder / EXIT_FILE)
             if outcome is None and not self._alive(agent):
@@ -377,7 +379,20 @@ class Launcher:
                 agent.killed_at = now
             elif agent.killed_at is not None and now >= agent.killed_at + KILL_WRAPPER_AFTER:
                 self._kill_wrapper(agent)
+            if now >= next_beat and agent.stop_at is None:
+                next_beat = now + beat_every
+                await self._heartbeat(agent.session_id)
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _heartbeat(self, sid: str) -> None:
+        """The agent is alive: keep its session's claims (SPEC §15.3)."""
+        session = self.service.state.sessions.get(sid)
+        if session is None or session.get("status") in FINAL_SESSION_STATUSES:
+            return
+        try:
+            await self.service.heartbeat_session(sid)
+        except ApiError as exc:  # ended or deleted meanwhile
+            log.info("launcher: session %s not heartbeated: %s", sid, exc.message)
 
     def _signal(self, agent: Agent, number: int) -> None:
         group = agent.agent_group()
@@ -404,9 +419,9 @@ class Launcher:
         if agent.record.get("state") == "launched":
             self._signal(agent, signal.SIGTERM)
 
-    async def _update(self, sid: str, body: dict) -> None:
+    async def _update(self, sid: str, body: dict, stopped: bool = False) -> None:
         try:
-            await self.service.update_session(sid, body)
+            await self.service.update_session(sid, body, stopped=stopped)
         except ApiError as exc:  # deleted meanwhile
             log.info("launcher: session %s not updated: %s", sid, exc.message)
 
@@ -447,7 +462,7 @@ class Launcher:
             body: dict[str, Any] = {"events": [{"type": event_type, "data": data}]}
             if session.get("status") not in FINAL_SESSION_STATUSES:
                 body["status"] = "completed" if ok else "failed"
-            await self._update(agent.session_id, body)
+            await self._update(agent.session_id, body, stopped=reason == "stopped")
         agent.record["finalized"] = True
         if keep_record:
             save_json(agent.folder / RECORD_FILE, agent.record)

@@ -220,7 +220,8 @@ class Spawner:
             manifest = build_manifest(role=req["role"], project=project, tasks=tasks,
                                       skills=req["skills"], model=req["model"],
                                       permission_mode=req["permissionMode"],
-                                      strategy=req["strategy"])
+                                      strategy=req["strategy"],
+                                      dependencies=self.service.dependency_briefs(tasks))
             await asyncio.to_thread(write_manifest, path, manifest)
             return manifest
         except ApiError:

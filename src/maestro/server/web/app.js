@@ -18,6 +18,7 @@ const ui = {
   projectId: null,
   open: null, // {kind: "task" | "session", id}
   filter: "",
+  view: "tree", // "tree" or "graph": how the project's tasks are shown
   selected: new Set(), // task ids ticked for a new session
   collapsed: new Set(), // task ids whose subtasks are hidden
 };
@@ -131,6 +132,21 @@ const actions = {
   },
   async updateTask(id, fields) {
     upsert("tasks", await api.patch(`/api/tasks/${seg(id)}`, fields));
+  },
+  async addDependency(id, dependsOn) {
+    upsert("tasks", await api.post(`/api/tasks/${seg(id)}/dependencies/${seg(dependsOn)}`));
+  },
+  async removeDependency(id, dependsOn) {
+    upsert("tasks", await api.del(`/api/tasks/${seg(id)}/dependencies/${seg(dependsOn)}`));
+  },
+  /** A person frees a task held by an agent (e.g. one that died): the holder's own claim. */
+  async releaseClaim(task) {
+    const claim = task.claim;
+    if (!claim) return;
+    const result = await api.post(`/api/tasks/${seg(task.id)}/claim/release`, {
+      sessionId: claim.sessionId, token: claim.token, reason: "released from the dashboard",
+    });
+    if (result?.task) upsert("tasks", result.task);
   },
   async addTimeline(id, body) {
     upsert("tasks", await api.post(`/api/tasks/${seg(id)}/timeline`, body));

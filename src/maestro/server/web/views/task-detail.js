@@ -1,5 +1,6 @@
-// A task in the detail pane: inline status and priority, parent, subtasks, sessions, the
-// description rendered as safe Markdown, and the timeline newest first with session links.
+// A task in the detail pane: inline status and priority, readiness and claim, parent,
+// subtasks, sessions, its dependencies (editable) and the tasks waiting for it, the description
+// rendered as safe Markdown, and the timeline newest first with session links.
 
 import {
   h, fill, refill, setText, timeEl, badge, TASK_STATUSES, TASK_PRIORITIES,
@@ -9,6 +10,7 @@ import { state } from "../store.js";
 import { enumSelect } from "./project.js";
 import { formError, busy } from "./forms.js";
 import { taskLink, sessionLink, fact, none } from "./links.js";
+import { dependencySection, coordinationFacts, coordinationSignature } from "./task-deps.js";
 
 const TIMELINE_TYPES = ["update", "milestone", "blocker"];
 
@@ -38,6 +40,8 @@ export function taskDetail(app, pane, task, closeButton) {
     }, (err) => formError(noteForm, app.describe(err)));
   });
 
+  const deps = dependencySection(app, task);
+
   fill(pane,
     h("article", {
       class: "task-detail",
@@ -46,6 +50,7 @@ export function taskDetail(app, pane, task, closeButton) {
     },
     h("div", { class: "detail-head" }, title, closeButton()),
     facts,
+    deps.element,
     h("h3", null, "Description"),
     description,
     h("h3", null, "Timeline"),
@@ -55,6 +60,7 @@ export function taskDetail(app, pane, task, closeButton) {
   function update(t) {
     setText(title, t.title);
     refill(facts, ...taskFacts(app, t));
+    deps.update(t);
     const text = typeof t.description === "string" ? t.description : "";
     fill(description, text.trim() ? renderMarkdown(text) : h("p", { class: "muted" },
       "No description."));
@@ -63,7 +69,9 @@ export function taskDetail(app, pane, task, closeButton) {
     fill(timeline, entries.map((e) => timelineEntry(app, e, t.projectId)));
   }
 
-  return { signatureOf: signature, update };
+  const signatureOf = (t) => JSON.stringify([signature(t), deps.signatureOf(t),
+    coordinationSignature(t)]);
+  return { signatureOf, update };
 }
 
 function signature(t) {
@@ -106,6 +114,7 @@ function taskFacts(app, t) {
   return [
     fact("Status", status),
     fact("Priority", priority),
+    ...coordinationFacts(app, t),
     t.parentId ? fact("Parent", parentValue) : null,
     kids.length ? fact("Subtasks", kidList) : null,
     fact("Sessions", sessions.length ? sessionList : none()),
