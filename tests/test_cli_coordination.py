@@ -372,7 +372,7 @@ def prompt_commands(text: str) -> list[list[str]]:
 
 
 def test_every_command_in_the_agent_prompt_exists(cli, tmp_path):
-    from maestro.cli.agent_guide import guide
+    from maestro.spawn.guide import guide
     from maestro.spawn.agent import build_prompt
 
     manifest = {"tasks": [{"id": "task_1_abc", "title": "Add login", "priority": "high",

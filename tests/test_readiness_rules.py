@@ -11,6 +11,7 @@ from maestro.domain.graph import find_cycle
 from maestro.domain.handoff import dependency_briefs, handoff_message, last_completion_report
 from maestro.domain.readiness import assess, blocked_ids, order_key, ready_ids
 from maestro.ready_index import ReadyIndex
+from maestro.spawn.agent import build_prompt
 from maestro.spawn.manifest import build_manifest, dependency_text, validate_manifest
 from maestro.state import Table
 
@@ -244,3 +245,7 @@ def test_last_completion_report_and_manifest_briefs():
     assert 'gone "" (missing)' in text
     assert dependency_text(build_manifest(role="worker", project={"id": "p"},
                                           tasks=[down], skills=[])) == ""
+    # The prompt handed to the agent says the same, before the guide to claiming more work.
+    prompt = build_prompt("worker", manifest, "s1", {})
+    assert 'up "Schema" (completed) - last report: schema ready' in prompt
+    assert prompt.index("Work this depends on:") < prompt.index("maestro task claim --next")

@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
-from .manifest import ManifestError, read_manifest
+from .guide import guide_lines
+from .manifest import ManifestError, dependency_text, read_manifest
 
 EXIT_GENERAL = 1
 EXIT_LAUNCH = 5
@@ -87,16 +88,10 @@ def build_prompt(role: str, manifest: dict, session_id: str | None,
         if isinstance(initial, str) and initial.strip():
             lines += ["", initial.strip()]
         lines += ["", "Acceptance criteria:"] + [f"- {c}" for c in task["acceptanceCriteria"]]
-    first = tasks[0]["id"]
-    lines += [
-        "", "## Reporting (run these shell commands; the `maestro` CLI is on PATH)",
-        "- Start with `maestro whoami` to see your session, tasks and permissions.",
-        f'- Progress: `maestro report progress "what you did" --task {first}`',
-        f'- Blocked: `maestro report blocked "why" --task {first}`',
-        (f"- Done with a task: `maestro task complete {first}` then "
-         f'`maestro report complete "summary" --task {first}`'),
-        "Report progress at each milestone, and finish by completing your tasks.",
-    ]
+    depends = dependency_text(manifest)
+    if depends:
+        lines += ["", depends]
+    lines += [""] + guide_lines(role, tasks[0]["id"])
     return "\n".join(lines) + "\n"
 
 
