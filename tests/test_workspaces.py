@@ -27,7 +27,7 @@ from helpers import (
     ok,
     wait_until,
 )
-from test_launcher import Stream, agent_cmd, launch_server, until_status  # noqa: F401
+from test_launcher import Stream, agent_cmd, launch_server  # noqa: F401
 
 from maestro.workspace import git as gitcli
 from maestro.workspace import naming
@@ -130,6 +130,8 @@ def test_three_agents_work_apart_and_three_merges_land_all(launch_server, repo):
             assert (Path(ws_["path"]) / name).read_text() == f"written by {s['id']}\n"
             assert [e["message"] for e in s.get("timeline", [])] == [f"wrote {name}"]
             assert s["env"]["MAESTRO_WORKSPACE_BRANCH"] == ws_["branch"]
+            prompt = (srv.session_dir / s["id"] / "prompt.md").read_text()
+            assert f"on branch `{ws_['branch']}`, made from `main`" in prompt
             paths.add(ws_["path"])
             branches.add(ws_["branch"])
         assert len(paths) == 3 and len(branches) == 3

@@ -4,8 +4,8 @@ An agent reads everything of its own project (of the sessions' diffs only its ow
 only its own session, the tasks linked to that session and their descendants (fields, timeline,
 dependencies), creates child tasks under those, claims work of its own project for its own
 session (a claim links the task), and, as an orchestrator, spawns sub-sessions for them and
-stops the sessions it spawned. It never merges or removes a worktree. Everything else is 403. The user (MAESTRO_TOKEN, or no token on a loopback-only server) is never
-checked here."""
+stops the sessions it spawned. It never merges or removes a worktree. Everything else is 403.
+The user (MAESTRO_TOKEN, or no token on a loopback-only server) is never checked here."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..server.openapi import register
 from ..server.router import ApiRequest, Router
-from .manager import ISOLATIONS, WorkspaceManager
+from .manager import WorkspaceManager
 
 _STR = {"type": "string"}
 _STRS = {"type": "array", "items": _STR}
@@ -121,5 +121,3 @@ def install(router: Router, service, settings, extensions: list) -> WorkspaceMan
     extensions.append(manager)
     return manager
 
-
-__all__ = ["install", "ISOLATIONS"]
