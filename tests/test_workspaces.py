@@ -374,6 +374,10 @@ def test_sessions_run_shared_when_there_is_no_repository_or_no_isolation(ui_serv
         bare = new_project(api, name="Bare")
         assert spawn(api, bare["id"], new_task(api, bare["id"])["id"])["workspace"] == {
             "mode": "shared", "path": "", "reason": "the project has no workingDir"}
+        relative = new_project(api, name="Relative", workingDir=".")
+        assert spawn(api, relative["id"], new_task(api, relative["id"])["id"])["workspace"] == {
+            "mode": "shared", "path": ".",
+            "reason": "the project's workingDir is not an absolute path"}
         shop = new_project(api, name="Shop", workingDir=str(repo))
         shop_task = new_task(api, shop["id"])
         assert spawn(api, shop["id"], shop_task["id"], isolation="none")["workspace"] == {
@@ -544,3 +548,32 @@ def test_openapi_documents_the_workspace_routes_and_codes(ui_server):
         "$ref": "#/components/schemas/Workspace"}
     assert "isolation" in schemas["SpawnRequest"]["properties"]
     assert "baseRef" in schemas["CreateProject"]["properties"]
+
+
+def test_a_manifest_written_by_the_cli_points_the_agent_at_its_worktree(make_server, repo):
+    maestro_bin = str(Path(sys.executable).parent / "maestro")
+    srv = make_server(env={"MAESTRO_LAUNCHER": "ui", "MANIFEST_GENERATOR": "cli",
+                           "MAESTRO_CLI_PATH": maestro_bin})
+    with http_client(srv) as api:
+        project = new_project(api, name="Shop", workingDir=str(repo))
+        body = ok(api.post("/api/sessions/spawn", json={
+            "projectId": project["id"], "taskIds": [new_task(api, project["id"])["id"]]}), 201)
+    manifest = json.loads(Path(body["manifestPath"]).read_text())
+    assert manifest["session"]["workingDirectory"] == body["session"]["workspace"]["cwd"]
+    assert body["session"]["workspace"]["mode"] == "worktree"
+
+
+def test_a_spawn_that_fails_after_its_worktree_was_made_leaves_nothing(make_server, repo):
+    srv = make_server(env={"MAESTRO_LAUNCHER": "ui", "MANIFEST_GENERATOR": "cli",
+                           "MAESTRO_CLI_PATH": "false"})
+    with http_client(srv) as api:
+        project = new_project(api, name="Shop", workingDir=str(repo))
+        task = new_task(api, project["id"])
+        assert_error(api.post("/api/sessions/spawn", json={
+            "projectId": project["id"], "taskIds": [task["id"]]}), 500,
+            "manifest_generation_failed")
+        assert ok(api.get("/api/sessions")) == []
+    assert git(repo, "branch", "--list", "maestro/*") == ""
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert [p for p in (srv.tmp / "worktrees").rglob("*")
+            if p.parent != srv.tmp / "worktrees"] == []

@@ -149,6 +149,8 @@ class WorkspaceManager:
             return shared(working_dir, f"isolation is none ({where})")
         if not working_dir:
             return shared("", "the project has no workingDir")
+        if not os.path.isabs(working_dir):  # it would name a folder relative to the server
+            return shared(working_dir, "the project's workingDir is not an absolute path")
         if not os.path.isdir(working_dir):
             return shared(working_dir, "the project's workingDir does not exist")
         try:
@@ -160,7 +162,7 @@ class WorkspaceManager:
         base = options.get("baseRef") or project.get("baseRef") or None
         title = tasks[0].get("title") if tasks and isinstance(tasks[0].get("title"), str) \
             else "task"
-        async with self.lock(info.common_dir):
+        async with self.lock(info.toplevel):  # the key every later step uses (ws["repo"])
             try:
                 return await asyncio.to_thread(self._create, info, working_dir, base, title,
                                                session_id)
