@@ -577,3 +577,28 @@ def test_a_spawn_that_fails_after_its_worktree_was_made_leaves_nothing(make_serv
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert [p for p in (srv.tmp / "worktrees").rglob("*")
             if p.parent != srv.tmp / "worktrees"] == []
+
+
+def test_an_ignored_env_file_of_the_checkout_reaches_the_worktree(ui_server, repo):
+    (repo / ".gitignore").write_text(".env\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-q", "-m", "Ignore .env")
+    (repo / ".env").write_text("MAESTRO_RETRIES=0\nAPP_MODE=dev\n")
+    os.chmod(repo / ".env", 0o600)
+    with http_client(ui_server) as api:
+        project = new_project(api, name="Shop", workingDir=str(repo))
+        task = new_task(api, project["id"])
+        ws_ = spawn(api, project["id"], task["id"])["workspace"]
+        copy = Path(ws_["cwd"]) / ".env"
+        assert ws_["copied"] == [".env"] and copy.read_text() == (repo / ".env").read_text()
+        assert copy.stat().st_mode & 0o777 == 0o600
+        assert git(ws_["path"], "status", "--porcelain") == ""  # not a change of the agent's
+        sid = ok(api.get("/api/sessions"))[0]["id"]
+        assert ok(api.get(f"/api/sessions/{sid}/diff"))["files"] == []
+        ok(api.patch(f"/api/sessions/{sid}", json={"status": "completed"}))
+        assert ok(api.post(f"/api/sessions/{sid}/cleanup"))["removed"] is True
+        assert not os.path.exists(ws_["path"])
+        # A .env that git does not ignore would show as the agent's change: it stays behind.
+        (repo / ".gitignore").write_text("")
+        git(repo, "commit", "-q", "-am", "Track everything")
+        assert "copied" not in spawn(api, project["id"], task["id"])["workspace"]

@@ -129,6 +129,11 @@ def branch_head(cwd: str, branch: str) -> str | None:
     return resolve_commit(cwd, f"refs/heads/{branch}")
 
 
+def is_ignored(cwd: str, path: str) -> bool:
+    """Whether git ignores `path` (relative to `cwd`)."""
+    return run(cwd, "check-ignore", "--quiet", "--", path, check=False).code == 0
+
+
 def is_ancestor(cwd: str, older: str, newer: str) -> bool:
     return run(cwd, "merge-base", "--is-ancestor", older, newer, check=False).code == 0
 

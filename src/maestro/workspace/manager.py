@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ ACTIVE_STATUSES = ("spawning", "running")
 MAX_LISTED_FILES = 500
 MAX_PATCH_CHARS = 2_000_000
 MAX_REF_LENGTH = 255
+# Settings files a checkout keeps out of git that an agent's tools (the `maestro` CLI among
+# them) read from their working folder: copied into a new worktree when git ignores them there.
+SETTINGS_FILES = (".env",)
 
 
 # ---------------------------------------------------------------------------- request fields
@@ -83,6 +87,25 @@ def worktree_of(session: dict) -> dict:
                        "This session has no worktree of its own (it runs in the project's "
                        "folder)", details)
     return ws
+
+
+def _copy_settings(working_dir: str, cwd: str) -> list[str]:
+    """Copy the checkout's ignored settings files (`.env`) into a new worktree, where they are
+    missing because git does not hold them; never over a file that is there, never one git
+    would see as a change."""
+    copied = []
+    for name in SETTINGS_FILES:
+        source, target = os.path.join(working_dir, name), os.path.join(cwd, name)
+        if not os.path.isfile(source) or os.path.islink(source) or os.path.lexists(target) \
+                or not git.is_ignored(cwd, name):
+            continue
+        try:
+            shutil.copy2(source, target)
+        except OSError as exc:
+            log.warning("workspaces: could not copy %s into %s: %s", name, cwd, exc)
+            continue
+        copied.append(name)
+    return copied
 
 
 def _capped(files: list[str]) -> list[str]:
@@ -200,9 +223,13 @@ class WorkspaceManager:
         os.makedirs(cwd, exist_ok=True)
         log.info("workspaces: session %s works in %s on %s (from %s)", session_id, path, branch,
                  base)
-        return {"mode": "worktree", "path": path, "cwd": cwd, "branch": branch, "baseRef": base,
-                "baseCommit": commit, "repo": top, "state": "active", "createdAt": now_ms(),
-                "changedFiles": [], "overlaps": []}
+        ws = {"mode": "worktree", "path": path, "cwd": cwd, "branch": branch, "baseRef": base,
+              "baseCommit": commit, "repo": top, "state": "active", "createdAt": now_ms(),
+              "changedFiles": [], "overlaps": []}
+        copied = _copy_settings(working_dir, cwd)
+        if copied:
+            ws["copied"] = copied
+        return ws
 
     async def discard(self, ws: dict | None) -> None:
         """Undo `prepare` for a spawn that failed afterwards: the worktree is removed only if it
