@@ -38,7 +38,7 @@ from .ids import is_valid_client_id, make_id, now_ms
 from .ready_index import ReadyIndex
 from .state import State
 from .store.base import LoadResult, Store
-from .workspace.manager import project_settings
+from .workspace.options import project_settings
 from .workspace.records import WorkspaceRecords
 
 log = logging.getLogger("maestro.service")

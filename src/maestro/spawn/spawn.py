@@ -22,7 +22,7 @@ from ..events import Event
 from ..ids import make_id
 from ..service import Service
 from ..validate import MAX_TEXT
-from ..workspace.manager import spawn_options
+from ..workspace.options import spawn_options
 from .manifest import (
     MODELS,
     PERMISSION_MODES,

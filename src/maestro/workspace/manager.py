@@ -1,5 +1,5 @@
 """Worktrees of spawned sessions: made at spawn, reviewed (diff), merged back, removed on request,
-watched for overlapping changes, and checked against the disk at start-up.
+checked against the disk at start-up, and watched for overlapping changes (`scanner`).
 
 Git runs in threads (never on the event loop) and every piece of git work on one repository
 holds that repository's lock, so two merges, or a merge and a scan, never interleave. Nothing
@@ -16,77 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ApiError, conflict, validation
-from ..events import Event
 from ..ids import now_ms
 from . import git, naming
-from .overlap import new_pairs, overlaps
+from .options import shared, worktree_of
+from .scanner import ACTIVE_STATUSES, MAX_LISTED_FILES, OverlapScanner, capped, \
+    worktree_sessions
 
 log = logging.getLogger("maestro.workspace")
 
-ISOLATIONS = ("worktree", "none")
-ACTIVE_STATUSES = ("spawning", "running")
-MAX_LISTED_FILES = 500
 MAX_PATCH_CHARS = 2_000_000
-MAX_REF_LENGTH = 255
 # Settings files a checkout keeps out of git that an agent's tools (the `maestro` CLI among
 # them) read from their working folder: copied into a new worktree when git ignores them there.
 SETTINGS_FILES = (".env",)
-
-
-# ---------------------------------------------------------------------------- request fields
-def _ref(value: Any, field: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or len(value) > MAX_REF_LENGTH or value.startswith("-") \
-            or not value.isprintable() or any(c.isspace() for c in value):
-        raise validation(f"{field} must be a branch name or commit (no spaces, not starting "
-                         f"with '-', at most {MAX_REF_LENGTH} characters)", {"field": field})
-    return value
-
-
-def _isolation(body: dict) -> str | None:
-    value = body.get("isolation")
-    if value is None:
-        return None
-    if value not in ISOLATIONS or not isinstance(value, str):
-        raise validation(f"isolation must be one of: {', '.join(ISOLATIONS)}",
-                         {"field": "isolation", "allowed": list(ISOLATIONS)})
-    return value
-
-
-def spawn_options(body: dict) -> dict:
-    """`isolation` and `baseRef` of a spawn request (400 when malformed)."""
-    return {"isolation": _isolation(body), "baseRef": _ref(body.get("baseRef"), "baseRef")}
-
-
-def project_settings(body: dict) -> dict:
-    """The workspace settings a project create/update may carry: `isolation` and `baseRef`
-    (an empty `baseRef` goes back to the main worktree's current branch)."""
-    out: dict[str, Any] = {}
-    isolation = _isolation(body)
-    if isolation is not None:
-        out["isolation"] = isolation
-    if "baseRef" in body:
-        out["baseRef"] = _ref(body.get("baseRef"), "baseRef") or ""
-    return out
-
-
-def shared(path: str, reason: str) -> dict:
-    """The workspace of a session that runs in the project's own folder."""
-    return {"mode": "shared", "path": path, "reason": reason}
-
-
-def worktree_of(session: dict) -> dict:
-    """The session's worktree record, or 409 NOT_A_WORKSPACE_SESSION."""
-    ws = session.get("workspace")
-    if not isinstance(ws, dict) or ws.get("mode") != "worktree":
-        details: dict[str, Any] = {"sessionId": session.get("id")}
-        if isinstance(ws, dict):
-            details.update(mode=ws.get("mode"), reason=ws.get("reason"))
-        raise conflict("NOT_A_WORKSPACE_SESSION",
-                       "This session has no worktree of its own (it runs in the project's "
-                       "folder)", details)
-    return ws
 
 
 def _copy_settings(working_dir: str, cwd: str) -> list[str]:
@@ -108,10 +49,6 @@ def _copy_settings(working_dir: str, cwd: str) -> list[str]:
     return copied
 
 
-def _capped(files: list[str]) -> list[str]:
-    return files[:MAX_LISTED_FILES]
-
-
 class WorkspaceManager:
     """One per server; an extension of the app (started after the service, stopped before)."""
 
@@ -119,13 +56,8 @@ class WorkspaceManager:
         self.service = service
         self.settings = settings
         self.root = Path(settings.worktree_dir)
-        self.scan_seconds = settings.workspace_scan_seconds
         self._locks: dict[str, asyncio.Lock] = {}
-        self._wake: asyncio.Event | None = None
-        self._scanner: asyncio.Task | None = None
-        self._unsubscribe = None
-        self._seen: dict[str, tuple] = {}
-        self._scanned_final: set[str] = set()
+        self.scanner = OverlapScanner(service, self.lock, settings.workspace_scan_seconds)
         self.report: dict[str, Any] = {"root": str(self.root), "strays": [], "missing": [],
                                        "checkedAt": None}
 
@@ -137,23 +69,14 @@ class WorkspaceManager:
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
-        self._wake = asyncio.Event()
         try:
             await self.reconcile()
         except Exception:  # a report that could not be made must not stop the server
             log.exception("workspaces: start-up check failed")
-        self._unsubscribe = self.service.bus.subscribe(self._on_event)
-        self._scanner = asyncio.create_task(self._scan_loop(), name="maestro-workspace-scan")
+        self.scanner.start()
 
     async def stop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-        if self._scanner is not None:
-            self._scanner.cancel()
-            try:
-                await self._scanner
-            except asyncio.CancelledError:
-                pass
+        await self.scanner.stop()
 
     def health(self) -> dict:
         return dict(self.report)
@@ -331,7 +254,7 @@ class WorkspaceManager:
             stored = await self.service.record_workspaces(
                 {session_id: changes}, events=[("session:merged", event)],
                 timeline={session_id: note})
-        self._wake_scan()
+        self.scanner.wake()
         return {"success": True, "sessionId": session_id, "branch": ws["branch"],
                 "baseRef": ws["baseRef"], **merge, "removed": result["removed"],
                 "session": stored.get(session_id, session)}
@@ -386,7 +309,7 @@ class WorkspaceManager:
                 self._undo_failed_merge(repo, before, done)
             after = git.head_commit(repo)
             merge.update(commit=after, fastForward=after == head, alreadyMerged=False,
-                         files=_capped(files))
+                         files=capped(files))
         removed = False
         if keep_cleanup and present and session.get("status") not in ACTIVE_STATUSES \
                 and not git.status_files(path):
@@ -448,7 +371,7 @@ class WorkspaceManager:
                 if result["discarded"]["uncommitted"] or result["discarded"]["commitCount"]:
                     changes["discarded"] = result["discarded"]
             stored = await self.service.record_workspaces({session_id: changes})
-        self._wake_scan()
+        self.scanner.wake()
         return {"success": True, "sessionId": session_id, **result,
                 "session": stored.get(session_id, session)}
 
@@ -486,16 +409,11 @@ class WorkspaceManager:
                               "commitCount": count, "commits": commits}}
 
     # ------------------------------------------------------------------ listing and start-up
-    def _worktree_sessions(self) -> list[dict]:
-        return [s for s in self.service.state.sessions.rows.values()
-                if isinstance(s.get("workspace"), dict)
-                and s["workspace"].get("mode") == "worktree"]
-
     async def reconcile(self) -> dict:
         """Compare the worktrees on disk under the worktree root with the sessions: folders no
         session owns are strays, sessions whose folder is gone are missing. Reported (log,
         /health), never deleted."""
-        sessions = self._worktree_sessions()
+        sessions = worktree_sessions(self.service)
         owned = {os.path.realpath(s["workspace"]["path"]) for s in sessions
                  if s["workspace"].get("state") != "removed" and s["workspace"].get("path")}
         missing = [{"sessionId": s["id"], "path": s["workspace"].get("path"),
@@ -536,112 +454,9 @@ class WorkspaceManager:
 
     def list(self, project_id: str | None) -> list[dict]:
         out = []
-        for s in self._worktree_sessions():
+        for s in worktree_sessions(self.service):
             if project_id and s.get("projectId") != project_id:
                 continue
             out.append({"sessionId": s["id"], "projectId": s.get("projectId"),
                         "status": s.get("status"), "name": s.get("name"), **s["workspace"]})
-        return out
-
-    # ------------------------------------------------------------------ overlaps
-    def _on_event(self, event: Event) -> None:
-        if event.type == "session:deleted":
-            self._wake_scan()
-            return
-        if event.type not in ("session:created", "session:updated"):
-            return
-        data = event.data
-        if not isinstance(data, dict) or not isinstance(data.get("workspace"), dict) \
-                or data["workspace"].get("mode") != "worktree":
-            return
-        key = (data.get("status"), len(data.get("events") or []),
-               len(data.get("timeline") or []))
-        if self._seen.get(data.get("id")) != key:
-            self._seen[data.get("id")] = key
-            self._wake_scan()
-
-    def _wake_scan(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
-
-    async def _scan_loop(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.scan_seconds)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                await self.scan()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # retried at the next tick
-                log.exception("workspaces: scan failed")
-
-    async def scan(self) -> None:
-        """Find the files each live worktree changes (against its base commit, uncommitted
-        changes and new files included) and record the files two sessions both change."""
-        groups: dict[str, list[dict]] = {}
-        for s in self._worktree_sessions():
-            groups.setdefault(os.path.realpath(s["workspace"]["repo"]), []).append(s)
-        updates: dict[str, dict] = {}
-        events: list[tuple[str, dict]] = []
-        for repo, sessions in groups.items():
-            active = [s for s in sessions if s["workspace"].get("state") == "active"]
-            targets = [s for s in active if s.get("status") in ACTIVE_STATUSES
-                       or s["id"] not in self._scanned_final]
-            found: dict[str, list[str] | None] = {}
-            if targets:
-                async with self.lock(repo):
-                    found = await asyncio.to_thread(self._changed_files, targets)
-            for s in targets:
-                if s.get("status") not in ACTIVE_STATUSES and found.get(s["id"]) is not None:
-                    self._scanned_final.add(s["id"])
-            changed = {}
-            for s in active:
-                files = found.get(s["id"])
-                changed[s["id"]] = files if files is not None else \
-                    list(s["workspace"].get("changedFiles") or [])
-            shared_files = overlaps(changed)
-            branches = {s["id"]: s["workspace"].get("branch") for s in active}
-            for s in sessions:
-                ws = s["workspace"]
-                mine = shared_files.get(s["id"], {}) if ws.get("state") == "active" else {}
-                listed = [{"sessionId": other, "branch": branches.get(other), "files": files}
-                          for other, files in mine.items()]
-                change: dict[str, Any] = {}
-                if s["id"] in changed and found.get(s["id"]) is not None:
-                    files = changed[s["id"]]
-                    if _capped(files) != ws.get("changedFiles") \
-                            or len(files) != ws.get("changedCount", len(files)):
-                        change.update(changedFiles=_capped(files), changedCount=len(files))
-                if listed != (ws.get("overlaps") or []):
-                    change["overlaps"] = listed
-                if change:
-                    change["scannedAt"] = now_ms()
-                    updates[s["id"]] = change
-            before = {s["id"]: s["workspace"].get("overlaps") or [] for s in active}
-            project = {s["id"]: s.get("projectId") for s in active}
-            for a, b, files in new_pairs(before, shared_files):
-                events.append(("session:overlap", {
-                    "projectId": project.get(a), "sessionIds": [a, b],
-                    "branches": [branches.get(a), branches.get(b)], "files": files}))
-        if updates or events:
-            await self.service.record_workspaces(updates, events=events)
-
-    @staticmethod
-    def _changed_files(sessions: list[dict]) -> dict[str, list[str] | None]:
-        out: dict[str, list[str] | None] = {}
-        for s in sessions:
-            ws = s["workspace"]
-            path = ws.get("path") or ""
-            if not os.path.isdir(path):
-                out[s["id"]] = None
-                continue
-            try:
-                tree = git.snapshot_tree(path)
-                out[s["id"]] = git.changed_paths(path, ws["baseCommit"], tree)
-            except git.GitError as exc:
-                log.info("workspaces: cannot read the changes of %s: %s", path, exc.message)
-                out[s["id"]] = None
         return out

@@ -29,7 +29,9 @@ SCHEMAS = {
         "changedFiles": _FILES, "changedCount": _INT, "scannedAt": _INT,
         "overlaps": {"type": "array", "items": {"type": "object", "properties": {
             "sessionId": _STR, "branch": _STR, "files": _FILES}}},
-        "merge": {"type": "object"}, "removedAt": _INT, "discarded": {"type": "object"}}},
+        "merge": {"type": "object"}, "removedAt": _INT, "discarded": {"type": "object"},
+        "copied": {"type": "array", "items": _STR, "description": "ignored settings files "
+                   "(.env) copied from workingDir into the worktree"}}},
     "WorkspaceDiff": {"type": "object", "properties": {
         "sessionId": _STR, "branch": _STR, "baseRef": _STR, "baseCommit": _STR,
         "head": {"type": ["string", "null"]}, "path": _STR,
