@@ -602,3 +602,18 @@ def test_an_ignored_env_file_of_the_checkout_reaches_the_worktree(ui_server, rep
         (repo / ".gitignore").write_text("")
         git(repo, "commit", "-q", "-am", "Track everything")
         assert "copied" not in spawn(api, project["id"], task["id"])["workspace"]
+
+
+def test_overlaps_pair_sessions_by_the_files_they_share():
+    from maestro.workspace.overlap import new_pairs, overlaps
+
+    found = overlaps({"a": ["x.py", "y.py"], "b": ["y.py", "x.py", "z.py"], "c": ["z.py"],
+                      "d": ["w.py"]})
+    assert found == {"a": {"b": ["x.py", "y.py"]},
+                     "b": {"a": ["x.py", "y.py"], "c": ["z.py"]},
+                     "c": {"b": ["z.py"]}}
+    # Only pairs whose shared files grew since what each session recorded are news.
+    before = {"a": [{"sessionId": "b", "files": ["x.py", "y.py"]}],
+              "b": [{"sessionId": "a", "files": ["x.py", "y.py"]}]}
+    assert new_pairs(before, found) == [("b", "c", ["z.py"])]
+    assert new_pairs({}, found) == [("a", "b", ["x.py", "y.py"]), ("b", "c", ["z.py"])]

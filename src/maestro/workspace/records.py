@@ -21,12 +21,15 @@ class WorkspaceRecords:
 
     async def record_workspaces(self, updates: dict[str, dict[str, Any]], *,
                                 events: list[tuple[str, dict]] = (),
-                                timeline: dict[str, str] | None = None) -> dict[str, dict]:
+                                timeline: dict[str, str] | None = None,
+                                active_only: bool = False) -> dict[str, dict]:
         """Merge `updates[session id]` into each session's `workspace` (a key set to None is
         removed) and return the sessions as stored. `events` go out first, in order (e.g.
         `session:merged`), then `session:updated` for each session that changed; `timeline`
         maps a session to a message appended to the timeline of each of its tasks. Sessions
-        that are gone, or have no workspace, are skipped."""
+        that are gone, or have no workspace, are skipped. With `active_only` (findings of a
+        scan that may predate a merge or clean-up), a workspace no longer `active` only has
+        its overlaps cleared."""
         def apply(tx: Tx) -> dict[str, dict]:
             for name, data in events:
                 tx.emit(name, data)
@@ -36,6 +39,8 @@ class WorkspaceRecords:
                 if session is None or not isinstance(session.get("workspace"), dict):
                     continue
                 old = session["workspace"]
+                if active_only and old.get("state") != "active":
+                    changes = {"overlaps": []} if old.get("overlaps") else {}
                 new = {k: v for k, v in {**old, **changes}.items() if v is not None}
                 if new != old:
                     session = tx.put("session", with_changes(

@@ -142,7 +142,7 @@ class OverlapScanner:
                     "projectId": project.get(a), "sessionIds": [a, b],
                     "branches": [branches.get(a), branches.get(b)], "files": files}))
         if updates or events:
-            await self.service.record_workspaces(updates, events=events)
+            await self.service.record_workspaces(updates, events=events, active_only=True)
 
     @staticmethod
     def _changed_files(sessions: list[dict]) -> dict[str, list[str] | None]:
