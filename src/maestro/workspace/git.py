@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 
 READ_TIMEOUT = 30.0
@@ -19,6 +18,7 @@ WRITE_TIMEOUT = 120.0
 CHECKOUT_TIMEOUT = 600.0  # a worktree of a large repository takes a while to check out
 FALLBACK_NAME = "Maestro"
 FALLBACK_EMAIL = "maestro@localhost"
+PRIVATE_INDEX = "maestro-index"  # Maestro's own index in a worktree's git folder (snapshots)
 
 
 class GitError(Exception):
@@ -219,20 +219,30 @@ def identity_env(cwd: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------- the worktree state
 def snapshot_tree(worktree: str) -> str:
     """A tree holding everything in `worktree` as it is on disk now: commits, staged and
-    unstaged changes and new files (not ignored ones). Built in a private copy of the index, so
-    the worktree's own index and files are left exactly as they are."""
-    index = run(worktree, "rev-parse", "--git-path", "index").out.strip()
-    if not os.path.isabs(index):
-        index = os.path.join(worktree, index)
-    with tempfile.TemporaryDirectory(prefix="maestro-index-") as scratch:
-        private = os.path.join(scratch, "index")
-        try:
-            shutil.copyfile(index, private)
-        except FileNotFoundError:
-            run(worktree, "read-tree", "HEAD", env={"GIT_INDEX_FILE": private})
+    unstaged changes and new files (not ignored ones). Built in an index of Maestro's own (kept
+    in the worktree's git folder, so the next snapshot rehashes only files that changed, and
+    removed with the worktree), so the worktree's own index and files are left as they are."""
+    git_dir = run(worktree, "rev-parse", "--absolute-git-dir").out.strip()
+    private = os.path.join(git_dir, PRIVATE_INDEX)
+    for attempt in (1, 2):
         env = {"GIT_INDEX_FILE": private}
-        run(worktree, "add", "--all", "--", ".", env=env, timeout=WRITE_TIMEOUT)
-        return run(worktree, "write-tree", env=env).out.strip()
+        try:
+            if not os.path.exists(private):
+                try:
+                    shutil.copyfile(os.path.join(git_dir, "index"), private)
+                except FileNotFoundError:
+                    run(worktree, "read-tree", "HEAD", env=env)
+            run(worktree, "add", "--all", "--", ".", env=env, timeout=WRITE_TIMEOUT)
+            return run(worktree, "write-tree", env=env).out.strip()
+        except GitError:
+            # An index of ours that went bad (objects pruned since): start it afresh once.
+            try:
+                os.unlink(private)
+            except FileNotFoundError:
+                pass
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def changed_paths(cwd: str, base: str, target: str) -> list[str]:

@@ -409,10 +409,10 @@ class WorkspaceManager:
                               "commitCount": count, "commits": commits}}
 
     # ------------------------------------------------------------------ listing and start-up
-    async def reconcile(self) -> dict:
+    async def reconcile(self, announce: bool = True) -> dict:
         """Compare the worktrees on disk under the worktree root with the sessions: folders no
-        session owns are strays, sessions whose folder is gone are missing. Reported (log,
-        /health), never deleted."""
+        session owns are strays, sessions whose folder is gone are missing. Reported (in the
+        log when `announce`, and in /health), never deleted."""
         sessions = worktree_sessions(self.service)
         owned = {os.path.realpath(s["workspace"]["path"]) for s in sessions
                  if s["workspace"].get("state") != "removed" and s["workspace"].get("path")}
@@ -421,11 +421,11 @@ class WorkspaceManager:
                    for s in sessions if s["workspace"].get("state") != "removed"
                    and not os.path.isdir(s["workspace"].get("path") or "")]
         strays = await asyncio.to_thread(self._strays, owned)
-        for stray in strays:
+        for stray in strays if announce else ():
             log.warning("workspaces: stray worktree %s (branch %s, %d uncommitted file(s)) "
                         "belongs to no session; kept", stray["path"], stray.get("branch"),
                         len(stray.get("uncommitted") or []))
-        for gone in missing:
+        for gone in missing if announce else ():
             log.warning("workspaces: the worktree of session %s is missing (%s)",
                         gone["sessionId"], gone["path"])
         self.report = {"root": str(self.root), "strays": strays, "missing": missing,

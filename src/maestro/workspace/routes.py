@@ -99,7 +99,7 @@ def install(router: Router, service, settings, extensions: list) -> WorkspaceMan
         return await manager.cleanup(r.param(), await r.json())
 
     async def listing(r: ApiRequest):
-        report = await manager.reconcile()
+        report = await manager.reconcile(announce=False)
         return {"root": report["root"], "workspaces": manager.list(r.query("projectId")),
                 "strays": report["strays"], "missing": report["missing"],
                 "checkedAt": report["checkedAt"]}
