@@ -46,6 +46,10 @@ class Settings:
     server_url: str = ""
     data_dir: Path = field(default_factory=lambda: expand_path("~/.maestro/data"))
     session_dir: Path = field(default_factory=lambda: expand_path("~/.maestro/sessions"))
+    # Where spawned sessions' git worktrees live (README "Parallel agents, isolated"), and how
+    # often live worktrees are compared for files two sessions both change.
+    worktree_dir: Path = field(default_factory=lambda: expand_path("~/.maestro/worktrees"))
+    workspace_scan_seconds: float = 5.0
     skills_dir: Path = field(default_factory=lambda: expand_path("~/.agents-ui/maestro-skills"))
     log_level: str = "info"
     debug: bool = False
@@ -96,6 +100,9 @@ class Settings:
         s.data_dir = expand_path(env.get("DATA_DIR") or "~/.maestro/data")
         s.session_dir = expand_path(env.get("SESSION_DIR") or "~/.maestro/sessions")
         s.skills_dir = expand_path(env.get("SKILLS_DIR") or "~/.agents-ui/maestro-skills")
+        s.worktree_dir = expand_path(env.get("MAESTRO_WORKTREE_DIR") or "~/.maestro/worktrees")
+        s.workspace_scan_seconds = _parse_positive(
+            "MAESTRO_WORKSPACE_SCAN_SECONDS", env.get("MAESTRO_WORKSPACE_SCAN_SECONDS") or "5")
         s.debug = _bool(env.get("DEBUG"))
         s.log_level = (env.get("LOG_LEVEL") or ("debug" if s.debug else "info")).lower()
         s.database_type = (env.get("DATABASE_TYPE") or "filesystem").lower()
@@ -143,7 +150,7 @@ class Settings:
         for name, value in overrides.items():
             if value is None:
                 continue
-            if name in ("data_dir", "session_dir", "skills_dir"):
+            if name in ("data_dir", "session_dir", "skills_dir", "worktree_dir"):
                 value = expand_path(str(value))
             if name == "port":
                 value = _parse_port(str(value))

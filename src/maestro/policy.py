@@ -1,11 +1,11 @@
 """What an agent may do with its session token (the security issue's "agent identities").
 
-An agent reads everything of its own project; it changes only its own session, the tasks linked
-to that session and their descendants (fields, timeline, dependencies), creates child tasks
-under those, claims work of its own project for its own session (a claim links the task), and,
-as an orchestrator, spawns sub-sessions for them and stops the sessions it spawned.
-Everything else is 403. The user (MAESTRO_TOKEN, or no token on a loopback-only server) is never
-checked here."""
+An agent reads everything of its own project (of the sessions' diffs only its own); it changes
+only its own session, the tasks linked to that session and their descendants (fields, timeline,
+dependencies), creates child tasks under those, claims work of its own project for its own
+session (a claim links the task), and, as an orchestrator, spawns sub-sessions for them and
+stops the sessions it spawned. It never merges or removes a worktree. Everything else is 403.
+The user (MAESTRO_TOKEN, or no token on a loopback-only server) is never checked here."""
 
 from __future__ import annotations
 
@@ -128,11 +128,16 @@ class Policy:
             if template.startswith("/api/tasks/{id}"):
                 self._require_project_entity(identity, self.state.tasks.get(sid))
                 return None
+            if template == "/api/sessions/{id}/diff" and sid != identity.session_id:
+                raise forbidden("This session may only read its own diff",
+                                {"sessionId": sid})
             if template.startswith("/api/sessions/{id}"):
                 self._require_project_entity(identity, self.state.sessions.get(sid))
                 return None
             raise forbidden("Not available to agent sessions")
         body = body or {}
+        if template in ("/api/sessions/{id}/merge", "/api/sessions/{id}/cleanup"):
+            raise forbidden("Only a person merges or removes a session's worktree")
         if template in ("/api/tasks/{id}", "/api/tasks/{id}/timeline") \
                 and method in ("PATCH", "POST"):
             self._require_task(identity, sid)

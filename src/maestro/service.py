@@ -38,6 +38,8 @@ from .ids import is_valid_client_id, make_id, now_ms
 from .ready_index import ReadyIndex
 from .state import State
 from .store.base import LoadResult, Store
+from .workspace.options import project_settings
+from .workspace.records import WorkspaceRecords
 
 log = logging.getLogger("maestro.service")
 
@@ -48,7 +50,7 @@ def _is_active(session: dict) -> bool:
     return session.get("status") not in FINAL_SESSION_STATUSES
 
 
-class Service(Coordination):
+class Service(Coordination, WorkspaceRecords):
     def __init__(self, store: Store, bus: EventBus | None = None):
         self.store = store
         self.bus = bus or EventBus()
@@ -67,6 +69,8 @@ class Service(Coordination):
         self.load_result = LoadResult()
         self.hostname = socket.gethostname()
         self.platform = sys.platform
+        # Extra parts of GET /health: name -> function returning its body (e.g. workspaces).
+        self.health_sections: dict[str, Callable[[], Any]] = {}
 
     @property
     def state(self) -> State:
@@ -172,7 +176,7 @@ class Service(Coordination):
         storage["notes"] = list(self.load_result.notes)
         if self.committer is not None:
             storage["commits"] = self.committer.stats()
-        return {
+        body = {
             "status": "ok",
             "timestamp": now_ms(),
             "uptime": time.monotonic() - self.started_monotonic,
@@ -180,6 +184,9 @@ class Service(Coordination):
             "counts": {"projects": len(self.state.projects), "tasks": len(self.state.tasks),
                        "sessions": len(self.state.sessions)},
         }
+        for name, section in self.health_sections.items():
+            body[name] = section()
+        return body
 
     # ------------------------------------------------------------ projects
     def list_projects(self) -> list[dict]:
@@ -196,11 +203,13 @@ class Service(Coordination):
                         nonblank_message="name is required", max_len=v.MAX_TEXT)
         working_dir = v.string(body, "workingDir") or ""
         description = v.string(body, "description") or ""
+        workspace = project_settings(body)
 
         def apply(tx: Tx) -> dict:
             now = now_ms()
             project = {"id": make_id("proj", now), "name": name.strip(), "workingDir": working_dir,
-                       "description": description, "createdAt": now, "updatedAt": now}
+                       "description": description, **workspace, "createdAt": now,
+                       "updatedAt": now}
             tx.put("project", project)
             tx.emit("project:created", project)
             return project
@@ -211,10 +220,11 @@ class Service(Coordination):
         name = v.string(body, "name", nonblank_message="name cannot be empty", max_len=v.MAX_TEXT)
         working_dir = v.string(body, "workingDir")
         description = v.string(body, "description")
+        workspace = project_settings(body)
 
         def apply(tx: Tx) -> dict:
             old = self.get_project(project_id)
-            changes: dict[str, Any] = {}
+            changes: dict[str, Any] = dict(workspace)
             if name is not None:
                 changes["name"] = name.strip()
             if working_dir is not None:
@@ -652,6 +662,8 @@ class Service(Coordination):
             session["metadata"] = f["metadata"]
         if f.get("strategy") is not None:
             session["strategy"] = f["strategy"]
+        if f.get("workspace") is not None:  # spawn: where the agent works (a worktree, or not)
+            session["workspace"] = f["workspace"]
         session.update({"startedAt": now, "lastActivity": now,
                         "completedAt": None,
                         "hostname": self.hostname, "platform": self.platform})

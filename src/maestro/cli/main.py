@@ -107,7 +107,10 @@ def _register_commands() -> None:
         watch,
     )
 
+    from . import workspaces
+
     del coordination, task_views  # their commands register themselves on the task group
+    del workspaces  # diff, merge, cleanup register themselves on the session group
     info.register(app)
     app.add_typer(projects.app, name="project")
     app.add_typer(tasks.app, name="task")

@@ -39,6 +39,9 @@ def render_session(session: dict):
                 ("Tasks", esc(", ".join(session.get("taskIds") or []) or "-"))]
         if meta.get("role"):
             rows.append(("Role", esc(meta.get("role"))))
+        from .workspaces import workspace_rows
+
+        rows += workspace_rows(session)
         rows += [("Started", fmt_time(session.get("startedAt"))),
                  ("Last activity", fmt_time(session.get("lastActivity")))]
         if session.get("completedAt"):

@@ -17,12 +17,22 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# A project's workspace settings (README "Parallel agents, isolated").
+_PROJECT_WORKSPACE = {
+    "isolation": {"enum": ["worktree", "none"], "description": "worktree (the default): each "
+                  "spawned session gets its own git worktree and branch; none: sessions share "
+                  "workingDir"},
+    "baseRef": {"type": "string", "description": "branch or commit new worktrees start from "
+                "(default: the main worktree's current branch)"}}
+
+
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error", "code", "message"], "properties": {
         "error": {"const": True}, "code": _STR, "message": _STR, "details": {}}},
     "Project": {"type": "object", "required": ["id", "name", "createdAt", "updatedAt"],
                 "properties": {"id": _STR, "name": _STR, "workingDir": _STR,
-                               "description": _STR, "createdAt": _INT, "updatedAt": _INT}},
+                               "description": _STR, "createdAt": _INT, "updatedAt": _INT,
+                               **_PROJECT_WORKSPACE}},
     "TimelineEvent": {"type": "object", "required": ["id", "type", "timestamp"], "properties": {
         "id": _STR, "type": {"enum": list(TIMELINE_TYPES)}, "timestamp": _INT,
         "message": _STR, "sessionId": _STR}},
@@ -78,7 +88,7 @@ SCHEMAS = {
                     "events": {"type": "array", "items": _ref("SessionEvent")},
                     "metadata": {"type": "object"}, "startedAt": _INT, "lastActivity": _INT,
                     "completedAt": {"type": ["integer", "null"]}, "hostname": _STR,
-                    "platform": _STR}},
+                    "platform": _STR, "workspace": _ref("Workspace")}},
     "Skill": {"type": "object", "required": ["id", "name"], "properties": {
         "id": _STR, "name": _STR, "description": _STR, "type": _STR, "version": _STR,
         "instructions": _STR, "reloaded": {"type": "boolean"}}},
@@ -86,10 +96,12 @@ SCHEMAS = {
                                                  "deleted": _STRS}},
     "CreateProject": {"type": "object", "required": ["name"], "properties": {
         "name": {"type": "string", "minLength": 1, "maxLength": 1000}, "workingDir": _STR,
-        "description": _STR}},
+        "description": _STR,
+        **_PROJECT_WORKSPACE}},
     "UpdateProject": {"type": "object", "properties": {
         "name": {"type": "string", "minLength": 1, "maxLength": 1000}, "workingDir": _STR,
-        "description": _STR}},
+        "description": _STR,
+        **_PROJECT_WORKSPACE}},
     "CreateTask": {"type": "object", "required": ["projectId", "title"], "properties": {
         "projectId": _STR, "title": {"type": "string", "minLength": 1, "maxLength": 1000},
         "parentId": {"type": ["string", "null"]}, "description": _STR,
@@ -194,12 +206,17 @@ _CLAIM_TOKEN_ROUTES = {("/api/tasks/{id}", "patch"), ("/api/tasks/{id}/timeline"
                        ("/api/tasks/{id}/dependencies/{dependsOnId}", "delete")}
 
 _extra_routes: list[tuple] = []
+_route_errors: dict[tuple[str, str], str] = {}
 
 
 def register(path: str, method: str, summary: str, request: str | None, status: int,
-             response: str | None, schemas: dict | None = None) -> None:
-    """Let other modules (spawn, launcher) add their routes to the document."""
+             response: str | None, schemas: dict | None = None,
+             errors: str | None = None) -> None:
+    """Let other modules (spawn, launcher) add their routes to the document; `errors` lists the
+    route's own error codes."""
     _extra_routes.append((path, method, summary, request, status, response))
+    if errors:
+        _route_errors[(path, method)] = errors
     if schemas:
         SCHEMAS.update(schemas)
     openapi_document.cache_clear()
@@ -220,7 +237,7 @@ def openapi_document() -> dict:
         op: dict = {"summary": summary, "responses": {
             str(status): {"description": "OK", "content": {
                 "application/json": {"schema": _response_schema(response)}}},
-            "4XX": {"description": "Client error",
+            "4XX": {"description": _route_errors.get((path, method), "Client error"),
                     "content": {"application/json": {"schema": _ref("Error")}}}}}
         params = [{"name": p, "in": "path", "required": True,
                    "schema": {"type": "string", "maxLength": 128}}

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+from ..workspace.prompt import workspace_from_env, workspace_lines
 from .guide import guide_lines
 from .manifest import ManifestError, dependency_text, read_manifest
 
@@ -69,8 +70,9 @@ class ServerLink:
 
 # ---------------------------------------------------------------------------- prompt
 def build_prompt(role: str, manifest: dict, session_id: str | None,
-                 server_tasks: dict[str, dict]) -> str:
-    """The instructions handed to the agent CLI: who it is, its tasks, how to report."""
+                 server_tasks: dict[str, dict], workspace: dict | None = None) -> str:
+    """The instructions handed to the agent CLI: who it is, its tasks, how to report, and
+    (`workspace`: its branch and base) that it works in a worktree of its own."""
     tasks = manifest["tasks"]
     lines = [f"You are a Maestro {role} agent"
              + (f" in session {session_id}." if session_id else "."), ""]
@@ -91,7 +93,7 @@ def build_prompt(role: str, manifest: dict, session_id: str | None,
     depends = dependency_text(manifest)
     if depends:
         lines += ["", depends]
-    lines += [""] + guide_lines(role, tasks[0]["id"])
+    lines += [""] + workspace_lines(workspace) + guide_lines(role, tasks[0]["id"])
     return "\n".join(lines) + "\n"
 
 
@@ -219,7 +221,8 @@ def run_init(role: str) -> int:
     else:
         _say(f"maestro {role} init: MAESTRO_SESSION_ID is not set; the agent's reports will "
              "not be linked to a session")
-    prompt = build_prompt(role, manifest, session_id, server_tasks)
+    prompt = build_prompt(role, manifest, session_id, server_tasks,
+                          workspace_from_env(os.environ))
     prompt_file = _write_prompt(manifest_path, prompt)
     spec = (os.environ.get("MAESTRO_AGENT") or "claude").strip()
     argv = agent_command(spec, manifest, prompt, prompt_file, manifest_path, session_id)

@@ -193,6 +193,10 @@ class Launcher:
             argv = [sys.executable, "-m", "maestro", role, "init"]
         project = self.service.state.projects.get(session.get("projectId")) or {}
         working_dir = project.get("workingDir")
+        workspace = session.get("workspace") if isinstance(session.get("workspace"), dict) \
+            else {}
+        if workspace.get("mode") == "worktree":  # the session's own git worktree
+            working_dir = workspace.get("cwd") or workspace.get("path")
         cwd = working_dir if isinstance(working_dir, str) and working_dir \
             and os.path.isdir(working_dir) else str(folder)
         env = dict(self.settings.agent_env)

@@ -11,6 +11,7 @@ from ..policy import redact_session
 from ..server.openapi import register
 from ..server.router import ApiRequest, Reply, Router
 from ..service import Service
+from ..workspace.routes import install as install_workspaces
 from .launcher import Launcher
 from .manifest import MODELS, PERMISSION_MODES, ROLES
 from .spawn import SPAWN_SOURCES, SPAWN_STRATEGIES, Spawner
@@ -32,7 +33,13 @@ SCHEMAS = {
                 "MAESTRO_*, DATABASE_URL, PG*, DATA_DIR or SESSION_DIR"},
         "agent": {"type": "string", "description": "claude, codex, or a command line with "
                   "{prompt_file} / {manifest} placeholders; handed to the agent as "
-                  "MAESTRO_AGENT"}}},
+                  "MAESTRO_AGENT"},
+        "isolation": {"enum": ["worktree", "none"], "description": "worktree (default, or the "
+                      "project's isolation): its own git worktree and branch when workingDir "
+                      "is in a git repository; none: work in workingDir itself"},
+        "baseRef": {"type": "string", "description": "branch or commit the worktree starts "
+                    "from (default: the project's baseRef, else the main worktree's current "
+                    "branch)"}}},
     "SpawnResponse": {"type": "object", "properties": {
         "success": {"const": True}, "sessionId": _STR, "manifestPath": _STR, "message": _STR,
         "session": {"$ref": "#/components/schemas/Session"}}},
@@ -52,6 +59,7 @@ def install(router: Router, service: Service, settings: Settings, extensions: li
     spawner = Spawner(service, settings, tokens=tokens)
     launcher = Launcher(service, settings, tokens=tokens)
     spawner.on_spawned = launcher.submit
+    spawner.workspaces = install_workspaces(router, service, settings, extensions)
 
     async def spawn(r: ApiRequest):
         result = await spawner.spawn(await r.json())

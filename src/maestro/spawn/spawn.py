@@ -22,6 +22,7 @@ from ..events import Event
 from ..ids import make_id
 from ..service import Service
 from ..validate import MAX_TEXT
+from ..workspace.options import spawn_options
 from .manifest import (
     MODELS,
     PERMISSION_MODES,
@@ -178,6 +179,8 @@ class Spawner:
         self.on_spawned = None
         # Mints the agent's own token when a UI opens the terminal (launcher `ui`).
         self.tokens = tokens
+        # Gives each new session its git worktree (workspace.manager.WorkspaceManager).
+        self.workspaces = None
 
     def command_for(self, role: str) -> str:
         return self.settings.agent_command or default_command(role)
@@ -185,26 +188,24 @@ class Spawner:
     async def spawn(self, body: dict) -> dict:
         """Handle one spawn request; returns the 201 body of §9.7."""
         req = parse_spawn_body(self.service, body)
+        req.update(spawn_options(body))
         project, tasks = _check_references(self.service, req)
         session_id = make_id("sess")
         session_dir = self.settings.session_dir / session_id
         manifest_path = (session_dir / "manifest.json").absolute()
+        if self.workspaces is not None:
+            req["workspace"] = await self.workspaces.prepare(req, project, tasks, session_id)
         try:
             manifest = await self._generate_manifest(req, project, tasks, manifest_path)
-        except ApiError:
-            _remove_dir(session_dir)
-            raise
-        try:
             session = await self._create_session(req, session_id, manifest_path, manifest)
-        except ApiError:
+        except BaseException as exc:
             _remove_dir(session_dir)
-            raise
-        except StorageError as exc:
-            _remove_dir(session_dir)
-            raise spawn_error(500, "spawn_error", str(exc)) from None
-        except Exception as exc:
-            log.exception("spawn failed")
-            _remove_dir(session_dir)
+            if self.workspaces is not None:
+                await self.workspaces.discard(req.get("workspace"))
+            if isinstance(exc, ApiError) or not isinstance(exc, Exception):
+                raise
+            if not isinstance(exc, StorageError):
+                log.exception("spawn failed")
             raise spawn_error(500, "spawn_error", str(exc)) from None
         if self.on_spawned is not None:
             self.on_spawned(session)
@@ -217,7 +218,8 @@ class Spawner:
         try:
             if self.settings.manifest_generator == "cli":
                 return await self._generate_with_cli(req, path)
-            manifest = build_manifest(role=req["role"], project=project, tasks=tasks,
+            manifest = build_manifest(role=req["role"], project=_as_seen_by_agent(req, project),
+                                      tasks=tasks,
                                       skills=req["skills"], model=req["model"],
                                       permission_mode=req["permissionMode"],
                                       strategy=req["strategy"],
@@ -272,6 +274,10 @@ class Spawner:
             session["model"] = req["model"]
             session["permissionMode"] = req["permissionMode"]
             await asyncio.to_thread(write_manifest, path, manifest)
+        cwd = _agent_cwd(req)
+        if isinstance(session, dict) and cwd and session.get("workingDirectory") != cwd:
+            session["workingDirectory"] = cwd  # the agent works in its own worktree
+            await asyncio.to_thread(write_manifest, path, manifest)
         validate_manifest(manifest, req["role"])
         return manifest
 
@@ -288,6 +294,10 @@ class Spawner:
         }
         if req["agent"]:
             env["MAESTRO_AGENT"] = req["agent"]
+        workspace = req.get("workspace")
+        if isinstance(workspace, dict) and workspace.get("mode") == "worktree":
+            env["MAESTRO_WORKSPACE_BRANCH"] = workspace["branch"]
+            env["MAESTRO_WORKSPACE_BASE"] = workspace["baseRef"]
         env.update(req["env"])
         metadata: dict[str, Any] = {
             "skills": req["skills"], "spawnSource": req["spawnSource"],
@@ -305,7 +315,8 @@ class Spawner:
             name = f"{req['role'].capitalize()} for {req['taskIds'][0]}"
         return {"taskIds": req["taskIds"], "projectId": req["projectId"], "id": session_id,
                 "name": name, "agentId": None, "status": "spawning", "env": env,
-                "metadata": metadata, "strategy": req["strategy"]}
+                "metadata": metadata, "strategy": req["strategy"],
+                "workspace": req.get("workspace")}
 
     async def _create_session(self, req: dict, session_id: str, manifest_path: Path,
                               manifest: dict) -> dict:
@@ -315,7 +326,8 @@ class Spawner:
         payload: dict[str, Any] = {
             "session": None, "projectId": req["projectId"], "taskIds": req["taskIds"],
             "skillIds": req["skills"], "name": fields["name"],
-            "command": self.command_for(req["role"]), "cwd": project.get("workingDir") or "",
+            "command": self.command_for(req["role"]),
+            "cwd": _agent_cwd(req) or project.get("workingDir") or "",
             "envVars": fields["env"], "manifestPath": str(manifest_path), "manifest": manifest,
             "spawnSource": req["spawnSource"], "parentSessionId": req["parentSessionId"],
         }
@@ -353,3 +365,17 @@ class Spawner:
 
 def _remove_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _agent_cwd(req: dict) -> str | None:
+    """The folder of the session's own worktree (where its agent starts), if it has one."""
+    workspace = req.get("workspace")
+    if isinstance(workspace, dict) and workspace.get("mode") == "worktree":
+        return workspace.get("cwd") or workspace.get("path")
+    return None
+
+
+def _as_seen_by_agent(req: dict, project: dict) -> dict:
+    """The project with the folder the agent works in as its workingDir (for the manifest)."""
+    cwd = _agent_cwd(req)
+    return dict(project, workingDir=cwd) if cwd else project
