@@ -94,7 +94,10 @@ def command(app: typer.Typer, name: str, *, hook: bool = False, **settings) -> C
             overrides = root_overrides.merge(Overrides(json=opt_json, server=opt_server,
                                                        project=opt_project,
                                                        session=opt_session))
-            run = Run(resolve(overrides))
+            ctx = resolve(overrides)
+            # Agents and their hooks wait out a server restart; a person gets an answer at once.
+            ctx.patient = hook or (bool(ctx.session) and not is_tty_stdin())
+            run = Run(ctx)
             try:
                 fn(run, *args, **kwargs)
             except CliError as err:
