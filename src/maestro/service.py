@@ -702,10 +702,11 @@ class Service(Coordination):
         fields = self.validate_new_session(body)
         return await self._mutate(lambda tx: self.new_session_in_tx(tx, fields))
 
-    async def update_session(self, session_id: str, body: dict, *, stopped: bool = False) \
-            -> dict:
+    async def update_session(self, session_id: str, body: dict, *, stopped: bool = False,
+                             end: dict | None = None) -> dict:
         """PATCH /api/sessions/:id. `stopped`: the launcher ends a session it stopped (its
-        tasks are treated as failed whatever the status, §15.5)."""
+        tasks are treated as failed whatever the status, §15.5). `end`: how its agent ended
+        (`endReason`, `endMessage`), kept in the session's metadata when this ends it."""
         status = v.enum(body, "status", v.SESSION_STATUSES)
         agent_id = v.string(body, "agentId")
         task_ids = v.string_list(body, "taskIds", ids=True)
@@ -740,6 +741,9 @@ class Service(Coordination):
                 merged = dict(old.get("env") or {}) if isinstance(old.get("env"), dict) else {}
                 merged.update(env)
                 session["env"] = merged
+            if end and status in FINAL_SESSION_STATUSES and _is_active(old):
+                meta = old.get("metadata")
+                session["metadata"] = {**(meta if isinstance(meta, dict) else {}), **end}
             session["lastActivity"] = now
             tx.put("session", session)
             link_events: list[tuple[str, str, str]] = []
