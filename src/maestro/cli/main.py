@@ -101,13 +101,15 @@ def _register_commands() -> None:
         manifest_cmd,
         projects,
         reporting,
+        session_control,
         sessions,
         task_views,
         tasks,
         watch,
     )
 
-    del coordination, task_views  # their commands register themselves on the task group
+    # These register their commands on the task and session groups themselves.
+    del coordination, task_views, session_control
     info.register(app)
     app.add_typer(projects.app, name="project")
     app.add_typer(tasks.app, name="task")
