@@ -88,9 +88,9 @@ def serve(
         overrides["log_level"] = "debug"
     try:
         settings = Settings.from_env(**overrides)
-    except ConfigError as exc:
+    except ConfigError as exc:  # one line and exit 1, like every other refusal to start
         print(f"maestro: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     raise typer.Exit(run_server(settings))
 
 
