@@ -484,8 +484,6 @@ class Launcher:
             data["message"] = message
         if agent.stopped_by is not None:
             data["stoppedBy"] = agent.stopped_by
-        self._announce(agent.session_id, {"state": "failed",
-                                          "message": end_message(data, agent.stopped_by)})
         agent.record.update(state="finished", exit=data, finalized=False)
         if keep_record:
             save_json(agent.folder / RECORD_FILE, agent.record)
@@ -498,6 +496,9 @@ class Launcher:
                 end = {"endReason": reason,
                        "endMessage": end_message(data, data.get("stoppedBy"))}
             await self._update(agent.session_id, body, stopped=reason == "stopped", end=end)
+        # Once the session says so: a spawn request still waiting hears that it failed.
+        self._announce(agent.session_id, {"state": "failed",
+                                          "message": end_message(data, agent.stopped_by)})
         agent.record["finalized"] = True
         if keep_record:
             save_json(agent.folder / RECORD_FILE, agent.record)
