@@ -260,3 +260,35 @@ def test_server_side_cascade_is_one_change_and_stops_agents(launch_server, with_
         if agent_pid is not None:
             wait_until(lambda: not pid_alive(agent_pid["agentPid"], agent_pid["agentStart"]),
                        15, what="the deleted session's agent to end")
+
+
+def test_an_orchestrator_that_stops_its_worker_is_named_as_the_stopper(launch_server, tmp_path):
+    srv = launch_server({"MAESTRO_TMUX": "0", "MAESTRO_STOP_GRACE": "1"})
+    script = tmp_path / "orchestrator.sh"
+    script.write_text(f"""set -e
+W=$(maestro session spawn --task "$MAESTRO_TASK_IDS" --agent '{agent_cmd("stubborn_agent.py")}' \\
+    --json | python3 -c 'import json,sys;print(json.load(sys.stdin)["data"]["sessionId"])')
+echo "worker=$W"
+for i in $(seq 100); do
+  maestro session info "$W" --json | grep -q '"status": "running"' && break
+  sleep 0.2
+done
+maestro session stop "$W" --wait
+""")
+    with http_client(srv) as api, WsClient(srv.ws_url) as ws:
+        project = new_project(api, workingDir=str(tmp_path))
+        task = new_task(api, project["id"], title="Plan")
+        stream = Stream(ws)
+        lead = spawn_body(api, project["id"], [task["id"]], role="orchestrator",
+                          agent=f"bash {script}")["sessionId"]
+        stream.wait_for(until_status(lead, "completed", "failed"), timeout=60)
+        lines = ok(api.get(f"/api/sessions/{lead}/log"))["lines"]
+        assert ok(api.get(f"/api/sessions/{lead}"))["status"] == "completed", lines
+        worker = next(line.split("=", 1)[1] for line in lines if line.startswith("worker="))
+        assert any(f"Stopped session {worker}: stopped by session {lead}" in line
+                   for line in lines), lines
+        stopped = ok(api.get(f"/api/sessions/{worker}"))
+        assert stopped["status"] == "failed"
+        assert stopped["metadata"]["spawnedBy"] == lead
+        assert stopped["metadata"]["endMessage"] == f"stopped by session {lead}"
+        assert session_event(stopped, "process_exit")["stoppedBy"] == lead
