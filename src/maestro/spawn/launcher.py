@@ -37,6 +37,7 @@ from ..errors import ApiError, validation
 from ..ids import is_safe_file_component, now_ms
 from ..service import FINAL_SESSION_STATUSES, Service
 from .endings import end_message
+from .output_log import read_output
 from .processes import (
     ENV_FILE,
     EXIT_FILE,
@@ -44,11 +45,9 @@ from .processes import (
     PROCESS_FILE,
     RECORD_FILE,
     last_output_line,
-    lines_from,
     pid_alive,
     read_json,
     save_json,
-    tail_lines_at,
     write_private_json,
 )
 from .wrapper import process_start_time
@@ -59,8 +58,6 @@ POLL_SECONDS = 0.1
 TMUX_SESSION = "maestro"
 TMUX_TIMEOUT = 10.0
 KILL_WRAPPER_AFTER = 5.0  # seconds after SIGKILL to the agent, if the wrapper is still there
-MAX_TAIL = 10_000
-DEFAULT_TAIL = 100
 
 
 @dataclass
@@ -580,40 +577,7 @@ class Launcher:
 
     async def read_log(self, session_id: str, tail: str | None,
                        offset: str | None = None) -> dict:
-        """The agent's output: the last `tail` lines (default 100, at most 10000), or with
-        `offset` the whole lines written from that byte on. `nextOffset` is where to go on
-        from (`tail -f`); `finished` says whether the session has ended."""
-        count, start = DEFAULT_TAIL, None
-        if tail is not None:
-            count = _whole(tail, "tail", 1, MAX_TAIL)
-        if offset is not None:
-            start = _whole(offset, "offset", 0, 2 ** 62)
+        """GET /api/sessions/:id/log (see output_log.read_output)."""
         session = self.service.get_session(session_id)
-        finished = session.get("status") in FINAL_SESSION_STATUSES \
-            and session_id not in self.active
-        folder = self.folder(session_id)
-        path = folder / LOG_FILE
-        answer = {"sessionId": session_id, "finished": finished}
-        if not path.exists():
-            if read_json(folder / RECORD_FILE) is None:
-                raise launch_error(409, "SESSION_NOT_LAUNCHED",
-                                   f"Session {session_id} was not launched by this server",
-                                   session_id)
-            return {**answer, "lines": [], "truncated": False, "nextOffset": 0}
-        if start is not None:
-            lines, after, size = await asyncio.to_thread(lines_from, path, start, finished)
-            return {**answer, "lines": lines, "truncated": False, "offset": start,
-                    "nextOffset": after, "size": size}
-        lines, truncated, end = await asyncio.to_thread(tail_lines_at, path, count)
-        return {**answer, "lines": lines, "truncated": truncated, "nextOffset": end}
-
-
-def _whole(raw: str, name: str, low: int, high: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise validation(f"{name} must be a whole number between {low} and {high}",
-                         {"field": name})
-    return value
+        return await read_output(session, self.folder(session_id),
+                                 running=session_id in self.active, tail=tail, offset=offset)
