@@ -32,7 +32,7 @@ def end_event(session: dict) -> dict | None:
 
 
 def how_it_ended(session: dict) -> str | None:
-    """"stopped by the user", "the agent exited with code 3: …": what ended a session, from
+    """What ended a session ("stopped by the user", "the agent exited with code 3: …"), from
     its metadata (`endMessage`, written by the launcher) or its last exit event."""
     meta = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
     if isinstance(meta.get("endMessage"), str) and meta["endMessage"]:
