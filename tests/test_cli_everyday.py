@@ -326,3 +326,20 @@ def test_import_data_from_a_directory_in_use_says_to_stop_that_server(server, tm
     assert message.count("\n") == 0, message
     assert "in use by another Maestro server; stop that server first, then import" in message
     assert "another DATA_DIR" not in message  # the advice for starting a second server
+
+
+def test_every_command_a_prompt_tells_an_agent_to_run_is_allowed_for_its_role():
+    from maestro.cli.info import allowed_commands, command_id, is_allowed
+    from maestro.spawn.agent import build_prompt
+
+    manifest = {"tasks": [{"id": "task_1", "title": "Add login", "projectId": "proj_1",
+                           "acceptanceCriteria": ["Tests pass"]}]}
+    for role in ("worker", "orchestrator"):
+        allowed = allowed_commands(role, {"role": role})
+        told = set()
+        for quoted in re.findall(r"`(maestro [^`]+)`", build_prompt(role, manifest, "s", {})):
+            words = [w for w in quoted.split()[1:3] if re.match(r"^[a-z][\w-]*$", w)]
+            told.add(command_id(" ".join(words)))
+        assert {"task:complete", "report:progress", "task:claim"} <= told
+        refused = sorted(name for name in told if not is_allowed(name, allowed))
+        assert refused == [], (role, refused)
