@@ -131,6 +131,12 @@ class Policy:
             if template == "/api/sessions/{id}/diff" and sid != identity.session_id:
                 raise forbidden("This session may only read its own diff",
                                 {"sessionId": sid})
+            if template == "/api/sessions/{id}/log":
+                # An agent's output may hold what it read (keys, files): its own only.
+                if self.state.sessions.get(sid) is not None and sid != identity.session_id:
+                    raise forbidden("This session may only read its own output log",
+                                    {"sessionId": sid})
+                return None
             if template.startswith("/api/sessions/{id}"):
                 self._require_project_entity(identity, self.state.sessions.get(sid))
                 return None

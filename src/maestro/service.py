@@ -238,9 +238,14 @@ class Service(Coordination, WorkspaceRecords):
 
         return await self._mutate(apply)
 
-    async def delete_project(self, project_id: str) -> dict:
+    async def delete_project(self, project_id: str, cascade: bool = False) -> dict:
+        """§7.2.5: refused while the project has tasks or sessions, unless `cascade`: then its
+        sessions (their agent tokens die with them, and the launcher stops their agents),
+        its tasks (children before parents) and the project go in one change."""
         def apply(tx: Tx) -> dict:
             self.get_project(project_id)
+            if cascade:
+                return self._delete_project_tree(tx, project_id)
             n_tasks = len(self.state.tasks.indexes["projectId"].get(project_id))
             if n_tasks:
                 raise ApiError(400, "PROJECT_HAS_DEPENDENCIES",
@@ -256,6 +261,30 @@ class Service(Coordination, WorkspaceRecords):
             return {"success": True, "id": project_id}
 
         return await self._mutate(apply)
+
+    def _delete_project_tree(self, tx: Tx, project_id: str) -> dict:
+        sessions = [s["id"] for s in self.state.sessions.query({"projectId": project_id})]
+        for sid in sessions:
+            self._delete_session_in_tx(tx, sid)
+        task_ids = [t["id"] for t in self.state.tasks.query({"projectId": project_id})]
+        doomed = set(task_ids)
+
+        def depth(tid: str) -> int:  # levels above `tid` inside this project
+            seen, level = {tid}, 0
+            parent = self.state.tasks.get(tid).get("parentId")
+            while parent in doomed and parent not in seen:
+                seen.add(parent)
+                level += 1
+                parent = self.state.tasks.get(parent).get("parentId")
+            return level
+
+        ordered = sorted(task_ids, key=depth, reverse=True)  # children before their parents
+        for tid in ordered:
+            self._delete_one_task(tx, tid, doomed)
+        tx.delete("project", project_id)
+        tx.emit("project:deleted", {"id": project_id})
+        return {"success": True, "id": project_id,
+                "deleted": {"sessions": sessions, "tasks": ordered}}
 
     # ------------------------------------------------------------ tasks
     def list_tasks(self, project_id: str | None = None, status: str | None = None,
@@ -685,10 +714,11 @@ class Service(Coordination, WorkspaceRecords):
         fields = self.validate_new_session(body)
         return await self._mutate(lambda tx: self.new_session_in_tx(tx, fields))
 
-    async def update_session(self, session_id: str, body: dict, *, stopped: bool = False) \
-            -> dict:
+    async def update_session(self, session_id: str, body: dict, *, stopped: bool = False,
+                             end: dict | None = None) -> dict:
         """PATCH /api/sessions/:id. `stopped`: the launcher ends a session it stopped (its
-        tasks are treated as failed whatever the status, §15.5)."""
+        tasks are treated as failed whatever the status, §15.5). `end`: how its agent ended
+        (`endReason`, `endMessage`), kept in the session's metadata when this ends it."""
         status = v.enum(body, "status", v.SESSION_STATUSES)
         agent_id = v.string(body, "agentId")
         task_ids = v.string_list(body, "taskIds", ids=True)
@@ -723,6 +753,9 @@ class Service(Coordination, WorkspaceRecords):
                 merged = dict(old.get("env") or {}) if isinstance(old.get("env"), dict) else {}
                 merged.update(env)
                 session["env"] = merged
+            if end and status in FINAL_SESSION_STATUSES and _is_active(old):
+                meta = old.get("metadata")
+                session["metadata"] = {**(meta if isinstance(meta, dict) else {}), **end}
             session["lastActivity"] = now
             tx.put("session", session)
             link_events: list[tuple[str, str, str]] = []
@@ -760,19 +793,23 @@ class Service(Coordination, WorkspaceRecords):
 
     async def delete_session(self, session_id: str) -> dict:
         def apply(tx: Tx) -> dict:
-            session = self.get_session(session_id)
-            tx.delete("session", session_id)
-            tx.emit("session:deleted", {"id": session_id})
-            for tid in _list(session.get("taskIds")):
-                if self.state.tasks.get(tid) is None:
-                    continue
-                self._unlink(tx, session_id, tid, session_gone=True)
-                tx.emit("task:session_removed", {"taskId": tid, "sessionId": session_id})
-                tx.emit("task:updated", self.state.tasks.get(tid))
-            self._session_ended(tx, session_id, "deleted")
+            self._delete_session_in_tx(tx, session_id)
             return {"success": True, "id": session_id}
 
         return await self._mutate(apply)
+
+    def _delete_session_in_tx(self, tx: Tx, session_id: str) -> None:
+        """§7.4.5: remove the session, unlinking its tasks; its claims and reports end."""
+        session = self.get_session(session_id)
+        tx.delete("session", session_id)
+        tx.emit("session:deleted", {"id": session_id})
+        for tid in _list(session.get("taskIds")):
+            if self.state.tasks.get(tid) is None:
+                continue
+            self._unlink(tx, session_id, tid, session_gone=True)
+            tx.emit("task:session_removed", {"taskId": tid, "sessionId": session_id})
+            tx.emit("task:updated", self.state.tasks.get(tid))
+        self._session_ended(tx, session_id, "deleted")
 
     def _pair(self, session_id: str, task_id: str) -> None:
         if self.state.sessions.get(session_id) is None:

@@ -88,9 +88,9 @@ def serve(
         overrides["log_level"] = "debug"
     try:
         settings = Settings.from_env(**overrides)
-    except ConfigError as exc:
+    except ConfigError as exc:  # one line and exit 1, like every other refusal to start
         print(f"maestro: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     raise typer.Exit(run_server(settings))
 
 
@@ -101,6 +101,7 @@ def _register_commands() -> None:
         manifest_cmd,
         projects,
         reporting,
+        session_control,
         sessions,
         task_views,
         tasks,
@@ -109,8 +110,8 @@ def _register_commands() -> None:
 
     from . import workspaces
 
-    del coordination, task_views  # their commands register themselves on the task group
-    del workspaces  # diff, merge, cleanup register themselves on the session group
+    # These register their commands on the task and session groups themselves.
+    del coordination, task_views, session_control, workspaces
     info.register(app)
     app.add_typer(projects.app, name="project")
     app.add_typer(tasks.app, name="task")

@@ -152,6 +152,8 @@ def task_list(
         run.emit({"task": task, "children": children}, render)
         return
     project = None if all_projects else run.ctx.project
+    if project:
+        run.project()
     tasks = run.api.get("/api/tasks", {"projectId": project, "status": status})
     tasks = filter_tasks(tasks, status, priority)
     run.emit(tasks, render_tasks(tasks, "No tasks. Create one: maestro task create \"Title\""))

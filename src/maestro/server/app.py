@@ -106,7 +106,7 @@ def register_api(router: Router, service: Service, hub: Hub,
 
     async def delete_project(r: ApiRequest):
         await r.json()
-        return await service.delete_project(r.param())
+        return await service.delete_project(r.param(), cascade=r.query("cascade") == "true")
 
     # -- tasks
     async def list_tasks(r: ApiRequest):

@@ -94,6 +94,10 @@ SCHEMAS = {
         "instructions": _STR, "reloaded": {"type": "boolean"}}},
     "Deleted": {"type": "object", "properties": {"success": {"const": True}, "id": _STR,
                                                  "deleted": _STRS}},
+    "ProjectDeleted": {"type": "object", "properties": {
+        "success": {"const": True}, "id": _STR,
+        "deleted": {"type": "object", "description": "with cascade: what went with it",
+                    "properties": {"sessions": _STRS, "tasks": _STRS}}}},
     "CreateProject": {"type": "object", "required": ["name"], "properties": {
         "name": {"type": "string", "minLength": 1, "maxLength": 1000}, "workingDir": _STR,
         "description": _STR,
@@ -143,8 +147,9 @@ ROUTES: list[tuple] = [
     ("/api/projects", "post", "Create a project", "CreateProject", 201, "Project"),
     ("/api/projects/{id}", "get", "Get a project", None, 200, "Project"),
     ("/api/projects/{id}", "put", "Update a project (partial)", "UpdateProject", 200, "Project"),
-    ("/api/projects/{id}", "delete", "Delete a project without tasks or sessions", None, 200,
-     "Deleted"),
+    ("/api/projects/{id}", "delete", "Delete a project without tasks or sessions; with "
+     "cascade=true also its sessions (their agents are stopped) and tasks, in one change",
+     None, 200, "ProjectDeleted"),
     ("/api/tasks", "get", "List tasks (filters: projectId, status, parentId; ready=true: ready "
      "work in priority order; blocked=true: pending tasks held back)", None, 200, "Task[]"),
     ("/api/tasks", "post", "Create a task", "CreateTask", 201, "Task"),
@@ -197,6 +202,8 @@ ROUTES: list[tuple] = [
 _QUERY = {
     ("/api/tasks", "get"): ["projectId", "status", "parentId", "ready", "blocked"],
     ("/api/tasks/{id}", "delete"): ["cascade"],
+    ("/api/projects/{id}", "delete"): ["cascade"],
+    ("/api/sessions/{id}/log", "get"): ["tail", "offset"],
     ("/api/sessions", "get"): ["projectId", "taskId", "status", "active"],
 }
 

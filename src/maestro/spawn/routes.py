@@ -2,7 +2,8 @@
 
 - POST /api/sessions/spawn        create a session + manifest for tasks (SPEC §9)
 - POST /api/sessions/{id}/stop    stop the session's agent (SIGTERM, SIGKILL after a grace period)
-- GET  /api/sessions/{id}/log     the last lines of the agent's output (`?tail=N`)"""
+- GET  /api/sessions/{id}/log     the agent's output: the last lines (`?tail=N`), or the lines
+                                  written from a byte on (`?offset=N`, to follow it)"""
 
 from __future__ import annotations
 
@@ -41,14 +42,30 @@ SCHEMAS = {
                     "from (default: the project's baseRef, else the main worktree's current "
                     "branch)"}}},
     "SpawnResponse": {"type": "object", "properties": {
-        "success": {"const": True}, "sessionId": _STR, "manifestPath": _STR, "message": _STR,
+        "success": {"const": True}, "sessionId": _STR, "manifestPath": _STR,
+        "message": {"type": "string", "description": "what happened: the local launcher "
+                    "started the agent (with its pid), queued it, could not start it, or the "
+                    "request was sent to an Agents UI"},
+        "launch": {"type": "object", "description": "the same for programs", "properties": {
+            "launcher": {"enum": ["local", "ui"]},
+            "state": {"enum": ["started", "queued", "failed", "skipped", "starting",
+                               "requested"]},
+            "pid": {"type": "integer"}, "mode": {"enum": ["tmux", "pty"]}, "attach": _STR,
+            "running": {"type": "integer"}, "maxAgents": {"type": "integer"},
+            "message": _STR}},
         "session": {"$ref": "#/components/schemas/Session"}}},
     "StopResponse": {"type": "object", "properties": {
         "success": {"const": True}, "sessionId": _STR,
         "signal": {"type": ["string", "null"]}, "graceSeconds": {"type": "number"},
         "session": {"$ref": "#/components/schemas/Session"}}},
     "SessionLog": {"type": "object", "properties": {
-        "sessionId": _STR, "lines": _STRS, "truncated": {"type": "boolean"}}},
+        "sessionId": _STR, "lines": _STRS, "truncated": {"type": "boolean"},
+        "finished": {"type": "boolean", "description": "the session has ended: no more lines "
+                     "will come"},
+        "offset": {"type": "integer"},
+        "nextOffset": {"type": "integer", "description": "pass as offset to get what is "
+                       "written next"},
+        "size": {"type": "integer"}}},
 }
 
 
@@ -69,10 +86,11 @@ def install(router: Router, service: Service, settings: Settings, extensions: li
 
     async def stop(r: ApiRequest):
         await r.json()
-        return await launcher.stop_session(r.param())
+        by = r.identity.session_id if r.identity is not None else None
+        return await launcher.stop_session(r.param(), by=by)
 
     async def output(r: ApiRequest):
-        return await launcher.read_log(r.param(), r.query("tail"))
+        return await launcher.read_log(r.param(), r.query("tail"), r.query("offset"))
 
     router.add("POST", "/api/sessions/spawn", spawn)
     router.add("POST", "/api/sessions/{id}/stop", stop)
@@ -82,7 +100,9 @@ def install(router: Router, service: Service, settings: Settings, extensions: li
              "SpawnResponse", SCHEMAS)
     register("/api/sessions/{id}/stop", "post", "Stop a session's agent (SIGTERM, then SIGKILL "
              "after MAESTRO_STOP_GRACE seconds)", None, 200, "StopResponse")
-    register("/api/sessions/{id}/log", "get", "Last lines of a session's agent output "
-             "(query tail, default 100)", None, 200, "SessionLog")
+    register("/api/sessions/{id}/log", "get", "A session's agent output: the last lines "
+             "(query tail, default 100) or the lines written from byte offset on (query "
+             "offset; follow with nextOffset). Agents read only their own",
+             None, 200, "SessionLog")
     extensions.append(launcher)
     return launcher

@@ -21,6 +21,7 @@ from ..errors import ApiError, StorageError, validation
 from ..events import Event
 from ..ids import make_id
 from ..service import Service
+from ..session_names import session_name
 from ..validate import MAX_TEXT
 from ..workspace.options import spawn_options
 from .manifest import (
@@ -39,7 +40,28 @@ SPAWN_SOURCES = ("manual", "orchestrator", "ui", "cli", "api", "session")
 SPAWN_STRATEGIES = ("simple", "queue")
 DEFAULT_SKILLS = ("maestro-worker",)
 CLI_TIMEOUT_SECONDS = 60.0
+# How long a spawn request waits to say what the local launcher did with the agent (starting
+# one takes well under a second; a slow tmux only delays the answer's wording).
+LAUNCH_WAIT_SECONDS = 10.0
+UI_MESSAGE = "Spawn request sent to Agents UI"
 _MISSING = object()
+
+
+def launch_message(launch: dict) -> str:
+    """The spawn answer's `message`: what happened to the agent, in one sentence."""
+    state = launch.get("state")
+    if launch.get("launcher") == "ui" or state == "requested":
+        return UI_MESSAGE
+    if state == "started":
+        where = "in tmux" if launch.get("mode") == "tmux" else "on a pseudo-terminal"
+        return f"Agent started by the local launcher (pid {launch.get('pid')}, {where})"
+    if state == "queued":
+        return (f"Agent queued by the local launcher: {launch.get('running')} agent(s) "
+                f"already running (MAESTRO_MAX_AGENTS={launch.get('maxAgents')}); it starts "
+                "when one ends")
+    if state in ("failed", "skipped"):
+        return f"The local launcher did not start the agent: {launch.get('message')}"
+    return "The local launcher is starting the agent"
 
 
 def spawn_error(status: int, code: str, message: str, details: Any = None) -> ApiError:
@@ -207,10 +229,18 @@ class Spawner:
             if not isinstance(exc, StorageError):
                 log.exception("spawn failed")
             raise spawn_error(500, "spawn_error", str(exc)) from None
-        if self.on_spawned is not None:
-            self.on_spawned(session)
+        launch = {"launcher": self.settings.launcher}
+        waiter = self.on_spawned(session) if self.on_spawned is not None else None
+        if waiter is not None:
+            try:
+                launch.update(await asyncio.wait_for(asyncio.shield(waiter),
+                                                     LAUNCH_WAIT_SECONDS))
+            except TimeoutError:
+                launch["state"] = "starting"
+        elif self.settings.launcher == "ui":
+            launch["state"] = "requested"
         return {"success": True, "sessionId": session_id, "manifestPath": str(manifest_path),
-                "message": "Spawn request sent to Agents UI", "session": session}
+                "message": launch_message(launch), "launch": launch, "session": session}
 
     # -------------------------------------------------------------- manifest
     async def _generate_manifest(self, req: dict, project: dict, tasks: list[dict],
@@ -310,9 +340,13 @@ class Spawner:
             metadata["strategy"] = req["strategy"]
         if req["agent"]:
             metadata["agent"] = req["agent"]
+        # spawnSource is what the caller declared (§9); this is who acts on the request.
+        metadata["launchedBy"] = self.settings.launcher
         name = req["sessionName"]
         if name is None:
-            name = f"{req['role'].capitalize()} for {req['taskIds'][0]}"
+            tasks = self.service.state.tasks
+            name = session_name(req["role"], [(tasks.get(t) or {}).get("title") or t
+                                              for t in req["taskIds"]])
         return {"taskIds": req["taskIds"], "projectId": req["projectId"], "id": session_id,
                 "name": name, "agentId": None, "status": "spawning", "env": env,
                 "metadata": metadata, "strategy": req["strategy"],
