@@ -167,6 +167,10 @@ def register_api(router: Router, service: Service, hub: Hub,
     async def release_claim(r: ApiRequest):
         return await service.release_claim(r.param(), await r.json())
 
+    async def plan(r: ApiRequest):
+        body = await r.json()
+        return Reply(await service.create_plan(r.param(), body, **writer(r)), 201)
+
     async def heartbeat(r: ApiRequest):
         return await service.heartbeat_session(r.param(), await r.json())
 
@@ -251,6 +255,7 @@ def register_api(router: Router, service: Service, hub: Hub,
         ("POST", "/api/tasks/{id}/claim/renew", renew_claim),
         ("POST", "/api/tasks/{id}/claim/release", release_claim),
         ("POST", "/api/projects/{id}/claim-next", claim_next),
+        ("POST", "/api/projects/{id}/plan", plan),
         ("POST", "/api/sessions/{id}/heartbeat", heartbeat),
         ("GET", "/api/sessions", list_sessions),
         ("POST", "/api/sessions", create_session),
