@@ -369,8 +369,12 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return json_response({"error": True, "code": "INTERNAL_ERROR", "message": str(exc)}, 500)
 
+    from ..mcp.endpoint import McpEndpoint
+
+    mcp = McpEndpoint(settings.mcp_tools)  # the agents' tools over HTTP (maestro.mcp)
+    extensions.append(mcp)
     app = Starlette(
-        routes=build_routes(service, hub, settings),
+        routes=build_routes(service, hub, settings) + [Route("/mcp", mcp)],
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, StorageError: storage_error,
                             HTTPException: http_error, Exception: crash},
@@ -400,4 +404,5 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     app.state.router = router
     secured = Security(_TrailingSlash(router), settings, token_checker=tokens.identify)
     secured.inner = app
+    mcp.app = secured  # tool calls reach the REST routes through every check a request meets
     return secured
