@@ -201,6 +201,8 @@ class Launcher:
             env["MAESTRO_AGENT"] = self.settings.agent
         env["MAESTRO_API_URL"] = env.get("MAESTRO_SERVER_URL") or self.settings.server_url
         env["MAESTRO_LAUNCHER"] = "local"
+        if self.settings.mcp_tools:  # the agent's MCP tools are narrowed like /mcp
+            env["MAESTRO_MCP_TOOLS"] = ",".join(self.settings.mcp_tools)
         if self.tokens is not None:  # the agent acts with its own identity only
             env["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session["id"])
         env["PATH"] = self._path()
