@@ -103,8 +103,9 @@ def install(
                         ("PYTHONPATH", environ.get("PYTHONPATH"))):
         if value:
             env[name] = value
-    token_var = "MAESTRO_TOKEN" if environ.get("MAESTRO_TOKEN") or ctx.token_source \
-        == "MAESTRO_TOKEN" else None
+    # A person's token is referred to, never written: the agent reads it from the environment.
+    token_var = "MAESTRO_TOKEN" if (ctx.token_source or "").startswith("MAESTRO_TOKEN") \
+        else None
     if agent == "claude":
         secrets = {token_var: "${" + token_var + "}"} if token_var else {}
         config = wiring.claude_config(env, secrets)
