@@ -390,6 +390,15 @@ def test_mcp_over_http_follows_the_rest_token_rules(world):
         answer = httpx.post(url, json=initialize, headers={**headers, **auth}, timeout=10)
         assert answer.status_code == 401, answer.text
         assert answer.json()["code"] == "UNAUTHORIZED"
+    # A web page elsewhere cannot call the tools with a token it got hold of, nor rebind a name.
+    page = httpx.post(url, json=initialize, headers={
+        **headers, "Authorization": f"Bearer {USER_TOKEN}", "Origin": "https://evil.example"},
+        timeout=10)
+    assert page.status_code == 403 and page.json()["code"] == "ORIGIN_NOT_ALLOWED"
+    rebound = httpx.post(url, json=initialize, headers={
+        **headers, "Authorization": f"Bearer {USER_TOKEN}", "Host": "evil.example"},
+        timeout=10)
+    assert rebound.status_code == 421
 
     async def main():
         async with http_client_mcp(url, w["w1"][1]) as client:

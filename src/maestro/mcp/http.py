@@ -55,6 +55,7 @@ class HttpServing:
         self.servers = servers  # worker? -> (MCP server, its ASGI app)
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self.failure: Exception | None = None
 
     @classmethod
     async def open(cls, app, narrowed: tuple[str, ...]) -> HttpServing:
@@ -76,8 +77,8 @@ class HttpServing:
         ready = asyncio.Event()
         serving._task = asyncio.create_task(serving._run(ready, client), name="maestro-mcp")
         await ready.wait()
-        if serving._task.done():
-            serving._task.result()  # raises what stopped it
+        if serving.failure is not None:
+            raise serving.failure
         return serving
 
     async def _run(self, ready: asyncio.Event, client: httpx.AsyncClient) -> None:
@@ -86,6 +87,9 @@ class HttpServing:
                     self.servers[False][0].session_manager.run():
                 ready.set()
                 await self._stop.wait()
+        except Exception as exc:  # before ready: `open` raises it; after: logged by the loop
+            self.failure = exc
+            raise
         finally:
             ready.set()
             await client.aclose()
