@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 import sys
 import tomllib
@@ -75,16 +74,18 @@ def test_a_spawned_claude_agent_works_through_the_mcp_tools(make_server, fake_cl
         assert done["status"] == "completed" and done.get("claim") is None
         assert [e["message"] for e in session["timeline"]
                 if e["type"] == "task_completed"] == ["done through MCP"]
-        # The per-session configuration: this server's Python, the session's identity, and
-        # (readable by its user only) its token.
-        assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
-        entry = json.loads(config_file.read_text())["mcpServers"]["maestro"]
-        assert entry["command"] == sys.executable and entry["args"] == ["-m", "maestro", "mcp"]
-        assert entry["env"]["MAESTRO_SESSION_ID"] == sid
-        assert entry["env"]["MAESTRO_PROJECT_ID"] == project["id"]
-        assert entry["env"]["MAESTRO_SERVER_URL"] == srv.url.replace("127.0.0.1", "localhost")
-        assert entry["env"]["MAESTRO_SESSION_TOKEN"].startswith(f"mst.{sid}.")
-        assert "MAESTRO_TOKEN" not in entry["env"]
+        # The per-session configuration: this server's Python, the session's identity and
+        # its token (the file was readable by its user only, and is gone with the agent).
+        entry = next(line for line in lines if line.startswith("agent: entry "))
+        assert entry == (f"agent: entry mode=600 command={sys.executable} args=-m maestro mcp "
+                         "env=HOME,MAESTRO_PROJECT_ID,MAESTRO_ROLE,MAESTRO_SERVER_URL,"
+                         "MAESTRO_SESSION_ID,MAESTRO_SESSION_TOKEN,MAESTRO_TASK_IDS"
+                         + (",PYTHONPATH" if os.environ.get("PYTHONPATH") else "")
+                         + f" session={sid}")
+        assert not config_file.exists()
+        assert not any("mst." in line for line in lines)  # the token never reached the log
+        token_digest = (srv.session_dir / sid / "token.sha256")
+        assert not token_digest.exists()  # the session ended: its token is dead anyway
     finally:
         user.close()
         reap_agents(srv)

@@ -66,8 +66,14 @@ def main() -> int:
         print("agent: expected one --mcp-config file", flush=True)
         return 2
     with open(configs[0], encoding="utf-8") as fh:
-        servers = json.load(fh)["mcpServers"]
-    asyncio.run(work(servers["maestro"]))
+        entry = json.load(fh)["mcpServers"]["maestro"]
+    mode = os.stat(configs[0]).st_mode & 0o777
+    # The entry, never its values' secrets: names of its env, and where the session points.
+    print(f"agent: entry mode={mode:o} command={entry['command']} "
+          f"args={' '.join(entry.get('args') or [])} "
+          f"env={','.join(sorted(entry.get('env') or {}))} "
+          f"session={(entry.get('env') or {}).get('MAESTRO_SESSION_ID')}", flush=True)
+    asyncio.run(work(entry))
     print("agent: done", flush=True)
     return 0
 

@@ -250,8 +250,21 @@ def run_init(role: str) -> int:
     prompt_file = _write_prompt(manifest_path, prompt)
     spec = (os.environ.get("MAESTRO_AGENT") or "claude").strip()
     env = agent_environment(role, manifest, manifest_path, prompt_file, session_id)
-    argv = agent_command(spec, manifest, prompt, prompt_file, manifest_path, session_id,
-                         mcp=_mcp_wiring(manifest_path, env))
+    mcp = _mcp_wiring(manifest_path, env)
+    try:
+        code = _launch(role, manifest, argv=agent_command(
+            spec, manifest, prompt, prompt_file, manifest_path, session_id, mcp=mcp),
+            env=env, session_id=session_id, server=server, followed=followed)
+    finally:
+        if mcp is not None:  # it holds the session token: gone with the agent
+            mcp.config_file.unlink(missing_ok=True)
+    return _end_like(code)
+
+
+def _launch(role: str, manifest: dict, *, argv: list[str], env: dict[str, str],
+            session_id: str | None, server: ServerLink, followed: bool) -> int:
+    """Run the agent CLI `argv` and settle the session when nobody else follows it; returns
+    the agent's status (negative: the signal that ended it) or EXIT_LAUNCH."""
     if not argv or shutil.which(argv[0], path=env.get("PATH")) is None:
         name = argv[0] if argv else "(empty MAESTRO_AGENT)"
         message = (f"maestro {role} init: agent executable '{name}' not found on PATH; install "
@@ -276,4 +289,4 @@ def run_init(role: str) -> int:
             server.call("PATCH", f"/api/sessions/{quote(session_id, safe='')}", {
                 "status": "completed" if code == 0 else "failed",
                 "events": [{"type": "process_exit", "data": {"exitCode": code}}]})
-    return _end_like(code)
+    return code

@@ -35,6 +35,7 @@ from .. import agent_env
 from ..config import Settings
 from ..errors import ApiError, validation
 from ..ids import is_safe_file_component, now_ms
+from ..mcp.wiring import CONFIG_FILE as MCP_CONFIG_FILE
 from ..service import FINAL_SESSION_STATUSES, Service
 from .processes import (
     ENV_FILE,
@@ -457,6 +458,8 @@ class Launcher:
         if message:
             data["message"] = message
         agent.record.update(state="finished", exit=data, finalized=False)
+        # The agent's MCP configuration holds its session token (`worker init` removes it too).
+        (agent.folder / MCP_CONFIG_FILE).unlink(missing_ok=True)
         if keep_record:
             save_json(agent.folder / RECORD_FILE, agent.record)
         session = self.service.state.sessions.get(agent.session_id)
