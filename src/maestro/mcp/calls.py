@@ -33,6 +33,7 @@ async def link_of(ctx: Context) -> Link:
 
 
 def until(details: dict) -> str:
+    """` until <time>` of a lease named in `details`, or nothing."""
     when = iso(details.get("leaseExpiresAt"))
     return f" until {when}" if when else ""
 
@@ -120,31 +121,41 @@ def need_project(link: Link, given: str | None = None, *, parameter: bool = Fals
 
 
 def clip(text: Any, limit: int) -> str | None:
+    """`text` cut to `limit` characters (None for anything but a non-empty string)."""
     if not isinstance(text, str) or not text:
         return None
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def live_claim(task: dict) -> dict | None:
+    """The task's claim while its lease lasts (by this machine's clock), else None."""
     claim = task.get("claim")
     if not isinstance(claim, dict) or not claim.get("sessionId"):
         return None
-    until = claim.get("leaseExpiresAt")
-    if isinstance(until, (int, float)) and until <= time.time() * 1000:
+    expires = claim.get("leaseExpiresAt")
+    if isinstance(expires, (int, float)) and expires <= time.time() * 1000:
         return None
     return claim
 
 
+def text_or_none(value: Any) -> str | None:
+    """A string field as it is, anything else (absent, or odd data from a foreign file) None."""
+    return value if isinstance(value, str) and value else None
+
+
 def brief(task: dict) -> TaskBrief:
+    """A task in one line: id, title, status, priority, parent, dependencies, holder."""
     claim = live_claim(task)
     deps = [d for d in task.get("dependencies") or [] if isinstance(d, str)]
     return TaskBrief(id=task["id"], title=str(task.get("title") or ""),
-                     status=str(task.get("status") or ""), priority=task.get("priority"),
-                     parentId=task.get("parentId") or None, dependencies=deps or None,
-                     claimedBy=claim.get("sessionId") if claim else None)
+                     status=str(task.get("status") or ""),
+                     priority=text_or_none(task.get("priority")),
+                     parentId=text_or_none(task.get("parentId")), dependencies=deps or None,
+                     claimedBy=text_or_none(claim.get("sessionId")) if claim else None)
 
 
 def claim_of(claim: dict | None) -> Claim | None:
+    """A claim as the tools show it (None without a well-formed one)."""
     if not isinstance(claim, dict) or not isinstance(claim.get("token"), int):
         return None
     return Claim(sessionId=str(claim.get("sessionId")), token=claim["token"],
@@ -203,10 +214,11 @@ async def detail(link: Link, task: dict) -> TaskDetail:
     claim = live_claim(task)
     return TaskDetail(
         id=tid, title=str(task.get("title") or ""), status=str(task.get("status") or ""),
-        priority=task.get("priority"), description=clip(task.get("description"), 20_000),
+        priority=text_or_none(task.get("priority")),
+        description=clip(task.get("description"), 20_000),
         initialPrompt=clip(task.get("initialPrompt"), 20_000),
-        parentId=task.get("parentId") or None, claim=claim_of(claim),
-        sessionStatus=task.get("sessionStatus"),
+        parentId=text_or_none(task.get("parentId")), claim=claim_of(claim),
+        sessionStatus=text_or_none(task.get("sessionStatus")),
         ready=ready.get("ready") if ready is not None else None, waitsFor=waits,
         dependencies=list(rows) or None,
         children=[brief(k) for k in kids[:MAX_CHILDREN]] or None, recent=notes or None,
@@ -234,15 +246,17 @@ async def fencing(link: Link, task_id: str, task: dict | None = None) -> dict[st
 
 
 def page(tasks: list, limit: int) -> TaskList:
+    """The first `limit` tasks of a list, with the list's length."""
     rows = [t for t in tasks if isinstance(t, dict)]
     return TaskList(tasks=[brief(t) for t in rows[:limit]], total=len(rows),
                     truncated=len(rows) > limit)
 
 
 def session_brief(session: dict) -> SessionBrief:
+    """A session in one line: id, name, status, role, tasks, last activity."""
     meta = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
-    return SessionBrief(id=session["id"], name=session.get("name"),
-                        status=str(session.get("status")), role=meta.get("role"),
+    return SessionBrief(id=session["id"], name=text_or_none(session.get("name")),
+                        status=str(session.get("status")), role=text_or_none(meta.get("role")),
                         taskIds=[t for t in session.get("taskIds") or []
                                  if isinstance(t, str)] or None,
                         lastActivity=iso(session.get("lastActivity")))
