@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from . import agent_env
+from .mcp.catalog import parse_tools, problem_text
 
 LOG_LEVELS = ("error", "warn", "info", "debug")
 DATABASE_TYPES = ("filesystem", "postgres")
@@ -88,6 +89,9 @@ class Settings:
     # Test only (undocumented): a claim checks, sleeps this many ms, then grants in a second
     # step, so the exactly-once tests can show that they catch a check-then-act race.
     claim_race_delay_ms: int = 0
+    # The MCP tools (`/mcp` and the agents the launcher starts) narrowed to these names; empty:
+    # every tool the caller's role may see.
+    mcp_tools: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -146,6 +150,10 @@ class Settings:
                                               env.get("MAESTRO_HEARTBEAT_SECONDS") or "30")
         s.claim_race_delay_ms = _parse_int("MAESTRO_CLAIM_RACE_DELAY_MS",
                                            env.get("MAESTRO_CLAIM_RACE_DELAY_MS") or "0", 0)
+        tools, problems = parse_tools(env.get("MAESTRO_MCP_TOOLS"))
+        if problems:
+            raise ConfigError("MAESTRO_MCP_TOOLS: " + problem_text(problems))
+        s.mcp_tools = tools
         s.server_url = env.get("SERVER_URL") or ""
         for name, value in overrides.items():
             if value is None:

@@ -35,6 +35,7 @@ from .errors import ApiError, not_found, project_not_found, session_not_found, t
 from .events import EventBus
 from .identity import REVOKED_FIELD, may_hold_token
 from .ids import is_valid_client_id, make_id, now_ms
+from .plan import Planning
 from .ready_index import ReadyIndex
 from .state import State
 from .store.base import LoadResult, Store
@@ -50,7 +51,7 @@ def _is_active(session: dict) -> bool:
     return session.get("status") not in FINAL_SESSION_STATUSES
 
 
-class Service(Coordination, WorkspaceRecords):
+class Service(Coordination, WorkspaceRecords, Planning):
     def __init__(self, store: Store, bus: EventBus | None = None):
         self.store = store
         self.bus = bus or EventBus()

@@ -167,6 +167,10 @@ def register_api(router: Router, service: Service, hub: Hub,
     async def release_claim(r: ApiRequest):
         return await service.release_claim(r.param(), await r.json())
 
+    async def plan(r: ApiRequest):
+        body = await r.json()
+        return Reply(await service.create_plan(r.param(), body, **writer(r)), 201)
+
     async def heartbeat(r: ApiRequest):
         return await service.heartbeat_session(r.param(), await r.json())
 
@@ -251,6 +255,7 @@ def register_api(router: Router, service: Service, hub: Hub,
         ("POST", "/api/tasks/{id}/claim/renew", renew_claim),
         ("POST", "/api/tasks/{id}/claim/release", release_claim),
         ("POST", "/api/projects/{id}/claim-next", claim_next),
+        ("POST", "/api/projects/{id}/plan", plan),
         ("POST", "/api/sessions/{id}/heartbeat", heartbeat),
         ("GET", "/api/sessions", list_sessions),
         ("POST", "/api/sessions", create_session),
@@ -364,8 +369,12 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return json_response({"error": True, "code": "INTERNAL_ERROR", "message": str(exc)}, 500)
 
+    from ..mcp.endpoint import McpEndpoint
+
+    mcp = McpEndpoint(settings.mcp_tools)  # the agents' tools over HTTP (maestro.mcp)
+    extensions.append(mcp)
     app = Starlette(
-        routes=build_routes(service, hub, settings),
+        routes=build_routes(service, hub, settings) + [Route("/mcp", mcp)],
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, StorageError: storage_error,
                             HTTPException: http_error, Exception: crash},
@@ -395,4 +404,5 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     app.state.router = router
     secured = Security(_TrailingSlash(router), settings, token_checker=tokens.identify)
     secured.inner = app
+    mcp.app = secured  # tool calls reach the REST routes through every check a request meets
     return secured

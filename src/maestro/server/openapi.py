@@ -78,6 +78,29 @@ SCHEMAS = {
     "Released": {"type": "object", "properties": {"task": _ref("Task")}},
     "Heartbeat": {"type": "object", "properties": {
         "sessionId": _STR, "claims": {"type": "array", "items": _ref("SessionClaim")}}},
+    "Plan": {"type": "object", "required": ["tasks"], "properties": {
+        "tasks": {"type": "array", "minItems": 1, "maxItems": 500, "items": {
+            "type": "object", "required": ["ref", "title"], "properties": {
+                "ref": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$",
+                        "description": "this task's name inside the plan"},
+                "title": {"type": "string", "minLength": 1, "maxLength": 1000},
+                "description": _STR, "initialPrompt": _STR,
+                "priority": {"enum": list(TASK_PRIORITIES)},
+                "parent": {"type": "string", "description": "a ref of the plan or the id of "
+                           "an existing task of the project"},
+                "dependsOn": {"type": "array", "items": _STR, "description": "refs or ids "
+                              "of existing tasks this one waits for"}}}},
+        "dependencies": {"type": "array", "description": "new dependencies of existing tasks "
+                         "(or of the plan's tasks)", "items": {
+                             "type": "object", "required": ["task", "dependsOn"],
+                             "properties": {"task": _STR, "dependsOn": _STR}}}}},
+    "Planned": {"type": "object", "properties": {
+        "tasks": {"type": "array", "items": _ref("Task"), "description": "the new tasks, in "
+                  "the plan's order"},
+        "refs": {"type": "object", "additionalProperties": _STR,
+                 "description": "ref -> id of each new task"},
+        "updated": {"type": "array", "items": _ref("Task"), "description": "existing tasks "
+                    "that gained dependencies"}}},
     "SessionEvent": {"type": "object", "required": ["id", "timestamp", "type"], "properties": {
         "id": _STR, "timestamp": _INT, "type": _STR, "data": {}}},
     "Session": {"type": "object", "required": ["id", "projectId", "taskIds", "status"],
@@ -174,6 +197,10 @@ ROUTES: list[tuple] = [
      "ReleaseRequest", 200, "Released"),
     ("/api/projects/{id}/claim-next", "post", "Claim the first ready task of a project "
      "(task null when nothing is ready)", "ClaimNextRequest", 200, "Claimed"),
+    ("/api/projects/{id}/plan", "post", "Create a whole breakdown at once: tasks named by "
+     "local refs, their parents and dependencies (and new dependencies of existing tasks), "
+     "all or nothing, refused with DEPENDENCY_CYCLE if it closes a cycle", "Plan", 201,
+     "Planned"),
     ("/api/sessions/{id}/heartbeat", "post", "Renew every live claim of a session",
      "HeartbeatRequest", 200, "Heartbeat"),
     ("/api/sessions", "get", "List sessions (filters: projectId, taskId, status, active)", None,
@@ -210,7 +237,8 @@ _QUERY = {
 # Writes fenced by claims (SPEC §15.3).
 _CLAIM_TOKEN_ROUTES = {("/api/tasks/{id}", "patch"), ("/api/tasks/{id}/timeline", "post"),
                        ("/api/tasks/{id}/dependencies/{dependsOnId}", "post"),
-                       ("/api/tasks/{id}/dependencies/{dependsOnId}", "delete")}
+                       ("/api/tasks/{id}/dependencies/{dependsOnId}", "delete"),
+                       ("/api/projects/{id}/plan", "post")}
 
 _extra_routes: list[tuple] = []
 _route_errors: dict[tuple[str, str], str] = {}

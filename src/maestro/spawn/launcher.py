@@ -35,6 +35,7 @@ from .. import agent_env
 from ..config import Settings
 from ..errors import ApiError, validation
 from ..ids import is_safe_file_component, now_ms
+from ..mcp.wiring import CONFIG_FILE as MCP_CONFIG_FILE
 from ..service import FINAL_SESSION_STATUSES, Service
 from .endings import end_message
 from .output_log import read_output
@@ -223,6 +224,8 @@ class Launcher:
             env["MAESTRO_AGENT"] = self.settings.agent
         env["MAESTRO_API_URL"] = env.get("MAESTRO_SERVER_URL") or self.settings.server_url
         env["MAESTRO_LAUNCHER"] = "local"
+        if self.settings.mcp_tools:  # the agent's MCP tools are narrowed like /mcp
+            env["MAESTRO_MCP_TOOLS"] = ",".join(self.settings.mcp_tools)
         if self.tokens is not None:  # the agent acts with its own identity only
             env["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session["id"])
         env["PATH"] = self._path()
@@ -486,6 +489,8 @@ class Launcher:
         if agent.stopped_by is not None:
             data["stoppedBy"] = agent.stopped_by
         agent.record.update(state="finished", exit=data, finalized=False)
+        # The agent's MCP configuration holds its session token (`worker init` removes it too).
+        (agent.folder / MCP_CONFIG_FILE).unlink(missing_ok=True)
         if keep_record:
             save_json(agent.folder / RECORD_FILE, agent.record)
         session = self.service.state.sessions.get(agent.session_id)
