@@ -137,6 +137,8 @@ def unknown_commands(text: str, root) -> list[str]:
     problems = []
     for match in MAESTRO_CALL.finditer(text):
         words = match.group(1).split()
+        if words and words[0] == "--":  # `claude mcp add maestro -- …`: a name, not a call
+            continue
         while words and words[0].startswith("--"):
             if words.pop(0) in GLOBAL_WITH_VALUE and words:
                 words.pop(0)
