@@ -87,7 +87,7 @@ def serve(
         settings = Settings.from_env(**overrides)
     except ConfigError as exc:
         print(f"maestro: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     raise typer.Exit(run_server(settings))
 
 
