@@ -76,7 +76,7 @@ class Settings:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keepalive_timeout: float = 5.0
-    max_connections: int = 1000
+    max_connections: int = 2000
     max_header_bytes: int = 64 * 1024
 
     @classmethod
@@ -125,7 +125,7 @@ class Settings:
         s.keepalive_timeout = _parse_timeout("MAESTRO_KEEPALIVE_TIMEOUT",
                                              env.get("MAESTRO_KEEPALIVE_TIMEOUT") or "5")
         s.max_connections = _parse_int("MAESTRO_MAX_CONNECTIONS",
-                                       env.get("MAESTRO_MAX_CONNECTIONS") or "1000", 1)
+                                       env.get("MAESTRO_MAX_CONNECTIONS") or "2000", 1)
         s.max_header_bytes = _parse_int("MAESTRO_MAX_HEADER_BYTES",
                                         env.get("MAESTRO_MAX_HEADER_BYTES") or "65536", 1024,
                                         MAX_HEADER_BYTES_LIMIT)
