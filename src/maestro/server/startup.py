@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import socket
 from pathlib import Path
 
@@ -104,8 +103,3 @@ def allow_open_files(connections: int) -> None:
                     "MAESTRO_MAX_CONNECTIONS=%d connections may be served; raise the limit or "
                     "lower MAESTRO_MAX_CONNECTIONS", soft, connections)
 
-
-def describe_os_error(exc: OSError) -> str:
-    """An OSError as one line: what failed and on which path."""
-    where = f" ({exc.filename})" if exc.filename else ""
-    return f"{exc.strerror or exc}{where}"
