@@ -15,6 +15,10 @@ DATABASE_TYPES = ("filesystem", "postgres")
 MANIFEST_GENERATORS = ("cli", "server")
 NODE_ENVS = ("development", "production", "test")
 LAUNCHERS = ("local", "ui")
+# A token guarding a server that others can reach must resist guessing.
+MIN_EXPOSED_TOKEN = 32
+MAKE_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+MAX_HEADER_BYTES_LIMIT = 16 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -92,6 +96,12 @@ class Settings:
     # The MCP tools (`/mcp` and the agents the launcher starts) narrowed to these names; empty:
     # every tool the caller's role may see.
     mcp_tools: tuple[str, ...] = ()
+    # Connection limits, enforced before any request reaches the application (server/limits.py).
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 5.0
+    max_connections: int = 2000
+    max_header_bytes: int = 64 * 1024
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -154,6 +164,17 @@ class Settings:
         if problems:
             raise ConfigError("MAESTRO_MCP_TOOLS: " + problem_text(problems))
         s.mcp_tools = tools
+        s.header_timeout = _parse_timeout("MAESTRO_HEADER_TIMEOUT",
+                                          env.get("MAESTRO_HEADER_TIMEOUT") or "10")
+        s.body_timeout = _parse_timeout("MAESTRO_BODY_TIMEOUT",
+                                        env.get("MAESTRO_BODY_TIMEOUT") or "30")
+        s.keepalive_timeout = _parse_timeout("MAESTRO_KEEPALIVE_TIMEOUT",
+                                             env.get("MAESTRO_KEEPALIVE_TIMEOUT") or "5")
+        s.max_connections = _parse_int("MAESTRO_MAX_CONNECTIONS",
+                                       env.get("MAESTRO_MAX_CONNECTIONS") or "2000", 1)
+        s.max_header_bytes = _parse_int("MAESTRO_MAX_HEADER_BYTES",
+                                        env.get("MAESTRO_MAX_HEADER_BYTES") or "65536", 1024,
+                                        MAX_HEADER_BYTES_LIMIT)
         s.server_url = env.get("SERVER_URL") or ""
         for name, value in overrides.items():
             if value is None:
@@ -181,8 +202,13 @@ class Settings:
             raise ConfigError(
                 f"refusing to listen on {self.host} without a token: anyone who can reach it "
                 "could read your data and start processes. Set MAESTRO_TOKEN to a long random "
-                "secret (e.g. MAESTRO_TOKEN=$(python -c 'import secrets;print(secrets.token_urlsafe(32))')) "
-                "or bind to 127.0.0.1"
+                f"secret (MAESTRO_TOKEN=$({MAKE_TOKEN})) or bind to 127.0.0.1"
+            )
+        if not is_loopback_host(self.host) and len(self.token) < MIN_EXPOSED_TOKEN:
+            raise ConfigError(
+                f"refusing to listen on {self.host} with a {len(self.token)}-character "
+                f"MAESTRO_TOKEN: a server others can reach needs at least {MIN_EXPOSED_TOKEN} "
+                f"random characters, which cannot be guessed. Make one with: {MAKE_TOKEN}"
             )
 
     def describe(self) -> dict:
@@ -238,11 +264,24 @@ def _parse_positive(name: str, raw: str) -> float:
     return value
 
 
-def _parse_int(name: str, raw: str, minimum: int) -> int:
+def _parse_timeout(name: str, raw: str) -> float:
+    """A number of seconds above 0 and at most an hour."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds (got {raw!r})") from None
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{name} must be more than 0 and at most 3600 seconds (got {raw})")
+    return value
+
+
+def _parse_int(name: str, raw: str, minimum: int, maximum: int | None = None) -> int:
     try:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number (got {raw!r})") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum} (got {value})")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum} (got {value})")
     return value

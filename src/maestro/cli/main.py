@@ -58,7 +58,8 @@ def serve(
     port: Optional[int] = typer.Option(None, "--port", "-p", help="Port for HTTP and WebSocket "
                                        "[env PORT, default 3000]."),
     host: Optional[str] = typer.Option(None, "--host", help="Address to bind [env HOST, default "
-                                       "127.0.0.1]. A non-loopback address needs MAESTRO_TOKEN."),
+                                       "127.0.0.1]. A non-loopback address needs a MAESTRO_TOKEN "
+                                       "of 32 characters or more."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory [env "
                                             "DATA_DIR, default ~/.maestro/data]."),
     session_dir: Optional[Path] = typer.Option(None, "--session-dir", help="Where spawn writes "

@@ -164,7 +164,8 @@ SCHEMAS = {
 
 # path, method, summary, request schema, success status, response schema, path params
 ROUTES: list[tuple] = [
-    ("/health", "get", "Server health", None, 200, None),
+    ("/health", "get", "Server health (without any credentials, when a token is required: "
+     "only {\"status\":\"ok\"})", None, 200, None),
     ("/ws-status", "get", "Connected WebSocket clients", None, 200, None),
     ("/api/projects", "get", "List projects", None, 200, "Project[]"),
     ("/api/projects", "post", "Create a project", "CreateProject", 201, "Project"),

@@ -35,6 +35,16 @@ def _dashboard_asset(kind: str, method: str, path: str) -> bool:
                                                                or path.startswith("/ui/"))
 
 
+def _liveness_probe(kind: str, method: str, path: str, headers: dict) -> bool:
+    """`GET /health` without any credentials (a load balancer's health check): answered with
+    a bare liveness body, no details, when a token is required."""
+    return kind == "http" and method in ("GET", "HEAD") and path in ("/health", "/health/") \
+        and b"authorization" not in headers
+
+
+LIVENESS_BODY = b'{"status":"ok"}'
+
+
 class Security:
     def __init__(self, app, settings: Settings, token_checker=None):
         self.app = app
@@ -99,6 +109,8 @@ class Security:
         if (self.token or self.token_checker is not None) \
                 and not _dashboard_asset(kind, method, scope["path"]):
             identity = self._authenticate(scope, headers)
+            if identity is False and _liveness_probe(kind, method, scope["path"], headers):
+                return await self._alive(send, method == "HEAD")
             if identity is False:
                 return await self._refuse(scope, receive, send, 401, "UNAUTHORIZED",
                                           "A valid token is required "
@@ -160,6 +172,13 @@ class Security:
                 out.append((b"access-control-allow-credentials", b"true"))
         await send({"type": "http.response.start", "status": 204, "headers": out})
         await send({"type": "http.response.body", "body": b""})
+
+    @staticmethod
+    async def _alive(send, head: bool) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json; charset=utf-8"),
+                                (b"content-length", str(len(LIVENESS_BODY)).encode())]})
+        await send({"type": "http.response.body", "body": b"" if head else LIVENESS_BODY})
 
     async def _refuse(self, scope, receive, send, status, code, message, origin):
         if scope["type"] == "websocket":

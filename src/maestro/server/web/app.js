@@ -312,7 +312,7 @@ const live = new LiveStream({
     // (and asks for it). Only every few attempts, so an outage stays quiet.
     if (failures % 4 !== 0) return;
     try {
-      await api.get("/health");
+      await api.get("/ws-status");
       live.reconnectNow();
     } catch {
       // still unreachable: keep backing off
@@ -323,7 +323,7 @@ const live = new LiveStream({
 async function start() {
   applyRoute();
   try {
-    await api.get("/health");
+    await api.get("/ws-status");
   } catch (err) {
     if (err.status === 401) {
       notice("This server needs an access token. Reload the page to enter it.");
