@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -23,6 +24,7 @@ from ..events import EventBus
 from ..identity import TokenRegistry
 from ..policy import Policy, has_secrets, redact_session
 from ..skills import SkillCatalogue
+from ..paging import CREATION, PRIORITY, encode_cursor, page_request
 from ..service import Service
 from ..store.base import Store
 from .router import ApiRequest, Reply, Router
@@ -50,6 +52,25 @@ async def read_json(request: Request) -> dict:
 
 
 CLAIM_TOKEN_HEADER = b"x-maestro-claim-token"
+
+
+def paged(r: ApiRequest, body: bytes, next_key: tuple | None, order: str) -> Reply:
+    """A page of a list: the body stays a plain array; when more may follow, the next cursor
+    goes in `X-Next-Cursor` and in a `Link: <...>; rel="next"` header."""
+    if next_key is None:
+        return Reply(body)
+    cursor = encode_cursor(order, next_key)
+    query = [(k, v) for k, v in parse_qsl(r.scope.get("query_string", b"").decode("latin-1"))
+             if k != "cursor"]
+    query.append(("cursor", cursor))
+    path = r.scope.get("raw_path") or r.path.encode("utf-8")
+    link = b"<" + path + b"?" + urlencode(query).encode("ascii") + b'>; rel="next"'
+    return Reply(body, 200, [(b"x-next-cursor", cursor.encode("ascii")), (b"link", link)])
+
+
+def page_of(r: ApiRequest, order: str = CREATION):
+    """The page asked for by `limit` and `cursor` (None: the whole list, unpaged)."""
+    return page_request(r.query("limit"), r.query("cursor"), order)
 
 
 def writer(r: ApiRequest) -> dict:
@@ -89,6 +110,10 @@ def register_api(router: Router, service: Service, hub: Hub,
 
     # -- projects
     async def list_projects(r: ApiRequest):
+        page = page_of(r)
+        if page is not None:
+            found, after = service.page_projects(page, r.restrict_project)
+            return paged(r, projects.encode_list(found), after, CREATION)
         if r.restrict_project is None:
             return projects.encode_all()
         return projects.encode_list([p for p in service.list_projects()
@@ -114,11 +139,20 @@ def register_api(router: Router, service: Service, hub: Hub,
                                    r.query("status"), r.query("parentId"))
         ready, blocked = r.query("ready") == "true", r.query("blocked") == "true"
         if ready or blocked:  # SPEC §15.2; both at once: nothing is ready and blocked
+            page = page_of(r, PRIORITY)
             if ready and blocked:
                 return b"[]"
+            if page is not None:
+                found, after = (service.page_ready if ready else service.page_blocked)(
+                    page, project, parent, status)
+                return paged(r, tasks.encode_list(found), after, PRIORITY)
             found = (service.list_ready if ready else service.list_blocked)(
                 project, parent, status)
             return tasks.encode_list(found)
+        page = page_of(r)
+        if page is not None:
+            found, after = service.page_tasks(page, project, status, parent)
+            return paged(r, tasks.encode_list(found), after, CREATION)
         if project is None and status is None and parent is None:
             return tasks.encode_all()
         return tasks.encode_list(service.list_tasks(project, status, parent))
@@ -171,15 +205,30 @@ def register_api(router: Router, service: Service, hub: Hub,
         return await service.heartbeat_session(r.param(), await r.json())
 
     async def task_children(r: ApiRequest):
+        page = page_of(r)
+        if page is not None:
+            found, after = service.page_children(r.param(), page)
+            return paged(r, tasks.encode_list(found), after, CREATION)
         return tasks.encode_list(service.task_children(r.param()))
+
+    async def task_history(r: ApiRequest):
+        return service.task_history(r.param())
 
     # -- sessions
     async def list_sessions(r: ApiRequest):
-        found = service.list_sessions(r.restrict_project or r.query("projectId"),
-                                      r.query("taskId"), r.query("status"), r.query("active"))
+        filters = (r.restrict_project or r.query("projectId"), r.query("taskId"),
+                   r.query("status"), r.query("active"))
+        page = page_of(r)
+        after = None
+        if page is not None:
+            found, after = service.page_sessions(page, *filters)
+        else:
+            found = service.list_sessions(*filters)
         if r.identity is not None:
-            return b"[" + b",".join(one_session(r, s) for s in found) + b"]"
-        return sessions.encode_list(found)
+            body = b"[" + b",".join(one_session(r, s) for s in found) + b"]"
+        else:
+            body = sessions.encode_list(found)
+        return body if page is None else paged(r, body, after, CREATION)
 
     async def create_session(r: ApiRequest):
         return Reply(one_session(r, await service.create_session(await r.json())), 201)
@@ -244,6 +293,7 @@ def register_api(router: Router, service: Service, hub: Hub,
         ("DELETE", "/api/tasks/{id}", delete_task),
         ("POST", "/api/tasks/{id}/timeline", add_timeline),
         ("GET", "/api/tasks/{id}/children", task_children),
+        ("GET", "/api/tasks/{id}/history", task_history),
         ("GET", "/api/tasks/{id}/readiness", task_readiness),
         ("POST", "/api/tasks/{id}/dependencies/{dependsOnId}", add_dependency),
         ("DELETE", "/api/tasks/{id}/dependencies/{dependsOnId}", remove_dependency),

@@ -114,13 +114,16 @@ Handler = Callable[[ApiRequest], Awaitable[Any]]
 
 
 class Reply:
-    """A handler result with a status other than 200, or pre-encoded bytes."""
+    """A handler result with a status other than 200 or extra headers (`(name, value)` byte
+    pairs, names in lower case)."""
 
-    __slots__ = ("status", "body")
+    __slots__ = ("status", "body", "headers")
 
-    def __init__(self, body: Any, status: int = 200):
+    def __init__(self, body: Any, status: int = 200,
+                 headers: list[tuple[bytes, bytes]] | None = None):
         self.status = status
         self.body = body
+        self.headers = headers
 
 
 try:  # uvicorn's httptools connection, for _write_directly
@@ -144,7 +147,8 @@ if _UvicornCycle is not None:
 _JOIN_AT_MOST = 256 << 10
 
 
-def _write_directly(send, status: int, body: bytes, head: bool) -> bool:
+def _write_directly(send, status: int, body: bytes, head: bool,
+                    headers: list[tuple[bytes, bytes]] | None = None) -> bool:
     """Write a whole JSON answer to uvicorn's connection in one write and finish the request
     the way uvicorn's own `send` does, but without two passes through it (header checks of
     trusted headers, a head and a body written separately). Returns False, having done
@@ -160,6 +164,8 @@ def _write_directly(send, status: int, body: bytes, head: bool) -> bool:
         parts += (name.lower(), b": ", value, b"\r\n")
     parts += (b"content-type: ", _JSON_HEADERS, b"\r\ncontent-length: ",
               str(len(body)).encode(), b"\r\n")
+    for name, value in headers or ():
+        parts += (name, b": ", value, b"\r\n")
     if not cycle.keep_alive:
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
@@ -243,31 +249,34 @@ class Router:
             return await self.fallback(scope, receive, send)
         handler, params, template = found
         request = ApiRequest(scope, receive, params)
+        headers = None
         try:
             if request.identity is not None and self.guard is not None:
                 await self.guard(request, template)
             result = await handler(request)
             status = 200
             if isinstance(result, Reply):
-                status, result = result.status, result.body
+                status, result, headers = result.status, result.body, result.headers
             body = result if isinstance(result, (bytes, bytearray)) else jsonio.dumps(result)
         except ApiError as exc:
-            status, body = exc.status, jsonio.dumps(exc.body())
+            status, body, headers = exc.status, jsonio.dumps(exc.body()), None
         except StorageError as exc:
-            status = 500
+            status, headers = 500, None
             body = jsonio.dumps({"error": True, "code": "INTERNAL_ERROR", "message": str(exc)})
         except Exception as exc:
             log.exception("unexpected error on %s %s", scope["method"], scope["path"])
-            status = 500
+            status, headers = 500, None
             body = jsonio.dumps({"error": True, "code": "INTERNAL_ERROR",
                                  "message": f"{type(exc).__name__}: {exc}"})
-        await self._send(send, status, body, head=method == "HEAD")
+        await self._send(send, status, body, head=method == "HEAD", headers=headers)
 
     @staticmethod
-    async def _send(send, status: int, body: bytes, head: bool = False) -> None:
-        if _write_directly(send, status, body, head):
+    async def _send(send, status: int, body: bytes, head: bool = False,
+                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        if _write_directly(send, status, body, head, headers):
             return
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", _JSON_HEADERS),
-                                (b"content-length", str(len(body)).encode())]})
+                                (b"content-length", str(len(body)).encode()),
+                                *(headers or ())]})
         await send({"type": "http.response.body", "body": b"" if head else body})

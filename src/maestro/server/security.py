@@ -18,6 +18,8 @@ log = logging.getLogger("maestro.security")
 MUTATING = {b"POST", b"PUT", b"PATCH", b"DELETE", "POST", "PUT", "PATCH", "DELETE"}
 _LOCAL_ORIGIN = re.compile(r"^http://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$")
 ALLOW_METHODS = b"GET,HEAD,PUT,PATCH,POST,DELETE"
+# Response headers a browser page may read besides the simple ones: the next page of a list.
+EXPOSE_HEADERS = b"X-Next-Cursor, Link"
 
 
 def _host_of(value: str) -> str:
@@ -134,7 +136,7 @@ class Security:
 
     def _with_cors(self, send, origin: str):
         extra = [(b"access-control-allow-origin", origin.encode("latin-1")),
-                 (b"vary", b"Origin")]
+                 (b"vary", b"Origin"), (b"access-control-expose-headers", EXPOSE_HEADERS)]
         if self.settings.cors_credentials:
             extra.append((b"access-control-allow-credentials", b"true"))
 
