@@ -27,6 +27,8 @@ from ..skills import SkillCatalogue
 from ..paging import CREATION, PRIORITY, encode_cursor, page_request
 from ..service import Service
 from ..store.base import Store
+from . import api_models as m
+from .openapi import Op, build_document, docs_page, swagger_ui_dir
 from .router import ApiRequest, Reply, Router
 from .security import Security
 from .websocket import Hub
@@ -274,45 +276,131 @@ def register_api(router: Router, service: Service, hub: Hub,
         await r.json()
         return skills.reload(r.param())
 
-    for method, path, handler in [
-        ("GET", "/api/skills", list_skills),
-        ("GET", "/api/skills/role/{role}", role_skills),
-        ("GET", "/api/skills/{id}", get_skill),
-        ("POST", "/api/skills/{id}/reload", reload_skill),
-        ("GET", "/health", health),
-        ("GET", "/ws-status", ws_status),
-        ("GET", "/api/projects", list_projects),
-        ("POST", "/api/projects", create_project),
-        ("GET", "/api/projects/{id}", get_project),
-        ("PUT", "/api/projects/{id}", update_project),
-        ("DELETE", "/api/projects/{id}", delete_project),
-        ("GET", "/api/tasks", list_tasks),
-        ("POST", "/api/tasks", create_task),
-        ("GET", "/api/tasks/{id}", get_task),
-        ("PATCH", "/api/tasks/{id}", update_task),
-        ("DELETE", "/api/tasks/{id}", delete_task),
-        ("POST", "/api/tasks/{id}/timeline", add_timeline),
-        ("GET", "/api/tasks/{id}/children", task_children),
-        ("GET", "/api/tasks/{id}/history", task_history),
-        ("GET", "/api/tasks/{id}/readiness", task_readiness),
-        ("POST", "/api/tasks/{id}/dependencies/{dependsOnId}", add_dependency),
-        ("DELETE", "/api/tasks/{id}/dependencies/{dependsOnId}", remove_dependency),
-        ("POST", "/api/tasks/{id}/claim", claim),
-        ("POST", "/api/tasks/{id}/claim/renew", renew_claim),
-        ("POST", "/api/tasks/{id}/claim/release", release_claim),
-        ("POST", "/api/projects/{id}/claim-next", claim_next),
-        ("POST", "/api/sessions/{id}/heartbeat", heartbeat),
-        ("GET", "/api/sessions", list_sessions),
-        ("POST", "/api/sessions", create_session),
-        ("GET", "/api/sessions/{id}", get_session),
-        ("PATCH", "/api/sessions/{id}", update_session),
-        ("DELETE", "/api/sessions/{id}", delete_session),
-        ("POST", "/api/sessions/{id}/tasks/{taskId}", add_session_task),
-        ("DELETE", "/api/sessions/{id}/tasks/{taskId}", remove_session_task),
-        ("POST", "/api/sessions/{id}/events", session_events),
-        ("POST", "/api/sessions/{id}/timeline", session_timeline),
+    P404 = {404: ("PROJECT_NOT_FOUND",)}
+    T404 = {404: ("TASK_NOT_FOUND",)}
+    S404 = {404: ("SESSION_NOT_FOUND",)}
+    fenced = {404: ("TASK_NOT_FOUND",), 409: ("CLAIM_LOST",)}
+    task_changed = ("task:updated",)
+    for method, path, handler, doc in [
+        ("GET", "/api/skills", list_skills, Op("The skill catalogue of SKILLS_DIR",
+                                                ok=list[m.Skill])),
+        ("GET", "/api/skills/role/{role}", role_skills, Op(
+            "The skills of a role (worker, orchestrator)", ok=list[m.Skill])),
+        ("GET", "/api/skills/{id}", get_skill, Op("A skill with its instructions", ok=m.Skill,
+                                                  errors={404: ("NOT_FOUND",)})),
+        ("POST", "/api/skills/{id}/reload", reload_skill, Op(
+            "Read a skill again from disk", ok=m.Skill, errors={404: ("NOT_FOUND",)})),
+        ("GET", "/health", health, Op("Server health", ok=m.Health)),
+        ("GET", "/ws-status", ws_status, Op("Connected WebSocket clients", ok=m.WsStatus)),
+        ("GET", "/api/projects", list_projects, Op(
+            "List projects", query=m.PageQuery, ok=list[m.Project], paged=True,
+            description="In creation order.")),
+        ("POST", "/api/projects", create_project, Op(
+            "Create a project", body=m.CreateProject, ok=m.Project, status=201,
+            events=("project:created",))),
+        ("GET", "/api/projects/{id}", get_project, Op("Get a project", ok=m.Project,
+                                                      errors=P404)),
+        ("PUT", "/api/projects/{id}", update_project, Op(
+            "Update a project (partial)", body=m.UpdateProject, ok=m.Project, errors=P404,
+            events=("project:updated",))),
+        ("DELETE", "/api/projects/{id}", delete_project, Op(
+            "Delete a project without tasks or sessions", ok=m.Deleted,
+            errors={400: ("PROJECT_HAS_DEPENDENCIES",), **P404},
+            events=("project:deleted",))),
+        ("GET", "/api/tasks", list_tasks, Op(
+            "List tasks", query=m.TaskListQuery, ok=list[m.Task], paged=True,
+            description="Filters combine with AND. In creation order; with `ready=true` or "
+                        "`blocked=true` in priority order (high, medium, low), then creation.")),
+        ("POST", "/api/tasks", create_task, Op(
+            "Create a task", body=m.CreateTask, ok=m.Task, status=201,
+            errors={404: ("PROJECT_NOT_FOUND", "TASK_NOT_FOUND")}, events=("task:created",))),
+        ("GET", "/api/tasks/{id}", get_task, Op("Get a task", ok=m.Task, errors=T404)),
+        ("PATCH", "/api/tasks/{id}", update_task, Op(
+            "Update a task", body=m.UpdateTask, ok=m.Task, claim_token=True,
+            errors={400: ("DEPENDENCY_CYCLE",), 404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"),
+                    409: ("CLAIM_LOST",)}, events=task_changed)),
+        ("DELETE", "/api/tasks/{id}", delete_task, Op(
+            "Delete a task", query=m.DeleteTaskQuery, ok=m.Deleted,
+            description="Unlinks it from its sessions, drops it from the dependencies of "
+                        "other tasks and releases its claim.",
+            errors={400: ("TASK_HAS_CHILDREN",), **T404}, events=("task:deleted",))),
+        ("POST", "/api/tasks/{id}/timeline", add_timeline, Op(
+            "Append to a task's timeline", body=m.AddTimeline, ok=m.Task, claim_token=True,
+            errors=fenced, events=task_changed)),
+        ("GET", "/api/tasks/{id}/children", task_children, Op(
+            "Direct children of a task", query=m.PageQuery, ok=list[m.Task], paged=True,
+            errors=T404)),
+        ("GET", "/api/tasks/{id}/history", task_history, Op(
+            "A task's history: its timeline and what its sessions reported about it",
+            ok=list[m.HistoryEntry], errors=T404,
+            description="The task's timeline merged with the timeline entries of its sessions "
+                        "that name it (`maestro report …`), oldest first.")),
+        ("GET", "/api/tasks/{id}/readiness", task_readiness, Op(
+            "Whether a task is ready, and what holds it back", ok=m.Readiness, errors=T404)),
+        ("POST", "/api/tasks/{id}/dependencies/{dependsOnId}", add_dependency, Op(
+            "Add one dependency (idempotent; refused if it closes a cycle)", ok=m.Task,
+            claim_token=True, errors={400: ("DEPENDENCY_CYCLE",), **fenced},
+            events=task_changed)),
+        ("DELETE", "/api/tasks/{id}/dependencies/{dependsOnId}", remove_dependency, Op(
+            "Remove one dependency (idempotent)", ok=m.Task, claim_token=True, errors=fenced,
+            events=task_changed)),
+        ("POST", "/api/tasks/{id}/claim", claim, Op(
+            "Claim a ready task for a session (a lease with a fencing token)",
+            body=m.ClaimRequest, ok=m.Claimed,
+            errors={404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"),
+                    409: ("TASK_ALREADY_CLAIMED", "TASK_NOT_READY", "SESSION_NOT_ACTIVE")},
+            events=("task:claimed", "task:updated"))),
+        ("POST", "/api/tasks/{id}/claim/renew", renew_claim, Op(
+            "Extend a live lease", body=m.RenewRequest, ok=m.Renewed,
+            errors={404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"), 409: ("CLAIM_LOST",)})),
+        ("POST", "/api/tasks/{id}/claim/release", release_claim, Op(
+            "Give a claim up; the task goes back to pending", body=m.ReleaseRequest,
+            ok=m.Released, errors={404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"),
+                                   409: ("CLAIM_LOST",)},
+            events=("task:claim_released", "task:updated"))),
+        ("POST", "/api/projects/{id}/claim-next", claim_next, Op(
+            "Claim the first ready task of a project (task null when nothing is ready)",
+            body=m.ClaimNextRequest, ok=m.Claimed,
+            errors={404: ("PROJECT_NOT_FOUND", "SESSION_NOT_FOUND", "TASK_NOT_FOUND"),
+                    409: ("SESSION_NOT_ACTIVE",)}, events=("task:claimed", "task:updated"))),
+        ("POST", "/api/sessions/{id}/heartbeat", heartbeat, Op(
+            "Renew every live claim of a session", body=m.HeartbeatRequest, ok=m.Heartbeat,
+            errors={**S404, 409: ("SESSION_NOT_ACTIVE",)})),
+        ("GET", "/api/sessions", list_sessions, Op(
+            "List sessions", query=m.SessionListQuery, ok=list[m.Session], paged=True,
+            description="Filters combine with AND. In order of `startedAt`.")),
+        ("POST", "/api/sessions", create_session, Op(
+            "Create a session and link its tasks", body=m.CreateSession, ok=m.Session,
+            status=201, errors={404: ("PROJECT_NOT_FOUND", "TASK_NOT_FOUND")},
+            events=("session:created", "task:session_added", "task:updated"))),
+        ("GET", "/api/sessions/{id}", get_session, Op("Get a session", ok=m.Session,
+                                                      errors=S404)),
+        ("PATCH", "/api/sessions/{id}", update_session, Op(
+            "Update a session", body=m.UpdateSession, ok=m.Session,
+            errors={404: ("SESSION_NOT_FOUND", "TASK_NOT_FOUND")},
+            events=("session:updated", "session:task_removed", "task:session_removed",
+                    "session:task_added", "task:session_added", "task:updated"))),
+        ("DELETE", "/api/sessions/{id}", delete_session, Op(
+            "Delete a session (unlinks its tasks)", ok=m.Deleted, errors=S404,
+            events=("session:deleted", "task:session_removed", "task:updated"))),
+        ("POST", "/api/sessions/{id}/tasks/{taskId}", add_session_task, Op(
+            "Link a task to a session (idempotent)", ok=m.Session,
+            errors={404: ("NOT_FOUND",)},
+            events=("session:task_added", "task:session_added", "session:updated",
+                    "task:updated"))),
+        ("DELETE", "/api/sessions/{id}/tasks/{taskId}", remove_session_task, Op(
+            "Unlink a task from a session (idempotent)", ok=m.Session,
+            errors={404: ("NOT_FOUND",)},
+            events=("session:task_removed", "task:session_removed", "session:updated",
+                    "task:updated"))),
+        ("POST", "/api/sessions/{id}/events", session_events, Op(
+            "Append a session event", body=m.AddSessionEvent, ok=m.Session, errors=S404,
+            events=("session:updated",))),
+        ("POST", "/api/sessions/{id}/timeline", session_timeline, Op(
+            "Append to a session's timeline (an agent's report)", body=m.AddSessionTimeline,
+            ok=m.Session, errors=S404, events=("session:updated",))),
     ]:
-        router.add(method, path, handler)
+        router.add(method, path, handler, doc)
 
 
 def build_routes(service: Service, hub: Hub, settings: Settings) -> list:
@@ -328,23 +416,32 @@ def build_routes(service: Service, hub: Hub, settings: Settings) -> list:
         return json_response({"name": "maestro", "health": "/health", "api": "/api",
                               "websocket": "/", "docs": "/docs"})
 
-    from .openapi import docs_page, openapi_document
+    document: list[bytes] = []
 
     async def openapi(request: Request):
-        return json_response(openapi_document())
+        # Built once, from the router's table, on first use (every route is added by then).
+        if not document:
+            document.append(jsonio.dumps(build_document(request.app.state.router.table)))
+        return json_response(document[0])
+
+    swagger = swagger_ui_dir()
 
     async def docs(request: Request):
-        return Response(docs_page(), media_type="text/html; charset=utf-8")
+        return Response(docs_page(swagger is not None),
+                        media_type="text/html; charset=utf-8")
 
-    return [
+    routes = [
         Route("/", index, methods=["GET", "HEAD"]),
         WebSocketRoute("/", websocket),
         WebSocketRoute("/ws", websocket),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/docs", docs, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET", "HEAD"]),
+        Route("/docs", docs, methods=["GET", "HEAD"]),
         Mount("/ui", StaticFiles(directory=WEB_DIR, check_dir=False), name="ui"),
-        WebSocketRoute("/{path:path}", websocket),
     ]
+    if swagger is not None:
+        routes.append(Mount("/docs/static", StaticFiles(directory=swagger), name="docs"))
+    routes.append(WebSocketRoute("/{path:path}", websocket))
+    return routes
 
 
 class _TrailingSlash:
@@ -433,7 +530,7 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
 
     async def guard(request: ApiRequest, template: str) -> None:
         method = "GET" if request.method == "HEAD" else request.method
-        body = await request.json() if method != "GET" else None
+        body = await request.raw_json() if method != "GET" else None
         request.restrict_project = policy.check(request.identity, method, template,
                                                 request.params, body, request.query)
 

@@ -31,10 +31,11 @@ def _host_of(value: str) -> str:
 
 
 def _dashboard_asset(kind: str, method: str, path: str) -> bool:
-    """The dashboard page and its static files hold no data; a browser loads them before it
-    knows the token, then sends the token on every API call and on the WebSocket."""
-    return kind == "http" and method in ("GET", "HEAD") and (path == "/"
-                                                               or path.startswith("/ui/"))
+    """The dashboard page, the API reference (/docs, /openapi.json) and their static files hold
+    no data; a browser loads them before it knows the token, then sends the token on every API
+    call and on the WebSocket."""
+    return kind == "http" and method in ("GET", "HEAD") and (
+        path in ("/", "/docs", "/openapi.json") or path.startswith(("/ui/", "/docs/static/")))
 
 
 class Security:

@@ -6,43 +6,93 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+from typing_extensions import NotRequired, TypedDict
+
 from ..config import Settings
 from ..policy import redact_session
-from ..server.openapi import register
+from ..server import api_models as m
+from ..server.openapi import Op
 from ..server.router import ApiRequest, Reply, Router
 from ..service import Service
 from .launcher import Launcher
 from .manifest import MODELS, PERMISSION_MODES, ROLES
 from .spawn import SPAWN_SOURCES, SPAWN_STRATEGIES, Spawner
 
-_STR = {"type": "string"}
-_STRS = {"type": "array", "items": _STR}
 
-SCHEMAS = {
-    "SpawnRequest": {"type": "object", "required": ["projectId", "taskIds"], "properties": {
-        "projectId": _STR, "taskIds": {"type": "array", "items": _STR, "minItems": 1},
-        "role": {"enum": list(ROLES)}, "skills": _STRS, "model": {"enum": list(MODELS)},
-        "permissionMode": {"enum": list(PERMISSION_MODES)},
-        "sessionName": {"type": "string", "maxLength": 1000},
-        "spawnSource": {"enum": list(SPAWN_SOURCES)}, "sessionId": _STR, "spawnedBy": _STR,
-        "spawnReason": _STR, "context": {"type": "object"},
-        "strategy": {"enum": list(SPAWN_STRATEGIES)},
-        "env": {"type": "object", "additionalProperties": _STR,
-                "description": "variables for the agent, stored in the session's env; not "
-                "MAESTRO_*, DATABASE_URL, PG*, DATA_DIR or SESSION_DIR"},
-        "agent": {"type": "string", "description": "claude, codex, or a command line with "
-                  "{prompt_file} / {manifest} placeholders; handed to the agent as "
-                  "MAESTRO_AGENT"}}},
-    "SpawnResponse": {"type": "object", "properties": {
-        "success": {"const": True}, "sessionId": _STR, "manifestPath": _STR, "message": _STR,
-        "session": {"$ref": "#/components/schemas/Session"}}},
-    "StopResponse": {"type": "object", "properties": {
-        "success": {"const": True}, "sessionId": _STR,
-        "signal": {"type": ["string", "null"]}, "graceSeconds": {"type": "number"},
-        "session": {"$ref": "#/components/schemas/Session"}}},
-    "SessionLog": {"type": "object", "properties": {
-        "sessionId": _STR, "lines": _STRS, "truncated": {"type": "boolean"}}},
-}
+class SpawnRequest(TypedDict):
+    """Spawn an agent session for tasks (SPEC §9.2)."""
+
+    projectId: str
+    taskIds: Annotated[list[str], Field(min_length=1)]
+    role: NotRequired[Literal[ROLES]]  # type: ignore[valid-type]
+    skills: NotRequired[list[str]]
+    model: NotRequired[Literal[MODELS]]  # type: ignore[valid-type]
+    permissionMode: NotRequired[Literal[PERMISSION_MODES]]  # type: ignore[valid-type]
+    sessionName: NotRequired[Annotated[str, Field(max_length=1000)]]
+    spawnSource: NotRequired[Literal[SPAWN_SOURCES]]  # type: ignore[valid-type]
+    sessionId: NotRequired[Annotated[str, Field(description="the parent session (required "
+                                                            "with spawnSource session)")]]
+    spawnedBy: NotRequired[str]
+    spawnReason: NotRequired[str]
+    context: NotRequired[dict[str, Any]]
+    strategy: NotRequired[Literal[SPAWN_STRATEGIES]]  # type: ignore[valid-type]
+    env: NotRequired[Annotated[dict[str, str], Field(
+        description="variables for the agent, stored in the session's env; not MAESTRO_*, "
+                    "DATABASE_URL, PG*, DATA_DIR or SESSION_DIR")]]
+    agent: NotRequired[Annotated[str, Field(
+        description="claude, codex, or a command line with {prompt_file} / {manifest} "
+                    "placeholders; handed to the agent as MAESTRO_AGENT")]]
+
+
+class SpawnResponse(TypedDict):
+    __pydantic_config__ = m.OPEN
+    success: Literal[True]
+    sessionId: str
+    manifestPath: str
+    message: str
+    session: m.Session
+
+
+class StopResponse(TypedDict):
+    __pydantic_config__ = m.OPEN
+    success: Literal[True]
+    sessionId: str
+    signal: str | None
+    graceSeconds: float
+    session: m.Session
+
+
+class SessionLog(TypedDict):
+    __pydantic_config__ = m.OPEN
+    sessionId: str
+    lines: list[str]
+    truncated: bool
+
+
+class LogQuery(TypedDict, total=False):
+    tail: Annotated[int, Field(ge=1, le=10000, description="how many last lines (default "
+                                                           "100)")]
+
+
+SPAWN = Op(
+    "Spawn an agent session for tasks", body=SpawnRequest, ok=SpawnResponse, status=201,
+    description="Writes the agent's manifest; the local launcher then starts the agent "
+                "(`MAESTRO_LAUNCHER=ui`: a desktop UI does, on `session:spawn_request`).",
+    errors={400: ("missing_project_id", "invalid_task_ids", "invalid_spawn_source",
+                  "missing_session_id", "invalid_role"),
+            404: ("parent_session_not_found", "task_not_found", "project_not_found"),
+            500: ("manifest_generation_failed", "spawn_error")},
+    events=("session:spawn_request", "session:created", "task:session_added",
+            "task:updated"))
+STOP = Op("Stop a session's agent (SIGTERM, then SIGKILL after MAESTRO_STOP_GRACE seconds)",
+          ok=StopResponse, errors={404: ("SESSION_NOT_FOUND",),
+                                   409: ("SESSION_NOT_LAUNCHED", "SESSION_NOT_RUNNING")},
+          events=("session:updated",))
+LOG = Op("Last lines of a session's agent output", query=LogQuery, ok=SessionLog,
+         errors={404: ("SESSION_NOT_FOUND",), 409: ("SESSION_NOT_LAUNCHED",)})
 
 
 def install(router: Router, service: Service, settings: Settings, extensions: list,
@@ -66,15 +116,8 @@ def install(router: Router, service: Service, settings: Settings, extensions: li
     async def output(r: ApiRequest):
         return await launcher.read_log(r.param(), r.query("tail"))
 
-    router.add("POST", "/api/sessions/spawn", spawn)
-    router.add("POST", "/api/sessions/{id}/stop", stop)
-    router.add("GET", "/api/sessions/{id}/log", output)
-    register("/api/sessions/spawn", "post", "Spawn an agent session for tasks (writes its "
-             "manifest; the local launcher then starts the agent)", "SpawnRequest", 201,
-             "SpawnResponse", SCHEMAS)
-    register("/api/sessions/{id}/stop", "post", "Stop a session's agent (SIGTERM, then SIGKILL "
-             "after MAESTRO_STOP_GRACE seconds)", None, 200, "StopResponse")
-    register("/api/sessions/{id}/log", "get", "Last lines of a session's agent output "
-             "(query tail, default 100)", None, 200, "SessionLog")
+    router.add("POST", "/api/sessions/spawn", spawn, SPAWN)
+    router.add("POST", "/api/sessions/{id}/stop", stop, STOP)
+    router.add("GET", "/api/sessions/{id}/log", output, LOG)
     extensions.append(launcher)
     return launcher
