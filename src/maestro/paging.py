@@ -85,28 +85,32 @@ def page_request(limit: str | None, cursor: str | None, order: str) -> PageReque
     return PageRequest(int(limit), after, order)
 
 
-def walk(keys: list, after: tuple | None, limit: int, accept: Callable[[Any], Any],
+def walk(keys: list, after: tuple | None, limit: int, accept: Callable[[Any], Any] | None,
          key: Callable[[Any], tuple] | None = None) -> tuple[list, tuple | None]:
     """Up to `limit` accepted items of the sorted list `keys` past `after`, and the order key
     of the last one when more may follow (else None). `accept(entry)` gives the item for a
-    list entry or None to pass over it; `key(entry)` gives an entry's order key (default: the
-    entry is its key)."""
+    list entry or None to pass over it (None: every entry is its own item); `key(entry)` gives
+    an entry's order key (default: the entry is its key)."""
     start = 0 if after is None else bisect.bisect_right(keys, after, key=key)
+    if accept is None:
+        out = keys[start:start + limit]
+        if start + limit >= len(keys):
+            return out, None
+        return out, out[-1] if key is None else key(out[-1])
     out: list = []
-    last = None
+    last = start
     for i in range(start, len(keys)):
-        entry = keys[i]
-        item = accept(entry)
+        item = accept(keys[i])
         if item is None:
             continue
         if len(out) == limit:
-            return out, last
+            return out, keys[last] if key is None else key(keys[last])
         out.append(item)
-        last = entry if key is None else key(entry)
+        last = i
     return out, None
 
 
 def page_of(items: list, page: PageRequest,
             key: Callable[[Any], tuple]) -> tuple[list, tuple | None]:
     """A page of a short list already in order (e.g. the one project an agent may see)."""
-    return walk(items, page.after, page.limit, lambda item: item, key)
+    return walk(items, page.after, page.limit, None, key)

@@ -269,7 +269,8 @@ class Table:
         ids, exact = self._page_source(equals, contains or {})
         rows = self.rows
         if exact and predicate is None:
-            accept = rows.__getitem__
+            found, last = walk(ids, after, limit, None, key=self.key_of)
+            return [rows[i] for i in found], last
         else:
             def accept(eid: str) -> dict | None:
                 e = rows[eid]
