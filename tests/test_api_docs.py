@@ -60,6 +60,8 @@ def test_every_route_of_the_router_is_documented(document, tmp_path):
     assert create["properties"]["priority"]["enum"] == ["low", "medium", "high"]
     error = document["components"]["schemas"]["Error"]
     assert set(error["required"]) == {"error", "code", "message"}
+    for name, schema in document["components"]["schemas"].items():
+        jsonschema.Draft202012Validator.check_schema(schema)
 
 
 def test_declared_bodies_are_what_the_routes_read(api, document, tmp_path):
