@@ -246,7 +246,21 @@ def doomed_all(start: list[dict], own) -> list[str]:
 
 
 def _delete_path(path: str, eid: str) -> str:
-    return f"/api/sessions/{eid}" if path.startswith("/api/sessions") else f"/api/tasks/{eid}"
+    kind = path.split("/")[2]
+    return f"/api/{'tasks' if kind == 'tasks' else kind}/{eid}"
+
+
+def test_walk_projects_under_concurrent_inserts_and_deletes(api, srv):
+    for i in range(50):
+        new_project(api, name=f"churned {i}")
+
+    def make(client, n):
+        return ok(client.post("/api/projects", json={"name": f"churned new {n}"}), 201)
+
+    def own(project):  # projects of other tests hold tasks: only this test's are deleted
+        return project["name"].startswith("churned")
+
+    concurrent_walk(api, srv, "/api/projects", {}, make, 4, own)
 
 
 def test_walk_tasks_under_concurrent_inserts_and_deletes(api, srv):
