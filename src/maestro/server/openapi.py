@@ -75,7 +75,14 @@ class Schemas:
         self.components: dict[str, dict] = {}
 
     def of(self, tp: Any) -> dict:
-        """The schema of a type; named typed dicts become components, referenced by $ref."""
+        """The schema of a type; named typed dicts become components, referenced by $ref. A
+        string names a component given to `register` (`Name[]`: an array of them)."""
+        if isinstance(tp, str):
+            if tp.endswith("[]"):
+                return {"type": "array", "items": self.of(tp[:-2])}
+            if tp in _extra_schemas:
+                self.components.setdefault(tp, _extra_schemas[tp])
+            return {"$ref": REF.format(model=tp)}
         raw = TypeAdapter(tp).json_schema(ref_template=REF)
         raw = _strip_titles(raw)
         for name, sub in raw.pop("$defs", {}).items():
@@ -206,6 +213,19 @@ def _operation_id(method: str, path: str) -> str:
 
 UNDOCUMENTED = Op("(undocumented)")
 
+# Declarations made with `register` for routes added to the router without one.
+_registered: dict[tuple[str, str], Op] = {}
+_extra_schemas: dict[str, dict] = {}
+
+
+def register(path: str, method: str, summary: str, request: str | None, status: int,
+             response: str | None, schemas: dict | None = None) -> None:
+    """Describe a route added to the router without a declaration (`request` and `response`
+    name schemas, given in `schemas` as JSON schemas). Prefer passing an `Op` to
+    `Router.add`: only then does the router hold the handler to it."""
+    _registered[(method.lower(), path)] = Op(summary, body=request, ok=response, status=status)
+    _extra_schemas.update(schemas or {})
+
 
 def build_document(routes: list[tuple[str, str, Op | None]]) -> dict:
     """The OpenAPI document of `(method, template, declaration)` routes, in that order."""
@@ -214,8 +234,8 @@ def build_document(routes: list[tuple[str, str, Op | None]]) -> dict:
     paths: dict[str, dict] = {}
     for method, path, op in routes:
         method = method.lower()
-        paths.setdefault(path, {})[method] = _operation(method, path, op or UNDOCUMENTED,
-                                                        schemas)
+        op = op or _registered.get((method, path)) or UNDOCUMENTED
+        paths.setdefault(path, {})[method] = _operation(method, path, op, schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Maestro API", "version": __version__,
