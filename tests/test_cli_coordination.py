@@ -381,7 +381,11 @@ def test_every_command_in_the_agent_prompt_exists(cli, tmp_path):
     texts = {"worker guide": guide("worker", "task_1_abc"),
              "orchestrator guide": guide("orchestrator", "task_1_abc"),
              "worker prompt": build_prompt("worker", manifest, "sess_1", {}),
-             "orchestrator prompt": build_prompt("orchestrator", manifest, "sess_1", {})}
+             "orchestrator prompt": build_prompt("orchestrator", manifest, "sess_1", {}),
+             "prompt in a worktree": build_prompt("worker", manifest, "sess_1", {}, {
+                 "branch": "maestro/add-login-3f2a", "baseRef": "main"})}
+    assert "branch `maestro/add-login-3f2a`, made from `main`" in texts["prompt in a worktree"]
+    assert "`maestro session diff`" in texts["prompt in a worktree"]
     assert "`maestro task claim --next`" in texts["worker guide"]
     assert "maestro task release" in texts["worker guide"]
     assert "maestro task depend" in texts["orchestrator guide"]

@@ -104,7 +104,7 @@ def test_session_events_read_as_sentences_with_raw_json_on_demand(server, api, d
                                           "reason": "stopped"}}]})
     expect(events.first.locator(".event-text")).to_have_text(
         "Exited with signal SIGTERM (stopped by the user)")
-    expect(page.locator("#detail .facts")).to_contain_text("failed stopped by the user")
+    expect(page.locator("#detail .session-facts")).to_contain_text("failed stopped by the user")
     assert page.evaluate("window.__pwned") is None
     dash.screenshot("session-events")
 
@@ -118,10 +118,10 @@ def test_a_stop_reason_in_metadata_reads_as_stopped_by_the_user(server, api, das
                                         "name": "Crashed", "status": "failed"})
     dash = dashboard(server)
     page = dash.open(f"/#/p/{project['id']}/session/{session['id']}")
-    expect(page.locator("#detail .facts")).to_contain_text("stopped by the user")
+    expect(page.locator("#detail .session-facts")).to_contain_text("stopped by the user")
     page.goto(f"{server.url}/#/p/{project['id']}/session/{plain['id']}")
     expect(page.locator("#detail h2")).to_have_text("Crashed")
-    expect(page.locator("#detail .facts")).not_to_contain_text("stopped by the user")
+    expect(page.locator("#detail .session-facts")).not_to_contain_text("stopped by the user")
 
 
 def test_a_board_bigger_than_a_page_loads_page_by_page(server, api, dashboard):

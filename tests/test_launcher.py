@@ -392,9 +392,12 @@ def test_log_endpoint_returns_clean_tail_and_errors(launch_server):
         stream.wait_for(until_status(sid, "completed", "failed"))
         assert stream.statuses(sid)[-1] == "completed"
         tail = ok(api.get(f"/api/sessions/{sid}/log", params={"tail": 4}))
-        assert tail == {"sessionId": sid, "truncated": True, "lines": [
-            "line 019999 of the agent's output", "line 020000 of the agent's output",
-            "progress 3/3", "agent: finished"]}
+        size = (srv.session_dir / sid / "output.log").stat().st_size
+        assert tail == {"sessionId": sid, "truncated": True, "finished": True,
+                        "nextOffset": size, "lines": [
+                            "line 019999 of the agent's output",
+                            "line 020000 of the agent's output", "progress 3/3",
+                            "agent: finished"]}
         assert len(log_lines(api, sid, 10000)) == 10000
         default = ok(api.get(f"/api/sessions/{sid}/log"))["lines"]
         assert len(default) == 100 and default[0] == "line 019903 of the agent's output"

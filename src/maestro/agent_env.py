@@ -33,10 +33,12 @@ NEVER_PREFIXES = ("PG",)
 # setting (or the user's own token) and stays with the server.
 CLIENT_SETTINGS = frozenset({"MAESTRO_RETRIES", "MAESTRO_RETRY_DELAY", "MAESTRO_API_TIMEOUT",
                              "MAESTRO_DEBUG"})
-# What spawn writes into a session's env (SPEC §9.5, plus the request's `agent`).
+# What spawn writes into a session's env (SPEC §9.5, plus the request's `agent` and, for a
+# session with its own worktree, its branch and base).
 SESSION_SETTINGS = frozenset({
     "MAESTRO_SESSION_ID", "MAESTRO_PROJECT_ID", "MAESTRO_TASK_IDS", "MAESTRO_SERVER_URL",
     "MAESTRO_SKILLS", "MAESTRO_MANIFEST_PATH", "MAESTRO_STRATEGY", "MAESTRO_AGENT",
+    "MAESTRO_WORKSPACE_BRANCH", "MAESTRO_WORKSPACE_BASE",
 })
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

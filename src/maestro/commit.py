@@ -230,8 +230,9 @@ class Committer:
 
     def after_pending(self, tx: Tx) -> asyncio.Future | None:
         """Publish the events of `tx`, which changed nothing, once every transaction submitted
-        before it is committed (at once when none is pending). Their events are dropped if
-        that earlier change fails: they may describe it. Returns what to wait for, if any."""
+        before it is committed (at once when none is pending). If that earlier change fails,
+        `tx` may have been built on it: its events are dropped and its request fails too.
+        Returns what to wait for, if any."""
         last = self._last
         if last is None or last.done():
             self.bus.publish(tx.events)
@@ -239,13 +240,18 @@ class Committer:
         fut = asyncio.get_running_loop().create_future()
 
         def publish(prev: asyncio.Future) -> None:
-            if not prev.cancelled() and prev.exception() is None:
-                try:
-                    self.bus.publish(tx.events)
-                except Exception:
-                    log.exception("publishing events failed")
-            if not fut.done():
-                fut.set_result(None)
+            failure = prev.exception() if not prev.cancelled() else StorageError(
+                "could not store the change: cancelled")
+            if fut.done():
+                return
+            if failure is not None:
+                fut.set_exception(failure)
+                return
+            try:
+                self.bus.publish(tx.events)
+            except Exception:
+                log.exception("publishing events failed")
+            fut.set_result(None)
 
         last.add_done_callback(publish)
         return fut

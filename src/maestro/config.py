@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from . import agent_env
+from .mcp.catalog import parse_tools, problem_text
 
 LOG_LEVELS = ("error", "warn", "info", "debug")
 DATABASE_TYPES = ("filesystem", "postgres")
@@ -46,6 +47,10 @@ class Settings:
     server_url: str = ""
     data_dir: Path = field(default_factory=lambda: expand_path("~/.maestro/data"))
     session_dir: Path = field(default_factory=lambda: expand_path("~/.maestro/sessions"))
+    # Where spawned sessions' git worktrees live (README "Parallel agents, isolated"), and how
+    # often live worktrees are compared for files two sessions both change.
+    worktree_dir: Path = field(default_factory=lambda: expand_path("~/.maestro/worktrees"))
+    workspace_scan_seconds: float = 5.0
     skills_dir: Path = field(default_factory=lambda: expand_path("~/.agents-ui/maestro-skills"))
     log_level: str = "info"
     debug: bool = False
@@ -84,6 +89,9 @@ class Settings:
     # Test only (undocumented): a claim checks, sleeps this many ms, then grants in a second
     # step, so the exactly-once tests can show that they catch a check-then-act race.
     claim_race_delay_ms: int = 0
+    # The MCP tools (`/mcp` and the agents the launcher starts) narrowed to these names; empty:
+    # every tool the caller's role may see.
+    mcp_tools: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -96,6 +104,9 @@ class Settings:
         s.data_dir = expand_path(env.get("DATA_DIR") or "~/.maestro/data")
         s.session_dir = expand_path(env.get("SESSION_DIR") or "~/.maestro/sessions")
         s.skills_dir = expand_path(env.get("SKILLS_DIR") or "~/.agents-ui/maestro-skills")
+        s.worktree_dir = expand_path(env.get("MAESTRO_WORKTREE_DIR") or "~/.maestro/worktrees")
+        s.workspace_scan_seconds = _parse_positive(
+            "MAESTRO_WORKSPACE_SCAN_SECONDS", env.get("MAESTRO_WORKSPACE_SCAN_SECONDS") or "5")
         s.debug = _bool(env.get("DEBUG"))
         s.log_level = (env.get("LOG_LEVEL") or ("debug" if s.debug else "info")).lower()
         s.database_type = (env.get("DATABASE_TYPE") or "filesystem").lower()
@@ -139,11 +150,15 @@ class Settings:
                                               env.get("MAESTRO_HEARTBEAT_SECONDS") or "30")
         s.claim_race_delay_ms = _parse_int("MAESTRO_CLAIM_RACE_DELAY_MS",
                                            env.get("MAESTRO_CLAIM_RACE_DELAY_MS") or "0", 0)
+        tools, problems = parse_tools(env.get("MAESTRO_MCP_TOOLS"))
+        if problems:
+            raise ConfigError("MAESTRO_MCP_TOOLS: " + problem_text(problems))
+        s.mcp_tools = tools
         s.server_url = env.get("SERVER_URL") or ""
         for name, value in overrides.items():
             if value is None:
                 continue
-            if name in ("data_dir", "session_dir", "skills_dir"):
+            if name in ("data_dir", "session_dir", "skills_dir", "worktree_dir"):
                 value = expand_path(str(value))
             if name == "port":
                 value = _parse_port(str(value))

@@ -36,9 +36,12 @@ from .events import EventBus
 from .identity import REVOKED_FIELD, may_hold_token
 from .ids import is_valid_client_id, make_id, now_ms
 from .listing import Listing, session_filter, task_filter
+from .plan import Planning
 from .ready_index import ReadyIndex
 from .state import State
 from .store.base import LoadResult, Store
+from .workspace.options import project_settings
+from .workspace.records import WorkspaceRecords
 
 log = logging.getLogger("maestro.service")
 
@@ -49,7 +52,7 @@ def _is_active(session: dict) -> bool:
     return session.get("status") not in FINAL_SESSION_STATUSES
 
 
-class Service(Listing, Coordination):
+class Service(Listing, Coordination, WorkspaceRecords, Planning):
     def __init__(self, store: Store, bus: EventBus | None = None):
         self.store = store
         self.bus = bus or EventBus()
@@ -68,6 +71,8 @@ class Service(Listing, Coordination):
         self.load_result = LoadResult()
         self.hostname = socket.gethostname()
         self.platform = sys.platform
+        # Extra parts of GET /health: name -> function returning its body (e.g. workspaces).
+        self.health_sections: dict[str, Callable[[], Any]] = {}
 
     @property
     def state(self) -> State:
@@ -173,7 +178,7 @@ class Service(Listing, Coordination):
         storage["notes"] = list(self.load_result.notes)
         if self.committer is not None:
             storage["commits"] = self.committer.stats()
-        return {
+        body = {
             "status": "ok",
             "timestamp": now_ms(),
             "uptime": time.monotonic() - self.started_monotonic,
@@ -181,6 +186,9 @@ class Service(Listing, Coordination):
             "counts": {"projects": len(self.state.projects), "tasks": len(self.state.tasks),
                        "sessions": len(self.state.sessions)},
         }
+        for name, section in self.health_sections.items():
+            body[name] = section()
+        return body
 
     # ------------------------------------------------------------ projects
     def list_projects(self) -> list[dict]:
@@ -197,11 +205,13 @@ class Service(Listing, Coordination):
                         nonblank_message="name is required", max_len=v.MAX_TEXT)
         working_dir = v.string(body, "workingDir") or ""
         description = v.string(body, "description") or ""
+        workspace = project_settings(body)
 
         def apply(tx: Tx) -> dict:
             now = now_ms()
             project = {"id": make_id("proj", now), "name": name.strip(), "workingDir": working_dir,
-                       "description": description, "createdAt": now, "updatedAt": now}
+                       "description": description, **workspace, "createdAt": now,
+                       "updatedAt": now}
             tx.put("project", project)
             tx.emit("project:created", project)
             return project
@@ -212,10 +222,11 @@ class Service(Listing, Coordination):
         name = v.string(body, "name", nonblank_message="name cannot be empty", max_len=v.MAX_TEXT)
         working_dir = v.string(body, "workingDir")
         description = v.string(body, "description")
+        workspace = project_settings(body)
 
         def apply(tx: Tx) -> dict:
             old = self.get_project(project_id)
-            changes: dict[str, Any] = {}
+            changes: dict[str, Any] = dict(workspace)
             if name is not None:
                 changes["name"] = name.strip()
             if working_dir is not None:
@@ -229,9 +240,14 @@ class Service(Listing, Coordination):
 
         return await self._mutate(apply)
 
-    async def delete_project(self, project_id: str) -> dict:
+    async def delete_project(self, project_id: str, cascade: bool = False) -> dict:
+        """§7.2.5: refused while the project has tasks or sessions, unless `cascade`: then its
+        sessions (their agent tokens die with them, and the launcher stops their agents),
+        its tasks (children before parents) and the project go in one change."""
         def apply(tx: Tx) -> dict:
             self.get_project(project_id)
+            if cascade:
+                return self._delete_project_tree(tx, project_id)
             n_tasks = len(self.state.tasks.indexes["projectId"].get(project_id))
             if n_tasks:
                 raise ApiError(400, "PROJECT_HAS_DEPENDENCIES",
@@ -247,6 +263,30 @@ class Service(Listing, Coordination):
             return {"success": True, "id": project_id}
 
         return await self._mutate(apply)
+
+    def _delete_project_tree(self, tx: Tx, project_id: str) -> dict:
+        sessions = [s["id"] for s in self.state.sessions.query({"projectId": project_id})]
+        for sid in sessions:
+            self._delete_session_in_tx(tx, sid)
+        task_ids = [t["id"] for t in self.state.tasks.query({"projectId": project_id})]
+        doomed = set(task_ids)
+
+        def depth(tid: str) -> int:  # levels above `tid` inside this project
+            seen, level = {tid}, 0
+            parent = self.state.tasks.get(tid).get("parentId")
+            while parent in doomed and parent not in seen:
+                seen.add(parent)
+                level += 1
+                parent = self.state.tasks.get(parent).get("parentId")
+            return level
+
+        ordered = sorted(task_ids, key=depth, reverse=True)  # children before their parents
+        for tid in ordered:
+            self._delete_one_task(tx, tid, doomed)
+        tx.delete("project", project_id)
+        tx.emit("project:deleted", {"id": project_id})
+        return {"success": True, "id": project_id,
+                "deleted": {"sessions": sessions, "tasks": ordered}}
 
     # ------------------------------------------------------------ tasks
     def list_tasks(self, project_id: str | None = None, status: str | None = None,
@@ -639,6 +679,8 @@ class Service(Listing, Coordination):
             session["metadata"] = f["metadata"]
         if f.get("strategy") is not None:
             session["strategy"] = f["strategy"]
+        if f.get("workspace") is not None:  # spawn: where the agent works (a worktree, or not)
+            session["workspace"] = f["workspace"]
         session.update({"startedAt": now, "lastActivity": now,
                         "completedAt": None,
                         "hostname": self.hostname, "platform": self.platform})
@@ -660,10 +702,11 @@ class Service(Listing, Coordination):
         fields = self.validate_new_session(body)
         return await self._mutate(lambda tx: self.new_session_in_tx(tx, fields))
 
-    async def update_session(self, session_id: str, body: dict, *, stopped: bool = False) \
-            -> dict:
+    async def update_session(self, session_id: str, body: dict, *, stopped: bool = False,
+                             end: dict | None = None) -> dict:
         """PATCH /api/sessions/:id. `stopped`: the launcher ends a session it stopped (its
-        tasks are treated as failed whatever the status, §15.5)."""
+        tasks are treated as failed whatever the status, §15.5). `end`: how its agent ended
+        (`endReason`, `endMessage`), kept in the session's metadata when this ends it."""
         status = v.enum(body, "status", v.SESSION_STATUSES)
         agent_id = v.string(body, "agentId")
         task_ids = v.string_list(body, "taskIds", ids=True)
@@ -698,6 +741,9 @@ class Service(Listing, Coordination):
                 merged = dict(old.get("env") or {}) if isinstance(old.get("env"), dict) else {}
                 merged.update(env)
                 session["env"] = merged
+            if end and status in FINAL_SESSION_STATUSES and _is_active(old):
+                meta = old.get("metadata")
+                session["metadata"] = {**(meta if isinstance(meta, dict) else {}), **end}
             session["lastActivity"] = now
             tx.put("session", session)
             link_events: list[tuple[str, str, str]] = []
@@ -735,19 +781,23 @@ class Service(Listing, Coordination):
 
     async def delete_session(self, session_id: str) -> dict:
         def apply(tx: Tx) -> dict:
-            session = self.get_session(session_id)
-            tx.delete("session", session_id)
-            tx.emit("session:deleted", {"id": session_id})
-            for tid in _list(session.get("taskIds")):
-                if self.state.tasks.get(tid) is None:
-                    continue
-                self._unlink(tx, session_id, tid, session_gone=True)
-                tx.emit("task:session_removed", {"taskId": tid, "sessionId": session_id})
-                tx.emit("task:updated", self.state.tasks.get(tid))
-            self._session_ended(tx, session_id, "deleted")
+            self._delete_session_in_tx(tx, session_id)
             return {"success": True, "id": session_id}
 
         return await self._mutate(apply)
+
+    def _delete_session_in_tx(self, tx: Tx, session_id: str) -> None:
+        """§7.4.5: remove the session, unlinking its tasks; its claims and reports end."""
+        session = self.get_session(session_id)
+        tx.delete("session", session_id)
+        tx.emit("session:deleted", {"id": session_id})
+        for tid in _list(session.get("taskIds")):
+            if self.state.tasks.get(tid) is None:
+                continue
+            self._unlink(tx, session_id, tid, session_gone=True)
+            tx.emit("task:session_removed", {"taskId": tid, "sessionId": session_id})
+            tx.emit("task:updated", self.state.tasks.get(tid))
+        self._session_ended(tx, session_id, "deleted")
 
     def _pair(self, session_id: str, task_id: str) -> None:
         if self.state.sessions.get(session_id) is None:

@@ -42,6 +42,54 @@ CLAIM_CONFLICTS = {
                        "lists what can start now."),
 }
 
+class RetryPlan:
+    """How long a command waits for a server that does not answer (network errors, 5xx).
+
+    A person at a terminal wants an answer at once: one quick retry. An agent's hooks and
+    commands (a hook command, or any command in a session without a terminal) ride out a
+    server restart: retries with growing pauses for about PATIENT_SECONDS. MAESTRO_RETRIES (and
+    MAESTRO_RETRY_DELAY, ms, doubled each time) override both."""
+
+    QUICK_RETRIES = 1
+    QUICK_DELAY_MS = 250
+    PATIENT_SECONDS = 30.0
+    PATIENT_DELAY_MS = 250
+    PATIENT_MAX_DELAY = 4.0
+    EXPLICIT_DELAY_MS = 1000
+
+    def __init__(self, ctx: CliContext):
+        self.started = time.monotonic()
+        self.retries: int | None
+        self.deadline: float | None = None
+        if ctx.retries is not None:
+            self.retries = ctx.retries
+            base = ctx.retry_delay_ms if ctx.retry_delay_ms is not None \
+                else self.EXPLICIT_DELAY_MS
+        elif ctx.patient:
+            self.retries = None
+            self.deadline = self.started + self.PATIENT_SECONDS
+            base = ctx.retry_delay_ms if ctx.retry_delay_ms is not None \
+                else self.PATIENT_DELAY_MS
+        else:
+            self.retries = self.QUICK_RETRIES
+            base = ctx.retry_delay_ms if ctx.retry_delay_ms is not None \
+                else self.QUICK_DELAY_MS
+        self.base = base / 1000.0
+
+    def delay(self, attempt: int) -> float | None:
+        """Seconds to wait before retry number `attempt` + 1, or None to give up."""
+        if self.deadline is None:
+            return None if attempt >= self.retries else self.base * (2 ** attempt)
+        pause = min(self.base * (2 ** min(attempt, 20)), self.PATIENT_MAX_DELAY)
+        left = self.deadline - time.monotonic()
+        return None if left <= 0 else min(pause, left)
+
+    def describe(self, attempt: int) -> str:
+        if self.deadline is None:
+            return f"{attempt + 1}/{self.retries}"
+        return f"retry {attempt + 1}, for up to {self.PATIENT_SECONDS:g} s"
+
+
 START_HINT = ("Start it with `maestro serve`, or point MAESTRO_SERVER_URL (or --server) at a "
               "running server.")
 
@@ -130,21 +178,25 @@ class ApiClient:
         if body is not None:
             payload = json.dumps(body, ensure_ascii=False).encode()
             headers["Content-Type"] = "application/json"
-        attempts = self.ctx.retries + 1
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
+        plan = RetryPlan(self.ctx)
+        attempt = 0
+        while True:
             try:
                 status, raw = self._send(method, target, payload, headers)
             except _Unreachable as exc:
-                if last or (method == "POST" and exc.sent):
+                delay = None if method == "POST" and exc.sent else plan.delay(attempt)
+                if delay is None:
                     raise self._unreachable(exc) from None
-                self._pause(attempt, exc.reason)
+                self._pause(plan, attempt, delay, exc.reason)
+                attempt += 1
                 continue
-            if status >= 500 and not last:
-                self._pause(attempt, f"HTTP {status}")
-                continue
+            if status >= 500:
+                delay = plan.delay(attempt)
+                if delay is not None:
+                    self._pause(plan, attempt, delay, f"HTTP {status}")
+                    attempt += 1
+                    continue
             return self._decode(method, target, status, raw)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _send(self, method: str, target: str, payload: bytes | None,
               headers: dict) -> tuple[int, bytes]:
@@ -179,11 +231,10 @@ class ApiClient:
                 raise _Unreachable(str(exc) or type(exc).__name__, False, sent) from exc
         raise _Unreachable("connection closed by the server", False, True)
 
-    def _pause(self, attempt: int, why: str) -> None:
-        delay = self.ctx.retry_delay_ms * (2 ** attempt) / 1000.0
+    def _pause(self, plan: RetryPlan, attempt: int, delay: float, why: str) -> None:
         if self.ctx.debug or sys.stderr.isatty():
             warn(f"no answer from {self.ctx.server} ({why}); retrying in {delay:g} s "
-                 f"({attempt + 1}/{self.ctx.retries})")
+                 f"({plan.describe(attempt)})")
         time.sleep(delay)
 
     def _unreachable(self, exc: _Unreachable) -> CliError:

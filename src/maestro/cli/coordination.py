@@ -65,6 +65,8 @@ def task_ready(
     Example: maestro task ready --parent task_1706790000000_a1b2c3d4e
     """
     project = None if all_projects else run.ctx.project
+    if project:
+        run.project()
     tasks = run.api.get("/api/tasks", {"ready": "true", "projectId": project,
                                        "parentId": parent})
     run.emit(tasks, render_tasks(tasks, "Nothing is ready. `maestro task blocked` shows what "
@@ -85,6 +87,8 @@ def task_blocked(
     Example: maestro task blocked --json
     """
     project = None if all_projects else run.ctx.project
+    if project:
+        run.project()
     tasks = run.api.get("/api/tasks", {"blocked": "true", "projectId": project})
     rows = [{**task, "readiness": readiness_of(run, task["id"])} for task in tasks
             if isinstance(task, dict) and isinstance(task.get("id"), str)]

@@ -88,9 +88,9 @@ def serve(
         overrides["log_level"] = "debug"
     try:
         settings = Settings.from_env(**overrides)
-    except ConfigError as exc:
+    except ConfigError as exc:  # one line and exit 1, like every other refusal to start
         print(f"maestro: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     raise typer.Exit(run_server(settings))
 
 
@@ -101,13 +101,17 @@ def _register_commands() -> None:
         manifest_cmd,
         projects,
         reporting,
+        session_control,
         sessions,
         task_views,
         tasks,
         watch,
     )
 
-    del coordination, task_views  # their commands register themselves on the task group
+    from . import workspaces
+
+    # These register their commands on the task and session groups themselves.
+    del coordination, task_views, session_control, workspaces
     info.register(app)
     app.add_typer(projects.app, name="project")
     app.add_typer(tasks.app, name="task")
@@ -119,6 +123,8 @@ def _register_commands() -> None:
     app.add_typer(manifest_cmd.app, name="manifest")
     from .import_data import register as register_import_data
     register_import_data(app)
+    from .mcp_cmd import app as mcp_app
+    app.add_typer(mcp_app, name="mcp")
 
 
 _register_commands()

@@ -175,10 +175,12 @@ def task_tree(
         forest = build_forest(tasks, root_id, depth)
         title = f"[bold]{esc(top.get('title'))}[/bold] [dim]subtree[/dim]"
     elif run.ctx.project:
+        project = run.project()
         tasks = run.api.get("/api/tasks", {"projectId": run.ctx.project})
         mark_readiness(run, tasks, run.ctx.project)
         forest = build_forest(tasks, None, depth)
-        title = f"[bold]Project[/bold] {esc(run.ctx.project)}"
+        title = (f"[bold blue]{esc(project.get('name') or run.ctx.project)}[/bold blue] "
+                 f"[dim]{esc(run.ctx.project)}[/dim]")
     else:
         tasks = run.api.get("/api/tasks")
         projects = {p["id"]: p.get("name", p["id"]) for p in run.api.get("/api/projects")}

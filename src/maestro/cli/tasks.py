@@ -159,6 +159,8 @@ def task_list(
         run.emit({"task": task, "children": children}, render)
         return
     project = None if all_projects else run.ctx.project
+    if project:
+        run.project()
     query = {"projectId": project, "status": status}
     if limit is None and cursor is None:
         tasks = run.api.get_all("/api/tasks", query)

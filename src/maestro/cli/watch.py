@@ -9,7 +9,17 @@ import time
 import typer
 
 from .options import Run, command
-from .output import EXIT_PERMISSION, CliError, esc, fmt_clock, status_text, warn, write_json_line
+from .output import (
+    EXIT_NETWORK,
+    EXIT_NOT_FOUND,
+    EXIT_PERMISSION,
+    CliError,
+    esc,
+    fmt_clock,
+    status_text,
+    warn,
+    write_json_line,
+)
 
 LINK_EVENTS = ("task:session_added", "task:session_removed", "session:task_added",
                "session:task_removed")
@@ -30,6 +40,7 @@ class EventFilter:
     def seed(self, run: Run) -> None:
         """Learn the ids already in scope, so that their later deletion is recognised."""
         if self.project:
+            run.project()
             self.tasks.update(t["id"] for t in run.api.get("/api/tasks",
                                                           {"projectId": self.project}))
             self.sessions.update(s["id"] for s in run.api.get("/api/sessions",
@@ -191,7 +202,7 @@ def stream(run: Run, flt: EventFilter, count: int | None) -> None:
                 try:
                     flt.seed(run)
                 except CliError as err:
-                    if err.exit_code == EXIT_PERMISSION:
+                    if err.exit_code in (EXIT_PERMISSION, EXIT_NOT_FOUND):
                         raise
                 if first:
                     warn(f"watching {run.ctx.server} (Ctrl-C to stop)")
@@ -264,6 +275,12 @@ def watch(
     Example: maestro watch --project proj_1706789123456_k2j4n5l6m
     """
     project = None if all_projects else run.ctx.project
+    if project:
+        try:
+            run.project()
+        except CliError as err:
+            if err.exit_code != EXIT_NETWORK:
+                raise  # a server that is not up yet is waited for; it is checked then
     try:
         stream(run, EventFilter(project, task), count)
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ from ..validate import (
     TASK_STATUSES,
     TIMELINE_TYPES,
 )
+from ..workspace.options import ISOLATIONS
 
 OPEN = ConfigDict(extra="allow")
 
@@ -30,6 +31,11 @@ TimelineType = Literal[TIMELINE_TYPES]  # type: ignore[valid-type]
 SessionStatus = Literal[SESSION_STATUSES]  # type: ignore[valid-type]
 AgentStatus = Literal[SESSION_TASK_STATUSES]  # type: ignore[valid-type]
 Strategy = Literal[STRATEGIES]  # type: ignore[valid-type]
+Isolation = Annotated[Literal[ISOLATIONS], Field(  # type: ignore[valid-type]
+    description="worktree (the default): each spawned session gets its own git worktree and "
+                "branch; none: sessions work in workingDir itself")]
+BaseRef = Annotated[str, Field(description="branch or commit new worktrees start from (empty or "
+                                           "absent: the main worktree's current branch)")]
 Ms = Annotated[int, Field(description="milliseconds since the Unix epoch")]
 Title = Annotated[str, Field(min_length=1, max_length=1000)]
 Ttl = Annotated[int, Field(ge=5, le=86400, description="lease in seconds (default 600; the "
@@ -58,6 +64,8 @@ class Project(TypedDict):
     name: str
     workingDir: str
     description: str
+    isolation: NotRequired[Isolation]
+    baseRef: NotRequired[BaseRef]
     createdAt: Ms
     updatedAt: Ms
 
@@ -136,6 +144,72 @@ class SessionTimelineEntry(TypedDict):
     metadata: NotRequired[Any]
 
 
+class WorkspaceOverlap(TypedDict):
+    """Files another live session's worktree also changes."""
+
+    __pydantic_config__ = OPEN
+    sessionId: str
+    branch: str | None
+    files: list[str]
+
+
+class WorkspaceMerge(TypedDict):
+    """How a session's branch was merged into its base branch."""
+
+    __pydantic_config__ = OPEN
+    head: Annotated[str, Field(description="the branch's commit that was merged")]
+    before: Annotated[str | None, Field(description="the base branch's commit before")]
+    at: Ms
+    commit: Annotated[str | None, Field(description="the base branch's commit after")]
+    fastForward: bool
+    alreadyMerged: bool
+    files: Annotated[list[str], Field(description="the files the merge changed")]
+
+
+class Commit(TypedDict):
+    __pydantic_config__ = OPEN
+    sha: str
+    subject: str
+
+
+class Discarded(TypedDict):
+    """Work thrown away by a forced clean-up."""
+
+    __pydantic_config__ = OPEN
+    uncommitted: list[str]
+    commitCount: int
+    commits: list[Commit]
+
+
+class Workspace(TypedDict):
+    """Where a spawned session works. mode `worktree`: its own git worktree (`path`, `cwd`) on
+    its own `branch` made from `baseRef` at `baseCommit` in the repository whose main worktree
+    is `repo`; `state` active, merged or removed. mode `shared`: the project's folder, with
+    the `reason`."""
+
+    __pydantic_config__ = OPEN
+    mode: Literal["worktree", "shared"]
+    reason: NotRequired[str]
+    path: NotRequired[str]
+    cwd: NotRequired[str]
+    branch: NotRequired[str]
+    baseRef: NotRequired[str]
+    baseCommit: NotRequired[str]
+    repo: NotRequired[str]
+    state: NotRequired[Literal["active", "merged", "removed"]]
+    createdAt: NotRequired[Ms]
+    changedFiles: NotRequired[Annotated[list[str], Field(
+        description="files the worktree changes against its base (at most 500 listed)")]]
+    changedCount: NotRequired[int]
+    scannedAt: NotRequired[Ms]
+    overlaps: NotRequired[list[WorkspaceOverlap]]
+    merge: NotRequired[WorkspaceMerge]
+    removedAt: NotRequired[Ms]
+    discarded: NotRequired[Discarded]
+    copied: NotRequired[Annotated[list[str], Field(
+        description="ignored settings files (.env) copied from workingDir into the worktree")]]
+
+
 class Session(TypedDict):
     """An agent session (SPEC §4.4)."""
 
@@ -156,6 +230,7 @@ class Session(TypedDict):
     completedAt: Ms | None
     hostname: str
     platform: str
+    workspace: NotRequired[Workspace]
 
 
 class HistoryEntry(TypedDict):
@@ -190,6 +265,31 @@ class Deleted(TypedDict):
     success: Literal[True]
     id: str
     deleted: NotRequired[list[str]]
+
+
+class ProjectTree(TypedDict):
+    __pydantic_config__ = OPEN
+    sessions: list[str]
+    tasks: Annotated[list[str], Field(description="children before their parents")]
+
+
+class ProjectDeleted(TypedDict):
+    """A deleted project; with cascade, also what went with it."""
+
+    __pydantic_config__ = OPEN
+    success: Literal[True]
+    id: str
+    deleted: NotRequired[ProjectTree]
+
+
+class Planned(TypedDict):
+    """A plan created: its new tasks and the existing tasks that gained dependencies."""
+
+    __pydantic_config__ = OPEN
+    tasks: Annotated[list[Task], Field(description="the new tasks, in the plan's order")]
+    refs: Annotated[dict[str, str], Field(description="ref -> id of each new task")]
+    updated: Annotated[list[Task], Field(description="existing tasks that gained "
+                                                     "dependencies")]
 
 
 class Claimed(TypedDict):
@@ -267,6 +367,8 @@ class CreateProject(TypedDict):
     name: Title
     workingDir: NotRequired[str]
     description: NotRequired[str]
+    isolation: NotRequired[Isolation]
+    baseRef: NotRequired[BaseRef]
 
 
 class UpdateProject(TypedDict, total=False):
@@ -275,6 +377,8 @@ class UpdateProject(TypedDict, total=False):
     name: Title
     workingDir: str
     description: str
+    isolation: Isolation
+    baseRef: BaseRef
 
 
 class CreateTask(TypedDict):
@@ -393,6 +497,32 @@ class HeartbeatRequest(TypedDict, total=False):
     ttlSeconds: Ttl
 
 
+class PlanTask(TypedDict):
+    ref: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+                              description="this task's name inside the plan")]
+    title: Title
+    description: NotRequired[str]
+    initialPrompt: NotRequired[str]
+    priority: NotRequired[TaskPriority]
+    parent: NotRequired[Annotated[str, Field(
+        description="a ref of the plan or the id of an existing task of the project")]]
+    dependsOn: NotRequired[Annotated[list[str], Field(
+        description="refs, or ids of existing tasks, this one waits for")]]
+
+
+class PlanDependency(TypedDict):
+    task: Annotated[str, Field(min_length=1, description="a ref or a task id")]
+    dependsOn: Annotated[str, Field(min_length=1, description="a ref or a task id")]
+
+
+class Plan(TypedDict):
+    """A whole breakdown: new tasks named by local refs, and new dependencies of existing
+    tasks (or of the plan's tasks)."""
+
+    tasks: Annotated[list[PlanTask], Field(min_length=1, max_length=500)]
+    dependencies: NotRequired[list[PlanDependency]]
+
+
 # ------------------------------------------------------------------ query parameters
 
 
@@ -425,3 +555,9 @@ class SessionListQuery(PageQuery, total=False):
 class DeleteTaskQuery(TypedDict, total=False):
     cascade: Annotated[bool, Field(description="`true`: also delete every subtask (without "
                                                "it, a task with subtasks is refused)")]
+
+
+class DeleteProjectQuery(TypedDict, total=False):
+    cascade: Annotated[bool, Field(description="`true`: also delete the project's sessions "
+                                               "(their agents are stopped) and tasks, in one "
+                                               "change")]

@@ -133,7 +133,7 @@ def register_api(router: Router, service: Service, hub: Hub,
 
     async def delete_project(r: ApiRequest):
         await r.json()
-        return await service.delete_project(r.param())
+        return await service.delete_project(r.param(), cascade=r.query("cascade") == "true")
 
     # -- tasks
     async def list_tasks(r: ApiRequest):
@@ -202,6 +202,10 @@ def register_api(router: Router, service: Service, hub: Hub,
 
     async def release_claim(r: ApiRequest):
         return await service.release_claim(r.param(), await r.json())
+
+    async def plan(r: ApiRequest):
+        body = await r.json()
+        return Reply(await service.create_plan(r.param(), body, **writer(r)), 201)
 
     async def heartbeat(r: ApiRequest):
         return await service.heartbeat_session(r.param(), await r.json())
@@ -304,9 +308,14 @@ def register_api(router: Router, service: Service, hub: Hub,
             "Update a project (partial)", body=m.UpdateProject, ok=m.Project, errors=P404,
             events=("project:updated",))),
         ("DELETE", "/api/projects/{id}", delete_project, Op(
-            "Delete a project without tasks or sessions", ok=m.Deleted,
+            "Delete a project without tasks or sessions (with cascade=true: with them)",
+            query=m.DeleteProjectQuery, ok=m.ProjectDeleted,
+            description="With `cascade=true` the project's sessions (their agents are stopped "
+                        "and their tokens die with them) and tasks go with it, in one change; "
+                        "`deleted` lists them.",
             errors={400: ("PROJECT_HAS_DEPENDENCIES",), **P404},
-            events=("project:deleted",))),
+            events=("project:deleted", "session:deleted", "task:session_removed",
+                    "task:deleted", "task:updated"))),
         ("GET", "/api/tasks", list_tasks, Op(
             "List tasks", query=m.TaskListQuery, ok=list[m.Task], paged=True,
             description="Filters combine with AND. In creation order; with `ready=true` or "
@@ -363,6 +372,15 @@ def register_api(router: Router, service: Service, hub: Hub,
             body=m.ClaimNextRequest, ok=m.Claimed,
             errors={404: ("PROJECT_NOT_FOUND", "SESSION_NOT_FOUND", "TASK_NOT_FOUND"),
                     409: ("SESSION_NOT_ACTIVE",)}, events=("task:claimed", "task:updated"))),
+        ("POST", "/api/projects/{id}/plan", plan, Op(
+            "Create a whole breakdown at once: tasks named by local refs, their parents and "
+            "dependencies", body=m.Plan, ok=m.Planned, status=201, claim_token=True,
+            description="`parent` and `dependsOn` name a ref of the plan or an existing task "
+                        "of the project; `dependencies` adds dependencies to existing tasks "
+                        "(each such write is fenced like a task update). All or nothing: "
+                        "refused with `DEPENDENCY_CYCLE` if the result closes a cycle.",
+            errors={400: ("DEPENDENCY_CYCLE",), 404: ("PROJECT_NOT_FOUND", "TASK_NOT_FOUND"),
+                    409: ("CLAIM_LOST",)}, events=("task:created", "task:updated"))),
         ("POST", "/api/sessions/{id}/heartbeat", heartbeat, Op(
             "Renew every live claim of a session", body=m.HeartbeatRequest, ok=m.Heartbeat,
             errors={**S404, 409: ("SESSION_NOT_ACTIVE",)})),
@@ -511,8 +529,12 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return json_response({"error": True, "code": "INTERNAL_ERROR", "message": str(exc)}, 500)
 
+    from ..mcp.endpoint import McpEndpoint
+
+    mcp = McpEndpoint(settings.mcp_tools)  # the agents' tools over HTTP (maestro.mcp)
+    extensions.append(mcp)
     app = Starlette(
-        routes=build_routes(service, hub, settings),
+        routes=build_routes(service, hub, settings) + [Route("/mcp", mcp)],
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, StorageError: storage_error,
                             HTTPException: http_error, Exception: crash},
@@ -542,4 +564,5 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     app.state.router = router
     secured = Security(_TrailingSlash(router), settings, token_checker=tokens.identify)
     secured.inner = app
+    mcp.app = secured  # tool calls reach the REST routes through every check a request meets
     return secured

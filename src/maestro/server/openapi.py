@@ -75,14 +75,7 @@ class Schemas:
         self.components: dict[str, dict] = {}
 
     def of(self, tp: Any) -> dict:
-        """The schema of a type; named typed dicts become components, referenced by $ref. A
-        string names a component given to `register` (`Name[]`: an array of them)."""
-        if isinstance(tp, str):
-            if tp.endswith("[]"):
-                return {"type": "array", "items": self.of(tp[:-2])}
-            if tp in _extra_schemas:
-                self.components.setdefault(tp, _extra_schemas[tp])
-            return {"$ref": REF.format(model=tp)}
+        """The schema of a type; named typed dicts become components, referenced by $ref."""
         raw = TypeAdapter(tp).json_schema(ref_template=REF)
         raw = _strip_titles(raw)
         for name, sub in raw.pop("$defs", {}).items():
@@ -157,8 +150,12 @@ _WHAT = re.compile(r"^/api/(projects|tasks|sessions|skills)(?:/|$)")
 
 def _tag(path: str) -> str:
     found = _WHAT.match(path)
+    if path == "/api/workspaces" or path.endswith(("/diff", "/merge", "/cleanup")):
+        return "workspaces"
     if found is None:
         return "server"
+    if path.endswith("/plan"):
+        return "tasks"
     if "/claim" in path or "/dependencies/" in path or "/readiness" in path \
             or path.endswith("/heartbeat"):
         return "coordination"
@@ -213,19 +210,6 @@ def _operation_id(method: str, path: str) -> str:
 
 UNDOCUMENTED = Op("(undocumented)")
 
-# Declarations made with `register` for routes added to the router without one.
-_registered: dict[tuple[str, str], Op] = {}
-_extra_schemas: dict[str, dict] = {}
-
-
-def register(path: str, method: str, summary: str, request: str | None, status: int,
-             response: str | None, schemas: dict | None = None) -> None:
-    """Describe a route added to the router without a declaration (`request` and `response`
-    name schemas, given in `schemas` as JSON schemas). Prefer passing an `Op` to
-    `Router.add`: only then does the router hold the handler to it."""
-    _registered[(method.lower(), path)] = Op(summary, body=request, ok=response, status=status)
-    _extra_schemas.update(schemas or {})
-
 
 def build_document(routes: list[tuple[str, str, Op | None]]) -> dict:
     """The OpenAPI document of `(method, template, declaration)` routes, in that order."""
@@ -234,7 +218,7 @@ def build_document(routes: list[tuple[str, str, Op | None]]) -> dict:
     paths: dict[str, dict] = {}
     for method, path, op in routes:
         method = method.lower()
-        op = op or _registered.get((method, path)) or UNDOCUMENTED
+        op = op or UNDOCUMENTED
         paths.setdefault(path, {})[method] = _operation(method, path, op, schemas)
     return {
         "openapi": "3.1.0",
@@ -261,11 +245,14 @@ of agents (dependencies, ready work, claims with leases).
 * Every list takes `limit` (1-1000) and `cursor`: the body stays a plain array and, when more
   may follow, the `X-Next-Cursor` and `Link` headers name the next page. Without `limit` a list
   is answered whole.
-* With `MAESTRO_TOKEN` set, every request needs `Authorization: Bearer <token>` (*Authorize*)."""
+* With `MAESTRO_TOKEN` set, every request needs `Authorization: Bearer <token>` (*Authorize*).
+* The agents' tools are also served over MCP (streamable HTTP, JSON-RPC) at `/mcp`; a tool call
+  goes through these same routes, so this document describes what each one does."""
 
 TAGS = [("projects", "Projects"), ("tasks", "Tasks and their timelines"),
         ("coordination", "Dependencies, readiness and claims (SPEC §15)"),
         ("sessions", "Agent sessions, spawning and control"),
+        ("workspaces", "Each spawned session's own git worktree: review, merge, clean-up"),
         ("skills", "The skill catalogue (SKILLS_DIR)"), ("server", "Health and diagnostics")]
 
 

@@ -35,7 +35,10 @@ from .. import agent_env
 from ..config import Settings
 from ..errors import ApiError, validation
 from ..ids import is_safe_file_component, now_ms
+from ..mcp.wiring import CONFIG_FILE as MCP_CONFIG_FILE
 from ..service import FINAL_SESSION_STATUSES, Service
+from .endings import end_message
+from .output_log import read_output
 from .processes import (
     ENV_FILE,
     EXIT_FILE,
@@ -46,7 +49,6 @@ from .processes import (
     pid_alive,
     read_json,
     save_json,
-    tail_lines,
     write_private_json,
 )
 from .wrapper import process_start_time
@@ -57,8 +59,6 @@ POLL_SECONDS = 0.1
 TMUX_SESSION = "maestro"
 TMUX_TIMEOUT = 10.0
 KILL_WRAPPER_AFTER = 5.0  # seconds after SIGKILL to the agent, if the wrapper is still there
-MAX_TAIL = 10_000
-DEFAULT_TAIL = 100
 
 
 @dataclass
@@ -70,6 +70,7 @@ class Agent:
     record: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     stop_at: float | None = None
+    stopped_by: str | None = None  # the session that asked for the stop; None: the user
     killed_at: float | None = None
     finishing: bool = False
 
@@ -103,6 +104,8 @@ class Launcher:
         self._tmux_env_checked = False
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
+        # Spawn requests waiting to hear what became of their agent (started, queued, failed).
+        self._waiters: dict[str, asyncio.Future] = {}
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -130,11 +133,16 @@ class Launcher:
             raise validation("session id cannot name a folder", {"sessionId": session_id})
         return self.settings.session_dir / session_id
 
-    def submit(self, session: dict) -> None:
-        """Queue a freshly spawned session (called once it is stored and announced)."""
+    def submit(self, session: dict) -> asyncio.Future | None:
+        """Queue a freshly spawned session (called once it is stored and announced). Returns a
+        future that says what became of the agent: `{"state": "started", "pid", "mode"}`,
+        `{"state": "queued", "running", "maxAgents"}` or `{"state": "failed", "message"}`;
+        None when this launcher starts nothing (`ui`)."""
         if not self.local or self._closing:
-            return
+            return None
         sid = session["id"]
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[sid] = waiter
         try:
             save_json(self.folder(sid) / RECORD_FILE, {"state": "queued", "queuedAt": now_ms()})
         except (OSError, ApiError) as exc:  # the spawn stands; the session fails, saying why
@@ -143,9 +151,19 @@ class Launcher:
             self._spawn_task(self._finish(agent, {"exitCode": None, "signal": None},
                                           reason="launch_failed", ok=False, message=str(exc),
                                           event_type="launch_failed", keep_record=False))
-            return
+            return waiter
         self.queue.append(sid)
         self._pump()
+        if sid in self.queue:
+            self._announce(sid, {"state": "queued", "running": len(self.active),
+                                 "maxAgents": self.settings.max_agents})
+        return waiter
+
+    def _announce(self, sid: str, outcome: dict) -> None:
+        """Tell the spawn request of `sid` (if one waits) what became of its agent."""
+        waiter = self._waiters.pop(sid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(outcome)
 
     def _pump(self) -> None:
         while self.local and not self._closing and self.queue \
@@ -169,6 +187,7 @@ class Launcher:
             raise
         except Exception as exc:
             log.exception("launcher: session %s", agent.session_id)
+            self._announce(agent.session_id, {"state": "failed", "message": str(exc)})
             if not agent.finishing:
                 await self._finish(agent, {"exitCode": None, "signal": None},
                                    reason="launcher_error", message=str(exc), ok=False)
@@ -193,6 +212,10 @@ class Launcher:
             argv = [sys.executable, "-m", "maestro", role, "init"]
         project = self.service.state.projects.get(session.get("projectId")) or {}
         working_dir = project.get("workingDir")
+        workspace = session.get("workspace") if isinstance(session.get("workspace"), dict) \
+            else {}
+        if workspace.get("mode") == "worktree":  # the session's own git worktree
+            working_dir = workspace.get("cwd") or workspace.get("path")
         cwd = working_dir if isinstance(working_dir, str) and working_dir \
             and os.path.isdir(working_dir) else str(folder)
         env = dict(self.settings.agent_env)
@@ -201,6 +224,8 @@ class Launcher:
             env["MAESTRO_AGENT"] = self.settings.agent
         env["MAESTRO_API_URL"] = env.get("MAESTRO_SERVER_URL") or self.settings.server_url
         env["MAESTRO_LAUNCHER"] = "local"
+        if self.settings.mcp_tools:  # the agent's MCP tools are narrowed like /mcp
+            env["MAESTRO_MCP_TOOLS"] = ",".join(self.settings.mcp_tools)
         if self.tokens is not None:  # the agent acts with its own identity only
             env["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session["id"])
         env["PATH"] = self._path()
@@ -229,6 +254,8 @@ class Launcher:
         if session is None or session.get("status") != "spawning":
             agent.record.update(state="skipped", finalized=True)
             save_json(agent.folder / RECORD_FILE, agent.record)
+            self._announce(sid, {"state": "skipped",
+                                 "message": "the session was deleted or ended first"})
             return False
         agent.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         argv, cwd, env = self._plan(session, agent.folder)
@@ -273,6 +300,10 @@ class Launcher:
             if current.get("status") == "spawning":
                 body["status"] = "running"
             await self._update(sid, body)
+        started = {"state": "started", "pid": pid, "mode": agent.record["mode"]}
+        if tmux_info:
+            started["attach"] = tmux_info["attach"]
+        self._announce(sid, started)
         if agent.stop_at is not None:
             self._signal(agent, signal.SIGTERM)
         return True
@@ -419,9 +450,10 @@ class Launcher:
         if agent.record.get("state") == "launched":
             self._signal(agent, signal.SIGTERM)
 
-    async def _update(self, sid: str, body: dict, stopped: bool = False) -> None:
+    async def _update(self, sid: str, body: dict, stopped: bool = False,
+                      end: dict | None = None) -> None:
         try:
-            await self.service.update_session(sid, body, stopped=stopped)
+            await self.service.update_session(sid, body, stopped=stopped, end=end)
         except ApiError as exc:  # deleted meanwhile
             log.info("launcher: session %s not updated: %s", sid, exc.message)
 
@@ -454,15 +486,25 @@ class Launcher:
             message = outcome.get("error") or last_output_line(agent.folder / LOG_FILE)
         if message:
             data["message"] = message
+        if agent.stopped_by is not None:
+            data["stoppedBy"] = agent.stopped_by
         agent.record.update(state="finished", exit=data, finalized=False)
+        # The agent's MCP configuration holds its session token (`worker init` removes it too).
+        (agent.folder / MCP_CONFIG_FILE).unlink(missing_ok=True)
         if keep_record:
             save_json(agent.folder / RECORD_FILE, agent.record)
         session = self.service.state.sessions.get(agent.session_id)
         if session is not None:
             body: dict[str, Any] = {"events": [{"type": event_type, "data": data}]}
+            end = None
             if session.get("status") not in FINAL_SESSION_STATUSES:
                 body["status"] = "completed" if ok else "failed"
-            await self._update(agent.session_id, body, stopped=reason == "stopped")
+                end = {"endReason": reason,
+                       "endMessage": end_message(data, data.get("stoppedBy"))}
+            await self._update(agent.session_id, body, stopped=reason == "stopped", end=end)
+        # Once the session says so: a spawn request still waiting hears that it failed.
+        self._announce(agent.session_id, {"state": "failed",
+                                          "message": end_message(data, agent.stopped_by)})
         agent.record["finalized"] = True
         if keep_record:
             save_json(agent.folder / RECORD_FILE, agent.record)
@@ -493,6 +535,7 @@ class Launcher:
                     save_json(folder / RECORD_FILE, record)
                 else:
                     exit_data = record.get("exit") or {}
+                    agent.stopped_by = exit_data.get("stoppedBy")
                     await self._finish(agent, exit_data, reason=exit_data.get("reason"),
                                        ok=exit_data.get("exitCode") == 0)
             elif state == "launched":
@@ -507,9 +550,10 @@ class Launcher:
             self.queue.append(sid)
 
     # ------------------------------------------------------------------ control API
-    async def stop_session(self, session_id: str) -> dict:
+    async def stop_session(self, session_id: str, by: str | None = None) -> dict:
         """Stop a session's agent: SIGTERM to its process group now, SIGKILL after the grace
-        period. A session still waiting for a slot is taken off the queue and fails at once."""
+        period. A session still waiting for a slot is taken off the queue and fails at once.
+        `by` is the session that asks (an orchestrator), None for the user."""
         self.service.get_session(session_id)
         folder = self.folder(session_id)
         grace = self.settings.stop_grace
@@ -518,6 +562,7 @@ class Launcher:
             self.queue.remove(session_id)
             agent = Agent(session_id, folder, read_json(folder / RECORD_FILE) or {})
             agent.stop_at = time.monotonic()
+            agent.stopped_by = by
             await self._finish(agent, {"exitCode": None, "signal": None}, reason="stopped",
                                ok=False, message="stopped before the agent started")
             return {"success": True, "sessionId": session_id, "signal": None,
@@ -533,29 +578,15 @@ class Launcher:
             raise launch_error(409, "SESSION_NOT_RUNNING",
                                f"The agent of session {session_id} has already ended",
                                session_id)
+        if agent.stop_at is None:
+            agent.stopped_by = by
         self._request_stop(agent)
         return {"success": True, "sessionId": session_id, "signal": "SIGTERM",
                 "graceSeconds": grace, "session": self.service.get_session(session_id)}
 
-    async def read_log(self, session_id: str, tail: str | None) -> dict:
-        """The last `tail` lines (default 100, at most 10000) of the agent's output."""
-        count = DEFAULT_TAIL
-        if tail is not None:
-            try:
-                count = int(tail)
-            except ValueError:
-                count = 0
-            if not 1 <= count <= MAX_TAIL:
-                raise validation(f"tail must be a whole number between 1 and {MAX_TAIL}",
-                                 {"field": "tail"})
-        self.service.get_session(session_id)
-        folder = self.folder(session_id)
-        path = folder / LOG_FILE
-        if not path.exists():
-            if read_json(folder / RECORD_FILE) is None:
-                raise launch_error(409, "SESSION_NOT_LAUNCHED",
-                                   f"Session {session_id} was not launched by this server",
-                                   session_id)
-            return {"sessionId": session_id, "lines": [], "truncated": False}
-        lines, truncated = await asyncio.to_thread(tail_lines, path, count)
-        return {"sessionId": session_id, "lines": lines, "truncated": truncated}
+    async def read_log(self, session_id: str, tail: str | None,
+                       offset: str | None = None) -> dict:
+        """GET /api/sessions/:id/log (see output_log.read_output)."""
+        session = self.service.get_session(session_id)
+        return await read_output(session, self.folder(session_id),
+                                 running=session_id in self.active, tail=tail, offset=offset)

@@ -5,6 +5,7 @@ import { h, fill, setText, ago, timeEl, badge, ACTIVE_SESSION } from "../dom.js"
 import { state } from "../store.js";
 import { taskLink, sessionLink, fact, none } from "./links.js";
 import { eventEntry, endNote } from "./session-events.js";
+import { workspaceSection } from "./workspace.js";
 
 const LOG_TAIL_LINES = 200;
 const LOG_POLL_MS = 1000;
@@ -13,12 +14,13 @@ const READS_AFTER_END = 2;
 /** Build the session skeleton in `pane`; returns {signatureOf, update, stop}. */
 export function sessionDetail(app, pane, session, closeButton) {
   const title = h("h2", { id: "detail-title", tabindex: "-1" });
-  const facts = h("dl", { class: "facts" });
+  const facts = h("dl", { class: "facts session-facts" });
   const stopError = h("p", { class: "form-error", role: "alert", hidden: true });
   const stopButton = h("button", { type: "button", class: "danger" }, "Stop session");
   const followState = h("span", { class: "muted follow-state", role: "status" });
   const output = h("pre", { class: "log", tabindex: "0", "aria-label": "Output log" });
   const events = h("ol", { class: "events", "aria-label": "Events, newest first" });
+  const workspace = workspaceSection(app, session);
 
   stopButton.addEventListener("click", async () => {
     if (stopButton.getAttribute("aria-disabled") === "true") return;
@@ -46,6 +48,7 @@ export function sessionDetail(app, pane, session, closeButton) {
     facts,
     h("div", { class: "row" }, stopButton),
     stopError,
+    workspace.el,
     h("div", { class: "section-head" }, h("h3", null, "Output"), followState),
     output,
     h("h3", null, "Events"),
@@ -57,6 +60,7 @@ export function sessionDetail(app, pane, session, closeButton) {
     setText(title, s.name || s.id);
     fill(facts, ...sessionFacts(app, s));
     stopButton.hidden = !ACTIVE_SESSION.has(s.status);
+    workspace.update(s);
     const list = [...(s.events || [])].sort((a, b) => (b.timestamp ?? 0) - (a.timestamp ?? 0));
     fill(events, list.length ? list.map(eventEntry) : h("li", { class: "muted" },
       "No events yet."));
@@ -69,7 +73,7 @@ export function sessionDetail(app, pane, session, closeButton) {
 function signature(s) {
   const titles = (s.taskIds || []).map((id) => state.tasks.get(id)?.title ?? null);
   return JSON.stringify([s.lastActivity, s.status, s.name, (s.events || []).length, titles,
-    ago(s.startedAt)]);
+    ago(s.startedAt), s.workspace ?? null]);
 }
 
 function sessionFacts(app, s) {
