@@ -137,7 +137,7 @@ def unknown_commands(text: str, root) -> list[str]:
     problems = []
     for match in MAESTRO_CALL.finditer(text):
         words = match.group(1).split()
-        if words and words[0] == "--":  # `claude mcp add maestro -- …`: a name, not a call
+        if words and words[0] == "--":  # `maestro` as another program's argument
             continue
         while words and words[0].startswith("--"):
             if words.pop(0) in GLOBAL_WITH_VALUE and words:
@@ -167,6 +167,8 @@ def test_every_command_named_in_help_readme_and_prompts_exists():
     root = get_command(app)
     assert unknown_commands("run `maestro session nope`, then maestro report done|progress",
                             root) == ["maestro session nope", "maestro report done"]
+    assert unknown_commands("claude mcp add maestro -- maestro mcp", root) == []
+    assert unknown_commands("claude mcp add maestro -- maestro nope", root) == ["maestro nope"]
     sources: dict[str, str] = {}
     readme = (REPO_ROOT / "README.md").read_text()
     sources["README code blocks"] = "\n".join(re.findall(r"```[a-z]*\n(.*?)```", readme, re.S))

@@ -16,6 +16,7 @@ import pytest
 from helpers import (
     Snapshot,
     WsClient,
+    assert_documented,
     assert_error,
     http_client,
     new_project,
@@ -216,17 +217,78 @@ def test_openapi_documents_the_workspace_routes_and_codes(ui_server):
     with http_client(ui_server) as api:
         doc = ok(api.get("/openapi.json"))
     paths = doc["paths"]
+
+    def codes(op: dict, status: str) -> list[str]:
+        return op["responses"][status]["content"]["application/json"]["schema"]["allOf"][1][
+            "properties"]["code"]["enum"]
+
     merge = paths["/api/sessions/{id}/merge"]["post"]
-    assert "MERGE_CONFLICT" in merge["responses"]["4XX"]["description"]
-    assert "MAIN_WORKTREE_DIRTY" in merge["responses"]["4XX"]["description"]
-    assert "UNMERGED_WORK" in paths["/api/sessions/{id}/cleanup"]["post"]["responses"][
-        "4XX"]["description"]
+    assert {"MERGE_CONFLICT", "MAIN_WORKTREE_DIRTY", "WORKTREE_DIRTY", "BASE_NOT_CHECKED_OUT",
+            "NOT_A_WORKSPACE_SESSION", "WORKSPACE_REMOVED"} <= set(codes(merge, "409"))
+    assert "session:merged" in merge["description"]
+    cleanup = paths["/api/sessions/{id}/cleanup"]["post"]
+    assert {"UNMERGED_WORK", "SESSION_ACTIVE"} <= set(codes(cleanup, "409"))
     assert "get" in paths["/api/sessions/{id}/diff"] and "get" in paths["/api/workspaces"]
+    assert {"projectId"} <= {p["name"] for p in paths["/api/workspaces"]["get"]["parameters"]}
     schemas = doc["components"]["schemas"]
     assert schemas["Session"]["properties"]["workspace"] == {
         "$ref": "#/components/schemas/Workspace"}
     assert "isolation" in schemas["SpawnRequest"]["properties"]
     assert "baseRef" in schemas["CreateProject"]["properties"]
+
+
+def test_answers_of_the_workspace_routes_match_the_document(ui_server, repo):
+    """Spawn into a worktree, review, refuse, merge and clean up: every answer, success or
+    error, has a status the document gives and the body it describes."""
+    with http_client(ui_server) as api:
+        doc = ok(api.get("/openapi.json"))
+
+        def call(method: str, path: str, url: str, **kwargs) -> dict:
+            return assert_documented(doc, api.request(method, url, **kwargs), method, path)
+
+        project = call("POST", "/api/projects", "/api/projects", json={
+            "name": "Shop", "workingDir": str(repo), "isolation": "worktree",
+            "baseRef": "main"})
+        task = new_task(api, project["id"])
+        spawned = call("POST", "/api/sessions/spawn", "/api/sessions/spawn", json={
+            "projectId": project["id"], "taskIds": [task["id"]], "baseRef": "main"})
+        assert spawned["launch"]["launcher"] == "ui" and spawned["message"]
+        sid, ws_ = spawned["sessionId"], spawned["session"]["workspace"]
+        Path(ws_["cwd"], "cart.py").write_text("cart = []\n")
+        git(ws_["path"], "add", ".")
+        git(ws_["path"], "-c", "user.email=a@example.com", "-c", "user.name=A", "commit",
+            "-q", "-m", "Cart")
+        Path(ws_["cwd"], "notes.txt").write_text("to do\n")
+        one = f"/api/sessions/{sid}"
+        diff = call("GET", "/api/sessions/{id}/diff", f"{one}/diff")
+        assert diff["commitCount"] == 1 and diff["stat"]["files"] == 2
+        listing = call("GET", "/api/workspaces", "/api/workspaces",
+                       params={"projectId": project["id"]})
+        assert [w["sessionId"] for w in listing["workspaces"]] == [sid]
+        refused = call("POST", "/api/sessions/{id}/merge", f"{one}/merge")
+        assert refused["code"] == "WORKTREE_DIRTY"
+        assert call("POST", "/api/sessions/{id}/merge", f"{one}/merge",
+                    json={"cleanup": "yes"})["code"] == "VALIDATION_ERROR"
+        assert call("POST", "/api/sessions/{id}/cleanup", f"{one}/cleanup")["code"] == \
+            "SESSION_ACTIVE"
+        merged = call("POST", "/api/sessions/{id}/merge", f"{one}/merge",
+                      json={"commitUncommitted": True, "message": "Merge the cart"})
+        assert merged["fastForward"] is True and merged["removed"] is False
+        call("PATCH", "/api/sessions/{id}", one, json={"status": "completed"})
+        cleaned = call("POST", "/api/sessions/{id}/cleanup", f"{one}/cleanup")
+        assert cleaned["removed"] is True
+        stored = call("GET", "/api/sessions/{id}", one)["workspace"]
+        assert stored["state"] == "removed" and stored["merge"]["commit"] == merged["commit"]
+        assert call("GET", "/api/sessions/{id}/diff", f"{one}/diff")["includesUncommitted"] \
+            is False
+        manual = new_session(api, project["id"], [task["id"]])
+        assert call("GET", "/api/sessions/{id}/diff", f"/api/sessions/{manual['id']}/diff")[
+            "code"] == "NOT_A_WORKSPACE_SESSION"
+        assert call("POST", "/api/sessions/{id}/cleanup", "/api/sessions/sess_none/cleanup")[
+            "code"] == "SESSION_NOT_FOUND"
+        gone = call("DELETE", "/api/projects/{id}", f"/api/projects/{project['id']}",
+                    params={"cascade": "true"})
+        assert set(gone["deleted"]["sessions"]) == {sid, manual["id"]}
 
 
 def test_a_manifest_written_by_the_cli_points_the_agent_at_its_worktree(make_server, repo):

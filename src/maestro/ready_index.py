@@ -85,7 +85,8 @@ class ReadyIndex:
         self.ready_all = _SortedKeys()
         # task id -> key for every pending task held back (`?blocked=true`).
         self.blocked_key: dict[str, tuple] = {}
-        self.blocked_by_project: dict[str, dict[str, None]] = {}
+        self.blocked_all = _SortedKeys()
+        self.blocked_by_project: dict[str, _SortedKeys] = {}
         self.claims_by_session: dict[str, dict[str, None]] = {}
         self.status_by_session: dict[str, dict[str, None]] = {}
         # (leaseExpiresAt, task id): may hold stale entries, checked when popped.
@@ -182,12 +183,17 @@ class ReadyIndex:
         old = self.blocked_key.get(tid)
         if old is not None and (not blocked or old != stored):
             del self.blocked_key[tid]
-            if isinstance(old[3], str):
-                _drop(self.blocked_by_project, old[3], tid)
+            self.blocked_all.remove(old[:3])
+            keys = self.blocked_by_project.get(old[3]) if isinstance(old[3], str) else None
+            if keys is not None:
+                keys.remove(old[:3])
+                if not keys:
+                    del self.blocked_by_project[old[3]]
         if blocked and tid not in self.blocked_key:
             self.blocked_key[tid] = stored
+            self.blocked_all.add(key)
             if isinstance(project, str):
-                _add(self.blocked_by_project, project, tid)
+                self.blocked_by_project.setdefault(project, _SortedKeys()).add(key)
 
     def _ready(self, tid: str, key: tuple, project, parent: str | None) -> None:
         self.ready_key[tid] = key + (project, parent)
@@ -217,6 +223,17 @@ class ReadyIndex:
             self._place(tid)
 
     # ------------------------------------------------------------ answers
+    def ready_source(self, project_id: str | None, parent: str | None) -> list[tuple]:
+        """Sorted order keys to walk for the eligible tasks of a project and/or under a parent:
+        with both, those under the parent (the caller checks the project)."""
+        if parent is not None:
+            keys = self.ready_by_parent.get(parent)
+        elif project_id is not None:
+            keys = self.ready_by_project.get(project_id)
+        else:
+            keys = self.ready_all
+        return keys.keys if keys is not None else []
+
     def ready_keys(self, project_id: str | None, parent: str | None) -> list[tuple]:
         """Order keys of the eligible tasks of a project and/or under a parent."""
         if parent is not None:
@@ -231,12 +248,15 @@ class ReadyIndex:
             return keys.keys if keys is not None else []
         return self.ready_all.keys
 
-    def blocked_ids(self, project_id: str | None) -> list[str]:
+    def blocked_keys(self, project_id: str | None) -> list[tuple]:
+        """Order keys of the pending tasks held back, of a project or of all."""
         if project_id is not None:
-            ids = self.blocked_by_project.get(project_id, {})
-        else:
-            ids = self.blocked_key
-        return [k[2] for k in sorted(self.blocked_key[t][:3] for t in ids)]
+            keys = self.blocked_by_project.get(project_id)
+            return keys.keys if keys is not None else []
+        return self.blocked_all.keys
+
+    def blocked_ids(self, project_id: str | None) -> list[str]:
+        return [k[2] for k in self.blocked_keys(project_id)]
 
     def due(self, now: int) -> list[str]:
         """Ids of tasks whose claim may have run out by `now` (each checked by the caller)."""

@@ -35,6 +35,7 @@ from .errors import ApiError, not_found, project_not_found, session_not_found, t
 from .events import EventBus
 from .identity import REVOKED_FIELD, may_hold_token
 from .ids import is_valid_client_id, make_id, now_ms
+from .listing import Listing, session_filter, task_filter
 from .plan import Planning
 from .ready_index import ReadyIndex
 from .state import State
@@ -51,7 +52,7 @@ def _is_active(session: dict) -> bool:
     return session.get("status") not in FINAL_SESSION_STATUSES
 
 
-class Service(Coordination, WorkspaceRecords, Planning):
+class Service(Listing, Coordination, WorkspaceRecords, Planning):
     def __init__(self, store: Store, bus: EventBus | None = None):
         self.store = store
         self.bus = bus or EventBus()
@@ -290,14 +291,7 @@ class Service(Coordination, WorkspaceRecords, Planning):
     # ------------------------------------------------------------ tasks
     def list_tasks(self, project_id: str | None = None, status: str | None = None,
                    parent_id: str | None = None) -> list[dict]:
-        equals: dict[str, Any] = {}
-        if project_id:
-            equals["projectId"] = project_id
-        if status:
-            equals["status"] = status
-        if parent_id:
-            equals["parentId"] = None if parent_id == "null" else parent_id
-        return self.state.tasks.query(equals)
+        return self.state.tasks.query(task_filter(project_id, status, parent_id))
 
     def get_task(self, task_id: str) -> dict:
         t = self.state.tasks.get(task_id)
@@ -575,14 +569,7 @@ class Service(Coordination, WorkspaceRecords, Planning):
     # ------------------------------------------------------------ sessions
     def list_sessions(self, project_id: str | None = None, task_id: str | None = None,
                       status: str | None = None, active: str | None = None) -> list[dict]:
-        equals: dict[str, Any] = {}
-        if project_id:
-            equals["projectId"] = project_id
-        if status:
-            equals["status"] = status
-        contains = {"taskIds": task_id} if task_id else None
-        pred = _is_active if active == "true" else None
-        return self.state.sessions.query(equals, contains, pred)
+        return self.state.sessions.query(*session_filter(project_id, task_id, status, active))
 
     def get_session(self, session_id: str) -> dict:
         s = self.state.sessions.get(session_id)

@@ -126,6 +126,8 @@ class ApiClient:
         if ctx.token:
             self.headers["Authorization"] = f"Bearer {ctx.token}"
         self._conn = None
+        # The X-Next-Cursor of the last answer: more of a list follows (GET with `limit`).
+        self.next_cursor: str | None = None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -135,6 +137,20 @@ class ApiClient:
     # -- verbs
     def get(self, path: str, params: dict | None = None) -> Any:
         return self.request("GET", path, params=params)
+
+    def get_all(self, path: str, params: dict | None = None, page: int = 1000) -> Any:
+        """A whole list, fetched `page` items at a time by following the server's cursors (a
+        server without pages answers the whole list at once)."""
+        items: list = []
+        cursor = None
+        while True:
+            found = self.get(path, {**(params or {}), "limit": page, "cursor": cursor})
+            if not isinstance(found, list):
+                return found
+            items += found
+            cursor = self.next_cursor
+            if not cursor:
+                return items
 
     def post(self, path: str, body: dict | None = None, headers: dict | None = None) -> Any:
         return self.request("POST", path, body=body or {}, headers=headers)
@@ -196,6 +212,7 @@ class ApiClient:
                 self._conn.request(method, target, body=payload, headers=headers)
                 sent = True
                 response = self._conn.getresponse()
+                self.next_cursor = response.getheader("X-Next-Cursor")
                 return response.status, response.read()
             except (http.client.RemoteDisconnected, BrokenPipeError,
                     ConnectionResetError) as exc:

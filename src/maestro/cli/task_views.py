@@ -5,6 +5,7 @@ claim, timeline and sessions)."""
 
 import typer
 
+from ..domain.history import merged_history
 from .claims import claim_of, lease_left_ms
 from .client import seg
 from .coordination import dependency_rows, readiness_of, readiness_rows
@@ -219,19 +220,8 @@ def _add(branch, node: dict, titles: dict[str, dict] | None = None) -> None:
 
 def merged_timeline(task: dict, sessions: list[dict]) -> list[dict]:
     """The task's own timeline plus what its sessions reported about it (session timeline
-    entries naming the task, E2), oldest first."""
-    entries = [{"timestamp": e.get("timestamp"), "type": e.get("type"),
-                "message": e.get("message"), "sessionId": e.get("sessionId"), "source": "task"}
-               for e in task.get("timeline") or [] if isinstance(e, dict)]
-    for session in sessions:
-        for e in session.get("timeline") or []:
-            if isinstance(e, dict) and e.get("taskId") == task.get("id"):
-                entries.append({"timestamp": e.get("timestamp"), "type": e.get("type"),
-                                "message": e.get("message"), "sessionId": session.get("id"),
-                                "source": "session"})
-    entries.sort(key=lambda e: e["timestamp"] if isinstance(e["timestamp"], (int, float))
-                 else 0)
-    return [{k: v for k, v in e.items() if v is not None} for e in entries]
+    entries naming the task, E2), oldest first: the rule of `GET /api/tasks/:id/history`."""
+    return merged_history(task, sessions)
 
 
 @command(app, "show")

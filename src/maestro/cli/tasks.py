@@ -133,10 +133,17 @@ def task_list(
     priority: str | None = PRIORITY_OPTION,
     all_projects: bool = typer.Option(False, "--all", help="All projects, ignoring "
                                       "MAESTRO_PROJECT_ID / --project."),
+    limit: int | None = typer.Option(None, "--limit", min=1, max=1000, help="One page of at "
+                                     "most this many tasks (before --priority); the command "
+                                     "for the next page goes to stderr."),
+    cursor: str | None = typer.Option(None, "--cursor", help="The page after the one that "
+                                      "named this cursor (with --limit)."),
 ):
     """List the tasks of the current project (or of every project with --all).
 
-    Example: maestro task list --status in_progress --priority high
+    Big lists are fetched a page at a time; --limit shows one page.
+
+    Example: maestro task list --status in_progress --priority high --limit 100
     """
     status = task_status(status) if status else None
     priority = task_priority(priority) if priority else None
@@ -154,7 +161,13 @@ def task_list(
     project = None if all_projects else run.ctx.project
     if project:
         run.project()
-    tasks = run.api.get("/api/tasks", {"projectId": project, "status": status})
+    query = {"projectId": project, "status": status}
+    if limit is None and cursor is None:
+        tasks = run.api.get_all("/api/tasks", query)
+    else:
+        tasks = run.api.get("/api/tasks", {**query, "limit": limit, "cursor": cursor})
+        if run.api.next_cursor:
+            warn(f"more tasks: add --cursor {run.api.next_cursor}")
     tasks = filter_tasks(tasks, status, priority)
     run.emit(tasks, render_tasks(tasks, "No tasks. Create one: maestro task create \"Title\""))
 

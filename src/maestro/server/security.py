@@ -18,6 +18,8 @@ log = logging.getLogger("maestro.security")
 MUTATING = {b"POST", b"PUT", b"PATCH", b"DELETE", "POST", "PUT", "PATCH", "DELETE"}
 _LOCAL_ORIGIN = re.compile(r"^http://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$")
 ALLOW_METHODS = b"GET,HEAD,PUT,PATCH,POST,DELETE"
+# Response headers a browser page may read besides the simple ones: the next page of a list.
+EXPOSE_HEADERS = b"X-Next-Cursor, Link"
 
 
 def _host_of(value: str) -> str:
@@ -29,10 +31,11 @@ def _host_of(value: str) -> str:
 
 
 def _dashboard_asset(kind: str, method: str, path: str) -> bool:
-    """The dashboard page and its static files hold no data; a browser loads them before it
-    knows the token, then sends the token on every API call and on the WebSocket."""
-    return kind == "http" and method in ("GET", "HEAD") and (path == "/"
-                                                               or path.startswith("/ui/"))
+    """The dashboard page, the API reference (/docs, /openapi.json) and their static files hold
+    no data; a browser loads them before it knows the token, then sends the token on every API
+    call and on the WebSocket."""
+    return kind == "http" and method in ("GET", "HEAD") and (
+        path in ("/", "/docs", "/openapi.json") or path.startswith(("/ui/", "/docs/static/")))
 
 
 def _liveness_probe(kind: str, method: str, path: str, headers: dict) -> bool:
@@ -146,7 +149,7 @@ class Security:
 
     def _with_cors(self, send, origin: str):
         extra = [(b"access-control-allow-origin", origin.encode("latin-1")),
-                 (b"vary", b"Origin")]
+                 (b"vary", b"Origin"), (b"access-control-expose-headers", EXPOSE_HEADERS)]
         if self.settings.cors_credentials:
             extra.append((b"access-control-allow-credentials", b"true"))
 

@@ -1,4 +1,4 @@
-"""HTTP routes of session workspaces, their entries in /openapi.json, and the wiring:
+"""HTTP routes of session workspaces, their declarations for /openapi.json, and the wiring:
 
 - GET  /api/sessions/{id}/diff      the session's work against its base (stat and patch)
 - POST /api/sessions/{id}/merge     merge its branch into the base branch of the main worktree
@@ -7,80 +7,177 @@
 
 from __future__ import annotations
 
-from ..server.openapi import register
+from typing import Annotated, Literal
+
+from pydantic import Field
+from typing_extensions import NotRequired, TypedDict
+
+from ..server import api_models as m
+from ..server.openapi import Op
 from ..server.router import ApiRequest, Router
 from .manager import WorkspaceManager
 
-_STR = {"type": "string"}
-_STRS = {"type": "array", "items": _STR}
-_INT = {"type": "integer"}
-_BOOL = {"type": "boolean"}
-_FILES = {"type": "array", "items": _STR}
 
-SCHEMAS = {
-    "Workspace": {"type": "object", "required": ["mode"], "description": (
-        "Where a spawned session works. mode worktree: its own git worktree (path, cwd) on its "
-        "own branch made from baseRef at baseCommit in the repository whose main worktree is "
-        "repo; state active, merged or removed. mode shared: the project's folder, with the "
-        "reason."), "properties": {
-        "mode": {"enum": ["worktree", "shared"]}, "reason": _STR, "path": _STR, "cwd": _STR,
-        "branch": _STR, "baseRef": _STR, "baseCommit": _STR, "repo": _STR,
-        "state": {"enum": ["active", "merged", "removed"]}, "createdAt": _INT,
-        "changedFiles": _FILES, "changedCount": _INT, "scannedAt": _INT,
-        "overlaps": {"type": "array", "items": {"type": "object", "properties": {
-            "sessionId": _STR, "branch": _STR, "files": _FILES}}},
-        "merge": {"type": "object"}, "removedAt": _INT, "discarded": {"type": "object"},
-        "copied": {"type": "array", "items": _STR, "description": "ignored settings files "
-                   "(.env) copied from workingDir into the worktree"}}},
-    "WorkspaceDiff": {"type": "object", "properties": {
-        "sessionId": _STR, "branch": _STR, "baseRef": _STR, "baseCommit": _STR,
-        "head": {"type": ["string", "null"]}, "path": _STR,
-        "includesUncommitted": {"type": "boolean", "description": "true while the worktree "
-                                "exists: files and patch then include uncommitted changes "
-                                "and new (untracked, not ignored) files"},
-        "files": {"type": "array", "items": {"type": "object", "properties": {
-            "path": _STR, "status": {"enum": ["A", "M", "D", "T"]},
-            "added": {"type": ["integer", "null"]}, "deleted": {"type": ["integer", "null"]},
-            "uncommitted": _BOOL}}},
-        "uncommitted": _FILES, "commitCount": _INT,
-        "commits": {"type": "array", "items": {"type": "object", "properties": {
-            "sha": _STR, "subject": _STR}}},
-        "stat": {"type": "object", "properties": {"files": _INT, "added": _INT,
-                                                  "deleted": _INT}},
-        "patch": _STR, "truncated": _BOOL}},
-    "MergeRequest": {"type": "object", "properties": {
-        "commitUncommitted": {"type": "boolean", "default": False, "description": "commit "
-                              "the worktree's uncommitted changes on its branch first"},
-        "message": {"type": "string", "description": "the merge commit's message"},
-        "cleanup": {"type": "boolean", "default": True, "description": "remove the worktree "
-                    "and branch after the merge when the session has ended and nothing is "
-                    "left uncommitted"}}},
-    "MergeResult": {"type": "object", "properties": {
-        "success": {"const": True}, "sessionId": _STR, "branch": _STR, "baseRef": _STR,
-        "commit": _STR, "head": _STR, "before": _STR, "fastForward": _BOOL,
-        "alreadyMerged": _BOOL, "files": _FILES, "removed": _BOOL,
-        "session": {"$ref": "#/components/schemas/Session"}}},
-    "CleanupRequest": {"type": "object", "properties": {
-        "force": {"type": "boolean", "default": False, "description": "throw away uncommitted "
-                  "changes"},
-        "discardUnmerged": {"type": "boolean", "default": False, "description": "with force: "
-                            "also delete commits not merged into the base"}}},
-    "CleanupResult": {"type": "object", "properties": {
-        "success": {"const": True}, "sessionId": _STR, "removed": _BOOL,
-        "alreadyRemoved": _BOOL, "discarded": {"type": "object"},
-        "session": {"$ref": "#/components/schemas/Session"}}},
-    "WorkspaceList": {"type": "object", "properties": {
-        "root": _STR, "workspaces": {"type": "array", "items": {"type": "object"}},
-        "strays": {"type": "array", "items": {"type": "object"}},
-        "missing": {"type": "array", "items": {"type": "object"}}, "checkedAt": _INT}},
-}
+class DiffFile(TypedDict):
+    __pydantic_config__ = m.OPEN
+    path: str
+    status: Annotated[Literal["A", "M", "D", "T"], Field(
+        description="added, modified, deleted, type changed")]
+    added: Annotated[int | None, Field(description="lines added (null: a binary file)")]
+    deleted: Annotated[int | None, Field(description="lines deleted (null: a binary file)")]
+    uncommitted: bool
 
-ERRORS_DIFF = "404 SESSION_NOT_FOUND; 409 NOT_A_WORKSPACE_SESSION, WORKSPACE_REMOVED"
-ERRORS_MERGE = ("404 SESSION_NOT_FOUND; 409 NOT_A_WORKSPACE_SESSION, WORKSPACE_REMOVED, "
-                "WORKTREE_DIRTY (details.files), BASE_NOT_CHECKED_OUT, MAIN_WORKTREE_DIRTY "
-                "(details.files), MERGE_CONFLICT (details.files); nothing changes on any of them")
-ERRORS_CLEANUP = ("404 SESSION_NOT_FOUND; 409 NOT_A_WORKSPACE_SESSION, SESSION_ACTIVE, "
-                  "UNMERGED_WORK (details.uncommitted, commitCount, commits, needs)")
+
+class DiffStat(TypedDict):
+    __pydantic_config__ = m.OPEN
+    files: int
+    added: int
+    deleted: int
+
+
+class WorkspaceDiff(TypedDict):
+    """A session's work against its base commit."""
+
+    __pydantic_config__ = m.OPEN
+    sessionId: str
+    branch: str
+    baseRef: str
+    baseCommit: str
+    head: str | None
+    path: str
+    includesUncommitted: Annotated[bool, Field(
+        description="true while the worktree exists: files and patch then include "
+                    "uncommitted changes and new (untracked, not ignored) files")]
+    files: list[DiffFile]
+    uncommitted: Annotated[list[str], Field(description="files with uncommitted changes")]
+    commitCount: Annotated[int, Field(description="commits the branch has that the base "
+                                                  "commit lacks")]
+    commits: Annotated[list[m.Commit], Field(description="the newest 50 of them")]
+    stat: DiffStat
+    patch: str
+    truncated: Annotated[bool, Field(description="the patch was cut at 2,000,000 "
+                                                 "characters")]
+
+
+class MergeRequest(TypedDict, total=False):
+    commitUncommitted: Annotated[bool, Field(
+        description="commit the worktree's uncommitted changes on its branch first (default "
+                    "false)")]
+    message: Annotated[str, Field(min_length=1, description="the merge commit's message")]
+    cleanup: Annotated[bool, Field(
+        description="remove the worktree and branch after the merge when the session has "
+                    "ended and nothing is left uncommitted (default true)")]
+
+
+class MergeResult(TypedDict):
+    __pydantic_config__ = m.OPEN
+    success: Literal[True]
+    sessionId: str
+    branch: str
+    baseRef: str
+    commit: Annotated[str | None, Field(description="the base branch's commit after")]
+    head: Annotated[str, Field(description="the branch's commit that was merged")]
+    before: Annotated[str | None, Field(description="the base branch's commit before")]
+    at: m.Ms
+    fastForward: bool
+    alreadyMerged: bool
+    files: Annotated[list[str], Field(description="the files the merge changed")]
+    removed: Annotated[bool, Field(description="the worktree and branch were removed")]
+    session: m.Session
+
+
+class CleanupRequest(TypedDict, total=False):
+    force: Annotated[bool, Field(description="throw away uncommitted changes (default "
+                                             "false)")]
+    discardUnmerged: Annotated[bool, Field(description="with force: also delete commits not "
+                                                       "merged into the base (default false)")]
+
+
+class CleanupResult(TypedDict):
+    __pydantic_config__ = m.OPEN
+    success: Literal[True]
+    sessionId: str
+    removed: bool
+    alreadyRemoved: bool
+    discarded: m.Discarded
+    session: m.Session
+
+
+class SessionWorkspace(m.Workspace):
+    """A session's workspace record, named by its session."""
+
+    __pydantic_config__ = m.OPEN
+    sessionId: str
+    projectId: str | None
+    status: str | None
+    name: str | None
+
+
+class StrayWorktree(TypedDict):
+    __pydantic_config__ = m.OPEN
+    path: str
+    branch: NotRequired[str | None]
+    uncommitted: NotRequired[list[str]]
+    error: NotRequired[str]
+
+
+class MissingWorktree(TypedDict):
+    __pydantic_config__ = m.OPEN
+    sessionId: str
+    path: str | None
+    branch: str | None
+
+
+class WorkspaceList(TypedDict):
+    __pydantic_config__ = m.OPEN
+    root: Annotated[str, Field(description="the folder new worktrees go under")]
+    workspaces: list[SessionWorkspace]
+    strays: Annotated[list[StrayWorktree], Field(
+        description="folders under the root that no session owns (kept, never deleted)")]
+    missing: Annotated[list[MissingWorktree], Field(
+        description="sessions whose worktree folder is gone")]
+    checkedAt: m.Ms
+
+
+class WorkspaceQuery(TypedDict, total=False):
+    projectId: Annotated[str, Field(description="only this project's sessions")]
+
+
+S404 = {404: ("SESSION_NOT_FOUND",)}
+DIFF = Op(
+    "A session's work against its base commit: per-file stat, commits and patch",
+    ok=WorkspaceDiff, errors={**S404, 409: ("NOT_A_WORKSPACE_SESSION", "WORKSPACE_REMOVED")},
+    description="Includes uncommitted changes and new files while the worktree exists; after "
+                "a clean-up, the branch's (or the merged) commit. Agents read only their own.")
+MERGE = Op(
+    "Merge a session's branch into the base branch of the main worktree",
+    body=MergeRequest, ok=MergeResult,
+    description="A fast-forward when possible, else a merge commit. Refused, with nothing "
+                "changed, when the worktree has uncommitted changes (`WORKTREE_DIRTY`, "
+                "`details.files`; or pass `commitUncommitted`), when the main worktree is not "
+                "on the base branch (`BASE_NOT_CHECKED_OUT`) or has uncommitted changes "
+                "(`MAIN_WORKTREE_DIRTY`, `details.files`), or when the merge would conflict "
+                "(`MERGE_CONFLICT`, `details.files`). People only: agents get 403.",
+    errors={**S404, 409: ("NOT_A_WORKSPACE_SESSION", "WORKSPACE_REMOVED", "WORKTREE_DIRTY",
+                          "BASE_NOT_CHECKED_OUT", "MAIN_WORKTREE_DIRTY", "MERGE_CONFLICT"),
+            500: ("GIT_FAILED",)},
+    events=("session:merged", "session:updated", "task:updated"))
+CLEANUP = Op(
+    "Remove a session's worktree and branch",
+    body=CleanupRequest, ok=CleanupResult,
+    description="Never while the session runs (`SESSION_ACTIVE`). Work not merged is refused "
+                "with `UNMERGED_WORK` (`details`: uncommitted, commitCount, commits, needs) "
+                "unless `force` (uncommitted changes) and `discardUnmerged` (commits) say to "
+                "throw it away. People only: agents get 403.",
+    errors={**S404, 409: ("NOT_A_WORKSPACE_SESSION", "SESSION_ACTIVE", "UNMERGED_WORK"),
+            500: ("GIT_FAILED",)},
+    events=("session:updated",))
+LIST = Op(
+    "Session worktrees, and worktree folders no session owns",
+    query=WorkspaceQuery, ok=WorkspaceList,
+    description="Checks the disk on each call: `strays` are folders under the worktree root "
+                "that no session owns, `missing` sessions whose worktree is gone. People "
+                "only: agents get 403.")
 
 
 def install(router: Router, service, settings, extensions: list) -> WorkspaceManager:
@@ -104,22 +201,9 @@ def install(router: Router, service, settings, extensions: list) -> WorkspaceMan
                 "strays": report["strays"], "missing": report["missing"],
                 "checkedAt": report["checkedAt"]}
 
-    router.add("GET", "/api/sessions/{id}/diff", diff)
-    router.add("POST", "/api/sessions/{id}/merge", merge)
-    router.add("POST", "/api/sessions/{id}/cleanup", cleanup)
-    router.add("GET", "/api/workspaces", listing)
-    register("/api/sessions/{id}/diff", "get", "The session's work against its base commit: "
-             "per-file stat, commits and patch, including uncommitted changes while its "
-             "worktree exists", None, 200, "WorkspaceDiff", SCHEMAS, errors=ERRORS_DIFF)
-    register("/api/sessions/{id}/merge", "post", "Merge the session's branch into the base "
-             "branch of the main worktree (fast-forward when possible, else a merge commit); "
-             "event session:merged", "MergeRequest", 200, "MergeResult", errors=ERRORS_MERGE)
-    register("/api/sessions/{id}/cleanup", "post", "Remove the session's worktree and branch "
-             "(never while it runs; unmerged work only with force / discardUnmerged)",
-             "CleanupRequest", 200, "CleanupResult", errors=ERRORS_CLEANUP)
-    register("/api/workspaces", "get", "Session worktrees (query projectId), and folders under "
-             "the worktree root that no session owns (strays) or sessions whose worktree is "
-             "gone (missing)", None, 200, "WorkspaceList")
+    router.add("GET", "/api/sessions/{id}/diff", diff, DIFF)
+    router.add("POST", "/api/sessions/{id}/merge", merge, MERGE)
+    router.add("POST", "/api/sessions/{id}/cleanup", cleanup, CLEANUP)
+    router.add("GET", "/api/workspaces", listing, LIST)
     extensions.append(manager)
     return manager
-

@@ -4,6 +4,7 @@
 
 import * as api from "./api.js";
 import { LiveStream } from "./live.js";
+import { loadAll } from "./paging.js";
 import {
   state, subscribe, replaceAll, applyEvent, upsert, remove, projectsSorted,
 } from "./store.js";
@@ -165,6 +166,9 @@ const actions = {
   sessionLog(id, tail) {
     return api.get(`/api/sessions/${seg(id)}/log?tail=${tail}`);
   },
+  taskHistory(id) {
+    return api.get(`/api/tasks/${seg(id)}/history`);
+  },
   toggleSelected(id, on) {
     if (on) ui.selected.add(id);
     else ui.selected.delete(id);
@@ -274,7 +278,7 @@ async function refresh() {
   let ok = false;
   try {
     const [projects, tasks, sessions] = await Promise.all([
-      api.get("/api/projects"), api.get("/api/tasks"), api.get("/api/sessions"),
+      loadAll("/api/projects"), loadAll("/api/tasks"), loadAll("/api/sessions"),
     ]);
     replaceAll({ projects, tasks, sessions });
     ok = true;
