@@ -343,8 +343,8 @@ class Health(TypedDict):
 
     __pydantic_config__ = OPEN
     status: Literal["ok"]
-    timestamp: Ms
-    uptime: float
+    timestamp: NotRequired[Ms]  # absent from the liveness answer given without credentials
+    uptime: NotRequired[float]
     storage: NotRequired[dict[str, Any]]
     counts: NotRequired[dict[str, int]]
     websocket: NotRequired[dict[str, Any]]
