@@ -49,6 +49,7 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAESTRO_")}
         env.update({"PORT": str(self.port), "HOST": "127.0.0.1",
                     "DATA_DIR": str(self.data_dir), "SESSION_DIR": str(self.session_dir),
+                    "MAESTRO_WORKTREE_DIR": str(self.tmp / "worktrees"),
                     "LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"})
         env.update(self.extra_env)
         return env

@@ -94,6 +94,21 @@ def assert_error(resp: httpx.Response, status: int, code: str,
     return body
 
 
+def assert_documented(document: dict, resp: httpx.Response, method: str, path: str) -> Any:
+    """The answer's status is one /openapi.json gives for `method path`, and its body matches
+    the schema given for that status; returns the body."""
+    import jsonschema
+
+    op = document["paths"][path][method.lower()]
+    spec = op["responses"].get(str(resp.status_code))
+    assert spec is not None, f"{method} {path} answered undocumented {resp.status_code}: " \
+        f"{resp.text}"
+    schema = spec["content"]["application/json"]["schema"]
+    body = resp.json()
+    jsonschema.validate(body, {**schema, "components": document["components"]})
+    return body
+
+
 # ------------------------------------------------------------------ entity factories
 def new_project(api: httpx.Client, **fields) -> dict:
     body = {"name": "Project", **fields}

@@ -8,10 +8,14 @@ import hashlib
 import json
 import os
 import queue
+import random
+import signal
 import threading
+import time
 
 import httpx
 import pytest
+from test_postgres_server import database, pg_env  # noqa: F401 - the PostgreSQL fixture
 from websockets.sync.client import connect
 
 USER_TOKEN = "user-token-for-identity-tests-0123456789"
@@ -103,7 +107,7 @@ def test_token_is_handed_to_the_agent_and_stored_only_as_a_hash(world):
                         assert token.encode() not in f.read(), name
                 except FileNotFoundError:  # journal.old, gone once its checkpoint is done
                     continue
-    stored = (srv.session_dir / sid / "token.sha256").read_text().strip()
+    stored = (srv.session_dir / sid / "token.sha256").read_text().split()[0]
     assert stored == hashlib.sha256(token.encode()).hexdigest()
     assert token not in srv.log()
 
@@ -317,3 +321,205 @@ def test_agent_token_works_on_a_server_without_user_token(make_server):
     finally:
         listener.close()
         user.close()
+
+
+# ------------------------------------------------------------------ revocation survives a crash
+def spawned_agent(srv, user: httpx.Client, project_id: str, task_id: str) -> tuple[str, str]:
+    """Spawn a session on a `ui` launcher server; returns (session id, the agent's token)."""
+    listener = Events(srv.ws_url + f"?token={USER_TOKEN}")
+    try:
+        r = user.post("/api/sessions/spawn", json={"projectId": project_id, "taskIds": [task_id],
+                                                   "role": "orchestrator"})
+        assert r.status_code == 201, r.text
+        sid = r.json()["sessionId"]
+        event, _ = listener.until(lambda e: e["type"] == "session:spawn_request"
+                                  and e["data"]["session"]["id"] == sid)
+    finally:
+        listener.close()
+    return sid, event["data"]["envVars"]["MAESTRO_SESSION_TOKEN"]
+
+
+def crash_during(srv, send, term_after: float | None, kill_after: float) -> None:
+    """Run `send` (one request) in a thread and crash the server around it: SIGTERM
+    `term_after` seconds after sending (None: once it is answered), then SIGKILL `kill_after`
+    seconds later."""
+    done = threading.Event()
+
+    def run():
+        try:
+            send()
+        except httpx.HTTPError:
+            pass  # the server died under it
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    if term_after is None:
+        assert done.wait(15), "the request was not answered"
+    else:
+        time.sleep(term_after)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(kill_after)
+    srv.kill()
+    thread.join(15)
+
+
+def end_crash_and_reopen(srv, rng: random.Random, how: str, term_after: float | None,
+                         b_project: str) -> bool:
+    """One try: spawn an agent, end its session (`how`: completed, failed or delete) while the
+    server is being stopped and killed, put the token digest back if the crash removed it (as
+    a power loss may undo a removal that had not reached the disk), restart, then reopen or
+    recreate the session. The token must be dead exactly when the end was committed. Returns
+    whether it was."""
+    headers = {"Authorization": f"Bearer {USER_TOKEN}"}
+    with httpx.Client(base_url=srv.url, headers=headers, timeout=10, trust_env=False) as user:
+        project = user.post("/api/projects", json={"name": "crash"}).json()
+        task = user.post("/api/tasks", json={"projectId": project["id"], "title": "t"}).json()
+        sid, token = spawned_agent(srv, user, project["id"], task["id"])
+        digest = srv.session_dir / sid / "token.sha256"
+        kept = digest.read_bytes()
+        assert httpx.get(srv.url + "/api/tasks", headers={"Authorization": f"Bearer {token}"},
+                         timeout=10).status_code == 200
+
+    def send():
+        with httpx.Client(base_url=srv.url, headers=headers, timeout=10) as client:
+            if how == "delete":
+                client.delete(f"/api/sessions/{sid}")
+            else:
+                client.patch(f"/api/sessions/{sid}", json={"status": how})
+
+    crash_during(srv, send, term_after, rng.uniform(0.0, 0.01))
+    if not digest.exists():
+        digest.write_bytes(kept)
+    srv.start()
+    agent = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=srv.url, headers=headers, timeout=10, trust_env=False) as user:
+        found = user.get(f"/api/sessions/{sid}")
+        ended = found.status_code == 404 if how == "delete" \
+            else found.json()["status"] == how
+        if not ended:  # the crash came first: the session and its token still stand
+            assert found.status_code == 200 and found.json()["status"] == "spawning"
+            assert user.get("/api/tasks", headers=agent).status_code == 200
+            return False
+        assert not digest.exists(), "the start-up sweep removes the digest of an ended session"
+        if how == "delete":
+            again = user.post("/api/sessions", json={
+                "id": sid, "projectId": b_project, "taskIds": [],
+                "metadata": {"role": "orchestrator", "spawnSource": "ui"}})
+            assert again.status_code == 201, again.text
+        else:
+            reopened = user.patch(f"/api/sessions/{sid}", json={"status": "running"})
+            assert reopened.status_code == 200 and reopened.json()["tokenRevokedAt"]
+        for path in ("/api/tasks", f"/api/sessions/{sid}", "/api/projects"):
+            r = user.get(path, headers=agent)
+            assert r.status_code == 401, (how, path, r.text)
+        with pytest.raises(Exception):
+            connect(srv.ws_url + f"?token={token}", open_timeout=5).close()
+        return True
+
+
+def test_a_crash_never_revives_an_ended_sessions_token(make_server):
+    srv = make_server(env={"MAESTRO_TOKEN": USER_TOKEN, "MAESTRO_LAUNCHER": "ui"})
+    rng = random.Random()
+    with httpx.Client(base_url=srv.url, timeout=10, trust_env=False,
+                      headers={"Authorization": f"Bearer {USER_TOKEN}"}) as user:
+        other = user.post("/api/projects", json={"name": "B"}).json()["id"]
+    ways = ["completed", "failed", "delete"] * 3
+    committed = [end_crash_and_reopen(srv, rng, how, rng.uniform(0.0, 0.04), other)
+                 for how in ways]
+    # And once more of each with the end acknowledged before the crash.
+    committed += [end_crash_and_reopen(srv, rng, how, None, other)
+                  for how in ("completed", "delete")]
+    assert committed[-2:] == [True, True]
+
+
+def test_a_crash_never_revives_a_token_on_postgresql(make_server, database):
+    srv = make_server(env={"MAESTRO_TOKEN": USER_TOKEN, "MAESTRO_LAUNCHER": "ui",
+                           **pg_env(database)})
+    rng = random.Random()
+    with httpx.Client(base_url=srv.url, timeout=10, trust_env=False,
+                      headers={"Authorization": f"Bearer {USER_TOKEN}"}) as user:
+        other = user.post("/api/projects", json={"name": "B"}).json()["id"]
+    end_crash_and_reopen(srv, rng, "completed", rng.uniform(0.0, 0.04), other)
+    assert end_crash_and_reopen(srv, rng, "completed", None, other)
+    assert end_crash_and_reopen(srv, rng, "delete", None, other)
+
+
+# ------------------------------------------------------------------ parents from other projects
+def test_an_orchestrator_names_only_sessions_of_its_own_project_as_parent(world):
+    user, listener, srv, a, b = (world["user"], world["listener"], world["srv"], world["a"],
+                                 world["b"])
+    r = user.post("/api/sessions/spawn", json={"projectId": a["id"], "role": "orchestrator",
+                                               "taskIds": [world["a2"]["id"]]})
+    osid = r.json()["sessionId"]
+    event, _ = listener.until(lambda e: e["type"] == "session:spawn_request"
+                              and e["data"]["session"]["id"] == osid)
+    orch = httpx.Client(base_url=srv.url, timeout=10, headers={
+        "Authorization": f"Bearer {event['data']['envVars']['MAESTRO_SESSION_TOKEN']}"})
+    elsewhere = user.post("/api/sessions", json={"projectId": b["id"],
+                                                 "taskIds": [world["b1"]["id"]]}).json()["id"]
+    sessions = user.get("/api/sessions").json()
+    folders = sorted(p.name for p in srv.session_dir.iterdir())
+    body = {"projectId": a["id"], "taskIds": [world["a2"]["id"]]}
+    try:
+        for extra in ({"sessionId": "{}"}, {"sessionId": "{}", "spawnSource": "session"},
+                      {"spawnedBy": "{}"}):
+            answers = []
+            for parent in (elsewhere, "sess_1700000000000_nosuchone"):
+                named = {k: (parent if v == "{}" else v) for k, v in extra.items()}
+                r = orch.post("/api/sessions/spawn", json={**body, **named})
+                answers.append((r.status_code, r.json()))
+            assert answers[0] == answers[1], answers
+            assert answers[0][0] == 403 and answers[0][1]["code"] == "FORBIDDEN"
+            assert elsewhere not in json.dumps(answers[0][1])
+        assert user.get("/api/sessions").json() == sessions
+        assert sorted(p.name for p in srv.session_dir.iterdir()) == folders
+        # Its own session (or another of its project) is a fine parent.
+        for key in ("sessionId", "spawnedBy"):
+            r = orch.post("/api/sessions/spawn", json={**body, key: osid})
+            assert r.status_code == 201, r.text
+            assert r.json()["session"]["metadata"]["spawnedBy"] == osid
+    finally:
+        orch.close()
+def test_agent_claims_for_its_own_session_in_its_own_project(world):
+    agent, user, sid = world["agent"], world["user"], world["sid"]
+    a, a2, b1 = world["a"]["id"], world["a2"]["id"], world["b1"]["id"]
+    other = user.post("/api/sessions", json={"projectId": a, "taskIds": []}).json()["id"]
+    # Any ready task of its own project, for itself only (a2 is outside its tasks).
+    for path, body in [(f"/api/tasks/{a2}/claim", {"sessionId": other}),
+                       (f"/api/tasks/{b1}/claim", {"sessionId": sid}),
+                       (f"/api/projects/{world['b']['id']}/claim-next", {"sessionId": sid}),
+                       (f"/api/projects/{a}/claim-next", {"sessionId": other}),
+                       (f"/api/sessions/{other}/heartbeat", {})]:
+        r = agent.post(path, json=body)
+        assert r.status_code == 403 and r.json()["code"] == "FORBIDDEN", (path, r.text)
+    granted = agent.post(f"/api/tasks/{a2}/claim", json={"sessionId": sid})
+    assert granted.status_code == 200, granted.text
+    token = granted.json()["claim"]["token"]
+    # Claiming linked the task: now the agent may work on it.
+    assert agent.patch(f"/api/tasks/{a2}", json={"priority": "high"}).status_code == 200
+    beat = agent.post(f"/api/sessions/{sid}/heartbeat", json={})
+    assert beat.status_code == 200 and [c["taskId"] for c in beat.json()["claims"]] == [a2]
+    assert agent.post(f"/api/tasks/{a2}/claim/release",
+                      json={"sessionId": sid, "token": token}).status_code == 200
+
+
+def test_a_claim_fences_writes_from_other_sessions_but_not_the_user(world):
+    agent, user, a1 = world["agent"], world["user"], world["a1"]["id"]
+    other = user.post("/api/sessions", json={"projectId": world["a"]["id"],
+                                             "taskIds": []}).json()["id"]
+    held = user.post(f"/api/tasks/{a1}/claim", json={"sessionId": other}).json()["claim"]
+    before = user.get(f"/api/tasks/{a1}").json()
+    for method, path, body in [("PATCH", f"/api/tasks/{a1}", {"status": "completed"}),
+                               ("POST", f"/api/tasks/{a1}/timeline", {"message": "mine"}),
+                               ("PATCH", f"/api/tasks/{a1}", {"sessionStatus": "working",
+                                                              "updateSource": "session"})]:
+        r = agent.request(method, path, json=body)
+        assert r.status_code == 409 and r.json()["code"] == "CLAIM_LOST", (path, r.text)
+        assert r.json()["details"]["sessionId"] == other
+    assert user.get(f"/api/tasks/{a1}").json() == before
+    # The user may always write; a user's status change to pending ends the claim.
+    reopened = user.patch(f"/api/tasks/{a1}", json={"status": "pending"}).json()
+    assert reopened["claim"] is None and reopened["claimToken"] == held["token"]
+    assert agent.patch(f"/api/tasks/{a1}", json={"status": "in_progress"}).status_code == 200

@@ -217,12 +217,14 @@ def test_status_counts_tasks_and_active_sessions(cli, rest):
     summary, human, no_project = cli.many(
         ("status", "--project", proj["id"], "--json"),
         (("status",), {"env": {"MAESTRO_PROJECT_ID": proj["id"]}}), ("status",))
-    assert summary.data == {"project": proj["id"],
+    assert summary.data == {"project": proj["id"], "projectName": "Status",
                        "tasks": {"total": 2, "byStatus": {"in_progress": 1, "pending": 1},
                                  "byPriority": {"high": 1, "medium": 1}},
                        "sessions": {"total": 2, "active": 1,
                                     "byStatus": {"running": 1, "completed": 1}}}
     assert "in_progress" in human.stdout and "1 active of 2" in human.stdout
+    # Headed by the project's name, then its id.
+    assert human.stdout.splitlines()[0].split() == ["Status", proj["id"]]
     assert no_project.code == 1 and "No project" in no_project.stderr
 
 

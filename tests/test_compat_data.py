@@ -251,13 +251,16 @@ def test_deleting_loaded_entities(srv, api):
     of any status count as dependencies of their project."""
     assert_error(api.delete(f"/api/projects/{P1}"), 400, "PROJECT_HAS_DEPENDENCIES",
                  "Cannot delete project with 5 existing task(s)")
+    # A task with children goes only with them (§7.3.6); its child moves to the root first.
+    assert_error(api.delete(f"/api/tasks/{LEGACY}"), 400, "TASK_HAS_CHILDREN",
+                 "Cannot delete task with 1 child task(s)")
+    assert ok(api.patch(f"/api/tasks/{CANCELLED}", json={"parentId": None}))["parentId"] is None
     assert ok(api.delete(f"/api/tasks/{LEGACY}")) == {"success": True, "id": LEGACY}
     assert not (srv.data_dir / LEGACY_FILE).exists()
     assert not (srv.data_dir / task_rel(LEGACY)).exists()
     srv.restart()
     assert_error(api.get(f"/api/tasks/{LEGACY}"), 404, "TASK_NOT_FOUND")
-    # Its child keeps the dangling parentId.
-    assert get(api, "task", CANCELLED)["parentId"] == LEGACY
+    assert get(api, "task", CANCELLED)["parentId"] is None
     # Loaded sessions of any status block a project's deletion too.
     assert_error(api.delete(f"/api/projects/{P_LATE}"), 400, "PROJECT_HAS_DEPENDENCIES",
                  "Cannot delete project with 1 existing session(s)")

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from helpers import (
     WsClient,
@@ -169,7 +170,11 @@ def test_agent_runs_its_task_to_completion(mode, launch_server, tmp_path):
 
         done = ok(api.get(f"/api/tasks/{task['id']}"))
         assert done["status"] == "completed" and isinstance(done["completedAt"], int)
-        assert done["sessionStatus"] == "working"  # set by `worker init` for the session
+        # `worker init` reported the session working on it; the agent ended without a
+        # report, so the board no longer shows it at work (§15.5).
+        assert "sessionStatus" not in done
+        assert done["timeline"][-1]["message"].startswith(f"Session {sid} completed: its "
+                                                          "status here (working) was cleared")
         assert {"type": "session_started", "sessionId": sid} in [
             {k: e.get(k) for k in ("type", "sessionId")} for e in done["timeline"]]
 
@@ -387,9 +392,12 @@ def test_log_endpoint_returns_clean_tail_and_errors(launch_server):
         stream.wait_for(until_status(sid, "completed", "failed"))
         assert stream.statuses(sid)[-1] == "completed"
         tail = ok(api.get(f"/api/sessions/{sid}/log", params={"tail": 4}))
-        assert tail == {"sessionId": sid, "truncated": True, "lines": [
-            "line 019999 of the agent's output", "line 020000 of the agent's output",
-            "progress 3/3", "agent: finished"]}
+        size = (srv.session_dir / sid / "output.log").stat().st_size
+        assert tail == {"sessionId": sid, "truncated": True, "finished": True,
+                        "nextOffset": size, "lines": [
+                            "line 019999 of the agent's output",
+                            "line 020000 of the agent's output", "progress 3/3",
+                            "agent: finished"]}
         assert len(log_lines(api, sid, 10000)) == 10000
         default = ok(api.get(f"/api/sessions/{sid}/log"))["lines"]
         assert len(default) == 100 and default[0] == "line 019903 of the agent's output"
@@ -427,3 +435,112 @@ def test_ui_launcher_only_broadcasts(launch_server):
         assert ws.barrier() == []
         assert_error(api.get(f"/api/sessions/{sid}/log"), 409, "SESSION_NOT_LAUNCHED")
         assert_error(api.post(f"/api/sessions/{sid}/stop"), 409, "SESSION_NOT_LAUNCHED")
+
+
+# ------------------------------------------------------------------ the agent's environment
+SERVER_SECRETS = {
+    "DATABASE_URL": "postgresql://secret-db-user:db-password@127.0.0.1:1/prod",
+    "PGPASSWORD": "pg-password", "PGHOST": "db.internal",
+    "SOME_USER_SECRET": "user-shell-secret", "AWS_SECRET_ACCESS_KEY": "aws-unlisted-secret",
+}
+AGENT_TOKEN_OF_USER = "user-token-never-for-agents-0123456789"
+
+
+def allowed_for_agent(name: str) -> bool:
+    """What the README promises an agent's environment holds, given the server below."""
+    basics = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TMPDIR",
+              "TZ", "PYTHONPATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+              "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE"}
+    proxies = {p for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+               for p in (name, name.lower())}
+    maestro = {"MAESTRO_SESSION_ID", "MAESTRO_PROJECT_ID", "MAESTRO_TASK_IDS",
+               "MAESTRO_SERVER_URL", "MAESTRO_SKILLS", "MAESTRO_MANIFEST_PATH",
+               "MAESTRO_STRATEGY", "MAESTRO_AGENT", "MAESTRO_API_URL", "MAESTRO_LAUNCHER",
+               "MAESTRO_SESSION_TOKEN"}
+    listed = {"AWS_PROFILE", "PROJECT_FLAG"}
+    return name in basics | proxies | maestro | listed or name.startswith(
+        ("LC_", "XDG_", "ANTHROPIC_", "CLAUDE_", "OPENAI_", "CODEX_", "GH_"))
+
+
+def proc_environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.decode().partition("=")[::2] for item in raw.split(b"\0") if item)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_agent_environment_is_built_from_an_allow_list(mode, make_server, tmp_path):
+    out = tmp_path / "agent-env.json"
+    env = {"MAESTRO_TMUX": "1" if mode == "tmux" else "0", "DATABASE_TYPE": "filesystem",
+           **SERVER_SECRETS, "MAESTRO_TOKEN": AGENT_TOKEN_OF_USER, "MAESTRO_MAX_AGENTS": "3",
+           "ANTHROPIC_API_KEY": "sk-ant-for-the-agent", "https_proxy": "http://proxy:3128",
+           "AWS_PROFILE": "dev", "GH_TOKEN": "gh-for-the-agent", "GH_HOST": "git.example",
+           "MAESTRO_AGENT_ENV": "AWS_PROFILE, GH_*", "MAESTRO_AGENT": "claude --verbose",
+           "MAESTRO_AGENT_COMMAND": agent_cmd("env_agent.py", str(out), "60")}
+    srv = make_server(env=env, start=False)
+    if mode == "tmux":
+        # A tmux server left by an earlier run, started from a shell full of secrets: its
+        # environment must not reach the windows the launcher opens in it.
+        dirty = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"),
+                 **SERVER_SECRETS}
+        subprocess.run(["tmux", "-L", tmux_socket(srv), "-f", os.devnull, "new-session", "-d",
+                        "-s", "maestro", "sleep", "600"], env=dirty, check=True, timeout=10)
+        tmux(srv, "set-environment", "-t", "maestro", "SOME_USER_SECRET", "in-the-session")
+    try:
+        srv.start()
+        auth = {"Authorization": f"Bearer {AGENT_TOKEN_OF_USER}"}
+        with httpx.Client(base_url=srv.url, headers=auth, timeout=30, trust_env=False) as api, \
+                WsClient(srv.ws_url + f"?token={AGENT_TOKEN_OF_USER}") as ws:
+            project = new_project(api)
+            task = new_task(api, project["id"])
+            for bad in ({"DATABASE_URL": "postgresql://x"}, {"PGPASSWORD": "x"},
+                        {"DATA_DIR": "/tmp"}, {"MAESTRO_TOKEN": "x"}, {"MAESTRO_TMUX": "0"},
+                        {"BAD-NAME": "x"}, {"FLAG": 1}, []):
+                before = ok(api.get("/api/sessions"))
+                assert_error(api.post("/api/sessions/spawn", json={
+                    "projectId": project["id"], "taskIds": [task["id"]], "env": bad}),
+                    400, "VALIDATION_ERROR")
+                assert ok(api.get("/api/sessions")) == before
+            stream = Stream(ws)
+            sid = spawn(api, project["id"], [task["id"]], env={"PROJECT_FLAG": "on"})
+            stream.wait_for(until_status(sid, "running"))
+            agent_env = wait_until(lambda: out.exists() and json.loads(out.read_text()), 30,
+                                   what="the agent's environment")
+            wrapper_pid = json.loads((srv.session_dir / sid / "process.json").read_text())[
+                "wrapperPid"]
+            wrapper_env = proc_environ(wrapper_pid)
+            if mode == "tmux":
+                shown = tmux(srv, "show-environment", "-g").stdout + \
+                    tmux(srv, "show-environment", "-t", "maestro").stdout
+            ok(api.post(f"/api/sessions/{sid}/stop"))
+            stream.wait_for(until_status(sid, "completed", "failed"))
+    finally:
+        reap_agents(srv)
+
+    assert not [name for name in agent_env if not allowed_for_agent(name)], agent_env
+    for name in (*SERVER_SECRETS, "DATA_DIR", "SESSION_DIR", "MAESTRO_TOKEN",
+                 "MAESTRO_AGENT_ENV", "MAESTRO_MAX_AGENTS", "MAESTRO_AGENT_COMMAND",
+                 "MAESTRO_TMUX", "DATABASE_TYPE", "PORT"):
+        assert name not in agent_env, name
+    secrets_seen = [value for value in (*SERVER_SECRETS.values(), AGENT_TOKEN_OF_USER)
+                    if value in json.dumps(agent_env)]
+    assert secrets_seen == []
+    assert agent_env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert agent_env["HOME"] == os.environ["HOME"]
+    assert agent_env["ANTHROPIC_API_KEY"] == "sk-ant-for-the-agent"
+    assert agent_env["https_proxy"] == "http://proxy:3128"
+    assert agent_env["AWS_PROFILE"] == "dev"
+    assert agent_env["GH_TOKEN"] == "gh-for-the-agent" and agent_env["GH_HOST"] == "git.example"
+    assert agent_env["PROJECT_FLAG"] == "on"
+    assert agent_env["MAESTRO_SESSION_ID"] == sid
+    assert agent_env["MAESTRO_SESSION_TOKEN"].startswith(f"mst.{sid}.")
+    assert agent_env["MAESTRO_AGENT"] == "claude --verbose"
+    assert agent_env["MAESTRO_API_URL"] == agent_env["MAESTRO_SERVER_URL"]
+    assert agent_env["MAESTRO_LAUNCHER"] == "local"
+    # Nor anything around the agent: its wrapper process and, under tmux, the tmux server.
+    for value in (*SERVER_SECRETS.values(), AGENT_TOKEN_OF_USER):
+        assert value not in json.dumps(wrapper_env)
+        if mode == "tmux":
+            assert value not in shown
+    assert "DATABASE_URL" not in wrapper_env and "SOME_USER_SECRET" not in wrapper_env
+    if mode == "tmux":
+        assert "DATABASE_URL" not in shown and "in-the-session" not in shown

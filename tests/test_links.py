@@ -3,15 +3,19 @@ after each, the timeline entries it writes, the events in the order of §7.4, an
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from helpers import (
     Snapshot,
+    WsClient,
     assert_error,
     assert_link_invariant,
     assert_stored,
     entity_path,
     event_types,
     get,
+    http_client,
     new_project,
     new_session,
     new_task,
@@ -231,22 +235,32 @@ def test_patch_task_ids_diffs_and_links_both_sides(api, srv, ws, project):
     check_files(api, srv, [sid], [t1["id"], t2["id"], t3["id"], t4["id"]])
 
 
-def test_patch_task_ids_drops_deleted_tasks_silently(api, srv, ws, project):
-    kept = new_task(api, project["id"])
-    gone = new_task(api, project["id"])
-    session = new_session(api, project["id"], [kept["id"], gone["id"]])
-    ok(api.delete(f"/api/tasks/{gone['id']}"))
-    assert get(api, "session", session["id"])["taskIds"] == [kept["id"], gone["id"]]
-    ws.barrier()
-    # Only ids not already in the session must exist: a vanished one may stay.
-    reordered = ok(api.patch(f"/api/sessions/{session['id']}",
-                             json={"taskIds": [gone["id"], kept["id"]]}))
-    assert reordered["taskIds"] == [gone["id"], kept["id"]]
-    assert event_types(ws.barrier()) == ["session:updated"]
-    updated = ok(api.patch(f"/api/sessions/{session['id']}", json={"taskIds": [kept["id"]]}))
-    assert updated["taskIds"] == [kept["id"]]
-    assert event_types(ws.barrier()) == ["session:updated"]
-    check_files(api, srv, [session["id"]], [kept["id"]])
+def test_patch_task_ids_drops_vanished_tasks_silently(make_server):
+    # A data directory written by the original can name tasks that no longer exist (a task
+    # deleted through Maestro is unlinked, §7.3.6): a session file edited before the start.
+    srv = make_server()
+    with http_client(srv) as api:
+        project = new_project(api, name="Vanished")
+        kept = new_task(api, project["id"])
+        session = new_session(api, project["id"], [kept["id"]])
+    assert srv.stop() == 0
+    gone = "task_1_vanished"
+    path = entity_path(srv.data_dir, "session", session)
+    stored = json.loads(path.read_text())
+    stored["taskIds"] = [kept["id"], gone]
+    path.write_text(json.dumps(stored, indent=2))
+    srv.start()
+    with http_client(srv) as api, WsClient(srv.ws_url) as ws:
+        assert get(api, "session", session["id"])["taskIds"] == [kept["id"], gone]
+        # Only ids not already in the session must exist: a vanished one may stay.
+        reordered = ok(api.patch(f"/api/sessions/{session['id']}",
+                                 json={"taskIds": [gone, kept["id"]]}))
+        assert reordered["taskIds"] == [gone, kept["id"]]
+        assert event_types(ws.barrier()) == ["session:updated"]
+        updated = ok(api.patch(f"/api/sessions/{session['id']}", json={"taskIds": [kept["id"]]}))
+        assert updated["taskIds"] == [kept["id"]]
+        assert event_types(ws.barrier()) == ["session:updated"]
+        check_files(api, srv, [session["id"]], [kept["id"]])
 
 
 def test_patch_task_ids_with_unknown_task_changes_nothing(api, srv, ws, project):
@@ -303,18 +317,21 @@ def test_session_delete_unlinks_every_existing_task(api, srv, ws, project):
 
 
 # ------------------------------------------------------------------ task side
-def test_task_delete_does_not_cascade(api, srv, ws, project):
+def test_task_delete_unlinks_its_sessions(api, srv, ws, project):
     task = new_task(api, project["id"])
     keep = new_task(api, project["id"])
     session = new_session(api, project["id"], [task["id"], keep["id"]])
-    session = get(api, "session", session["id"])
     ws.barrier()
     ok(api.delete(f"/api/tasks/{task['id']}"))
-    assert event_types(ws.barrier()) == ["task:deleted"]
-    assert get(api, "session", session["id"]) == session
-    assert [s["id"] for s in ok(api.get("/api/sessions", params={"taskId": task["id"]}))] == \
-        [session["id"]]
+    events = ws.barrier()
+    # §7.3.6: the unlink of §7.4.7 with its events, then the deletion.
+    assert event_types(events) == ["session:task_removed", "task:session_removed",
+                                   "session:updated", "task:updated", "task:deleted"]
+    assert events[0]["data"] == {"sessionId": session["id"], "taskId": task["id"]}
+    assert get(api, "session", session["id"])["taskIds"] == [keep["id"]]
+    assert ok(api.get("/api/sessions", params={"taskId": task["id"]})) == []
     check_files(api, srv, [session["id"]], [keep["id"]])
+    assert not entity_path(srv.data_dir, "task", task).exists()
     assert_link_invariant(api, project["id"])
 
 

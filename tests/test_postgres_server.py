@@ -117,9 +117,11 @@ def test_crud_links_and_events_are_stored_in_postgres(make_server, database):
             for eid, entity in entities.items():
                 assert list(in_db[kind][eid]) == list(entity)
 
-        ok(api.delete(f"/api/tasks/{parent['id']}"))
-        assert "task:deleted" in event_types(ws.barrier())
+        deleted = ok(api.delete(f"/api/tasks/{parent['id']}", params={"cascade": "true"}))
+        assert deleted["deleted"] == [child["id"], parent["id"]]
+        assert event_types(ws.barrier())[-2:] == ["task:deleted", "task:deleted"]
         assert parent["id"] not in stored(database)["task"]
+        assert child["id"] not in stored(database)["task"]
 
         health = ok(api.get("/health"))
         assert health["storage"]["backend"] == "postgres"

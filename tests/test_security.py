@@ -59,14 +59,27 @@ def test_non_loopback_bind_without_token_refuses_to_start(tmp_path):
     ("MAESTRO_CHECKPOINT_BYTES", "lots", "must be a number"),
     ("MAESTRO_CHECKPOINT_BYTES", "100", "at least 4096"),
     ("MAESTRO_PIPELINE_MIN_OPS", "0", "at least 1"),
+    ("MAESTRO_AGENT_ENV", "AWS_PROFILE,DATABASE_URL", "DATABASE_URL is never handed to agents"),
+    ("MAESTRO_AGENT_ENV", "PGPASSWORD", "PGPASSWORD is never handed to agents"),
+    ("MAESTRO_AGENT_ENV", "MAESTRO_TOKEN", "MAESTRO_TOKEN is never handed to agents"),
+    ("MAESTRO_AGENT_ENV", "MAESTRO_AGENT_ENV", "is never handed to agents"),
+    ("MAESTRO_AGENT_ENV", "SESSION_DIR", "is never handed to agents"),
+    ("MAESTRO_AGENT_ENV", "GH-TOKEN", "not a variable name"),
+    ("MAESTRO_AGENT_ENV", "*", "not a variable name"),
+    ("MAESTRO_HEADER_TIMEOUT", "0", "more than 0"),
+    ("MAESTRO_BODY_TIMEOUT", "nan", "more than 0"),
+    ("MAESTRO_KEEPALIVE_TIMEOUT", "a while", "number of seconds"),
+    ("MAESTRO_MAX_CONNECTIONS", "0", "at least 1"),
+    ("MAESTRO_MAX_HEADER_BYTES", "100", "at least 1024"),
+    ("MAESTRO_MAX_HEADER_BYTES", str(1 << 30), "at most"),
 ])
-def test_a_bad_store_tuning_value_stops_the_start_with_its_name(tmp_path, name, value,
-                                                                message):
+def test_a_bad_setting_stops_the_start_with_its_name(tmp_path, name, value, message):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAESTRO_")}
     env.update({"PORT": str(free_port()), "DATA_DIR": str(tmp_path / "data"), name: value})
     proc = subprocess.run([sys.executable, "-m", "maestro", "serve"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=30)
-    assert proc.returncode != 0
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert name in proc.stderr and message in proc.stderr
     assert not (tmp_path / "data").exists(), "nothing is created when start-up is refused"
 
@@ -154,7 +167,7 @@ def token_server(make_server):
 
 def test_token_required_on_rest(token_server):
     url = token_server.url
-    for method, path, body in [("GET", "/api/projects", None), ("GET", "/health", None),
+    for method, path, body in [("GET", "/api/projects", None), ("GET", "/ws-status", None),
                                ("POST", "/api/projects", {"name": "x"})]:
         r = httpx.request(method, url + path, json=body)
         assert r.status_code == 401, path
@@ -168,6 +181,54 @@ def test_token_required_on_rest(token_server):
     assert len(httpx.get(url + "/api/projects", headers=auth).json()) == 1
     # Loopback gives no exemption, and the token never reaches the log.
     assert TOKEN not in token_server.log()
+
+
+def test_health_without_credentials_is_a_bare_liveness_answer(token_server):
+    """A load balancer's health check needs no token and learns nothing but "alive"; the
+    details need the token, and a wrong token is still refused."""
+    url = token_server.url
+    r = httpx.get(url + "/health")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert r.headers["content-type"] == "application/json; charset=utf-8"
+    assert httpx.get(url + "/health/").json() == {"status": "ok"}
+    head = httpx.head(url + "/health")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == r.headers["content-length"]
+    wrong = httpx.get(url + "/health", headers={"Authorization": "Bearer wrong-token"})
+    assert wrong.status_code == 401 and wrong.json()["code"] == "UNAUTHORIZED"
+    full = httpx.get(url + "/health", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert full["status"] == "ok" and "storage" in full and "counts" in full
+    # Only /health: everything else still needs the token.
+    assert httpx.get(url + "/ws-status").status_code == 401
+
+
+def test_health_on_a_server_without_a_token_has_the_details(api):
+    body = api.get("/health").json()
+    assert body["status"] == "ok" and "storage" in body
+
+
+def test_short_token_on_an_exposed_address_refuses_to_start(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAESTRO_")}
+    env.update({"HOST": "0.0.0.0", "PORT": str(free_port()), "MAESTRO_TOKEN": "tiny9",
+                "DATA_DIR": str(tmp_path / "data")})
+    proc = subprocess.run([sys.executable, "-m", "maestro", "serve"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "MAESTRO_TOKEN" in proc.stderr and "0.0.0.0" in proc.stderr and "32" in proc.stderr
+    assert "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'" in proc.stderr
+    assert "tiny9" not in proc.stderr  # the token itself is never printed
+    assert not (tmp_path / "data").exists(), "nothing is created when start-up is refused"
+
+
+def test_token_length_rule_applies_to_exposed_addresses_only():
+    from maestro.config import ConfigError, Settings
+    for host in ("0.0.0.0", "::", "192.0.2.10", "maestro.example.com"):
+        with pytest.raises(ConfigError, match="at least 32"):
+            Settings.from_env({"HOST": host, "MAESTRO_TOKEN": "x" * 31})
+        assert Settings.from_env({"HOST": host, "MAESTRO_TOKEN": "x" * 32}).host == host
+    for host in ("127.0.0.1", "localhost", "::1"):
+        assert Settings.from_env({"HOST": host, "MAESTRO_TOKEN": "abc"}).token == "abc"
 
 
 def test_token_required_on_websocket(token_server):

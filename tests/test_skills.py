@@ -74,3 +74,31 @@ def test_a_missing_skills_folder_is_an_empty_catalogue(make_server, tmp_path):
     srv = make_server(env={"SKILLS_DIR": str(tmp_path / "none")})
     assert httpx.get(srv.url + "/api/skills").json() == []
     assert httpx.get(srv.url + "/api/skills/role/worker").json() == []
+
+
+def test_unknown_skill_ids_are_not_remembered(tmp_path):
+    """Anyone may ask for any id: misses leave nothing behind, only real skills are kept."""
+    from maestro.errors import ApiError
+    from maestro.skills import SkillCatalogue
+
+    root = tmp_path / "skills"
+    write_skill(root, "maestro-cli", {"description": "The CLI"})
+    catalogue = SkillCatalogue(root)
+    for i in range(5000):
+        with pytest.raises(ApiError):
+            catalogue.get(f"unknown-{i}")
+    assert catalogue.for_role("worker")[0]["id"] == "maestro-cli"
+    assert set(catalogue._cache) == {"maestro-cli"}
+    # A skill added after a miss is found without a reload.
+    write_skill(root, "late", {"name": "Late"})
+    assert catalogue.get("late")["name"] == "Late"
+
+
+def test_many_unknown_skill_ids_on_the_live_server(skills_server):
+    srv, api, root = skills_server
+    for i in range(300):
+        r = api.get(f"/api/skills/missing-{i}")
+        assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND"
+    write_skill(root, "missing-7", {"name": "Now here"})
+    assert api.get("/api/skills/missing-7").json()["name"] == "Now here"
+    assert api.get("/api/skills/maestro-worker").status_code == 200

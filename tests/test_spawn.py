@@ -136,9 +136,12 @@ def test_spawn_creates_session_manifest_links_and_events(srv, api, world):
         events = ws.barrier()
     sid = body["sessionId"]
     manifest_path = srv.session_dir / sid / "manifest.json"
-    assert set(body) == {"success", "sessionId", "manifestPath", "message", "session"}
+    assert set(body) == {"success", "sessionId", "manifestPath", "message", "launch",
+                         "session"}
     assert body["success"] is True
+    # The `ui` launcher starts nothing: the answer says the request went to the UI.
     assert body["message"] == "Spawn request sent to Agents UI"
+    assert body["launch"] == {"launcher": "ui", "state": "requested"}
     assert body["manifestPath"] == str(manifest_path)
     assert Path(body["manifestPath"]).is_absolute()
 
@@ -146,7 +149,8 @@ def test_spawn_creates_session_manifest_links_and_events(srv, api, world):
     assert session["id"] == sid and sid.startswith("sess_")
     assert session["status"] == "spawning"
     assert session["taskIds"] == [parent["id"], child["id"]]  # duplicates dropped, order kept
-    assert session["name"] == f"Worker for {parent['id']}"
+    # Named after its tasks' titles (the first one, and how many more).
+    assert session["name"] == "Worker: Auth +1 more"
     assert session["completedAt"] is None
     assert session["env"] == {
         "MAESTRO_SESSION_ID": sid, "MAESTRO_PROJECT_ID": project["id"],
@@ -154,8 +158,10 @@ def test_spawn_creates_session_manifest_links_and_events(srv, api, world):
         "MAESTRO_SERVER_URL": f"http://localhost:{srv.port}",
         "MAESTRO_SKILLS": "maestro-worker", "MAESTRO_MANIFEST_PATH": str(manifest_path),
         "MAESTRO_STRATEGY": "simple"}
+    # spawnSource is what the caller declared; launchedBy the launcher that acted on it.
     assert session["metadata"] == {"skills": ["maestro-worker"], "spawnSource": "ui",
-                                   "spawnedBy": None, "role": "worker", "context": {}}
+                                   "spawnedBy": None, "role": "worker", "context": {},
+                                   "launchedBy": "ui"}
     assert ok(api.get(f"/api/sessions/{sid}")) == session
 
     # The manifest: exactly the keys of §9.6.
@@ -227,7 +233,8 @@ def test_spawn_options_reach_session_manifest_and_event(srv, api, world):
     assert session["metadata"] == {"skills": [], "spawnSource": "session",
                                    "spawnedBy": lead["id"], "spawnReason": "split the work",
                                    "role": "orchestrator", "context": {"reason": "big"},
-                                   "strategy": "queue", "agent": "codex"}
+                                   "strategy": "queue", "agent": "codex",
+                                   "launchedBy": "ui"}
     assert session["env"]["MAESTRO_STRATEGY"] == "queue"
     assert session["env"]["MAESTRO_SKILLS"] == ""
     assert session["env"]["MAESTRO_AGENT"] == "codex"

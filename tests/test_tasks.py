@@ -94,7 +94,7 @@ def test_every_priority_is_accepted(api, project, priority):
 
 def test_create_ignores_fields_it_does_not_take(api, srv, project):
     task = new_task(api, project["id"], title="Plain", status="completed", id="task_1_mine",
-                    createdAt=5, sessionIds=["sess_x"], agentIds=["ag"], dependencies=["d"],
+                    createdAt=5, sessionIds=["sess_x"], agentIds=["ag"], claim={"token": 9},
                     timeline=[{"type": "milestone"}], startedAt=7, acceptanceCriteria=["x"],
                     updateSource="ui")
     assert task["status"] == "pending"
@@ -239,7 +239,7 @@ def test_update_ignores_read_only_fields(api, srv, project):
     task = new_task(api, project["id"], initialPrompt="first")
     updated = patch(api, task["id"], {"id": "task_1_other", "projectId": "proj_1_other",
                                       "createdAt": 1, "startedAt": 2, "completedAt": 3,
-                                      "dependencies": ["task_9"], "initialPrompt": "changed",
+                                      "claim": {"token": 1}, "initialPrompt": "changed",
                                       "hostname": "x", "unknownThing": {"a": 1}})
     for key in ("id", "projectId", "createdAt", "startedAt", "completedAt", "dependencies",
                 "initialPrompt"):
@@ -444,22 +444,33 @@ def test_add_timeline_unknown_task(api):
 def test_delete(api, srv, ws, project):
     parent = new_task(api, project["id"], title="parent")
     child = new_task(api, project["id"], parentId=parent["id"])
-    session = new_session(api, project["id"], [parent["id"]])
-    path = entity_path(srv.data_dir, "task", parent)
-    session_file = entity_path(srv.data_dir, "session", session).read_bytes()
-    child_file = entity_path(srv.data_dir, "task", child).read_bytes()
+    grandchild = new_task(api, project["id"], parentId=child["id"])
     ws.barrier()
-    assert ok(api.delete(f"/api/tasks/{parent['id']}")) == {"success": True, "id": parent["id"]}
+    snap = Snapshot(api, srv)
+    # §7.3.6: a task with children is kept unless the whole subtree goes.
+    err = assert_error(api.delete(f"/api/tasks/{parent['id']}"), 400, "TASK_HAS_CHILDREN",
+                       "Cannot delete task with 1 child task(s)")
+    assert err["details"] == {"taskId": parent["id"], "children": 1}
+    assert ws.barrier() == []
+    snap.assert_unchanged()
+
+    leaf = ok(api.delete(f"/api/tasks/{grandchild['id']}"))
+    assert leaf == {"success": True, "id": grandchild["id"]}
+    assert event_types(ws.barrier()) == ["task:deleted"]
+    assert not entity_path(srv.data_dir, "task", grandchild).exists()
+
+    again = new_task(api, project["id"], parentId=child["id"])
+    ws.barrier()
+    answer = ok(api.delete(f"/api/tasks/{parent['id']}", params={"cascade": "true"}))
+    # Deepest first, one task:deleted each.
+    assert answer == {"success": True, "id": parent["id"],
+                      "deleted": [again["id"], child["id"], parent["id"]]}
     events = ws.barrier()
-    assert event_types(events) == ["task:deleted"]
-    assert events[0]["data"] == {"id": parent["id"]}
-    assert not path.exists()
-    assert_error(api.get(f"/api/tasks/{parent['id']}"), 404, "TASK_NOT_FOUND")
-    # No cascade: the child keeps its dangling parentId, the session keeps the task id.
-    assert get(api, "task", child["id"])["parentId"] == parent["id"]
-    assert entity_path(srv.data_dir, "task", child).read_bytes() == child_file
-    assert get(api, "session", session["id"])["taskIds"] == [parent["id"]]
-    assert entity_path(srv.data_dir, "session", session).read_bytes() == session_file
+    assert event_types(events) == ["task:deleted"] * 3
+    assert [e["data"] for e in events] == [{"id": i} for i in answer["deleted"]]
+    for task in (parent, child, again):
+        assert not entity_path(srv.data_dir, "task", task).exists()
+        assert_error(api.get(f"/api/tasks/{task['id']}"), 404, "TASK_NOT_FOUND")
     assert_error(api.delete(f"/api/tasks/{parent['id']}"), 404, "TASK_NOT_FOUND",
                  "Task not found")
     assert ws.barrier() == []

@@ -1,9 +1,10 @@
 """Transactions over the in-memory state, and the group-commit writer that makes them durable.
 
-A request builds a `Tx` under the service's mutation lock: every change goes to memory at once
-(so the next request sees it) and is remembered with its undo. The `Committer` then writes the
-changes of all requests waiting at that moment in one store batch (one fsync), publishes their
-events in order and only then lets the requests answer. If the store cannot commit the batch,
+A request builds a `Tx` under the service's mutation lock: every change goes to the working
+state at once (so the next request builds on it) and is remembered with its undo. The
+`Committer` then writes the changes of all requests waiting at that moment in one store batch
+(one fsync), applies them to the committed view that readers see, publishes their events in
+order and only then lets the requests answer. If the store cannot commit the batch,
 or refuses one of its requests before the commit point (e.g. a file cannot be staged), the
 failing requests and every later change are undone, newest first, and get a 500; requests
 queued before a refused one do not depend on it and are committed as usual. With the file
@@ -249,8 +250,13 @@ class Committer:
     """The single writer: group commit of transactions, then events, then answers."""
 
     def __init__(self, store: Store, bus: EventBus, lock: asyncio.Lock,
-                 idle_seconds: float = 1.0, state: State | None = None):
+                 idle_seconds: float = 1.0, state: State | None = None,
+                 view: State | None = None):
         self.store = store
+        # The committed view: brought up to date with each batch once it is durable, before
+        # its events go out and its requests are answered.
+        self.view = view
+        self._last: asyncio.Future | None = None
         self.bus = bus
         self.lock = lock
         self.idle_seconds = idle_seconds
@@ -278,6 +284,7 @@ class Committer:
         ops = tx.ops()
         self._queue.append((tx, ops, fut))
         self._queued_ops += len(ops)
+        self._last = fut
         self._wakeup.set()
         return fut
 
@@ -381,6 +388,34 @@ class Committer:
             except Exception as exc:  # the journal keeps the changes; retried later
                 log.error("flushing the files of big entities failed: %s", exc)
         self._resolve(waiters)
+
+    def after_pending(self, tx: Tx) -> asyncio.Future | None:
+        """Publish the events of `tx`, which changed nothing, once every transaction submitted
+        before it is committed (at once when none is pending). If that earlier change fails,
+        `tx` may have been built on it: its events are dropped and its request fails too.
+        Returns what to wait for, if any."""
+        last = self._last
+        if last is None or last.done():
+            self.bus.publish(tx.events)
+            return None
+        fut = asyncio.get_running_loop().create_future()
+
+        def publish(prev: asyncio.Future) -> None:
+            failure = prev.exception() if not prev.cancelled() else StorageError(
+                "could not store the change: cancelled")
+            if fut.done():
+                return
+            if failure is not None:
+                fut.set_exception(failure)
+                return
+            try:
+                self.bus.publish(tx.events)
+            except Exception:
+                log.exception("publishing events failed")
+            fut.set_result(None)
+
+        last.add_done_callback(publish)
+        return fut
 
     async def _run(self) -> None:
         if self.store.commits_whole_batches:
@@ -541,6 +576,11 @@ class Committer:
         for tx, _, fut in batch:
             # The change is durable: whatever happens while announcing it, the request
             # must be answered (a dead committer would hang every later request).
+            if self.view is not None:
+                try:
+                    self.view.apply(tx.changes())
+                except Exception:
+                    log.exception("updating the committed view failed")
             for hook in self.on_commit:
                 try:
                     hook(tx)

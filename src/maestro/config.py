@@ -7,11 +7,18 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from . import agent_env
+from .mcp.catalog import parse_tools, problem_text
+
 LOG_LEVELS = ("error", "warn", "info", "debug")
 DATABASE_TYPES = ("filesystem", "postgres")
 MANIFEST_GENERATORS = ("cli", "server")
 NODE_ENVS = ("development", "production", "test")
 LAUNCHERS = ("local", "ui")
+# A token guarding a server that others can reach must resist guessing.
+MIN_EXPOSED_TOKEN = 32
+MAKE_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+MAX_HEADER_BYTES_LIMIT = 16 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -44,6 +51,10 @@ class Settings:
     server_url: str = ""
     data_dir: Path = field(default_factory=lambda: expand_path("~/.maestro/data"))
     session_dir: Path = field(default_factory=lambda: expand_path("~/.maestro/sessions"))
+    # Where spawned sessions' git worktrees live (README "Parallel agents, isolated"), and how
+    # often live worktrees are compared for files two sessions both change.
+    worktree_dir: Path = field(default_factory=lambda: expand_path("~/.maestro/worktrees"))
+    workspace_scan_seconds: float = 5.0
     skills_dir: Path = field(default_factory=lambda: expand_path("~/.agents-ui/maestro-skills"))
     log_level: str = "info"
     debug: bool = False
@@ -58,6 +69,11 @@ class Settings:
     token: str = ""
     launcher: str = "local"
     agent_command: str = ""
+    agent: str = ""
+    # The server's variables its agents inherit (see agent_env), and the names the user added.
+    agent_env: dict[str, str] = field(default_factory=dict, repr=False)
+    agent_env_names: tuple[str, ...] = ()
+    tmux_tmpdir: str = ""
     max_agents: int = 8
     ws_queue_limit: int = 100_000
     ws_lag_seconds: float = 10.0
@@ -69,6 +85,24 @@ class Settings:
     tmux: bool = True
     spawn_event_alias: bool = False
     node_env: str = "development"
+    # Claims (SPEC §15.3): the shortest lease a client may ask for (5 s; tests lower it), how
+    # often expired leases are swept back to pending, and how often the launcher heartbeats
+    # the sessions of the agents it runs.
+    claim_min_ttl: int = 5
+    claim_sweep_seconds: float = 1.0
+    heartbeat_seconds: float = 30.0
+    # Test only (undocumented): a claim checks, sleeps this many ms, then grants in a second
+    # step, so the exactly-once tests can show that they catch a check-then-act race.
+    claim_race_delay_ms: int = 0
+    # The MCP tools (`/mcp` and the agents the launcher starts) narrowed to these names; empty:
+    # every tool the caller's role may see.
+    mcp_tools: tuple[str, ...] = ()
+    # Connection limits, enforced before any request reaches the application (server/limits.py).
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 5.0
+    max_connections: int = 2000
+    max_header_bytes: int = 64 * 1024
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -81,6 +115,9 @@ class Settings:
         s.data_dir = expand_path(env.get("DATA_DIR") or "~/.maestro/data")
         s.session_dir = expand_path(env.get("SESSION_DIR") or "~/.maestro/sessions")
         s.skills_dir = expand_path(env.get("SKILLS_DIR") or "~/.agents-ui/maestro-skills")
+        s.worktree_dir = expand_path(env.get("MAESTRO_WORKTREE_DIR") or "~/.maestro/worktrees")
+        s.workspace_scan_seconds = _parse_positive(
+            "MAESTRO_WORKSPACE_SCAN_SECONDS", env.get("MAESTRO_WORKSPACE_SCAN_SECONDS") or "5")
         s.debug = _bool(env.get("DEBUG"))
         s.log_level = (env.get("LOG_LEVEL") or ("debug" if s.debug else "info")).lower()
         s.database_type = (env.get("DATABASE_TYPE") or "filesystem").lower()
@@ -94,6 +131,13 @@ class Settings:
         s.token = env.get("MAESTRO_TOKEN") or ""
         s.launcher = (env.get("MAESTRO_LAUNCHER") or "local").lower()
         s.agent_command = env.get("MAESTRO_AGENT_COMMAND") or ""
+        s.agent = (env.get("MAESTRO_AGENT") or "").strip()
+        names, problems = agent_env.parse_names(env.get("MAESTRO_AGENT_ENV"))
+        if problems:
+            raise ConfigError("MAESTRO_AGENT_ENV: " + "; ".join(problems))
+        s.agent_env_names = names
+        s.agent_env = agent_env.inherited(env, names)
+        s.tmux_tmpdir = env.get("TMUX_TMPDIR") or ""
         s.max_agents = _parse_int("MAESTRO_MAX_AGENTS", env.get("MAESTRO_MAX_AGENTS") or "8", 1)
         s.stop_grace = _parse_seconds("MAESTRO_STOP_GRACE", env.get("MAESTRO_STOP_GRACE") or "5")
         s.tmux = _bool(env.get("MAESTRO_TMUX"), True)
@@ -111,11 +155,34 @@ class Settings:
                                        env.get("MAESTRO_MAX_ENTRY_BYTES") or "65536", 1024)
         s.ws_lag_seconds = _parse_int("MAESTRO_WS_LAG", env.get("MAESTRO_WS_LAG") or "10", 1)
         s.node_env = (env.get("NODE_ENV") or "development").lower()
+        s.claim_min_ttl = _parse_int("MAESTRO_CLAIM_MIN_TTL",
+                                     env.get("MAESTRO_CLAIM_MIN_TTL") or "5", 1)
+        s.claim_sweep_seconds = _parse_positive("MAESTRO_CLAIM_SWEEP_SECONDS",
+                                                env.get("MAESTRO_CLAIM_SWEEP_SECONDS") or "1")
+        s.heartbeat_seconds = _parse_positive("MAESTRO_HEARTBEAT_SECONDS",
+                                              env.get("MAESTRO_HEARTBEAT_SECONDS") or "30")
+        s.claim_race_delay_ms = _parse_int("MAESTRO_CLAIM_RACE_DELAY_MS",
+                                           env.get("MAESTRO_CLAIM_RACE_DELAY_MS") or "0", 0)
+        tools, problems = parse_tools(env.get("MAESTRO_MCP_TOOLS"))
+        if problems:
+            raise ConfigError("MAESTRO_MCP_TOOLS: " + problem_text(problems))
+        s.mcp_tools = tools
+        s.header_timeout = _parse_timeout("MAESTRO_HEADER_TIMEOUT",
+                                          env.get("MAESTRO_HEADER_TIMEOUT") or "10")
+        s.body_timeout = _parse_timeout("MAESTRO_BODY_TIMEOUT",
+                                        env.get("MAESTRO_BODY_TIMEOUT") or "30")
+        s.keepalive_timeout = _parse_timeout("MAESTRO_KEEPALIVE_TIMEOUT",
+                                             env.get("MAESTRO_KEEPALIVE_TIMEOUT") or "5")
+        s.max_connections = _parse_int("MAESTRO_MAX_CONNECTIONS",
+                                       env.get("MAESTRO_MAX_CONNECTIONS") or "2000", 1)
+        s.max_header_bytes = _parse_int("MAESTRO_MAX_HEADER_BYTES",
+                                        env.get("MAESTRO_MAX_HEADER_BYTES") or "65536", 1024,
+                                        MAX_HEADER_BYTES_LIMIT)
         s.server_url = env.get("SERVER_URL") or ""
         for name, value in overrides.items():
             if value is None:
                 continue
-            if name in ("data_dir", "session_dir", "skills_dir"):
+            if name in ("data_dir", "session_dir", "skills_dir", "worktree_dir"):
                 value = expand_path(str(value))
             if name == "port":
                 value = _parse_port(str(value))
@@ -138,8 +205,13 @@ class Settings:
             raise ConfigError(
                 f"refusing to listen on {self.host} without a token: anyone who can reach it "
                 "could read your data and start processes. Set MAESTRO_TOKEN to a long random "
-                "secret (e.g. MAESTRO_TOKEN=$(python -c 'import secrets;print(secrets.token_urlsafe(32))')) "
-                "or bind to 127.0.0.1"
+                f"secret (MAESTRO_TOKEN=$({MAKE_TOKEN})) or bind to 127.0.0.1"
+            )
+        if not is_loopback_host(self.host) and len(self.token) < MIN_EXPOSED_TOKEN:
+            raise ConfigError(
+                f"refusing to listen on {self.host} with a {len(self.token)}-character "
+                f"MAESTRO_TOKEN: a server others can reach needs at least {MIN_EXPOSED_TOKEN} "
+                f"random characters, which cannot be guessed. Make one with: {MAKE_TOKEN}"
             )
 
     def describe(self) -> dict:
@@ -151,6 +223,8 @@ class Settings:
                 value = "set" if value else "not set"
             elif f.name == "database_url":
                 value = "set" if value else ""
+            elif f.name == "agent_env":
+                value = sorted(value)  # names only: the values may be keys
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 
@@ -186,11 +260,31 @@ def _parse_seconds(name: str, raw: str) -> float:
     return value
 
 
-def _parse_int(name: str, raw: str, minimum: int) -> int:
+def _parse_positive(name: str, raw: str) -> float:
+    value = _parse_seconds(name, raw)
+    if value <= 0:
+        raise ConfigError(f"{name} must be more than 0 seconds (got {value})")
+    return value
+
+
+def _parse_timeout(name: str, raw: str) -> float:
+    """A number of seconds above 0 and at most an hour."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds (got {raw!r})") from None
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{name} must be more than 0 and at most 3600 seconds (got {raw})")
+    return value
+
+
+def _parse_int(name: str, raw: str, minimum: int, maximum: int | None = None) -> int:
     try:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number (got {raw!r})") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum} (got {value})")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum} (got {value})")
     return value

@@ -11,6 +11,25 @@ from .errors import validation
 from .ids import make_id, now_ms
 
 
+def bump(previous: Any) -> int:
+    """now, but strictly after `previous` so quick successive updates stay ordered."""
+    now = now_ms()
+    if isinstance(previous, int) and not isinstance(previous, bool) and previous >= now:
+        return previous + 1
+    return now
+
+
+def with_changes(entity: dict, **changes) -> dict:
+    """A new version of `entity` (entities are never changed in place)."""
+    new = dict(entity)
+    new.update(changes)
+    return new
+
+
+def as_list(value: Any) -> list:
+    return list(value) if isinstance(value, list) else []
+
+
 def timeline_entry(raw: dict) -> dict:
     """Normalise a client timeline entry (§7.3.4): only the known keys, validated."""
     out: dict[str, Any] = {}

@@ -44,3 +44,8 @@ def session_not_found(session_id: str) -> ApiError:
 
 class StorageError(Exception):
     """The store could not make a change durable; the change was rolled back."""
+
+
+def conflict(code: str, message: str, details: Any = None) -> ApiError:
+    """409: the request is valid but the state of a claim does not allow it (SPEC §15.3)."""
+    return ApiError(409, code, message, details)

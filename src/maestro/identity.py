@@ -2,8 +2,13 @@
 
 A token looks like `mst.<sessionId>.<64 hex digits>`; only the SHA-256 of the whole token is kept, in
 `SESSION_DIR/<sessionId>/token.sha256` (written atomically and fsynced before the agent gets the
-token). A token is valid while its session exists and has not completed or failed. The user's own
-`MAESTRO_TOKEN` is checked separately and always has full rights."""
+token). A token is valid while its session exists, has not completed or failed, and its token was
+never revoked. Revocation is part of the session itself: the change that ends a spawned session
+also sets its `tokenRevokedAt`, in the same durable write on every store, so no crash can bring a
+token back and reopening the session does not either. The digest file is removed after that
+commit (the removal made durable), and at start-up every digest whose session is ended, revoked
+or gone is removed. The user's own `MAESTRO_TOKEN` is checked separately and always has full
+rights."""
 
 from __future__ import annotations
 
@@ -22,6 +27,20 @@ log = logging.getLogger("maestro.identity")
 PREFIX = "mst."
 TOKEN_FILE = "token.sha256"
 ENDED = ("completed", "failed")
+REVOKED_FIELD = "tokenRevokedAt"
+
+
+def token_live(session: dict | None) -> bool:
+    """Whether a session's token still stands: the session exists, has not ended, and its token
+    was never revoked. The one rule every token check uses."""
+    return session is not None and session.get("status") not in ENDED \
+        and not session.get(REVOKED_FIELD)
+
+
+def may_hold_token(session: dict) -> bool:
+    """Spawned sessions are the ones handed a token (spawn always records `spawnSource`)."""
+    metadata = session.get("metadata")
+    return isinstance(metadata, dict) and "spawnSource" in metadata
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +61,20 @@ def _digest(token: bytes) -> str:
 
 
 class TokenRegistry:
-    def __init__(self, session_dir: Path, sessions):
+    def __init__(self, session_dir: Path, sessions, owner: str = ""):
         self.session_dir = Path(session_dir)
         # The service's session table: identities follow the live session record.
         self.sessions = sessions
         self._cache: dict[str, str] = {}
+        self.owner = ""
+        self.bind(owner)
+
+    def bind(self, store_location: str) -> None:
+        """Name the data this server serves (its data directory or database). Each digest file
+        records it, so that servers sharing one SESSION_DIR never accept nor remove each
+        other's tokens."""
+        self.owner = hashlib.sha256(store_location.encode()).hexdigest()[:16] \
+            if store_location else ""
 
     def mint(self, session_id: str) -> str:
         """A new token for `session_id` (replacing any earlier one); the plain token is returned
@@ -59,7 +87,7 @@ class TokenRegistry:
         tmp = folder / f".{TOKEN_FILE}.{secrets.token_hex(4)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, _digest(token.encode()).encode())
+            os.write(fd, f"{_digest(token.encode())}\n{self.owner}\n".encode())
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -67,16 +95,29 @@ class TokenRegistry:
         self._cache[session_id] = _digest(token.encode())
         return token
 
+    def _read(self, folder: Path) -> tuple[str, str | None] | None:
+        """The digest in a session folder and the server it was minted by (None: a file written
+        before digests named their server)."""
+        try:
+            fields = (folder / TOKEN_FILE).read_text().split()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if not fields:
+            return None
+        return fields[0], fields[1] if len(fields) > 1 else None
+
+    def _mine(self, owner: str | None) -> bool:
+        return owner is None or owner == self.owner
+
     def _stored_digest(self, session_id: str) -> str | None:
         cached = self._cache.get(session_id)
         if cached is not None:
             return cached
-        try:
-            value = (self.session_dir / session_id / TOKEN_FILE).read_text().strip()
-        except (OSError, UnicodeDecodeError):
+        found = self._read(self.session_dir / session_id)
+        if found is None or not self._mine(found[1]):
             return None
-        self._cache[session_id] = value
-        return value
+        self._cache[session_id] = found[0]
+        return found[0]
 
     def identify(self, token: bytes) -> AgentIdentity | None:
         """The identity a presented token stands for, or None if it is not a live agent token."""
@@ -92,31 +133,86 @@ class TokenRegistry:
         expected = self._stored_digest(session_id)
         if expected is None or not hmac.compare_digest(expected, _digest(token)):
             return None
-        session = self.sessions.get(session_id)
-        if session is None or session.get("status") in ENDED:
+        session = self._live_session(session_id)
+        if session is None:
             return None
         metadata = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
         role = metadata.get("role") if metadata.get("role") == "orchestrator" else "worker"
         return AgentIdentity(session_id, session.get("projectId"), role)
 
+    def _live_session(self, session_id: str) -> dict | None:
+        """The session a token stands for, or None when its token no longer stands."""
+        session = self.sessions.get(session_id)
+        return session if token_live(session) else None
+
     def alive(self, identity: AgentIdentity) -> bool:
         """Whether an identity established earlier (an open WebSocket) still holds."""
-        if identity.session_id not in self._cache:
-            return False
-        session = self.sessions.get(identity.session_id)
-        return session is not None and session.get("status") not in ENDED
+        return identity.session_id in self._cache \
+            and self._live_session(identity.session_id) is not None
 
     def on_commit(self, changes) -> None:
-        """Revoke the token of every session that ended or was deleted in a commit, so that
-        reopening or recreating a session never revives an old token."""
+        """Remove the digest of every session that ended, was revoked or was deleted in a
+        commit (the commit itself already made the token unusable)."""
         for kind, session_id, value in changes:
-            if kind == "session" and (value is None or value.get("status") in ENDED):
+            if kind == "session" and not token_live(value):
                 if session_id in self._cache or (self.session_dir / session_id).is_dir():
                     self.revoke(session_id)
 
     def revoke(self, session_id: str) -> None:
+        """Forget a session's token: its digest is removed, durably."""
         self._cache.pop(session_id, None)
+        folder = self.session_dir / session_id
         try:
-            os.unlink(self.session_dir / session_id / TOKEN_FILE)
+            os.unlink(folder / TOKEN_FILE)
         except (FileNotFoundError, NotADirectoryError):
-            pass
+            return
+        _sync_dir(folder)
+
+    def sweep(self) -> int:
+        """At start-up: remove the digest of every session whose token no longer stands (ended,
+        revoked or gone while the server was away, or before a removal reached the disk).
+        Returns how many were removed."""
+        removed = 0
+        try:
+            entries = list(os.scandir(self.session_dir))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if self._live_session(entry.name) is not None or not entry.is_dir():
+                continue
+            found = self._read(Path(entry.path))
+            if found is None:
+                continue
+            owner = found[1]
+            # Another server's digest stays; so does an old unnamed one of a session this
+            # server does not know.
+            if owner != self.owner and (owner is not None or self.sessions.get(entry.name)
+                                        is None):
+                continue
+            try:
+                os.unlink(os.path.join(entry.path, TOKEN_FILE))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                log.warning("cannot remove the token digest of session %s: %s", entry.name, exc)
+                continue
+            self._cache.pop(entry.name, None)
+            _sync_dir(Path(entry.path))
+            removed += 1
+        if removed:
+            log.info("removed %d token digest(s) of ended or deleted sessions", removed)
+        return removed
+
+
+def _sync_dir(folder: Path) -> None:
+    """Make a removal in `folder` durable."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -2,7 +2,15 @@
 
 Adapters (HTTP, WebSocket, CLI, launcher) call these methods with parsed JSON bodies; the methods
 validate everything first, then change memory through a `Tx`, and return once the change is
-durable and its events are published. Reads are served from memory and its indexes."""
+durable and its events are published. Reads are served from memory and its indexes.
+
+Two pictures of the data are kept in memory, holding the same (immutable) entity objects: the
+working state, which every mutation reads and changes at once so that the next one builds on
+it, and the committed view, which the committer brings up to date only once a batch is durable.
+Everything that answers a reader (GET, lists, rights checks, the launcher) sees the committed
+view, so a change that is refused by the store (a full disk) was never visible to anyone.
+`self.state` is the working state while a mutation's `apply` runs (it runs synchronously, with
+no await inside) and the committed view everywhere else."""
 
 from __future__ import annotations
 
@@ -17,14 +25,24 @@ from typing import Any
 from . import jsonio
 from . import validate as v
 from .commit import Committer, Tx, settle_memory, tune_collector
+from .coordination import Coordination
+from .entities import as_list as _list
+from .entities import bump as _bump
 from .entities import fill_session_event, fill_timeline_entry, migrate_session, migrate_task, \
     session_event, timeline_entry
+from .entities import with_changes as _with
 from .errors import ApiError, not_found, project_not_found, session_not_found, task_not_found, \
     validation
 from .events import EventBus
+from .identity import REVOKED_FIELD, may_hold_token
 from .ids import is_valid_client_id, make_id, now_ms
+from .listing import Listing, session_filter, task_filter
+from .plan import Planning
+from .ready_index import ReadyIndex
 from .state import State
 from .store.base import LoadResult, Store
+from .workspace.options import project_settings
+from .workspace.records import WorkspaceRecords
 
 log = logging.getLogger("maestro.service")
 
@@ -34,33 +52,23 @@ FINAL_SESSION_STATUSES = ("completed", "failed")
 MAX_ENTRY_BYTES = 64 * 1024
 
 
-def _bump(previous: Any) -> int:
-    """now, but strictly after `previous` so quick successive updates stay ordered."""
-    now = now_ms()
-    if isinstance(previous, int) and not isinstance(previous, bool) and previous >= now:
-        return previous + 1
-    return now
-
-
-def _with(entity: dict, **changes) -> dict:
-    new = dict(entity)
-    new.update(changes)
-    return new
-
-
 def _is_active(session: dict) -> bool:
     return session.get("status") not in FINAL_SESSION_STATUSES
 
 
-def _list(value: Any) -> list:
-    return list(value) if isinstance(value, list) else []
-
-
-class Service:
+class Service(Listing, Coordination, WorkspaceRecords, Planning):
     def __init__(self, store: Store, bus: EventBus | None = None):
         self.store = store
         self.bus = bus or EventBus()
-        self.state = State()
+        self.view = State()
+        self.working = State(twin=self.view)
+        self._applying = False
+        # Readiness indexes follow each picture: mutations (a claim's check and grant) read
+        # the working one, readers (`?ready=true`) the committed one.
+        self._ready_working = ReadyIndex(self.working.tasks)
+        self._ready_view = ReadyIndex(self.view.tasks, track_expiries=False)
+        for index in (self._ready_working, self._ready_view):
+            index.attach()
         self.lock = asyncio.Lock()
         self.committer: Committer | None = None
         self.started_monotonic = time.monotonic()
@@ -68,6 +76,18 @@ class Service:
         self.hostname = socket.gethostname()
         self.platform = sys.platform
         self.max_entry_bytes = MAX_ENTRY_BYTES
+        # Extra parts of GET /health: name -> function returning its body (e.g. workspaces).
+        self.health_sections: dict[str, Callable[[], Any]] = {}
+
+    @property
+    def state(self) -> State:
+        """The working state inside a mutation's `apply`, the committed view elsewhere."""
+        return self.working if self._applying else self.view
+
+    @property
+    def ready_index(self) -> ReadyIndex:
+        """The readiness indexes of `state`."""
+        return self._ready_working if self._applying else self._ready_view
 
     # ------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -76,16 +96,25 @@ class Service:
         self.load_result = result
         self._load(result)
         settle_memory(full=True)
-        self.committer = Committer(self.store, self.bus, self.lock, state=self.state)
+        self.committer = Committer(self.store, self.bus, self.lock, state=self.working,
+                                   view=self.view)
         self.committer.start()
+        self.start_sweeper()
 
     def _load(self, result: LoadResult) -> None:
-        for p in result.projects:
-            self.state.projects.put(p)
-        for t in result.tasks:
-            self.state.tasks.put(migrate_task(t))
-        for s in result.sessions:
-            self.state.sessions.put(migrate_session(s))
+        tasks = [migrate_task(t) for t in result.tasks]
+        sessions = [migrate_session(s) for s in result.sessions]
+        for state, index in ((self.working, self._ready_working),
+                             (self.view, self._ready_view)):
+            for p in result.projects:
+                state.projects.put(p)
+            index.suspended = True  # built once below, not task by task
+            for t in tasks:
+                state.tasks.put(t)
+            index.suspended = False
+            index.rebuild()
+            for s in sessions:
+                state.sessions.put(s)
         repaired = self._repair_links()
         if repaired:
             result.notes.append(f"repaired {repaired} one-sided task/session link(s) in memory")
@@ -107,6 +136,7 @@ class Service:
         return count
 
     async def stop(self) -> None:
+        await self.stop_sweeper()
         if self.committer is not None:
             async with self.lock:  # no new mutation gets in after this point
                 pass
@@ -117,7 +147,8 @@ class Service:
     # ------------------------------------------------------------ mutation plumbing
     async def _mutate(self, fn: Callable[[Tx], Any]) -> Any:
         async with self.lock:
-            tx = Tx(self.state)
+            tx = Tx(self.working)
+            self._applying = True
             try:
                 result = fn(tx)
                 if tx.changed:
@@ -132,13 +163,19 @@ class Service:
             except BaseException:
                 tx.rollback()
                 raise
-            if not tx.changed:
-                if tx.events:
-                    self.bus.publish(tx.events)
-                return result
+            finally:
+                self._applying = False
             assert self.committer is not None, "service not started"
-            fut = self.committer.submit(tx)
-        await fut
+            if not tx.changed:
+                if not tx.events:
+                    return result
+                # Events of a change that wrote nothing still wait for the changes before
+                # them, so a listener never hears of something not yet committed.
+                fut = self.committer.after_pending(tx)
+            else:
+                fut = self.committer.submit(tx)
+        if fut is not None:
+            await fut
         return result
 
     async def flush_files(self) -> None:
@@ -153,7 +190,7 @@ class Service:
         storage["notes"] = list(self.load_result.notes)
         if self.committer is not None:
             storage["commits"] = self.committer.stats()
-        return {
+        body = {
             "status": "ok",
             "timestamp": now_ms(),
             "uptime": time.monotonic() - self.started_monotonic,
@@ -161,6 +198,9 @@ class Service:
             "counts": {"projects": len(self.state.projects), "tasks": len(self.state.tasks),
                        "sessions": len(self.state.sessions)},
         }
+        for name, section in self.health_sections.items():
+            body[name] = section()
+        return body
 
     # ------------------------------------------------------------ projects
     def list_projects(self) -> list[dict]:
@@ -177,11 +217,13 @@ class Service:
                         nonblank_message="name is required", max_len=v.MAX_TEXT)
         working_dir = v.string(body, "workingDir") or ""
         description = v.string(body, "description") or ""
+        workspace = project_settings(body)
 
         def apply(tx: Tx) -> dict:
             now = now_ms()
             project = {"id": make_id("proj", now), "name": name.strip(), "workingDir": working_dir,
-                       "description": description, "createdAt": now, "updatedAt": now}
+                       "description": description, **workspace, "createdAt": now,
+                       "updatedAt": now}
             tx.put("project", project)
             tx.emit("project:created", project)
             return project
@@ -192,10 +234,11 @@ class Service:
         name = v.string(body, "name", nonblank_message="name cannot be empty", max_len=v.MAX_TEXT)
         working_dir = v.string(body, "workingDir")
         description = v.string(body, "description")
+        workspace = project_settings(body)
 
         def apply(tx: Tx) -> dict:
             old = self.get_project(project_id)
-            changes: dict[str, Any] = {}
+            changes: dict[str, Any] = dict(workspace)
             if name is not None:
                 changes["name"] = name.strip()
             if working_dir is not None:
@@ -209,9 +252,14 @@ class Service:
 
         return await self._mutate(apply)
 
-    async def delete_project(self, project_id: str) -> dict:
+    async def delete_project(self, project_id: str, cascade: bool = False) -> dict:
+        """§7.2.5: refused while the project has tasks or sessions, unless `cascade`: then its
+        sessions (their agent tokens die with them, and the launcher stops their agents),
+        its tasks (children before parents) and the project go in one change."""
         def apply(tx: Tx) -> dict:
             self.get_project(project_id)
+            if cascade:
+                return self._delete_project_tree(tx, project_id)
             n_tasks = len(self.state.tasks.indexes["projectId"].get(project_id))
             if n_tasks:
                 raise ApiError(400, "PROJECT_HAS_DEPENDENCIES",
@@ -228,17 +276,34 @@ class Service:
 
         return await self._mutate(apply)
 
+    def _delete_project_tree(self, tx: Tx, project_id: str) -> dict:
+        sessions = [s["id"] for s in self.state.sessions.query({"projectId": project_id})]
+        for sid in sessions:
+            self._delete_session_in_tx(tx, sid)
+        task_ids = [t["id"] for t in self.state.tasks.query({"projectId": project_id})]
+        doomed = set(task_ids)
+
+        def depth(tid: str) -> int:  # levels above `tid` inside this project
+            seen, level = {tid}, 0
+            parent = self.state.tasks.get(tid).get("parentId")
+            while parent in doomed and parent not in seen:
+                seen.add(parent)
+                level += 1
+                parent = self.state.tasks.get(parent).get("parentId")
+            return level
+
+        ordered = sorted(task_ids, key=depth, reverse=True)  # children before their parents
+        for tid in ordered:
+            self._delete_one_task(tx, tid, doomed)
+        tx.delete("project", project_id)
+        tx.emit("project:deleted", {"id": project_id})
+        return {"success": True, "id": project_id,
+                "deleted": {"sessions": sessions, "tasks": ordered}}
+
     # ------------------------------------------------------------ tasks
     def list_tasks(self, project_id: str | None = None, status: str | None = None,
                    parent_id: str | None = None) -> list[dict]:
-        equals: dict[str, Any] = {}
-        if project_id:
-            equals["projectId"] = project_id
-        if status:
-            equals["status"] = status
-        if parent_id:
-            equals["parentId"] = None if parent_id == "null" else parent_id
-        return self.state.tasks.query(equals)
+        return self.state.tasks.query(task_filter(project_id, status, parent_id))
 
     def get_task(self, task_id: str) -> dict:
         t = self.state.tasks.get(task_id)
@@ -264,19 +329,22 @@ class Service:
         if parent_id is not None:
             v.ident(parent_id, "parentId")
         parent_id = parent_id or None
+        wanted = v.string_list(body, "dependencies", ids=True) or []
 
         def apply(tx: Tx) -> dict:
             if self.state.projects.get(project_id) is None:
                 raise project_not_found(project_id)
             if parent_id is not None and self.state.tasks.get(parent_id) is None:
                 raise task_not_found(parent_id, "Parent task not found")
+            # A new task has no incoming edges: its dependencies cannot close a cycle.
+            dependencies = self._checked_dependencies(None, project_id, wanted, [])
             now = now_ms()
             task = {
                 "id": make_id("task", now), "projectId": project_id, "parentId": parent_id,
                 "title": title.strip(), "description": description,
                 "initialPrompt": initial_prompt, "status": "pending", "priority": priority,
                 "sessionIds": [], "skillIds": list(skill_ids), "agentIds": [],
-                "dependencies": [],
+                "dependencies": dependencies,
                 "timeline": [{"id": make_id("evt", now), "type": "created", "timestamp": now,
                               "message": "Task created"}],
                 "createdAt": now, "updatedAt": now, "startedAt": None, "completedAt": None,
@@ -301,7 +369,10 @@ class Service:
             stack.extend(self.state.tasks.indexes["parentId"].get(current))
         return False
 
-    async def update_task(self, task_id: str, body: dict) -> dict:
+    async def update_task(self, task_id: str, body: dict, *, actor: str | None = None,
+                          claim_token: int | None = None) -> dict:
+        """PATCH /api/tasks/:id. `actor` is the session of an agent identity (None: the user);
+        `claim_token` the X-Maestro-Claim-Token the writer presents (fencing, §15.3)."""
         from_session = body.get("updateSource") == "session"
         title = v.string(body, "title", nonblank_message="title cannot be empty",
                          max_len=v.MAX_TEXT)
@@ -318,22 +389,34 @@ class Service:
         agent_ids = v.string_list(body, "agentIds")
         timeline = v.object_list(body, "timeline")
         new_events = [timeline_entry(e) for e in timeline] if timeline else []
+        wanted = v.string_list(body, "dependencies", ids=True)
+        reporter = actor
         if from_session:  # E3: a session reports its own view; only sessionStatus applies
             title = description = status = priority = None
             has_parent = False
-            session_ids = skill_ids = agent_ids = None
+            session_ids = skill_ids = agent_ids = wanted = None
             new_events = []
+            said = body.get("sessionId")
+            if reporter is None and isinstance(said, str) and said:
+                reporter = v.ident(said, "sessionId")
 
         def apply(tx: Tx) -> dict:
             old = self.get_task(task_id)
+            self.fence(old, reporter, claim_token)
             if has_parent and parent_id is not None:
                 if self.state.tasks.get(parent_id) is None:
                     raise task_not_found(parent_id, "Parent task not found")
                 if self._is_descendant(parent_id, task_id):
                     raise validation("A task cannot be its own parent or the child of one of its "
                                      "descendants", {"taskId": task_id, "parentId": parent_id})
+            dependencies = None
+            if wanted is not None:
+                dependencies = self._checked_dependencies(
+                    old, old.get("projectId"), wanted, _list(old.get("dependencies")))
             now = _bump(old.get("updatedAt"))
             task = dict(old)
+            if dependencies is not None:
+                task["dependencies"] = dependencies
             if title is not None:
                 task["title"] = title.strip()
             if description is not None:
@@ -348,12 +431,23 @@ class Service:
                 task["priority"] = priority
             if has_parent:
                 task["parentId"] = parent_id
+            if has_parent or dependencies is not None:
+                self._refuse_cycle(task, self._new_edges(old, task))
             if skill_ids is not None:
                 task["skillIds"] = list(skill_ids)
             if agent_ids is not None:
                 task["agentIds"] = list(agent_ids)
             if session_status is not None:
                 task["sessionStatus"] = session_status
+                # Who reported it: when that session ends, the board is set right (§15.5).
+                if reporter is not None:
+                    task["sessionStatusBy"] = reporter
+                else:
+                    task.pop("sessionStatusBy", None)
+            ended_claim = None
+            if status in ("pending", "completed") and isinstance(task.get("claim"), dict):
+                ended_claim = task["claim"]  # completing or reopening a task ends its claim
+                task["claim"] = None
             if new_events:
                 entries = [fill_timeline_entry(e) for e in new_events]
                 for entry in entries:
@@ -364,11 +458,17 @@ class Service:
             link_events = self._sync_task_sessions(tx, task_id, session_ids) \
                 if session_ids is not None else []
             final = self.state.tasks.get(task_id)
+            if ended_claim is not None:
+                tx.emit("task:claim_released", {"taskId": task_id,
+                                                "sessionId": ended_claim.get("sessionId"),
+                                                "token": ended_claim.get("token")})
             tx.emit("task:updated", final)
             for kind, sid in link_events:
                 tx.emit(f"session:task_{kind}", {"sessionId": sid, "taskId": task_id})
                 tx.emit(f"task:session_{kind}", {"taskId": task_id, "sessionId": sid})
                 tx.emit("session:updated", self.state.sessions.get(sid))
+            if status == "completed" and old.get("status") != "completed":
+                self._handoff(tx, task_id)
             return final
 
         return await self._mutate(apply)
@@ -404,7 +504,8 @@ class Service:
             tx.put("task", _with(cur, sessionIds=list(wanted)))
         return changes
 
-    async def add_timeline_event(self, task_id: str, body: dict) -> dict:
+    async def add_timeline_event(self, task_id: str, body: dict, *, actor: str | None = None,
+                                 claim_token: int | None = None) -> dict:
         message = v.string(body, "message", required_message="message is required")
         if message == "":
             raise validation("message is required")
@@ -415,6 +516,7 @@ class Service:
 
         def apply(tx: Tx) -> dict:
             old = self.get_task(task_id)
+            self.fence(old, actor, claim_token)
             now = _bump(old.get("updatedAt"))
             entry = {"id": make_id("evt", now), "type": type_, "timestamp": now,
                      "message": message}
@@ -428,26 +530,61 @@ class Service:
 
         return await self._mutate(apply)
 
-    async def delete_task(self, task_id: str) -> dict:
+    async def delete_task(self, task_id: str, cascade: bool = False) -> dict:
+        """§7.3.6: refused for a task with children unless `cascade` (the whole subtree,
+        deepest first); each deleted task is unlinked from its sessions, dropped from the
+        dependencies naming it and loses its claim."""
         def apply(tx: Tx) -> dict:
             self.get_task(task_id)
-            tx.delete("task", task_id)
-            tx.emit("task:deleted", {"id": task_id})
-            return {"success": True, "id": task_id}
+            children = self.state.tasks.indexes["parentId"].get(task_id)
+            if children and not cascade:
+                raise ApiError(400, "TASK_HAS_CHILDREN",
+                               f"Cannot delete task with {len(children)} child task(s)",
+                               {"taskId": task_id, "children": len(children)})
+            doomed = self._subtree_deepest_first(task_id)
+            gone = set(doomed)
+            for tid in doomed:
+                self._delete_one_task(tx, tid, gone)
+            result: dict[str, Any] = {"success": True, "id": task_id}
+            if cascade:
+                result["deleted"] = doomed
+            return result
 
         return await self._mutate(apply)
+
+    def _subtree_deepest_first(self, task_id: str) -> list[str]:
+        """`task_id` and its descendants, every task after all of its descendants."""
+        children = self.state.tasks.indexes["parentId"]
+        order: list[str] = []
+        seen = {task_id}
+        stack = [(task_id, False)]
+        while stack:
+            tid, expanded = stack.pop()
+            if expanded:
+                order.append(tid)
+                continue
+            stack.append((tid, True))
+            for cid in reversed(list(children.get(tid))):
+                if cid not in seen:
+                    seen.add(cid)
+                    stack.append((cid, False))
+        return order
+
+    def _delete_one_task(self, tx: Tx, task_id: str, gone: set[str]) -> None:
+        task = self.state.tasks.get(task_id)
+        for sid in _list(task.get("sessionIds")):
+            if self.state.sessions.get(sid) is not None and self._unlink(tx, sid, task_id):
+                self._emit_pair(tx, "removed", sid, task_id)
+        self._drop_dependency_on(tx, task_id, gone)
+        if isinstance(self.state.tasks.get(task_id).get("claim"), dict):
+            self._end_claim(tx, task_id, "task:claim_released", None)
+        tx.delete("task", task_id)
+        tx.emit("task:deleted", {"id": task_id})
 
     # ------------------------------------------------------------ sessions
     def list_sessions(self, project_id: str | None = None, task_id: str | None = None,
                       status: str | None = None, active: str | None = None) -> list[dict]:
-        equals: dict[str, Any] = {}
-        if project_id:
-            equals["projectId"] = project_id
-        if status:
-            equals["status"] = status
-        contains = {"taskIds": task_id} if task_id else None
-        pred = _is_active if active == "true" else None
-        return self.state.sessions.query(equals, contains, pred)
+        return self.state.sessions.query(*session_filter(project_id, task_id, status, active))
 
     def get_session(self, session_id: str) -> dict:
         s = self.state.sessions.get(session_id)
@@ -557,6 +694,8 @@ class Service:
             session["metadata"] = f["metadata"]
         if f.get("strategy") is not None:
             session["strategy"] = f["strategy"]
+        if f.get("workspace") is not None:  # spawn: where the agent works (a worktree, or not)
+            session["workspace"] = f["workspace"]
         session.update({"startedAt": now, "lastActivity": now,
                         "completedAt": None,
                         "hostname": self.hostname, "platform": self.platform})
@@ -578,7 +717,11 @@ class Service:
         fields = self.validate_new_session(body)
         return await self._mutate(lambda tx: self.new_session_in_tx(tx, fields))
 
-    async def update_session(self, session_id: str, body: dict) -> dict:
+    async def update_session(self, session_id: str, body: dict, *, stopped: bool = False,
+                             end: dict | None = None) -> dict:
+        """PATCH /api/sessions/:id. `stopped`: the launcher ends a session it stopped (its
+        tasks are treated as failed whatever the status, §15.5). `end`: how its agent ended
+        (`endReason`, `endMessage`), kept in the session's metadata when this ends it."""
         status = v.enum(body, "status", v.SESSION_STATUSES)
         agent_id = v.string(body, "agentId")
         task_ids = v.string_list(body, "taskIds", ids=True)
@@ -600,6 +743,10 @@ class Service:
                 session["status"] = status
                 if status in FINAL_SESSION_STATUSES and session.get("completedAt") is None:
                     session["completedAt"] = now
+                if status in FINAL_SESSION_STATUSES and may_hold_token(session) \
+                        and not session.get(REVOKED_FIELD):
+                    # Written with the end itself: no crash or reopening revives the token.
+                    session[REVOKED_FIELD] = now
             if agent_id is not None:
                 session["agentId"] = agent_id
             if new_events:
@@ -611,6 +758,9 @@ class Service:
                 merged = dict(old.get("env") or {}) if isinstance(old.get("env"), dict) else {}
                 merged.update(env)
                 session["env"] = merged
+            if end and status in FINAL_SESSION_STATUSES and _is_active(old):
+                meta = old.get("metadata")
+                session["metadata"] = {**(meta if isinstance(meta, dict) else {}), **end}
             session["lastActivity"] = now
             tx.put("session", session)
             link_events: list[tuple[str, str, str]] = []
@@ -640,24 +790,31 @@ class Service:
                 tx.emit(f"session:task_{kind}", pair)
                 tx.emit(f"task:session_{kind}", {"taskId": tid, "sessionId": sid})
                 tx.emit("task:updated", self.state.tasks.get(tid))
+            if status in FINAL_SESSION_STATUSES and _is_active(old):
+                self._session_ended(tx, session_id, "stopped" if stopped else status)
             return final
 
         return await self._mutate(apply)
 
     async def delete_session(self, session_id: str) -> dict:
         def apply(tx: Tx) -> dict:
-            session = self.get_session(session_id)
-            tx.delete("session", session_id)
-            tx.emit("session:deleted", {"id": session_id})
-            for tid in _list(session.get("taskIds")):
-                if self.state.tasks.get(tid) is None:
-                    continue
-                self._unlink(tx, session_id, tid, session_gone=True)
-                tx.emit("task:session_removed", {"taskId": tid, "sessionId": session_id})
-                tx.emit("task:updated", self.state.tasks.get(tid))
+            self._delete_session_in_tx(tx, session_id)
             return {"success": True, "id": session_id}
 
         return await self._mutate(apply)
+
+    def _delete_session_in_tx(self, tx: Tx, session_id: str) -> None:
+        """§7.4.5: remove the session, unlinking its tasks; its claims and reports end."""
+        session = self.get_session(session_id)
+        tx.delete("session", session_id)
+        tx.emit("session:deleted", {"id": session_id})
+        for tid in _list(session.get("taskIds")):
+            if self.state.tasks.get(tid) is None:
+                continue
+            self._unlink(tx, session_id, tid, session_gone=True)
+            tx.emit("task:session_removed", {"taskId": tid, "sessionId": session_id})
+            tx.emit("task:updated", self.state.tasks.get(tid))
+        self._session_ended(tx, session_id, "deleted")
 
     def _pair(self, session_id: str, task_id: str) -> None:
         if self.state.sessions.get(session_id) is None:

@@ -22,7 +22,7 @@ MAX_FILE = 1024 * 1024
 class SkillCatalogue:
     def __init__(self, skills_dir: Path):
         self.root = Path(skills_dir)
-        self._cache: dict[str, dict | None] = {}
+        self._cache: dict[str, dict] = {}
 
     def _read(self, skill_id: str) -> dict | None:
         """The skill with its instructions, or None if the folder is not a readable skill."""
@@ -51,9 +51,15 @@ class SkillCatalogue:
                 "version": text("version", "1.0.0"), "instructions": instructions}
 
     def _get(self, skill_id: str) -> dict | None:
-        if skill_id not in self._cache:
-            self._cache[skill_id] = self._read(skill_id)
-        return self._cache[skill_id]
+        # Only skills found are kept (as many as the folder holds): anyone may ask for any
+        # id, so a miss is read again next time rather than remembered, and a skill added
+        # later shows without a reload.
+        skill = self._cache.get(skill_id)
+        if skill is None:
+            skill = self._read(skill_id)
+            if skill is not None:
+                self._cache[skill_id] = skill
+        return skill
 
     def list(self) -> list[dict]:
         """Every skill, sorted by id, without instructions; [] when the folder is unusable."""

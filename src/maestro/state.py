@@ -8,6 +8,7 @@ append to a long list costs the new entry, not the list."""
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Iterable
 
 from . import jsonio
@@ -16,6 +17,7 @@ from .encoding import BIG_ENTITY_BYTES, Growth, Spliced
 # Replaced versions whose spliced encoding stays reachable for a while: answers and events of
 # earlier requests in the same batch are still being written when a later one replaced them.
 RETIRED_KEPT = 64
+from .paging import walk
 
 
 def _order_key(entity: dict, field: str) -> tuple:
@@ -26,12 +28,14 @@ def _order_key(entity: dict, field: str) -> tuple:
 
 
 class _Index:
-    """value -> ordered set of ids."""
+    """value -> ordered set of ids; for the values someone paged through, also the ids sorted
+    by order key (`paged`, built on first use and kept up to date from then on)."""
 
-    __slots__ = ("buckets",)
+    __slots__ = ("buckets", "paged")
 
     def __init__(self) -> None:
         self.buckets: dict[Any, dict[str, None]] = {}
+        self.paged: dict[Any, list[str]] = {}
 
     def add(self, key: Any, eid: str) -> None:
         try:
@@ -48,6 +52,7 @@ class _Index:
             bucket.pop(eid, None)
             if not bucket:
                 del self.buckets[key]
+                self.paged.pop(key, None)
 
     def get(self, key: Any) -> dict[str, None]:
         try:
@@ -55,12 +60,39 @@ class _Index:
         except TypeError:
             return {}
 
+    def sorted_ids(self, key: Any) -> list[str] | None:
+        """The sorted ids of a bucket someone paged through, else None."""
+        try:
+            return self.paged.get(key)
+        except TypeError:
+            return None
+
+
+def _insert(ids: list[str], eid: str, key: tuple, key_of) -> None:
+    """Put `eid` (order key `key`) into the sorted `ids`; new entities usually go last."""
+    if not ids or key_of(ids[-1]) < key:
+        ids.append(eid)
+        return
+    i = bisect.bisect_left(ids, key, key=key_of)
+    if i < len(ids) and ids[i] == eid:
+        return
+    ids.insert(i, eid)
+
+
+def _discard(ids: list[str], eid: str, key: tuple, key_of) -> None:
+    """Take `eid` (order key `key`) out of the sorted `ids`."""
+    i = bisect.bisect_left(ids, key, key=key_of)
+    if i < len(ids) and ids[i] == eid:
+        del ids[i]
+    elif eid in ids:  # not where its key says (cannot happen while keys are kept): still gone
+        ids.remove(eid)
+
 
 class Table:
     """One kind of entity: the records, their order, their indexes and encoded forms."""
 
     def __init__(self, order_field: str, indexed: Iterable[str] = (), multi: Iterable[str] = (),
-                 compound: Iterable[tuple[str, ...]] = ()):
+                 compound: Iterable[tuple[str, ...]] = (), twin: "Table | None" = None):
         self.order_field = order_field
         self.rows: dict[str, dict] = {}
         self._sorted = True
@@ -71,12 +103,24 @@ class Table:
         self.compound = {frozenset(fields): (tuple(fields), _Index()) for fields in compound}
         # Fields holding a list of ids, indexed by each member (session.taskIds).
         self.multi = {name: _Index() for name in multi}
-        self._encoded: dict[int, tuple[dict, bytes | Spliced]] = {}
-        # Recently replaced versions of big entities: id -> (entity, its spliced encoding).
-        self._retired: dict[int, tuple[dict, Spliced]] = {}
+        # Encoded forms by entity identity, and recently replaced versions of big entities
+        # (id -> (entity, its spliced encoding)); both shared with the twin table of the other
+        # state (working and committed views hold the same entity objects), so each version
+        # of an entity is encoded once for both.
+        self._encoded: dict[int, tuple[dict, bytes | Spliced]] = \
+            twin._encoded if twin is not None else {}
+        self._retired: dict[int, tuple[dict, Spliced]] = \
+            twin._retired if twin is not None else {}
         # Bumped on every change; keys the cached encoding of the whole table.
         self._version = 0
         self._all: tuple[int, bytes] | None = None
+        # Called as listener(old, new) after every put (old None: created) and delete (new
+        # None), undo included: derived indexes (readiness) follow every change.
+        self.listener = None
+        # Ids of the whole table sorted by order key, once someone paged through it; `_paging`
+        # says whether any sorted id list (here or in an index) has to follow changes.
+        self._all_paged: list[str] | None = None
+        self._paging = False
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -96,6 +140,10 @@ class Table:
             self._reindex(old, entity)
             self._splice(old, hit[1] if hit is not None and hit[0] is old else None, entity,
                          growth)
+            if self._paging:
+                self._page_move(old, entity)
+            if self.listener is not None:
+                self.listener(old, entity)
             return old
         else:
             self.rows[eid] = entity
@@ -106,6 +154,10 @@ class Table:
                 self._sorted = False
             self._last_key = key if self._last_key is None else max(key, self._last_key)
         self._index(entity)
+        if self._paging:
+            self._page_add(entity)
+        if self.listener is not None:
+            self.listener(None, entity)
         return old
 
     def delete(self, eid: str) -> dict | None:
@@ -113,9 +165,13 @@ class Table:
         self._version += 1
         if old is not None:
             self._unindex(old)
+            if self._paging:
+                self._page_remove(old)
             hit = self._encoded.pop(id(old), None)
             if hit is not None and isinstance(hit[1], Spliced):
                 self._retire(old, hit[1])
+            if self.listener is not None:
+                self.listener(old, None)
         return old
 
     def _splice(self, old: dict, encoding: bytes | Spliced | None, new: dict,
@@ -123,6 +179,9 @@ class Table:
         """Encode a big entity's new version from the parts of the one it replaces."""
         if isinstance(encoding, Spliced):
             self._retire(old, encoding)
+        current = self._encoded.get(id(new))
+        if current is not None and current[0] is new:  # encoded already, by the twin table
+            return
         retired = self._retired.pop(id(new), None)
         if retired is not None and retired[0] is new:  # an undo puts a version back
             retired[1].revive()
@@ -203,7 +262,9 @@ class Table:
     def ordered(self) -> list[dict]:
         if not self._sorted:
             items = sorted(self.rows.values(), key=lambda e: _order_key(e, self.order_field))
-            self.rows = {e["id"]: e for e in items}
+            # Re-filled in place: others hold bound methods of this dict (rows.get).
+            self.rows.clear()
+            self.rows.update((e["id"], e) for e in items)
             self._sorted = True
         return list(self.rows.values())
 
@@ -250,6 +311,128 @@ class Table:
         if hit is not None and hit[0] is entity:
             return hit[1]
         return None
+    # ------------------------------------------------------------ pages
+    def key_of(self, eid: str) -> tuple:
+        """The order key of a stored entity: `(createdAt or startedAt, id)`."""
+        return _order_key(self.rows[eid], self.order_field)
+
+    def page(self, equals: dict[str, Any], contains: dict[str, Any] | None = None,
+             predicate=None, after: tuple | None = None,
+             limit: int = 100) -> tuple[list[dict], tuple | None]:
+        """Up to `limit` entities matching as in `query`, in order, past the order key `after`;
+        and the order key of the last one when more may follow. Walks ids kept sorted from a
+        binary search, so the cost follows the page (plus entities passed over by filters that
+        no index answers exactly), not the table."""
+        ids, exact = self._page_source(equals, contains or {})
+        rows = self.rows
+        if exact and predicate is None:
+            found, last = walk(ids, after, limit, None, key=self.key_of)
+            return [rows[i] for i in found], last
+        else:
+            def accept(eid: str) -> dict | None:
+                e = rows[eid]
+                if not exact:
+                    if any(e.get(k) != v for k, v in equals.items()):
+                        return None
+                    if contains and any(not isinstance(e.get(k), list) or v not in e[k]
+                                        for k, v in contains.items()):
+                        return None
+                if predicate is not None and not predicate(e):
+                    return None
+                return e
+        return walk(ids, after, limit, accept, key=self.key_of)
+
+    def _page_source(self, equals: dict[str, Any], contains: dict[str, Any]) \
+            -> tuple[list[str], bool]:
+        """Sorted ids to walk for a filter, and whether every one of them matches it."""
+        if not equals and not contains:
+            if self._all_paged is None:
+                self.ordered()
+                self._all_paged = list(self.rows)
+                self._paging = True
+            return self._all_paged, True
+        choices: list[tuple[_Index, Any, bool]] = []
+        if len(equals) > 1:
+            combined = self.compound.get(frozenset(equals))
+            if combined is not None:
+                fields, idx = combined
+                choices.append((idx, tuple(equals[f] for f in fields), not contains))
+        for name, value in equals.items():
+            choices.append((self.indexes[name], value, len(equals) == 1 and not contains))
+        for name, value in contains.items():
+            choices.append((self.multi[name], value, not equals and len(contains) == 1))
+        exact = [c for c in choices if c[2]]
+        idx, key, is_exact = exact[0] if exact else min(choices, key=lambda c: len(c[0].get(c[1])))
+        found = idx.sorted_ids(key)
+        if found is None:
+            bucket = idx.get(key)
+            if not bucket:
+                return [], True
+            found = sorted(bucket, key=self.key_of)
+            idx.paged[key] = found
+            self._paging = True
+        return found, is_exact
+
+    def _paged_lists(self, e: dict) -> dict[int, list[str]]:
+        """The sorted id lists `e` belongs in (by identity)."""
+        out: dict[int, list[str]] = {}
+        if self._all_paged is not None:
+            out[id(self._all_paged)] = self._all_paged
+        get = e.get
+        for name, idx in self.indexes.items():
+            if idx.paged:
+                found = idx.sorted_ids(get(name))
+                if found is not None:
+                    out[id(found)] = found
+        for fields, idx in self.compound.values():
+            if idx.paged:
+                found = idx.sorted_ids(tuple([get(f) for f in fields]))
+                if found is not None:
+                    out[id(found)] = found
+        for name, idx in self.multi.items():
+            members = get(name)
+            if idx.paged and isinstance(members, list):
+                for m in members:
+                    found = idx.sorted_ids(m)
+                    if found is not None:
+                        out[id(found)] = found
+        return out
+
+    def _keyer(self, eid: str, key: tuple):
+        """Order keys of listed ids, `eid` at `key` (it may be gone, or stored with a new key)."""
+        rows, field = self.rows, self.order_field
+        return lambda i: key if i == eid else _order_key(rows[i], field)
+
+    def _page_add(self, e: dict) -> None:
+        key = _order_key(e, self.order_field)
+        key_of = self._keyer(e["id"], key)
+        for ids in self._paged_lists(e).values():
+            _insert(ids, e["id"], key, key_of)
+
+    def _page_remove(self, e: dict) -> None:
+        key = _order_key(e, self.order_field)
+        key_of = self._keyer(e["id"], key)
+        for ids in self._paged_lists(e).values():
+            _discard(ids, e["id"], key, key_of)
+
+    def _page_move(self, old: dict, new: dict) -> None:
+        """Follow a replaced entity in the sorted id lists (indexes already moved it)."""
+        before_key = _order_key(old, self.order_field)
+        after_key = _order_key(new, self.order_field)
+        if before_key != after_key:  # a new position everywhere
+            self._page_remove(old)
+            self._page_add(new)
+            return
+        before, after = self._paged_lists(old), self._paged_lists(new)
+        if before.keys() == after.keys():
+            return
+        key_of = self._keyer(new["id"], after_key)
+        for ident, ids in before.items():
+            if ident not in after:
+                _discard(ids, new["id"], before_key, key_of)
+        for ident, ids in after.items():
+            if ident not in before:
+                _insert(ids, new["id"], after_key, key_of)
 
     def encode(self, entity: dict) -> bytes:
         """Compact JSON of a stored entity, computed once per version."""
@@ -288,13 +471,27 @@ class Table:
 
 
 class State:
-    def __init__(self) -> None:
-        self.projects = Table("createdAt")
+    """Every entity with its indexes. `twin`: another State holding the same entities (the
+    committed view of a working state); the two share their encoding caches."""
+
+    def __init__(self, twin: "State | None" = None) -> None:
+        self.projects = Table("createdAt", twin=twin.projects if twin else None)
         self.tasks = Table("createdAt", indexed=("projectId", "parentId", "status"),
                            compound=(("projectId", "status"), ("projectId", "parentId"),
                                      ("parentId", "status"),
-                                     ("projectId", "parentId", "status")))
+                                     ("projectId", "parentId", "status")),
+                           twin=twin.tasks if twin else None)
         self.sessions = Table("startedAt", indexed=("projectId", "status"), multi=("taskIds",),
-                              compound=(("projectId", "status"),))
+                              compound=(("projectId", "status"),),
+                              twin=twin.sessions if twin else None)
         self._tables = {"project": self.projects, "task": self.tasks, "session": self.sessions}
         self.table = self._tables.__getitem__  # table(kind) -> Table
+
+    def apply(self, changes) -> None:
+        """Put or delete each (kind, id, value-or-None) of `changes`, in order."""
+        table = self.table
+        for kind, eid, value in changes:
+            if value is None:
+                table(kind).delete(eid)
+            else:
+                table(kind).put(value)

@@ -85,6 +85,14 @@ def _int(value: str | None, default: int, minimum: int = 0) -> int:
         return default
 
 
+def _optional_int(value: str | None) -> int | None:
+    """A whole number >= 0, or None when unset or not a number."""
+    try:
+        return max(0, int(value)) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -128,8 +136,11 @@ class CliContext:
     strategy: str = "simple"
     manifest_path: str | None = None
     json: bool = False
-    retries: int = 3
-    retry_delay_ms: int = 1000
+    # None: chosen by the command (see ApiClient); a number: MAESTRO_RETRIES / _DELAY say so.
+    retries: int | None = None
+    retry_delay_ms: int | None = None
+    # Ride out a server restart: hook commands, and agents (a session without a terminal).
+    patient: bool = False
     timeout_s: float = 30.0
     debug: bool = False
     env: Environment | None = field(default=None, repr=False)
@@ -178,8 +189,8 @@ def resolve(overrides: Overrides, env: Environment | None = None) -> CliContext:
     ctx.role = (env.get("MAESTRO_ROLE") or "worker").strip().lower()
     ctx.strategy = (env.get("MAESTRO_STRATEGY") or "simple").strip().lower()
     ctx.manifest_path = env.get("MAESTRO_MANIFEST_PATH")
-    ctx.retries = _int(env.get("MAESTRO_RETRIES"), 3)
-    ctx.retry_delay_ms = _int(env.get("MAESTRO_RETRY_DELAY"), 1000)
+    ctx.retries = _optional_int(env.get("MAESTRO_RETRIES"))
+    ctx.retry_delay_ms = _optional_int(env.get("MAESTRO_RETRY_DELAY"))
     ctx.timeout_s = _int(env.get("MAESTRO_API_TIMEOUT"), 30000, minimum=100) / 1000.0
     ctx.debug = _truthy(env.get("MAESTRO_DEBUG"))
     return ctx

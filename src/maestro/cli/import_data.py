@@ -49,10 +49,19 @@ def import_data(
         database_errors = ()
     source, target = FileStore(source_dir), PostgresStore(url)
     try:
-        loaded = source.open()
-        target.open()
+        try:
+            loaded = source.open()
+        except StoreLockedError:
+            _fail(f"the data directory {source_dir} is in use by another Maestro server; stop "
+                  "that server first, then import (the copy must not miss its latest "
+                  "changes)", 1)
+        try:
+            target.open()
+        except StoreLockedError:
+            _fail(f"the database {target.location} is in use by another Maestro server; stop "
+                  "that server first, then import (start it again afterwards)", 1)
         counts = target.import_entities(loaded, replace=replace)
-    except (StoreLockedError, DatabaseUnavailableError, ValueError, OSError) as exc:
+    except (DatabaseUnavailableError, ValueError, OSError) as exc:
         _fail(str(exc), 1)
     except database_errors as exc:  # one line, never a traceback
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

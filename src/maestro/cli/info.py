@@ -6,49 +6,63 @@ import json
 import typer
 
 from .options import Run, command
-from .output import esc, key_values, priority_text, status_text, table
+from .output import CliError, esc, key_values, priority_text, status_text, table
 
-# (command id of §12.6, syntax, what it does)
-CATALOG = [
-    ("whoami", "maestro whoami", "Show the server, project, session and tasks in use"),
-    ("status", "maestro status", "Summary of the project's tasks and sessions"),
-    ("commands", "maestro commands [--check NAME]", "Commands this session may use"),
-    ("watch", "maestro watch [--project P] [--task T]", "Follow live events"),
-    ("report:progress", 'maestro report progress "MSG" [--task ID]', "Report progress"),
-    ("report:complete", 'maestro report complete "MSG" [--task ID]', "Report work done"),
-    ("report:blocked", 'maestro report blocked "MSG" [--task ID]', "Report a blocker"),
-    ("report:error", 'maestro report error "MSG" [--task ID]', "Report an error"),
-    ("report:needs-input", 'maestro report needs-input "MSG" [--task ID]', "Ask a person"),
-    ("task:list", "maestro task list [TASK_ID] [--status S]", "List tasks"),
-    ("task:get", "maestro task get [TASK_ID]", "Show a task"),
-    ("task:show", "maestro task show TASK_ID", "A task with its timeline and sessions"),
-    ("task:create", 'maestro task create "TITLE" [--parent ID]', "Create a task"),
-    ("task:children", "maestro task children TASK_ID [--recursive]", "List child tasks"),
-    ("task:update", "maestro task update TASK_ID --status S", "Change a task"),
-    ("task:complete", "maestro task complete TASK_ID", "Complete a task"),
-    ("task:block", 'maestro task block TASK_ID --reason "WHY"', "Block a task"),
-    ("task:tree", "maestro task tree [ROOT]", "The task hierarchy"),
-    ("session:info", "maestro session info", "Show this session"),
-    ("session:register", "maestro session register", "Register this session (start hook)"),
-    ("session:complete", "maestro session complete", "Complete this session (end hook)"),
-    ("session:list", "maestro session list [--task ID]", "List sessions"),
-    ("session:spawn", "maestro session spawn --task ID", "Spawn an agent for a task"),
-    ("project:list", "maestro project list", "List projects"),
-    ("project:get", "maestro project get ID", "Show a project"),
-    ("project:create", 'maestro project create "NAME"', "Create a project"),
-    ("project:delete", "maestro project delete ID", "Delete a project"),
-    ("track-file", "maestro track-file PATH", "Record a modified file (after-edit hook)"),
-    ("worker:init", "maestro worker init", "Start a worker agent from its manifest"),
-    ("orchestrator:init", "maestro orchestrator init", "Start an orchestrator from its manifest"),
-]
+# Who may run what (SPEC §12.6), by command id (`task:complete` is `maestro task complete`).
+# Every id names a command of the real command tree (see `command_catalog`; a test checks).
 CORE = ["whoami", "status", "commands"]
 WORKER = CORE + ["watch", "report:*", "task:list", "task:get", "task:show", "task:create",
-                 "task:children", "session:info", "session:register", "session:complete",
-                 "track-file", "worker:init"]
+                 "task:children", "task:ready", "task:blocked", "task:claim", "task:release",
+                 "task:complete", "session:info", "session:log", "session:register",
+                 "session:complete", "track-file", "worker:init"]
 ORCHESTRATOR = [c for c in WORKER if c != "worker:init"] + [
-    "task:update", "task:complete", "task:block", "task:tree", "session:list",
-    "session:spawn", "project:list", "project:get", "project:create", "project:delete",
-    "orchestrator:init"]
+    "task:update", "task:block", "task:tree", "task:depend", "task:delete", "session:list",
+    "session:spawn", "session:stop", "project:list", "project:get", "project:create",
+    "project:delete", "orchestrator:init"]
+# Hidden second names of a command; they are allowed wherever the command is.
+ALIASES = {"project:show": "project:get", "session:show": "session:info"}
+
+
+def _syntax(path: list[str], cmd) -> str:
+    words = ["maestro", *path]
+    for param in cmd.params:
+        if getattr(param, "param_type_name", None) == "argument":
+            name = param.metavar or param.name.upper()
+            words.append(name if param.required else f"[{name}]")
+    return " ".join(words)
+
+
+def command_catalog(include_hidden: bool = False) -> list[dict]:
+    """Every command of the CLI as {command, syntax, description}, read from the command tree
+    itself, so the list `maestro commands` shows cannot drift from what exists."""
+    from typer.main import get_command
+
+    from .main import app
+
+    entries = []
+
+    def visit(path: list[str], cmd) -> None:
+        if getattr(cmd, "hidden", False) and not include_hidden:
+            return
+        subcommands = getattr(cmd, "commands", None)
+        if subcommands is not None:
+            for name, sub in subcommands.items():
+                visit([*path, name], sub)
+            return
+        entries.append({"command": ":".join(path), "syntax": _syntax(path, cmd),
+                        "description": cmd.get_short_help_str(limit=90)})
+
+    for name, cmd in get_command(app).commands.items():
+        visit([name], cmd)
+    return entries
+
+
+def command_id(name: str) -> str:
+    """`maestro task complete`, `task complete` and `task:complete` all name `task:complete`."""
+    words = name.strip().split()
+    if words and words[0] == "maestro":
+        words = words[1:]
+    return ":".join(words)
 
 
 def load_manifest(path: str | None) -> tuple[dict | None, str | None]:
@@ -66,21 +80,20 @@ def load_manifest(path: str | None) -> tuple[dict | None, str | None]:
 
 
 def allowed_commands(role: str, manifest: dict | None) -> list[str]:
-    """§12.6: the role's defaults, replaced by `session.allowedCommands` when the manifest has
-    it (core commands always stay)."""
+    """The role's defaults, replaced by `session.allowedCommands` when the manifest has it
+    (core commands always stay; SPEC §12.6)."""
     session = manifest.get("session") if manifest else None
     custom = session.get("allowedCommands") if isinstance(session, dict) else None
     if isinstance(custom, list):
         chosen = CORE + [c for c in custom if isinstance(c, str) and c not in CORE]
     else:
         chosen = list(ORCHESTRATOR if role == "orchestrator" else WORKER)
-    if manifest and manifest.get("strategy") == "queue":
-        chosen.append("queue:*")
     return chosen
 
 
 def is_allowed(name: str, allowed: list[str]) -> bool:
-    name = name.strip().replace(" ", ":")
+    name = command_id(name)
+    name = ALIASES.get(name, name)
     return any(name == rule or (rule.endswith(":*") and name.startswith(rule[:-1]))
                for rule in allowed)
 
@@ -152,7 +165,8 @@ def status(run: Run):
 
     Example: maestro status --project proj_1706789123456_k2j4n5l6m
     """
-    project = run.need_project()
+    project_entity = run.project()
+    project = project_entity["id"]
     tasks = run.api.get("/api/tasks", {"projectId": project})
     sessions = run.api.get("/api/sessions", {"projectId": project})
     by_status: dict[str, int] = {}
@@ -166,13 +180,14 @@ def status(run: Run):
         sessions_by_status[str(s.get("status"))] = sessions_by_status.get(str(s.get("status")),
                                                                           0) + 1
     active = sum(1 for s in sessions if s.get("status") in ("running", "spawning"))
-    summary = {"project": project,
+    summary = {"project": project, "projectName": project_entity.get("name"),
                "tasks": {"total": len(tasks), "byStatus": by_status, "byPriority": by_priority},
                "sessions": {"total": len(sessions), "active": active,
                             "byStatus": sessions_by_status}}
 
     def render(out):
-        out.print(f"[bold]Project[/bold] {esc(project)}")
+        out.print(f"[bold blue]{esc(project_entity.get('name') or project)}[/bold blue] "
+                  f"[dim]{esc(project)}[/dim]")
         t = table("TASKS", "COUNT")
         for word in ("pending", "in_progress", "blocked", "completed"):
             t.add_row(status_text(word), str(by_status.get(word, 0)))
@@ -190,16 +205,25 @@ def status(run: Run):
 
 
 def commands(run: Run, check: str | None = typer.Option(
-        None, "--check", metavar="NAME", help="Is this command allowed? e.g. task:update")):
-    """List the commands this session's role may use (from its manifest, §12.6).
+        None, "--check", metavar="NAME", help="Is this command allowed? e.g. \"task update\" "
+        "or task:update. Exit 1 for a command that does not exist.")):
+    """List the commands this session's role may use (its manifest's list, else the role's
+    defaults).
 
-    Example: maestro commands --check task:update
+    Example: maestro commands --check "task complete"
     """
     manifest, manifest_error = load_manifest(run.ctx.manifest_path)
     role = _role(run, manifest)
     allowed = allowed_commands(role, manifest)
     source = "manifest" if manifest is not None else f"defaults for role {role}"
+    catalog = command_catalog()
     if check:
+        known = {e["command"] for e in command_catalog(include_hidden=True)}
+        if command_id(check) not in known:
+            raise CliError("unknown_command", f"Unknown command '{check}'.",
+                           details={"command": check},
+                           suggestion="`maestro commands` lists the commands of this role; "
+                                      "`maestro --help` lists them all.")
         ok = is_allowed(check, allowed)
         run.emit({"command": check, "allowed": ok, "role": role},
                  lambda out: out.print(f"{esc(check)}: "
@@ -207,8 +231,7 @@ def commands(run: Run, check: str | None = typer.Option(
                                           else "[red]not allowed[/red]")
                                        + f" [dim]({esc(source)})[/dim]"))
         return
-    entries = [{"command": cid, "syntax": syntax, "description": text}
-               for cid, syntax, text in CATALOG if is_allowed(cid, allowed)]
+    entries = [e for e in catalog if is_allowed(e["command"], allowed)]
 
     def render(out):
         if manifest_error:

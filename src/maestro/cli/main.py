@@ -18,7 +18,10 @@ app = typer.Typer(
     help="Maestro: coordinate a team of AI coding agents (projects, tasks, sessions, live "
          "events).\n\nContext comes from MAESTRO_SERVER_URL, MAESTRO_PROJECT_ID, "
          "MAESTRO_SESSION_ID, MAESTRO_TASK_IDS and MAESTRO_TOKEN (also read from .env and "
-         "~/.maestro/config); flags override them. Every command takes --json.",
+         "~/.maestro/config); flags override them. Every command takes --json.\n\n"
+         "Exit codes: 0 ok, 1 invalid request or usage, 2 not found, 3 server unreachable, "
+         "4 not allowed, 5 agent could not be started, 6 task claimed by another session (or "
+         "this session's claim was lost), 7 task not ready.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -55,7 +58,8 @@ def serve(
     port: Optional[int] = typer.Option(None, "--port", "-p", help="Port for HTTP and WebSocket "
                                        "[env PORT, default 3000]."),
     host: Optional[str] = typer.Option(None, "--host", help="Address to bind [env HOST, default "
-                                       "127.0.0.1]. A non-loopback address needs MAESTRO_TOKEN."),
+                                       "127.0.0.1]. A non-loopback address needs a MAESTRO_TOKEN "
+                                       "of 32 characters or more."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory [env "
                                             "DATA_DIR, default ~/.maestro/data]."),
     session_dir: Optional[Path] = typer.Option(None, "--session-dir", help="Where spawn writes "
@@ -85,16 +89,30 @@ def serve(
         overrides["log_level"] = "debug"
     try:
         settings = Settings.from_env(**overrides)
-    except ConfigError as exc:
+    except ConfigError as exc:  # one line and exit 1, like every other refusal to start
         print(f"maestro: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     raise typer.Exit(run_server(settings))
 
 
 def _register_commands() -> None:
-    from . import info, manifest_cmd, projects, reporting, sessions, task_views, tasks, watch
+    from . import (
+        coordination,
+        info,
+        manifest_cmd,
+        projects,
+        reporting,
+        session_control,
+        sessions,
+        task_views,
+        tasks,
+        watch,
+    )
 
-    del task_views  # its commands register themselves on the task group
+    from . import workspaces
+
+    # These register their commands on the task and session groups themselves.
+    del coordination, task_views, session_control, workspaces
     info.register(app)
     app.add_typer(projects.app, name="project")
     app.add_typer(tasks.app, name="task")
@@ -106,6 +124,8 @@ def _register_commands() -> None:
     app.add_typer(manifest_cmd.app, name="manifest")
     from .import_data import register as register_import_data
     register_import_data(app)
+    from .mcp_cmd import app as mcp_app
+    app.add_typer(mcp_app, name="mcp")
 
 
 _register_commands()

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from .context import CliContext, Overrides, resolve
-from .output import EXIT_GENERAL, CliError, emit, report_error, warn
+from .output import EXIT_GENERAL, EXIT_NOT_FOUND, CliError, emit, report_error, warn
 
 # Flags given before the command name (`maestro --json task list`), set by the root callback.
 root_overrides = Overrides()
@@ -43,6 +43,7 @@ class Run:
     def __init__(self, ctx: CliContext):
         self.ctx = ctx
         self._api = None
+        self._project: dict | None = None
 
     @property
     def json(self) -> bool:
@@ -66,6 +67,32 @@ class Run:
                            suggestion="Set MAESTRO_PROJECT_ID or pass --project <id> "
                                       "(`maestro project list` shows the ids).")
         return self.ctx.project
+
+    def project(self) -> dict:
+        """The current project as the server knows it; an id the server does not know is
+        exit 2 with a message saying where the id came from (a list filtered by an unknown
+        project would otherwise just come back empty)."""
+        project_id = self.need_project()
+        if self._project is None or self._project.get("id") != project_id:
+            from .client import seg
+
+            try:
+                self._project = self.api.get(f"/api/projects/{seg(project_id)}")
+            except CliError as err:
+                if err.exit_code != EXIT_NOT_FOUND:
+                    raise
+                raise CliError("project_not_found",
+                               f"Project {project_id} not found "
+                               f"(from {self.ctx.project_source or 'the command line'}).",
+                               exit_code=EXIT_NOT_FOUND, details=err.details,
+                               suggestion="`maestro project list` shows the projects; set "
+                                          "MAESTRO_PROJECT_ID or --project to one of them."
+                               ) from None
+        return self._project
+
+    def project_or_none(self) -> dict | None:
+        """The current project (checked as in `project()`), or None when none is given."""
+        return self.project() if self.ctx.project else None
 
     def need_session(self) -> str:
         if not self.ctx.session:
@@ -94,7 +121,10 @@ def command(app: typer.Typer, name: str, *, hook: bool = False, **settings) -> C
             overrides = root_overrides.merge(Overrides(json=opt_json, server=opt_server,
                                                        project=opt_project,
                                                        session=opt_session))
-            run = Run(resolve(overrides))
+            ctx = resolve(overrides)
+            # Agents and their hooks wait out a server restart; a person gets an answer at once.
+            ctx.patient = hook or (bool(ctx.session) and not is_tty_stdin())
+            run = Run(ctx)
             try:
                 fn(run, *args, **kwargs)
             except CliError as err:

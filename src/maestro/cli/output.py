@@ -1,6 +1,8 @@
 """What the CLI prints: the `--json` envelope of SPEC §12.1 on stdout and nothing else, or rich
 tables and trees for people; errors as one readable line on stderr, with the exit codes of
-§12.1 (0 ok, 1 general/400, 2 not found, 3 server unreachable, 4 permission, 5 launch)."""
+§12.1 (0 ok, 1 general/400, 2 not found, 3 server unreachable, 4 permission, 5 launch), plus two
+of Maestro's own for claims (§15.3): 6 the task is claimed by someone else (or this session's
+claim was lost), 7 the task is not ready."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ EXIT_NOT_FOUND = 2
 EXIT_NETWORK = 3
 EXIT_PERMISSION = 4
 EXIT_LAUNCH = 5
+EXIT_CLAIMED = 6
+EXIT_NOT_READY = 7
 
 STATUS_STYLE = {
     "pending": "yellow", "in_progress": "cyan", "completed": "green", "blocked": "red",

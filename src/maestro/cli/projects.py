@@ -1,14 +1,19 @@
-"""`maestro project list|get|create|delete` (SPEC §12.3)."""
+"""`maestro project list|get|create|delete` (SPEC §12.3); `delete --cascade` also removes what
+the project holds, after stopping its running agents."""
 
 import os
+import sys
 
 import typer
 
 from .client import seg
-from .options import Run, command
-from .output import esc, fmt_time, key_values, table
+from .options import Run, command, is_tty_stdin
+from .output import CliError, esc, fmt_time, key_values, table, usage_error
 
-app = typer.Typer(help="Projects: list, show, create, delete.", no_args_is_help=True)
+app = typer.Typer(help="Projects: list, get (alias show), create, delete.",
+                  no_args_is_help=True)
+
+ACTIVE = ("spawning", "running")
 
 
 def render_projects(projects: list[dict]):
@@ -44,7 +49,6 @@ def project_list(run: Run):
     run.emit(projects, render_projects(projects))
 
 
-@command(app, "get")
 def project_get(run: Run, project_id: str = typer.Argument(..., metavar="ID",
                                                             help="Project id.")):
     """Show one project.
@@ -53,6 +57,10 @@ def project_get(run: Run, project_id: str = typer.Argument(..., metavar="ID",
     """
     project = run.api.get(f"/api/projects/{seg(project_id)}")
     run.emit(project, render_project(project))
+
+
+command(app, "get")(project_get)
+command(app, "show", hidden=True)(project_get)  # as `task show` and `session show`
 
 
 @command(app, "create")
@@ -83,11 +91,63 @@ def project_create(
 
 
 @command(app, "delete")
-def project_delete(run: Run, project_id: str = typer.Argument(..., metavar="ID",
-                                                               help="Project id.")):
-    """Delete a project (refused while it still has tasks or sessions).
+def project_delete(
+    run: Run,
+    project_id: str = typer.Argument(..., metavar="ID", help="Project id."),
+    cascade: bool = typer.Option(False, "--cascade", help="Also delete its tasks and "
+                                 "sessions, after stopping its running agents."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation "
+                             "(needed with --cascade when not at a terminal)."),
+):
+    """Delete a project. Without --cascade it is refused while the project has tasks or
+    sessions; with it, the project's running agents are stopped, then its sessions, tasks and
+    the project are deleted in one step (asks first at a terminal, unless --yes).
 
-    Example: maestro project delete proj_1706789123456_k2j4n5l6m
+    Example: maestro project delete proj_1706789123456_k2j4n5l6m --cascade --yes
     """
-    result = run.api.delete(f"/api/projects/{seg(project_id)}")
-    run.emit(result, lambda out: out.print(f"[green]Deleted project[/green] {esc(project_id)}"))
+    if not cascade:
+        try:
+            result = run.api.delete(f"/api/projects/{seg(project_id)}")
+        except CliError as err:
+            if err.details.get("code") == "PROJECT_HAS_DEPENDENCIES":
+                err.suggestion = ("`maestro project delete ID --cascade` deletes its tasks and "
+                                  "sessions too (stopping its agents).")
+            raise
+        run.emit(result, lambda out: out.print(f"[green]Deleted project[/green] "
+                                               f"{esc(project_id)}"))
+        return
+    project = run.api.get(f"/api/projects/{seg(project_id)}")
+    tasks = run.api.get("/api/tasks", {"projectId": project_id})
+    sessions = run.api.get("/api/sessions", {"projectId": project_id})
+    active = [s for s in sessions if s.get("status") in ACTIVE]
+    what = (f'project "{project.get("name")}" ({project_id}) with its {len(tasks)} task(s) '
+            f"and {len(sessions)} session(s)"
+            + (f" ({len(active)} running agent(s) will be stopped)" if active else ""))
+    if not yes:
+        if not is_tty_stdin():
+            raise usage_error(f"Refusing to delete {what}: pass --yes to confirm (standard "
+                              "input is not a terminal, so nobody can be asked).",
+                              f"maestro project delete {project_id} --cascade --yes")
+        sys.stderr.write(f"Delete {what}? This cannot be undone. [y/N] ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            raise CliError("cancelled", "Nothing deleted.")
+    stopped = []
+    for session in active:
+        try:
+            run.api.post(f"/api/sessions/{seg(session['id'])}/stop")
+            stopped.append(session["id"])
+        except CliError as err:  # not launched here, or already ending: deleting it is enough
+            if err.details.get("status") not in (404, 409):
+                raise
+    result = run.api.delete(f"/api/projects/{seg(project_id)}", {"cascade": "true"})
+    result = dict(result, stopped=stopped)
+    deleted = result.get("deleted") if isinstance(result.get("deleted"), dict) else {}
+
+    def render(out):
+        out.print(f"[red]Deleted project[/red] {esc(project_id)} with "
+                  f"{len(deleted.get('tasks') or [])} task(s) and "
+                  f"{len(deleted.get('sessions') or [])} session(s)"
+                  + (f"; stopped {len(stopped)} agent(s)" if stopped else ""))
+    run.emit(result, render)

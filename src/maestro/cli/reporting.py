@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import typer
 
+from .claims import fencing_headers
 from .client import seg
 from .context import split_ids
 from .options import Run, command, is_tty_stdin
@@ -44,7 +45,10 @@ EXAMPLES = {
 
 def send_report(run: Run, kind: str, message: str, task_ids: list[str]) -> dict:
     """§12.4: with tasks, set each task's sessionStatus (E3) then add a session timeline entry
-    per task (E2); without, one timeline entry, and `complete` also completes the session."""
+    per task (E2); without, one timeline entry, and `complete` also completes the session.
+    A task the session holds a claim on is written with the claim's token (§15.3), so a report
+    made after the claim was lost is refused (exit 6) rather than mixed into the new holder's
+    work."""
     if not message.strip():
         raise usage_error("The report needs a message.", f"Example: {EXAMPLES[kind]}")
     sid = run.need_session()
@@ -54,7 +58,8 @@ def send_report(run: Run, kind: str, message: str, task_ids: list[str]) -> dict:
     for task_id in task_ids:
         tasks.append(run.api.patch(f"/api/tasks/{seg(task_id)}",
                                    {"sessionStatus": session_status, "updateSource": "session",
-                                    "sessionId": sid}))
+                                    "sessionId": sid},
+                                   headers=fencing_headers(run, task_id)))
     session = None
     for task_id in task_ids:
         session = run.api.post(f"{session_path}/timeline", {"type": timeline_type,

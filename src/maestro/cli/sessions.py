@@ -1,19 +1,65 @@
-"""`maestro session list|info|spawn|register|complete` (SPEC §12.3). `register` and `complete`
-run from agent hooks, so they always exit 0; none of them ever invents a session id (§14.4)."""
+"""`maestro session list|info|spawn|register|complete` (SPEC §12.3); `stop`, `log` and
+`delete` live in session_control.py. `register` and `complete` run from agent hooks, so they
+always exit 0; none of them ever invents a session id (§14.4)."""
 
 import re
 
 import typer
 
+from ..session_names import session_name
+from ..spawn.endings import end_message
 from .client import seg
 from .options import Run, command
 from .output import CliError, esc, fmt_time, key_values, status_text, table, usage_error
 
-app = typer.Typer(help="Sessions (agent runs): list, show, spawn, register, complete.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Sessions (agent runs): list, info (alias show), spawn, stop, log, "
+                       "delete, register, complete.", no_args_is_help=True)
 
 SESSION_STATUSES = ("spawning", "running", "completed", "failed")
+FINAL_STATUSES = ("completed", "failed")
 _TASK_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+# Session events in which the launcher (or `worker init`) says how an agent ended.
+END_EVENTS = ("process_exit", "launch_failed", "agent_launch_failed")
+
+
+def end_event(session: dict) -> dict | None:
+    """The data of the last event saying how the session's agent ended, if any."""
+    for event in reversed(session.get("events") or []):
+        if isinstance(event, dict) and event.get("type") in END_EVENTS \
+                and isinstance(event.get("data"), dict):
+            return event["data"]
+    return None
+
+
+def how_it_ended(session: dict) -> str | None:
+    """What ended a session ("stopped by the user", "the agent exited with code 3: …"), from
+    its metadata (`endMessage`, written by the launcher) or its last exit event."""
+    meta = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
+    if isinstance(meta.get("endMessage"), str) and meta["endMessage"]:
+        return meta["endMessage"]
+    if session.get("status") not in FINAL_STATUSES:
+        return None
+    data = end_event(session)
+    if data is None:
+        return None
+    if data.get("reason") is None and "exitCode" in data:  # written by `worker init`
+        code = data.get("exitCode")
+        return "the agent exited normally (code 0)" if code == 0 else \
+            f"the agent exited with code {code}"
+    return end_message(data, data.get("stoppedBy")) if data.get("reason") else \
+        data.get("message")
+
+
+def status_with_end(session: dict) -> str:
+    """The status, and for a failed or stopped session what ended it ("stopped by the
+    user")."""
+    text = status_text(session.get("status"))
+    meta = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
+    if session.get("status") == "failed" or meta.get("endReason") == "stopped":
+        ended = how_it_ended(session)
+        if ended:
+            text += f" [dim]({esc(ended if len(ended) <= 60 else ended[:60] + '...')})[/dim]"
+    return text
 
 
 def render_sessions(sessions: list[dict]):
@@ -23,11 +69,24 @@ def render_sessions(sessions: list[dict]):
             return
         t = table("ID", "NAME", "STATUS", "TASKS", "STARTED", "LAST ACTIVITY")
         for s in sessions:
-            t.add_row(esc(s.get("id")), esc(s.get("name")), status_text(s.get("status")),
+            t.add_row(esc(s.get("id")), esc(s.get("name")), status_with_end(s),
                       esc(", ".join(s.get("taskIds") or []) or "-"),
                       fmt_time(s.get("startedAt")), fmt_time(s.get("lastActivity")))
         out.print(t)
     return render
+
+
+def _event_summary(event: dict) -> str:
+    data = event.get("data")
+    if not isinstance(data, dict):
+        return ""
+    if event.get("type") in END_EVENTS:
+        return how_it_ended({"status": "failed", "events": [event]}) or ""
+    if event.get("type") == "process_started":
+        return f"pid {data.get('pid')} ({data.get('mode')}): {data.get('command')}"
+    if data.get("file"):
+        return str(data["file"])
+    return ", ".join(f"{k}={v}" for k, v in list(data.items())[:4])
 
 
 def render_session(session: dict):
@@ -39,10 +98,27 @@ def render_session(session: dict):
                 ("Tasks", esc(", ".join(session.get("taskIds") or []) or "-"))]
         if meta.get("role"):
             rows.append(("Role", esc(meta.get("role"))))
+        if meta.get("agent"):
+            rows.append(("Agent", esc(meta.get("agent"))))
+        if meta.get("spawnedBy"):
+            rows.append(("Spawned by", esc(meta.get("spawnedBy"))))
+        from .workspaces import workspace_rows
+
+        rows += workspace_rows(session)
         rows += [("Started", fmt_time(session.get("startedAt"))),
                  ("Last activity", fmt_time(session.get("lastActivity")))]
         if session.get("completedAt"):
             rows.append(("Completed", fmt_time(session.get("completedAt"))))
+        ended = how_it_ended(session)
+        if ended:
+            rows.append(("Ended", f"[red]{esc(ended)}[/red]"
+                         if session.get("status") == "failed" else esc(ended)))
+        exit_data = end_event(session)
+        if exit_data is not None and (exit_data.get("exitCode") is not None
+                                      or exit_data.get("signal")):
+            rows.append(("Exit", esc(f"code {exit_data.get('exitCode')}"
+                                     if exit_data.get("exitCode") is not None
+                                     else f"signal {exit_data.get('signal')}")))
         key_values(out, rows)
         timeline = [e for e in session.get("timeline") or [] if isinstance(e, dict)]
         if timeline:
@@ -54,9 +130,14 @@ def render_session(session: dict):
             out.print(t)
         events = [e for e in session.get("events") or [] if isinstance(e, dict)]
         if events:
-            out.print(f"[dim]{len(events)} session event(s); last: "
-                      f"{esc(events[-1].get('type'))} at "
-                      f"{fmt_time(events[-1].get('timestamp'))}[/dim]")
+            out.print()
+            t = table("TIME", "EVENT", "DETAIL",
+                      title="Events" + (f" (last 10 of {len(events)})" if len(events) > 10
+                                        else ""))
+            for e in events[-10:]:
+                t.add_row(fmt_time(e.get("timestamp")), esc(e.get("type")),
+                          esc(_event_summary(e)))
+            out.print(t)
     return render
 
 
@@ -77,72 +158,99 @@ def session_list(
     if status and status not in SESSION_STATUSES:
         raise usage_error(f"Unknown session status '{status}'.",
                           f"Use one of: {', '.join(SESSION_STATUSES)}.")
+    run.project_or_none()
     sessions = run.api.get("/api/sessions", {"projectId": run.ctx.project, "taskId": task,
                                              "status": status,
                                              "active": "true" if active else None})
     run.emit(sessions, render_sessions(sessions))
 
 
-@command(app, "info")
 def session_info(run: Run, session_id: str | None = typer.Argument(
         None, metavar="SESSION_ID", help="Session id [default: MAESTRO_SESSION_ID].")):
-    """Show a session (by default the current one).
+    """Show a session (by default the current one): its tasks, how its agent ended, its
+    timeline and its last events.
 
-    Example: maestro session info
+    Example: maestro session info sess_1706792222222_lmn678abc
     """
     sid = session_id or run.need_session()
     session = run.api.get(f"/api/sessions/{seg(sid)}")
     run.emit(session, render_session(session))
 
 
-def _short(title: str) -> str:
-    return title if len(title) <= 30 else title[:30] + "..."
+command(app, "info")(session_info)
+command(app, "show", hidden=True)(session_info)  # `task show` and `project show` say so too
 
 
 @command(app, "spawn")
 def session_spawn(
     run: Run,
-    task: str = typer.Option(..., "--task", metavar="TASK_ID", help="Task the new session "
-                             "works on."),
+    tasks: list[str] = typer.Option(..., "--task", metavar="TASK_ID", help="A task the new "
+                                    "session works on (repeat, or separate with commas, for "
+                                    "several)."),
+    agent: str | None = typer.Option(None, "--agent", metavar="NAME|COMMAND",
+                                        help="The agent to run: claude, codex, or a command "
+                                             "line ({prompt_file}, {manifest}, {prompt}, "
+                                             "{session_id} and {model} are filled in) "
+                                             "[default: the server's MAESTRO_AGENT]."),
     skill: str = typer.Option("maestro-worker", "--skill", help="Skill of the new agent; "
                               "maestro-orchestrator makes it an orchestrator."),
     name: str | None = typer.Option(None, "--name", help="Session name [default: "
-                                       "'Worker: <task title>']."),
+                                       "'Worker: <first task title>' (+N more)]."),
     reason: str | None = typer.Option(None, "--reason", help="Why it is spawned."),
-    include_related: bool = typer.Option(False, "--include-related", help="Pass the task's "
+    include_related: bool = typer.Option(False, "--include-related", help="Pass the tasks' "
                                          "dependencies to the new agent as context."),
 ):
-    """Ask the server to spawn a new agent session for a task.
+    """Spawn a new agent session for one or more tasks of a project.
 
-    Example: maestro session spawn --task task_1706790000000_a1b2c3d4e --reason "split work"
+    With the server's local launcher the agent starts at once (or waits for a free slot);
+    the answer says which, with its pid. Follow it with `maestro session log ID -f`, stop it
+    with `maestro session stop ID`.
+
+    Example: maestro session spawn --task task_1706790000000_a1b2c3d4e --agent codex
     """
-    if not _TASK_ID.match(task):
-        raise usage_error(f"Invalid task id '{task}'.", "Task ids contain only letters, digits, "
-                          "'_' and '-'.")
-    primary = run.api.get(f"/api/tasks/{seg(task)}")
+    task_ids = [part.strip() for value in tasks for part in value.split(",") if part.strip()]
+    if not task_ids:
+        raise usage_error("Name at least one task with --task.",
+                          "Example: maestro session spawn --task <task-id>")
+    for task in task_ids:
+        if not _TASK_ID.match(task):
+            raise usage_error(f"Invalid task id '{task}'.", "Task ids contain only letters, "
+                              "digits, '_' and '-'.")
+    if agent is not None and not agent.strip():
+        raise usage_error("--agent must not be empty.",
+                          "Use claude, codex or a command line.")
+    found = [run.api.get(f"/api/tasks/{seg(task)}") for task in dict.fromkeys(task_ids)]
+    primary = found[0]
+    projects = {t.get("projectId") for t in found}
+    if len(projects) > 1:
+        raise usage_error("The tasks belong to different projects; a session works in one.",
+                          f"Projects: {', '.join(sorted(map(str, projects)))}")
     role = "orchestrator" if skill == "maestro-orchestrator" else "worker"
     context: dict = {
         "primaryTask": {k: primary.get(k) for k in ("id", "title", "description", "priority",
                                                      "status")},
-        "initialCommands": ["maestro whoami", f"maestro task get {task}",
-                            f'maestro report progress "<what you did>" --task {task}'],
+        "initialCommands": ["maestro whoami", f"maestro task get {primary['id']}",
+                            f'maestro report progress "<what you did>" --task {primary["id"]}'],
     }
     if reason:
         context["reason"] = reason
     if include_related:
         related = []
-        for dep in primary.get("dependencies") or []:
+        for dep in dict.fromkeys(d for t in found for d in t.get("dependencies") or []):
             try:
                 dep_task = run.api.get(f"/api/tasks/{seg(dep)}")
             except CliError:
                 continue
             related.append({k: dep_task.get(k) for k in ("id", "title", "status")})
         context["relatedTasks"] = related
-    body: dict = {"projectId": primary.get("projectId"), "taskIds": [task], "role": role,
-                  "skills": [skill], "context": context,
-                  "sessionName": name or f"{role.capitalize()}: {_short(primary.get('title', ''))}",
+    body: dict = {"projectId": primary.get("projectId"), "taskIds": [t["id"] for t in found],
+                  "role": role, "skills": [skill], "context": context,
                   # The documented fields (§14.4): an agent spawning a helper is an orchestrator.
                   "spawnSource": "orchestrator" if run.ctx.session else "cli"}
+    if name:
+        body["sessionName"] = name  # else the server names it after the tasks
+    if agent:
+        body["agent"] = agent.strip()
     if run.ctx.session:
         body["spawnedBy"] = run.ctx.session
     if reason:
@@ -150,10 +258,16 @@ def session_spawn(
     result = run.api.post("/api/sessions/spawn", body)
 
     def render(out):
-        out.print(f"[green]Spawn requested:[/green] session {esc(result.get('sessionId'))} "
-                  f"for task {esc(task)}")
-        if result.get("manifestPath"):
-            out.print(f"[dim]manifest: {esc(result['manifestPath'])}[/dim]")
+        sid = result.get("sessionId")
+        session = result.get("session") if isinstance(result.get("session"), dict) else {}
+        out.print(f"[green]Spawned[/green] session {esc(sid)} \"{esc(session.get('name'))}\"")
+        if result.get("message"):
+            out.print(esc(result["message"]))
+        launch = result.get("launch") if isinstance(result.get("launch"), dict) else {}
+        if launch.get("attach"):
+            out.print(f"[dim]watch it: {esc(launch['attach'])}[/dim]")
+        out.print(f"[dim]follow its output: maestro session log {esc(sid)} -f; stop it: "
+                  f"maestro session stop {esc(sid)}[/dim]")
     run.emit(result, render)
 
 
@@ -179,9 +293,21 @@ def session_register(run: Run):
         project = run.need_project()
         session = run.api.post("/api/sessions", {
             "id": sid, "projectId": project, "taskIds": run.ctx.task_ids,
-            "name": f"{run.ctx.role}: {sid[:16]}", "status": "running",
+            "name": _register_name(run, sid), "status": "running",
             "strategy": run.ctx.strategy, "metadata": {"role": run.ctx.role}})
     run.emit(session, lambda out: out.print(f"Session {esc(sid)} registered (running)"))
+
+
+def _register_name(run: Run, sid: str) -> str:
+    """A session the server does not know yet is named after its tasks, as a spawned one is
+    (the original's `<role>: <session id>` when their titles cannot be read)."""
+    titles = []
+    for task_id in run.ctx.task_ids:
+        try:
+            titles.append(run.api.get(f"/api/tasks/{seg(task_id)}").get("title") or task_id)
+        except CliError:
+            titles.append(task_id)
+    return session_name(run.ctx.role, titles) if titles else f"{run.ctx.role}: {sid[:16]}"
 
 
 @command(app, "complete", hook=True)

@@ -1,10 +1,12 @@
-"""`maestro task list|create|get|update|complete|block|children` (SPEC §12.3), speaking the
-documented status words (`pending`, `in_progress`, `completed`, `blocked`; §14.4). The views
-`task show` and `task tree` live in task_views.py."""
+"""`maestro task list|create|get|update|complete|block|children|delete` (SPEC §12.3, §7.3.6),
+speaking the documented status words (`pending`, `in_progress`, `completed`, `blocked`; §14.4).
+The views `task show` and `task tree` live in task_views.py; dependencies, ready work and claims
+(§15) in coordination.py."""
 
 
 import typer
 
+from .claims import claim_of, claim_text, fencing_headers, forget_token
 from .client import seg
 from .options import Run, command
 from .output import (
@@ -19,8 +21,8 @@ from .output import (
     warn,
 )
 
-app = typer.Typer(help="Tasks: list, create, show, update, complete, block, tree.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Tasks: list, create, show, update, complete, block, tree, delete; "
+                       "dependencies, ready work and claims.", no_args_is_help=True)
 
 TASK_STATUSES = ("pending", "in_progress", "completed", "blocked")
 TASK_PRIORITIES = ("low", "medium", "high")
@@ -81,6 +83,8 @@ def task_summary_rows(task: dict) -> list[tuple[str, str]]:
     if task.get("sessionStatus"):
         rows.append(("Agent status", status_text(task.get("sessionStatus"))))
     rows += [("Project", esc(task.get("projectId"))), ("Parent", esc(task.get("parentId") or "-")),
+             ("Depends on", esc(", ".join(task.get("dependencies") or []) or "-")),
+             ("Claim", claim_text(claim_of(task))),
              ("Sessions", esc(", ".join(task.get("sessionIds") or []) or "-")),
              ("Created", fmt_time(task.get("createdAt")))]
     if task.get("startedAt"):
@@ -130,10 +134,17 @@ def task_list(
     priority: str | None = PRIORITY_OPTION,
     all_projects: bool = typer.Option(False, "--all", help="All projects, ignoring "
                                       "MAESTRO_PROJECT_ID / --project."),
+    limit: int | None = typer.Option(None, "--limit", min=1, max=1000, help="One page of at "
+                                     "most this many tasks (before --priority); the command "
+                                     "for the next page goes to stderr."),
+    cursor: str | None = typer.Option(None, "--cursor", help="The page after the one that "
+                                      "named this cursor (with --limit)."),
 ):
     """List the tasks of the current project (or of every project with --all).
 
-    Example: maestro task list --status in_progress --priority high
+    Big lists are fetched a page at a time; --limit shows one page.
+
+    Example: maestro task list --status in_progress --priority high --limit 100
     """
     status = task_status(status) if status else None
     priority = task_priority(priority) if priority else None
@@ -149,7 +160,15 @@ def task_list(
         run.emit({"task": task, "children": children}, render)
         return
     project = None if all_projects else run.ctx.project
-    tasks = run.api.get("/api/tasks", {"projectId": project, "status": status})
+    if project:
+        run.project()
+    query = {"projectId": project, "status": status}
+    if limit is None and cursor is None:
+        tasks = run.api.get_all("/api/tasks", query)
+    else:
+        tasks = run.api.get("/api/tasks", {**query, "limit": limit, "cursor": cursor})
+        if run.api.next_cursor:
+            warn(f"more tasks: add --cursor {run.api.next_cursor}")
     tasks = filter_tasks(tasks, status, priority)
     run.emit(tasks, render_tasks(tasks, "No tasks. Create one: maestro task create \"Title\""))
 
@@ -164,11 +183,14 @@ def task_create(
     priority: str = typer.Option("medium", "--priority", help="low, medium or high."),
     parent: str | None = typer.Option(None, "--parent", metavar="TASK_ID",
                                          help="Parent task: makes this a child task."),
+    depends_on: list[str] | None = typer.Option(None, "--depends-on", metavar="TASK_ID",
+                                                   help="A task this one waits for (repeat "
+                                                        "for several)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the new id."),
 ):
     """Create a task in the current project (or in its parent's project with --parent).
 
-    Example: maestro task create "Add login" --priority high --desc "Email + password"
+    Example: maestro task create "Add login" --priority high --depends-on task_1_abc
     """
     title = title or title_arg
     if not title or not title.strip():
@@ -179,9 +201,13 @@ def task_create(
         project = get_task(run, parent).get("projectId")
     if not project:
         run.need_project()
-    task = run.api.post("/api/tasks", {"projectId": project, "title": title,
-                                       "description": description, "priority": priority,
-                                       "parentId": parent})
+    body = {"projectId": project, "title": title, "description": description,
+            "priority": priority, "parentId": parent}
+    dependencies = [part.strip() for value in depends_on or [] for part in value.split(",")
+                    if part.strip()]
+    if dependencies:
+        body["dependencies"] = dependencies
+    task = run.api.post("/api/tasks", body)
 
     def render(out):
         if quiet:
@@ -236,7 +262,8 @@ def task_update(
         body["description"] = description
     if not body:
         raise usage_error("Nothing to change.", "Give --status, --priority, --title or --desc.")
-    task = run.api.patch(f"/api/tasks/{seg(task_id)}", body)
+    task = run.api.patch(f"/api/tasks/{seg(task_id)}", body,
+                         headers=fencing_headers(run, task_id))
     if "status" in body:
         note_status_change(run, task_id, f"Task status changed to {body['status']}")
 
@@ -252,9 +279,15 @@ def task_complete(run: Run, task_id: str = typer.Argument(..., metavar="TASK_ID"
                                                           help="Task id.")):
     """Mark a task completed.
 
+    This ends its claim, and tasks that wait for it may become ready. Inside a session that
+    holds the task's claim, the claim's token is sent along, so the write is refused (exit 6)
+    if the claim was lost meanwhile.
+
     Example: maestro task complete task_1706790000000_a1b2c3d4e
     """
-    task = run.api.patch(f"/api/tasks/{seg(task_id)}", {"status": "completed"})
+    task = run.api.patch(f"/api/tasks/{seg(task_id)}", {"status": "completed"},
+                         headers=fencing_headers(run, task_id))
+    forget_token(run, run.ctx.session, task_id)  # completing a task ends its claim
     note_status_change(run, task_id, "Task completed")
     run.emit(task, lambda out: out.print(f"[green]Completed task[/green] {esc(task_id)}"))
 
@@ -275,7 +308,8 @@ def task_block(
     if run.ctx.session:
         entry["sessionId"] = run.ctx.session
     task = run.api.patch(f"/api/tasks/{seg(task_id)}", {"status": "blocked",
-                                                        "timeline": [entry]})
+                                                        "timeline": [entry]},
+                         headers=fencing_headers(run, task_id))
     note_status_change(run, task_id, f"Task blocked: {reason}")
     run.emit(task, lambda out: out.print(f"[red]Blocked task[/red] {esc(task_id)}: "
                                          f"{esc(reason)}"))
@@ -317,3 +351,29 @@ def task_children(
         else:
             out.print(tree_of(esc(task_id), nodes))
     run.emit(nodes, render)
+
+
+@command(app, "delete")
+def task_delete(
+    run: Run,
+    task_id: str = typer.Argument(..., metavar="TASK_ID", help="Task id."),
+    cascade: bool = typer.Option(False, "--cascade", help="Also delete all its subtasks "
+                                 "(without it, a task with subtasks is refused)."),
+):
+    """Delete a task (with --cascade, also its subtasks).
+
+    It is unlinked from its sessions, removed from the dependencies of the
+    tasks that waited for it, and its claim ends. A task with subtasks needs --cascade.
+
+    Example: maestro task delete task_1706790000000_a1b2c3d4e --cascade
+    """
+    result = run.api.delete(f"/api/tasks/{seg(task_id)}",
+                            {"cascade": "true"} if cascade else None)
+    forget_token(run, run.ctx.session, task_id)
+
+    def render(out):
+        deleted = result.get("deleted") if isinstance(result, dict) else None
+        more = len(deleted) - 1 if isinstance(deleted, list) and len(deleted) > 1 else 0
+        out.print(f"[red]Deleted task[/red] {esc(task_id)}"
+                  + (f" and {more} subtask(s)" if more else ""))
+    run.emit(result, render)

@@ -9,10 +9,22 @@ import time
 import typer
 
 from .options import Run, command
-from .output import EXIT_PERMISSION, CliError, esc, fmt_clock, status_text, warn, write_json_line
+from .output import (
+    EXIT_NETWORK,
+    EXIT_NOT_FOUND,
+    EXIT_PERMISSION,
+    CliError,
+    esc,
+    fmt_clock,
+    status_text,
+    warn,
+    write_json_line,
+)
 
 LINK_EVENTS = ("task:session_added", "task:session_removed", "session:task_added",
                "session:task_removed")
+# Claim events name the task as `taskId` (SPEC §15.3); a task:updated follows each.
+CLAIM_EVENTS = ("task:claimed", "task:claim_released", "task:claim_expired")
 
 
 class EventFilter:
@@ -28,6 +40,7 @@ class EventFilter:
     def seed(self, run: Run) -> None:
         """Learn the ids already in scope, so that their later deletion is recognised."""
         if self.project:
+            run.project()
             self.tasks.update(t["id"] for t in run.api.get("/api/tasks",
                                                           {"projectId": self.project}))
             self.sessions.update(s["id"] for s in run.api.get("/api/sessions",
@@ -64,6 +77,8 @@ class EventFilter:
             return data.get("id") in self.sessions
         if kind in LINK_EVENTS:
             return data.get("taskId") in self.tasks or data.get("sessionId") in self.sessions
+        if kind in CLAIM_EVENTS:
+            return data.get("taskId") in self.tasks
         return data.get("projectId") == self.project
 
     def _about_task(self, kind: str, data: dict) -> bool:
@@ -71,6 +86,8 @@ class EventFilter:
             return True
         if kind.startswith("project:"):
             return False
+        if kind in CLAIM_EVENTS:
+            return data.get("taskId") == self.task
         if kind.startswith("task:") and kind not in LINK_EVENTS:
             return data.get("id") == self.task
         if kind in LINK_EVENTS:
@@ -99,8 +116,9 @@ class LineFormatter:
         self.events_seen: dict[str, int] = {}
 
     def line(self, kind: str, data, timestamp) -> str:
-        colour = ("green" if kind.endswith(("created", "_added")) else
+        colour = ("green" if kind.endswith(("created", "_added", "claimed")) else
                   "red" if kind.endswith(("deleted", "_removed")) else
+                  "yellow" if kind.endswith(("_released", "_expired")) else
                   "magenta" if kind.endswith("spawn_request") else "cyan")
         return (f"[dim]{fmt_clock(timestamp)}[/dim] [{colour}]{esc(kind):<22}[/{colour}] "
                 f"{self.summary(kind, data)}")
@@ -113,6 +131,9 @@ class LineFormatter:
             return f"{esc(data.get('id'))}{name}"
         if kind in LINK_EVENTS:
             return f"task {esc(data.get('taskId'))} · session {esc(data.get('sessionId'))}"
+        if kind in CLAIM_EVENTS:
+            return (f"task {esc(data.get('taskId'))} · session {esc(data.get('sessionId'))} · "
+                    f"token {esc(data.get('token'))}")
         if kind.startswith("task:"):
             if kind == "task:deleted":
                 return esc(data.get("id"))
@@ -181,7 +202,7 @@ def stream(run: Run, flt: EventFilter, count: int | None) -> None:
                 try:
                     flt.seed(run)
                 except CliError as err:
-                    if err.exit_code == EXIT_PERMISSION:
+                    if err.exit_code in (EXIT_PERMISSION, EXIT_NOT_FOUND):
                         raise
                 if first:
                     warn(f"watching {run.ctx.server} (Ctrl-C to stop)")
@@ -254,6 +275,12 @@ def watch(
     Example: maestro watch --project proj_1706789123456_k2j4n5l6m
     """
     project = None if all_projects else run.ctx.project
+    if project:
+        try:
+            run.project()
+        except CliError as err:
+            if err.exit_code != EXIT_NETWORK:
+                raise  # a server that is not up yet is waited for; it is checked then
     try:
         stream(run, EventFilter(project, task), count)
     except KeyboardInterrupt:

@@ -3,9 +3,11 @@ port. Routes only parse, call one service method and render; the rules live in t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -17,13 +19,16 @@ from starlette.websockets import WebSocket
 
 from .. import jsonio
 from ..config import Settings
-from ..errors import ApiError, StorageError
+from ..errors import ApiError, StorageError, validation
 from ..events import EventBus
 from ..identity import TokenRegistry
 from ..policy import Policy, has_secrets, redact_session
 from ..skills import SkillCatalogue
+from ..paging import CREATION, PRIORITY, encode_cursor, page_request
 from ..service import Service
 from ..store.base import Store
+from . import api_models as m
+from .openapi import Op, build_document, docs_page, swagger_ui_dir
 from .router import ApiRequest, Reply, Router
 from .security import Security
 from .websocket import Hub
@@ -62,7 +67,43 @@ def wants_minimal(r: ApiRequest) -> bool:
 def minimal_reply(entry: dict) -> Reply:
     """The answer to an append with `Prefer: return=minimal`: the entry that was appended
     (with its id and timestamp), whatever the size of the entity it went to."""
-    return Reply(jsonio.dumps(entry), 200, ((b"preference-applied", b"return=minimal"),))
+    return Reply(jsonio.dumps(entry), 200, [(b"preference-applied", b"return=minimal")])
+
+
+CLAIM_TOKEN_HEADER = b"x-maestro-claim-token"
+
+
+def paged(r: ApiRequest, body: bytes, next_key: tuple | None, order: str) -> Reply:
+    """A page of a list: the body stays a plain array; when more may follow, the next cursor
+    goes in `X-Next-Cursor` and in a `Link: <...>; rel="next"` header."""
+    if next_key is None:
+        return Reply(body)
+    cursor = encode_cursor(order, next_key)
+    query = [(k, v) for k, v in parse_qsl(r.scope.get("query_string", b"").decode("latin-1"))
+             if k != "cursor"]
+    query.append(("cursor", cursor))
+    path = r.scope.get("raw_path") or r.path.encode("utf-8")
+    link = b"<" + path + b"?" + urlencode(query).encode("ascii") + b'>; rel="next"'
+    return Reply(body, 200, [(b"x-next-cursor", cursor.encode("ascii")), (b"link", link)])
+
+
+def page_of(r: ApiRequest, order: str = CREATION):
+    """The page asked for by `limit` and `cursor` (None: the whole list, unpaged)."""
+    return page_request(r.query("limit"), r.query("cursor"), order)
+
+
+def writer(r: ApiRequest) -> dict:
+    """Who writes (the agent's session, None for the user) and the claim token presented in
+    `X-Maestro-Claim-Token` (fencing, SPEC §15.3)."""
+    raw = r.header(CLAIM_TOKEN_HEADER)
+    token = None
+    if raw is not None:
+        try:
+            token = int(raw.decode("latin-1").strip())
+        except ValueError:
+            raise validation("X-Maestro-Claim-Token must be an integer") from None
+    return {"actor": r.identity.session_id if r.identity is not None else None,
+            "claim_token": token}
 
 
 def register_api(router: Router, service: Service, hub: Hub,
@@ -88,6 +129,10 @@ def register_api(router: Router, service: Service, hub: Hub,
 
     # -- projects
     async def list_projects(r: ApiRequest):
+        page = page_of(r)
+        if page is not None:
+            found, after = service.page_projects(page, r.restrict_project)
+            return paged(r, projects.encode_list(found), after, CREATION)
         if r.restrict_project is None:
             return projects.encode_all()
         return projects.encode_list([p for p in service.list_projects()
@@ -105,12 +150,28 @@ def register_api(router: Router, service: Service, hub: Hub,
 
     async def delete_project(r: ApiRequest):
         await r.json()
-        return await service.delete_project(r.param())
+        return await service.delete_project(r.param(), cascade=r.query("cascade") == "true")
 
     # -- tasks
     async def list_tasks(r: ApiRequest):
         project, status, parent = (r.restrict_project or r.query("projectId"),
                                    r.query("status"), r.query("parentId"))
+        ready, blocked = r.query("ready") == "true", r.query("blocked") == "true"
+        if ready or blocked:  # SPEC §15.2; both at once: nothing is ready and blocked
+            page = page_of(r, PRIORITY)
+            if ready and blocked:
+                return b"[]"
+            if page is not None:
+                found, after = (service.page_ready if ready else service.page_blocked)(
+                    page, project, parent, status)
+                return paged(r, tasks.encode_list(found), after, PRIORITY)
+            found = (service.list_ready if ready else service.list_blocked)(
+                project, parent, status)
+            return tasks.encode_list(found)
+        page = page_of(r)
+        if page is not None:
+            found, after = service.page_tasks(page, project, status, parent)
+            return paged(r, tasks.encode_list(found), after, CREATION)
         if project is None and status is None and parent is None:
             return tasks.encode_all()
         return tasks.encode_list(service.list_tasks(project, status, parent))
@@ -123,29 +184,77 @@ def register_api(router: Router, service: Service, hub: Hub,
 
     async def update_task(r: ApiRequest):
         body = await r.json()
-        return tasks.encode(await service.update_task(r.param(), body))
+        return tasks.encode(await service.update_task(r.param(), body, **writer(r)))
 
     async def add_timeline(r: ApiRequest):
         body = await r.json()
-        task = await service.add_timeline_event(r.param(), body)
+        task = await service.add_timeline_event(r.param(), body, **writer(r))
         if wants_minimal(r):
             return minimal_reply(task["timeline"][-1])
         return tasks.encode(task)
 
     async def delete_task(r: ApiRequest):
         await r.json()
-        return await service.delete_task(r.param())
+        return await service.delete_task(r.param(), cascade=r.query("cascade") == "true")
+
+    # -- coordination (SPEC §15)
+    async def task_readiness(r: ApiRequest):
+        return service.task_readiness(r.param())
+
+    async def add_dependency(r: ApiRequest):
+        await r.json()
+        return tasks.encode(await service.add_dependency(r.param(), r.param("dependsOnId"),
+                                                         **writer(r)))
+
+    async def remove_dependency(r: ApiRequest):
+        await r.json()
+        return tasks.encode(await service.remove_dependency(r.param(), r.param("dependsOnId"),
+                                                            **writer(r)))
+
+    async def claim(r: ApiRequest):
+        return await service.claim_task(r.param(), await r.json())
+
+    async def claim_next(r: ApiRequest):
+        return await service.claim_next(r.param(), await r.json())
+
+    async def renew_claim(r: ApiRequest):
+        return await service.renew_claim(r.param(), await r.json())
+
+    async def release_claim(r: ApiRequest):
+        return await service.release_claim(r.param(), await r.json())
+
+    async def plan(r: ApiRequest):
+        body = await r.json()
+        return Reply(await service.create_plan(r.param(), body, **writer(r)), 201)
+
+    async def heartbeat(r: ApiRequest):
+        return await service.heartbeat_session(r.param(), await r.json())
 
     async def task_children(r: ApiRequest):
+        page = page_of(r)
+        if page is not None:
+            found, after = service.page_children(r.param(), page)
+            return paged(r, tasks.encode_list(found), after, CREATION)
         return tasks.encode_list(service.task_children(r.param()))
+
+    async def task_history(r: ApiRequest):
+        return service.task_history(r.param())
 
     # -- sessions
     async def list_sessions(r: ApiRequest):
-        found = service.list_sessions(r.restrict_project or r.query("projectId"),
-                                      r.query("taskId"), r.query("status"), r.query("active"))
+        filters = (r.restrict_project or r.query("projectId"), r.query("taskId"),
+                   r.query("status"), r.query("active"))
+        page = page_of(r)
+        after = None
+        if page is not None:
+            found, after = service.page_sessions(page, *filters)
+        else:
+            found = service.list_sessions(*filters)
         if r.identity is not None:
-            return b"[" + b",".join(one_session(r, s) for s in found) + b"]"
-        return sessions.encode_list(found)
+            body = b"[" + b",".join(one_session(r, s) for s in found) + b"]"
+        else:
+            body = sessions.encode_list(found)
+        return body if page is None else paged(r, body, after, CREATION)
 
     async def create_session(r: ApiRequest):
         return Reply(one_session(r, await service.create_session(await r.json())), 201)
@@ -197,36 +306,149 @@ def register_api(router: Router, service: Service, hub: Hub,
         await r.json()
         return skills.reload(r.param())
 
-    for method, path, handler in [
-        ("GET", "/api/skills", list_skills),
-        ("GET", "/api/skills/role/{role}", role_skills),
-        ("GET", "/api/skills/{id}", get_skill),
-        ("POST", "/api/skills/{id}/reload", reload_skill),
-        ("GET", "/health", health),
-        ("GET", "/ws-status", ws_status),
-        ("GET", "/api/projects", list_projects),
-        ("POST", "/api/projects", create_project),
-        ("GET", "/api/projects/{id}", get_project),
-        ("PUT", "/api/projects/{id}", update_project),
-        ("DELETE", "/api/projects/{id}", delete_project),
-        ("GET", "/api/tasks", list_tasks),
-        ("POST", "/api/tasks", create_task),
-        ("GET", "/api/tasks/{id}", get_task),
-        ("PATCH", "/api/tasks/{id}", update_task),
-        ("DELETE", "/api/tasks/{id}", delete_task),
-        ("POST", "/api/tasks/{id}/timeline", add_timeline),
-        ("GET", "/api/tasks/{id}/children", task_children),
-        ("GET", "/api/sessions", list_sessions),
-        ("POST", "/api/sessions", create_session),
-        ("GET", "/api/sessions/{id}", get_session),
-        ("PATCH", "/api/sessions/{id}", update_session),
-        ("DELETE", "/api/sessions/{id}", delete_session),
-        ("POST", "/api/sessions/{id}/tasks/{taskId}", add_session_task),
-        ("DELETE", "/api/sessions/{id}/tasks/{taskId}", remove_session_task),
-        ("POST", "/api/sessions/{id}/events", session_events),
-        ("POST", "/api/sessions/{id}/timeline", session_timeline),
+    P404 = {404: ("PROJECT_NOT_FOUND",)}
+    T404 = {404: ("TASK_NOT_FOUND",)}
+    S404 = {404: ("SESSION_NOT_FOUND",)}
+    fenced = {404: ("TASK_NOT_FOUND",), 409: ("CLAIM_LOST",)}
+    task_changed = ("task:updated",)
+    for method, path, handler, doc in [
+        ("GET", "/api/skills", list_skills, Op("The skill catalogue of SKILLS_DIR",
+                                                ok=list[m.Skill])),
+        ("GET", "/api/skills/role/{role}", role_skills, Op(
+            "The skills of a role (worker, orchestrator)", ok=list[m.Skill])),
+        ("GET", "/api/skills/{id}", get_skill, Op("A skill with its instructions", ok=m.Skill,
+                                                  errors={404: ("NOT_FOUND",)})),
+        ("POST", "/api/skills/{id}/reload", reload_skill, Op(
+            "Read a skill again from disk", ok=m.Skill, errors={404: ("NOT_FOUND",)})),
+        ("GET", "/health", health, Op(
+            "Server health", ok=m.Health,
+            description="When the server requires a token, a request without any "
+                        "`Authorization` header gets only `{\"status\":\"ok\"}` (liveness "
+                        "for load balancers); the full report needs the token.")),
+        ("GET", "/ws-status", ws_status, Op("Connected WebSocket clients", ok=m.WsStatus)),
+        ("GET", "/api/projects", list_projects, Op(
+            "List projects", query=m.PageQuery, ok=list[m.Project], paged=True,
+            description="In creation order.")),
+        ("POST", "/api/projects", create_project, Op(
+            "Create a project", body=m.CreateProject, ok=m.Project, status=201,
+            events=("project:created",))),
+        ("GET", "/api/projects/{id}", get_project, Op("Get a project", ok=m.Project,
+                                                      errors=P404)),
+        ("PUT", "/api/projects/{id}", update_project, Op(
+            "Update a project (partial)", body=m.UpdateProject, ok=m.Project, errors=P404,
+            events=("project:updated",))),
+        ("DELETE", "/api/projects/{id}", delete_project, Op(
+            "Delete a project without tasks or sessions (with cascade=true: with them)",
+            query=m.DeleteProjectQuery, ok=m.ProjectDeleted,
+            description="With `cascade=true` the project's sessions (their agents are stopped "
+                        "and their tokens die with them) and tasks go with it, in one change; "
+                        "`deleted` lists them.",
+            errors={400: ("PROJECT_HAS_DEPENDENCIES",), **P404},
+            events=("project:deleted", "session:deleted", "task:session_removed",
+                    "task:deleted", "task:updated"))),
+        ("GET", "/api/tasks", list_tasks, Op(
+            "List tasks", query=m.TaskListQuery, ok=list[m.Task], paged=True,
+            description="Filters combine with AND. In creation order; with `ready=true` or "
+                        "`blocked=true` in priority order (high, medium, low), then creation.")),
+        ("POST", "/api/tasks", create_task, Op(
+            "Create a task", body=m.CreateTask, ok=m.Task, status=201,
+            errors={404: ("PROJECT_NOT_FOUND", "TASK_NOT_FOUND")}, events=("task:created",))),
+        ("GET", "/api/tasks/{id}", get_task, Op("Get a task", ok=m.Task, errors=T404)),
+        ("PATCH", "/api/tasks/{id}", update_task, Op(
+            "Update a task", body=m.UpdateTask, ok=m.Task, claim_token=True,
+            errors={400: ("DEPENDENCY_CYCLE",), 404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"),
+                    409: ("CLAIM_LOST",)}, events=task_changed)),
+        ("DELETE", "/api/tasks/{id}", delete_task, Op(
+            "Delete a task", query=m.DeleteTaskQuery, ok=m.Deleted,
+            description="Unlinks it from its sessions, drops it from the dependencies of "
+                        "other tasks and releases its claim.",
+            errors={400: ("TASK_HAS_CHILDREN",), **T404}, events=("task:deleted",))),
+        ("POST", "/api/tasks/{id}/timeline", add_timeline, Op(
+            "Append to a task's timeline", body=m.AddTimeline, ok=m.Task, claim_token=True,
+            errors=fenced, events=task_changed)),
+        ("GET", "/api/tasks/{id}/children", task_children, Op(
+            "Direct children of a task", query=m.PageQuery, ok=list[m.Task], paged=True,
+            errors=T404)),
+        ("GET", "/api/tasks/{id}/history", task_history, Op(
+            "A task's history: its timeline and what its sessions reported about it",
+            ok=list[m.HistoryEntry], errors=T404,
+            description="The task's timeline merged with the timeline entries of its sessions "
+                        "that name it (`maestro report …`), oldest first.")),
+        ("GET", "/api/tasks/{id}/readiness", task_readiness, Op(
+            "Whether a task is ready, and what holds it back", ok=m.Readiness, errors=T404)),
+        ("POST", "/api/tasks/{id}/dependencies/{dependsOnId}", add_dependency, Op(
+            "Add one dependency (idempotent; refused if it closes a cycle)", ok=m.Task,
+            claim_token=True, errors={400: ("DEPENDENCY_CYCLE",), **fenced},
+            events=task_changed)),
+        ("DELETE", "/api/tasks/{id}/dependencies/{dependsOnId}", remove_dependency, Op(
+            "Remove one dependency (idempotent)", ok=m.Task, claim_token=True, errors=fenced,
+            events=task_changed)),
+        ("POST", "/api/tasks/{id}/claim", claim, Op(
+            "Claim a ready task for a session (a lease with a fencing token)",
+            body=m.ClaimRequest, ok=m.Claimed,
+            errors={404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"),
+                    409: ("TASK_ALREADY_CLAIMED", "TASK_NOT_READY", "SESSION_NOT_ACTIVE")},
+            events=("task:claimed", "task:updated"))),
+        ("POST", "/api/tasks/{id}/claim/renew", renew_claim, Op(
+            "Extend a live lease", body=m.RenewRequest, ok=m.Renewed,
+            errors={404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"), 409: ("CLAIM_LOST",)})),
+        ("POST", "/api/tasks/{id}/claim/release", release_claim, Op(
+            "Give a claim up; the task goes back to pending", body=m.ReleaseRequest,
+            ok=m.Released, errors={404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"),
+                                   409: ("CLAIM_LOST",)},
+            events=("task:claim_released", "task:updated"))),
+        ("POST", "/api/projects/{id}/claim-next", claim_next, Op(
+            "Claim the first ready task of a project (task null when nothing is ready)",
+            body=m.ClaimNextRequest, ok=m.Claimed,
+            errors={404: ("PROJECT_NOT_FOUND", "SESSION_NOT_FOUND", "TASK_NOT_FOUND"),
+                    409: ("SESSION_NOT_ACTIVE",)}, events=("task:claimed", "task:updated"))),
+        ("POST", "/api/projects/{id}/plan", plan, Op(
+            "Create a whole breakdown at once: tasks named by local refs, their parents and "
+            "dependencies", body=m.Plan, ok=m.Planned, status=201, claim_token=True,
+            description="`parent` and `dependsOn` name a ref of the plan or an existing task "
+                        "of the project; `dependencies` adds dependencies to existing tasks "
+                        "(each such write is fenced like a task update). All or nothing: "
+                        "refused with `DEPENDENCY_CYCLE` if the result closes a cycle.",
+            errors={400: ("DEPENDENCY_CYCLE",), 404: ("PROJECT_NOT_FOUND", "TASK_NOT_FOUND"),
+                    409: ("CLAIM_LOST",)}, events=("task:created", "task:updated"))),
+        ("POST", "/api/sessions/{id}/heartbeat", heartbeat, Op(
+            "Renew every live claim of a session", body=m.HeartbeatRequest, ok=m.Heartbeat,
+            errors={**S404, 409: ("SESSION_NOT_ACTIVE",)})),
+        ("GET", "/api/sessions", list_sessions, Op(
+            "List sessions", query=m.SessionListQuery, ok=list[m.Session], paged=True,
+            description="Filters combine with AND. In order of `startedAt`.")),
+        ("POST", "/api/sessions", create_session, Op(
+            "Create a session and link its tasks", body=m.CreateSession, ok=m.Session,
+            status=201, errors={404: ("PROJECT_NOT_FOUND", "TASK_NOT_FOUND")},
+            events=("session:created", "task:session_added", "task:updated"))),
+        ("GET", "/api/sessions/{id}", get_session, Op("Get a session", ok=m.Session,
+                                                      errors=S404)),
+        ("PATCH", "/api/sessions/{id}", update_session, Op(
+            "Update a session", body=m.UpdateSession, ok=m.Session,
+            errors={404: ("SESSION_NOT_FOUND", "TASK_NOT_FOUND")},
+            events=("session:updated", "session:task_removed", "task:session_removed",
+                    "session:task_added", "task:session_added", "task:updated"))),
+        ("DELETE", "/api/sessions/{id}", delete_session, Op(
+            "Delete a session (unlinks its tasks)", ok=m.Deleted, errors=S404,
+            events=("session:deleted", "task:session_removed", "task:updated"))),
+        ("POST", "/api/sessions/{id}/tasks/{taskId}", add_session_task, Op(
+            "Link a task to a session (idempotent)", ok=m.Session,
+            errors={404: ("NOT_FOUND",)},
+            events=("session:task_added", "task:session_added", "session:updated",
+                    "task:updated"))),
+        ("DELETE", "/api/sessions/{id}/tasks/{taskId}", remove_session_task, Op(
+            "Unlink a task from a session (idempotent)", ok=m.Session,
+            errors={404: ("NOT_FOUND",)},
+            events=("session:task_removed", "task:session_removed", "session:updated",
+                    "task:updated"))),
+        ("POST", "/api/sessions/{id}/events", session_events, Op(
+            "Append a session event", body=m.AddSessionEvent, ok=m.Session, errors=S404,
+            events=("session:updated",))),
+        ("POST", "/api/sessions/{id}/timeline", session_timeline, Op(
+            "Append to a session's timeline (an agent's report)", body=m.AddSessionTimeline,
+            ok=m.Session, errors=S404, events=("session:updated",))),
     ]:
-        router.add(method, path, handler)
+        router.add(method, path, handler, doc)
 
 
 def build_routes(service: Service, hub: Hub, settings: Settings) -> list:
@@ -242,23 +464,32 @@ def build_routes(service: Service, hub: Hub, settings: Settings) -> list:
         return json_response({"name": "maestro", "health": "/health", "api": "/api",
                               "websocket": "/", "docs": "/docs"})
 
-    from .openapi import docs_page, openapi_document
+    document: list[bytes] = []
 
     async def openapi(request: Request):
-        return json_response(openapi_document())
+        # Built once, from the router's table, on first use (every route is added by then).
+        if not document:
+            document.append(jsonio.dumps(build_document(request.app.state.router.table)))
+        return json_response(document[0])
+
+    swagger = swagger_ui_dir()
 
     async def docs(request: Request):
-        return Response(docs_page(), media_type="text/html; charset=utf-8")
+        return Response(docs_page(swagger is not None),
+                        media_type="text/html; charset=utf-8")
 
-    return [
+    routes = [
         Route("/", index, methods=["GET", "HEAD"]),
         WebSocketRoute("/", websocket),
         WebSocketRoute("/ws", websocket),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/docs", docs, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET", "HEAD"]),
+        Route("/docs", docs, methods=["GET", "HEAD"]),
         Mount("/ui", StaticFiles(directory=WEB_DIR, check_dir=False), name="ui"),
-        WebSocketRoute("/{path:path}", websocket),
     ]
+    if swagger is not None:
+        routes.append(Mount("/docs/static", StaticFiles(directory=swagger), name="docs"))
+    routes.append(WebSocketRoute("/{path:path}", websocket))
+    return routes
 
 
 class _TrailingSlash:
@@ -287,6 +518,9 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
             store = FileStore(settings.data_dir, worker=settings.store_process)
         service = Service(store, EventBus())
     service.max_entry_bytes = settings.max_entry_bytes
+    service.claim_min_ttl = settings.claim_min_ttl
+    service.claim_sweep_seconds = settings.claim_sweep_seconds
+    service.claim_race_delay_ms = settings.claim_race_delay_ms
     hub = Hub(service.bus, settings.ws_queue_limit, settings.ws_lag_seconds)
     extensions: list = []
 
@@ -294,6 +528,10 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     async def lifespan(app):
         await service.start()
         service.committer.on_commit.append(lambda tx: tokens.on_commit(tx.changes()))
+        tokens.bind(getattr(service.store, "location", None) or str(settings.data_dir))
+        # Before any request: digests of sessions that ended or went away while the server was
+        # down (or whose removal a crash undid) are removed.
+        await asyncio.to_thread(tokens.sweep)
         for ext in extensions:
             await ext.start()
         try:
@@ -322,8 +560,12 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return json_response({"error": True, "code": "INTERNAL_ERROR", "message": str(exc)}, 500)
 
+    from ..mcp.endpoint import McpEndpoint
+
+    mcp = McpEndpoint(settings.mcp_tools)  # the agents' tools over HTTP (maestro.mcp)
+    extensions.append(mcp)
     app = Starlette(
-        routes=build_routes(service, hub, settings),
+        routes=build_routes(service, hub, settings) + [Route("/mcp", mcp)],
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, StorageError: storage_error,
                             HTTPException: http_error, Exception: crash},
@@ -341,7 +583,7 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
 
     async def guard(request: ApiRequest, template: str) -> None:
         method = "GET" if request.method == "HEAD" else request.method
-        body = await request.json() if method != "GET" else None
+        body = await request.raw_json() if method != "GET" else None
         request.restrict_project = policy.check(request.identity, method, template,
                                                 request.params, body, request.query)
 
@@ -353,4 +595,5 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     app.state.router = router
     secured = Security(_TrailingSlash(router), settings, token_checker=tokens.identify)
     secured.inner = app
+    mcp.app = secured  # tool calls reach the REST routes through every check a request meets
     return secured

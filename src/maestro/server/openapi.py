@@ -1,200 +1,295 @@
-"""The OpenAPI 3.1 document of the REST API, served at /openapi.json, and a docs page at /docs."""
+"""The OpenAPI 3.1 document of the REST API (/openapi.json) and the API reference page (/docs).
+
+Every route is declared once, where it is added to the router, with an `Op`: its summary, the
+typed dicts of its body, query parameters and answer (api_models.py; pydantic writes their JSON
+schemas) and the error codes it answers with. The document is built from the router's own
+table, so a route cannot be missing from it, and the router holds handlers to their
+declaration: a route declared without a body gets `{}` from `request.json()`, and a query
+parameter it does not declare cannot be read (see router.py).
+
+/docs is Swagger UI, served by Maestro itself from the `swagger-ui-bundle-v2` package (no CDN,
+works offline)."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
 
 from .. import __version__
-from ..validate import SESSION_STATUSES, SESSION_TASK_STATUSES, STRATEGIES, TASK_PRIORITIES, \
-    TASK_STATUSES, TIMELINE_TYPES
+from . import api_models as m
 
-_STR = {"type": "string"}
-_STRS = {"type": "array", "items": _STR}
-_INT = {"type": "integer"}
+REF = "#/components/schemas/{model}"
+JSON = "application/json"
 
 
-def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
+@dataclass(frozen=True)
+class Op:
+    """The declaration of one route: what /openapi.json says about it and what the router
+    lets its handler read."""
+
+    summary: str
+    body: Any = None          # a TypedDict: the route reads a JSON body of this shape
+    query: Any = None         # a TypedDict of the query parameters it reads
+    ok: Any = None            # the answer's type (e.g. m.Task, list[m.Task]); None: object
+    status: int = 200
+    errors: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    description: str = ""
+    events: tuple[str, ...] = ()
+    claim_token: bool = False  # reads X-Maestro-Claim-Token (fencing, SPEC §15.3)
+    paged: bool = False        # answers X-Next-Cursor / Link with `limit`
+
+    @property
+    def query_names(self) -> frozenset[str]:
+        if self.query is None:
+            return frozenset()
+        return frozenset(self.query.__required_keys__ | self.query.__optional_keys__)
 
 
-SCHEMAS = {
-    "Error": {"type": "object", "required": ["error", "code", "message"], "properties": {
-        "error": {"const": True}, "code": _STR, "message": _STR, "details": {}}},
-    "Project": {"type": "object", "required": ["id", "name", "createdAt", "updatedAt"],
-                "properties": {"id": _STR, "name": _STR, "workingDir": _STR,
-                               "description": _STR, "createdAt": _INT, "updatedAt": _INT}},
-    "TimelineEvent": {"type": "object", "required": ["id", "type", "timestamp"], "properties": {
-        "id": _STR, "type": {"enum": list(TIMELINE_TYPES)}, "timestamp": _INT,
-        "message": _STR, "sessionId": _STR}},
-    "Task": {"type": "object", "required": ["id", "projectId", "title", "status"], "properties": {
-        "id": _STR, "projectId": _STR, "parentId": {"type": ["string", "null"]}, "title": _STR,
-        "description": _STR, "initialPrompt": _STR, "status": _STR, "priority": _STR,
-        "sessionIds": _STRS, "skillIds": _STRS, "agentIds": _STRS, "dependencies": _STRS,
-        "timeline": {"type": "array", "items": _ref("TimelineEvent")},
-        "createdAt": _INT, "updatedAt": _INT, "startedAt": {"type": ["integer", "null"]},
-        "completedAt": {"type": ["integer", "null"]},
-        "sessionStatus": {"enum": list(SESSION_TASK_STATUSES)}}},
-    "SessionEvent": {"type": "object", "required": ["id", "timestamp", "type"], "properties": {
-        "id": _STR, "timestamp": _INT, "type": _STR, "data": {}}},
-    "Session": {"type": "object", "required": ["id", "projectId", "taskIds", "status"],
-                "properties": {
-                    "id": _STR, "projectId": _STR, "taskIds": _STRS, "name": _STR,
-                    "agentId": _STR, "status": _STR,
-                    "env": {"type": "object", "additionalProperties": _STR},
-                    "events": {"type": "array", "items": _ref("SessionEvent")},
-                    "metadata": {"type": "object"}, "startedAt": _INT, "lastActivity": _INT,
-                    "completedAt": {"type": ["integer", "null"]}, "hostname": _STR,
-                    "platform": _STR}},
-    "Skill": {"type": "object", "required": ["id", "name"], "properties": {
-        "id": _STR, "name": _STR, "description": _STR, "type": _STR, "version": _STR,
-        "instructions": _STR, "reloaded": {"type": "boolean"}}},
-    "Deleted": {"type": "object", "properties": {"success": {"const": True}, "id": _STR}},
-    "CreateProject": {"type": "object", "required": ["name"], "properties": {
-        "name": {"type": "string", "minLength": 1, "maxLength": 1000}, "workingDir": _STR,
-        "description": _STR}},
-    "UpdateProject": {"type": "object", "properties": {
-        "name": {"type": "string", "minLength": 1, "maxLength": 1000}, "workingDir": _STR,
-        "description": _STR}},
-    "CreateTask": {"type": "object", "required": ["projectId", "title"], "properties": {
-        "projectId": _STR, "title": {"type": "string", "minLength": 1, "maxLength": 1000},
-        "parentId": {"type": ["string", "null"]}, "description": _STR,
-        "priority": {"enum": list(TASK_PRIORITIES)}, "initialPrompt": _STR,
-        "skillIds": _STRS}},
-    "UpdateTask": {"type": "object", "properties": {
-        "title": {"type": "string", "minLength": 1, "maxLength": 1000}, "description": _STR,
-        "status": {"enum": list(TASK_STATUSES)}, "priority": {"enum": list(TASK_PRIORITIES)},
-        "parentId": {"type": ["string", "null"]}, "sessionIds": _STRS, "skillIds": _STRS,
-        "agentIds": _STRS, "timeline": {"type": "array", "items": {"type": "object"}},
-        "sessionStatus": {"enum": list(SESSION_TASK_STATUSES)}, "updateSource": _STR,
-        "sessionId": _STR}},
-    "AddTimeline": {"type": "object", "required": ["message"], "properties": {
-        "message": {"type": "string", "minLength": 1}, "type": {"enum": list(TIMELINE_TYPES)},
-        "sessionId": _STR}},
-    "CreateSession": {"type": "object", "required": ["projectId", "taskIds"], "properties": {
-        "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}, "projectId": _STR,
-        "taskIds": _STRS, "taskId": _STR, "name": {"type": "string", "maxLength": 1000},
-        "agentId": _STR, "status": {"enum": list(SESSION_STATUSES)},
-        "env": {"type": "object", "additionalProperties": _STR}, "metadata": {"type": "object"},
-        "strategy": {"enum": list(STRATEGIES)}}},
-    "UpdateSession": {"type": "object", "properties": {
-        "status": {"enum": list(SESSION_STATUSES)}, "agentId": _STR, "taskIds": _STRS,
-        "events": {"type": "array", "items": {"type": "object", "required": ["type"]}},
-        "env": {"type": "object", "additionalProperties": _STR}}},
-    "AddSessionEvent": {"type": "object", "required": ["type"], "properties": {
-        "type": {"type": "string", "minLength": 1}, "data": {}}},
-    "AddSessionTimeline": {"type": "object", "required": ["message"], "properties": {
-        "type": _STR, "message": {"type": "string", "minLength": 1}, "taskId": _STR,
-        "metadata": {}}},
+# ------------------------------------------------------------------ schemas
+def _strip_titles(schema: Any, top: bool = True) -> Any:
+    """Drop pydantic's generated titles of properties ("Projectid"); models keep theirs."""
+    if isinstance(schema, dict):
+        out = {}
+        for key, value in schema.items():
+            if key == "title" and not top and isinstance(value, str):
+                continue
+            if key in ("properties", "$defs") and isinstance(value, dict):
+                out[key] = {k: _strip_titles(v, top=key == "$defs") for k, v in value.items()}
+            else:
+                out[key] = _strip_titles(value, top=False)
+        return out
+    if isinstance(schema, list):
+        return [_strip_titles(v, top=False) for v in schema]
+    return schema
+
+
+class Schemas:
+    """Components collected while the document is written."""
+
+    def __init__(self) -> None:
+        self.components: dict[str, dict] = {}
+
+    def of(self, tp: Any) -> dict:
+        """The schema of a type; named typed dicts become components, referenced by $ref."""
+        raw = TypeAdapter(tp).json_schema(ref_template=REF)
+        raw = _strip_titles(raw)
+        for name, sub in raw.pop("$defs", {}).items():
+            self.components.setdefault(name, sub)
+        name = getattr(tp, "__name__", None)
+        if isinstance(tp, type) and name and raw.get("type") == "object":
+            self.components.setdefault(name, raw)
+            return {"$ref": REF.format(model=name)}
+        return raw
+
+    def parameters(self, query: Any) -> list[dict]:
+        schema = _strip_titles(TypeAdapter(query).json_schema(ref_template=REF))
+        out = []
+        for name, prop in schema.get("properties", {}).items():
+            prop = dict(prop)
+            description = prop.pop("description", None)
+            param = {"name": name, "in": "query", "required": False, "schema": prop}
+            if description:
+                param["description"] = description
+            out.append(param)
+        return out
+
+
+# ------------------------------------------------------------------ errors
+COMMON_ERRORS: dict[int, tuple[str, ...]] = {
+    400: ("VALIDATION_ERROR",),
+    401: ("UNAUTHORIZED",),
+    403: ("FORBIDDEN",),
+    421: ("HOST_NOT_ALLOWED",),
+    500: ("INTERNAL_ERROR",),
 }
-
-# path, method, summary, request schema, success status, response schema, path params
-ROUTES: list[tuple] = [
-    ("/health", "get", "Server health", None, 200, None),
-    ("/ws-status", "get", "Connected WebSocket clients", None, 200, None),
-    ("/api/projects", "get", "List projects", None, 200, "Project[]"),
-    ("/api/projects", "post", "Create a project", "CreateProject", 201, "Project"),
-    ("/api/projects/{id}", "get", "Get a project", None, 200, "Project"),
-    ("/api/projects/{id}", "put", "Update a project (partial)", "UpdateProject", 200, "Project"),
-    ("/api/projects/{id}", "delete", "Delete a project without tasks or sessions", None, 200,
-     "Deleted"),
-    ("/api/tasks", "get", "List tasks (filters: projectId, status, parentId)", None, 200,
-     "Task[]"),
-    ("/api/tasks", "post", "Create a task", "CreateTask", 201, "Task"),
-    ("/api/tasks/{id}", "get", "Get a task", None, 200, "Task"),
-    ("/api/tasks/{id}", "patch", "Update a task", "UpdateTask", 200, "Task"),
-    ("/api/tasks/{id}", "delete", "Delete a task (no cascade)", None, 200, "Deleted"),
-    ("/api/tasks/{id}/timeline", "post", "Append to a task's timeline", "AddTimeline", 200,
-     "Task"),
-    ("/api/tasks/{id}/children", "get", "Direct children of a task", None, 200, "Task[]"),
-    ("/api/sessions", "get", "List sessions (filters: projectId, taskId, status, active)", None,
-     200, "Session[]"),
-    ("/api/sessions", "post", "Create a session and link its tasks", "CreateSession", 201,
-     "Session"),
-    ("/api/sessions/{id}", "get", "Get a session", None, 200, "Session"),
-    ("/api/sessions/{id}", "patch", "Update a session", "UpdateSession", 200, "Session"),
-    ("/api/sessions/{id}", "delete", "Delete a session (unlinks its tasks)", None, 200,
-     "Deleted"),
-    ("/api/sessions/{id}/tasks/{taskId}", "post", "Link a task to a session", None, 200,
-     "Session"),
-    ("/api/sessions/{id}/tasks/{taskId}", "delete", "Unlink a task from a session", None, 200,
-     "Session"),
-    ("/api/sessions/{id}/events", "post", "Append a session event", "AddSessionEvent", 200,
-     "Session"),
-    ("/api/sessions/{id}/timeline", "post", "Append to a session's timeline",
-     "AddSessionTimeline", 200, "Session"),
-    ("/api/skills", "get", "The skill catalogue of SKILLS_DIR", None, 200, "Skill[]"),
-    ("/api/skills/role/{role}", "get", "The skills of a role (worker, orchestrator)", None, 200,
-     "Skill[]"),
-    ("/api/skills/{id}", "get", "A skill with its instructions", None, 200, "Skill"),
-    ("/api/skills/{id}/reload", "post", "Read a skill again from disk", None, 200, "Skill"),
-]
-
-_QUERY = {
-    ("/api/tasks", "get"): ["projectId", "status", "parentId"],
-    ("/api/sessions", "get"): ["projectId", "taskId", "status", "active"],
+BODY_ERRORS: dict[int, tuple[str, ...]] = {413: ("VALIDATION_ERROR",),
+                                           415: ("VALIDATION_ERROR",)}
+ERROR_TEXT = {
+    400: "Invalid input (the message names the field)",
+    401: "A token is required (the server has MAESTRO_TOKEN)",
+    403: "Not allowed: an agent's token outside its rights, or a browser page of another origin",
+    404: "Not found",
+    409: "Conflict",
+    413: "Request body over 1 MiB",
+    415: "Content-Type is not application/json",
+    421: "Host not allowed (DNS-rebinding protection)",
+    500: "Unexpected failure, or the store refused the change (nothing changed)",
 }
-
-_extra_routes: list[tuple] = []
-
-
-def register(path: str, method: str, summary: str, request: str | None, status: int,
-             response: str | None, schemas: dict | None = None) -> None:
-    """Let other modules (spawn, launcher) add their routes to the document."""
-    _extra_routes.append((path, method, summary, request, status, response))
-    if schemas:
-        SCHEMAS.update(schemas)
-    openapi_document.cache_clear()
+MUTATING = {"post", "put", "patch", "delete"}
 
 
-def _response_schema(name: str | None) -> dict:
-    if name is None:
-        return {"type": "object"}
-    if name.endswith("[]"):
-        return {"type": "array", "items": _ref(name[:-2])}
-    return _ref(name)
+def _error_responses(method: str, op: Op) -> dict:
+    merged: dict[int, list[str]] = {}
+    extra = {403: ("FORBIDDEN", "ORIGIN_NOT_ALLOWED")} if method in MUTATING else {}
+    for table in (COMMON_ERRORS, BODY_ERRORS if method in MUTATING else {}, extra,
+                  op.errors):
+        for status, codes in table.items():
+            bucket = merged.setdefault(status, [])
+            bucket += [c for c in codes if c not in bucket]
+    out = {}
+    for status in sorted(merged):
+        codes = merged[status]
+        schema = {"allOf": [{"$ref": REF.format(model="Error")},
+                            {"properties": {"code": {"enum": codes}}}]}
+        out[str(status)] = {"description": f"{ERROR_TEXT.get(status, 'Error')}: "
+                                           + ", ".join(codes),
+                            "content": {JSON: {"schema": schema}}}
+    return out
 
 
-@lru_cache(maxsize=1)
-def openapi_document() -> dict:
-    paths: dict = {}
-    for path, method, summary, request, status, response in ROUTES + _extra_routes:
-        op: dict = {"summary": summary, "responses": {
-            str(status): {"description": "OK", "content": {
-                "application/json": {"schema": _response_schema(response)}}},
-            "4XX": {"description": "Client error",
-                    "content": {"application/json": {"schema": _ref("Error")}}}}}
-        params = [{"name": p, "in": "path", "required": True,
-                   "schema": {"type": "string", "maxLength": 128}}
-                  for p in ("id", "taskId", "role") if "{" + p + "}" in path]
-        params += [{"name": q, "in": "query", "required": False, "schema": _STR}
-                   for q in _QUERY.get((path, method), [])]
-        if params:
-            op["parameters"] = params
-        if request:
-            op["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": _ref(request)}}}
-        paths.setdefault(path, {})[method] = op
+# ------------------------------------------------------------------ the document
+PATH_PARAMS = {"id": "id of the {what}", "taskId": "id of the task",
+               "dependsOnId": "id of the task depended on", "role": "worker or orchestrator"}
+_WHAT = re.compile(r"^/api/(projects|tasks|sessions|skills)(?:/|$)")
+
+
+def _tag(path: str) -> str:
+    found = _WHAT.match(path)
+    if path == "/api/workspaces" or path.endswith(("/diff", "/merge", "/cleanup")):
+        return "workspaces"
+    if found is None:
+        return "server"
+    if path.endswith("/plan"):
+        return "tasks"
+    if "/claim" in path or "/dependencies/" in path or "/readiness" in path \
+            or path.endswith("/heartbeat"):
+        return "coordination"
+    return found.group(1)
+
+
+def _operation(method: str, path: str, op: Op, schemas: Schemas) -> dict:
+    text = op.description
+    if op.events:
+        text += ("\n\n" if text else "") + "WebSocket events: " + \
+            ", ".join(f"`{e}`" for e in op.events) + "."
+    out: dict[str, Any] = {"summary": op.summary, "tags": [_tag(path)],
+                           "operationId": _operation_id(method, path)}
+    if text:
+        out["description"] = text
+    params: list[dict] = []
+    found = _WHAT.match(path)
+    what = found.group(1)[:-1] if found else "item"
+    for name in re.findall(r"\{(\w+)\}", path):
+        params.append({"name": name, "in": "path", "required": True,
+                       "description": PATH_PARAMS.get(name, name).format(what=what),
+                       "schema": {"type": "string", "maxLength": 128}})
+    if op.query is not None:
+        params += schemas.parameters(op.query)
+    if op.claim_token:
+        params.append({"name": "X-Maestro-Claim-Token", "in": "header", "required": False,
+                       "schema": {"type": "integer"},
+                       "description": "the fencing token of the writer's claim; refused with "
+                                      "409 CLAIM_LOST unless it is the live one"})
+    if params:
+        out["parameters"] = params
+    if op.body is not None:
+        out["requestBody"] = {"required": True,
+                              "content": {JSON: {"schema": schemas.of(op.body)}}}
+    answer: dict[str, Any] = {"description": "OK", "content": {JSON: {
+        "schema": schemas.of(op.ok) if op.ok is not None else {"type": "object"}}}}
+    if op.paged:
+        answer["headers"] = {
+            "X-Next-Cursor": {"description": "with `limit`, when more items may follow: the "
+                                             "`cursor` of the next page",
+                              "schema": {"type": "string"}},
+            "Link": {"description": 'with `limit`, when more may follow: `<URL of the next '
+                                    'page>; rel="next"`', "schema": {"type": "string"}}}
+    out["responses"] = {str(op.status): answer, **_error_responses(method, op)}
+    return out
+
+
+def _operation_id(method: str, path: str) -> str:
+    words = [w.strip("{}") for w in path.strip("/").split("/") if w != "api"]
+    return method + "".join(w[:1].upper() + re.sub(r"[^0-9A-Za-z]", "", w[1:]) for w in words)
+
+
+UNDOCUMENTED = Op("(undocumented)")
+
+
+def build_document(routes: list[tuple[str, str, Op | None]]) -> dict:
+    """The OpenAPI document of `(method, template, declaration)` routes, in that order."""
+    schemas = Schemas()
+    schemas.of(m.Error)
+    paths: dict[str, dict] = {}
+    for method, path, op in routes:
+        method = method.lower()
+        op = op or UNDOCUMENTED
+        paths.setdefault(path, {})[method] = _operation(method, path, op, schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Maestro API", "version": __version__,
-                 "description": "Projects, hierarchical tasks and agent sessions. Every change "
-                                "is also broadcast on the WebSocket at / (or /ws)."},
+                 "description": DESCRIPTION},
+        "servers": [{"url": "/"}],
+        "security": [{}, {"bearer": []}],
+        "tags": [{"name": name, "description": text} for name, text in TAGS],
         "paths": paths,
-        "components": {"schemas": SCHEMAS,
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": dict(sorted(schemas.components.items())),
+                       "securitySchemes": {"bearer": {
+                           "type": "http", "scheme": "bearer",
+                           "description": "MAESTRO_TOKEN, or an agent's MAESTRO_SESSION_TOKEN "
+                                          "(only when the server has a token)"}}},
     }
 
 
-def docs_page() -> bytes:
-    doc = openapi_document()
-    rows = []
-    for path, ops in doc["paths"].items():
-        for method, op in ops.items():
-            rows.append(f"<tr><td><code>{method.upper()}</code></td><td><code>{path}</code>"
-                        f"</td><td>{op['summary']}</td></tr>")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>Maestro API</title>"
-            "<style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem}"
-            "td{padding:.25rem .75rem;border-bottom:1px solid #ddd}</style></head><body>"
-            "<h1>Maestro API</h1><p>The machine-readable document is at "
-            "<a href='/openapi.json'>/openapi.json</a>. Events: connect a WebSocket to "
-            "<code>/</code>.</p><table>" + "".join(rows) + "</table></body></html>").encode()
+DESCRIPTION = """Projects, hierarchical tasks and agent sessions, and the coordination of a team
+of agents (dependencies, ready work, claims with leases).
+
+* Every change is also broadcast on the WebSocket at `/` (or `/ws`) as
+  `{"type", "event", "data", "timestamp"}`.
+* Errors answer `{"error": true, "code", "message", "details"?}`.
+* Every list takes `limit` (1-1000) and `cursor`: the body stays a plain array and, when more
+  may follow, the `X-Next-Cursor` and `Link` headers name the next page. Without `limit` a list
+  is answered whole.
+* With `MAESTRO_TOKEN` set, every request needs `Authorization: Bearer <token>` (*Authorize*).
+* The agents' tools are also served over MCP (streamable HTTP, JSON-RPC) at `/mcp`; a tool call
+  goes through these same routes, so this document describes what each one does."""
+
+TAGS = [("projects", "Projects"), ("tasks", "Tasks and their timelines"),
+        ("coordination", "Dependencies, readiness and claims (SPEC §15)"),
+        ("sessions", "Agent sessions, spawning and control"),
+        ("workspaces", "Each spawned session's own git worktree: review, merge, clean-up"),
+        ("skills", "The skill catalogue (SKILLS_DIR)"), ("server", "Health and diagnostics")]
+
+
+# ------------------------------------------------------------------ /docs
+def swagger_ui_dir() -> Path | None:
+    """The folder of Swagger UI's files in the installed `swagger-ui-bundle-v2`, if any."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    folder = Path(str(getattr(swagger_ui_bundle, "swagger_ui_path", "")))
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
+@lru_cache(maxsize=1)
+def docs_page(available: bool) -> bytes:
+    """The /docs page: Swagger UI on /openapi.json, or a pointer to it without the package."""
+    if not available:
+        return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+                "<title>Maestro API</title></head><body><h1>Maestro API</h1><p>The API "
+                "reference needs the <code>swagger-ui-bundle-v2</code> package (<code>pip "
+                "install swagger-ui-bundle-v2</code>). The machine-readable document is at "
+                "<a href='/openapi.json'>/openapi.json</a>.</p></body></html>").encode()
+    return b"""<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>Maestro API reference</title>
+  <link rel="stylesheet" href="/docs/static/swagger-ui.css">
+  <link rel="icon" type="image/png" href="/docs/static/favicon-32x32.png">
+  <style>body { margin: 0 } .topbar { display: none }</style>
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/static/swagger-ui-bundle.js"></script>
+  <script src="/ui/docs.js"></script>
+</body>
+</html>
+"""

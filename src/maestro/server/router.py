@@ -25,9 +25,9 @@ _JSON_HEADERS = b"application/json; charset=utf-8"
 
 class ApiRequest:
     __slots__ = ("scope", "receive", "method", "path", "params", "_query", "state", "_body",
-                 "restrict_project")
+                 "restrict_project", "doc")
 
-    def __init__(self, scope, receive, params: dict[str, str]):
+    def __init__(self, scope, receive, params: dict[str, str], doc=None):
         self.scope = scope
         self.receive = receive
         self.method = scope["method"]
@@ -38,6 +38,8 @@ class ApiRequest:
         self._body: dict | None = None
         # Set by the policy for agents: lists show only this project.
         self.restrict_project: str | None = None
+        # The route's declaration (openapi.Op): the body and query parameters it may read.
+        self.doc = doc
 
     @property
     def identity(self):
@@ -45,7 +47,10 @@ class ApiRequest:
         return self.state.get("identity")
 
     def query(self, name: str) -> str | None:
-        """A query parameter; present-but-empty counts as absent (SPEC §3.3)."""
+        """A query parameter; present-but-empty counts as absent (SPEC §3.3). Only the
+        parameters the route declares can be read (so /openapi.json lists them all)."""
+        if self.doc is not None and name not in self.doc.query_names:
+            raise RuntimeError(f"query parameter {name!r} is not declared for this route")
         if self._query is None:
             qs = self.scope.get("query_string", b"")
             self._query = dict(parse_qsl(qs.decode("latin-1"))) if qs else {}
@@ -65,7 +70,15 @@ class ApiRequest:
 
     async def json(self) -> dict:
         """The body as a JSON object (SPEC §3.3): empty = {}, 415 for another content type, 400
-        for malformed JSON or a non-object, 413 beyond 1 MiB."""
+        for malformed JSON or a non-object, 413 beyond 1 MiB. A route declared without a body
+        checks it the same way and gets {} (it never reads what it does not document)."""
+        body = await self.raw_json()
+        if self.doc is not None and self.doc.body is None:
+            return {}
+        return body
+
+    async def raw_json(self) -> dict:
+        """The body as sent, whatever the route declares (for the rights checks)."""
         if self._body is None:
             self._body = await self._read_json()
         return self._body
@@ -114,15 +127,16 @@ Handler = Callable[[ApiRequest], Awaitable[Any]]
 
 
 class Reply:
-    """A handler result with a status other than 200, extra headers, or pre-encoded bytes."""
+    """A handler result with a status other than 200 or extra headers (`(name, value)` byte
+    pairs, names in lower case)."""
 
     __slots__ = ("status", "body", "headers")
 
     def __init__(self, body: Any, status: int = 200,
-                 headers: tuple[tuple[bytes, bytes], ...] = ()):
+                 headers: list[tuple[bytes, bytes]] | None = None):
         self.status = status
         self.body = body
-        self.headers = headers  # (lower-case name, value) pairs
+        self.headers = headers
 
 
 try:  # uvicorn's httptools connection, for _write_directly
@@ -147,7 +161,7 @@ _JOIN_AT_MOST = 256 << 10
 
 
 def _write_directly(send, status: int, body: bytes, head: bool,
-                    headers: tuple[tuple[bytes, bytes], ...] = ()) -> bool:
+                    headers: list[tuple[bytes, bytes]] | None = None) -> bool:
     """Write a whole JSON answer to uvicorn's connection in one write and finish the request
     the way uvicorn's own `send` does, but without two passes through it (header checks of
     trusted headers, a head and a body written separately). Returns False, having done
@@ -165,6 +179,8 @@ def _write_directly(send, status: int, body: bytes, head: bool,
         parts += (name, b": ", value, b"\r\n")
     parts += (b"content-type: ", _JSON_HEADERS, b"\r\ncontent-length: ",
               str(len(body)).encode(), b"\r\n")
+    for name, value in headers or ():
+        parts += (name, b": ", value, b"\r\n")
     if not cycle.keep_alive:
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
@@ -187,19 +203,23 @@ def _write_directly(send, status: int, body: bytes, head: bool,
 class Router:
     def __init__(self, fallback):
         self.fallback = fallback
-        # segment count -> list of (method, literals, names, handler, template)
-        self._routes: dict[int, list[tuple[str, tuple, tuple, Handler, str]]] = {}
+        # segment count -> list of (method, literals, names, handler, template, doc)
+        self._routes: dict[int, list[tuple[str, tuple, tuple, Handler, str, Any]]] = {}
+        # (method, template, doc) in the order added: what /openapi.json documents.
+        self.table: list[tuple[str, str, Any]] = []
         # async guard(request, template) run before the handler for agent identities.
         self.guard = None
         self.not_found_body = jsonio.dumps({"error": True, "code": "NOT_FOUND",
                                             "message": "Route not found"})
 
-    def add(self, method: str, template: str, handler: Handler) -> None:
+    def add(self, method: str, template: str, handler: Handler, doc=None) -> None:
+        """Route `method template` to `handler`; `doc` is its declaration (openapi.Op)."""
         parts = tuple(template.strip("/").split("/")) if template != "/" else ()
         literals = tuple(None if p.startswith("{") else p for p in parts)
         names = tuple(p[1:-1] if p.startswith("{") else None for p in parts)
         self._routes.setdefault(len(parts), []).append((method, literals, names, handler,
-                                                         template))
+                                                         template, doc))
+        self.table.append((method, template, doc))
         # Literal routes first so /api/sessions/spawn wins over /api/sessions/{id}.
         self._routes[len(parts)].sort(key=lambda r: sum(x is None for x in r[1]))
 
@@ -214,7 +234,7 @@ class Router:
         if not candidates:
             return None, False
         path_known = False
-        for m, literals, names, handler, template in candidates:
+        for m, literals, names, handler, template, doc in candidates:
             ok = True
             for lit, part in zip(literals, parts):
                 if lit is not None and lit != part:
@@ -226,7 +246,7 @@ class Router:
             if m != method:
                 continue
             params = {n: p for n, p in zip(names, parts) if n is not None}
-            return (handler, params, template), True
+            return (handler, params, template, doc), True
         return None, path_known
 
     async def __call__(self, scope, receive, send):
@@ -246,9 +266,9 @@ class Router:
                     {"error": True, "code": "FORBIDDEN",
                      "message": "Not available to agent sessions"}))
             return await self.fallback(scope, receive, send)
-        handler, params, template = found
-        request = ApiRequest(scope, receive, params)
-        headers: tuple[tuple[bytes, bytes], ...] = ()
+        handler, params, template, doc = found
+        request = ApiRequest(scope, receive, params, doc)
+        headers = None
         try:
             if request.identity is not None and self.guard is not None:
                 await self.guard(request, template)
@@ -258,25 +278,24 @@ class Router:
                 status, result, headers = result.status, result.body, result.headers
             body = result if isinstance(result, (bytes, bytearray)) else jsonio.dumps(result)
         except ApiError as exc:
-            status, body = exc.status, jsonio.dumps(exc.body())
+            status, body, headers = exc.status, jsonio.dumps(exc.body()), None
         except StorageError as exc:
-            status = 500
+            status, headers = 500, None
             body = jsonio.dumps({"error": True, "code": "INTERNAL_ERROR", "message": str(exc)})
         except Exception as exc:
             log.exception("unexpected error on %s %s", scope["method"], scope["path"])
-            status = 500
+            status, headers = 500, None
             body = jsonio.dumps({"error": True, "code": "INTERNAL_ERROR",
                                  "message": f"{type(exc).__name__}: {exc}"})
-        if status >= 400:
-            headers = ()
         await self._send(send, status, body, head=method == "HEAD", headers=headers)
 
     @staticmethod
     async def _send(send, status: int, body: bytes, head: bool = False,
-                    headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
         if _write_directly(send, status, body, head, headers):
             return
         await send({"type": "http.response.start", "status": status,
-                    "headers": [*headers, (b"content-type", _JSON_HEADERS),
-                                (b"content-length", str(len(body)).encode())]})
+                    "headers": [(b"content-type", _JSON_HEADERS),
+                                (b"content-length", str(len(body)).encode()),
+                                *(headers or ())]})
         await send({"type": "http.response.body", "body": b"" if head else body})

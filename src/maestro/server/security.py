@@ -18,6 +18,8 @@ log = logging.getLogger("maestro.security")
 MUTATING = {b"POST", b"PUT", b"PATCH", b"DELETE", "POST", "PUT", "PATCH", "DELETE"}
 _LOCAL_ORIGIN = re.compile(r"^http://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$")
 ALLOW_METHODS = b"GET,HEAD,PUT,PATCH,POST,DELETE"
+# Response headers a browser page may read besides the simple ones: the next page of a list.
+EXPOSE_HEADERS = b"X-Next-Cursor, Link"
 
 
 def _host_of(value: str) -> str:
@@ -29,10 +31,21 @@ def _host_of(value: str) -> str:
 
 
 def _dashboard_asset(kind: str, method: str, path: str) -> bool:
-    """The dashboard page and its static files hold no data; a browser loads them before it
-    knows the token, then sends the token on every API call and on the WebSocket."""
-    return kind == "http" and method in ("GET", "HEAD") and (path == "/"
-                                                               or path.startswith("/ui/"))
+    """The dashboard page, the API reference (/docs, /openapi.json) and their static files hold
+    no data; a browser loads them before it knows the token, then sends the token on every API
+    call and on the WebSocket."""
+    return kind == "http" and method in ("GET", "HEAD") and (
+        path in ("/", "/docs", "/openapi.json") or path.startswith(("/ui/", "/docs/static/")))
+
+
+def _liveness_probe(kind: str, method: str, path: str, headers: dict) -> bool:
+    """`GET /health` without any credentials (a load balancer's health check): answered with
+    a bare liveness body, no details, when a token is required."""
+    return kind == "http" and method in ("GET", "HEAD") and path in ("/health", "/health/") \
+        and b"authorization" not in headers
+
+
+LIVENESS_BODY = b'{"status":"ok"}'
 
 
 class Security:
@@ -99,6 +112,8 @@ class Security:
         if (self.token or self.token_checker is not None) \
                 and not _dashboard_asset(kind, method, scope["path"]):
             identity = self._authenticate(scope, headers)
+            if identity is False and _liveness_probe(kind, method, scope["path"], headers):
+                return await self._alive(send, method == "HEAD")
             if identity is False:
                 return await self._refuse(scope, receive, send, 401, "UNAUTHORIZED",
                                           "A valid token is required "
@@ -134,7 +149,7 @@ class Security:
 
     def _with_cors(self, send, origin: str):
         extra = [(b"access-control-allow-origin", origin.encode("latin-1")),
-                 (b"vary", b"Origin")]
+                 (b"vary", b"Origin"), (b"access-control-expose-headers", EXPOSE_HEADERS)]
         if self.settings.cors_credentials:
             extra.append((b"access-control-allow-credentials", b"true"))
 
@@ -160,6 +175,13 @@ class Security:
                 out.append((b"access-control-allow-credentials", b"true"))
         await send({"type": "http.response.start", "status": 204, "headers": out})
         await send({"type": "http.response.body", "body": b""})
+
+    @staticmethod
+    async def _alive(send, head: bool) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json; charset=utf-8"),
+                                (b"content-length", str(len(LIVENESS_BODY)).encode())]})
+        await send({"type": "http.response.body", "body": b"" if head else LIVENESS_BODY})
 
     async def _refuse(self, scope, receive, send, status, code, message, origin):
         if scope["type"] == "websocket":

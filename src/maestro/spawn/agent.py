@@ -8,7 +8,11 @@ file and runs the configured agent CLI on it in the project's working directory:
   interactive REPL when the manifest's permission mode is `interactive`);
 - MAESTRO_AGENT=codex: OpenAI Codex, `codex exec <prompt>` (or the interactive `codex <prompt>`);
 - any other value: a command line, where `{prompt_file}`, `{manifest}`, `{prompt}`,
-  `{session_id}` and `{model}` are replaced.
+  `{session_id}`, `{model}` and `{mcp_config}` are replaced.
+
+Claude Code and Codex are given Maestro's MCP server (`maestro mcp`, this same Python) with the
+session's identity: Claude Code through a `--mcp-config` file written next to the manifest,
+Codex through `mcp_servers` overrides.
 
 Exit codes: 0 ok (or the agent's own code), 1 bad manifest or environment, 5 agent executable
 missing. A session id is never invented: without MAESTRO_SESSION_ID nothing is reported."""
@@ -25,7 +29,11 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
-from .manifest import ManifestError, read_manifest
+from ..mcp.catalog import SERVER_NAME
+from ..mcp.wiring import AgentWiring, write_agent_config
+from ..workspace.prompt import workspace_from_env, workspace_lines
+from .guide import guide_lines
+from .manifest import ManifestError, dependency_text, read_manifest
 
 EXIT_GENERAL = 1
 EXIT_LAUNCH = 5
@@ -68,8 +76,9 @@ class ServerLink:
 
 # ---------------------------------------------------------------------------- prompt
 def build_prompt(role: str, manifest: dict, session_id: str | None,
-                 server_tasks: dict[str, dict]) -> str:
-    """The instructions handed to the agent CLI: who it is, its tasks, how to report."""
+                 server_tasks: dict[str, dict], workspace: dict | None = None) -> str:
+    """The instructions handed to the agent CLI: who it is, its tasks, how to report, and
+    (`workspace`: its branch and base) that it works in a worktree of its own."""
     tasks = manifest["tasks"]
     lines = [f"You are a Maestro {role} agent"
              + (f" in session {session_id}." if session_id else "."), ""]
@@ -87,44 +96,48 @@ def build_prompt(role: str, manifest: dict, session_id: str | None,
         if isinstance(initial, str) and initial.strip():
             lines += ["", initial.strip()]
         lines += ["", "Acceptance criteria:"] + [f"- {c}" for c in task["acceptanceCriteria"]]
-    first = tasks[0]["id"]
-    lines += [
-        "", "## Reporting (run these shell commands; the `maestro` CLI is on PATH)",
-        "- Start with `maestro whoami` to see your session, tasks and permissions.",
-        f'- Progress: `maestro report progress "what you did" --task {first}`',
-        f'- Blocked: `maestro report blocked "why" --task {first}`',
-        (f"- Done with a task: `maestro task complete {first}` then "
-         f'`maestro report complete "summary" --task {first}`'),
-        "Report progress at each milestone, and finish by completing your tasks.",
-    ]
+    depends = dependency_text(manifest)
+    if depends:
+        lines += ["", depends]
+    lines += [""] + workspace_lines(workspace) + guide_lines(role, tasks[0]["id"])
     return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------- agent CLIs
 def agent_command(spec: str, manifest: dict, prompt: str, prompt_file: Path,
-                  manifest_path: Path, session_id: str | None) -> list[str]:
-    """The command line of the agent CLI named by `spec` (MAESTRO_AGENT)."""
+                  manifest_path: Path, session_id: str | None,
+                  mcp: AgentWiring | None = None) -> list[str]:
+    """The command line of the agent CLI named by `spec` (MAESTRO_AGENT); with `mcp`, the
+    agent is given Maestro's MCP server (Claude Code: `--mcp-config`, Codex: `mcp_servers`
+    overrides, a command line: the `{mcp_config}` placeholder)."""
     session = manifest["session"]
     model = session.get("model", "sonnet")
     mode = session.get("permissionMode", "acceptEdits")
+    # `--mcp-config` takes several values: a `--flag` must follow it, never the prompt.
+    mcp_claude = mcp.claude_args() if mcp else []
     if spec == "claude":
         if mode == "interactive":  # a person attached to the window takes part
-            return ["claude", "--model", model, "--permission-mode", "default", prompt]
-        argv = ["claude", "-p", prompt, "--model", model, "--permission-mode",
+            return ["claude", *mcp_claude, "--model", model, "--permission-mode", "default",
+                    prompt]
+        argv = ["claude", "-p", prompt, *mcp_claude, "--model", model, "--permission-mode",
                 "plan" if mode == "readOnly" else "acceptEdits"]
         if session.get("maxTurns"):
             argv += ["--max-turns", str(int(session["maxTurns"]))]
-        # Reporting through the CLI must never wait for a permission prompt nobody answers.
-        return argv + ["--allowedTools", "Bash(maestro:*)"]
+        # Reporting (CLI or tools) must never wait for a permission prompt nobody answers.
+        return argv + ["--allowedTools", "Bash(maestro:*)"] + ([f"mcp__{SERVER_NAME}"]
+                                                               if mcp else [])
     if spec == "codex":
+        mcp_codex = mcp.codex_args() if mcp else []
         if mode == "interactive":
-            return ["codex", prompt]
+            return ["codex", *mcp_codex, prompt]
         sandbox = "read-only" if mode == "readOnly" else "workspace-write"
         # The sandbox blocks the network by default; the agent must reach the Maestro server.
         return ["codex", "exec", "--sandbox", sandbox, "-c",
-                "sandbox_workspace_write.network_access=true", "--skip-git-repo-check", prompt]
+                "sandbox_workspace_write.network_access=true", *mcp_codex,
+                "--skip-git-repo-check", prompt]
     values = {"{prompt_file}": str(prompt_file), "{manifest}": str(manifest_path),
-              "{prompt}": prompt, "{session_id}": session_id or "", "{model}": model}
+              "{prompt}": prompt, "{session_id}": session_id or "", "{model}": model,
+              "{mcp_config}": str(mcp.config_file) if mcp else ""}
     argv = []
     for token in shlex.split(spec):
         for key, value in values.items():
@@ -158,6 +171,17 @@ def agent_environment(role: str, manifest: dict, manifest_path: Path, prompt_fil
     if first.get("dependencies"):
         env["MAESTRO_TASK_DEPENDENCIES"] = json.dumps(first["dependencies"])
     return env
+
+
+def _mcp_wiring(manifest_path: Path, env: dict[str, str]) -> AgentWiring | None:
+    """Write the agent's MCP configuration next to its manifest; without it (a folder that
+    cannot be written) the agent still starts and reports through the CLI."""
+    try:
+        return write_agent_config(manifest_path.parent, env)
+    except OSError as exc:
+        _say(f"maestro: no MCP configuration for the agent ({exc}); it reports through the "
+             "CLI only")
+        return None
 
 
 def _write_prompt(manifest_path: Path, prompt: str) -> Path:
@@ -224,11 +248,26 @@ def run_init(role: str) -> int:
     else:
         _say(f"maestro {role} init: MAESTRO_SESSION_ID is not set; the agent's reports will "
              "not be linked to a session")
-    prompt = build_prompt(role, manifest, session_id, server_tasks)
+    prompt = build_prompt(role, manifest, session_id, server_tasks,
+                          workspace_from_env(os.environ))
     prompt_file = _write_prompt(manifest_path, prompt)
     spec = (os.environ.get("MAESTRO_AGENT") or "claude").strip()
-    argv = agent_command(spec, manifest, prompt, prompt_file, manifest_path, session_id)
     env = agent_environment(role, manifest, manifest_path, prompt_file, session_id)
+    mcp = _mcp_wiring(manifest_path, env)
+    try:
+        code = _launch(role, manifest, argv=agent_command(
+            spec, manifest, prompt, prompt_file, manifest_path, session_id, mcp=mcp),
+            env=env, session_id=session_id, server=server, followed=followed)
+    finally:
+        if mcp is not None:  # it holds the session token: gone with the agent
+            mcp.config_file.unlink(missing_ok=True)
+    return _end_like(code)
+
+
+def _launch(role: str, manifest: dict, *, argv: list[str], env: dict[str, str],
+            session_id: str | None, server: ServerLink, followed: bool) -> int:
+    """Run the agent CLI `argv` and settle the session when nobody else follows it; returns
+    the agent's status (negative: the signal that ended it) or EXIT_LAUNCH."""
     if not argv or shutil.which(argv[0], path=env.get("PATH")) is None:
         name = argv[0] if argv else "(empty MAESTRO_AGENT)"
         message = (f"maestro {role} init: agent executable '{name}' not found on PATH; install "
@@ -253,4 +292,4 @@ def run_init(role: str) -> int:
             server.call("PATCH", f"/api/sessions/{quote(session_id, safe='')}", {
                 "status": "completed" if code == 0 else "failed",
                 "events": [{"type": "process_exit", "data": {"exitCode": code}}]})
-    return _end_like(code)
+    return code

@@ -4,7 +4,8 @@ Mode `local` (the default) runs `MAESTRO_AGENT_COMMAND` (else `maestro worker in
 `maestro orchestrator init`) for every spawned session, at most `MAESTRO_MAX_AGENTS` at once (the
 others wait in `spawning`, first come first started). Each agent runs under the wrapper
 (`wrapper.py`) in a window of a tmux session when tmux is available (a person can attach), else
-as a detached process group on a pseudo-terminal. The session moves to `running` when the
+as a detached process group on a pseudo-terminal. An agent's environment is built from an
+allow-list (`agent_env`), never copied from the server's. The session moves to `running` when the
 process is up and to `completed`/`failed` when it ends, always through the Service's update
 method, with `process_started` / `process_exit` session events. Mode `ui` launches nothing (a
 desktop UI answers `session:spawn_request`) but still follows agents launched earlier.
@@ -30,10 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import agent_env
 from ..config import Settings
 from ..errors import ApiError, validation
 from ..ids import is_safe_file_component, now_ms
+from ..mcp.wiring import CONFIG_FILE as MCP_CONFIG_FILE
 from ..service import FINAL_SESSION_STATUSES, Service
+from .endings import end_message
+from .output_log import read_output
 from .processes import (
     ENV_FILE,
     EXIT_FILE,
@@ -44,7 +49,6 @@ from .processes import (
     pid_alive,
     read_json,
     save_json,
-    tail_lines,
     write_private_json,
 )
 from .wrapper import process_start_time
@@ -55,8 +59,6 @@ POLL_SECONDS = 0.1
 TMUX_SESSION = "maestro"
 TMUX_TIMEOUT = 10.0
 KILL_WRAPPER_AFTER = 5.0  # seconds after SIGKILL to the agent, if the wrapper is still there
-MAX_TAIL = 10_000
-DEFAULT_TAIL = 100
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Agent:
     record: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     stop_at: float | None = None
+    stopped_by: str | None = None  # the session that asked for the stop; None: the user
     killed_at: float | None = None
     finishing: bool = False
 
@@ -98,8 +101,11 @@ class Launcher:
         digest = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:12]
         self.tmux_socket = f"maestro-{digest}"
         self._tmux_lock = asyncio.Lock()
+        self._tmux_env_checked = False
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
+        # Spawn requests waiting to hear what became of their agent (started, queued, failed).
+        self._waiters: dict[str, asyncio.Future] = {}
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -127,11 +133,16 @@ class Launcher:
             raise validation("session id cannot name a folder", {"sessionId": session_id})
         return self.settings.session_dir / session_id
 
-    def submit(self, session: dict) -> None:
-        """Queue a freshly spawned session (called once it is stored and announced)."""
+    def submit(self, session: dict) -> asyncio.Future | None:
+        """Queue a freshly spawned session (called once it is stored and announced). Returns a
+        future that says what became of the agent: `{"state": "started", "pid", "mode"}`,
+        `{"state": "queued", "running", "maxAgents"}` or `{"state": "failed", "message"}`;
+        None when this launcher starts nothing (`ui`)."""
         if not self.local or self._closing:
-            return
+            return None
         sid = session["id"]
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[sid] = waiter
         try:
             save_json(self.folder(sid) / RECORD_FILE, {"state": "queued", "queuedAt": now_ms()})
         except (OSError, ApiError) as exc:  # the spawn stands; the session fails, saying why
@@ -140,9 +151,19 @@ class Launcher:
             self._spawn_task(self._finish(agent, {"exitCode": None, "signal": None},
                                           reason="launch_failed", ok=False, message=str(exc),
                                           event_type="launch_failed", keep_record=False))
-            return
+            return waiter
         self.queue.append(sid)
         self._pump()
+        if sid in self.queue:
+            self._announce(sid, {"state": "queued", "running": len(self.active),
+                                 "maxAgents": self.settings.max_agents})
+        return waiter
+
+    def _announce(self, sid: str, outcome: dict) -> None:
+        """Tell the spawn request of `sid` (if one waits) what became of its agent."""
+        waiter = self._waiters.pop(sid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(outcome)
 
     def _pump(self) -> None:
         while self.local and not self._closing and self.queue \
@@ -166,6 +187,7 @@ class Launcher:
             raise
         except Exception as exc:
             log.exception("launcher: session %s", agent.session_id)
+            self._announce(agent.session_id, {"state": "failed", "message": str(exc)})
             if not agent.finishing:
                 await self._finish(agent, {"exitCode": None, "signal": None},
                                    reason="launcher_error", message=str(exc), ok=False)
@@ -174,9 +196,13 @@ class Launcher:
             self._pump()
 
     # ------------------------------------------------------------------ launching
-    def _plan(self, session: dict, folder: Path) -> tuple[list[str], str, dict]:
-        """The command line, working directory and environment changes (None = unset) of a
-        session's agent."""
+    def _plan(self, session: dict, folder: Path) -> tuple[list[str], str, dict[str, str]]:
+        """The command line, working directory and whole environment of a session's agent.
+
+        The environment is built from nothing (agent_env): the server's allowed variables, the
+        session's env (SPEC §9.5 and the spawn request's own variables), the server's default
+        MAESTRO_AGENT, the API URL and the agent's own token. Never the server's database URL,
+        folders or the user's MAESTRO_TOKEN."""
         metadata = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
         role = metadata.get("role") if metadata.get("role") in ("worker", "orchestrator") \
             else "worker"
@@ -186,23 +212,41 @@ class Launcher:
             argv = [sys.executable, "-m", "maestro", role, "init"]
         project = self.service.state.projects.get(session.get("projectId")) or {}
         working_dir = project.get("workingDir")
+        workspace = session.get("workspace") if isinstance(session.get("workspace"), dict) \
+            else {}
+        if workspace.get("mode") == "worktree":  # the session's own git worktree
+            working_dir = workspace.get("cwd") or workspace.get("path")
         cwd = working_dir if isinstance(working_dir, str) and working_dir \
             and os.path.isdir(working_dir) else str(folder)
-        env: dict = {k: v for k, v in (session.get("env") or {}).items()
-                     if isinstance(k, str) and k.startswith("MAESTRO_") and isinstance(v, str)
-                     and "TOKEN" not in k}
+        env = dict(self.settings.agent_env)
+        env.update(agent_env.from_session(session.get("env")))
+        if self.settings.agent and "MAESTRO_AGENT" not in env:
+            env["MAESTRO_AGENT"] = self.settings.agent
         env["MAESTRO_API_URL"] = env.get("MAESTRO_SERVER_URL") or self.settings.server_url
         env["MAESTRO_LAUNCHER"] = "local"
-        if self.tokens is not None:
+        if self.settings.mcp_tools:  # the agent's MCP tools are narrowed like /mcp
+            env["MAESTRO_MCP_TOOLS"] = ",".join(self.settings.mcp_tools)
+        if self.tokens is not None:  # the agent acts with its own identity only
             env["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session["id"])
-            env["MAESTRO_TOKEN"] = None  # the agent acts with its own identity only
-        elif self.settings.token:
-            env["MAESTRO_TOKEN"] = self.settings.token
-        # The `maestro` command agents call must be this server's own.
-        bin_dir = str(Path(sys.executable).parent)
-        path = os.environ.get("PATH") or os.defpath
-        env["PATH"] = path if path.split(os.pathsep)[0] == bin_dir else bin_dir + os.pathsep + path
+        env["PATH"] = self._path()
         return argv, cwd, env
+
+    def _path(self) -> str:
+        """PATH with this server's own `bin` folder first: the `maestro` command agents call
+        must be this server's."""
+        bin_dir = str(Path(sys.executable).parent)
+        path = self.settings.agent_env.get("PATH") or os.defpath
+        return path if path.split(os.pathsep)[0] == bin_dir else bin_dir + os.pathsep + path
+
+    def helper_env(self) -> dict[str, str]:
+        """The environment of the wrapper and of tmux (whose server hands its environment to
+        every window): the agents' allowed variables only, so nothing of the server's own
+        environment reaches an agent's window either."""
+        env = dict(self.settings.agent_env)
+        env["PATH"] = self._path()
+        if self.settings.tmux_tmpdir:  # where `tmux -L <socket>` finds the socket
+            env["TMUX_TMPDIR"] = self.settings.tmux_tmpdir
+        return env
 
     async def _launch(self, agent: Agent) -> bool:
         sid = agent.session_id
@@ -210,6 +254,8 @@ class Launcher:
         if session is None or session.get("status") != "spawning":
             agent.record.update(state="skipped", finalized=True)
             save_json(agent.folder / RECORD_FILE, agent.record)
+            self._announce(sid, {"state": "skipped",
+                                 "message": "the session was deleted or ended first"})
             return False
         agent.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         argv, cwd, env = self._plan(session, agent.folder)
@@ -223,14 +269,8 @@ class Launcher:
             return False
         # The whole environment travels in the file: a tmux server started by an earlier run
         # would otherwise hand the agent that run's variables (an old key, another agent CLI).
-        full = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
-        for key, value in env.items():
-            if value is None:
-                full.pop(key, None)
-            else:
-                full[key] = value
         env_file = agent.folder / ENV_FILE
-        write_private_json(env_file, full)
+        write_private_json(env_file, env)
         wrapper = [sys.executable, "-m", "maestro.spawn.wrapper", "--dir", str(agent.folder),
                    "--cwd", cwd, "--env-file", str(env_file), "--", *argv]
         try:
@@ -260,6 +300,10 @@ class Launcher:
             if current.get("status") == "spawning":
                 body["status"] = "running"
             await self._update(sid, body)
+        started = {"state": "started", "pid": pid, "mode": agent.record["mode"]}
+        if tmux_info:
+            started["attach"] = tmux_info["attach"]
+        self._announce(sid, started)
         if agent.stop_at is not None:
             self._signal(agent, signal.SIGTERM)
         return True
@@ -268,7 +312,7 @@ class Launcher:
         with open(agent.folder / LOG_FILE, "ab") as out:
             agent.proc = subprocess.Popen(wrapper, stdin=subprocess.DEVNULL, stdout=out,
                                           stderr=out, cwd=str(agent.folder), close_fds=True,
-                                          start_new_session=True)
+                                          start_new_session=True, env=self.helper_env())
         return agent.proc.pid
 
     def tmux_base(self) -> list[str]:
@@ -278,12 +322,11 @@ class Launcher:
         # The standard library closes every other descriptor in the child; the event loop's
         # own subprocess support may not, and the tmux server it starts would then keep our
         # pipes (and sockets) open for as long as it lives.
-        env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
         try:
             done = await asyncio.to_thread(
-                subprocess.run, [*self.tmux_base(), *args], env=env, stdin=subprocess.DEVNULL,
-                capture_output=True, text=True, errors="replace", close_fds=True,
-                timeout=TMUX_TIMEOUT)
+                subprocess.run, [*self.tmux_base(), *args], env=self.helper_env(),
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                close_fds=True, timeout=TMUX_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise RuntimeError("tmux did not answer") from None
         return done.returncode, done.stdout, done.stderr
@@ -291,6 +334,9 @@ class Launcher:
     async def _start_in_tmux(self, sid: str, wrapper: list[str], cwd: str) -> tuple[int, dict]:
         fmt = "#{pane_pid} #{window_id}"
         async with self._tmux_lock:
+            if not self._tmux_env_checked:
+                await self._reset_tmux_environment()
+                self._tmux_env_checked = True
             code, _, _ = await self._tmux("has-session", "-t", f"={TMUX_SESSION}")
             if code != 0:
                 args = ["new-session", "-d", "-s", TMUX_SESSION, "-x", "200", "-y", "50"]
@@ -305,6 +351,33 @@ class Launcher:
         return int(pid_text), {"socket": self.tmux_socket, "session": TMUX_SESSION,
                                "window": window, "attach": attach}
 
+    async def _reset_tmux_environment(self) -> None:
+        """A tmux server still running from an earlier run of the server (an older version, or
+        other settings) keeps the environment it started with and hands it to every new window:
+        make its global environment exactly the helpers' one and empty the session's own. A
+        server started now already has them so."""
+        code, out, _ = await self._tmux("show-environment", "-g")
+        if code != 0:
+            return  # no tmux server yet
+        wanted = self.helper_env()
+        args: list[str] = []
+        for line in out.splitlines():
+            name = line.partition("=")[0]
+            if line and not line.startswith("-") and name not in wanted:  # `-NAME`: removed
+                args += ["set-environment", "-g", "-u", name, ";"]
+        code, out, _ = await self._tmux("show-environment", "-t", f"={TMUX_SESSION}")
+        for line in out.splitlines() if code == 0 else ():
+            name = line.lstrip("-").partition("=")[0]
+            if name:
+                args += ["set-environment", "-t", f"={TMUX_SESSION}", "-u", name, ";"]
+        for name, value in wanted.items():
+            # tmux reads an argument ending in `;` as the end of a command, `\;` as a `;`.
+            args += ["set-environment", "-g", name,
+                     value[:-1] + "\\;" if value.endswith(";") else value, ";"]
+        code, _, err = await self._tmux(*args[:-1])
+        if code != 0:
+            raise RuntimeError(f"tmux could not reset its environment: {err.strip() or code}")
+
     # ------------------------------------------------------------------ following
     def _alive(self, agent: Agent) -> bool:
         if agent.proc is not None:
@@ -313,6 +386,8 @@ class Launcher:
 
     async def _follow(self, agent: Agent) -> None:
         grace = self.settings.stop_grace
+        beat_every = self.settings.heartbeat_seconds
+        next_beat = time.monotonic() + beat_every
         while not self._closing:
             outcome = read_json(agent.folder / EXIT_FILE)
             if outcome is None and not self._alive(agent):
@@ -335,7 +410,20 @@ class Launcher:
                 agent.killed_at = now
             elif agent.killed_at is not None and now >= agent.killed_at + KILL_WRAPPER_AFTER:
                 self._kill_wrapper(agent)
+            if now >= next_beat and agent.stop_at is None:
+                next_beat = now + beat_every
+                await self._heartbeat(agent.session_id)
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _heartbeat(self, sid: str) -> None:
+        """The agent is alive: keep its session's claims (SPEC §15.3)."""
+        session = self.service.state.sessions.get(sid)
+        if session is None or session.get("status") in FINAL_SESSION_STATUSES:
+            return
+        try:
+            await self.service.heartbeat_session(sid)
+        except ApiError as exc:  # ended or deleted meanwhile
+            log.info("launcher: session %s not heartbeated: %s", sid, exc.message)
 
     def _signal(self, agent: Agent, number: int) -> None:
         group = agent.agent_group()
@@ -362,9 +450,10 @@ class Launcher:
         if agent.record.get("state") == "launched":
             self._signal(agent, signal.SIGTERM)
 
-    async def _update(self, sid: str, body: dict) -> None:
+    async def _update(self, sid: str, body: dict, stopped: bool = False,
+                      end: dict | None = None) -> None:
         try:
-            await self.service.update_session(sid, body)
+            await self.service.update_session(sid, body, stopped=stopped, end=end)
         except ApiError as exc:  # deleted meanwhile
             log.info("launcher: session %s not updated: %s", sid, exc.message)
 
@@ -397,15 +486,25 @@ class Launcher:
             message = outcome.get("error") or last_output_line(agent.folder / LOG_FILE)
         if message:
             data["message"] = message
+        if agent.stopped_by is not None:
+            data["stoppedBy"] = agent.stopped_by
         agent.record.update(state="finished", exit=data, finalized=False)
+        # The agent's MCP configuration holds its session token (`worker init` removes it too).
+        (agent.folder / MCP_CONFIG_FILE).unlink(missing_ok=True)
         if keep_record:
             save_json(agent.folder / RECORD_FILE, agent.record)
         session = self.service.state.sessions.get(agent.session_id)
         if session is not None:
             body: dict[str, Any] = {"events": [{"type": event_type, "data": data}]}
+            end = None
             if session.get("status") not in FINAL_SESSION_STATUSES:
                 body["status"] = "completed" if ok else "failed"
-            await self._update(agent.session_id, body)
+                end = {"endReason": reason,
+                       "endMessage": end_message(data, data.get("stoppedBy"))}
+            await self._update(agent.session_id, body, stopped=reason == "stopped", end=end)
+        # Once the session says so: a spawn request still waiting hears that it failed.
+        self._announce(agent.session_id, {"state": "failed",
+                                          "message": end_message(data, agent.stopped_by)})
         agent.record["finalized"] = True
         if keep_record:
             save_json(agent.folder / RECORD_FILE, agent.record)
@@ -436,6 +535,7 @@ class Launcher:
                     save_json(folder / RECORD_FILE, record)
                 else:
                     exit_data = record.get("exit") or {}
+                    agent.stopped_by = exit_data.get("stoppedBy")
                     await self._finish(agent, exit_data, reason=exit_data.get("reason"),
                                        ok=exit_data.get("exitCode") == 0)
             elif state == "launched":
@@ -450,9 +550,10 @@ class Launcher:
             self.queue.append(sid)
 
     # ------------------------------------------------------------------ control API
-    async def stop_session(self, session_id: str) -> dict:
+    async def stop_session(self, session_id: str, by: str | None = None) -> dict:
         """Stop a session's agent: SIGTERM to its process group now, SIGKILL after the grace
-        period. A session still waiting for a slot is taken off the queue and fails at once."""
+        period. A session still waiting for a slot is taken off the queue and fails at once.
+        `by` is the session that asks (an orchestrator), None for the user."""
         self.service.get_session(session_id)
         folder = self.folder(session_id)
         grace = self.settings.stop_grace
@@ -461,6 +562,7 @@ class Launcher:
             self.queue.remove(session_id)
             agent = Agent(session_id, folder, read_json(folder / RECORD_FILE) or {})
             agent.stop_at = time.monotonic()
+            agent.stopped_by = by
             await self._finish(agent, {"exitCode": None, "signal": None}, reason="stopped",
                                ok=False, message="stopped before the agent started")
             return {"success": True, "sessionId": session_id, "signal": None,
@@ -476,29 +578,15 @@ class Launcher:
             raise launch_error(409, "SESSION_NOT_RUNNING",
                                f"The agent of session {session_id} has already ended",
                                session_id)
+        if agent.stop_at is None:
+            agent.stopped_by = by
         self._request_stop(agent)
         return {"success": True, "sessionId": session_id, "signal": "SIGTERM",
                 "graceSeconds": grace, "session": self.service.get_session(session_id)}
 
-    async def read_log(self, session_id: str, tail: str | None) -> dict:
-        """The last `tail` lines (default 100, at most 10000) of the agent's output."""
-        count = DEFAULT_TAIL
-        if tail is not None:
-            try:
-                count = int(tail)
-            except ValueError:
-                count = 0
-            if not 1 <= count <= MAX_TAIL:
-                raise validation(f"tail must be a whole number between 1 and {MAX_TAIL}",
-                                 {"field": "tail"})
-        self.service.get_session(session_id)
-        folder = self.folder(session_id)
-        path = folder / LOG_FILE
-        if not path.exists():
-            if read_json(folder / RECORD_FILE) is None:
-                raise launch_error(409, "SESSION_NOT_LAUNCHED",
-                                   f"Session {session_id} was not launched by this server",
-                                   session_id)
-            return {"sessionId": session_id, "lines": [], "truncated": False}
-        lines, truncated = await asyncio.to_thread(tail_lines, path, count)
-        return {"sessionId": session_id, "lines": lines, "truncated": truncated}
+    async def read_log(self, session_id: str, tail: str | None,
+                       offset: str | None = None) -> dict:
+        """GET /api/sessions/:id/log (see output_log.read_output)."""
+        session = self.service.get_session(session_id)
+        return await read_output(session, self.folder(session_id),
+                                 running=session_id in self.active, tail=tail, offset=offset)

@@ -76,10 +76,13 @@ def _task_entry(task: dict) -> dict:
 
 def build_manifest(*, role: str, project: dict, tasks: list[dict], skills: list[str],
                    model: str = "sonnet", permission_mode: str = "acceptEdits",
-                   strategy: str | None = None, template_id: str | None = None) -> dict:
+                   strategy: str | None = None, template_id: str | None = None,
+                   dependencies: list[dict] | None = None) -> dict:
     """The manifest of §9.6 for `tasks` (in the given order) of `project`.
 
     `strategy` is written only when given (extension E5); `template_id` only when given (E6).
+    `dependencies` (from `domain.handoff.dependency_briefs`: id, title, status, lastReport and
+    the task that depends on it) go to `context.relatedTasks` when there are any (§15.4).
     Raises ManifestError for a role, model, permission mode or strategy the schema refuses, or
     for an empty task list."""
     if role not in ROLES:
@@ -105,11 +108,32 @@ def build_manifest(*, role: str, project: dict, tasks: list[dict], skills: list[
         "context": {"custom": {"taskIds": [t["id"] for t in tasks]}},
         "skills": [s for s in skills if s],
     }
+    if dependencies:
+        manifest["context"]["relatedTasks"] = [dict(d, relation="dependency")
+                                               for d in dependencies]
     if strategy is not None:
         manifest["strategy"] = strategy
     if template_id is not None:
         manifest["templateId"] = template_id
     return manifest
+
+
+def dependency_text(manifest: dict) -> str:
+    """What an agent's prompt says about the work its tasks depend on (§15.4): title, status
+    and last completion report of each dependency, or "" when there is none."""
+    context = manifest.get("context") if isinstance(manifest.get("context"), dict) else {}
+    related = context.get("relatedTasks")
+    briefs = [r for r in related if isinstance(r, dict) and r.get("relation") == "dependency"] \
+        if isinstance(related, list) else []
+    if not briefs:
+        return ""
+    lines = ["Work this depends on:"]
+    for b in briefs:
+        line = f'- {b.get("id")} "{b.get("title") or ""}" ({b.get("status")})'
+        if b.get("lastReport"):
+            line += f" - last report: {b['lastReport']}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- strict check

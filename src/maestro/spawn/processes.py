@@ -21,6 +21,7 @@ _HAS_PROC = Path("/proc/self/stat").exists()
 _ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_TAIL_BYTES = 8 * 1024 * 1024
+MAX_READ_BYTES = 256 * 1024
 
 
 def _proc_state(pid: int) -> str | None:
@@ -84,6 +85,13 @@ def clean_line(raw: bytes) -> str:
 
 def tail_lines(path: Path, count: int) -> tuple[list[str], bool]:
     """The last `count` lines of `path` and whether earlier lines exist."""
+    lines, truncated, _ = tail_lines_at(path, count)
+    return lines, truncated
+
+
+def tail_lines_at(path: Path, count: int) -> tuple[list[str], bool, int]:
+    """`tail_lines`, plus the byte offset the lines end at (where following the file goes on
+    from)."""
     with open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
         end = fh.tell()
@@ -101,12 +109,37 @@ def tail_lines(path: Path, count: int) -> tuple[list[str], bool]:
     if data.endswith(b"\n"):
         data = data[:-1]
     if not data and position == 0:
-        return [], False
+        return [], False, end
     raw_lines = data.split(b"\n")
     truncated = position > 0 or len(raw_lines) > count
     if position > 0:
         raw_lines = raw_lines[1:]  # the first piece may be the end of a longer line
-    return [clean_line(line) for line in raw_lines[-count:]], truncated
+    return [clean_line(line) for line in raw_lines[-count:]], truncated, end
+
+
+def lines_from(path: Path, offset: int, finished: bool,
+               limit: int = MAX_READ_BYTES) -> tuple[list[str], int, int]:
+    """The whole lines written to `path` from byte `offset` on (at most about `limit` bytes),
+    the offset after them, and the file's size. A last line without its newline waits for it,
+    unless the writer has `finished`. An offset past the end (the file was replaced) starts
+    again from 0."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        if offset > size:
+            offset = 0
+        fh.seek(offset)
+        data = fh.read(min(limit, size - offset))
+    if not data:
+        return [], offset, size
+    cut = data.rfind(b"\n")
+    if cut < 0 and not (finished and offset + len(data) == size):
+        if len(data) < limit:
+            return [], offset, size  # a line still being written
+        cut = len(data) - 1  # a line longer than the limit: hand it over in pieces
+    body = data if cut < 0 or (finished and offset + len(data) == size) else data[:cut + 1]
+    text = body[:-1] if body.endswith(b"\n") else body
+    return [clean_line(line) for line in text.split(b"\n")], offset + len(body), size
 
 
 def last_output_line(path: Path) -> str | None:

@@ -2,44 +2,142 @@
 
 - POST /api/sessions/spawn        create a session + manifest for tasks (SPEC §9)
 - POST /api/sessions/{id}/stop    stop the session's agent (SIGTERM, SIGKILL after a grace period)
-- GET  /api/sessions/{id}/log     the last lines of the agent's output (`?tail=N`)"""
+- GET  /api/sessions/{id}/log     the agent's output: the last lines (`?tail=N`), or the lines
+                                  written from a byte on (`?offset=N`, to follow it)"""
 
 from __future__ import annotations
 
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+from typing_extensions import NotRequired, TypedDict
+
 from ..config import Settings
 from ..policy import redact_session
-from ..server.openapi import register
+from ..server import api_models as m
+from ..server.openapi import Op
 from ..server.router import ApiRequest, Reply, Router
 from ..service import Service
+from ..workspace.options import ISOLATIONS
+from ..workspace.routes import install as install_workspaces
 from .launcher import Launcher
 from .manifest import MODELS, PERMISSION_MODES, ROLES
 from .spawn import SPAWN_SOURCES, SPAWN_STRATEGIES, Spawner
 
-_STR = {"type": "string"}
-_STRS = {"type": "array", "items": _STR}
 
-SCHEMAS = {
-    "SpawnRequest": {"type": "object", "required": ["projectId", "taskIds"], "properties": {
-        "projectId": _STR, "taskIds": {"type": "array", "items": _STR, "minItems": 1},
-        "role": {"enum": list(ROLES)}, "skills": _STRS, "model": {"enum": list(MODELS)},
-        "permissionMode": {"enum": list(PERMISSION_MODES)},
-        "sessionName": {"type": "string", "maxLength": 1000},
-        "spawnSource": {"enum": list(SPAWN_SOURCES)}, "sessionId": _STR, "spawnedBy": _STR,
-        "spawnReason": _STR, "context": {"type": "object"},
-        "strategy": {"enum": list(SPAWN_STRATEGIES)},
-        "agent": {"type": "string", "description": "claude, codex, or a command line with "
-                  "{prompt_file} / {manifest} placeholders; handed to the agent as "
-                  "MAESTRO_AGENT"}}},
-    "SpawnResponse": {"type": "object", "properties": {
-        "success": {"const": True}, "sessionId": _STR, "manifestPath": _STR, "message": _STR,
-        "session": {"$ref": "#/components/schemas/Session"}}},
-    "StopResponse": {"type": "object", "properties": {
-        "success": {"const": True}, "sessionId": _STR,
-        "signal": {"type": ["string", "null"]}, "graceSeconds": {"type": "number"},
-        "session": {"$ref": "#/components/schemas/Session"}}},
-    "SessionLog": {"type": "object", "properties": {
-        "sessionId": _STR, "lines": _STRS, "truncated": {"type": "boolean"}}},
-}
+class SpawnRequest(TypedDict):
+    """Spawn an agent session for tasks (SPEC §9.2)."""
+
+    projectId: str
+    taskIds: Annotated[list[str], Field(min_length=1)]
+    role: NotRequired[Literal[ROLES]]  # type: ignore[valid-type]
+    skills: NotRequired[list[str]]
+    model: NotRequired[Literal[MODELS]]  # type: ignore[valid-type]
+    permissionMode: NotRequired[Literal[PERMISSION_MODES]]  # type: ignore[valid-type]
+    sessionName: NotRequired[Annotated[str, Field(max_length=1000)]]
+    spawnSource: NotRequired[Literal[SPAWN_SOURCES]]  # type: ignore[valid-type]
+    sessionId: NotRequired[Annotated[str, Field(description="the parent session (required "
+                                                            "with spawnSource session)")]]
+    spawnedBy: NotRequired[str]
+    spawnReason: NotRequired[str]
+    context: NotRequired[dict[str, Any]]
+    strategy: NotRequired[Literal[SPAWN_STRATEGIES]]  # type: ignore[valid-type]
+    env: NotRequired[Annotated[dict[str, str], Field(
+        description="variables for the agent, stored in the session's env; not MAESTRO_*, "
+                    "DATABASE_URL, PG*, DATA_DIR or SESSION_DIR")]]
+    agent: NotRequired[Annotated[str, Field(
+        description="claude, codex, or a command line with {prompt_file} / {manifest} "
+                    "placeholders; handed to the agent as MAESTRO_AGENT")]]
+    isolation: NotRequired[Annotated[Literal[ISOLATIONS], Field(  # type: ignore[valid-type]
+        description="worktree (default, or the project's isolation): its own git worktree "
+                    "and branch when workingDir is in a git repository; none: work in "
+                    "workingDir itself")]]
+    baseRef: NotRequired[Annotated[str, Field(
+        description="branch or commit the worktree starts from (default: the project's "
+                    "baseRef, else the main worktree's current branch)")]]
+
+
+class Launch(TypedDict):
+    """What became of the agent, for programs (`message` says it for people)."""
+
+    __pydantic_config__ = m.OPEN
+    launcher: Literal["local", "ui"]
+    state: NotRequired[Literal["started", "queued", "failed", "skipped", "starting",
+                               "requested"]]
+    pid: NotRequired[int]
+    mode: NotRequired[Literal["tmux", "pty"]]
+    attach: NotRequired[Annotated[str, Field(description="the command that attaches a "
+                                                         "terminal to the agent")]]
+    running: NotRequired[Annotated[int, Field(description="agents running (queued)")]]
+    maxAgents: NotRequired[Annotated[int, Field(description="MAESTRO_MAX_AGENTS (queued)")]]
+    message: NotRequired[Annotated[str, Field(description="why it did not start")]]
+
+
+class SpawnResponse(TypedDict):
+    __pydantic_config__ = m.OPEN
+    success: Literal[True]
+    sessionId: str
+    manifestPath: str
+    message: Annotated[str, Field(
+        description="what happened: the local launcher started the agent (with its pid), "
+                    "queued it, could not start it, or the request was sent to an Agents UI")]
+    launch: Launch
+    session: m.Session
+
+
+class StopResponse(TypedDict):
+    __pydantic_config__ = m.OPEN
+    success: Literal[True]
+    sessionId: str
+    signal: str | None
+    graceSeconds: float
+    session: m.Session
+
+
+class SessionLog(TypedDict):
+    __pydantic_config__ = m.OPEN
+    sessionId: str
+    lines: list[str]
+    truncated: Annotated[bool, Field(description="older lines were left out (tail)")]
+    finished: Annotated[bool, Field(description="the session has ended: no more lines will "
+                                                "come")]
+    offset: NotRequired[Annotated[int, Field(description="the offset asked for")]]
+    nextOffset: Annotated[int, Field(description="pass as offset to get what is written "
+                                                 "next")]
+    size: NotRequired[Annotated[int, Field(description="the log's size in bytes (offset)")]]
+
+
+class LogQuery(TypedDict, total=False):
+    tail: Annotated[int, Field(ge=1, le=10000, description="how many last lines (default "
+                                                           "100)")]
+    offset: Annotated[int, Field(ge=0, description=(
+        "instead of the last lines, the whole lines written from this byte on (0: from the "
+        "start); follow the output by passing each answer's nextOffset"))]
+
+
+SPAWN = Op(
+    "Spawn an agent session for tasks", body=SpawnRequest, ok=SpawnResponse, status=201,
+    description="Gives the session its own git worktree when the project's workingDir is in "
+                "a git repository (see `isolation`; `session.workspace` says where it works), "
+                "writes the agent's manifest, and the local launcher then starts the agent "
+                "(`MAESTRO_LAUNCHER=ui`: a desktop UI does, on `session:spawn_request`); "
+                "`message` and `launch` say what became of it.",
+    errors={400: ("missing_project_id", "invalid_task_ids", "invalid_spawn_source",
+                  "missing_session_id", "invalid_role"),
+            404: ("parent_session_not_found", "task_not_found", "project_not_found"),
+            500: ("manifest_generation_failed", "spawn_error", "workspace_error")},
+    events=("session:spawn_request", "session:created", "task:session_added",
+            "task:updated"))
+STOP = Op("Stop a session's agent (SIGTERM, then SIGKILL after MAESTRO_STOP_GRACE seconds)",
+          ok=StopResponse, errors={404: ("SESSION_NOT_FOUND",),
+                                   409: ("SESSION_NOT_LAUNCHED", "SESSION_NOT_RUNNING")},
+          events=("session:updated",))
+LOG = Op("A session's agent output: the last lines, or the lines written from an offset on",
+         query=LogQuery, ok=SessionLog,
+         description="`tail` (default 100) answers the last lines; `offset` the whole lines "
+                     "written from that byte on, which is how a client follows the output. "
+                     "Agents read only their own.",
+         errors={404: ("SESSION_NOT_FOUND",), 409: ("SESSION_NOT_LAUNCHED",)})
 
 
 def install(router: Router, service: Service, settings: Settings, extensions: list,
@@ -49,6 +147,7 @@ def install(router: Router, service: Service, settings: Settings, extensions: li
     spawner = Spawner(service, settings, tokens=tokens)
     launcher = Launcher(service, settings, tokens=tokens)
     spawner.on_spawned = launcher.submit
+    spawner.workspaces = install_workspaces(router, service, settings, extensions)
 
     async def spawn(r: ApiRequest):
         result = await spawner.spawn(await r.json())
@@ -58,20 +157,14 @@ def install(router: Router, service: Service, settings: Settings, extensions: li
 
     async def stop(r: ApiRequest):
         await r.json()
-        return await launcher.stop_session(r.param())
+        by = r.identity.session_id if r.identity is not None else None
+        return await launcher.stop_session(r.param(), by=by)
 
     async def output(r: ApiRequest):
-        return await launcher.read_log(r.param(), r.query("tail"))
+        return await launcher.read_log(r.param(), r.query("tail"), r.query("offset"))
 
-    router.add("POST", "/api/sessions/spawn", spawn)
-    router.add("POST", "/api/sessions/{id}/stop", stop)
-    router.add("GET", "/api/sessions/{id}/log", output)
-    register("/api/sessions/spawn", "post", "Spawn an agent session for tasks (writes its "
-             "manifest; the local launcher then starts the agent)", "SpawnRequest", 201,
-             "SpawnResponse", SCHEMAS)
-    register("/api/sessions/{id}/stop", "post", "Stop a session's agent (SIGTERM, then SIGKILL "
-             "after MAESTRO_STOP_GRACE seconds)", None, 200, "StopResponse")
-    register("/api/sessions/{id}/log", "get", "Last lines of a session's agent output "
-             "(query tail, default 100)", None, 200, "SessionLog")
+    router.add("POST", "/api/sessions/spawn", spawn, SPAWN)
+    router.add("POST", "/api/sessions/{id}/stop", stop, STOP)
+    router.add("GET", "/api/sessions/{id}/log", output, LOG)
     extensions.append(launcher)
     return launcher

@@ -14,14 +14,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .. import jsonio
+from .. import agent_env, jsonio
 from .. import validate as v
 from ..config import Settings
 from ..errors import ApiError, StorageError, validation
 from ..events import Event
 from ..ids import make_id
 from ..service import Service
+from ..session_names import session_name
 from ..validate import MAX_TEXT
+from ..workspace.options import spawn_options
 from .manifest import (
     MODELS,
     PERMISSION_MODES,
@@ -38,7 +40,28 @@ SPAWN_SOURCES = ("manual", "orchestrator", "ui", "cli", "api", "session")
 SPAWN_STRATEGIES = ("simple", "queue")
 DEFAULT_SKILLS = ("maestro-worker",)
 CLI_TIMEOUT_SECONDS = 60.0
+# How long a spawn request waits to say what the local launcher did with the agent (starting
+# one takes well under a second; a slow tmux only delays the answer's wording).
+LAUNCH_WAIT_SECONDS = 10.0
+UI_MESSAGE = "Spawn request sent to Agents UI"
 _MISSING = object()
+
+
+def launch_message(launch: dict) -> str:
+    """The spawn answer's `message`: what happened to the agent, in one sentence."""
+    state = launch.get("state")
+    if launch.get("launcher") == "ui" or state == "requested":
+        return UI_MESSAGE
+    if state == "started":
+        where = "in tmux" if launch.get("mode") == "tmux" else "on a pseudo-terminal"
+        return f"Agent started by the local launcher (pid {launch.get('pid')}, {where})"
+    if state == "queued":
+        return (f"Agent queued by the local launcher: {launch.get('running')} agent(s) "
+                f"already running (MAESTRO_MAX_AGENTS={launch.get('maxAgents')}); it starts "
+                "when one ends")
+    if state in ("failed", "skipped"):
+        return f"The local launcher did not start the agent: {launch.get('message')}"
+    return "The local launcher is starting the agent"
 
 
 def spawn_error(status: int, code: str, message: str, details: Any = None) -> ApiError:
@@ -125,6 +148,7 @@ def _parse_options(body: dict) -> dict:
     if agent is not None and not agent.strip():
         raise validation("agent must not be empty", {"field": "agent"})
     return {
+        "env": _agent_variables(body),
         "skills": [s for s in skills if s],
         "model": _choice(body, "model", MODELS, "sonnet"),
         "permissionMode": _choice(body, "permissionMode", PERMISSION_MODES, "acceptEdits"),
@@ -135,6 +159,21 @@ def _parse_options(body: dict) -> dict:
         "strategy": _choice(body, "strategy", SPAWN_STRATEGIES, None),
         "agent": agent.strip() if agent else None,
     }
+
+
+def _agent_variables(body: dict) -> dict[str, str]:
+    """The request's `env`: variables for the agent, stored in the session's env next to the
+    MAESTRO_* values (which, like the server's database and folders, it may not set)."""
+    env = body.get("env")
+    if env is None:
+        return {}
+    if not isinstance(env, dict):
+        raise validation("env must be an object of strings", {"field": "env"})
+    for name, value in env.items():
+        problem = agent_env.request_problem(name, value)
+        if problem is not None:
+            raise validation(problem, {"field": "env", "name": name})
+    return dict(env)
 
 
 def _check_references(service: Service, req: dict) -> tuple[dict, list[dict]]:
@@ -162,6 +201,8 @@ class Spawner:
         self.on_spawned = None
         # Mints the agent's own token when a UI opens the terminal (launcher `ui`).
         self.tokens = tokens
+        # Gives each new session its git worktree (workspace.manager.WorkspaceManager).
+        self.workspaces = None
 
     def command_for(self, role: str) -> str:
         return self.settings.agent_command or default_command(role)
@@ -169,31 +210,37 @@ class Spawner:
     async def spawn(self, body: dict) -> dict:
         """Handle one spawn request; returns the 201 body of §9.7."""
         req = parse_spawn_body(self.service, body)
+        req.update(spawn_options(body))
         project, tasks = _check_references(self.service, req)
         session_id = make_id("sess")
         session_dir = self.settings.session_dir / session_id
         manifest_path = (session_dir / "manifest.json").absolute()
+        if self.workspaces is not None:
+            req["workspace"] = await self.workspaces.prepare(req, project, tasks, session_id)
         try:
             manifest = await self._generate_manifest(req, project, tasks, manifest_path)
-        except ApiError:
-            _remove_dir(session_dir)
-            raise
-        try:
             session = await self._create_session(req, session_id, manifest_path, manifest)
-        except ApiError:
+        except BaseException as exc:
             _remove_dir(session_dir)
-            raise
-        except StorageError as exc:
-            _remove_dir(session_dir)
+            if self.workspaces is not None:
+                await self.workspaces.discard(req.get("workspace"))
+            if isinstance(exc, ApiError) or not isinstance(exc, Exception):
+                raise
+            if not isinstance(exc, StorageError):
+                log.exception("spawn failed")
             raise spawn_error(500, "spawn_error", str(exc)) from None
-        except Exception as exc:
-            log.exception("spawn failed")
-            _remove_dir(session_dir)
-            raise spawn_error(500, "spawn_error", str(exc)) from None
-        if self.on_spawned is not None:
-            self.on_spawned(session)
+        launch = {"launcher": self.settings.launcher}
+        waiter = self.on_spawned(session) if self.on_spawned is not None else None
+        if waiter is not None:
+            try:
+                launch.update(await asyncio.wait_for(asyncio.shield(waiter),
+                                                     LAUNCH_WAIT_SECONDS))
+            except TimeoutError:
+                launch["state"] = "starting"
+        elif self.settings.launcher == "ui":
+            launch["state"] = "requested"
         return {"success": True, "sessionId": session_id, "manifestPath": str(manifest_path),
-                "message": "Spawn request sent to Agents UI", "session": session}
+                "message": launch_message(launch), "launch": launch, "session": session}
 
     # -------------------------------------------------------------- manifest
     async def _generate_manifest(self, req: dict, project: dict, tasks: list[dict],
@@ -201,10 +248,12 @@ class Spawner:
         try:
             if self.settings.manifest_generator == "cli":
                 return await self._generate_with_cli(req, path)
-            manifest = build_manifest(role=req["role"], project=project, tasks=tasks,
+            manifest = build_manifest(role=req["role"], project=_as_seen_by_agent(req, project),
+                                      tasks=tasks,
                                       skills=req["skills"], model=req["model"],
                                       permission_mode=req["permissionMode"],
-                                      strategy=req["strategy"])
+                                      strategy=req["strategy"],
+                                      dependencies=self.service.dependency_briefs(tasks))
             await asyncio.to_thread(write_manifest, path, manifest)
             return manifest
         except ApiError:
@@ -258,6 +307,10 @@ class Spawner:
             session["model"] = req["model"]
             session["permissionMode"] = req["permissionMode"]
             await asyncio.to_thread(write_manifest, path, manifest)
+        cwd = _agent_cwd(req)
+        if isinstance(session, dict) and cwd and session.get("workingDirectory") != cwd:
+            session["workingDirectory"] = cwd  # the agent works in its own worktree
+            await asyncio.to_thread(write_manifest, path, manifest)
         validate_manifest(manifest, req["role"])
         return manifest
 
@@ -274,6 +327,11 @@ class Spawner:
         }
         if req["agent"]:
             env["MAESTRO_AGENT"] = req["agent"]
+        workspace = req.get("workspace")
+        if isinstance(workspace, dict) and workspace.get("mode") == "worktree":
+            env["MAESTRO_WORKSPACE_BRANCH"] = workspace["branch"]
+            env["MAESTRO_WORKSPACE_BASE"] = workspace["baseRef"]
+        env.update(req["env"])
         metadata: dict[str, Any] = {
             "skills": req["skills"], "spawnSource": req["spawnSource"],
             "spawnedBy": req["parentSessionId"] or req["spawnedBy"] or None,
@@ -285,12 +343,17 @@ class Spawner:
             metadata["strategy"] = req["strategy"]
         if req["agent"]:
             metadata["agent"] = req["agent"]
+        # spawnSource is what the caller declared (§9); this is who acts on the request.
+        metadata["launchedBy"] = self.settings.launcher
         name = req["sessionName"]
         if name is None:
-            name = f"{req['role'].capitalize()} for {req['taskIds'][0]}"
+            tasks = self.service.state.tasks
+            name = session_name(req["role"], [(tasks.get(t) or {}).get("title") or t
+                                              for t in req["taskIds"]])
         return {"taskIds": req["taskIds"], "projectId": req["projectId"], "id": session_id,
                 "name": name, "agentId": None, "status": "spawning", "env": env,
-                "metadata": metadata, "strategy": req["strategy"]}
+                "metadata": metadata, "strategy": req["strategy"],
+                "workspace": req.get("workspace")}
 
     async def _create_session(self, req: dict, session_id: str, manifest_path: Path,
                               manifest: dict) -> dict:
@@ -300,7 +363,8 @@ class Spawner:
         payload: dict[str, Any] = {
             "session": None, "projectId": req["projectId"], "taskIds": req["taskIds"],
             "skillIds": req["skills"], "name": fields["name"],
-            "command": self.command_for(req["role"]), "cwd": project.get("workingDir") or "",
+            "command": self.command_for(req["role"]),
+            "cwd": _agent_cwd(req) or project.get("workingDir") or "",
             "envVars": fields["env"], "manifestPath": str(manifest_path), "manifest": manifest,
             "spawnSource": req["spawnSource"], "parentSessionId": req["parentSessionId"],
         }
@@ -338,3 +402,17 @@ class Spawner:
 
 def _remove_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _agent_cwd(req: dict) -> str | None:
+    """The folder of the session's own worktree (where its agent starts), if it has one."""
+    workspace = req.get("workspace")
+    if isinstance(workspace, dict) and workspace.get("mode") == "worktree":
+        return workspace.get("cwd") or workspace.get("path")
+    return None
+
+
+def _as_seen_by_agent(req: dict, project: dict) -> dict:
+    """The project with the folder the agent works in as its workingDir (for the manifest)."""
+    cwd = _agent_cwd(req)
+    return dict(project, workingDir=cwd) if cwd else project

@@ -159,3 +159,8 @@ class Store(ABC):
 
     def health(self) -> dict[str, Any]:
         return {"backend": self.name}
+
+
+class StoreUnusableError(RuntimeError):
+    """The storage cannot be used as it is (not a folder, not writable, a symbolic link where
+    the store would follow it); the message names the path and what to fix."""

@@ -33,7 +33,9 @@ from typing import Any
 
 from .. import jsonio
 from ..ids import is_safe_file_component
-from .base import KINDS, LoadResult, Op, Store, StoreLockedError, apply_delta
+from .base import (KINDS, LoadResult, Op, Store, StoreLockedError, StoreUnusableError,
+                   apply_delta)
+from .layout import find_link, find_named_link, link_message, unwritable
 from .worker import StoreWorker, batch_message, write_all as _write_all
 
 log = logging.getLogger("maestro.store")
@@ -287,6 +289,7 @@ class FileStore(Store):
         self.old_journal_path = self.root / OLD_JOURNAL_NAME
         self._syncing: threading.Thread | None = None
         self._lock_fd: int | None = None
+        self._layout_checked = False
         self._journal_fd: int | None = None
         # Size of the journal file: everything appended since the last checkpoint.
         self._journal_bytes = 0
@@ -355,6 +358,8 @@ class FileStore(Store):
         return result
 
     def _open(self) -> LoadResult:
+        if not self._layout_checked:
+            self.check_layout()
         for folder in (self.projects_dir, self.tasks_dir, self.sessions_dir):
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
@@ -569,17 +574,33 @@ class FileStore(Store):
         """In the helper process: take over a store the server has loaded."""
         self._stray_paths = strays
         self._known_task_dirs = known
-        self._journal_fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                                   0o644)
+        self._journal_fd = os.open(self.journal_path,
+                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
         self._journal_bytes = os.fstat(self._journal_fd).st_size
         self.spares.adopt()
         self.spares.start()
 
     def take_lock(self) -> None:
-        """Exclusive ownership of the data directory, or StoreLockedError at once."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Exclusive ownership of the data directory, or StoreLockedError at once
+        (StoreUnusableError when the directory cannot be used)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise StoreUnusableError(f"the data directory {self.root} is a file, not a "
+                                     "folder; set DATA_DIR to a folder") from None
+        except OSError as exc:
+            raise StoreUnusableError(f"cannot create the data directory {self.root}: "
+                                     f"{exc.strerror}") from None
         path = self.root / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StoreUnusableError(link_message(str(path), "DATA_DIR")) from None
+            why = unwritable(self.root) or exc.strerror
+            raise StoreUnusableError(f"the data directory {self.root} is not usable ({why}); "
+                                     "fix its permissions or set DATA_DIR to another folder"
+                                     ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -599,6 +620,29 @@ class FileStore(Store):
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
+
+    def check_layout(self) -> None:
+        """Refuse (StoreUnusableError) a data directory with a symbolic link where the store
+        reads or writes, or a folder of it the store cannot write (once, at start-up)."""
+        self._layout_checked = True
+        folders = ("projects", "tasks", "sessions")
+        link = find_named_link(self.root, (JOURNAL_NAME, OLD_JOURNAL_NAME, SPARES_DIR,
+                                           QUARANTINE_DIR, *folders)) \
+            or find_link(self._projects_str, 1) or find_link(self._sessions_str, 1) \
+            or find_link(self._tasks_str, 2) or find_link(str(self.spares_dir), 1)
+        if link is not None:
+            raise StoreUnusableError(link_message(link, "DATA_DIR"))
+        try:
+            task_dirs = [e.path for e in os.scandir(self._tasks_str) if e.is_dir()]
+        except (FileNotFoundError, NotADirectoryError):
+            task_dirs = []
+        for folder in (self.root, *(self.root / name for name in (*folders, SPARES_DIR)),
+                       *task_dirs):
+            if os.path.isdir(folder):
+                why = unwritable(Path(folder))
+                if why is not None:
+                    raise StoreUnusableError(f"cannot write in {folder} ({why}); fix its "
+                                             "permissions or set DATA_DIR to another folder")
 
     def _remove_temp_files(self) -> None:
         """Temp files are staged changes that never reached their commit point (spare files
@@ -629,7 +673,7 @@ class FileStore(Store):
                 continue
             path = entry.path
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
                 try:
                     # Entity files are small: one read usually gets all of it, no fstat needed.
                     data = os.read(fd, 65536)
@@ -782,8 +826,8 @@ class FileStore(Store):
             # records are never appended behind garbage.
             self._rewrite_journal(b"".join(valid))
         existed = bool(raw) or self.journal_path.exists()
-        self._journal_fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                                   0o644)
+        self._journal_fd = os.open(self.journal_path,
+                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
         if not existed:
             self._dirty_dirs.add(self.root)  # the journal's own directory entry
         self._journal_bytes = os.fstat(self._journal_fd).st_size

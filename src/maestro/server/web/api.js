@@ -71,6 +71,17 @@ function obtainToken(refusedToken) {
 
 /** Perform a request; resolves with the parsed body or rejects with ApiError. */
 export async function request(method, path, body) {
+  return (await exchange(method, path, body)).body;
+}
+
+/** GET one page of a list: {items, next}, `next` the cursor of the following page or null. */
+export async function getPage(path) {
+  const { body, headers } = await exchange("GET", path);
+  return { items: Array.isArray(body) ? body : [], next: headers.get("X-Next-Cursor") };
+}
+
+/** Perform a request; resolves with {body, headers} or rejects with ApiError. */
+async function exchange(method, path, body) {
   for (let attempt = 0; attempt < 4; attempt += 1) {
     const headers = { Accept: "application/json" };
     const sent = currentToken();
@@ -95,7 +106,7 @@ export async function request(method, path, body) {
     }
     const parsed = await parse(res);
     if (!res.ok) throw new ApiError(res.status, parsed);
-    return parsed;
+    return { body: parsed, headers: res.headers };
   }
   throw new ApiError(401, { code: "UNAUTHORIZED", message: "The token was refused" });
 }

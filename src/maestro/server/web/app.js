@@ -4,6 +4,7 @@
 
 import * as api from "./api.js";
 import { LiveStream } from "./live.js";
+import { loadAll } from "./paging.js";
 import {
   state, subscribe, replaceAll, applyEvent, upsert, remove, projectsSorted,
 } from "./store.js";
@@ -18,6 +19,7 @@ const ui = {
   projectId: null,
   open: null, // {kind: "task" | "session", id}
   filter: "",
+  view: "tree", // "tree" or "graph": how the project's tasks are shown
   selected: new Set(), // task ids ticked for a new session
   collapsed: new Set(), // task ids whose subtasks are hidden
 };
@@ -132,6 +134,21 @@ const actions = {
   async updateTask(id, fields) {
     upsert("tasks", await api.patch(`/api/tasks/${seg(id)}`, fields));
   },
+  async addDependency(id, dependsOn) {
+    upsert("tasks", await api.post(`/api/tasks/${seg(id)}/dependencies/${seg(dependsOn)}`));
+  },
+  async removeDependency(id, dependsOn) {
+    upsert("tasks", await api.del(`/api/tasks/${seg(id)}/dependencies/${seg(dependsOn)}`));
+  },
+  /** A person frees a task held by an agent (e.g. one that died): the holder's own claim. */
+  async releaseClaim(task) {
+    const claim = task.claim;
+    if (!claim) return;
+    const result = await api.post(`/api/tasks/${seg(task.id)}/claim/release`, {
+      sessionId: claim.sessionId, token: claim.token, reason: "released from the dashboard",
+    });
+    if (result?.task) upsert("tasks", result.task);
+  },
   async addTimeline(id, body) {
     upsert("tasks", await api.post(`/api/tasks/${seg(id)}/timeline`, body));
   },
@@ -148,6 +165,9 @@ const actions = {
   },
   sessionLog(id, tail) {
     return api.get(`/api/sessions/${seg(id)}/log?tail=${tail}`);
+  },
+  taskHistory(id) {
+    return api.get(`/api/tasks/${seg(id)}/history`);
   },
   toggleSelected(id, on) {
     if (on) ui.selected.add(id);
@@ -258,7 +278,7 @@ async function refresh() {
   let ok = false;
   try {
     const [projects, tasks, sessions] = await Promise.all([
-      api.get("/api/projects"), api.get("/api/tasks"), api.get("/api/sessions"),
+      loadAll("/api/projects"), loadAll("/api/tasks"), loadAll("/api/sessions"),
     ]);
     replaceAll({ projects, tasks, sessions });
     ok = true;
@@ -296,7 +316,7 @@ const live = new LiveStream({
     // (and asks for it). Only every few attempts, so an outage stays quiet.
     if (failures % 4 !== 0) return;
     try {
-      await api.get("/health");
+      await api.get("/ws-status");
       live.reconnectNow();
     } catch {
       // still unreachable: keep backing off
@@ -307,7 +327,7 @@ const live = new LiveStream({
 async function start() {
   applyRoute();
   try {
-    await api.get("/health");
+    await api.get("/ws-status");
   } catch (err) {
     if (err.status === 401) {
       notice("This server needs an access token. Reload the page to enter it.");

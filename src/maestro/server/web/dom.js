@@ -143,6 +143,15 @@ export function when(ms) {
   return new Date(ms).toLocaleString();
 }
 
+/** Local time of day of a millisecond timestamp ("14:05"), with the date when not today. */
+export function clock(ms, now = Date.now()) {
+  if (!Number.isFinite(ms)) return "";
+  const at = new Date(ms);
+  const time = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return at.toDateString() === new Date(now).toDateString()
+    ? time : `${at.toLocaleDateString()} ${time}`;
+}
+
 /** A <time> element showing `when(ms)` with the ISO value for machines. */
 export function timeEl(ms, text) {
   if (!Number.isFinite(ms)) return h("span", { class: "muted" }, "—");

@@ -71,6 +71,11 @@ const HANDLERS = {
   "session:deleted": (d) => state.sessions.delete(d?.id),
   "session:spawn_request": (d) => upsertQuiet("sessions", d?.session),
   "session:spawn": (d) => upsertQuiet("sessions", d?.session),
+  // Claim events (SPEC §15.3) are each followed by a task:updated with the whole task; they only
+  // ask for a render, so readiness and lease times shown elsewhere follow at once.
+  "task:claimed": () => true,
+  "task:claim_released": () => true,
+  "task:claim_expired": () => true,
 };
 
 function upsertQuiet(kind, entity) {

@@ -1,11 +1,15 @@
-// One project: its header (rename, delete), the status filter, the create-task form and the task
-// tree (hierarchy by parentId) with inline status and priority and the sessions on each task.
+// One project: its header (rename, delete), the status and readiness filter, the create-task
+// form, and its tasks either as a tree (hierarchy by parentId) with inline status and priority,
+// readiness, claims, dependencies and the sessions on each task, or as a dependency graph.
 
 import {
   h, reconcile, setOptions, setText, TASK_STATUSES, TASK_PRIORITIES, ACTIVE_SESSION, label,
+  clock, when,
 } from "../dom.js";
 import { state, tasksOf } from "../store.js";
+import { readinessMap, dependencyIds } from "../readiness.js";
 import { formError, busy } from "./forms.js";
+import { graphView } from "./graph.js";
 
 const MAX_CHIPS = 3;
 
@@ -27,6 +31,16 @@ export function projectView(app) {
   const tree = document.getElementById("task-tree");
   const noTasks = document.getElementById("no-tasks");
   const topbarProject = document.getElementById("topbar-project");
+  const showTree = document.getElementById("show-tree");
+  const showGraph = document.getElementById("show-graph");
+  const graph = graphView(app, document.getElementById("dep-graph"));
+
+  for (const [button, kind] of [[showTree, "tree"], [showGraph, "graph"]]) {
+    button.addEventListener("click", () => {
+      app.ui.view = kind;
+      app.render();
+    });
+  }
 
   const showProjectError = (message) => {
     projectError.textContent = message || "";
@@ -152,11 +166,25 @@ export function projectView(app) {
     const tasks = tasksOf(project.id);
     setOptions(createForm.elements.parentId,
       [["", "(none: top level)"], ...tasks.map((t) => [t.id, t.title])], "");
-    const rows = treeRows(tasks, app.ui.filter, app.ui.collapsed);
+    const readiness = readinessMap(tasks);
+    const asGraph = app.ui.view === "graph";
+    showTree.setAttribute("aria-pressed", String(!asGraph));
+    showGraph.setAttribute("aria-pressed", String(asGraph));
+    filter.disabled = asGraph;
+    tree.hidden = asGraph;
+    graph.show(asGraph);
+    if (asGraph) {
+      setText(count, `${tasks.length} total`);
+      noTasks.hidden = true;
+      graph.render(tasks, readiness);
+      return;
+    }
+    const rows = treeRows(tasks, app.ui.filter, app.ui.collapsed, readiness);
     const shown = rows.filter((r) => !r.context).length;
     setText(count, app.ui.filter ? `${shown} of ${tasks.length}` : `${tasks.length} total`);
     noTasks.hidden = rows.length > 0;
-    noTasks.textContent = tasks.length ? "No task has this status." : "No tasks yet.";
+    noTasks.textContent = !tasks.length ? "No tasks yet."
+      : FILTER_EMPTY[app.ui.filter] || "No task has this status.";
     reconcile(tree, rows, {
       key: (r) => r.task.id,
       signature: rowSignature,
@@ -176,9 +204,18 @@ export function projectView(app) {
   function rowSignature(row) {
     const t = row.task;
     const chips = sessionChips(t).slice(0, MAX_CHIPS).map((s) => [s.id, s.status, s.name]);
+    const r = row.readiness;
+    const claim = r?.claim
+      ? [r.claim.sessionId, r.claim.leaseExpiresAt, state.sessions.get(r.claim.sessionId)?.name]
+      : null;
+    const deps = dependencyIds(t).map((id) => {
+      const dep = state.tasks.get(id);
+      return [id, dep?.title, dep?.status];
+    });
     return JSON.stringify([t.title, t.status, t.priority, row.depth, row.hasChildren,
       row.collapsed, row.context, app.ui.selected.has(t.id), app.isOpen("task", t.id),
-      chips, (t.sessionIds || []).length, app.ui.projectId]);
+      chips, (t.sessionIds || []).length, app.ui.projectId, r?.ready, r?.waiting,
+      r?.blockedBy, r?.blockedAncestors, claim, deps]);
   }
 
   function buildRow(row) {
@@ -220,6 +257,9 @@ export function projectView(app) {
         "aria-current": open ? "true" : null,
         dataset: { focus: "title" },
       }, t.title),
+      readinessBadge(t, row.readiness),
+      claimChip(row.readiness?.claim, t.projectId),
+      dependencyChip(t),
       sessions.length ? h("span", { class: "chips" },
         sessions.slice(0, MAX_CHIPS).map((s) => sessionChip(s, t.projectId)),
         sessions.length > MAX_CHIPS ? h("span", { class: "chip more" },
@@ -245,6 +285,51 @@ export function projectView(app) {
       href: app.href({ projectId, open: { kind: "session", id: s.id } }),
       title: `${name} — ${label(s.status)}`,
     }, h("span", { class: "dot", "aria-hidden": "true" }), `${short(name)} · ${label(s.status)}`);
+  }
+
+  /** Names of tasks by id, for tooltips; a task that is gone shows as its id. */
+  function names(taskIds) {
+    return taskIds.map((id) => state.tasks.get(id)?.title ?? `${id} (missing)`);
+  }
+
+  function readinessBadge(t, r) {
+    if (!r || (!r.ready && !r.waiting)) return null;
+    if (r.ready) {
+      return h("span", { class: "badge readiness-ready", title: "Ready: nothing to wait for" },
+        "ready");
+    }
+    const why = [];
+    if (r.blockedBy.length) why.push(`waits for ${names(r.blockedBy).join(", ")}`);
+    if (r.blockedAncestors.length) {
+      why.push(`parent blocked: ${names(r.blockedAncestors).join(", ")}`);
+    }
+    return h("span", { class: "badge readiness-blocked", title: `Blocked: ${why.join("; ")}` },
+      "blocked");
+  }
+
+  function claimChip(claim, projectId) {
+    if (!claim) return null;
+    const session = state.sessions.get(claim.sessionId);
+    const name = session?.name || claim.sessionId;
+    const text = `claimed by ${short(name)} · until ${clock(claim.leaseExpiresAt)}`;
+    const title = `Claimed by ${name} until ${when(claim.leaseExpiresAt)} (token ${claim.token})`;
+    if (!session) return h("span", { class: "chip claim-chip", title }, text);
+    return h("a", {
+      class: "chip claim-chip",
+      href: app.href({ projectId, open: { kind: "session", id: session.id } }),
+      title,
+    }, text);
+  }
+
+  function dependencyChip(t) {
+    const deps = dependencyIds(t);
+    if (!deps.length) return null;
+    const parts = deps.map((id) => {
+      const dep = state.tasks.get(id);
+      return dep ? `${dep.title} (${label(dep.status)})` : `${id} (missing)`;
+    });
+    return h("span", { class: "chip deps-chip", title: `Waits for: ${parts.join(", ")}` },
+      `after ${short(names(deps).join(", "), 40)}`);
   }
 
   async function change(task, fields, select, previous) {
@@ -277,12 +362,27 @@ function short(text, max = 22) {
   return s.length > max ? `${s.slice(0, max - 1)}…` : s;
 }
 
+const FILTER_EMPTY = {
+  ready: "No task is ready to start.",
+  waiting: "No task waits for dependencies.",
+};
+
+/** Does `task` pass the filter: a status, `ready` or `waiting` (see readiness.js)? */
+function passes(task, filter, readiness) {
+  if (!filter) return true;
+  const r = readiness?.get(task.id);
+  if (filter === "ready") return Boolean(r?.ready);
+  if (filter === "waiting") return Boolean(r?.waiting);
+  return task.status === filter;
+}
+
 /**
- * Flatten the hierarchy into rows in depth-first order. With a status filter, tasks that match
- * are shown with their ancestors (marked as context). Tasks whose parent is missing, and any
- * tasks caught in a parent cycle written by other software, are shown at the top level.
+ * Flatten the hierarchy into rows in depth-first order. With a filter (a status, or `ready` /
+ * `waiting`), tasks that match are shown with their ancestors (marked as context). Tasks whose
+ * parent is missing, and any tasks caught in a parent cycle written by other software, are shown
+ * at the top level.
  */
-export function treeRows(tasks, statusFilter, collapsed) {
+export function treeRows(tasks, statusFilter, collapsed, readiness = null) {
   const byId = new Map(tasks.map((t) => [t.id, t]));
   const children = new Map();
   const roots = [];
@@ -300,7 +400,7 @@ export function treeRows(tasks, statusFilter, collapsed) {
     if (keep.has(t.id)) return keep.get(t.id);
     if (visiting.has(t.id)) return false;
     visiting.add(t.id);
-    let result = !statusFilter || t.status === statusFilter;
+    let result = passes(t, statusFilter, readiness);
     for (const c of children.get(t.id) || []) if (relevant(c)) result = true;
     visiting.delete(t.id);
     keep.set(t.id, result);
@@ -319,7 +419,8 @@ export function treeRows(tasks, statusFilter, collapsed) {
       depth,
       hasChildren: kids.length > 0,
       collapsed: isCollapsed,
-      context: Boolean(statusFilter) && t.status !== statusFilter,
+      context: !passes(t, statusFilter, readiness),
+      readiness: readiness?.get(t.id) ?? null,
     });
     if (isCollapsed) {
       // still mark the hidden subtree as seen so a cycle check below does not resurface it

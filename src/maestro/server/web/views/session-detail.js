@@ -4,21 +4,23 @@
 import { h, fill, setText, ago, timeEl, badge, ACTIVE_SESSION } from "../dom.js";
 import { state } from "../store.js";
 import { taskLink, sessionLink, fact, none } from "./links.js";
+import { eventEntry, endNote } from "./session-events.js";
+import { workspaceSection } from "./workspace.js";
 
 const LOG_TAIL_LINES = 200;
 const LOG_POLL_MS = 1000;
 const READS_AFTER_END = 2;
-const EVENT_DATA_CHARS = 600;
 
 /** Build the session skeleton in `pane`; returns {signatureOf, update, stop}. */
 export function sessionDetail(app, pane, session, closeButton) {
   const title = h("h2", { id: "detail-title", tabindex: "-1" });
-  const facts = h("dl", { class: "facts" });
+  const facts = h("dl", { class: "facts session-facts" });
   const stopError = h("p", { class: "form-error", role: "alert", hidden: true });
   const stopButton = h("button", { type: "button", class: "danger" }, "Stop session");
   const followState = h("span", { class: "muted follow-state", role: "status" });
   const output = h("pre", { class: "log", tabindex: "0", "aria-label": "Output log" });
   const events = h("ol", { class: "events", "aria-label": "Events, newest first" });
+  const workspace = workspaceSection(app, session);
 
   stopButton.addEventListener("click", async () => {
     if (stopButton.getAttribute("aria-disabled") === "true") return;
@@ -46,6 +48,7 @@ export function sessionDetail(app, pane, session, closeButton) {
     facts,
     h("div", { class: "row" }, stopButton),
     stopError,
+    workspace.el,
     h("div", { class: "section-head" }, h("h3", null, "Output"), followState),
     output,
     h("h3", null, "Events"),
@@ -57,6 +60,7 @@ export function sessionDetail(app, pane, session, closeButton) {
     setText(title, s.name || s.id);
     fill(facts, ...sessionFacts(app, s));
     stopButton.hidden = !ACTIVE_SESSION.has(s.status);
+    workspace.update(s);
     const list = [...(s.events || [])].sort((a, b) => (b.timestamp ?? 0) - (a.timestamp ?? 0));
     fill(events, list.length ? list.map(eventEntry) : h("li", { class: "muted" },
       "No events yet."));
@@ -69,7 +73,7 @@ export function sessionDetail(app, pane, session, closeButton) {
 function signature(s) {
   const titles = (s.taskIds || []).map((id) => state.tasks.get(id)?.title ?? null);
   return JSON.stringify([s.lastActivity, s.status, s.name, (s.events || []).length, titles,
-    ago(s.startedAt)]);
+    ago(s.startedAt), s.workspace ?? null]);
 }
 
 function sessionFacts(app, s) {
@@ -81,7 +85,7 @@ function sessionFacts(app, s) {
   const parent = meta.spawnedBy
     ? state.sessions.get(meta.spawnedBy) || { id: meta.spawnedBy, missing: true } : null;
   return [
-    fact("Status", badge(s.status)),
+    fact("Status", [badge(s.status), endNote(s)]),
     fact("Tasks", tasks.length ? taskList : none()),
     fact("Spawn source", meta.spawnSource ? String(meta.spawnSource) : none("—")),
     meta.role ? fact("Role", String(meta.role)) : null,
@@ -92,17 +96,6 @@ function sessionFacts(app, s) {
     s.hostname ? fact("Host", `${s.hostname}${s.platform ? ` (${s.platform})` : ""}`) : null,
     fact("Id", h("code", null, s.id)),
   ];
-}
-
-function eventEntry(e) {
-  let data = "";
-  if (e.data !== undefined && e.data !== null) {
-    data = typeof e.data === "string" ? e.data : JSON.stringify(e.data);
-    if (data.length > EVENT_DATA_CHARS) data = `${data.slice(0, EVENT_DATA_CHARS)}…`;
-  }
-  return h("li", { class: "event-entry" },
-    h("div", null, timeEl(e.timestamp), " ", badge(e.type, "event")),
-    data ? h("code", { class: "event-data" }, data) : null);
 }
 
 /** Sessions started through spawn carry a manifest path; only those can have an output log. */

@@ -4,6 +4,7 @@
 import { h, reconcile, setText, ago, badge, ACTIVE_SESSION } from "../dom.js";
 import { state, sessionsOf } from "../store.js";
 import { formError, busy } from "./forms.js";
+import { workspaceLine, workspaceSignature, renderOverlapBanner } from "./workspace.js";
 
 const RECENT_LIMIT = 20;
 
@@ -16,6 +17,7 @@ export function sessionsView(app) {
   const form = document.getElementById("spawn-form");
   const selection = document.getElementById("spawn-selection");
   const clear = document.getElementById("spawn-clear");
+  const overlapBanner = document.getElementById("overlap-banner");
 
   clear.addEventListener("click", () => app.actions.clearSelection());
 
@@ -74,13 +76,14 @@ export function sessionsView(app) {
       key: (s) => s.id,
       signature: (s) => JSON.stringify([s.name, s.status, s.taskIds, taskTitles(s),
         s.metadata?.spawnSource, ago(s.startedAt, now), ago(s.completedAt, now),
-        app.isOpen("session", s.id)]),
+        app.isOpen("session", s.id), workspaceSignature(s)]),
       build: (s) => buildRow(s, now),
     };
     reconcile(activeList, active, opts);
     reconcile(recentList, recent, opts);
     noActive.hidden = active.length > 0;
     noRecent.hidden = recent.length > 0;
+    renderOverlapBanner(overlapBanner, app, sessions);
   }
 
   function taskTitles(s) {
@@ -109,6 +112,7 @@ export function sessionsView(app) {
       source ? h("span", { class: "source" }, `via ${source}`) : null,
       h("span", null, `started ${ago(s.startedAt, now)}`),
       ended ? h("span", null, `ended ${ago(s.completedAt, now)}`) : null),
+    workspaceLine(s),
     taskIds.length ? h("div", { class: "session-tasks" },
       taskTitles(s).map((title) => h("span", { class: "chip task-chip" }, title))) : null);
   }

@@ -1,5 +1,7 @@
-// A task in the detail pane: inline status and priority, parent, subtasks, sessions, the
-// description rendered as safe Markdown, and the timeline newest first with session links.
+// A task in the detail pane: inline status and priority, readiness and claim, parent,
+// subtasks, sessions, its dependencies (editable) and the tasks waiting for it, the description
+// rendered as safe Markdown, and its history newest first (its timeline and its sessions'
+// reports, task-history.js) with session links.
 
 import {
   h, fill, refill, setText, timeEl, badge, TASK_STATUSES, TASK_PRIORITIES,
@@ -9,6 +11,8 @@ import { state } from "../store.js";
 import { enumSelect } from "./project.js";
 import { formError, busy } from "./forms.js";
 import { taskLink, sessionLink, fact, none } from "./links.js";
+import { dependencySection, coordinationFacts, coordinationSignature } from "./task-deps.js";
+import { historySection, historySignature } from "./task-history.js";
 
 const TIMELINE_TYPES = ["update", "milestone", "blocker"];
 
@@ -17,7 +21,8 @@ export function taskDetail(app, pane, task, closeButton) {
   const title = h("h2", { id: "detail-title", tabindex: "-1" });
   const facts = h("dl", { class: "facts" });
   const description = h("div", { class: "markdown", "aria-label": "Description" });
-  const timeline = h("ol", { class: "timeline", "aria-label": "Timeline, newest first" });
+  const history = historySection(app, task);
+  let historyShown = null;
   const noteForm = h("form", { class: "note-form", autocomplete: "off" },
     h("label", { class: "grow" }, "Add to timeline",
       h("input", { name: "message", required: true, maxlength: "10000" })),
@@ -38,6 +43,8 @@ export function taskDetail(app, pane, task, closeButton) {
     }, (err) => formError(noteForm, app.describe(err)));
   });
 
+  const deps = dependencySection(app, task);
+
   fill(pane,
     h("article", {
       class: "task-detail",
@@ -46,24 +53,30 @@ export function taskDetail(app, pane, task, closeButton) {
     },
     h("div", { class: "detail-head" }, title, closeButton()),
     facts,
+    deps.element,
     h("h3", null, "Description"),
     description,
-    h("h3", null, "Timeline"),
+    h("h3", null, "History"),
     noteForm,
-    timeline));
+    history.element));
 
   function update(t) {
     setText(title, t.title);
     refill(facts, ...taskFacts(app, t));
+    deps.update(t);
     const text = typeof t.description === "string" ? t.description : "";
     fill(description, text.trim() ? renderMarkdown(text) : h("p", { class: "muted" },
       "No description."));
-    const entries = [...(t.timeline || [])]
-      .sort((a, b) => (b.timestamp ?? 0) - (a.timestamp ?? 0));
-    fill(timeline, entries.map((e) => timelineEntry(app, e, t.projectId)));
+    const wanted = historySignature(t);
+    if (wanted !== historyShown) {
+      historyShown = wanted;
+      history.update(t);
+    }
   }
 
-  return { signatureOf: signature, update };
+  const signatureOf = (t) => JSON.stringify([signature(t), deps.signatureOf(t),
+    coordinationSignature(t), historySignature(t)]);
+  return { signatureOf, update, stop: () => history.stop() };
 }
 
 function signature(t) {
@@ -106,6 +119,7 @@ function taskFacts(app, t) {
   return [
     fact("Status", status),
     fact("Priority", priority),
+    ...coordinationFacts(app, t),
     t.parentId ? fact("Parent", parentValue) : null,
     kids.length ? fact("Subtasks", kidList) : null,
     fact("Sessions", sessions.length ? sessionList : none()),
@@ -114,15 +128,4 @@ function taskFacts(app, t) {
     t.completedAt ? fact("Completed", timeEl(t.completedAt)) : null,
     fact("Id", h("code", null, t.id)),
   ];
-}
-
-function timelineEntry(app, e, projectId) {
-  const type = String(e.type).replace(/[^a-z_]/gi, "");
-  const session = e.sessionId
-    ? state.sessions.get(e.sessionId) || { id: e.sessionId, missing: true } : null;
-  return h("li", { class: `timeline-entry type-${type}` },
-    h("div", { class: "timeline-head" }, timeEl(e.timestamp), " ", badge(e.type, "event")),
-    e.message ? h("p", { class: "timeline-message" }, e.message) : null,
-    session ? h("p", { class: "timeline-session" }, "Session ",
-      sessionLink(app, session, projectId)) : null);
 }

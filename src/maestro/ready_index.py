@@ -1,0 +1,270 @@
+"""Indexes of coordination (SPEC §15), kept up to date on every change of a task.
+
+Readiness is never stored; what is kept is which tasks *could* be handed out: pending, not held
+back by dependencies or ancestors (`domain.readiness.is_held`), with no claim. Whether a claim
+is still live depends on the clock, so a claimed task is simply not eligible until its claim is
+cleared (released, ended, or by the expiry sweep). A change to a task re-examines only the tasks
+whose readiness can depend on it: the task, its descendants, the tasks naming it as a
+dependency and their descendants. Lists are kept sorted (§15.2 order), so ready work and
+claim-next cost in proportion to the answer, not to the project.
+
+Also kept: the reverse dependency index, the claims of each session, the tasks whose
+`sessionStatus` each session wrote, and a heap of lease expiries for the sweep."""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Iterator
+
+from .domain.graph import dependency_ids, parent_id
+from .domain.readiness import is_held, order_key
+from .state import Table
+
+# Fields whose change can alter a task's own readiness or its place in the order.
+_OWN_FIELDS = ("status", "dependencies", "parentId", "claim", "priority", "createdAt",
+               "projectId")
+
+
+class _SortedKeys:
+    """Order keys `(rank, createdAt, id)` kept sorted."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self) -> None:
+        self.keys: list[tuple] = []
+
+    def add(self, key: tuple) -> None:
+        bisect.insort(self.keys, key)
+
+    def remove(self, key: tuple) -> None:
+        i = bisect.bisect_left(self.keys, key)
+        if i < len(self.keys) and self.keys[i] == key:
+            del self.keys[i]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def _claim_session(task: dict | None) -> str | None:
+    claim = task.get("claim") if task is not None else None
+    if isinstance(claim, dict) and isinstance(claim.get("sessionId"), str):
+        return claim["sessionId"]
+    return None
+
+
+def _status_writer(task: dict | None) -> str | None:
+    by = task.get("sessionStatusBy") if task is not None else None
+    return by if isinstance(by, str) else None
+
+
+def _add(index: dict, key, member: str) -> None:
+    index.setdefault(key, {})[member] = None
+
+
+def _drop(index: dict, key, member: str) -> None:
+    bucket = index.get(key)
+    if bucket is not None:
+        bucket.pop(member, None)
+        if not bucket:
+            del index[key]
+
+
+class ReadyIndex:
+    def __init__(self, tasks: Table, track_expiries: bool = True):
+        self.tasks = tasks
+        # Only the index the sweeper reads needs the heap (the committed view's would grow).
+        self.track_expiries = track_expiries
+        self.get = tasks.rows.get
+        # dependency id -> ids of the tasks naming it (the id may name no task).
+        self.dependents: dict[str, dict[str, None]] = {}
+        # task id -> its order key, for every eligible (ready unless its claim is live) task.
+        self.ready_key: dict[str, tuple] = {}
+        self.ready_by_project: dict[str, _SortedKeys] = {}
+        self.ready_by_parent: dict[str, _SortedKeys] = {}
+        self.ready_all = _SortedKeys()
+        # task id -> key for every pending task held back (`?blocked=true`).
+        self.blocked_key: dict[str, tuple] = {}
+        self.blocked_all = _SortedKeys()
+        self.blocked_by_project: dict[str, _SortedKeys] = {}
+        self.claims_by_session: dict[str, dict[str, None]] = {}
+        self.status_by_session: dict[str, dict[str, None]] = {}
+        # (leaseExpiresAt, task id): may hold stale entries, checked when popped.
+        self.expiries: list[tuple[int, str]] = []
+        self.suspended = False
+
+    def attach(self) -> None:
+        self.tasks.listener = self.on_change
+
+    # ------------------------------------------------------------ following changes
+    def on_change(self, old: dict | None, new: dict | None) -> None:
+        if self.suspended:
+            return
+        tid = (new or old)["id"]
+        self._follow_links(tid, old, new)
+        if old is not None and new is not None and all(
+                old.get(f) is new.get(f) or old.get(f) == new.get(f) for f in _OWN_FIELDS):
+            return
+        self.refresh(self._affected(tid, old, new))
+
+    def _follow_links(self, tid: str, old: dict | None, new: dict | None) -> None:
+        before, after = dependency_ids(old), dependency_ids(new)
+        if before != after:
+            for dep in before:
+                if dep not in after:
+                    _drop(self.dependents, dep, tid)
+            for dep in after:
+                _add(self.dependents, dep, tid)
+        for reader, index in ((_claim_session, self.claims_by_session),
+                              (_status_writer, self.status_by_session)):
+            was, now = reader(old), reader(new)
+            if was != now:
+                if was is not None:
+                    _drop(index, was, tid)
+                if now is not None:
+                    _add(index, now, tid)
+        claim = new.get("claim") if new is not None else None
+        if self.track_expiries and isinstance(claim, dict) and (
+                old is None or old.get("claim") is not claim):
+            expires = claim.get("leaseExpiresAt")
+            if isinstance(expires, int) and not isinstance(expires, bool):
+                heapq.heappush(self.expiries, (expires, tid))
+
+    def _affected(self, tid: str, old: dict | None, new: dict | None) -> set[str]:
+        """The tasks whose readiness may have changed with this change of `tid`."""
+        out = {tid}
+        o, n = old or {}, new or {}
+        existence = old is None or new is None
+        status_changed = existence or o.get("status") != n.get("status")
+        structure = existence or dependency_ids(old) != dependency_ids(new) \
+            or parent_id(old) != parent_id(new)
+        if status_changed or structure:
+            out.update(self.descendants(tid))
+        if status_changed:
+            for dependent in list(self.dependents.get(tid, ())):
+                out.add(dependent)
+                out.update(self.descendants(dependent))
+        return out
+
+    def descendants(self, tid: str) -> Iterator[str]:
+        children = self.tasks.indexes["parentId"]
+        seen = {tid}
+        stack = list(children.get(tid))
+        while stack:
+            cid = stack.pop()
+            if cid in seen:
+                continue
+            seen.add(cid)
+            yield cid
+            stack.extend(children.get(cid))
+
+    def refresh(self, ids) -> None:
+        for tid in ids:
+            self._place(tid)
+
+    def _place(self, tid: str) -> None:
+        task = self.get(tid)
+        eligible = blocked = False
+        if task is not None and task.get("status") == "pending":
+            held = is_held(task, self.get)
+            blocked = held
+            eligible = not held and not isinstance(task.get("claim"), dict)
+        if task is not None:
+            key = order_key(task)
+            project, parent = task.get("projectId"), parent_id(task)
+            stored = key + (project, parent)
+        else:
+            key = project = parent = stored = None
+        old = self.ready_key.get(tid)
+        if old is not None and (not eligible or old != stored):
+            self._unready(tid, old)
+        if eligible and tid not in self.ready_key:
+            self._ready(tid, key, project, parent)
+        old = self.blocked_key.get(tid)
+        if old is not None and (not blocked or old != stored):
+            del self.blocked_key[tid]
+            self.blocked_all.remove(old[:3])
+            keys = self.blocked_by_project.get(old[3]) if isinstance(old[3], str) else None
+            if keys is not None:
+                keys.remove(old[:3])
+                if not keys:
+                    del self.blocked_by_project[old[3]]
+        if blocked and tid not in self.blocked_key:
+            self.blocked_key[tid] = stored
+            self.blocked_all.add(key)
+            if isinstance(project, str):
+                self.blocked_by_project.setdefault(project, _SortedKeys()).add(key)
+
+    def _ready(self, tid: str, key: tuple, project, parent: str | None) -> None:
+        self.ready_key[tid] = key + (project, parent)
+        self.ready_all.add(key)
+        if isinstance(project, str):
+            self.ready_by_project.setdefault(project, _SortedKeys()).add(key)
+        if parent is not None:
+            self.ready_by_parent.setdefault(parent, _SortedKeys()).add(key)
+
+    def _unready(self, tid: str, stored: tuple) -> None:
+        key, project, parent = stored[:3], stored[3], stored[4]
+        del self.ready_key[tid]
+        self.ready_all.remove(key)
+        for index, name in ((self.ready_by_project, project), (self.ready_by_parent, parent)):
+            keys = index.get(name) if isinstance(name, str) else None
+            if keys is not None:
+                keys.remove(key)
+                if not keys:
+                    del index[name]
+
+    def rebuild(self) -> None:
+        """Everything from scratch (after loading, when changes were not followed)."""
+        self.__init__(self.tasks, self.track_expiries)
+        for task in self.tasks.rows.values():
+            self._follow_links(task["id"], None, task)
+        for tid in list(self.tasks.rows):
+            self._place(tid)
+
+    # ------------------------------------------------------------ answers
+    def ready_source(self, project_id: str | None, parent: str | None) -> list[tuple]:
+        """Sorted order keys to walk for the eligible tasks of a project and/or under a parent:
+        with both, those under the parent (the caller checks the project)."""
+        if parent is not None:
+            keys = self.ready_by_parent.get(parent)
+        elif project_id is not None:
+            keys = self.ready_by_project.get(project_id)
+        else:
+            keys = self.ready_all
+        return keys.keys if keys is not None else []
+
+    def ready_keys(self, project_id: str | None, parent: str | None) -> list[tuple]:
+        """Order keys of the eligible tasks of a project and/or under a parent."""
+        if parent is not None:
+            keys = self.ready_by_parent.get(parent)
+            if keys is None:
+                return []
+            if project_id is None:
+                return keys.keys
+            return [k for k in keys.keys if self.ready_key[k[2]][3] == project_id]
+        if project_id is not None:
+            keys = self.ready_by_project.get(project_id)
+            return keys.keys if keys is not None else []
+        return self.ready_all.keys
+
+    def blocked_keys(self, project_id: str | None) -> list[tuple]:
+        """Order keys of the pending tasks held back, of a project or of all."""
+        if project_id is not None:
+            keys = self.blocked_by_project.get(project_id)
+            return keys.keys if keys is not None else []
+        return self.blocked_all.keys
+
+    def blocked_ids(self, project_id: str | None) -> list[str]:
+        return [k[2] for k in self.blocked_keys(project_id)]
+
+    def due(self, now: int) -> list[str]:
+        """Ids of tasks whose claim may have run out by `now` (each checked by the caller)."""
+        out = []
+        while self.expiries and self.expiries[0][0] <= now:
+            _, tid = heapq.heappop(self.expiries)
+            out.append(tid)
+        return out
+
+    def next_expiry(self) -> int | None:
+        return self.expiries[0][0] if self.expiries else None

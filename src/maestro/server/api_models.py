@@ -1,0 +1,563 @@
+"""The shapes of the REST API (entities, request bodies, query parameters, answers) declared once
+as typed dicts, from which /openapi.json takes its JSON schemas (pydantic writes them).
+
+These declarations document and test; requests are validated by the hand-written checks of
+`validate.py` and the service (SPEC's exact error messages), not by pydantic. Entities keep
+members these declarations do not name (fields of other revisions, SPEC §4.9), so every object
+allows additional properties."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field
+from typing_extensions import NotRequired, TypedDict
+
+from ..validate import (
+    SESSION_STATUSES,
+    SESSION_TASK_STATUSES,
+    STRATEGIES,
+    TASK_PRIORITIES,
+    TASK_STATUSES,
+    TIMELINE_TYPES,
+)
+from ..workspace.options import ISOLATIONS
+
+OPEN = ConfigDict(extra="allow")
+
+TaskStatus = Literal[TASK_STATUSES]  # type: ignore[valid-type]
+TaskPriority = Literal[TASK_PRIORITIES]  # type: ignore[valid-type]
+TimelineType = Literal[TIMELINE_TYPES]  # type: ignore[valid-type]
+SessionStatus = Literal[SESSION_STATUSES]  # type: ignore[valid-type]
+AgentStatus = Literal[SESSION_TASK_STATUSES]  # type: ignore[valid-type]
+Strategy = Literal[STRATEGIES]  # type: ignore[valid-type]
+Isolation = Annotated[Literal[ISOLATIONS], Field(  # type: ignore[valid-type]
+    description="worktree (the default): each spawned session gets its own git worktree and "
+                "branch; none: sessions work in workingDir itself")]
+BaseRef = Annotated[str, Field(description="branch or commit new worktrees start from (empty or "
+                                           "absent: the main worktree's current branch)")]
+Ms = Annotated[int, Field(description="milliseconds since the Unix epoch")]
+Title = Annotated[str, Field(min_length=1, max_length=1000)]
+Ttl = Annotated[int, Field(ge=5, le=86400, description="lease in seconds (default 600; the "
+                                                       "server's MAESTRO_CLAIM_MIN_TTL is the "
+                                                       "least)")]
+
+
+# ------------------------------------------------------------------ errors
+class Error(TypedDict):
+    """The error body of every failed request (SPEC §6.1)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+    error: Literal[True]
+    code: Annotated[str, Field(description="e.g. VALIDATION_ERROR, TASK_NOT_FOUND")]
+    message: Annotated[str, Field(description="human readable")]
+    details: NotRequired[Any]
+    statusCode: NotRequired[int]
+
+
+# ------------------------------------------------------------------ entities
+class Project(TypedDict):
+    """A project (SPEC §4.1)."""
+
+    __pydantic_config__ = OPEN
+    id: str
+    name: str
+    workingDir: str
+    description: str
+    isolation: NotRequired[Isolation]
+    baseRef: NotRequired[BaseRef]
+    createdAt: Ms
+    updatedAt: Ms
+
+
+class TimelineEvent(TypedDict):
+    """An entry of a task's timeline (SPEC §4.3); append-only."""
+
+    __pydantic_config__ = OPEN
+    id: str
+    type: TimelineType
+    timestamp: Ms
+    message: NotRequired[str]
+    sessionId: NotRequired[str]
+
+
+class Claim(TypedDict):
+    """A live lease on a task (SPEC §15.3); `token` grows with every new grant (fencing)."""
+
+    __pydantic_config__ = OPEN
+    sessionId: str
+    token: int
+    claimedAt: Ms
+    leaseExpiresAt: Ms
+
+
+class Task(TypedDict):
+    """A task (SPEC §4.2), with its timeline, dependencies and claim."""
+
+    __pydantic_config__ = OPEN
+    id: str
+    projectId: str
+    parentId: str | None
+    title: str
+    description: str
+    initialPrompt: NotRequired[str]
+    status: TaskStatus
+    priority: TaskPriority
+    sessionIds: list[str]
+    skillIds: NotRequired[list[str]]
+    agentIds: NotRequired[list[str]]
+    dependencies: NotRequired[list[str]]
+    timeline: list[TimelineEvent]
+    createdAt: Ms
+    updatedAt: Ms
+    startedAt: NotRequired[Ms | None]
+    completedAt: NotRequired[Ms | None]
+    sessionStatus: NotRequired[AgentStatus]
+    sessionStatusBy: NotRequired[Annotated[str, Field(
+        description="the session that wrote sessionStatus")]]
+    claim: NotRequired[Claim | None]
+    claimToken: NotRequired[Annotated[int, Field(description="the last fencing token "
+                                                             "granted")]]
+
+
+class SessionEvent(TypedDict):
+    """An entry of a session's events (SPEC §4.5): `process_started`, `process_exit`
+    (`{exitCode, signal, reason, message?}`), `file_modified` (`{file, timestamp}`), …"""
+
+    __pydantic_config__ = OPEN
+    id: str
+    timestamp: Ms
+    type: str
+    data: NotRequired[Any]
+
+
+class SessionTimelineEntry(TypedDict):
+    """What an agent reported through its session (extension E2), naming the task it is about
+    in `taskId`."""
+
+    __pydantic_config__ = OPEN
+    id: str
+    type: str
+    timestamp: Ms
+    message: str
+    taskId: NotRequired[str]
+    metadata: NotRequired[Any]
+
+
+class WorkspaceOverlap(TypedDict):
+    """Files another live session's worktree also changes."""
+
+    __pydantic_config__ = OPEN
+    sessionId: str
+    branch: str | None
+    files: list[str]
+
+
+class WorkspaceMerge(TypedDict):
+    """How a session's branch was merged into its base branch."""
+
+    __pydantic_config__ = OPEN
+    head: Annotated[str, Field(description="the branch's commit that was merged")]
+    before: Annotated[str | None, Field(description="the base branch's commit before")]
+    at: Ms
+    commit: Annotated[str | None, Field(description="the base branch's commit after")]
+    fastForward: bool
+    alreadyMerged: bool
+    files: Annotated[list[str], Field(description="the files the merge changed")]
+
+
+class Commit(TypedDict):
+    __pydantic_config__ = OPEN
+    sha: str
+    subject: str
+
+
+class Discarded(TypedDict):
+    """Work thrown away by a forced clean-up."""
+
+    __pydantic_config__ = OPEN
+    uncommitted: list[str]
+    commitCount: int
+    commits: list[Commit]
+
+
+class Workspace(TypedDict):
+    """Where a spawned session works. mode `worktree`: its own git worktree (`path`, `cwd`) on
+    its own `branch` made from `baseRef` at `baseCommit` in the repository whose main worktree
+    is `repo`; `state` active, merged or removed. mode `shared`: the project's folder, with
+    the `reason`."""
+
+    __pydantic_config__ = OPEN
+    mode: Literal["worktree", "shared"]
+    reason: NotRequired[str]
+    path: NotRequired[str]
+    cwd: NotRequired[str]
+    branch: NotRequired[str]
+    baseRef: NotRequired[str]
+    baseCommit: NotRequired[str]
+    repo: NotRequired[str]
+    state: NotRequired[Literal["active", "merged", "removed"]]
+    createdAt: NotRequired[Ms]
+    changedFiles: NotRequired[Annotated[list[str], Field(
+        description="files the worktree changes against its base (at most 500 listed)")]]
+    changedCount: NotRequired[int]
+    scannedAt: NotRequired[Ms]
+    overlaps: NotRequired[list[WorkspaceOverlap]]
+    merge: NotRequired[WorkspaceMerge]
+    removedAt: NotRequired[Ms]
+    discarded: NotRequired[Discarded]
+    copied: NotRequired[Annotated[list[str], Field(
+        description="ignored settings files (.env) copied from workingDir into the worktree")]]
+
+
+class Session(TypedDict):
+    """An agent session (SPEC §4.4)."""
+
+    __pydantic_config__ = OPEN
+    id: str
+    projectId: str
+    taskIds: list[str]
+    name: str
+    agentId: NotRequired[str]
+    status: SessionStatus
+    env: dict[str, str]
+    events: list[SessionEvent]
+    timeline: NotRequired[list[SessionTimelineEntry]]
+    metadata: NotRequired[dict[str, Any]]
+    strategy: NotRequired[Strategy]
+    startedAt: Ms
+    lastActivity: Ms
+    completedAt: Ms | None
+    hostname: str
+    platform: str
+    workspace: NotRequired[Workspace]
+
+
+class HistoryEntry(TypedDict):
+    """One entry of a task's history: from its own timeline (`source: task`) or from a session's
+    timeline naming it (`source: session`, `sessionId` that session)."""
+
+    __pydantic_config__ = OPEN
+    id: NotRequired[str]
+    timestamp: NotRequired[Ms]
+    type: NotRequired[str]
+    message: NotRequired[str]
+    sessionId: NotRequired[str]
+    source: Literal["task", "session"]
+
+
+class Readiness(TypedDict):
+    """Whether a task is ready (SPEC §15.2) and what holds it back."""
+
+    __pydantic_config__ = OPEN
+    taskId: str
+    ready: bool
+    blockedBy: list[str]
+    missingDependencies: list[str]
+    blockedAncestors: list[str]
+    claim: Claim | None
+
+
+class Deleted(TypedDict):
+    """The answer of every delete (with cascade, also the ids deleted)."""
+
+    __pydantic_config__ = OPEN
+    success: Literal[True]
+    id: str
+    deleted: NotRequired[list[str]]
+
+
+class ProjectTree(TypedDict):
+    __pydantic_config__ = OPEN
+    sessions: list[str]
+    tasks: Annotated[list[str], Field(description="children before their parents")]
+
+
+class ProjectDeleted(TypedDict):
+    """A deleted project; with cascade, also what went with it."""
+
+    __pydantic_config__ = OPEN
+    success: Literal[True]
+    id: str
+    deleted: NotRequired[ProjectTree]
+
+
+class Planned(TypedDict):
+    """A plan created: its new tasks and the existing tasks that gained dependencies."""
+
+    __pydantic_config__ = OPEN
+    tasks: Annotated[list[Task], Field(description="the new tasks, in the plan's order")]
+    refs: Annotated[dict[str, str], Field(description="ref -> id of each new task")]
+    updated: Annotated[list[Task], Field(description="existing tasks that gained "
+                                                     "dependencies")]
+
+
+class Claimed(TypedDict):
+    """A granted claim; both null when claim-next found nothing ready."""
+
+    __pydantic_config__ = OPEN
+    task: Task | None
+    claim: Claim | None
+
+
+class Renewed(TypedDict):
+    __pydantic_config__ = OPEN
+    claim: Claim
+
+
+class Released(TypedDict):
+    __pydantic_config__ = OPEN
+    task: Task
+
+
+class SessionClaim(TypedDict):
+    __pydantic_config__ = OPEN
+    taskId: str
+    sessionId: str
+    token: int
+    claimedAt: Ms
+    leaseExpiresAt: Ms
+
+
+class Heartbeat(TypedDict):
+    __pydantic_config__ = OPEN
+    sessionId: str
+    claims: list[SessionClaim]
+
+
+class Skill(TypedDict):
+    """A skill of SKILLS_DIR (extension E4)."""
+
+    __pydantic_config__ = OPEN
+    id: str
+    name: str
+    description: str
+    type: str
+    version: str
+    instructions: NotRequired[str]
+    reloaded: NotRequired[bool]
+
+
+class Health(TypedDict):
+    """Server health: uptime in seconds, storage and WebSocket diagnostics, entity counts."""
+
+    __pydantic_config__ = OPEN
+    status: Literal["ok"]
+    timestamp: NotRequired[Ms]  # absent from the liveness answer given without credentials
+    uptime: NotRequired[float]
+    storage: NotRequired[dict[str, Any]]
+    counts: NotRequired[dict[str, int]]
+    websocket: NotRequired[dict[str, Any]]
+
+
+class WsClient(TypedDict):
+    readyState: Literal[0, 1, 2, 3]
+    readyStateText: Literal["CONNECTING", "OPEN", "CLOSING", "CLOSED"]
+
+
+class WsStatus(TypedDict):
+    """Connected WebSocket clients (extension E7)."""
+
+    connectedClients: int
+    clients: list[WsClient]
+
+
+# ------------------------------------------------------------------ request bodies
+class CreateProject(TypedDict):
+    name: Title
+    workingDir: NotRequired[str]
+    description: NotRequired[str]
+    isolation: NotRequired[Isolation]
+    baseRef: NotRequired[BaseRef]
+
+
+class UpdateProject(TypedDict, total=False):
+    """Partial update: only the fields given change."""
+
+    name: Title
+    workingDir: str
+    description: str
+    isolation: Isolation
+    baseRef: BaseRef
+
+
+class CreateTask(TypedDict):
+    projectId: str
+    title: Title
+    parentId: NotRequired[str | None]
+    description: NotRequired[str]
+    priority: NotRequired[TaskPriority]
+    initialPrompt: NotRequired[str]
+    skillIds: NotRequired[list[str]]
+    dependencies: NotRequired[Annotated[list[str], Field(
+        description="ids of tasks of the same project this one waits for (no cycles)")]]
+
+
+class NewTimelineEvent(TypedDict, total=False):
+    id: str
+    type: TimelineType
+    timestamp: Ms
+    message: str
+    sessionId: str
+
+
+class UpdateTask(TypedDict, total=False):
+    """Only the fields given change; `timeline` entries are appended. With `updateSource:
+    "session"` only `sessionStatus` is applied (extension E3)."""
+
+    title: Title
+    description: str
+    status: TaskStatus
+    priority: TaskPriority
+    parentId: str | None
+    sessionIds: list[str]
+    skillIds: list[str]
+    agentIds: list[str]
+    dependencies: list[str]
+    timeline: list[NewTimelineEvent]
+    sessionStatus: AgentStatus
+    updateSource: str
+    sessionId: str
+
+
+class AddTimeline(TypedDict):
+    message: Annotated[str, Field(min_length=1)]
+    type: NotRequired[TimelineType]
+    sessionId: NotRequired[str]
+
+
+class CreateSession(TypedDict):
+    """`taskIds` is required; an older client's `taskId` alone stands for `[taskId]`."""
+
+    projectId: str
+    taskIds: list[str]
+    taskId: NotRequired[str]
+    id: NotRequired[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")]]
+    name: NotRequired[Annotated[str, Field(max_length=1000)]]
+    agentId: NotRequired[str]
+    status: NotRequired[SessionStatus]
+    env: NotRequired[dict[str, str]]
+    metadata: NotRequired[dict[str, Any]]
+    strategy: NotRequired[Strategy]
+
+
+class NewSessionEvent(TypedDict):
+    type: Annotated[str, Field(min_length=1)]
+    id: NotRequired[str]
+    timestamp: NotRequired[Ms]
+    data: NotRequired[Any]
+
+
+class UpdateSession(TypedDict, total=False):
+    """`events` are appended, `env` is merged, `taskIds` is the new full list."""
+
+    status: SessionStatus
+    agentId: str
+    taskIds: list[str]
+    events: list[NewSessionEvent]
+    env: dict[str, str]
+
+
+class AddSessionEvent(TypedDict):
+    type: Annotated[str, Field(min_length=1)]
+    data: NotRequired[Any]
+
+
+class AddSessionTimeline(TypedDict):
+    message: Annotated[str, Field(min_length=1)]
+    type: NotRequired[Annotated[str, Field(description="default progress")]]
+    taskId: NotRequired[str]
+    metadata: NotRequired[Any]
+
+
+class ClaimRequest(TypedDict):
+    sessionId: str
+    ttlSeconds: NotRequired[Ttl]
+
+
+class ClaimNextRequest(TypedDict):
+    sessionId: str
+    parentId: NotRequired[str]
+    ttlSeconds: NotRequired[Ttl]
+
+
+class RenewRequest(TypedDict):
+    sessionId: str
+    token: int
+    ttlSeconds: NotRequired[Ttl]
+
+
+class ReleaseRequest(TypedDict):
+    sessionId: str
+    token: int
+    reason: NotRequired[str]
+
+
+class HeartbeatRequest(TypedDict, total=False):
+    ttlSeconds: Ttl
+
+
+class PlanTask(TypedDict):
+    ref: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+                              description="this task's name inside the plan")]
+    title: Title
+    description: NotRequired[str]
+    initialPrompt: NotRequired[str]
+    priority: NotRequired[TaskPriority]
+    parent: NotRequired[Annotated[str, Field(
+        description="a ref of the plan or the id of an existing task of the project")]]
+    dependsOn: NotRequired[Annotated[list[str], Field(
+        description="refs, or ids of existing tasks, this one waits for")]]
+
+
+class PlanDependency(TypedDict):
+    task: Annotated[str, Field(min_length=1, description="a ref or a task id")]
+    dependsOn: Annotated[str, Field(min_length=1, description="a ref or a task id")]
+
+
+class Plan(TypedDict):
+    """A whole breakdown: new tasks named by local refs, and new dependencies of existing
+    tasks (or of the plan's tasks)."""
+
+    tasks: Annotated[list[PlanTask], Field(min_length=1, max_length=500)]
+    dependencies: NotRequired[list[PlanDependency]]
+
+
+# ------------------------------------------------------------------ query parameters
+
+
+class PageQuery(TypedDict, total=False):
+    limit: Annotated[int, Field(ge=1, le=1000, description=(
+        "answer at most this many items (without it: the whole list); when more may follow, "
+        "the answer has the headers `X-Next-Cursor` and `Link: <…>; rel=\"next\"`"))]
+    cursor: Annotated[str, Field(description=(
+        "the `X-Next-Cursor` of the previous page (needs `limit`): the page starts after "
+        "that item, however many items were inserted or deleted meanwhile"))]
+
+
+class TaskListQuery(PageQuery, total=False):
+    projectId: str
+    status: Annotated[str, Field(description="a task status (another value: empty list)")]
+    parentId: Annotated[str, Field(description="`null` for root tasks")]
+    ready: Annotated[bool, Field(description="`true`: only ready work (SPEC §15.2), in "
+                                             "priority order (high first), then creation")]
+    blocked: Annotated[bool, Field(description="`true`: only pending tasks held back by "
+                                               "dependencies or ancestors, in priority order")]
+
+
+class SessionListQuery(PageQuery, total=False):
+    projectId: str
+    taskId: Annotated[str, Field(description="sessions linked to this task")]
+    status: str
+    active: Annotated[bool, Field(description="`true`: only sessions not completed or failed")]
+
+
+class DeleteTaskQuery(TypedDict, total=False):
+    cascade: Annotated[bool, Field(description="`true`: also delete every subtask (without "
+                                               "it, a task with subtasks is refused)")]
+
+
+class DeleteProjectQuery(TypedDict, total=False):
+    cascade: Annotated[bool, Field(description="`true`: also delete the project's sessions "
+                                               "(their agents are stopped) and tasks, in one "
+                                               "change")]

@@ -1,0 +1,60 @@
+"""A server on either store for tests that must hold on both: `store` parametrizes over the
+JSON-file store and PostgreSQL (a fresh schema per test, dropped afterwards), and `edit_task`
+changes a stored task behind the server's back (the server must be stopped), as a data
+directory or database written by another program would."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.parse
+from collections.abc import Callable
+
+import psycopg
+import pytest
+from conftest import postgres_dsn
+
+STORES = ["files", "postgres"]
+
+
+def _with_search_path(dsn: str, schema: str) -> str:
+    sep = "&" if "?" in dsn else "?"
+    return dsn + sep + urllib.parse.urlencode({"options": f"-csearch_path={schema}"})
+
+
+@pytest.fixture(params=STORES)
+def store(request):
+    """`{"name", "env", "url"}` of the store under test (env starts a server on it)."""
+    if request.param == "files":
+        yield {"name": "files", "env": {}, "url": None}
+        return
+    dsn = postgres_dsn()
+    if dsn is None:
+        pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432 (database test)")
+    schema = f"maestro_coord_{secrets.token_hex(6)}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+    url = _with_search_path(dsn, schema)
+    try:
+        yield {"name": "postgres", "env": {"DATABASE_TYPE": "postgres", "DATABASE_URL": url},
+               "url": url}
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def edit_task(store: dict, srv, task: dict, change: Callable[[dict], None]) -> None:
+    """Apply `change` to the stored form of `task` while its server is stopped."""
+    if store["name"] == "files":
+        path = srv.data_dir / "tasks" / task["projectId"] / f"{task['id']}.json"
+        stored = json.loads(path.read_text())
+        change(stored)
+        path.write_text(json.dumps(stored, indent=2))
+        return
+    with psycopg.connect(store["url"]) as conn:
+        text = conn.execute("SELECT data::text FROM maestro_tasks WHERE id = %s",
+                            (task["id"],)).fetchone()[0]
+        stored = json.loads(text)
+        change(stored)
+        conn.execute("UPDATE maestro_tasks SET data = %s::json WHERE id = %s",
+                     (json.dumps(stored), task["id"]))
