@@ -175,8 +175,6 @@ def _write_directly(send, status: int, body: bytes, head: bool,
     parts = [_STATUS_LINE[status]]
     for name, value in cycle.default_headers:
         parts += (name.lower(), b": ", value, b"\r\n")
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
     parts += (b"content-type: ", _JSON_HEADERS, b"\r\ncontent-length: ",
               str(len(body)).encode(), b"\r\n")
     for name, value in headers or ():
