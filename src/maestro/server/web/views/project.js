@@ -1,6 +1,7 @@
-// One project: its header (rename and workspace settings, delete), the status and readiness filter, the create-task
-// form, and its tasks either as a tree (hierarchy by parentId) with inline status and priority,
-// readiness, claims, dependencies and the sessions on each task, or as a dependency graph.
+// One project: its header (rename and workspace settings, delete), the status and readiness
+// filter, the create-task form, and its tasks either as a tree (hierarchy by parentId) with
+// inline status and priority, readiness, claims, dependencies and the sessions on each task, or
+// as a dependency graph.
 
 import {
   h, reconcile, setOptions, setText, TASK_STATUSES, TASK_PRIORITIES, ACTIVE_SESSION, label,
