@@ -1,5 +1,6 @@
-"""`maestro project list|get|create|delete` (SPEC §12.3); `delete --cascade` also removes what
-the project holds, after stopping its running agents."""
+"""`maestro project list|get|create|update|delete` (SPEC §12.3); `delete --cascade` also removes
+what the project holds, after stopping its running agents. `create` and `update` set where the
+project's spawned sessions work (`--isolation`, `--base-ref`)."""
 
 import os
 import sys
@@ -9,9 +10,14 @@ import typer
 from .client import seg
 from .options import Run, command, is_tty_stdin
 from .output import CliError, esc, fmt_time, key_values, table, usage_error
+from .workspaces import ISOLATION_HELP, isolation_choice, project_workspace_rows
 
-app = typer.Typer(help="Projects: list, get (alias show), create, delete.",
+app = typer.Typer(help="Projects: list, get (alias show), create, update, delete.",
                   no_args_is_help=True)
+
+ISOLATION_OPTION = typer.Option(None, "--isolation", metavar="worktree|none",
+                                help="Where spawned sessions work. " + ISOLATION_HELP
+                                + " [default: worktree]")
 
 ACTIVE = ("spawning", "running")
 
@@ -34,6 +40,7 @@ def render_project(project: dict):
         key_values(out, [("ID", esc(project.get("id"))), ("Name", esc(project.get("name"))),
                          ("Working dir", esc(project.get("workingDir") or "-")),
                          ("Description", esc(project.get("description") or "-")),
+                         *project_workspace_rows(project),
                          ("Created", fmt_time(project.get("createdAt"))),
                          ("Updated", fmt_time(project.get("updatedAt")))])
     return render
@@ -51,7 +58,7 @@ def project_list(run: Run):
 
 def project_get(run: Run, project_id: str = typer.Argument(..., metavar="ID",
                                                             help="Project id.")):
-    """Show one project.
+    """Show one project, with where its spawned sessions work (isolation, base ref).
 
     Example: maestro project get proj_1706789123456_k2j4n5l6m
     """
@@ -71,15 +78,30 @@ def project_create(
                                               help="Working directory [default: the current "
                                                    "directory]."),
     description: str = typer.Option("", "--desc", help="Description."),
+    isolation: str | None = ISOLATION_OPTION,
+    base_ref: str | None = typer.Option(None, "--base-ref", metavar="REF",
+                                           help="Branch or commit new worktrees start from "
+                                                "[default: the main worktree's current "
+                                                "branch at spawn time]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the new id."),
 ):
     """Create a project.
 
+    Sessions spawned for it work in a git worktree of their own when the working dir is in a
+    git repository; --isolation none runs them in the working dir itself, --base-ref makes
+    their branches start from another branch or commit.
+
     Example: export MAESTRO_PROJECT_ID=$(maestro project create "Shop" --dir ~/code/shop -q)
+
+    Example: maestro project create "Shop" --dir ~/code/shop --base-ref develop
     """
     directory = os.path.abspath(os.path.expanduser(working_dir)) if working_dir else os.getcwd()
-    project = run.api.post("/api/projects", {"name": name, "workingDir": directory,
-                                             "description": description})
+    body = {"name": name, "workingDir": directory, "description": description}
+    if isolation is not None:
+        body["isolation"] = isolation_choice(isolation)
+    if base_ref:
+        body["baseRef"] = base_ref
+    project = run.api.post("/api/projects", body)
 
     def render(out):
         if quiet:
@@ -87,6 +109,50 @@ def project_create(
             return
         out.print(f"[green]Created project[/green] {esc(project['id'])} "
                   f"({esc(project.get('name'))})")
+    run.emit(project, render)
+
+
+@command(app, "update")
+def project_update(
+    run: Run,
+    project_id: str = typer.Argument(..., metavar="ID", help="Project id."),
+    name: str | None = typer.Option(None, "--name", help="New name."),
+    working_dir: str | None = typer.Option(None, "--dir", "-d", metavar="PATH",
+                                              help="New working directory."),
+    description: str | None = typer.Option(None, "--desc", help="New description."),
+    isolation: str | None = ISOLATION_OPTION,
+    base_ref: str | None = typer.Option(None, "--base-ref", metavar="REF",
+                                           help="Branch or commit new worktrees start from; "
+                                                "\"\" goes back to the main worktree's current "
+                                                "branch."),
+):
+    """Change a project's name, working dir, description, or where the sessions spawned from
+    now on work (--isolation, --base-ref; a spawn's own --isolation and --base win).
+
+    Example: maestro project update proj_1706789123456_k2j4n5l6m --isolation none
+
+    Example: maestro project update proj_1706789123456_k2j4n5l6m --base-ref develop
+    """
+    body: dict = {}
+    if name is not None:
+        body["name"] = name
+    if working_dir is not None:
+        body["workingDir"] = os.path.abspath(os.path.expanduser(working_dir))
+    if description is not None:
+        body["description"] = description
+    if isolation is not None:
+        body["isolation"] = isolation_choice(isolation)
+    if base_ref is not None:
+        body["baseRef"] = base_ref.strip()
+    if not body:
+        raise usage_error("Nothing to change.",
+                          "Give --name, --dir, --desc, --isolation or --base-ref.")
+    project = run.api.put(f"/api/projects/{seg(project_id)}", body)
+
+    def render(out):
+        out.print(f"[green]Updated project[/green] {esc(project['id'])} "
+                  f"({esc(project.get('name'))})")
+        render_project(project)(out)
     run.emit(project, render)
 
 

@@ -199,15 +199,36 @@ def session_spawn(
     reason: str | None = typer.Option(None, "--reason", help="Why it is spawned."),
     include_related: bool = typer.Option(False, "--include-related", help="Pass the tasks' "
                                          "dependencies to the new agent as context."),
+    isolation: str | None = typer.Option(None, "--isolation", metavar="worktree|none",
+                                            help="Where the agent works: worktree (a git "
+                                                 "worktree and branch of its own) or none (the "
+                                                 "project's working dir itself) [default: the "
+                                                 "project's setting, else worktree]."),
+    base: str | None = typer.Option(None, "--base", metavar="REF",
+                                       help="Branch or commit the session's branch starts "
+                                            "from [default: the project's base ref, else the "
+                                            "main worktree's current branch]."),
 ):
     """Spawn a new agent session for one or more tasks of a project.
 
     With the server's local launcher the agent starts at once (or waits for a free slot);
-    the answer says which, with its pid. Follow it with `maestro session log ID -f`, stop it
-    with `maestro session stop ID`.
+    the answer says which, with its pid, and where it works (its branch, or the project's
+    folder and why). Follow it with `maestro session log ID -f`, stop it with
+    `maestro session stop ID`.
 
     Example: maestro session spawn --task task_1706790000000_a1b2c3d4e --agent codex
+
+    Example: maestro session spawn --task task_1706790000000_a1b2c3d4e --base develop
+
+    Example: maestro session spawn --task task_1706790000000_a1b2c3d4e --isolation none
     """
+    from .workspaces import isolation_choice
+
+    isolation = isolation_choice(isolation)
+    base = base.strip() if base is not None else None
+    if base is not None and (not base or base.startswith("-") or any(c.isspace() for c in base)):
+        raise usage_error(f"Invalid --base '{base}'.", "Name a branch or commit, e.g. "
+                          "--base develop.")
     task_ids = [part.strip() for value in tasks for part in value.split(",") if part.strip()]
     if not task_ids:
         raise usage_error("Name at least one task with --task.",
@@ -255,6 +276,10 @@ def session_spawn(
         body["spawnedBy"] = run.ctx.session
     if reason:
         body["spawnReason"] = reason
+    if isolation:
+        body["isolation"] = isolation
+    if base:
+        body["baseRef"] = base
     result = run.api.post("/api/sessions/spawn", body)
 
     def render(out):
@@ -263,12 +288,27 @@ def session_spawn(
         out.print(f"[green]Spawned[/green] session {esc(sid)} \"{esc(session.get('name'))}\"")
         if result.get("message"):
             out.print(esc(result["message"]))
+        where = _where_it_works(session.get("workspace"))
+        if where:
+            out.print(where)
         launch = result.get("launch") if isinstance(result.get("launch"), dict) else {}
         if launch.get("attach"):
             out.print(f"[dim]watch it: {esc(launch['attach'])}[/dim]")
         out.print(f"[dim]follow its output: maestro session log {esc(sid)} -f; stop it: "
                   f"maestro session stop {esc(sid)}[/dim]")
     run.emit(result, render)
+
+
+def _where_it_works(ws) -> str | None:
+    """One line for a spawn's answer: the session's branch, or the folder it shares and why."""
+    if not isinstance(ws, dict):
+        return None
+    if ws.get("mode") == "worktree":
+        return (f"Works on branch {esc(ws.get('branch'))} from {esc(ws.get('baseRef'))} "
+                f"[dim]({esc(str(ws.get('baseCommit') or '')[:10])}, in "
+                f"{esc(ws.get('path'))})[/dim]")
+    return (f"Works in {esc(ws.get('path') or 'no folder')} "
+            f"[dim]({esc(ws.get('reason') or 'no worktree')})[/dim]")
 
 
 @command(app, "register", hook=True)

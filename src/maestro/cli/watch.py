@@ -25,6 +25,14 @@ LINK_EVENTS = ("task:session_added", "task:session_removed", "session:task_added
                "session:task_removed")
 # Claim events name the task as `taskId` (SPEC §15.3); a task:updated follows each.
 CLAIM_EVENTS = ("task:claimed", "task:claim_released", "task:claim_expired")
+# Workspace events name their sessions as `sessionId` / `sessionIds` and carry the projectId.
+WORKSPACE_EVENTS = ("session:merged", "session:overlap")
+
+
+def _event_sessions(data: dict) -> list[str]:
+    """The sessions a workspace event is about."""
+    ids = data.get("sessionIds") if isinstance(data.get("sessionIds"), list) else []
+    return [str(s) for s in ([data.get("sessionId")] if data.get("sessionId") else []) + ids]
 
 
 class EventFilter:
@@ -97,6 +105,8 @@ class EventFilter:
             return False
         if kind == "session:deleted":
             return data.get("id") in self.sessions
+        if kind in WORKSPACE_EVENTS:
+            return any(s in self.sessions for s in _event_sessions(data))
         if kind.startswith("session:"):
             session = data.get("session") if isinstance(data.get("session"), dict) else data
             ids = data.get("taskIds") or session.get("taskIds") or []
@@ -116,9 +126,9 @@ class LineFormatter:
         self.events_seen: dict[str, int] = {}
 
     def line(self, kind: str, data, timestamp) -> str:
-        colour = ("green" if kind.endswith(("created", "_added", "claimed")) else
+        colour = ("green" if kind.endswith(("created", "_added", "claimed", "merged")) else
                   "red" if kind.endswith(("deleted", "_removed")) else
-                  "yellow" if kind.endswith(("_released", "_expired")) else
+                  "yellow" if kind.endswith(("_released", "_expired", "overlap")) else
                   "magenta" if kind.endswith("spawn_request") else "cyan")
         return (f"[dim]{fmt_clock(timestamp)}[/dim] [{colour}]{esc(kind):<22}[/{colour}] "
                 f"{self.summary(kind, data)}")
@@ -132,8 +142,11 @@ class LineFormatter:
         if kind in LINK_EVENTS:
             return f"task {esc(data.get('taskId'))} · session {esc(data.get('sessionId'))}"
         if kind in CLAIM_EVENTS:
-            return (f"task {esc(data.get('taskId'))} · session {esc(data.get('sessionId'))} · "
-                    f"token {esc(data.get('token'))}")
+            return self._claim(kind, data)
+        if kind == "session:merged":
+            return self._merged(data)
+        if kind == "session:overlap":
+            return self._overlap(data)
         if kind.startswith("task:"):
             if kind == "task:deleted":
                 return esc(data.get("id"))
@@ -152,6 +165,43 @@ class LineFormatter:
                 return esc(data.get("id"))
             return self._session(data)
         return esc(json.dumps(data, ensure_ascii=False)[:200])
+
+    @staticmethod
+    def _claim(kind: str, data: dict) -> str:
+        task, session = esc(data.get("taskId")), esc(data.get("sessionId"))
+        token = f" [dim](token {esc(data.get('token'))})[/dim]" \
+            if data.get("token") is not None else ""
+        if kind == "task:claimed":
+            return f"task {task} claimed by session {session}{token}"
+        if kind == "task:claim_released":
+            return f"task {task} released by session {session}{token}"
+        return f"task {task}: the claim of session {session} expired{token}"
+
+    @staticmethod
+    def _merged(data: dict) -> str:
+        commit = esc(str(data.get("commit") or "")[:10])
+        how = ("already merged" if data.get("alreadyMerged") else
+               "fast-forward" if data.get("fastForward") else "merge commit")
+        text = (f"session {esc(data.get('sessionId'))} merged {esc(data.get('branch'))} into "
+                f"{esc(data.get('baseRef'))} ({how}, {commit})")
+        files = data.get("files") if isinstance(data.get("files"), list) else []
+        if files:
+            shown = ", ".join(str(f) for f in files[:5])
+            text += f" · {len(files)} file(s): {esc(shown)}" + (" …" if len(files) > 5 else "")
+        if data.get("removed"):
+            text += " [dim]· worktree removed[/dim]"
+        return text
+
+    @staticmethod
+    def _overlap(data: dict) -> str:
+        sessions = data.get("sessionIds") if isinstance(data.get("sessionIds"), list) else []
+        branches = data.get("branches") if isinstance(data.get("branches"), list) else []
+        named = [f"{esc(sid)}" + (f" ({esc(branches[i])})" if i < len(branches)
+                                  and branches[i] else "")
+                 for i, sid in enumerate(sessions)]
+        files = data.get("files") if isinstance(data.get("files"), list) else []
+        return (f"sessions {' and '.join(named)} both change "
+                f"{esc(', '.join(str(f) for f in files))}")
 
     def _session(self, data: dict) -> str:
         sid = data.get("id")
@@ -269,8 +319,11 @@ def watch(
     count: int | None = typer.Option(None, "--count", min=1, help="Stop after this many "
                                         "events."),
 ):
-    """Follow live events (one line each), by project (--project) and task (--task).
-    Reconnects by itself when the server restarts. With --json: one envelope per line.
+    """Follow live events (one line each), by project (--project) and task (--task): tasks,
+    sessions, claims ("task … claimed by session …"), merges of a session's branch ("session …
+    merged maestro/… into main (fast-forward, 7e24a4e936)") and sessions changing the same
+    files ("sessions … and … both change src/app.py"). Reconnects by itself when the server
+    restarts. With --json: one envelope per line.
 
     Example: maestro watch --project proj_1706789123456_k2j4n5l6m
     """

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import typer
 
+from ..workspace.options import ISOLATIONS
 from .client import seg
 from .options import Run, command
-from .output import CliError, esc, key_values, table
+from .output import CliError, esc, key_values, table, usage_error
 from .sessions import app
 
 SESSION_ARG = typer.Argument(None, metavar="SESSION_ID",
@@ -56,6 +57,35 @@ def _with_hint(err: CliError) -> CliError:
     if hint is not None:
         err.suggestion = hint(server)
     return err
+
+
+ISOLATION_HELP = ("worktree: each session in a git worktree and branch of its own (when the "
+                  "working dir is in a git repository); none: in the working dir itself.")
+
+
+def isolation_choice(value: str | None) -> str | None:
+    """The `--isolation` value as the server spells it, or a usage error (exit 1)."""
+    if value is None:
+        return None
+    word = value.strip().lower()
+    if word not in ISOLATIONS:
+        raise usage_error(f"Unknown isolation '{value}'.",
+                          f"Use one of: {', '.join(ISOLATIONS)}. {ISOLATION_HELP}")
+    return word
+
+
+def project_workspace_rows(project: dict) -> list[tuple[str, str]]:
+    """Lines for `maestro project get`: where the project's spawned sessions work."""
+    isolation = project.get("isolation")
+    if isolation == "none":
+        where = "none [dim](sessions work in the working dir itself)[/dim]"
+    else:
+        where = ("worktree" + ("" if isolation else " (default)")
+                 + " [dim](each session in a git worktree and branch of its own)[/dim]")
+    base = project.get("baseRef")
+    return [("Isolation", where),
+            ("Base ref", esc(base) if base else "[dim]the main worktree's current branch"
+                                                "[/dim]")]
 
 
 def workspace_rows(session: dict) -> list[tuple[str, str]]:

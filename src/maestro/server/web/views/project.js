@@ -1,17 +1,25 @@
-// One project: its header (rename, delete), the status and readiness filter, the create-task
-// form, and its tasks either as a tree (hierarchy by parentId) with inline status and priority,
-// readiness, claims, dependencies and the sessions on each task, or as a dependency graph.
+// One project: its header (rename and workspace settings, delete), the status and readiness
+// filter, the create-task form, and its tasks either as a tree (hierarchy by parentId) with
+// inline status and priority, readiness, claims, dependencies and the sessions on each task, or
+// as a dependency graph.
 
 import {
   h, reconcile, setOptions, setText, TASK_STATUSES, TASK_PRIORITIES, ACTIVE_SESSION, label,
   clock, when,
 } from "../dom.js";
-import { state, tasksOf } from "../store.js";
+import * as api from "../api.js";
+import { state, tasksOf, upsert } from "../store.js";
 import { readinessMap, dependencyIds } from "../readiness.js";
 import { formError, busy } from "./forms.js";
 import { graphView } from "./graph.js";
 
 const MAX_CHIPS = 3;
+
+/** Where the project's spawned sessions work, when it is not the default. */
+function workspaceNote(project) {
+  if (project.isolation === "none") return "sessions work in the directory itself";
+  return project.baseRef ? `sessions branch from ${project.baseRef}` : "";
+}
 
 export function projectView(app) {
   const view = document.getElementById("project-view");
@@ -53,6 +61,8 @@ export function projectView(app) {
     confirmBox.hidden = true;
     renameForm.hidden = false;
     renameForm.elements.name.value = project.name;
+    renameForm.elements.isolation.value = project.isolation === "none" ? "none" : "worktree";
+    renameForm.elements.baseRef.value = project.baseRef || "";
     renameForm.elements.name.select();
     renameForm.elements.name.focus();
   });
@@ -74,8 +84,13 @@ export function projectView(app) {
       showProjectError("A project needs a name.");
       return;
     }
+    const changes = {
+      name,
+      isolation: renameForm.elements.isolation.value,
+      baseRef: renameForm.elements.baseRef.value.trim(), // empty: the checkout's branch
+    };
     await busy(renameForm, async () => {
-      await app.actions.renameProject(id, name);
+      upsert("projects", await api.put(`/api/projects/${api.seg(id)}`, changes));
       showProjectError("");
       renameForm.hidden = true;
       renameButton.focus();
@@ -160,7 +175,8 @@ export function projectView(app) {
       formError(createForm, "");
     }
     setText(nameEl, project.name);
-    setText(metaEl, [project.workingDir, project.description].filter(Boolean).join(" — "));
+    setText(metaEl, [project.workingDir, project.description, workspaceNote(project)]
+      .filter(Boolean).join(" — "));
     if (filter.value !== app.ui.filter) filter.value = app.ui.filter;
 
     const tasks = tasksOf(project.id);

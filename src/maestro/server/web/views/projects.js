@@ -1,4 +1,5 @@
-// The project list (with task counts by status and active sessions) and the create form.
+// The project list (with task counts by status and active sessions) and the create form (name,
+// working directory, and where spawned sessions work: isolation and base ref).
 
 import { h, reconcile, TASK_STATUSES, label, ACTIVE_SESSION } from "../dom.js";
 import { state, projectsSorted, countsByStatus } from "../store.js";
@@ -13,12 +14,16 @@ export function projectsView(app) {
     event.preventDefault();
     const name = form.elements.name.value.trim();
     const workingDir = form.elements.workingDir.value.trim();
+    const isolation = form.elements.isolation.value;
+    const baseRef = form.elements.baseRef.value.trim();
     if (!name) {
       formError(form, "A project needs a name.");
       return;
     }
     await busy(form, async () => {
-      const project = await app.actions.createProject({ name, workingDir });
+      const body = { name, workingDir, isolation };
+      if (baseRef) body.baseRef = baseRef;
+      const project = await app.actions.createProject(body);
       form.reset();
       formError(form, "");
       app.navigate({ projectId: project.id });
