@@ -6,8 +6,9 @@ import * as api from "./api.js";
 import { LiveStream } from "./live.js";
 import { loadAll } from "./paging.js";
 import {
-  state, subscribe, replaceAll, applyEvent, upsert, remove, projectsSorted,
+  state, subscribe, replaceAll, applyEvent, upsert, remove, projectsSorted, isLaunched,
 } from "./store.js";
+import { ACTIVE_SESSION } from "./dom.js";
 import { projectsView } from "./views/projects.js";
 import { projectView } from "./views/project.js";
 import { sessionsView } from "./views/sessions.js";
@@ -46,10 +47,23 @@ function parseHash(hash) {
   return { projectId: decode(m[1]), open: m[2] ? { kind: m[2], id: decode(m[3]) } : null };
 }
 
-function navigate(target) {
+let pendingFocus = null; // () => element: where the focus goes once the route is shown
+
+/**
+ * Show `target` ({projectId, open}) now and put it in the URL. `focus` (a function returning an
+ * element, evaluated after the render) replaces the usual focus move, e.g. after a delete.
+ */
+function navigate(target, { focus = null } = {}) {
   const next = href({ projectId: target.projectId, open: target.open ?? null });
-  if (location.hash !== next) location.hash = next;
-  else applyRoute();
+  pendingFocus = focus;
+  if (location.hash !== next) {
+    location.hash = next;
+    // Applied at once rather than on the hashchange that follows (which then changes nothing),
+    // so the page never shows the route it leaves with data that is already gone.
+    applyRoute(true);
+  } else {
+    applyRoute();
+  }
 }
 
 let routeHandled = false;
@@ -67,6 +81,12 @@ function applyRoute(fromUser = false) {
   routeHandled = true;
   chooseDefaultProject();
   renderNow();
+  const focusTarget = pendingFocus?.();
+  pendingFocus = null;
+  if (focusTarget) {
+    focusTarget.focus();
+    return;
+  }
   if (!fromUser) return;
   if (opened) document.getElementById("detail-title")?.focus();
   if (closed && previousOpen) {
@@ -122,14 +142,37 @@ const actions = {
   async renameProject(id, name) {
     upsert("projects", await api.put(`/api/projects/${seg(id)}`, { name }));
   },
-  async deleteProject(id) {
-    await api.del(`/api/projects/${seg(id)}`);
+  /** Delete a project; with `cascade` also its sessions (agents stopped) and tasks. */
+  async deleteProject(id, cascade = false) {
+    const result = await api.del(`/api/projects/${seg(id)}${cascade ? "?cascade=true" : ""}`);
+    const gone = result?.deleted && typeof result.deleted === "object" ? result.deleted : {};
+    if (Array.isArray(gone.sessions)) remove("sessions", gone.sessions);
+    if (Array.isArray(gone.tasks)) forgetTasks(gone.tasks);
     remove("projects", id);
   },
   async createTask(body) {
     const task = await api.post("/api/tasks", body);
     upsert("tasks", task);
     return task;
+  },
+  /** Delete a task; with `cascade` its whole subtree (a task with children needs it). */
+  async deleteTask(id, cascade = false) {
+    const result = await api.del(`/api/tasks/${seg(id)}${cascade ? "?cascade=true" : ""}`);
+    forgetTasks(Array.isArray(result?.deleted) ? result.deleted : [id]);
+  },
+  /** Delete a session, stopping first the agent Maestro runs for it. */
+  async deleteSession(id) {
+    const session = state.sessions.get(id);
+    if (session && ACTIVE_SESSION.has(session.status) && isLaunched(session)) {
+      try {
+        await actions.stop(id);
+      } catch (err) {
+        // Not launched by this server, or already ending: deleting the session is enough.
+        if (err.status !== 409) throw err;
+      }
+    }
+    await api.del(`/api/sessions/${seg(id)}`);
+    remove("sessions", id);
   },
   async updateTask(id, fields) {
     upsert("tasks", await api.patch(`/api/tasks/${seg(id)}`, fields));
@@ -184,6 +227,15 @@ const actions = {
     scheduleRender();
   },
 };
+
+/** Deleted tasks leave the store and the page's selections. */
+function forgetTasks(ids) {
+  for (const id of ids) {
+    ui.selected.delete(id);
+    ui.collapsed.delete(id);
+  }
+  remove("tasks", ids);
+}
 
 const app = {
   ui,

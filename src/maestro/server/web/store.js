@@ -30,12 +30,17 @@ function byId(list) {
   return map;
 }
 
+// Ids deleted since the last full load, by kind: a REST answer that was in flight when its
+// entity was deleted (a status change racing a delete) must not bring it back.
+const deleted = { projects: new Set(), tasks: new Set(), sessions: new Set() };
+
 /** Replace everything with a fresh snapshot from the REST API. */
 export function replaceAll({ projects, tasks, sessions }) {
   state.projects = byId(projects);
   state.tasks = byId(tasks);
   state.sessions = byId(sessions);
   state.loaded = true;
+  for (const ids of Object.values(deleted)) ids.clear();
   changed();
 }
 
@@ -45,6 +50,7 @@ export function replaceAll({ projects, tasks, sessions }) {
  */
 export function upsert(kind, entity) {
   if (!entity || typeof entity.id !== "string") return;
+  if (deleted[kind].has(entity.id)) return;
   const old = state[kind].get(entity.id);
   if (old && stamp(old) > stamp(entity)) return;
   state[kind].set(entity.id, entity);
@@ -55,20 +61,32 @@ function stamp(entity) {
   return entity.updatedAt ?? entity.lastActivity ?? 0;
 }
 
-export function remove(kind, id) {
-  if (state[kind].delete(id)) changed();
+/** Forget entities the server has deleted (one id or a list of ids). */
+export function remove(kind, ids) {
+  let any = false;
+  for (const id of Array.isArray(ids) ? ids : [ids]) {
+    deleted[kind].add(id);
+    if (state[kind].delete(id)) any = true;
+  }
+  if (any) changed();
+}
+
+function forget(kind, id) {
+  if (typeof id !== "string") return;
+  deleted[kind].add(id);
+  state[kind].delete(id);
 }
 
 const HANDLERS = {
   "project:created": (d) => upsertQuiet("projects", d),
   "project:updated": (d) => upsertQuiet("projects", d),
-  "project:deleted": (d) => state.projects.delete(d?.id),
+  "project:deleted": (d) => forget("projects", d?.id),
   "task:created": (d) => upsertQuiet("tasks", d),
   "task:updated": (d) => upsertQuiet("tasks", d),
-  "task:deleted": (d) => state.tasks.delete(d?.id),
+  "task:deleted": (d) => forget("tasks", d?.id),
   "session:created": (d) => upsertQuiet("sessions", d),
   "session:updated": (d) => upsertQuiet("sessions", d),
-  "session:deleted": (d) => state.sessions.delete(d?.id),
+  "session:deleted": (d) => forget("sessions", d?.id),
   "session:spawn_request": (d) => upsertQuiet("sessions", d?.session),
   "session:spawn": (d) => upsertQuiet("sessions", d?.session),
   // Claim events (SPEC §15.3) are each followed by a task:updated with the whole task; they only
@@ -80,6 +98,7 @@ const HANDLERS = {
 
 function upsertQuiet(kind, entity) {
   if (!entity || typeof entity.id !== "string") return false;
+  deleted[kind].delete(entity.id); // events come in order: a later one is the truth
   state[kind].set(entity.id, entity);
   return true;
 }
@@ -128,4 +147,31 @@ export function countsByStatus(projectId) {
     counts[t.status] = (counts[t.status] || 0) + 1;
   }
   return counts;
+}
+
+/** `taskId`'s descendants by parentId (any project, as the server's cascade), nearest first. */
+export function descendantsOf(taskId) {
+  const children = new Map();
+  for (const t of state.tasks.values()) {
+    if (!t.parentId) continue;
+    if (!children.has(t.parentId)) children.set(t.parentId, []);
+    children.get(t.parentId).push(t);
+  }
+  const out = [];
+  const seen = new Set([taskId]);
+  const queue = [taskId];
+  while (queue.length) {
+    for (const child of children.get(queue.shift()) || []) {
+      if (seen.has(child.id)) continue;
+      seen.add(child.id);
+      out.push(child);
+      queue.push(child.id);
+    }
+  }
+  return out;
+}
+
+/** Sessions started through spawn carry a manifest path: only those have an agent Maestro runs. */
+export function isLaunched(session) {
+  return Boolean(session?.env?.MAESTRO_MANIFEST_PATH || session?.metadata?.launcher);
 }

@@ -34,6 +34,9 @@ export function detailView(app) {
     pane.hidden = false;
     const table = open.kind === "task" ? state.tasks : state.sessions;
     const entity = table.get(open.id);
+    // While this page deletes the shown item, its events may arrive before the answer: keep
+    // the pane (and the focus in it) until the page moves on.
+    if (!entity && shown && !shown.missing && shown.id === open.id && shown.deleting?.()) return;
     if (!entity) {
       forget();
       shown = { kind: open.kind, id: open.id, missing: true };

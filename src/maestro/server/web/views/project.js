@@ -1,5 +1,6 @@
-// One project: its header (rename and workspace settings, delete), the status and readiness
-// filter, the create-task form, and its tasks either as a tree (hierarchy by parentId) with
+// One project: its header (rename and workspace settings, delete: when the server refuses a
+// project that still has tasks or sessions, the confirmation offers to delete everything), the
+// status and readiness filter, the create-task form, and its tasks either as a tree (hierarchy by parentId) with
 // inline status and priority, readiness, claims, dependencies and the sessions on each task, or
 // as a dependency graph.
 
@@ -8,10 +9,11 @@ import {
   clock, when,
 } from "../dom.js";
 import * as api from "../api.js";
-import { state, tasksOf, upsert } from "../store.js";
+import { state, tasksOf, sessionsOf, upsert } from "../store.js";
 import { readinessMap, dependencyIds } from "../readiness.js";
 import { formError, busy } from "./forms.js";
 import { graphView } from "./graph.js";
+import { plural, firstShown } from "./delete-confirm.js";
 
 const MAX_CHIPS = 3;
 
@@ -32,6 +34,9 @@ export function projectView(app) {
   const confirmBox = document.getElementById("project-delete-confirm");
   const confirmYes = document.getElementById("project-delete-yes");
   const confirmNo = document.getElementById("project-delete-no");
+  const confirmQuestion = document.getElementById("project-delete-question");
+  const confirmAll = document.getElementById("project-delete-all");
+  const projectGone = document.getElementById("project-gone");
   const projectError = document.getElementById("project-error");
   const filter = document.getElementById("status-filter");
   const count = document.getElementById("task-count");
@@ -58,7 +63,7 @@ export function projectView(app) {
   renameButton.addEventListener("click", () => {
     const project = state.projects.get(app.ui.projectId);
     if (!project) return;
-    confirmBox.hidden = true;
+    closeConfirm(false);
     renameForm.hidden = false;
     renameForm.elements.name.value = project.name;
     renameForm.elements.isolation.value = project.isolation === "none" ? "none" : "worktree";
@@ -97,29 +102,99 @@ export function projectView(app) {
     }, (err) => showProjectError(app.describe(err)));
   });
 
+  // The delete confirmation asks first for the project alone; once the server has refused
+  // because tasks or sessions remain, it offers to delete everything (`?cascade=true`).
+  let offeringCascade = false;
+  let deletingProject = null; // id of the project this page is deleting
+
+  function closeConfirm(focusButton) {
+    confirmBox.hidden = true;
+    offeringCascade = false;
+    deleteButton.setAttribute("aria-expanded", "false");
+    if (focusButton) deleteButton.focus();
+  }
+
+  /** What the cascade would delete, from the page's live copy of the board. */
+  function dependents(projectId) {
+    const sessions = sessionsOf(projectId);
+    return {
+      tasks: tasksOf(projectId).length,
+      sessions: sessions.length,
+      running: sessions.filter((s) => ACTIVE_SESSION.has(s.status)).length,
+    };
+  }
+
+  /** Show the plain question, or the offer to delete everything while anything remains. */
+  function showConfirmText(project) {
+    const left = dependents(project.id);
+    const cascade = offeringCascade && (left.tasks > 0 || left.sessions > 0);
+    const focused = document.activeElement;
+    confirmYes.hidden = cascade;
+    confirmAll.hidden = !cascade;
+    if (focused === confirmYes || focused === confirmAll) {
+      (cascade ? confirmAll : confirmYes).focus(); // the button shown in its place
+    }
+    if (!cascade) {
+      setText(confirmQuestion, "Delete this project?");
+      return;
+    }
+    const what = `${plural(left.tasks, "task")}, ${plural(left.sessions, "session")}`;
+    setText(confirmQuestion, `“${project.name}” still has ${what}.`);
+    setText(confirmAll, `Delete everything (${what}` +
+      `${left.running ? ", running agents are stopped" : ""})`);
+  }
+
   deleteButton.addEventListener("click", () => {
+    const project = state.projects.get(app.ui.projectId);
+    if (!project) return;
     renameForm.hidden = true;
     showProjectError("");
+    offeringCascade = false;
+    showConfirmText(project);
     confirmBox.hidden = false;
+    deleteButton.setAttribute("aria-expanded", "true");
     confirmNo.focus();
   });
   confirmNo.addEventListener("click", () => {
-    confirmBox.hidden = true;
-    deleteButton.focus();
+    if (!deletingProject) closeConfirm(true);
   });
-  confirmYes.addEventListener("click", async () => {
+  confirmBox.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    event.stopPropagation(); // closes this box, not the detail pane
+    if (!deletingProject) closeConfirm(true);
+  });
+
+  async function removeProject(cascade) {
     const id = app.ui.projectId;
-    confirmBox.hidden = true;
+    if (deletingProject || !state.projects.has(id)) return;
+    deletingProject = id;
     try {
-      await app.actions.deleteProject(id);
+      await app.actions.deleteProject(id, cascade);
+      closeConfirm(false);
       showProjectError("");
-      app.navigate({ projectId: null });
+      // The next project shows; the focus goes to it in the list (or to the create form).
+      app.navigate({ projectId: null }, {
+        focus: () => firstShown(document.querySelector("#project-list a[aria-current]"),
+          document.querySelector("#project-create input[name=name]")),
+      });
     } catch (err) {
-      // The server refuses while tasks or sessions remain; say so in its own words.
+      // The server's own words: a refusal says how many tasks or sessions remain.
       showProjectError(app.describe(err));
-      deleteButton.focus();
+      const project = state.projects.get(id);
+      if (!cascade && err.code === "PROJECT_HAS_DEPENDENCIES" && project) {
+        offeringCascade = true;
+        showConfirmText(project);
+        confirmNo.focus();
+      } else {
+        closeConfirm(true);
+      }
+    } finally {
+      deletingProject = null;
     }
-  });
+  }
+
+  confirmYes.addEventListener("click", () => removeProject(false));
+  confirmAll.addEventListener("click", () => removeProject(true));
 
   filter.addEventListener("change", () => {
     app.ui.filter = filter.value;
@@ -162,6 +237,10 @@ export function projectView(app) {
     view.hidden = !project;
     empty.hidden = Boolean(project) || !state.loaded;
     setText(topbarProject, project ? project.name : "");
+    const gone = !project && state.loaded && app.ui.projectId
+      && app.ui.projectId !== deletingProject;
+    setText(projectGone, gone ? "The project in this link does not exist (any more)." : "");
+    projectGone.hidden = !gone;
     if (!project) {
       shownProject = null;
       return;
@@ -170,10 +249,11 @@ export function projectView(app) {
       // A different project: forget the previous one's half-done actions.
       shownProject = project.id;
       renameForm.hidden = true;
-      confirmBox.hidden = true;
+      closeConfirm(false);
       showProjectError("");
       formError(createForm, "");
     }
+    if (!confirmBox.hidden) showConfirmText(project);
     setText(nameEl, project.name);
     setText(metaEl, [project.workingDir, project.description, workspaceNote(project)]
       .filter(Boolean).join(" — "));

@@ -1,11 +1,13 @@
-// A session in the detail pane: its facts, a stop button while it is active, the tail of its
-// output log (followed live while it runs) and its events, newest first.
+// A session in the detail pane: its facts, a stop button while it is active, deleting it (its
+// agent stopped first), the tail of its output log (followed live while it runs) and its events,
+// newest first.
 
 import { h, fill, setText, ago, timeEl, badge, ACTIVE_SESSION } from "../dom.js";
-import { state } from "../store.js";
+import { state, isLaunched } from "../store.js";
 import { taskLink, sessionLink, fact, none } from "./links.js";
 import { eventEntry, endNote } from "./session-events.js";
 import { workspaceSection } from "./workspace.js";
+import { deleteConfirm, focusAfterRemoving, plural } from "./delete-confirm.js";
 
 const LOG_TAIL_LINES = 200;
 const LOG_POLL_MS = 1000;
@@ -21,6 +23,7 @@ export function sessionDetail(app, pane, session, closeButton) {
   const output = h("pre", { class: "log", tabindex: "0", "aria-label": "Output log" });
   const events = h("ol", { class: "events", "aria-label": "Events, newest first" });
   const workspace = workspaceSection(app, session);
+  const removal = sessionRemoval(app, session);
 
   stopButton.addEventListener("click", async () => {
     if (stopButton.getAttribute("aria-disabled") === "true") return;
@@ -46,8 +49,10 @@ export function sessionDetail(app, pane, session, closeButton) {
     },
     h("div", { class: "detail-head" }, title, closeButton()),
     facts,
-    h("div", { class: "row" }, stopButton),
+    h("div", { class: "row detail-actions" }, stopButton, removal.trigger),
     stopError,
+    removal.box,
+    removal.error,
     workspace.el,
     h("div", { class: "section-head" }, h("h3", null, "Output"), followState),
     output,
@@ -65,9 +70,42 @@ export function sessionDetail(app, pane, session, closeButton) {
     fill(events, list.length ? list.map(eventEntry) : h("li", { class: "muted" },
       "No events yet."));
     log.update(s);
+    removal.update();
   }
 
-  return { signatureOf: signature, update, stop: () => log.stop() };
+  return { signatureOf: signature, update, stop: () => log.stop(), deleting: removal.working };
+}
+
+/**
+ * Deleting the session: an agent Maestro launched and that still runs is stopped first; its
+ * tasks stay and no longer list it (SPEC §7.4.5). Afterwards the pane closes and the focus goes
+ * to the next session in the list.
+ */
+function sessionRemoval(app, session) {
+  let focusNext = null;
+  return deleteConfirm(app, {
+    label: "Delete session",
+    describe() {
+      const s = state.sessions.get(session.id) ?? session;
+      const tasks = (s.taskIds || []).length;
+      const stops = ACTIVE_SESSION.has(s.status) && isLaunched(s);
+      const parts = [`Delete the session “${s.name || s.id}”?`];
+      if (stops) parts.push("Its agent is stopped first.");
+      if (tasks === 1) parts.push("Its 1 task stays but no longer lists it.");
+      else if (tasks) parts.push(`Its ${plural(tasks, "task")} stay but no longer list it.`);
+      return { question: parts.join(" "), confirm: stops ? "Stop and delete" : "Delete session" };
+    },
+    async perform() {
+      focusNext = focusAfterRemoving("#sessions-active > li, #sessions-recent > li", session.id,
+        (id) => document.querySelector(
+          `.session-list > li[data-key="${CSS.escape(id)}"] .session-name`),
+        () => document.getElementById("sessions-heading"));
+      await app.actions.deleteSession(session.id);
+    },
+    done() {
+      app.navigate({ projectId: app.ui.projectId, open: null }, { focus: focusNext });
+    },
+  });
 }
 
 function signature(s) {
@@ -96,11 +134,6 @@ function sessionFacts(app, s) {
     s.hostname ? fact("Host", `${s.hostname}${s.platform ? ` (${s.platform})` : ""}`) : null,
     fact("Id", h("code", null, s.id)),
   ];
-}
-
-/** Sessions started through spawn carry a manifest path; only those can have an output log. */
-function launched(session) {
-  return Boolean(session.env?.MAESTRO_MANIFEST_PATH || session.metadata?.launcher);
 }
 
 /**
@@ -160,7 +193,7 @@ function logFollower(app, sessionId, output, followState) {
       if (stopped) return;
       const wasActive = active;
       active = ACTIVE_SESSION.has(s.status);
-      if (!launched(s)) {
+      if (!isLaunched(s)) { // only launched agents have an output log
         unavailable = true;
         setText(followState, "");
         output.textContent = "No output log: this session was not started by Maestro's launcher.";

@@ -1,18 +1,19 @@
 // A task in the detail pane: inline status and priority, readiness and claim, parent,
 // subtasks, sessions, its dependencies (editable) and the tasks waiting for it, the description
-// rendered as safe Markdown, and its history newest first (its timeline and its sessions'
-// reports, task-history.js) with session links.
+// rendered as safe Markdown, its history newest first (its timeline and its sessions' reports,
+// task-history.js) with session links, and deleting it (with its subtasks, after saying how many).
 
 import {
   h, fill, refill, setText, timeEl, badge, TASK_STATUSES, TASK_PRIORITIES,
 } from "../dom.js";
 import { renderMarkdown } from "../markdown.js";
-import { state } from "../store.js";
+import { state, descendantsOf } from "../store.js";
 import { enumSelect } from "./project.js";
 import { formError, busy } from "./forms.js";
 import { taskLink, sessionLink, fact, none } from "./links.js";
 import { dependencySection, coordinationFacts, coordinationSignature } from "./task-deps.js";
 import { historySection, historySignature } from "./task-history.js";
+import { deleteConfirm, focusAfterRemoving, plural } from "./delete-confirm.js";
 
 const TIMELINE_TYPES = ["update", "milestone", "blocker"];
 
@@ -44,6 +45,7 @@ export function taskDetail(app, pane, task, closeButton) {
   });
 
   const deps = dependencySection(app, task);
+  const removal = taskRemoval(app, task);
 
   fill(pane,
     h("article", {
@@ -53,6 +55,9 @@ export function taskDetail(app, pane, task, closeButton) {
     },
     h("div", { class: "detail-head" }, title, closeButton()),
     facts,
+    h("div", { class: "row detail-actions" }, removal.trigger),
+    removal.box,
+    removal.error,
     deps.element,
     h("h3", null, "Description"),
     description,
@@ -72,11 +77,51 @@ export function taskDetail(app, pane, task, closeButton) {
       historyShown = wanted;
       history.update(t);
     }
+    removal.update();
   }
 
   const signatureOf = (t) => JSON.stringify([signature(t), deps.signatureOf(t),
-    coordinationSignature(t), historySignature(t)]);
-  return { signatureOf, update, stop: () => history.stop() };
+    coordinationSignature(t), historySignature(t), descendantsOf(t.id).length]);
+  return { signatureOf, update, stop: () => history.stop(), deleting: removal.working };
+}
+
+/**
+ * Deleting the task: a leaf alone, a parent with its whole subtree (`?cascade=true`) once the
+ * confirmation has said how many subtasks go with it. Afterwards its parent opens; a top-level
+ * task closes the pane and the focus goes to the next task in the tree.
+ */
+function taskRemoval(app, task) {
+  let subtasks = 0; // as the confirmation last said
+  let parentId = null;
+  let focusNext = null;
+  return deleteConfirm(app, {
+    label: "Delete task",
+    describe() {
+      const title = state.tasks.get(task.id)?.title ?? task.title;
+      subtasks = descendantsOf(task.id).length;
+      if (!subtasks) return { question: `Delete the task “${title}”?`, confirm: "Delete task" };
+      const count = plural(subtasks, "subtask");
+      return {
+        question: `Delete the task “${title}” and its ${count} (all levels below it)?`,
+        confirm: `Delete task and ${count}`,
+      };
+    },
+    async perform() {
+      parentId = state.tasks.get(task.id)?.parentId ?? null;
+      focusNext = focusAfterRemoving("#task-tree > li", task.id,
+        (id) => document.querySelector(`#task-tree > li[data-key="${CSS.escape(id)}"] .task-title`),
+        () => document.getElementById("tasks-heading"));
+      await app.actions.deleteTask(task.id, subtasks > 0);
+    },
+    done() {
+      const parent = parentId ? state.tasks.get(parentId) : null;
+      if (parent && parent.projectId === app.ui.projectId) {
+        app.navigate({ projectId: app.ui.projectId, open: { kind: "task", id: parent.id } });
+      } else {
+        app.navigate({ projectId: app.ui.projectId, open: null }, { focus: focusNext });
+      }
+    },
+  });
 }
 
 function signature(t) {
