@@ -23,7 +23,7 @@ export function sessionDetail(app, pane, session, closeButton) {
   const output = h("pre", { class: "log", tabindex: "0", "aria-label": "Output log" });
   const events = h("ol", { class: "events", "aria-label": "Events, newest first" });
   const workspace = workspaceSection(app, session);
-  const removal = sessionRemoval(app, session);
+  const removal = sessionRemoval(app, session, () => log.stop());
 
   stopButton.addEventListener("click", async () => {
     if (stopButton.getAttribute("aria-disabled") === "true") return;
@@ -81,7 +81,7 @@ export function sessionDetail(app, pane, session, closeButton) {
  * tasks stay and no longer list it (SPEC §7.4.5). Afterwards the pane closes and the focus goes
  * to the next session in the list.
  */
-function sessionRemoval(app, session) {
+function sessionRemoval(app, session, beforeDelete) {
   let focusNext = null;
   return deleteConfirm(app, {
     label: "Delete session",
@@ -100,6 +100,8 @@ function sessionRemoval(app, session) {
         (id) => document.querySelector(
           `.session-list > li[data-key="${CSS.escape(id)}"] .session-name`),
         () => document.getElementById("sessions-heading"));
+      // No more reads of an output log that is about to go away (a 404 in the console).
+      beforeDelete();
       await app.actions.deleteSession(session.id);
     },
     done() {
