@@ -71,8 +71,13 @@ def _drop(index: dict, key, member: str) -> None:
 
 
 class ReadyIndex:
-    def __init__(self, tasks: Table, track_expiries: bool = True):
+    def __init__(self, tasks: Table, track_expiries: bool = True, lazy: bool = False):
         self.tasks = tasks
+        # Lazy: changes are only noted (per task, the version before the first one and the
+        # latest) and followed when the index is next read (`catch_up`), so a burst of writes
+        # that nobody reads the readiness of in between costs one update per task.
+        self.lazy = lazy
+        self._pending: dict[str, tuple[dict | None, dict | None]] = {}
         # Only the index the sweeper reads needs the heap (the committed view's would grow).
         self.track_expiries = track_expiries
         self.get = tasks.rows.get
@@ -100,6 +105,24 @@ class ReadyIndex:
     def on_change(self, old: dict | None, new: dict | None) -> None:
         if self.suspended:
             return
+        if self.lazy:
+            tid = (new or old)["id"]
+            noted = self._pending.get(tid)
+            self._pending[tid] = (noted[0] if noted is not None else old, new)
+            return
+        self._follow(old, new)
+
+    def catch_up(self) -> None:
+        """Follow the changes a lazy index has only noted (a task's first and last versions
+        are one change: the index is a function of the rows, which hold the latest)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        for old, new in pending.values():
+            if old is not None or new is not None:
+                self._follow(old, new)
+
+    def _follow(self, old: dict | None, new: dict | None) -> None:
         tid = (new or old)["id"]
         self._follow_links(tid, old, new)
         if old is not None and new is not None and all(
@@ -216,7 +239,7 @@ class ReadyIndex:
 
     def rebuild(self) -> None:
         """Everything from scratch (after loading, when changes were not followed)."""
-        self.__init__(self.tasks, self.track_expiries)
+        self.__init__(self.tasks, self.track_expiries, self.lazy)
         for task in self.tasks.rows.values():
             self._follow_links(task["id"], None, task)
         for tid in list(self.tasks.rows):

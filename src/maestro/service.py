@@ -66,7 +66,7 @@ class Service(Listing, Coordination, WorkspaceRecords, Planning):
         # Readiness indexes follow each picture: mutations (a claim's check and grant) read
         # the working one, readers (`?ready=true`) the committed one.
         self._ready_working = ReadyIndex(self.working.tasks)
-        self._ready_view = ReadyIndex(self.view.tasks, track_expiries=False)
+        self._ready_view = ReadyIndex(self.view.tasks, track_expiries=False, lazy=True)
         for index in (self._ready_working, self._ready_view):
             index.attach()
         self.lock = asyncio.Lock()
@@ -86,8 +86,11 @@ class Service(Listing, Coordination, WorkspaceRecords, Planning):
 
     @property
     def ready_index(self) -> ReadyIndex:
-        """The readiness indexes of `state`."""
-        return self._ready_working if self._applying else self._ready_view
+        """The readiness indexes of `state` (the committed view's brought up to date)."""
+        if self._applying:
+            return self._ready_working
+        self._ready_view.catch_up()
+        return self._ready_view
 
     # ------------------------------------------------------------ life cycle
     async def start(self) -> None:
