@@ -167,11 +167,11 @@ class Settings:
         if problems:
             raise ConfigError("MAESTRO_MCP_TOOLS: " + problem_text(problems))
         s.mcp_tools = tools
-        s.header_timeout = _parse_timeout("MAESTRO_HEADER_TIMEOUT",
+        s.header_timeout = _parse_positive("MAESTRO_HEADER_TIMEOUT",
                                           env.get("MAESTRO_HEADER_TIMEOUT") or "10")
-        s.body_timeout = _parse_timeout("MAESTRO_BODY_TIMEOUT",
+        s.body_timeout = _parse_positive("MAESTRO_BODY_TIMEOUT",
                                         env.get("MAESTRO_BODY_TIMEOUT") or "30")
-        s.keepalive_timeout = _parse_timeout("MAESTRO_KEEPALIVE_TIMEOUT",
+        s.keepalive_timeout = _parse_positive("MAESTRO_KEEPALIVE_TIMEOUT",
                                              env.get("MAESTRO_KEEPALIVE_TIMEOUT") or "5")
         s.max_connections = _parse_int("MAESTRO_MAX_CONNECTIONS",
                                        env.get("MAESTRO_MAX_CONNECTIONS") or "2000", 1)
@@ -261,13 +261,6 @@ def _parse_seconds(name: str, raw: str) -> float:
 
 
 def _parse_positive(name: str, raw: str) -> float:
-    value = _parse_seconds(name, raw)
-    if value <= 0:
-        raise ConfigError(f"{name} must be more than 0 seconds (got {value})")
-    return value
-
-
-def _parse_timeout(name: str, raw: str) -> float:
     """A number of seconds above 0 and at most an hour."""
     try:
         value = float(raw)

@@ -128,24 +128,21 @@ def order_key(task: dict) -> tuple:
     return (PRIORITY_RANK.get(task.get("priority"), 3), created, task["id"])
 
 
+def _select(task_ids: Iterable[str], get: Lookup, now: int, wanted: str) -> list[str]:
+    """The tasks of `task_ids` whose assessment has `wanted` set, in §15.2 order."""
+    found = [get(tid) for tid in task_ids
+             if (a := assess(tid, get, now)) is not None and getattr(a, wanted)]
+    return [t["id"] for t in sorted(found, key=order_key)]
+
+
 def ready_ids(task_ids: Iterable[str], get: Lookup, now: int) -> list[str]:
     """The ready ones of `task_ids`, in §15.2 order (a brute force for checks and tests)."""
-    found = []
-    for tid in task_ids:
-        a = assess(tid, get, now)
-        if a is not None and a.ready:
-            found.append(get(tid))
-    return [t["id"] for t in sorted(found, key=order_key)]
+    return _select(task_ids, get, now, "ready")
 
 
 def blocked_ids(task_ids: Iterable[str], get: Lookup, now: int) -> list[str]:
     """The blocked ones of `task_ids` (pending, held back), in §15.2 order."""
-    found = []
-    for tid in task_ids:
-        a = assess(tid, get, now)
-        if a is not None and a.blocked:
-            found.append(get(tid))
-    return [t["id"] for t in sorted(found, key=order_key)]
+    return _select(task_ids, get, now, "blocked")
 
 
 def has_unfinished_children(children: Iterable[str], get: Lookup) -> bool:
