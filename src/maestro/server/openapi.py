@@ -26,8 +26,6 @@ from .. import __version__
 from ..policy import Act, rule_for
 from . import api_models as m
 
-__all__ = ["Act", "Op", "build_document", "docs_page", "swagger_ui_dir"]
-
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
 
