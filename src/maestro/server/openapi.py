@@ -32,8 +32,8 @@ JSON = "application/json"
 
 @dataclass(frozen=True)
 class Op:
-    """The declaration of one route: what /openapi.json says about it and what the router
-    lets its handler read."""
+    """The declaration of one route: what /openapi.json says about it, what the router lets
+    its handler read, and the action whose rule (policy.py) decides what agents may do."""
 
     summary: str
     acts: Act | None = None   # the action it performs on which entity (its rights rule)

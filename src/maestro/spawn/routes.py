@@ -150,18 +150,22 @@ def install(router: Router, service: Service, settings: Settings, extensions: li
     spawner.on_spawned = launcher.submit
     spawner.workspaces = install_workspaces(router, service, settings, extensions)
 
+    def shown(r: ApiRequest, result: dict) -> dict:
+        """An answer holding a session, as the caller may see it (an agent: no secrets)."""
+        if r.identity is None:
+            return result
+        seen = seen_by(r.identity, result, result["session"].get("projectId"))
+        if seen is None:
+            raise forbidden(OWN_PROJECT)
+        return seen
+
     async def spawn(r: ApiRequest):
-        result = await spawner.spawn(await r.json())
-        if r.identity is not None:  # an orchestrator agent: no secrets of the new session
-            result = seen_by(r.identity, result, result["session"].get("projectId"))
-            if result is None:
-                raise forbidden(OWN_PROJECT)
-        return Reply(result, 201)
+        return Reply(shown(r, await spawner.spawn(await r.json())), 201)
 
     async def stop(r: ApiRequest):
         await r.json()
         by = r.identity.session_id if r.identity is not None else None
-        return await launcher.stop_session(r.param(), by=by)
+        return shown(r, await launcher.stop_session(r.param(), by=by))
 
     async def output(r: ApiRequest):
         return await launcher.read_log(r.param(), r.query("tail"), r.query("offset"))
