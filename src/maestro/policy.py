@@ -363,6 +363,17 @@ class Policy:
     def __init__(self, state):
         self.state = state
 
+    async def guard(self, request, bound: Bound) -> None:
+        """The router's guard of an agent's request (router.py): the rule bound to the route
+        decides, on the entity its declaration names and the body as sent; a list is then
+        restricted to the agent's project (`request.restrict_project`)."""
+        method = request.method
+        body = await request.raw_json() if method != "GET" and method != "HEAD" else None
+        act_id = bound.act.id
+        request.restrict_project = self.authorize(
+            request.identity, bound, request.params.get(act_id) if act_id else None, body,
+            request)
+
     def authorize(self, identity: AgentIdentity, bound: Bound, target: str | None,
                   body: dict | None, request) -> str | None:
         """Raise 403 unless `identity` may perform the route's action; returns the project

@@ -328,8 +328,7 @@ def register_api(router: Router, service: Service, hub: Hub,
             "Read a skill again from disk",
             acts=Act("skill", "reload"), ok=m.Skill, errors={404: ("NOT_FOUND",)})),
         ("GET", "/health", health, Op(
-            "Server health",
-            acts=Act("server", "read", id=None), ok=m.Health,
+            "Server health", acts=Act("server", "read", id=None), ok=m.Health,
             description="When the server requires a token, a request without any "
                         "`Authorization` header gets only `{\"status\":\"ok\"}` (liveness "
                         "for load balancers); the full report needs the token.")),
@@ -352,8 +351,7 @@ def register_api(router: Router, service: Service, hub: Hub,
             events=("project:updated",))),
         ("DELETE", "/api/projects/{id}", delete_project, Op(
             "Delete a project without tasks or sessions (with cascade=true: with them)",
-            acts=Act("project", "delete"),
-            query=m.DeleteProjectQuery, ok=m.ProjectDeleted,
+            acts=Act("project", "delete"), query=m.DeleteProjectQuery, ok=m.ProjectDeleted,
             description="With `cascade=true` the project's sessions (their agents are stopped "
                         "and their tokens die with them) and tasks go with it, in one change; "
                         "`deleted` lists them.",
@@ -377,8 +375,7 @@ def register_api(router: Router, service: Service, hub: Hub,
             errors={400: ("DEPENDENCY_CYCLE",), 404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"),
                     409: ("CLAIM_LOST",)}, events=task_changed)),
         ("DELETE", "/api/tasks/{id}", delete_task, Op(
-            "Delete a task",
-            acts=Act("task", "delete"), query=m.DeleteTaskQuery, ok=m.Deleted,
+            "Delete a task", acts=Act("task", "delete"), query=m.DeleteTaskQuery, ok=m.Deleted,
             description="Unlinks it from its sessions, drops it from the dependencies of "
                         "other tasks and releases its claim.",
             errors={400: ("TASK_HAS_CHILDREN",), **T404}, events=("task:deleted",))),
@@ -388,12 +385,10 @@ def register_api(router: Router, service: Service, hub: Hub,
             errors=fenced, events=task_changed)),
         ("GET", "/api/tasks/{id}/children", task_children, Op(
             "Direct children of a task",
-            acts=Act("task", "read"), query=m.PageQuery, ok=list[m.Task], paged=True,
-            errors=T404)),
+            acts=Act("task", "read"), query=m.PageQuery, ok=list[m.Task], paged=True, errors=T404)),
         ("GET", "/api/tasks/{id}/history", task_history, Op(
             "A task's history: its timeline and what its sessions reported about it",
-            acts=Act("task", "read"),
-            ok=list[m.HistoryEntry], errors=T404,
+            acts=Act("task", "read"), ok=list[m.HistoryEntry], errors=T404,
             description="The task's timeline merged with the timeline entries of its sessions "
                         "that name it (`maestro report …`), oldest first.")),
         ("GET", "/api/tasks/{id}/readiness", task_readiness, Op(
@@ -410,14 +405,12 @@ def register_api(router: Router, service: Service, hub: Hub,
             events=task_changed)),
         ("POST", "/api/tasks/{id}/claim", claim, Op(
             "Claim a ready task for a session (a lease with a fencing token)",
-            acts=Act("task", "claim"),
-            body=m.ClaimRequest, ok=m.Claimed,
+            acts=Act("task", "claim"), body=m.ClaimRequest, ok=m.Claimed,
             errors={404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"),
                     409: ("TASK_ALREADY_CLAIMED", "TASK_NOT_READY", "SESSION_NOT_ACTIVE")},
             events=("task:claimed", "task:updated"))),
         ("POST", "/api/tasks/{id}/claim/renew", renew_claim, Op(
-            "Extend a live lease",
-            acts=Act("task", "renew"), body=m.RenewRequest, ok=m.Renewed,
+            "Extend a live lease", acts=Act("task", "renew"), body=m.RenewRequest, ok=m.Renewed,
             errors={404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"), 409: ("CLAIM_LOST",)})),
         ("POST", "/api/tasks/{id}/claim/release", release_claim, Op(
             "Give a claim up; the task goes back to pending",
@@ -427,8 +420,7 @@ def register_api(router: Router, service: Service, hub: Hub,
             events=("task:claim_released", "task:updated"))),
         ("POST", "/api/projects/{id}/claim-next", claim_next, Op(
             "Claim the first ready task of a project (task null when nothing is ready)",
-            acts=Act("project", "claim"),
-            body=m.ClaimNextRequest, ok=m.Claimed,
+            acts=Act("project", "claim"), body=m.ClaimNextRequest, ok=m.Claimed,
             errors={404: ("PROJECT_NOT_FOUND", "SESSION_NOT_FOUND", "TASK_NOT_FOUND"),
                     409: ("SESSION_NOT_ACTIVE",)}, events=("task:claimed", "task:updated"))),
         ("POST", "/api/projects/{id}/plan", plan, Op(
@@ -446,8 +438,7 @@ def register_api(router: Router, service: Service, hub: Hub,
             acts=Act("session", "heartbeat"), body=m.HeartbeatRequest, ok=m.Heartbeat,
             errors={**S404, 409: ("SESSION_NOT_ACTIVE",)})),
         ("GET", "/api/sessions", list_sessions, Op(
-            "List sessions",
-            acts=Act("session", "list", id=None),
+            "List sessions", acts=Act("session", "list", id=None),
             query=m.SessionListQuery, ok=list[m.Session], paged=True,
             description="Filters combine with AND. In order of `startedAt`.")),
         ("POST", "/api/sessions", create_session, Op(
@@ -458,8 +449,7 @@ def register_api(router: Router, service: Service, hub: Hub,
         ("GET", "/api/sessions/{id}", get_session, Op(
             "Get a session", acts=Act("session", "read"), ok=m.Session, errors=S404)),
         ("PATCH", "/api/sessions/{id}", update_session, Op(
-            "Update a session",
-            acts=Act("session", "update"), body=m.UpdateSession, ok=m.Session,
+            "Update a session", acts=Act("session", "update"), body=m.UpdateSession, ok=m.Session,
             errors={404: ("SESSION_NOT_FOUND", "TASK_NOT_FOUND")},
             events=("session:updated", "session:task_removed", "task:session_removed",
                     "session:task_added", "task:session_added", "task:updated"))),
@@ -468,15 +458,13 @@ def register_api(router: Router, service: Service, hub: Hub,
             acts=Act("session", "delete"), ok=m.Deleted, errors=S404,
             events=("session:deleted", "task:session_removed", "task:updated"))),
         ("POST", "/api/sessions/{id}/tasks/{taskId}", add_session_task, Op(
-            "Link a task to a session (idempotent)",
-            acts=Act("session", "link"), ok=m.Session,
+            "Link a task to a session (idempotent)", acts=Act("session", "link"), ok=m.Session,
             errors={404: ("NOT_FOUND",)},
             events=("session:task_added", "task:session_added", "session:updated",
                     "task:updated"))),
         ("DELETE", "/api/sessions/{id}/tasks/{taskId}", remove_session_task, Op(
             "Unlink a task from a session (idempotent)",
-            acts=Act("session", "unlink"), ok=m.Session,
-            errors={404: ("NOT_FOUND",)},
+            acts=Act("session", "unlink"), ok=m.Session, errors={404: ("NOT_FOUND",)},
             events=("session:task_removed", "task:session_removed", "session:updated",
                     "task:updated"))),
         ("POST", "/api/sessions/{id}/events", session_events, Op(
@@ -619,17 +607,7 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     tokens = TokenRegistry(settings.session_dir, service.state.sessions)
     policy = Policy(service.state)
     hub.alive = tokens.alive
-
-    async def guard(request: ApiRequest, bound) -> None:
-        """An agent's request: the rule of the route's declared action decides (policy.py)."""
-        method = request.method
-        body = await request.raw_json() if method != "GET" and method != "HEAD" else None
-        act_id = bound.act.id
-        request.restrict_project = policy.authorize(
-            request.identity, bound, request.params.get(act_id) if act_id else None, body,
-            request)
-
-    router.guard = guard
+    router.guard = policy.guard  # an agent's request: its route's action rule decides
     from ..spawn.routes import install as install_spawn
     install_spawn(router, service, settings, extensions, tokens=tokens)
     app.state.tokens = tokens
