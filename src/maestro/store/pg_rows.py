@@ -1,0 +1,354 @@
+"""How entities map to the rows of the normalized PostgreSQL layout (migration 0002), and what a
+batch of changes writes there.
+
+Lists that only grow live in tables of their own: a task's `timeline`, a session's `events` and
+`timeline` (one row per entry, `idx` its index, the entry's JSON verbatim) and both sides of the
+task-session link, a task's `sessionIds` and a session's `taskIds` (one row per id, ordered by
+`position`, which may have gaps). The entity row holds every other field and `[]` in place of
+each such list, so loading puts the list back where it was in the document's key order.
+
+An append writes only its new rows, a link added or removed only that link's row, and a list
+replaced whole only that list's rows; the entity row (small without its lists) is rewritten
+with each change. A link list holding anything but ids a text column can hold stays in the
+entity row, as does any list that is not an array; a non-empty list found in the entity row
+(written there by another program) is moved to its table by the next change of the entity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import jsonio
+from .base import Op
+
+ENTRIES, LINKS = "entries", "links"
+
+
+@dataclass(frozen=True)
+class ListTable:
+    kind: str  # the entity kind that owns the list
+    field: str  # the document field it holds
+    table: str
+    owner: str  # the column naming the owning entity
+    mode: str  # ENTRIES (idx, entry json) or LINKS (position, `target` text)
+    target: str = ""
+
+
+LISTS: dict[str, tuple[ListTable, ...]] = {
+    "project": (),
+    "task": (
+        ListTable("task", "timeline", "maestro_task_timeline", "task_id", ENTRIES),
+        ListTable("task", "sessionIds", "maestro_task_sessions", "task_id", LINKS, "session_id"),
+    ),
+    "session": (
+        ListTable("session", "events", "maestro_session_events", "session_id", ENTRIES),
+        ListTable("session", "timeline", "maestro_session_timeline", "session_id", ENTRIES),
+        ListTable("session", "taskIds", "maestro_session_tasks", "session_id", LINKS, "task_id"),
+    ),
+}
+ALL_LISTS = tuple(t for tables in LISTS.values() for t in tables)
+# An op's delta changed a field this way: the whole list (SET) or entries from an index on.
+SET = -1
+
+
+def kept_apart(table: ListTable, value) -> bool:
+    """Whether `value` of the field lives in its own table (else in the entity row)."""
+    if type(value) is not list:
+        return False
+    if table.mode == ENTRIES:
+        return True
+    return all(type(v) is str and "\x00" not in v for v in value)
+
+
+def entity_row_json(op: Op) -> str:
+    """The entity row's JSON: the document with `[]` in place of every list kept apart."""
+    value = op.value
+    tables = LISTS[op.kind]
+    if not any(value.get(t.field) and kept_apart(t, value.get(t.field)) for t in tables):
+        return op.full_json().decode()  # nothing kept apart: the document as it is
+    apart = {t.field for t in tables if kept_apart(t, value.get(t.field))}
+    return jsonio.dumps({k: [] if k in apart else v for k, v in value.items()}).decode()
+
+
+@dataclass
+class Change:
+    """What a batch did to one entity: its last op, and since when it must be written."""
+
+    op: Op
+    # Nothing of the entity was in the database before the batch (it was created in it).
+    fresh: bool
+    # Every row of the entity must be written again (a whole value, or deleted and made).
+    full: bool = False
+    # Lists changed by deltas since: field -> SET or the first index appended.
+    fields: dict[str, int] = field(default_factory=dict)
+
+
+def compose(records: list[list[Op]]) -> dict[tuple[str, str], Change]:
+    """The changes of a batch (one transaction) per entity, in the order first touched."""
+    out: dict[tuple[str, str], Change] = {}
+    for record in records:
+        for op in record:
+            key = (op.kind, op.id)
+            change = out.get(key)
+            if change is None:
+                change = out[key] = Change(op, fresh=op.new and op.value is not None
+                                           and op.delta is None)
+            change.op = op
+            if op.value is None or op.delta is None:
+                change.full = True
+                change.fields.clear()
+                continue
+            if change.full:
+                continue
+            delta = op.delta
+            for name in delta.get("set") or ():
+                change.fields[name] = SET
+            for name, (start, _) in (delta.get("push") or {}).items():
+                before = change.fields.get(name)
+                if before is None or (before != SET and start < before):
+                    change.fields[name] = start
+    return out
+
+
+@dataclass
+class Shapes:
+    """What the store knows of the list rows in the database: every link list (ids and
+    positions, small) and the lists found in entity rows rather than in their tables."""
+
+    links: dict[tuple[str, str, str], tuple[list[str], list[int]]] = field(default_factory=dict)
+    inline: set[tuple[str, str, str]] = field(default_factory=set)
+
+
+@dataclass
+class Plan:
+    """The statements' parameters of one batch, and the shapes once it is committed."""
+
+    upserts: dict[str, tuple[list, list, list]] = field(default_factory=dict)
+    deletes: dict[str, list[str]] = field(default_factory=dict)
+    clears: dict[str, list[str]] = field(default_factory=dict)  # table -> owners
+    unlinks: dict[str, tuple[list, list]] = field(default_factory=dict)
+    inserts: dict[str, tuple[list, list, list]] = field(default_factory=dict)
+    links_after: dict[tuple[str, str, str], tuple[list[str], list[int]] | None] = \
+        field(default_factory=dict)
+    inline_gone: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def adopt(self, shapes: Shapes) -> None:
+        """The batch is committed: the shapes follow it."""
+        for key, link in self.links_after.items():
+            if link is None:
+                shapes.links.pop(key, None)
+            else:
+                shapes.links[key] = link
+        for key in self.inline_gone:
+            shapes.inline.discard(key)
+
+
+def _lists(store: dict, name: str, n: int) -> tuple:
+    got = store.get(name)
+    if got is None:
+        got = store[name] = tuple([] for _ in range(n))
+    return got
+
+
+def plan_batch(changes: dict[tuple[str, str], Change], shapes: Shapes,
+               project_of) -> Plan:
+    plan = Plan()
+    for (kind, eid), change in changes.items():
+        op = change.op
+        tables = LISTS[kind]
+        if op.value is None:
+            _lists(plan.deletes, kind, 1)[0].append(eid)
+            for table in tables:
+                key = (kind, eid, table.field)
+                if not change.fresh:
+                    _lists(plan.clears, table.table, 1)[0].append(eid)
+                if table.mode == LINKS:
+                    plan.links_after[key] = None
+                plan.inline_gone.append(key)
+            continue
+        ids, projects, data = _lists(plan.upserts, kind, 3)
+        ids.append(eid)
+        projects.append(project_of(op))
+        data.append(entity_row_json(op))
+        value = op.value
+        for table in tables:
+            key = (kind, eid, table.field)
+            inline = key in shapes.inline
+            since = SET if change.full or inline else change.fields.get(table.field)
+            if since is None:
+                continue
+            new = value.get(table.field)
+            apart = kept_apart(table, new)
+            if inline:
+                plan.inline_gone.append(key)
+            if table.mode == LINKS:
+                _diff_links(plan, table, eid, shapes.links.get(key), new if apart else [])
+                continue
+            if since == SET:
+                if not change.fresh:
+                    _lists(plan.clears, table.table, 1)[0].append(eid)
+                since = 0
+            if apart and len(new) > since:
+                owners, idxs, entries = _lists(plan.inserts, table.table, 3)
+                dumps = jsonio.dumps
+                for i in range(since, len(new)):
+                    owners.append(eid)
+                    idxs.append(i)
+                    entries.append(dumps(new[i]).decode())
+    return plan
+
+
+def _diff_links(plan: Plan, table: ListTable, owner: str,
+                old: tuple[list[str], list[int]] | None, new: list[str]) -> None:
+    """Rows that turn the stored link list `old` into `new`: the ids of `old` kept in order
+    stay where they are, the others are deleted, the ids after them are added at the end."""
+    old_ids, old_pos = old if old is not None else ([], [])
+    if old_ids == new:
+        return
+    kept_ids: list[str] = []
+    kept_pos: list[int] = []
+    j = 0
+    gone: list[int] = []
+    for item, pos in zip(old_ids, old_pos):
+        if j < len(new) and new[j] == item:
+            kept_ids.append(item)
+            kept_pos.append(pos)
+            j += 1
+        else:
+            gone.append(pos)
+    if gone:
+        owners, positions = _lists(plan.unlinks, table.table, 2)
+        owners.extend([owner] * len(gone))
+        positions.extend(gone)
+    nxt = (old_pos[-1] + 1) if old_pos else 0
+    if j < len(new):
+        owners, positions, targets = _lists(plan.inserts, table.table, 3)
+        for item in new[j:]:
+            owners.append(owner)
+            positions.append(nxt)
+            targets.append(item)
+            kept_ids.append(item)
+            kept_pos.append(nxt)
+            nxt += 1
+    plan.links_after[(table.kind, owner, table.field)] = (kept_ids, kept_pos) if kept_ids \
+        else None
+
+
+class Statements:
+    """The SQL of the layout, composed once per schema."""
+
+    def __init__(self, schema: str):
+        from psycopg import sql
+
+        self.sql = sql
+        self.schema = schema
+        self._cache: dict[tuple[str, str], object] = {}
+
+    def ident(self, table: str):
+        return self.sql.Identifier(self.schema, table)
+
+    def get(self, what: str, table: str):
+        key = (what, table)
+        stmt = self._cache.get(key)
+        if stmt is None:
+            stmt = self._cache[key] = self._make(what, table)
+        return stmt
+
+    def _make(self, what: str, name: str):
+        sql = self.sql
+        t = self.ident(name)
+        if what == "upsert_project":
+            return sql.SQL(
+                "INSERT INTO {} (id, data) SELECT * FROM unnest(%s::text[], %s::json[]) "
+                "ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, updated_at = now()"
+            ).format(t)
+        if what == "upsert":
+            return sql.SQL(
+                "INSERT INTO {} (id, project_id, data) "
+                "SELECT * FROM unnest(%s::text[], %s::text[], %s::json[]) "
+                "ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, "
+                "data = EXCLUDED.data, updated_at = now()").format(t)
+        if what == "seq":
+            return sql.SQL("UPDATE {} SET value = %s WHERE name = 'batch_seq'").format(t)
+        if what == "delete":
+            return sql.SQL("DELETE FROM {} WHERE id = ANY(%s::text[])").format(t)
+        table = next(x for x in ALL_LISTS if x.table == name)
+        owner = sql.Identifier(table.owner)
+        if what == "clear":
+            return sql.SQL("DELETE FROM {} WHERE {} = ANY(%s::text[])").format(t, owner)
+        if what == "unlink":
+            return sql.SQL("DELETE FROM {} AS t USING unnest(%s::text[], %s::int[]) AS d(o, p) "
+                           "WHERE t.{} = d.o AND t.position = d.p").format(t, owner)
+        if what == "insert" and table.mode == ENTRIES:
+            return sql.SQL("INSERT INTO {} ({}, idx, entry) "
+                           "SELECT * FROM unnest(%s::text[], %s::int[], %s::json[]) "
+                           "ON CONFLICT ({}, idx) DO UPDATE SET entry = EXCLUDED.entry"
+                           ).format(t, owner, owner)
+        if what == "insert":
+            target = sql.Identifier(table.target)
+            return sql.SQL("INSERT INTO {} ({}, position, {}) "
+                           "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[]) "
+                           "ON CONFLICT ({}, position) DO UPDATE SET {} = EXCLUDED.{}"
+                           ).format(t, owner, target, owner, target, target)
+        raise ValueError(what)
+
+
+ENTITY_TABLES = {"project": "maestro_projects", "task": "maestro_tasks",
+                 "session": "maestro_sessions"}
+
+
+def execute(conn, statements: Statements, plan: Plan) -> None:
+    """The plan's statements, in the caller's transaction: entity rows, then list rows."""
+    get = statements.get
+    for kind, (ids, projects, data) in plan.upserts.items():
+        if kind == "project":
+            conn.execute(get("upsert_project", ENTITY_TABLES[kind]), (ids, data))
+        else:
+            conn.execute(get("upsert", ENTITY_TABLES[kind]), (ids, projects, data))
+    for kind, (ids,) in plan.deletes.items():
+        conn.execute(get("delete", ENTITY_TABLES[kind]), (ids,))
+    for name, (owners,) in plan.clears.items():
+        conn.execute(get("clear", name), (owners,))
+    for name, (owners, positions) in plan.unlinks.items():
+        conn.execute(get("unlink", name), (owners, positions))
+    for name, (owners, positions, values) in plan.inserts.items():
+        conn.execute(get("insert", name), (owners, positions, values))
+
+
+def load_lists(conn, statements: Statements, kind: str, entities: dict[str, dict],
+               shapes: Shapes, links_only: bool = False) -> None:
+    """Put each list kept apart back into its entity (where the row holds `[]`), and learn the
+    shapes: link rows, and non-empty lists found in the entity rows."""
+    sql = statements.sql
+    for table in LISTS[kind]:
+        if links_only and table.mode != LINKS:
+            continue
+        name = table.field
+        for eid, entity in entities.items():
+            value = entity.get(name)
+            if type(value) is list and value:
+                shapes.inline.add((kind, eid, name))
+        owner = sql.Identifier(table.owner)
+        if table.mode == ENTRIES:
+            rows = conn.execute(sql.SQL(
+                "SELECT {}, '[' || string_agg(entry::text, ',' ORDER BY idx) || ']' "
+                "FROM {} GROUP BY {}").format(owner, statements.ident(table.table), owner))
+            for eid, text in rows:
+                entity = entities.get(eid)
+                if entity is not None and _placeholder(entity.get(name)) and \
+                        (kind, eid, name) not in shapes.inline:
+                    entity[name] = jsonio.loads(text)
+            continue
+        target = sql.Identifier(table.target)
+        rows = conn.execute(sql.SQL(
+            "SELECT {}, array_agg({} ORDER BY position), array_agg(position ORDER BY position) "
+            "FROM {} GROUP BY {}").format(owner, target, statements.ident(table.table), owner))
+        for eid, ids, positions in rows:
+            shapes.links[(kind, eid, name)] = (ids, positions)
+            entity = entities.get(eid)
+            if entity is not None and _placeholder(entity.get(name)) and \
+                    (kind, eid, name) not in shapes.inline:
+                entity[name] = list(ids)
+
+
+def _placeholder(value) -> bool:
+    return type(value) is list and not value
