@@ -193,7 +193,11 @@ class PostgresStore(SyncStore):
         if schema is None:
             schema = self._create_schema(conn)
         self.schema = schema
-        key = (_signed32(LOCK_CLASS), _signed32(zlib.crc32(schema.encode())))
+        self._take_owner(conn)
+
+    def _take_owner(self, conn) -> None:
+        """The schema's ownership lock on `conn`, or StoreLockedError naming its holder."""
+        key = (_signed32(LOCK_CLASS), _signed32(zlib.crc32(self.schema.encode())))
         if conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]:
             self._lock_key = key
             return
@@ -222,7 +226,10 @@ class PostgresStore(SyncStore):
         name = names[0]
         if name.startswith('"') and name.endswith('"'):
             name = name[1:-1].replace('""', '"')
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
+        try:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
+        except _psycopg().errors.UniqueViolation:
+            pass  # made by another process at the same moment
         log.info("created schema %s", name)
         return conn.execute("SELECT current_schema()").fetchone()[0] or name
 
@@ -238,6 +245,37 @@ class PostgresStore(SyncStore):
         pg_schema.migrate(conn, self.schema, self.location)
         self.schema_version = pg_schema.latest_version()
         self._statements = pg_rows.Statements(self.schema)
+
+    def run_migrations(self) -> tuple[int, list[pg_schema.Migration]]:
+        """`maestro db migrate`: bring the schema to the latest version (made if missing) and
+        return (the version now, the migrations applied here). Refused while a server holds
+        the schema (servers migrate when they start); raises StoreLockedError, or
+        DatabaseUnavailableError for a database that cannot be used or is ahead of this code."""
+        return self._with_schema(lambda conn: pg_schema.migrate(
+            conn, self.schema, self.location, may_write=lambda: self._take_owner(conn)))
+
+    def schema_status(self) -> int:
+        """`maestro db status`: the version the schema is at (0: no tables yet)."""
+        return self._with_schema(lambda conn: None, create=False)[0]
+
+    def _with_schema(self, action, create: bool = True):
+        psycopg = _psycopg()
+        conn = self._connect()
+        try:
+            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+            if schema is None and not create:
+                return 0, None
+            self.schema = schema if schema is not None else self._create_schema(conn)
+            done = action(conn)
+            return pg_schema.current_version(conn, self.schema), done
+        except pg_schema.SchemaAheadError as exc:
+            raise DatabaseUnavailableError(str(exc)) from None
+        except psycopg.Error as exc:
+            raise DatabaseUnavailableError(
+                f"cannot migrate the tables in {self.location}: "
+                f"{redact(_first_line(exc), self._password)}") from None
+        finally:
+            conn.close()  # releases every lock taken
 
     def open(self) -> LoadResult:
         self.take_lock()
