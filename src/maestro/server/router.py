@@ -207,8 +207,6 @@ class Router:
         self.table: list[tuple[str, str, Any]] = []
         # async guard(request, template) run before the handler for agent identities.
         self.guard = None
-        self.not_found_body = jsonio.dumps({"error": True, "code": "NOT_FOUND",
-                                            "message": "Route not found"})
 
     def add(self, method: str, template: str, handler: Handler, doc=None) -> None:
         """Route `method template` to `handler`; `doc` is its declaration (openapi.Op)."""

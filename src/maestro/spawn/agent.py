@@ -40,7 +40,6 @@ EXIT_GENERAL = 1
 EXIT_LAUNCH = 5
 DEFAULT_SERVER = "http://localhost:3000"
 HTTP_TIMEOUT = 5.0
-PROFILES = ("claude", "codex")
 
 
 def _say(message: str) -> None:
