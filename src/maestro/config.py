@@ -78,6 +78,9 @@ class Settings:
     max_agents: int = 8
     ws_queue_limit: int = 100_000
     ws_lag_seconds: float = 10.0
+    # Responses and WebSocket frames written straight to uvicorn's connections (server/_fast.py);
+    # MAESTRO_FAST_PATHS=0 uses the standard ASGI messages only.
+    fast_paths: bool = True
     store_process: bool = True
     checkpoint_bytes: int = 16 * 1024 * 1024
     pipeline_min_ops: int = 24
@@ -155,6 +158,7 @@ class Settings:
         s.max_entry_bytes = _parse_int("MAESTRO_MAX_ENTRY_BYTES",
                                        env.get("MAESTRO_MAX_ENTRY_BYTES") or "65536", 1024)
         s.ws_lag_seconds = _parse_int("MAESTRO_WS_LAG", env.get("MAESTRO_WS_LAG") or "10", 1)
+        s.fast_paths = _bool(env.get("MAESTRO_FAST_PATHS"), True)
         s.node_env = (env.get("NODE_ENV") or "development").lower()
         s.claim_min_ttl = _parse_int("MAESTRO_CLAIM_MIN_TTL",
                                      env.get("MAESTRO_CLAIM_MIN_TTL") or "5", 1)
