@@ -23,6 +23,10 @@ class Projects:
     def list_projects(self) -> list[dict]:
         return self.state.projects.ordered()
 
+    def get_project_or_none(self, project_id: str) -> dict | None:
+        """The project, or None when there is none (never raises)."""
+        return self.state.projects.get(project_id)
+
     def get_project(self, project_id: str) -> dict:
         p = self.state.projects.get(project_id)
         if p is None:

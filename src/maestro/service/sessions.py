@@ -35,6 +35,16 @@ class Sessions:
                       status: str | None = None, active: str | None = None) -> list[dict]:
         return self.state.sessions.query(*session_filter(project_id, task_id, status, active))
 
+    def get_session_or_none(self, session_id: str) -> dict | None:
+        """The session, or None when there is none (never raises)."""
+        return self.state.sessions.get(session_id)
+
+    def sessions_where(self, predicate: Callable[[dict], bool] | None = None) -> list[dict]:
+        """Every session (for which `predicate(session)` is true), in no particular order:
+        e.g. the launcher's recovery, the sessions with a git worktree."""
+        rows = list(self.state.sessions.rows.values())
+        return rows if predicate is None else [s for s in rows if predicate(s)]
+
     def get_session(self, session_id: str) -> dict:
         s = self.state.sessions.get(session_id)
         if s is None:
@@ -66,7 +76,7 @@ class Sessions:
                 "name": name, "agentId": agent_id, "status": status, "env": env or {},
                 "metadata": metadata, "strategy": strategy}
 
-    def new_session_in_tx(self, tx: Tx, f: dict, *, missing_task: Callable[[str], ApiError]
+    def _new_session_in_tx(self, tx: Tx, f: dict, *, missing_task: Callable[[str], ApiError]
                           = task_not_found, created_events: list | None = None) -> dict:
         """Create the session of `f` (from validate_new_session) and link its tasks."""
         if self.state.projects.get(f["projectId"]) is None:
@@ -111,7 +121,29 @@ class Sessions:
 
     async def create_session(self, body: dict) -> dict:
         fields = self.validate_new_session(body)
-        return await self._mutate(lambda tx: self.new_session_in_tx(tx, fields))
+        return await self._mutate(lambda tx: self._new_session_in_tx(tx, fields))
+
+    async def create_session_from(self, fields: dict, *, recheck: Callable[[], None] | None
+                                  = None, missing_task: Callable[[str], ApiError]
+                                  = task_not_found, created_events: list | None = None,
+                                  on_created: Callable[[dict], None] | None = None) -> dict:
+        """Create a session from fields already checked (the shape of `validate_new_session`,
+        plus an optional `workspace`), e.g. by the spawn endpoint. `recheck()` runs first, under
+        the mutation lock, against the state the creation sees (raising refuses it);
+        `missing_task(id)` is the error for a task that does not exist; `created_events` go
+        out before `session:created` (their project set to the session's when unset);
+        `on_created(session)` runs in the same change, before any event is published (e.g. to
+        put the session into a created event's payload)."""
+        def apply(tx: Tx) -> dict:
+            if recheck is not None:
+                recheck()
+            session = self._new_session_in_tx(tx, fields, missing_task=missing_task,
+                                              created_events=created_events)
+            if on_created is not None:
+                on_created(session)
+            return session
+
+        return await self._mutate(apply)
 
     async def update_session(self, session_id: str, body: dict, *, stopped: bool = False,
                              end: dict | None = None) -> dict:

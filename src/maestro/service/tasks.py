@@ -28,6 +28,10 @@ class Tasks:
                    parent_id: str | None = None) -> list[dict]:
         return self.state.tasks.query(task_filter(project_id, status, parent_id))
 
+    def get_task_or_none(self, task_id: str) -> dict | None:
+        """The task, or None when there is none (never raises)."""
+        return self.state.tasks.get(task_id)
+
     def get_task(self, task_id: str) -> dict:
         t = self.state.tasks.get(task_id)
         if t is None:
