@@ -7,16 +7,17 @@ from typing import Any
 
 from .errors import validation
 from .ids import MAX_ID_LENGTH
+from .vocabulary import (  # noqa: F401  (the service reads them here)
+    SESSION_STATUSES,
+    SESSION_TASK_STATUSES,
+    STRATEGIES,
+    TASK_PRIORITIES,
+    TASK_STATUSES,
+    TIMELINE_TYPES,
+)
 
 MAX_TEXT = 1000  # project name, task title, session name (SPEC §3.3)
 
-TASK_STATUSES = ("pending", "in_progress", "completed", "blocked")
-TASK_PRIORITIES = ("low", "medium", "high")
-TIMELINE_TYPES = ("created", "session_started", "session_ended", "update", "milestone", "blocker")
-SESSION_STATUSES = ("spawning", "running", "completed", "failed")
-SESSION_TASK_STATUSES = ("queued", "working", "needs_input", "blocked", "completed", "failed",
-                         "skipped")
-STRATEGIES = ("simple", "queue", "tree")
 
 _MISSING = object()
 

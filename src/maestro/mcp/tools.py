@@ -13,6 +13,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from ..vocabulary import REPORT_KINDS
 from .backend import gather, iso, seg
 from .calls import (
     Priority,
@@ -35,9 +36,8 @@ from .models import Claimed, Created, Held, ProjectBrief, Released, Reported, Se
     TaskDetail, TaskList
 
 # kind -> (the task's sessionStatus, the session timeline entry type), as `maestro report`.
-REPORTS = {"progress": ("working", "progress"), "blocked": ("blocked", "task_blocked"),
-           "needs_input": ("needs_input", "needs_input"),
-           "completed": ("completed", "task_completed")}
+REPORTS = {kind: REPORT_KINDS[kind] for kind in ("progress", "blocked", "needs_input",
+                                                 "completed")}
 # kind -> the task timeline entry type of a person's report (no session to write to)
 PERSON_NOTES = {"progress": "update", "blocked": "blocker", "needs_input": "blocker",
                 "completed": "milestone"}

@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 from typing_extensions import NotRequired, TypedDict
 
-from ..validate import (
+from ..vocabulary import (
+    ISOLATIONS,
     SESSION_STATUSES,
     SESSION_TASK_STATUSES,
     STRATEGIES,
@@ -21,7 +22,6 @@ from ..validate import (
     TASK_STATUSES,
     TIMELINE_TYPES,
 )
-from ..workspace.options import ISOLATIONS
 
 OPEN = ConfigDict(extra="allow")
 

@@ -30,6 +30,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..mcp.catalog import SERVER_NAME
+from ..vocabulary import AGENT_PROFILES as PROFILES
+from ..vocabulary import FINAL_SESSION_STATUSES
 from ..mcp.wiring import AgentWiring, write_agent_config
 from ..workspace.prompt import workspace_from_env, workspace_lines
 from .guide import guide_lines
@@ -39,7 +41,6 @@ EXIT_GENERAL = 1
 EXIT_LAUNCH = 5
 DEFAULT_SERVER = "http://localhost:3000"
 HTTP_TIMEOUT = 5.0
-PROFILES = ("claude", "codex")
 
 
 def _say(message: str) -> None:
@@ -288,7 +289,7 @@ def _launch(role: str, manifest: dict, *, argv: list[str], env: dict[str, str],
     if session_id and not followed:
         # Nobody else follows this process (a UI opened the terminal): settle the session.
         current = server.call("GET", f"/api/sessions/{quote(session_id, safe='')}")
-        if current is not None and current.get("status") not in ("completed", "failed"):
+        if current is not None and current.get("status") not in FINAL_SESSION_STATUSES:
             server.call("PATCH", f"/api/sessions/{quote(session_id, safe='')}", {
                 "status": "completed" if code == 0 else "failed",
                 "events": [{"type": "process_exit", "data": {"exitCode": code}}]})

@@ -36,7 +36,8 @@ from ..config import Settings
 from ..errors import ApiError, validation
 from ..ids import is_safe_file_component, now_ms
 from ..mcp.wiring import CONFIG_FILE as MCP_CONFIG_FILE
-from ..service import FINAL_SESSION_STATUSES, Service
+from ..service import Service
+from ..vocabulary import FINAL_SESSION_STATUSES
 from .endings import end_message
 from .output_log import read_output
 from .processes import (

@@ -18,11 +18,11 @@ from ..server import api_models as m
 from ..server.openapi import Op
 from ..server.router import ApiRequest, Reply, Router
 from ..service import Service
-from ..workspace.options import ISOLATIONS
+from ..vocabulary import AGENT_ROLES, ISOLATIONS, SPAWN_STRATEGIES
 from ..workspace.routes import install as install_workspaces
 from .launcher import Launcher
-from .manifest import MODELS, PERMISSION_MODES, ROLES
-from .spawn import SPAWN_SOURCES, SPAWN_STRATEGIES, Spawner
+from .manifest import MODELS, PERMISSION_MODES
+from .spawn import SPAWN_SOURCES, Spawner
 
 
 class SpawnRequest(TypedDict):
@@ -30,7 +30,7 @@ class SpawnRequest(TypedDict):
 
     projectId: str
     taskIds: Annotated[list[str], Field(min_length=1)]
-    role: NotRequired[Literal[ROLES]]  # type: ignore[valid-type]
+    role: NotRequired[Literal[AGENT_ROLES]]  # type: ignore[valid-type]
     skills: NotRequired[list[str]]
     model: NotRequired[Literal[MODELS]]  # type: ignore[valid-type]
     permissionMode: NotRequired[Literal[PERMISSION_MODES]]  # type: ignore[valid-type]

@@ -23,11 +23,12 @@ from ..ids import make_id
 from ..service import Service
 from ..session_names import session_name
 from ..validate import MAX_TEXT
+from ..vocabulary import AGENT_ROLES as ROLES
+from ..vocabulary import SPAWN_STRATEGIES
 from ..workspace.options import spawn_options
 from .manifest import (
     MODELS,
     PERMISSION_MODES,
-    ROLES,
     ManifestError,
     build_manifest,
     validate_manifest,
@@ -37,7 +38,6 @@ from .manifest import (
 log = logging.getLogger("maestro.spawn")
 
 SPAWN_SOURCES = ("manual", "orchestrator", "ui", "cli", "api", "session")
-SPAWN_STRATEGIES = ("simple", "queue")
 DEFAULT_SKILLS = ("maestro-worker",)
 CLI_TIMEOUT_SECONDS = 60.0
 # How long a spawn request waits to say what the local launcher did with the agent (starting
