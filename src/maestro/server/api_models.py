@@ -487,26 +487,26 @@ class AddSessionTimeline(TypedDict):
 
 
 class ClaimRequest(TypedDict):
-    sessionId: str
+    sessionId: Id
     ttlSeconds: NotRequired[Ttl]
 
 
 class ClaimNextRequest(TypedDict):
-    sessionId: str
-    parentId: NotRequired[str]
+    sessionId: Id
+    parentId: NotRequired[Id]
     ttlSeconds: NotRequired[Ttl]
 
 
 class RenewRequest(TypedDict):
-    sessionId: str
+    sessionId: Id
     token: int
     ttlSeconds: NotRequired[Ttl]
 
 
 class ReleaseRequest(TypedDict):
-    sessionId: str
+    sessionId: Id
     token: int
-    reason: NotRequired[str]
+    reason: NotRequired[Annotated[str, Field(max_length=MAX_TEXT)]]
 
 
 class HeartbeatRequest(TypedDict, total=False):
@@ -520,15 +520,15 @@ class PlanTask(TypedDict):
     description: NotRequired[str]
     initialPrompt: NotRequired[str]
     priority: NotRequired[TaskPriority]
-    parent: NotRequired[Annotated[str, Field(
+    parent: NotRequired[Annotated[Id, Field(
         description="a ref of the plan or the id of an existing task of the project")]]
-    dependsOn: NotRequired[Annotated[list[str], Field(
+    dependsOn: NotRequired[Annotated[list[Id], Field(
         description="refs, or ids of existing tasks, this one waits for")]]
 
 
 class PlanDependency(TypedDict):
-    task: Annotated[str, Field(min_length=1, description="a ref or a task id")]
-    dependsOn: Annotated[str, Field(min_length=1, description="a ref or a task id")]
+    task: Annotated[Id, Field(min_length=1, description="a ref or a task id")]
+    dependsOn: Annotated[Id, Field(min_length=1, description="a ref or a task id")]
 
 
 class Plan(TypedDict):
