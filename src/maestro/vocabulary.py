@@ -8,7 +8,8 @@ from __future__ import annotations
 TASK_STATUSES = ("pending", "in_progress", "completed", "blocked")
 TASK_PRIORITIES = ("low", "medium", "high")
 PRIORITY_ORDER = ("high", "medium", "low")  # how lists show them: most urgent first
-BOARD_ORDER = ("pending", "in_progress", "blocked", "completed")  # a board's columns
+# the columns of a board, in the order work moves through them
+BOARD_ORDER = ("pending", "in_progress", "blocked", "completed")
 DEFAULT_PRIORITY = "medium"
 TIMELINE_TYPES = ("created", "session_started", "session_ended", "update", "milestone", "blocker")
 DEFAULT_TIMELINE_TYPE = "update"
@@ -18,7 +19,8 @@ CLAIM_ENDING_STATUSES = ("pending", "completed")
 # ------------------------------------------------------------------ sessions (SPEC §4.4, §4.5)
 SESSION_STATUSES = ("spawning", "running", "completed", "failed")
 ACTIVE_SESSION_STATUSES = ("spawning", "running")
-FINAL_SESSION_STATUSES = ("completed", "failed")  # an ended session: its agent token is dead
+# an ended session (its agent token is dead)
+FINAL_SESSION_STATUSES = ("completed", "failed")
 DEFAULT_SESSION_STATUS = "running"
 STRATEGIES = ("simple", "queue", "tree")
 SPAWN_STRATEGIES = ("simple", "queue")  # what a spawn request and a manifest may ask for

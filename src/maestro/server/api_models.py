@@ -14,6 +14,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from ..ids import MAX_ID_LENGTH
 from ..shapes import FREE, MS, NotBlank, NotEmpty, Required, Says
+from ..validate import MAX_TEXT
 from ..vocabulary import (
     ISOLATIONS,
     SESSION_STATUSES,
@@ -38,7 +39,6 @@ Isolation = Annotated[Literal[ISOLATIONS], Field(  # type: ignore[valid-type]
 BaseRef = Annotated[str, Field(description="branch or commit new worktrees start from (empty or "
                                            "absent: the main worktree's current branch)")]
 Ms = Annotated[int, Field(description="milliseconds since the Unix epoch"), MS]
-MAX_TEXT = 1000  # project name, task title, session name (SPEC §3.3)
 Title = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 Id = Annotated[str, Field(max_length=MAX_ID_LENGTH)]
 Ttl = Annotated[int, Field(ge=5, le=86400, description="lease in seconds (default 600; the "
@@ -486,31 +486,37 @@ class AddSessionTimeline(TypedDict):
     metadata: NotRequired[Any]
 
 
+SessionRef = Annotated[Id, Required("sessionId is required"), NotBlank("sessionId is required")]
+Token = Annotated[int, Required("token must be an integer", {"field": "token"}), Field(
+    description="the claim's fencing token")]
+ClaimTtl = Annotated[Ttl, FREE]  # its least is a setting of the server: the service checks it
+
+
 class ClaimRequest(TypedDict):
-    sessionId: Id
-    ttlSeconds: NotRequired[Ttl]
+    sessionId: SessionRef
+    ttlSeconds: NotRequired[ClaimTtl]
 
 
 class ClaimNextRequest(TypedDict):
-    sessionId: Id
-    parentId: NotRequired[Id]
-    ttlSeconds: NotRequired[Ttl]
+    sessionId: SessionRef
+    parentId: NotRequired[Id | None]
+    ttlSeconds: NotRequired[ClaimTtl]
 
 
 class RenewRequest(TypedDict):
-    sessionId: Id
-    token: int
-    ttlSeconds: NotRequired[Ttl]
+    sessionId: SessionRef
+    token: Token
+    ttlSeconds: NotRequired[ClaimTtl]
 
 
 class ReleaseRequest(TypedDict):
-    sessionId: Id
-    token: int
+    sessionId: SessionRef
+    token: Token
     reason: NotRequired[Annotated[str, Field(max_length=MAX_TEXT)]]
 
 
 class HeartbeatRequest(TypedDict, total=False):
-    ttlSeconds: Ttl
+    ttlSeconds: ClaimTtl
 
 
 class PlanTask(TypedDict):

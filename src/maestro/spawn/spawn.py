@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import agent_env, jsonio
-from .. import validate as v
 from ..config import Settings
 from ..errors import ApiError, StorageError, validation
 from ..events import Event
 from ..ids import make_id
 from ..service import Service
 from ..session_names import session_name
+from ..shapes import shallow
 from ..validate import MAX_TEXT
 from ..vocabulary import AGENT_ROLES as ROLES
 from ..vocabulary import SPAWN_STRATEGIES
@@ -143,7 +143,7 @@ def _parse_options(body: dict) -> dict:
     elif not isinstance(context, dict):
         raise validation("context must be an object", {"field": "context"})
     else:
-        v.shallow(context, "context")
+        shallow(context, "context")
     agent = _text(body, "agent", MAX_TEXT)
     if agent is not None and not agent.strip():
         raise validation("agent must not be empty", {"field": "agent"})
