@@ -5,7 +5,7 @@ import json
 
 import typer
 
-from ..vocabulary import BOARD_ORDER, PRIORITY_ORDER
+from ..vocabulary import AGENT_ROLES, BOARD_ORDER, PRIORITY_ORDER
 from .options import Run, command
 from .output import CliError, esc, key_values, priority_text, status_text, table
 
@@ -100,7 +100,7 @@ def is_allowed(name: str, allowed: list[str]) -> bool:
 
 
 def _role(run: Run, manifest: dict | None) -> str:
-    if manifest and manifest.get("role") in ("worker", "orchestrator"):
+    if manifest and manifest.get("role") in AGENT_ROLES:
         return manifest["role"]
     return run.ctx.role
 

@@ -44,7 +44,7 @@ async def identify(api: Api, ctx: CliContext) -> Caller:
         session = None
     if isinstance(session, dict):
         meta = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
-        if meta.get("role") in ("worker", "orchestrator"):
+        if meta.get("role") in AGENT_ROLES:
             role = meta["role"]
         project = session.get("projectId") or project
     return Caller(ctx.session, project, role)
