@@ -18,6 +18,7 @@ needs state (an unknown id is a 404) stays in the service."""
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -68,19 +69,20 @@ Check = Callable[[Any], None]
 
 # ------------------------------------------------------------------ free-form JSON depth
 def shallow(value: Any, field: str, limit: int = MAX_DEPTH) -> Any:
-    """`value` unless it nests deeper than `limit` levels (400)."""
+    """`value` unless it nests deeper than `limit` levels (400): a scalar counts as a level, so a
+    non-empty container at level `limit` is already too deep."""
     if not isinstance(value, (dict, list)):
         return value
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if depth > limit:
+        children = item.values() if isinstance(item, dict) else item
+        if depth >= limit and children:
             raise validation(f"{field} is nested too deeply (limit {limit} levels)",
                              {"field": field})
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
     return value
 
 
@@ -154,9 +156,17 @@ def _field_check(name: str, annotation: Any) -> Check | None:
     if base is str:
         longest = _constraint(meta, "max_length")
         pattern = _constraint(meta, "pattern")
-        matcher = __import__("re").compile(pattern).match if pattern else None
+        matcher = re.compile(pattern).match if pattern else None
         blank = _marker(meta, NotBlank)
         empty = _marker(meta, NotEmpty)
+
+        if not (longest or matcher or blank or empty or says):
+            def check_plain(value: Any) -> None:  # the common case, kept short
+                if value.__class__ is not str and not isinstance(value, str):
+                    if value is None:
+                        _refuse(f"{name} must be a string", None)
+                    _refuse(f"{name} must be a string", detail)
+            return check_plain
 
         def check_str(value: Any) -> None:
             if value.__class__ is not str and not isinstance(value, str):
@@ -215,7 +225,10 @@ def _field_check(name: str, annotation: Any) -> Check | None:
                 _refuse(f"{name} values must be strings", detail)
         return check_object
     if base is Any:
-        return lambda value: shallow(value, name)
+        def check_json(value: Any) -> None:
+            if isinstance(value, (dict, list)):
+                shallow(value, name)
+        return check_json
     if base is int:
         def check_int(value: Any) -> None:
             if isinstance(value, bool) or not isinstance(value, int):
