@@ -12,8 +12,15 @@ from typing_extensions import NotRequired, TypedDict
 
 from maestro.errors import ApiError
 from maestro.server import api_models as m
-from maestro.shapes import MAX_DEPTH, Free, NotBlank, Required, Says, checked, compile_shape
+from maestro.shapes import MAX_DEPTH, Free, NotBlank, Required, Rule, Says, checked, \
+    compile_shape
+from maestro.spawn.request import SpawnRequest
 from maestro.vocabulary import TASK_PRIORITIES, TIMELINE_TYPES
+
+
+def even(value: Any) -> None:
+    if value % 2:
+        raise ApiError(400, "VALIDATION_ERROR", "n must be even")
 
 
 def refusal(declaration: type, body: dict) -> tuple[str, Any]:
@@ -115,3 +122,19 @@ def test_markers_compose_on_any_declaration():
         with pytest.raises(ApiError) as caught:
             check(body)
         assert caught.value.message == said
+
+
+def test_a_rule_of_its_own_and_a_blank_check_after_the_length():
+    assert refusal(SpawnRequest, {"env": {"MAESTRO_TOKEN": "x"}}) == \
+        ("MAESTRO_TOKEN is never handed to agents", {"field": "env", "name": "MAESTRO_TOKEN"})
+    assert refusal(SpawnRequest, {"agent": " " * 1001}) == \
+        ("agent must be at most 1000 characters", {"field": "agent"})
+    assert refusal(SpawnRequest, {"agent": " "}) == \
+        ("agent must not be empty", {"field": "agent"})
+    checked(SpawnRequest, {"agent": None, "env": None, "projectId": 5})  # 5: spawn.py's to say
+
+    class Pair(TypedDict):
+        n: Annotated[int, Rule(even)]
+
+    checked(Pair, {"n": 2})
+    assert refusal(Pair, {"n": 3}) == ("n must be even", None)

@@ -13,7 +13,7 @@ first malformed field is the one reported, with SPEC §6's messages:
 
 `X | None` lets null stand for absence. The markers below carry what a type cannot say: the
 message of a missing (`Required`) or blank (`NotBlank`, `NotEmpty`) value, a field's own wording
-(`Says`), or a field the service reads itself (`Free`). Only shapes are checked here; whatever
+(`Says`), a rule of its own (`Rule`), or a field the service reads itself (`Free`). Only shapes are checked here; whatever
 needs state (an unknown id is a 404) stays in the service."""
 
 from __future__ import annotations
@@ -41,7 +41,15 @@ class Required:
 
 
 class NotBlank(Required):
-    """A string that is not only white space, else `message`."""
+    """A string that is not only white space, else `message` (checked before its length, or
+    after it with `after_length`)."""
+
+    __slots__ = ("after_length",)
+
+    def __init__(self, message: str, details: dict | None = None, *,
+                 after_length: bool = False):
+        super().__init__(message, details)
+        self.after_length = after_length
 
 
 class NotEmpty(Required):
@@ -55,6 +63,16 @@ class Says(Required):
 
 class Free:
     """Declared for the documentation; the service reads (and checks) it itself."""
+
+
+class Rule:
+    """The field is checked by `check(value)` (null stands for absence), for a rule no type
+    says, such as which variable names an agent may be given."""
+
+    __slots__ = ("check",)
+
+    def __init__(self, check: Callable[[Any], None]):
+        self.check = check
 
 
 class Milliseconds:
@@ -141,6 +159,9 @@ def _field_check(name: str, annotation: Any) -> Check | None:
     base, meta, nullable = _unpack(annotation)
     if any(isinstance(m, Free) for m in meta):
         return None
+    rule = next((m for m in meta if isinstance(m, Rule)), None)
+    if rule is not None:
+        return rule.check
     says = _marker(meta, Says)
     detail = {"field": name}
 
@@ -160,6 +181,7 @@ def _field_check(name: str, annotation: Any) -> Check | None:
         blank = _marker(meta, NotBlank)
         empty = _marker(meta, NotEmpty)
 
+        late = blank is not None and blank.after_length
         if not (longest or matcher or blank or empty or says):
             def check_plain(value: Any) -> None:  # the common case, kept short
                 if value.__class__ is not str and not isinstance(value, str):
@@ -175,12 +197,14 @@ def _field_check(name: str, annotation: Any) -> Check | None:
                 if matcher is not None:
                     _refuse(f"{name} must match {pattern}", detail)
                 wrong(f"{name} must be a string")
-            if blank is not None and not value.strip():
+            if blank is not None and not late and not value.strip():
                 _refuse(blank.message, blank.details)
             if empty is not None and not value:
                 _refuse(empty.message, empty.details)
             if longest is not None and len(value) > longest:
                 _refuse(f"{name} must be at most {longest} characters", detail)
+            if late and not value.strip():
+                _refuse(blank.message, blank.details)
             if matcher is not None and not matcher(value):
                 _refuse(f"{name} must match {pattern}", detail)
         return check_str

@@ -48,5 +48,10 @@ REPORT_KINDS = {
 ISOLATIONS = ("worktree", "none")
 AGENT_ROLES = ("worker", "orchestrator")
 AGENT_PROFILES = ("claude", "codex")
+AGENT_MODELS = ("sonnet", "opus", "haiku")
+PERMISSION_MODES = ("acceptEdits", "interactive", "readOnly")
+THINKING_MODES = ("auto", "interleaved", "disabled")
+# who asked for a spawn (SPEC §9.2)
+SPAWN_SOURCES = ("manual", "orchestrator", "ui", "cli", "api", "session")
 # A manifest (the original format) also knows a priority above high.
 MANIFEST_PRIORITIES = TASK_PRIORITIES + ("critical",)

@@ -202,7 +202,7 @@ class Created(Record):
 
 
 class PlannedTask(Record):
-    ref: shown(rest.PlanTask, "ref")
+    ref: str  # as the plan named it (empty if the answer left it out)
     id: shown(T, "id")
     title: shown(T, "title")
 

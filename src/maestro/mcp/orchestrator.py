@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import Context
 from pydantic import BaseModel, Field
 
+from ..vocabulary import AGENT_MODELS as MODELS
 from .backend import seg
-from ..spawn.manifest import MODELS
 from .calls import brief, fencing, link_of, need_project, page, session_brief, tool
 from .models import MAX_TEXT, Planned, PlannedTask, Priority, Role, SessionList, SessionStatus, \
     Spawned, TaskFilter, TaskId, TaskList, TaskStatus, Title, Updated, like, rest

@@ -80,7 +80,7 @@ async def session_context(ctx: Context) -> SessionContext:
 async def task_ready(
     ctx: Context,
     parent_id: like(rest.ClaimNextRequest, "parentId",
-                    description="Only tasks under this parent") | None = None,
+                    description="Only tasks under this parent") = None,
     limit: Annotated[int, Field(ge=1, le=200)] = 20,
 ) -> TaskList:
     """Tasks that can start now (pending, dependencies completed, nobody holds them), highest
@@ -97,7 +97,7 @@ async def task_claim(
     task_id: Annotated[rest.Id | None, Field(description="The task to claim; omit to claim "
                                              "the next ready one")] = None,
     parent_id: like(rest.ClaimNextRequest, "parentId", description="Without task_id: only "
-                    "under this parent") | None = None,
+                    "under this parent") = None,
     ttl_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="Lease length "
                                              "(default 600; renewed while you run)")] = None,
 ) -> Claimed:
