@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, unquote
 from .. import jsonio
 from ..errors import ApiError, StorageError, validation
 from ..ids import MAX_ID_LENGTH
+from ..policy import NOT_FOR_AGENTS, Bound, bind, forbidden
 
 log = logging.getLogger("maestro.http")
 
@@ -126,6 +127,10 @@ class ApiRequest:
 Handler = Callable[[ApiRequest], Awaitable[Any]]
 
 
+async def _refuse_agents(request: ApiRequest, bound: Bound) -> None:
+    raise forbidden(NOT_FOR_AGENTS)
+
+
 class Reply:
     """A handler result with a status other than 200 or extra headers (`(name, value)` byte
     pairs, names in lower case)."""
@@ -201,22 +206,32 @@ def _write_directly(send, status: int, body: bytes, head: bool,
 class Router:
     def __init__(self, fallback):
         self.fallback = fallback
-        # segment count -> list of (method, literals, names, handler, template, doc)
-        self._routes: dict[int, list[tuple[str, tuple, tuple, Handler, str, Any]]] = {}
+        # segment count -> list of (method, literals, names, handler, doc, bound rule)
+        self._routes: dict[int, list[tuple[str, tuple, tuple, Handler, Any, Bound]]] = {}
         # (method, template, doc) in the order added: what /openapi.json documents.
         self.table: list[tuple[str, str, Any]] = []
-        # async guard(request, template) run before the handler for agent identities.
-        self.guard = None
+        # async guard(request, bound rule) run before the handler for agent identities; until
+        # one is set, agents are refused everything.
+        self.guard = _refuse_agents
         self.not_found_body = jsonio.dumps({"error": True, "code": "NOT_FOUND",
                                             "message": "Route not found"})
 
-    def add(self, method: str, template: str, handler: Handler, doc=None) -> None:
-        """Route `method template` to `handler`; `doc` is its declaration (openapi.Op)."""
+    def add(self, method: str, template: str, handler: Handler, doc) -> None:
+        """Route `method template` to `handler`; `doc` is its declaration (openapi.Op). A
+        route whose declared action (`doc.acts`) has no rule in policy.py, or names its entity
+        by a parameter the path lacks, is refused (ValueError): no route goes unguarded."""
         parts = tuple(template.strip("/").split("/")) if template != "/" else ()
         literals = tuple(None if p.startswith("{") else p for p in parts)
         names = tuple(p[1:-1] if p.startswith("{") else None for p in parts)
+        try:
+            bound = bind(getattr(doc, "acts", None))
+        except ValueError as exc:
+            raise ValueError(f"{method} {template}: {exc}") from None
+        if bound.act.id is not None and bound.act.id not in names:
+            raise ValueError(f"{method} {template}: the action {bound.act.name} names its "
+                             f"entity by {{{bound.act.id}}}, which the path lacks")
         self._routes.setdefault(len(parts), []).append((method, literals, names, handler,
-                                                         template, doc))
+                                                         doc, bound))
         self.table.append((method, template, doc))
         # Literal routes first so /api/sessions/spawn wins over /api/sessions/{id}.
         self._routes[len(parts)].sort(key=lambda r: sum(x is None for x in r[1]))
@@ -232,7 +247,7 @@ class Router:
         if not candidates:
             return None, False
         path_known = False
-        for m, literals, names, handler, template, doc in candidates:
+        for m, literals, names, handler, doc, bound in candidates:
             ok = True
             for lit, part in zip(literals, parts):
                 if lit is not None and lit != part:
@@ -244,7 +259,7 @@ class Router:
             if m != method:
                 continue
             params = {n: p for n, p in zip(names, parts) if n is not None}
-            return (handler, params, template, doc), True
+            return (handler, params, doc, bound), True
         return None, path_known
 
     async def __call__(self, scope, receive, send):
@@ -261,15 +276,14 @@ class Router:
             identity = (scope.get("state") or {}).get("identity")
             if identity is not None and scope["path"].startswith("/api/"):
                 return await self._send(send, 403, jsonio.dumps(
-                    {"error": True, "code": "FORBIDDEN",
-                     "message": "Not available to agent sessions"}))
+                    {"error": True, "code": "FORBIDDEN", "message": NOT_FOR_AGENTS}))
             return await self.fallback(scope, receive, send)
-        handler, params, template, doc = found
+        handler, params, doc, bound = found
         request = ApiRequest(scope, receive, params, doc)
         headers = None
         try:
-            if request.identity is not None and self.guard is not None:
-                await self.guard(request, template)
+            if request.identity is not None:
+                await self.guard(request, bound)
             result = await handler(request)
             status = 200
             if isinstance(result, Reply):

@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..events import Event, EventBus
 from ..ids import now_ms
-from ..policy import redact_payload
+from ..policy import seen_by
 
 log = logging.getLogger("maestro.ws")
 
@@ -104,7 +104,6 @@ class Hub:
         self.lag_seconds = lag_seconds
         self.sent = 0
         self.dropped_clients = 0
-        self.policy = None
         # alive(identity) -> bool: an agent's stream ends with its token.
         self.alive = None
         bus.subscribe(self._on_event)
@@ -128,12 +127,13 @@ class Hub:
                 client.revoked = True
                 client.closed.set()
                 continue
-            if self.policy is None or not self.policy.event_visible(client.identity,
-                                                                    event.project_id):
+            # What an agent sees (policy.seen_by): its own project, secrets redacted; the
+            # redaction is the same for every agent, so the text is made once per event.
+            seen = seen_by(client.identity, event.data, event.project_id)
+            if seen is None:
                 continue
             if agent_text is None:
-                agent_text = Event(event.type, redact_payload(event.data)).envelope(
-                    event.timestamp).decode()
+                agent_text = Event(event.type, seen).envelope(event.timestamp).decode()
             client.offer(agent_text, now)
 
     def status(self) -> dict:
