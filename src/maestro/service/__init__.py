@@ -17,11 +17,11 @@ from ..plan import Planning
 from .core import MAX_ENTRY_BYTES, ServiceCore
 from .links import Links
 from .projects import Projects
-from .sessions import FINAL_SESSION_STATUSES, Sessions
+from .sessions import Sessions
 from .tasks import Tasks
 from .workspaces import WorkspaceRecords
 
-__all__ = ["FINAL_SESSION_STATUSES", "MAX_ENTRY_BYTES", "Service"]
+__all__ = ["MAX_ENTRY_BYTES", "Service"]
 
 
 class Service(ServiceCore, Projects, Tasks, Sessions, Links, Listing, Coordination,

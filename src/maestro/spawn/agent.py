@@ -31,6 +31,8 @@ from urllib.parse import quote
 
 from ..config import agent_init_settings
 from ..mcp.catalog import SERVER_NAME
+from ..vocabulary import AGENT_PROFILES as PROFILES
+from ..vocabulary import FINAL_SESSION_STATUSES
 from ..mcp.wiring import AgentWiring, write_agent_config
 from ..workspace.prompt import workspace_lines
 from .guide import guide_lines
@@ -286,7 +288,7 @@ def _launch(role: str, manifest: dict, *, argv: list[str], env: dict[str, str],
     if session_id and not followed:
         # Nobody else follows this process (a UI opened the terminal): settle the session.
         current = server.call("GET", f"/api/sessions/{quote(session_id, safe='')}")
-        if current is not None and current.get("status") not in ("completed", "failed"):
+        if current is not None and current.get("status") not in FINAL_SESSION_STATUSES:
             server.call("PATCH", f"/api/sessions/{quote(session_id, safe='')}", {
                 "status": "completed" if code == 0 else "failed",
                 "events": [{"type": "process_exit", "data": {"exitCode": code}}]})

@@ -36,7 +36,8 @@ from ..config import Settings
 from ..errors import ApiError, validation
 from ..ids import is_safe_file_component, now_ms
 from ..mcp.wiring import CONFIG_FILE as MCP_CONFIG_FILE
-from ..service import FINAL_SESSION_STATUSES, Service
+from ..service import Service
+from ..vocabulary import AGENT_ROLES, FINAL_SESSION_STATUSES
 from .endings import end_message
 from .output_log import read_output
 from .processes import (
@@ -204,7 +205,7 @@ class Launcher:
         MAESTRO_AGENT, the API URL and the agent's own token. Never the server's database URL,
         folders or the user's MAESTRO_TOKEN."""
         metadata = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
-        role = metadata.get("role") if metadata.get("role") in ("worker", "orchestrator") \
+        role = metadata.get("role") if metadata.get("role") in AGENT_ROLES \
             else "worker"
         if self.settings.agent_command:
             argv = shlex.split(self.settings.agent_command)

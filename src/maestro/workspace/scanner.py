@@ -14,12 +14,12 @@ from typing import Any
 
 from ..events import Event
 from ..ids import now_ms
+from ..vocabulary import ACTIVE_SESSION_STATUSES as ACTIVE_STATUSES
 from . import git
 from .overlap import new_pairs, overlaps
 
 log = logging.getLogger("maestro.workspace")
 
-ACTIVE_STATUSES = ("spawning", "running")
 MAX_LISTED_FILES = 500
 
 
