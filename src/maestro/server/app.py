@@ -551,7 +551,8 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     service.claim_min_ttl = settings.claim_min_ttl
     service.claim_sweep_seconds = settings.claim_sweep_seconds
     service.claim_race_delay_ms = settings.claim_race_delay_ms
-    hub = Hub(service.bus, settings.ws_queue_limit, settings.ws_lag_seconds)
+    hub = Hub(service.bus, settings.ws_queue_limit, settings.ws_lag_seconds,
+              fast_paths=settings.fast_paths)
     extensions: list = []
 
     @contextlib.asynccontextmanager
@@ -605,6 +606,7 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     app.state.settings = settings
     app.state.extensions = extensions
     router = Router(app)
+    router.fast_paths = settings.fast_paths
     register_api(router, service, hub, SkillCatalogue(settings.skills_dir))
     tokens = TokenRegistry(settings.session_dir, service.state.sessions)
     policy = Policy(service.state)

@@ -17,6 +17,7 @@ from .. import jsonio
 from ..errors import ApiError, StorageError, validation
 from ..ids import MAX_ID_LENGTH
 from ..policy import NOT_FOR_AGENTS, Bound, bind, forbidden
+from . import _fast
 
 log = logging.getLogger("maestro.http")
 
@@ -144,66 +145,11 @@ class Reply:
         self.headers = headers
 
 
-try:  # uvicorn's httptools connection, for _write_directly
-    from uvicorn.protocols.http.httptools_impl import (
-        STATUS_LINE as _STATUS_LINE,
-        RequestResponseCycle as _UvicornCycle,
-    )
-except ImportError:  # another server, or uvicorn without httptools: plain ASGI
-    _UvicornCycle = None
-    _STATUS_LINE = {}
-_CYCLE_FIELDS = ("transport", "flow", "keep_alive", "default_headers", "response_started",
-                 "response_complete", "disconnected", "access_log", "message_event",
-                 "on_response", "waiting_for_100_continue")
-if _UvicornCycle is not None:
-    _probe = _UvicornCycle.__init__.__code__.co_names
-    if not all(name in _probe for name in _CYCLE_FIELDS):
-        _UvicornCycle = None  # a uvicorn whose connection state looks different: plain ASGI
-
-
-# Bodies up to this size are joined to their head and sent in one write.
-_JOIN_AT_MOST = 256 << 10
-
-
-def _write_directly(send, status: int, body: bytes, head: bool,
-                    headers: list[tuple[bytes, bytes]] | None = None) -> bool:
-    """Write a whole JSON answer to uvicorn's connection in one write and finish the request
-    the way uvicorn's own `send` does, but without two passes through it (header checks of
-    trusted headers, a head and a body written separately). Returns False, having done
-    nothing, unless `send` is uvicorn's httptools cycle in a state where that is exact."""
-    cycle = getattr(send, "__self__", None)
-    if type(cycle) is not _UvicornCycle:
-        return False
-    if cycle.response_started or cycle.disconnected or cycle.access_log \
-            or cycle.flow.write_paused or status not in _STATUS_LINE:
-        return False
-    parts = [_STATUS_LINE[status]]
-    for name, value in cycle.default_headers:
-        parts += (name.lower(), b": ", value, b"\r\n")
-    parts += (b"content-type: ", _JSON_HEADERS, b"\r\ncontent-length: ",
-              str(len(body)).encode(), b"\r\n")
-    for name, value in headers or ():
-        parts += (name, b": ", value, b"\r\n")
-    if not cycle.keep_alive:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    large = len(body) > _JOIN_AT_MOST
-    if not head and not large:
-        parts.append(body)
-    cycle.response_started = True
-    cycle.waiting_for_100_continue = False
-    cycle.transport.write(b"".join(parts))
-    if not head and large:  # not copied into one more buffer (a list of 50k tasks: ~25 MB)
-        cycle.transport.write(body)
-    cycle.response_complete = True
-    cycle.message_event.set()
-    if not cycle.keep_alive:
-        cycle.transport.close()
-    cycle.on_response()
-    return True
-
-
 class Router:
+    # Whole responses written to uvicorn's connection in one write (_fast.py); False: the
+    # standard ASGI messages (MAESTRO_FAST_PATHS=0).
+    fast_paths = True
+
     def __init__(self, fallback):
         self.fallback = fallback
         # segment count -> list of (method, literals, names, handler, doc, bound rule)
@@ -213,8 +159,6 @@ class Router:
         # async guard(request, bound rule) run before the handler for agent identities; until
         # one is set, agents are refused everything.
         self.guard = _refuse_agents
-        self.not_found_body = jsonio.dumps({"error": True, "code": "NOT_FOUND",
-                                            "message": "Route not found"})
 
     def add(self, method: str, template: str, handler: Handler, doc) -> None:
         """Route `method template` to `handler`; `doc` is its declaration (openapi.Op). A
@@ -264,10 +208,10 @@ class Router:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
-            if scope["type"] == "websocket":
+            if scope["type"] == "websocket" and self.fast_paths:
                 # The server's own send, before any middleware wraps it: the WebSocket hub
-                # writes pre-built frames straight to that connection (see websocket.py).
-                scope["maestro.ws_send"] = send
+                # writes pre-built frames straight to that connection (see _fast.py).
+                _fast.remember_ws_send(scope, send)
             return await self.fallback(scope, receive, send)
         method = scope["method"]
         found, _ = self.match("GET" if method == "HEAD" else method, scope["path"],
@@ -301,10 +245,10 @@ class Router:
                                  "message": f"{type(exc).__name__}: {exc}"})
         await self._send(send, status, body, head=method == "HEAD", headers=headers)
 
-    @staticmethod
-    async def _send(send, status: int, body: bytes, head: bool = False,
+    async def _send(self, send, status: int, body: bytes, head: bool = False,
                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        if _write_directly(send, status, body, head, headers):
+        if self.fast_paths and _fast.write_response(send, status, body, head, _JSON_HEADERS,
+                                                    headers):
             return
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", _JSON_HEADERS),

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from typing_extensions import NotRequired, TypedDict
@@ -18,43 +18,10 @@ from ..server import api_models as m
 from ..server.openapi import Act, Op
 from ..server.router import ApiRequest, Reply, Router
 from ..service import Service
-from ..workspace.options import ISOLATIONS
 from ..workspace.routes import install as install_workspaces
 from .launcher import Launcher
-from .manifest import MODELS, PERMISSION_MODES, ROLES
-from .spawn import SPAWN_SOURCES, SPAWN_STRATEGIES, Spawner
-
-
-class SpawnRequest(TypedDict):
-    """Spawn an agent session for tasks (SPEC §9.2)."""
-
-    projectId: str
-    taskIds: Annotated[list[str], Field(min_length=1)]
-    role: NotRequired[Literal[ROLES]]  # type: ignore[valid-type]
-    skills: NotRequired[list[str]]
-    model: NotRequired[Literal[MODELS]]  # type: ignore[valid-type]
-    permissionMode: NotRequired[Literal[PERMISSION_MODES]]  # type: ignore[valid-type]
-    sessionName: NotRequired[Annotated[str, Field(max_length=1000)]]
-    spawnSource: NotRequired[Literal[SPAWN_SOURCES]]  # type: ignore[valid-type]
-    sessionId: NotRequired[Annotated[str, Field(description="the parent session (required "
-                                                            "with spawnSource session)")]]
-    spawnedBy: NotRequired[str]
-    spawnReason: NotRequired[str]
-    context: NotRequired[dict[str, Any]]
-    strategy: NotRequired[Literal[SPAWN_STRATEGIES]]  # type: ignore[valid-type]
-    env: NotRequired[Annotated[dict[str, str], Field(
-        description="variables for the agent, stored in the session's env; not MAESTRO_*, "
-                    "DATABASE_URL, PG*, DATA_DIR or SESSION_DIR")]]
-    agent: NotRequired[Annotated[str, Field(
-        description="claude, codex, or a command line with {prompt_file} / {manifest} "
-                    "placeholders; handed to the agent as MAESTRO_AGENT")]]
-    isolation: NotRequired[Annotated[Literal[ISOLATIONS], Field(  # type: ignore[valid-type]
-        description="worktree (default, or the project's isolation): its own git worktree "
-                    "and branch when workingDir is in a git repository; none: work in "
-                    "workingDir itself")]]
-    baseRef: NotRequired[Annotated[str, Field(
-        description="branch or commit the worktree starts from (default: the project's "
-                    "baseRef, else the main worktree's current branch)")]]
+from .request import SpawnRequest
+from .spawn import Spawner
 
 
 class Launch(TypedDict):
