@@ -39,7 +39,8 @@ async def _call(conn: HttpConnection, method: str, path: str, body=None):
     return orjson.loads(answer) if answer else None
 
 
-async def run_plan(url: str, args: argparse.Namespace, label: str, progress) -> list[dict]:
+async def run_plan(url: str, args: argparse.Namespace, label: str, progress,
+                   pid: int | None = None) -> list[dict]:
     target = Target.from_url(url, None)
     one = HttpConnection(target)
     rng = random.Random(7)
@@ -90,13 +91,13 @@ async def run_plan(url: str, args: argparse.Namespace, label: str, progress) -> 
         shuffled = list(tasks)
         rng.shuffle(shuffled)
         encoded = [t.encode() for t in shuffled]
-        pid = project.encode()
+        project_b = project.encode()
 
         async def create(conn, i):
             linked = b'","'.join(encoded[(5 * i + k) % len(encoded)] for k in range(5))
             return await conn.request(b"POST", b"/api/sessions",
                                       b'{"projectId":"%s","name":"s %d","taskIds":["%s"]}'
-                                      % (pid, i, linked))
+                                      % (project_b, i, linked))
 
         for name, op, n in (
                 (f"timeline append, grown tasks ({label})", timeline, args.ops),
@@ -104,8 +105,11 @@ async def run_plan(url: str, args: argparse.Namespace, label: str, progress) -> 
                  args.ops),
                 (f"session create linking 5 grown tasks ({label})", create,
                  args.ops // 2)):
-            m = await closed_loop(conns, n, op, Measurement(name, name), None)
+            m = await closed_loop(conns, n, op, Measurement(name, name), pid)
             row = _row(m)
+            if m.server_cpu is not None and m.ops:
+                row["notes"].append(f"server {m.server_cpu / m.ops * 1e6:,.0f} us CPU/op, "
+                                    f"{100 * m.server_cpu / m.seconds:.0f}% of a core")
             rows.append(row)
             progress(f"{name}: {row['ops_per_s']:,.0f} ops/s, p50 {row['p50_ms']:.2f} ms, "
                      f"p99 {row['p99_ms']:.2f} ms" + (f", {m.errors} errors" if m.errors
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             env.update({"DATABASE_TYPE": "postgres", "DATABASE_URL": url})
         srv = Server(env=env).start()
         try:
-            rows += asyncio.run(run_plan(srv.url, args, store, progress))
+            rows += asyncio.run(run_plan(srv.url, args, store, progress, srv.proc.pid))
         finally:
             srv.stop()
             if schema is not None:

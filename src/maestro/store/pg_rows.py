@@ -296,22 +296,24 @@ ENTITY_TABLES = {"project": "maestro_projects", "task": "maestro_tasks",
                  "session": "maestro_sessions"}
 
 
-def execute(conn, statements: Statements, plan: Plan) -> None:
-    """The plan's statements, in the caller's transaction: entity rows, then list rows."""
+def statements_of(statements: Statements, plan: Plan) -> list[tuple[object, tuple]]:
+    """The plan's statements and their parameters, in order: entity rows, then list rows."""
     get = statements.get
+    out: list[tuple[object, tuple]] = []
     for kind, (ids, projects, data) in plan.upserts.items():
         if kind == "project":
-            conn.execute(get("upsert_project", ENTITY_TABLES[kind]), (ids, data))
+            out.append((get("upsert_project", ENTITY_TABLES[kind]), (ids, data)))
         else:
-            conn.execute(get("upsert", ENTITY_TABLES[kind]), (ids, projects, data))
+            out.append((get("upsert", ENTITY_TABLES[kind]), (ids, projects, data)))
     for kind, (ids,) in plan.deletes.items():
-        conn.execute(get("delete", ENTITY_TABLES[kind]), (ids,))
+        out.append((get("delete", ENTITY_TABLES[kind]), (ids,)))
     for name, (owners,) in plan.clears.items():
-        conn.execute(get("clear", name), (owners,))
+        out.append((get("clear", name), (owners,)))
     for name, (owners, positions) in plan.unlinks.items():
-        conn.execute(get("unlink", name), (owners, positions))
+        out.append((get("unlink", name), (owners, positions)))
     for name, (owners, positions, values) in plan.inserts.items():
-        conn.execute(get("insert", name), (owners, positions, values))
+        out.append((get("insert", name), (owners, positions, values)))
+    return out
 
 
 def load_lists(conn, statements: Statements, kind: str, entities: dict[str, dict],

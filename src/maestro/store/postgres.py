@@ -406,12 +406,17 @@ class PostgresStore(SyncStore):
         it is committed."""
         from psycopg import sql
 
-        with conn.transaction():
-            if clear:
-                for name in (*TABLES.values(), *(t.table for t in pg_rows.ALL_LISTS)):
-                    conn.execute(sql.SQL("DELETE FROM {}").format(self._table(name)))
-            pg_rows.execute(conn, self._statements, plan)
-            conn.execute(self._statements.get("seq", META_TABLE), (seq,))
+        todo: list[tuple[object, tuple]] = []
+        if clear:
+            todo += [(sql.SQL("DELETE FROM {}").format(self._table(name)), ())
+                     for name in (*TABLES.values(), *(t.table for t in pg_rows.ALL_LISTS))]
+        todo += pg_rows.statements_of(self._statements, plan)
+        todo.append((self._statements.get("seq", META_TABLE), (seq,)))
+        # One round trip for the whole transaction: the statements go as one query string,
+        # which the server runs as one transaction (committed when the last one succeeds).
+        query = sql.SQL("; ").join(stmt for stmt, _ in todo)
+        params = [p for _, ps in todo for p in ps]
+        _psycopg().ClientCursor(conn).execute(query, params)
         plan.adopt(self.shapes)
 
     def _committed_seq(self) -> int:
