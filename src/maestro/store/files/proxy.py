@@ -17,6 +17,9 @@ from .journal import encode_journal_line
 
 log = logging.getLogger("maestro.store")
 
+# Batches in flight to the helper: the server prepares and answers one while the helper
+# writes the next.
+PIPELINE_DEPTH = 2
 # A big entity's file, left behind by changes journaled as deltas, is rewritten at the latest
 # this long after the first such change (sooner once idle, or when the journal is long).
 FLUSH_SECONDS = 10.0
