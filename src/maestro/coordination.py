@@ -12,15 +12,19 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import validate as v
 from .commit import Tx
 from .domain.graph import dependency_ids, describe_cycle, find_cycle
 from .domain.handoff import dependency_briefs, handoff_message, last_completion_report
+from .domain.links import checked_dependencies, new_edges
 from .domain.readiness import assess, has_unfinished_children, live_claim
+from .domain.timeline import entry as timeline_entry
 from .entities import as_list, bump, with_changes
 from .errors import ApiError, conflict, project_not_found, session_not_found, task_not_found, \
     validation
-from .ids import make_id, now_ms
+from .ids import now_ms
+from .server import api_models as shape
+from .shapes import checker
+from .vocabulary import AGENT_AT_WORK, FINAL_SESSION_STATUSES
 
 if TYPE_CHECKING:
     from .ready_index import ReadyIndex
@@ -30,8 +34,10 @@ log = logging.getLogger("maestro.coordination")
 
 DEFAULT_TTL_SECONDS = 600
 MAX_TTL_SECONDS = 86_400
-ENDED_SESSION_STATUSES = ("completed", "failed")
-AT_WORK = ("queued", "working", "needs_input")
+_check_claim = checker(shape.ClaimRequest)
+_check_next = checker(shape.ClaimNextRequest)
+_check_renew = checker(shape.RenewRequest)
+_check_release = checker(shape.ReleaseRequest)
 
 
 def _claim_event(task_id: str, claim: dict) -> dict:
@@ -45,10 +51,7 @@ def _without(entity: dict, keys: tuple) -> dict:
 
 
 def _entry(now: int, message: str, session_id: str | None = None) -> dict:
-    entry = {"id": make_id("evt", now), "type": "update", "timestamp": now, "message": message}
-    if session_id is not None:
-        entry["sessionId"] = session_id
-    return entry
+    return timeline_entry(now, "update", message, sessionId=session_id)
 
 
 class Coordination:
@@ -113,21 +116,8 @@ class Coordination:
                               current: list[str]) -> list[str]:
         """`wanted` without duplicates, each new id an existing task of the same project and
         not the task itself (ids already held may name tasks that are gone, §15.1)."""
-        deps = v.dedupe(wanted)
         own = task.get("id") if task is not None else None
-        for dep in deps:
-            if dep == own:
-                raise validation("A task cannot depend on itself",
-                                 {"taskId": own, "field": "dependencies"})
-            if dep in current:
-                continue
-            upstream = self.state.tasks.get(dep)
-            if upstream is None:
-                raise task_not_found(dep)
-            if upstream.get("projectId") != project_id:
-                raise validation(f"Dependency {dep} belongs to another project",
-                                 {"taskId": dep, "projectId": upstream.get("projectId")})
-        return deps
+        return checked_dependencies(own, project_id, wanted, current, self.state.tasks.get)
 
     def _refuse_cycle(self, proposed: dict, new_targets: list[str]) -> None:
         """400 DEPENDENCY_CYCLE if giving `proposed` edges to `new_targets` closes a cycle."""
@@ -137,14 +127,10 @@ class Coordination:
         if cycle is not None:
             raise ApiError(400, "DEPENDENCY_CYCLE", describe_cycle(cycle), {"cycle": cycle})
 
-    def _new_edges(self, old: dict, proposed: dict) -> list[str]:
+    @staticmethod
+    def _new_edges(old: dict, proposed: dict) -> list[str]:
         """Targets of edges `proposed` has and `old` had not (dependencies and parent)."""
-        before = set(dependency_ids(old))
-        out = [d for d in dependency_ids(proposed) if d not in before]
-        parent = proposed.get("parentId")
-        if isinstance(parent, str) and parent and parent != old.get("parentId"):
-            out.append(parent)
-        return out
+        return new_edges(old, proposed)
 
     async def add_dependency(self, task_id: str, dependency_id: str, *,
                              actor: str | None = None, claim_token: int | None = None) -> dict:
@@ -232,24 +218,11 @@ class Coordination:
                              {"field": "ttlSeconds"})
         return ttl
 
-    @staticmethod
-    def _session_field(body: dict) -> str:
-        sid = v.string(body, "sessionId", required_message="sessionId is required",
-                       nonblank_message="sessionId is required")
-        return v.ident(sid, "sessionId")
-
-    @staticmethod
-    def _token_field(body: dict) -> int:
-        token = body.get("token")
-        if isinstance(token, bool) or not isinstance(token, int):
-            raise validation("token must be an integer", {"field": "token"})
-        return token
-
     def _active_session(self, session_id: str, project_id: str | None) -> dict:
         session = self.state.sessions.get(session_id)
         if session is None:
             raise session_not_found(session_id)
-        if session.get("status") in ENDED_SESSION_STATUSES:
+        if session.get("status") in FINAL_SESSION_STATUSES:
             raise conflict("SESSION_NOT_ACTIVE",
                            f"Session {session_id} is {session.get('status')}",
                            {"sessionId": session_id, "status": session.get("status")})
@@ -300,8 +273,7 @@ class Coordination:
         if linked:
             changes["sessionIds"] = session_ids + [session_id]
             changes["timeline"] = as_list(task.get("timeline")) + [
-                {"id": make_id("evt", stamp), "type": "session_started", "timestamp": stamp,
-                 "sessionId": session_id}]
+                timeline_entry(stamp, "session_started", sessionId=session_id)]
         tx.put("task", with_changes(task, **changes))
         session = self.state.sessions.get(session_id)
         task_ids = as_list(session.get("taskIds"))
@@ -327,7 +299,7 @@ class Coordination:
 
     async def claim_task(self, task_id: str, body: dict) -> dict:
         """POST /api/tasks/:id/claim → {task, claim}."""
-        session_id = self._session_field(body)
+        session_id = _check_claim(body)["sessionId"]
         ttl = self._ttl(body)
 
         def check() -> dict | None:
@@ -366,11 +338,8 @@ class Coordination:
 
     async def claim_next(self, project_id: str, body: dict) -> dict:
         """POST /api/projects/:id/claim-next → {task, claim} or {task: null, claim: null}."""
-        session_id = self._session_field(body)
-        parent = body.get("parentId")
-        if parent is not None:
-            v.ident(parent, "parentId")
-        parent = parent or None
+        session_id = _check_next(body)["sessionId"]
+        parent = body.get("parentId") or None
         ttl = self._ttl(body)
 
         def check() -> str | None:
@@ -402,8 +371,7 @@ class Coordination:
 
     async def renew_claim(self, task_id: str, body: dict) -> dict:
         """POST /api/tasks/:id/claim/renew → {claim}."""
-        session_id = self._session_field(body)
-        token = self._token_field(body)
+        session_id, token = _check_renew(body)["sessionId"], body["token"]
         ttl = self._ttl(body)
 
         def apply(tx: Tx) -> dict:
@@ -414,9 +382,8 @@ class Coordination:
 
     async def release_claim(self, task_id: str, body: dict) -> dict:
         """POST /api/tasks/:id/claim/release → {task}; the task goes back to pending."""
-        session_id = self._session_field(body)
-        token = self._token_field(body)
-        reason = v.string(body, "reason", max_len=v.MAX_TEXT)
+        session_id, token = _check_release(body)["sessionId"], body["token"]
+        reason = body.get("reason")
 
         def apply(tx: Tx) -> dict:
             self._held_claim(task_id, session_id, token)
@@ -540,7 +507,7 @@ class Coordination:
             drop: tuple = ()
             notes = []
             at_work = task.get("sessionStatusBy") == session_id \
-                and task.get("sessionStatus") in AT_WORK
+                and task.get("sessionStatus") in AGENT_AT_WORK
             if at_work:
                 if outcome == "completed":
                     drop = ("sessionStatus", "sessionStatusBy")
