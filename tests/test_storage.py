@@ -892,3 +892,34 @@ def test_concurrent_writes_around_refused_ones_answer_exactly_what_was_stored(ma
              if tid not in (stuck["id"], free[6]["id"])
              and final[tid] != (title if code == 200 else "free")]
     assert wrong == []
+
+
+@pytest.mark.parametrize("writer", ["process", "in-process"])
+def test_the_checkpoint_size_given_to_the_store_reaches_its_writer(tmp_path, writer):
+    """MAESTRO_CHECKPOINT_BYTES is read by the settings only and handed to the store, which
+    hands it on to its helper process: a small one makes the writer checkpoint (empty the
+    journal) as soon as the journal passes it."""
+    from maestro.store.base import Op
+    from maestro.store.files import FileStore
+
+    store = FileStore(tmp_path / "data", worker=writer == "process", checkpoint_bytes=4096)
+    store.open()
+
+    async def write() -> None:
+        try:
+            for i in range(12):
+                task = stored_task(f"task_{i}", "proj_s", "x" * 500)
+                outcome = await store.send_batch([[Op("task", task["id"], task, None,
+                                                      "proj_s", True)]])
+                assert outcome.accepted == 1
+        finally:
+            store.detach_loop()
+
+    try:
+        asyncio.run(write())
+        health = store.health()
+        assert health["writer"] == writer
+        assert health["journalWritten"] > 6000
+        assert health["journalBytes"] < 4096
+    finally:
+        store.close()
