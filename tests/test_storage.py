@@ -892,3 +892,86 @@ def test_concurrent_writes_around_refused_ones_answer_exactly_what_was_stored(ma
              if tid not in (stuck["id"], free[6]["id"])
              and final[tid] != (title if code == 200 else "free")]
     assert wrong == []
+
+
+@pytest.mark.parametrize("writer", ["process", "in-process"])
+def test_the_checkpoint_size_given_to_the_store_reaches_its_writer(tmp_path, writer):
+    """MAESTRO_CHECKPOINT_BYTES is read by the settings only and handed to the store, which
+    hands it on to its helper process: a small one makes the writer checkpoint (empty the
+    journal) as soon as the journal passes it."""
+    from maestro.store.base import Op
+    from maestro.store.files import FileStore
+
+    store = FileStore(tmp_path / "data", worker=writer == "process", checkpoint_bytes=4096)
+    store.open()
+
+    async def write() -> None:
+        try:
+            for i in range(12):
+                task = stored_task(f"task_{i}", "proj_s", "x" * 500)
+                outcome = await store.send_batch([[Op("task", task["id"], task, None,
+                                                      "proj_s", True)]])
+                assert outcome.accepted == 1
+        finally:
+            store.detach_loop()
+
+    try:
+        asyncio.run(write())
+        health = store.health()
+        assert health["writer"] == writer
+        assert health["journalWritten"] > 6000
+        assert health["journalBytes"] < 4096
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("writer", ["process", "in-process"])
+def test_a_file_behind_its_deltas_is_flushed_and_a_flush_after_a_refusal_is_declined(tmp_path,
+                                                                                    writer):
+    """A change journaled as a delta leaves the entity's file behind (flush_keys names it)
+    until a flush writes the whole value; a flush sent after a refused batch, before the
+    store resumed, is built on the refused change and is declined (False), in both modes."""
+    from maestro.store.base import Op
+    from maestro.store.files import FileStore
+
+    data = tmp_path / "data"
+    store = FileStore(data, worker=writer == "process")
+    store.open()
+    task = stored_task("task_s", "proj_s", "big")
+    entry = {"type": "update", "message": "appended"}
+    grown = dict(task, timeline=[entry])
+    path = data / "tasks" / "proj_s" / "task_s.json"
+
+    def whole(value: dict) -> Op:
+        return Op("task", "task_s", value, None, "proj_s", flush=True)
+
+    async def run() -> None:
+        try:
+            assert (await store.send_batch([[Op("task", "task_s", task, None, "proj_s",
+                                                  True)]])).accepted == 1
+            appended = Op("task", "task_s", grown, None, "proj_s",
+                          delta={"push": {"timeline": [0, [entry]]}})
+            assert (await store.send_batch([[appended]])).accepted == 1
+            assert store.flush_keys() == [("task", "task_s")]
+            assert json.loads(path.read_bytes()) == task  # behind its journaled delta
+            assert await store.send_flush([whole(grown)], [("task", "task_s")]) is True
+            assert store.flush_keys() == []
+            assert path.read_bytes() == pretty(grown)
+            # A record that cannot be staged (a file where its project's folder would be).
+            (data / "tasks" / "proj_x").write_text("in the way")
+            refused = store.send_batch([[Op("task", "task_x", stored_task("task_x", "proj_x",
+                                                                           "x"), None,
+                                            "proj_x", True)]])
+            declined = store.send_flush([whole(dict(grown, title="built on it"))],
+                                        [("task", "task_s")])
+            assert (await refused).accepted == 0
+            assert await declined is False
+            await store.resume()
+            assert path.read_bytes() == pretty(grown)
+        finally:
+            store.detach_loop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.close()

@@ -292,6 +292,32 @@ def test_a_refused_record_refuses_the_rest_until_resumed(new_store):
     assert (sorted(loaded["tasks"]), loaded["sessions"]) == (["task_a", "task_b"], {})
 
 
+# Backends whose durable write can be made to fail, and a batch whose write fails.
+FAILING = ("postgres", "memory")
+
+
+def failing_batch(new_store, store: Store) -> list[list[Op]]:
+    if new_store.backend == "memory":
+        store.fail_next(whole=True, message="write failed")
+        return [[put("task", TASK_A)]]
+    broken = Op("task", "task_x", {"id": "task_x"}, b'{"id": "task_x", oops', None)
+    return [[put("task", TASK_A)], [broken]]
+
+
+@pytest.mark.parametrize("new_store", FAILING, indirect=True)
+def test_a_failed_write_commits_nothing_and_refuses_what_follows_until_resumed(new_store):
+    store = new_store()
+    store.open()
+    commit(store, [[put("project", PROJECT)]])
+    outcomes = send(store, failing_batch(new_store, store), [[put("session", SESSION)]])
+    assert isinstance(outcomes[0], Exception)
+    assert outcomes[1].accepted == 0 and "could not be stored" in outcomes[1].reason
+    commit(store, [[put("task", TASK_B)]])
+    store.close()
+    loaded = as_text(reopened(new_store))
+    assert (list(loaded["tasks"]), loaded["sessions"]) == (["task_b"], {})
+
+
 def test_batches_sent_together_are_committed_in_order(new_store):
     store = new_store()
     store.open()

@@ -253,6 +253,8 @@ class Committer:
         # The working state: where a flush takes the current values of lagging entities.
         self.state = state
         self._flush_waiters: list[asyncio.Future] = []
+        # A flush sent with a batch is on its way (a due one is not sent twice).
+        self._flushing = False
         self._flushed_at_close = False
         self._queue: list[tuple[Tx, list[Op], asyncio.Future]] = []
         self._queued_ops = 0
@@ -339,8 +341,10 @@ class Committer:
             log.exception("flushing the files of big entities failed")
             self._resolve(waiters)
             return
+        self._flushing = True
 
         def done(f: asyncio.Future) -> None:
+            self._flushing = False
             try:
                 declined = not f.result()
             except Exception as exc:  # noqa: BLE001 - the entities stay behind, retried
@@ -445,7 +449,8 @@ class Committer:
                     continue
                 fut.add_done_callback(lambda _: wake())
                 inflight.append((batch, fut, time.perf_counter()))
-                if self.state is not None and (self._flush_waiters or store.wants_flush()):
+                if self.state is not None and (self._flush_waiters or (
+                        not self._flushing and store.wants_flush())):
                     # Everything submitted has just been sent: the state is exactly what
                     # the batches sent so far build.
                     self._send_flush()

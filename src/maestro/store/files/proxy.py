@@ -17,6 +17,9 @@ from .journal import encode_journal_line
 
 log = logging.getLogger("maestro.store")
 
+# Batches in flight to the helper: the server prepares and answers one while the helper
+# writes the next.
+PIPELINE_DEPTH = 2
 # A big entity's file, left behind by changes journaled as deltas, is rewritten at the latest
 # this long after the first such change (sooner once idle, or when the journal is long).
 FLUSH_SECONDS = 10.0
@@ -44,7 +47,6 @@ class HelperProxy:
         # did, when they fell behind], oldest first.
         self._lagging: dict[tuple[str, str], list] = {}
         self._sent = 0
-        self._flush_in_flight = False
 
     @classmethod
     def hand_over(cls, worker: helper.StoreWorker, strays: dict, known: set[str],
@@ -112,7 +114,7 @@ class HelperProxy:
     def wants_flush(self) -> bool:
         """The journal is long (it cannot be emptied while files are behind it) or a file has
         been behind for FLUSH_SECONDS."""
-        if not self._lagging or self._flush_in_flight:
+        if not self._lagging:
             return False
         stats = self.worker.stats
         since = next(iter(self._lagging.values()))[1]
@@ -126,13 +128,11 @@ class HelperProxy:
         worker.attach_loop(loop)
         self._sent += 1
         sent_at = self._sent
-        self._flush_in_flight = True
         lines = [encode_journal_line(ops)] if ops else []
         sent = worker.request_async(b'{"op":"flush","count":%d}' % len(lines), lines)
         result = loop.create_future()
 
         def done(fut: asyncio.Future) -> None:
-            self._flush_in_flight = False
             try:
                 reply = fut.result()
             except BaseException as exc:  # noqa: BLE001 - handed on to the committer

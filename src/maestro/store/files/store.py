@@ -16,7 +16,7 @@ from ..base import LoadResult, Op, SyncStore
 from .checkpoint import Checkpoints
 from .journal import JOURNAL_NAME, OLD_JOURNAL_NAME, JournalReplay
 from .loading import Loading
-from .proxy import FLUSH_SECONDS, HelperProxy, spawn_helper
+from .proxy import FLUSH_SECONDS, PIPELINE_DEPTH, HelperProxy, spawn_helper
 from .spares import SPARES_DIR, SparePool
 from .staging import Staging
 
@@ -125,7 +125,7 @@ class FileStore(Loading, JournalReplay, Staging, Checkpoints, SyncStore):
     # helper process, everything goes through the proxy.
     @property
     def pipeline_depth(self) -> int:
-        return 2 if self._proxy is not None else 1
+        return PIPELINE_DEPTH if self._proxy is not None else 1
 
     def send_batch(self, records: list[list[Op]]) -> asyncio.Future:
         if self._proxy is not None:
