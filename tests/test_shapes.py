@@ -1,4 +1,4 @@
-"""Request bodies checked from their declarations (`shapes.py` over `server/api_models.py`):
+"""Request bodies checked from their declarations (`shapes.py` over `models.py`):
 each rule of a field's type gives SPEC §6's message, fields are checked in declaration order,
 and nested entries are checked with their parent's name. No server: plain function calls."""
 
@@ -11,7 +11,7 @@ from pydantic import Field
 from typing_extensions import NotRequired, TypedDict
 
 from maestro.errors import ApiError
-from maestro.server import api_models as m
+from maestro import models as m
 from maestro.shapes import MAX_DEPTH, Free, NotBlank, Required, Rule, Says, checked, \
     compile_shape
 from maestro.spawn.request import SpawnRequest

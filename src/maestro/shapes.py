@@ -1,4 +1,4 @@
-"""Request bodies checked against their declarations (the typed dicts of `server/api_models.py`):
+"""Request bodies checked against their declarations (the typed dicts of `models.py`):
 each declaration is compiled once into a list of field checks, run in declaration order, so the
 first malformed field is the one reported, with SPEC §6's messages:
 

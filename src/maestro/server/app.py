@@ -27,7 +27,7 @@ from ..skills import SkillCatalogue
 from ..paging import CREATION, PRIORITY, encode_cursor, page_request
 from ..service import Service
 from ..store.base import Store
-from . import api_models as m
+from .. import models as m
 from .openapi import Act, Op, build_document, docs_page, swagger_ui_dir
 from .router import ApiRequest, Reply, Router
 from .security import Security

@@ -16,7 +16,7 @@ from ..errors import ApiError, project_not_found, session_not_found, task_not_fo
 from ..identity import REVOKED_FIELD, may_hold_token
 from ..ids import make_id, now_ms
 from ..listing import session_filter
-from ..server import api_models as shape
+from .. import models as shape
 from ..shapes import checker
 from ..validate import dedupe
 from ..vocabulary import DEFAULT_SESSION_STATUS, DEFAULT_SESSION_TIMELINE_TYPE, \

@@ -3,7 +3,12 @@ as typed dicts, from which /openapi.json takes its JSON schemas (pydantic writes
 service its checks of request bodies (`shapes.py` compiles each body's declaration, with SPEC's
 exact error messages; the markers `Required`, `NotBlank`, `Says`… carry the wording a type
 cannot). Entities keep members these declarations do not name (fields of other revisions, SPEC
-§4.9), so every object allows additional properties."""
+§4.9), so every object allows additional properties.
+
+They sit at the top of the package, beside `shapes.py` and `vocabulary.py`, because every layer
+reads them: the server (openapi.py), the service and coordination.py (their body checks), spawn
+and workspace routes, and the MCP tools. The CLI never imports them (it only speaks HTTP), which
+keeps pydantic off its import path."""
 
 from __future__ import annotations
 
@@ -12,10 +17,10 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 from typing_extensions import NotRequired, TypedDict
 
-from ..ids import MAX_ID_LENGTH
-from ..shapes import FREE, MS, NotBlank, NotEmpty, Required, Says
-from ..validate import MAX_TEXT
-from ..vocabulary import (
+from .ids import MAX_ID_LENGTH
+from .shapes import FREE, MS, NotBlank, NotEmpty, Required, Says
+from .validate import MAX_TEXT
+from .vocabulary import (
     ISOLATIONS,
     SESSION_STATUSES,
     SESSION_TASK_STATUSES,
