@@ -364,7 +364,7 @@ def _indexed_check(name: str, item: type, meta: list, wrong: Callable) -> Check:
     """A list of objects whose items are named by their place (`tasks[2].title`), checked one
     after the other, each field in declaration order (a `Unique` one right after its own
     check)."""
-    fields = _steps(item, f"{name}{_AT}.")
+    check_item = compile_shape(item, f"{name}{_AT}.")
     fewest = _constraint(meta, "min_length")
     most = _constraint(meta, "max_length")
     too_many = _marker(meta, TooMany)
@@ -383,7 +383,7 @@ def _indexed_check(name: str, item: type, meta: list, wrong: Callable) -> Check:
             try:
                 if not isinstance(entry, dict):
                     _refuse(f"{name}{_AT} must be an object", {"field": f"{name}{_AT}"})
-                _run(fields, entry, seen)
+                check_item(entry, seen)
             except ApiError as exc:  # now the item's place is known
                 raise ApiError(exc.status, exc.code, _at(exc.message, index),
                                _at(exc.details, index)) from None
@@ -423,34 +423,16 @@ def _declared_required(declaration: type, annotation: Any) -> bool:
     return origin is typing.Required or getattr(declaration, "__total__", True)
 
 
-def _run(fields: tuple[Step, ...], body: dict, seen: dict[str, set]) -> None:
-    """`fields` checked on `body`, values of `Unique` fields collected in `seen`."""
-    for key, required, nullable, check, unique in fields:
-        value = body.get(key, body)
-        if value is body or value is None:
-            if required is not None:
-                required.refuse()
-            if value is body or nullable:
-                continue
-        check(value)
-        if unique is not None:
-            bucket = seen.setdefault(key, set())
-            if value in bucket:
-                _refuse(unique.message.replace("{value}", str(value)),
-                        {k: v.replace("{value}", str(value)) if isinstance(v, str) else v
-                         for k, v in (unique.details or {}).items()} or None)
-            bucket.add(value)
-
-
 def compile_shape(declaration: type, prefix: str = "",
                   only: Any = None) -> Callable[[dict], dict]:
     """The check of a request body declared by the typed dict `declaration` (of its fields
     named in `only`, when given): returns the body unchanged when it is well formed, else raises
     the first field's 400."""
-    fields = tuple(step[:4] for step in _steps(declaration, prefix, only))
+    fields = _steps(declaration, prefix, only)
 
-    def check_body(body: dict) -> dict:
-        for key, required, nullable, check in fields:
+    def check_body(body: dict, seen: dict[str, set] | None = None) -> dict:
+        """In an item of a list, `seen` collects the values of its `Unique` fields."""
+        for key, required, nullable, check, unique in fields:
             value = body.get(key, body)  # the body itself stands for "absent"
             if value is body or value is None:
                 if required is not None:
@@ -458,6 +440,13 @@ def compile_shape(declaration: type, prefix: str = "",
                 if value is body or nullable:
                     continue
             check(value)
+            if unique is not None and seen is not None:
+                bucket = seen.setdefault(key, set())
+                if value in bucket:
+                    _refuse(unique.message.replace("{value}", str(value)),
+                            {k: v.replace("{value}", str(value)) if isinstance(v, str) else v
+                             for k, v in (unique.details or {}).items()} or None)
+                bucket.add(value)
         return body
 
     check_body.__name__ = f"check_{declaration.__name__}"
