@@ -17,13 +17,15 @@ first malformed field is the one reported, with SPEC §6's messages:
 
 `X | None` lets null stand for absence. The markers below carry what a type cannot say: the
 message of a missing (`Required`) or blank (`NotBlank`, `NotEmpty`) value, a field's own wording
-(`Says`), an error code of its own (`Refused`), a rule of its own (`Rule`), or a field the
-service reads itself (`Free`). A marker's message or details may name the field's place in the
-body with `{path}` (`tasks[2].title`) and the item holding it with `{item}` (`tasks[2]`). Only
-shapes are checked here; whatever needs state (an unknown id is a 404) stays in the service."""
+(`Says`), an error code of its own (`Refused`), a rule of its own (`Rule`), a field named by
+its key alone inside an item (`Unplaced`), or a field the service reads itself (`Free`). A
+marker's message or details may name the field's place in the body with `{path}`
+(`tasks[2].title`) and the item holding it with `{item}` (`tasks[2]`). Only shapes are checked
+here; whatever needs state (an unknown id is a 404) stays in the service."""
 
 from __future__ import annotations
 
+import copy
 import re
 import types
 import typing
@@ -50,13 +52,11 @@ class Required:
 
     def placed(self, path: str) -> "Required":
         """This marker with `{path}` and `{item}` in its wording made `path`'s."""
-        copy = object.__new__(type(self))
-        for cls in type(self).__mro__:
-            for slot in getattr(cls, "__slots__", ()):
-                setattr(copy, slot, getattr(self, slot))
-        copy.message = _place(self.message, path)
-        copy.details = _place(self.details, path)
-        return copy
+        item = path.rsplit(".", 1)[0]
+        marker = copy.copy(self)
+        marker.message, marker.details = (
+            _fill(text, {"{path}": path, "{item}": item}) for text in (self.message, self.details))
+        return marker
 
 
 class NotBlank(Required):
@@ -140,21 +140,14 @@ Check = Callable[[Any], None]
 _AT = "[\x00]"  # the place of an item of an indexed list, until its index is known
 
 
-def _place(text: Any, path: str) -> Any:
-    """`text` (a message, or details holding messages) with `{path}` and `{item}` replaced."""
+def _fill(text: Any, words: dict[str, str]) -> Any:
+    """`text` (a message, or details holding messages) with each of `words` replaced."""
     if isinstance(text, str):
-        item = path.rsplit(".", 1)[0] if "." in path else path
-        return text.replace("{path}", path).replace("{item}", item)
+        for word, value in words.items():
+            text = text.replace(word, value)
+        return text
     if isinstance(text, dict):
-        return {k: _place(v, path) for k, v in text.items()}
-    return text
-
-
-def _at(text: Any, index: int) -> Any:
-    if isinstance(text, str):
-        return text.replace(_AT, f"[{index}]")
-    if isinstance(text, dict):
-        return {k: _at(v, index) for k, v in text.items()}
+        return {k: _fill(v, words) for k, v in text.items()}
     return text
 
 
@@ -385,8 +378,9 @@ def _indexed_check(name: str, item: type, meta: list, wrong: Callable) -> Check:
                     _refuse(f"{name}{_AT} must be an object", {"field": f"{name}{_AT}"})
                 check_item(entry, seen)
             except ApiError as exc:  # now the item's place is known
-                raise ApiError(exc.status, exc.code, _at(exc.message, index),
-                               _at(exc.details, index)) from None
+                place = {_AT: f"[{index}]"}
+                raise ApiError(exc.status, exc.code, _fill(exc.message, place),
+                               _fill(exc.details, place)) from None
     return check_items
 
 
@@ -443,9 +437,8 @@ def compile_shape(declaration: type, prefix: str = "",
             if unique is not None and seen is not None:
                 bucket = seen.setdefault(key, set())
                 if value in bucket:
-                    _refuse(unique.message.replace("{value}", str(value)),
-                            {k: v.replace("{value}", str(value)) if isinstance(v, str) else v
-                             for k, v in (unique.details or {}).items()} or None)
+                    said = {"{value}": str(value)}
+                    _refuse(_fill(unique.message, said), _fill(unique.details, said))
                 bucket.add(value)
         return body
 
