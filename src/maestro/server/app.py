@@ -111,7 +111,9 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     if service is None:
         if store is None:
             from ..store.files import FileStore
-            store = FileStore(settings.data_dir, worker=settings.store_process)
+            store = FileStore(settings.data_dir, worker=settings.store_process,
+                              checkpoint_bytes=settings.checkpoint_bytes,
+                              pipeline_min_ops=settings.pipeline_min_ops)
         service = Service(store, EventBus())
     service.max_entry_bytes = settings.max_entry_bytes
     service.claim_min_ttl = settings.claim_min_ttl
