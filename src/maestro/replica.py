@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -118,7 +119,8 @@ class Follower:
             conn = None
             try:
                 conn = self.store.connect()
-                conn.execute("SET application_name = 'maestro log listener'")
+                conn.execute("SELECT set_config('application_name', %s, false)",
+                             (f"maestro log listener pid {os.getpid()}",))
                 conn.execute(f'LISTEN "{channel}"')
                 self.listener = "listening"
                 backoff = 0.1
@@ -182,16 +184,17 @@ class Follower:
             conn.close()
             raise
 
-    async def catch_up(self) -> None:
-        """Apply every record appended after the last one applied here."""
+    async def catch_up(self) -> bool:
+        """Apply every record appended after the last one applied here; True if there were
+        any."""
+        start = self.store.log_head
         async with self._one:
             while True:
                 rows = await asyncio.to_thread(self._read, self.store.log_head)
-                if not rows:
-                    return
-                await self._apply(rows)
+                if rows:
+                    await self._apply(rows)
                 if len(rows) < READ_LIMIT:
-                    return
+                    return self.store.log_head != start
 
     async def _apply(self, rows: list[tuple]) -> None:
         service = self.service

@@ -148,6 +148,14 @@ class ServiceCore:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return await self._mutate_once(fn)
+            except ApiError:
+                # Refused by a rule: perhaps only because a change made through another
+                # server (say, the project this request names, created a moment ago) has
+                # not reached this one yet. Checked again once caught up, if that applied
+                # anything; so a client that moves between servers never sees its own
+                # acknowledged changes missing when it writes.
+                if not await self.follower.catch_up():
+                    raise
             except Behind:
                 # Another server wrote first: this one's change was undone; apply what the
                 # other wrote, then check and make the change again.

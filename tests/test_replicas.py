@@ -1,0 +1,377 @@
+"""Several `maestro serve` processes on one PostgreSQL database (active-active replicas): every
+replica publishes the same events under the same gapless `seq`, serves the same documents,
+reads its own writes and applies the others' within milliseconds; claims stay exactly once
+across replicas; a broken LISTEN connection, a WebSocket client moving to another replica with
+`?since=` and a replica killed under load lose nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import statistics
+import threading
+import time
+from collections import Counter
+
+import httpx
+import psycopg
+from helpers import ok, wait_until
+from test_postgres_server import client, database, pg_env, served, stored  # noqa: F401
+from websockets.sync.client import connect
+
+
+class Stream:
+    """A WebSocket client recording (arrival time, message) of everything it receives."""
+
+    def __init__(self, url: str):
+        self._stack = contextlib.ExitStack()
+        self.conn = self._stack.enter_context(connect(
+            url, proxy=None, compression=None, max_size=None, max_queue=None, open_timeout=10))
+        self.got: list[tuple[float, dict]] = []
+        self._lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        try:
+            for message in self.conn:
+                item = (time.monotonic(), json.loads(message))
+                with self._lock:
+                    self.got.append(item)
+        except Exception:
+            pass
+
+    def messages(self) -> list[dict]:
+        with self._lock:
+            return [m for _, m in self.got]
+
+    def events(self) -> list[dict]:
+        return [m for m in self.messages() if "seq" in m and m.get("type") != "resync"]
+
+    def seqs(self) -> list[int]:
+        return [m["seq"] for m in self.events()]
+
+    def last_seq(self) -> int:
+        seqs = self.seqs()
+        return seqs[-1] if seqs else 0
+
+    def wait_for(self, seq: int, timeout: float = 30.0) -> None:
+        wait_until(lambda: self.last_seq() >= seq, timeout=timeout,
+                   what=f"event {seq} on a WebSocket client (at {self.last_seq()})")
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def event_head(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT value FROM maestro_meta WHERE name = 'event_seq'"
+                            ).fetchone()[0]
+
+
+def replicas(make_server, url: str, count: int, **env) -> list:
+    return [make_server(env={**pg_env(url), **env}) for _ in range(count)]
+
+
+def assert_same_stream(streams: list[Stream], head: int, first: int = 1) -> None:
+    """Every stream holds exactly events first..head, in order, the same on each."""
+    for stream in streams:
+        stream.wait_for(head)
+    expected = list(range(first, head + 1))
+    shown = []
+    for stream in streams:
+        assert stream.seqs() == expected
+        shown.append([(m["type"], (m.get("data") or {}).get("id")) for m in stream.events()])
+    assert all(s == shown[0] for s in shown)
+
+
+def assert_converged(servers: list, url: str) -> None:
+    apis = [client(s) for s in servers]
+    try:
+        wait_until(lambda: all(served(a) == served(apis[0]) for a in apis[1:]),
+                   what="every replica to serve the same documents")
+        assert served(apis[0]) == stored(url)
+    finally:
+        for api in apis:
+            api.close()
+
+
+async def _async_clients(servers: list, connections: int = 50) -> list[httpx.AsyncClient]:
+    return [httpx.AsyncClient(base_url=s.url, timeout=60, trust_env=False,
+                              limits=httpx.Limits(max_connections=connections))
+            for s in servers]
+
+
+# ---------------------------------------------------------------------- one order everywhere
+async def _mixed_burst(servers: list, project_id: str) -> None:
+    clients = await _async_clients(servers)
+    try:
+        creates = await asyncio.gather(*[
+            clients[i % 3].post("/api/tasks", json={"projectId": project_id, "title": f"T{i}"})
+            for i in range(150)])
+        assert [r.status_code for r in creates] == [201] * 150, \
+            [r.text for r in creates if r.status_code != 201][:3]
+        ids = [r.json()["id"] for r in creates]
+        rnd = random.Random(17)
+        calls = []
+        for i in range(100):
+            body = {"title": f"edit {i}"} if i % 2 else {"status": "in_progress"}
+            calls.append(clients[rnd.randrange(3)].patch(f"/api/tasks/{rnd.choice(ids)}",
+                                                         json=body))
+        for _ in range(50):
+            calls.append(clients[rnd.randrange(3)].post("/api/sessions", json={
+                "projectId": project_id, "taskIds": rnd.sample(ids, 2)}))
+        rnd.shuffle(calls)
+        answers = await asyncio.gather(*calls)
+        assert all(a.status_code in (200, 201) for a in answers), \
+            [a.text for a in answers if a.status_code not in (200, 201)][:3]
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+def test_three_replicas_publish_one_gapless_order_and_serve_the_same_documents(
+        make_server, database):
+    servers = replicas(make_server, database, 3)
+    streams = [Stream(s.ws_url) for s in servers]
+    try:
+        with client(servers[0]) as api:
+            project = ok(api.post("/api/projects", json={"name": "Replicas"}), 201)
+        asyncio.run(_mixed_burst(servers, project["id"]))
+        head = event_head(database)
+        assert head > 300
+        assert_same_stream(streams, head)
+        assert_converged(servers, database)
+        with client(servers[1]) as api:
+            tasks = ok(api.get("/api/tasks", params={"projectId": project["id"]}))
+            sessions = ok(api.get("/api/sessions"))
+        assert len(tasks) == 150 and len(sessions) == 50
+        for session in sessions:  # links are two-sided on every replica
+            for tid in session["taskIds"]:
+                assert session["id"] in next(t for t in tasks if t["id"] == tid)["sessionIds"]
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+# ---------------------------------------------------------------------- read your writes
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def test_a_replica_reads_its_own_writes_and_the_others_follow_within_milliseconds(
+        make_server, database):
+    servers = replicas(make_server, database, 3)
+    streams = [Stream(s.ws_url) for s in servers]
+    apis = [client(s) for s in servers]
+    try:
+        project = ok(apis[0].post("/api/projects", json={"name": "Lag"}), 201)
+        task = ok(apis[1].post("/api/tasks", json={"projectId": project["id"], "title": "v"}),
+                  201)
+        writes = 150
+        for i in range(writes):
+            api = apis[i % 3]
+            ok(api.patch(f"/api/tasks/{task['id']}", json={"title": f"v{i}"}))
+            # The replica that answered already serves the change.
+            assert ok(api.get(f"/api/tasks/{task['id']}"))["title"] == f"v{i}"
+        head = event_head(database)
+        for stream in streams:
+            stream.wait_for(head)
+        arrivals = []
+        for stream in streams:
+            seen = {}
+            with stream._lock:
+                for at, m in stream.got:
+                    if m.get("type") == "task:updated":
+                        seen.setdefault(m["data"]["title"], at)
+            arrivals.append(seen)
+        lags = []
+        for i in range(writes):
+            title = f"v{i}"
+            writer = arrivals[i % 3][title]
+            lags += [arrivals[r][title] - writer for r in range(3) if r != i % 3]
+        p50, p99 = percentile(lags, 50) * 1000, percentile(lags, 99) * 1000
+        print(f"\nother replicas applied a write after p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+              f"max {max(lags) * 1000:.1f} ms ({len(lags)} samples)")
+        assert statistics.median(lags) < 0.05
+        assert p99 < 250, f"p99 {p99:.1f} ms"
+    finally:
+        for api in apis:
+            api.close()
+        for stream in streams:
+            stream.close()
+
+
+# ---------------------------------------------------------------------- claims
+async def _race(servers: list, project_id: str, sessions: list[str]) -> list[dict]:
+    clients = await _async_clients(servers, 60)
+    try:
+        answers = await asyncio.gather(*[
+            clients[i % 3].post(f"/api/projects/{project_id}/claim-next",
+                                json={"sessionId": sid}) for i, sid in enumerate(sessions)])
+    finally:
+        for c in clients:
+            await c.aclose()
+    assert all(a.status_code == 200 for a in answers), \
+        [a.text for a in answers if a.status_code != 200][:3]
+    return [a.json() for a in answers]
+
+
+def test_sixty_racers_on_three_replicas_claim_each_ready_task_exactly_once(
+        make_server, database):
+    servers = replicas(make_server, database, 3)
+    with client(servers[0]) as api:
+        project = ok(api.post("/api/projects", json={"name": "Race"}), 201)
+        ready = [ok(api.post("/api/tasks", json={"projectId": project["id"],
+                                                 "title": f"ready {i}"}), 201)["id"]
+                 for i in range(20)]
+        sessions = [ok(api.post("/api/sessions", json={"projectId": project["id"],
+                                                        "taskIds": []}), 201)["id"]
+                    for _ in range(60)]
+    assert_converged(servers, database)
+    answers = asyncio.run(_race(servers, project["id"], sessions))
+    winners = [a["task"]["id"] for a in answers if a["task"] is not None]
+    assert not [t for t, n in Counter(winners).items() if n > 1], "a task granted twice"
+    assert sorted(winners) == sorted(ready)
+    assert_converged(servers, database)
+    with client(servers[2]) as api:
+        for a in answers:
+            if a["task"] is not None:
+                held = ok(api.get(f"/api/tasks/{a['task']['id']}"))
+                assert held["claim"]["sessionId"] == a["claim"]["sessionId"]
+                assert held["status"] == "in_progress"
+
+
+# ---------------------------------------------------------------------- the LISTEN connection
+def terminate_listener(url: str, srv) -> None:
+    name = f"maestro log listener pid {srv.proc.pid}"
+
+    def kill() -> bool:
+        with psycopg.connect(url, autocommit=True) as admin:
+            rows = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE application_name = %s", (name,)).fetchall()
+        return rows == [(True,)]
+
+    wait_until(kill, what="the listener connection to exist")
+
+
+def test_a_terminated_listener_reconnects_and_nothing_is_missing(make_server, database):
+    writer, follower = replicas(make_server, database, 2)
+    stream = Stream(follower.ws_url)
+    try:
+        with client(writer) as api, client(follower) as reader:
+            project = ok(api.post("/api/projects", json={"name": "Listen"}), 201)
+            for i in range(60):
+                if i in (5, 30):
+                    terminate_listener(database, follower)
+                ok(api.post("/api/tasks", json={"projectId": project["id"], "title": f"T{i}"}),
+                   201)
+            head = event_head(database)
+            assert_same_stream([stream], head)
+            wait_until(lambda: ok(reader.get("/health"))["replication"]["listener"]
+                       == "listening", what="the listener to be back")
+        assert_converged([writer, follower], database)
+        assert "log listener lost its connection" in follower.log()
+    finally:
+        stream.close()
+
+
+# ---------------------------------------------------------------------- ?since=
+def test_a_websocket_client_moving_to_another_replica_with_since_misses_nothing(
+        make_server, database):
+    first, second, writer = replicas(make_server, database, 3, MAESTRO_WS_REPLAY="50")
+    stream = Stream(first.ws_url)
+    with client(writer) as api:
+        project = ok(api.post("/api/projects", json={"name": "Since"}), 201)
+        tasks = [ok(api.post("/api/tasks", json={"projectId": project["id"], "title": f"T{i}"}),
+                    201) for i in range(10)]
+        stream.wait_for(event_head(database))
+        last = stream.last_seq()
+        stream.close()
+        for i, task in enumerate(tasks):  # while the client is away
+            ok(api.patch(f"/api/tasks/{task['id']}", json={"title": f"edit {i}"}))
+        moved = Stream(second.ws_url + f"?since={last}")
+        try:
+            for i in range(5):  # and after it is back
+                ok(api.post("/api/tasks", json={"projectId": project["id"], "title": f"U{i}"}),
+                   201)
+            head = event_head(database)
+            assert_same_stream([moved], head, first=last + 1)
+            assert [m["data"]["title"] for m in moved.events()[:10]] == \
+                [f"edit {i}" for i in range(10)]
+        finally:
+            moved.close()
+        # Older than what a replica keeps (50 events here): told to resync, then live events.
+        for i in range(50):
+            ok(api.patch(f"/api/tasks/{tasks[0]['id']}", json={"title": f"again {i}"}))
+        stale = Stream(second.ws_url + f"?since={last}")
+        try:
+            wait_until(lambda: stale.messages(), what="a first message")
+            first_message = stale.messages()[0]
+            assert first_message["type"] == "resync"
+            assert first_message["data"] == {"since": last, "seq": event_head(database)}
+            ok(api.patch(f"/api/tasks/{tasks[0]['id']}", json={"title": "live"}))
+            stale.wait_for(event_head(database))
+            assert [m["data"]["title"] for m in stale.events()] == ["live"]
+        finally:
+            stale.close()
+
+
+# ---------------------------------------------------------------------- kill -9 under load
+async def _load(servers: list, project_id: str, victim, stop_after: float) -> list[str]:
+    """Task creates on every replica until `stop_after` seconds; `victim` is killed with
+    SIGKILL a third of the way. Returns the ids of the creates that were acknowledged."""
+    clients = await _async_clients(servers, 10)
+    acknowledged: list[str] = []
+    deadline = time.monotonic() + stop_after
+    loop = asyncio.get_running_loop()
+
+    async def worker(c: httpx.AsyncClient, n: int) -> None:
+        i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            try:
+                r = await c.post("/api/tasks", json={"projectId": project_id,
+                                                     "title": f"w{n}-{i}"})
+            except httpx.HTTPError:
+                await asyncio.sleep(0.05)
+                continue
+            if r.status_code == 201:
+                acknowledged.append(r.json()["id"])
+
+    async def killer() -> None:
+        await asyncio.sleep(stop_after / 3)
+        await loop.run_in_executor(None, victim.kill)
+
+    try:
+        await asyncio.gather(killer(), *[worker(clients[n % len(servers)], n)
+                                         for n in range(3 * len(servers))])
+    finally:
+        for c in clients:
+            await c.aclose()
+    return acknowledged
+
+
+def test_a_replica_killed_under_load_loses_nothing_acknowledged(make_server, database):
+    servers = replicas(make_server, database, 3)
+    streams = [Stream(s.ws_url) for s in servers[:2]]
+    try:
+        with client(servers[0]) as api:
+            project = ok(api.post("/api/projects", json={"name": "Kill"}), 201)
+        acknowledged = asyncio.run(_load(servers, project["id"], servers[2], 3.0))
+        assert servers[2].proc.poll() is not None
+        assert len(acknowledged) > 100
+        head = event_head(database)
+        assert_same_stream(streams, head)
+        assert_converged(servers[:2], database)
+        with client(servers[1]) as api:
+            held = {t["id"] for t in ok(api.get("/api/tasks",
+                                                params={"projectId": project["id"]}))}
+        assert set(acknowledged) <= held
+        assert set(acknowledged) <= set(stored(database)["task"])
+    finally:
+        for stream in streams:
+            stream.close()
