@@ -98,7 +98,8 @@ class Follower:
     def status(self) -> dict:
         """For /health: the listener's state and what was applied from other replicas."""
         out = {"listener": self.listener, "seq": self.store.log_head,
-               "applied": self.applied_records}
+               "eventSeq": self.store.log_events, "applied": self.applied_records,
+               "conflicts": self.service.conflicts}
         if self.gap:
             out["gap"] = self.gap
         return out
@@ -199,14 +200,18 @@ class Follower:
     async def _apply(self, rows: list[tuple]) -> None:
         service = self.service
         committer = service.committer
-        while True:
-            await committer.wait_idle()
-            async with service.lock:
-                if not committer.idle:
-                    continue  # a change of this server got in first: after it
-                for row in rows:
-                    self._apply_row(*row)
-                return
+        service.gate.clear()  # no new change of this server until the log is applied
+        try:
+            while True:
+                await committer.wait_idle()
+                async with service.lock:
+                    if not committer.idle:
+                        continue  # a change already waiting for the lock got in first
+                    for row in rows:
+                        self._apply_row(*row)
+                    return
+        finally:
+            service.gate.set()
 
     def _apply_row(self, seq: int, first_event: int, record: str, shapes: str | None) -> None:
         store = self.store

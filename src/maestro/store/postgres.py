@@ -39,6 +39,8 @@ LOCK_CLASS = 0x4D414553
 TABLES = {"project": "maestro_projects", "task": "maestro_tasks", "session": "maestro_sessions"}
 META_TABLE = "maestro_meta"
 DEFAULT_CONNECT_TIMEOUT = 10
+# The log is trimmed to its retention at least every this many records (and when idle).
+TRIM_EVERY = 1000
 INSTALL_HINT = "pip install 'maestro[postgres]' (or: pip install 'psycopg[binary]>=3.1')"
 
 
@@ -112,6 +114,7 @@ class PostgresStore(SyncStore):
         self.log_events = 0
         self.origin = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.log_retention = 100_000
+        self._trimmed_at = 0
         self._log: postgres_log.Statements | None = None
 
     # ----------------------------------------------------------------- connecting
@@ -393,6 +396,8 @@ class PostgresStore(SyncStore):
     def _appended(self, records: int, counts: list[int], txs) -> None:
         """A batch is committed at the head of the log: number its events."""
         self.log_head += records
+        if self.log_head - self._trimmed_at >= TRIM_EVERY:
+            self.maintenance()
         nxt = self.log_events + 1
         self.log_events += sum(counts)
         for tx in txs or ():
@@ -507,8 +512,12 @@ class PostgresStore(SyncStore):
 
     def maintenance(self) -> None:
         """Drop the log's records older than the retention (any replica may)."""
+        self._trimmed_at = self.log_head
         if self._usable() and self.log_head > self.log_retention:
-            self._conn.execute(self._log.trim, (self.log_head - self.log_retention,))
+            try:
+                self._conn.execute(self._log.trim, (self.log_head - self.log_retention,))
+            except _psycopg().Error as exc:  # tried again later; nothing depends on it
+                log.warning("trimming the log failed: %s", _first_line(exc))
 
     # ----------------------------------------------------------------- closing
     def close(self) -> None:
