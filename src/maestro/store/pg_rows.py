@@ -46,6 +46,7 @@ LISTS: dict[str, tuple[ListTable, ...]] = {
     ),
 }
 ALL_LISTS = tuple(t for tables in LISTS.values() for t in tables)
+TABLES_BY_NAME = {t.table: t for t in ALL_LISTS}
 # An op's delta changed a field this way: the whole list (SET) or entries from an index on.
 SET = -1
 
@@ -56,16 +57,19 @@ def kept_apart(table: ListTable, value) -> bool:
         return False
     if table.mode == ENTRIES:
         return True
-    return all(type(v) is str and "\x00" not in v for v in value)
+    try:
+        return "\x00" not in "".join(value)  # strings only (join refuses anything else)
+    except TypeError:
+        return False
 
 
 def entity_row_json(op: Op) -> str:
     """The entity row's JSON: the document with `[]` in place of every list kept apart."""
     value = op.value
-    tables = LISTS[op.kind]
-    if not any(value.get(t.field) and kept_apart(t, value.get(t.field)) for t in tables):
+    apart = {t.field for t in LISTS[op.kind]
+             if value.get(t.field) and kept_apart(t, value.get(t.field))}
+    if not apart:
         return op.full_json().decode()  # nothing kept apart: the document as it is
-    apart = {t.field for t in tables if kept_apart(t, value.get(t.field))}
     return jsonio.dumps({k: [] if k in apart else v for k, v in value.items()}).decode()
 
 
@@ -204,17 +208,18 @@ def _diff_links(plan: Plan, table: ListTable, owner: str,
     old_ids, old_pos = old if old is not None else ([], [])
     if old_ids == new:
         return
-    kept_ids: list[str] = []
-    kept_pos: list[int] = []
-    j = 0
     gone: list[int] = []
-    for item, pos in zip(old_ids, old_pos):
-        if j < len(new) and new[j] == item:
-            kept_ids.append(item)
-            kept_pos.append(pos)
-            j += 1
-        else:
-            gone.append(pos)
+    if new[:len(old_ids)] == old_ids:  # only added at the end (the usual link)
+        kept_ids, kept_pos, j = list(old_ids), list(old_pos), len(old_ids)
+    else:
+        kept_ids, kept_pos, j = [], [], 0
+        for item, pos in zip(old_ids, old_pos):
+            if j < len(new) and new[j] == item:
+                kept_ids.append(item)
+                kept_pos.append(pos)
+                j += 1
+            else:
+                gone.append(pos)
     if gone:
         owners, positions = _lists(plan.unlinks, table.table, 2)
         owners.extend([owner] * len(gone))
@@ -246,25 +251,35 @@ class Statements:
     def ident(self, table: str):
         return self.sql.Identifier(self.schema, table)
 
-    def get(self, what: str, table: str):
+    def get(self, what: str, table: str, rows: int = 0):
+        """The statement `what` on `table`; for `rows` > 0, one taking that many rows of
+        parameters as a VALUES list (each value quoted on its own, which costs far less than
+        quoting JSON text into an array literal)."""
         key = (what, table)
         stmt = self._cache.get(key)
         if stmt is None:
-            stmt = self._cache[key] = self._make(what, table)
+            stmt = self._make(what, table)
+            if what in ("upsert", "upsert_project") or (
+                    what == "insert" and TABLES_BY_NAME[table].mode == ENTRIES):
+                stmt = stmt.as_string()  # a template: the VALUES list goes in at `{}`
+            self._cache[key] = stmt
+        if rows:
+            one = "(%s, %s::json)" if what == "upsert_project" else "(%s, %s, %s::json)"
+            stmt = self.sql.SQL(stmt.replace("{}", ", ".join([one] * rows), 1))
         return stmt
 
     def _make(self, what: str, name: str):
         sql = self.sql
         t = self.ident(name)
+        # `{{}}`: the VALUES list, filled in per batch (see get).
         if what == "upsert_project":
             return sql.SQL(
-                "INSERT INTO {} (id, data) SELECT * FROM unnest(%s::text[], %s::json[]) "
+                "INSERT INTO {} (id, data) VALUES {{}} "
                 "ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, updated_at = now()"
             ).format(t)
         if what == "upsert":
             return sql.SQL(
-                "INSERT INTO {} (id, project_id, data) "
-                "SELECT * FROM unnest(%s::text[], %s::text[], %s::json[]) "
+                "INSERT INTO {} (id, project_id, data) VALUES {{}} "
                 "ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, "
                 "data = EXCLUDED.data, updated_at = now()").format(t)
         if what == "seq":
@@ -279,8 +294,7 @@ class Statements:
             return sql.SQL("DELETE FROM {} AS t USING unnest(%s::text[], %s::int[]) AS d(o, p) "
                            "WHERE t.{} = d.o AND t.position = d.p").format(t, owner)
         if what == "insert" and table.mode == ENTRIES:
-            return sql.SQL("INSERT INTO {} ({}, idx, entry) "
-                           "SELECT * FROM unnest(%s::text[], %s::int[], %s::json[]) "
+            return sql.SQL("INSERT INTO {} ({}, idx, entry) VALUES {{}} "
                            "ON CONFLICT ({}, idx) DO UPDATE SET entry = EXCLUDED.entry"
                            ).format(t, owner, owner)
         if what == "insert":
@@ -302,9 +316,11 @@ def statements_of(statements: Statements, plan: Plan) -> list[tuple[object, tupl
     out: list[tuple[object, tuple]] = []
     for kind, (ids, projects, data) in plan.upserts.items():
         if kind == "project":
-            out.append((get("upsert_project", ENTITY_TABLES[kind]), (ids, data)))
+            out.append((get("upsert_project", ENTITY_TABLES[kind], len(ids)),
+                        tuple(v for row in zip(ids, data) for v in row)))
         else:
-            out.append((get("upsert", ENTITY_TABLES[kind]), (ids, projects, data)))
+            out.append((get("upsert", ENTITY_TABLES[kind], len(ids)),
+                        tuple(v for row in zip(ids, projects, data) for v in row)))
     for kind, (ids,) in plan.deletes.items():
         out.append((get("delete", ENTITY_TABLES[kind]), (ids,)))
     for name, (owners,) in plan.clears.items():
@@ -312,7 +328,11 @@ def statements_of(statements: Statements, plan: Plan) -> list[tuple[object, tupl
     for name, (owners, positions) in plan.unlinks.items():
         out.append((get("unlink", name), (owners, positions)))
     for name, (owners, positions, values) in plan.inserts.items():
-        out.append((get("insert", name), (owners, positions, values)))
+        if TABLES_BY_NAME[name].mode == ENTRIES:
+            out.append((get("insert", name, len(owners)),
+                        tuple(v for row in zip(owners, positions, values) for v in row)))
+        else:
+            out.append((get("insert", name), (owners, positions, values)))
     return out
 
 
