@@ -103,6 +103,7 @@ class PostgresStore(SyncStore):
         self.restart_needed = False
         self.shapes = pg_rows.Shapes()
         self._statements: pg_rows.Statements | None = None
+        self._writer: tuple[Any, pg_rows.Writer] | None = None
         self.schema_version: int | None = None
 
     # ----------------------------------------------------------------- connecting
@@ -404,19 +405,13 @@ class PostgresStore(SyncStore):
     def _write(self, conn, plan: pg_rows.Plan, seq: int, clear: bool = False) -> None:
         """One transaction: the rows of `plan` and the batch's number; the shapes follow once
         it is committed."""
-        from psycopg import sql
-
-        todo: list[tuple[object, tuple]] = []
-        if clear:
-            todo += [(sql.SQL("DELETE FROM {}").format(self._table(name)), ())
-                     for name in (*TABLES.values(), *(t.table for t in pg_rows.ALL_LISTS))]
-        todo += pg_rows.statements_of(self._statements, plan)
-        todo.append((self._statements.get("seq", META_TABLE), (seq,)))
-        # One round trip for the whole transaction: the statements go as one query string,
+        # One round trip for the whole transaction: the statements go as one query text,
         # which the server runs as one transaction (committed when the last one succeeds).
-        query = sql.SQL("; ").join(stmt for stmt, _ in todo)
-        params = [p for _, ps in todo for p in ps]
-        _psycopg().ClientCursor(conn).execute(query, params)
+        writer = self._writer
+        if writer is None or writer[0] is not conn:  # quoting follows the connection's settings
+            writer = self._writer = (conn, pg_rows.Writer(
+                self.schema, _psycopg().pq.Escaping(conn.pgconn).escape_literal))
+        conn.execute(writer[1].text(plan, seq, clear))
         plan.adopt(self.shapes)
 
     def _committed_seq(self) -> int:
