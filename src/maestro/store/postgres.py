@@ -107,6 +107,7 @@ class PostgresStore(SyncStore):
         self.restart_needed = False
         self.shapes = pg_rows.Shapes()
         self._statements: pg_rows.Statements | None = None
+        self._writer: tuple[Any, pg_rows.Writer] | None = None
         self.schema_version: int | None = None
         # The log: the last record and event this store's server has applied, its own name
         # in the records it writes, and how many records are kept for replicas behind.
@@ -439,7 +440,7 @@ class PostgresStore(SyncStore):
                 record.append(op)
         self.shapes = pg_rows.Shapes()
         plan = pg_rows.plan_batch(pg_rows.compose([record]), self.shapes, _project_id)
-        self._write(self._conn, plan, [], clear=replace)
+        self._write(self._conn, plan, None, clear=replace)
         return {kind: len(getattr(result, f"{kind}s")) for kind in TABLES}
 
     def _exclusive(self) -> None:
@@ -448,23 +449,23 @@ class PostgresStore(SyncStore):
             return
         self._take_owner(self._conn)
 
-    def _write(self, conn, plan: pg_rows.Plan, appended: list, clear: bool = False) -> None:
-        """One transaction: the log's statements `appended` first, then the rows of `plan`;
-        the shapes follow once it is committed."""
-        from psycopg import sql
-
-        todo: list[tuple[object, tuple]] = list(appended)
-        if clear:
-            todo += [(sql.SQL("DELETE FROM {}").format(self._table(name)), ())
-                     for name in (*TABLES.values(), *(t.table for t in pg_rows.ALL_LISTS))]
-        todo += pg_rows.statements_of(self._statements, plan)
-        if not todo:
-            return
-        # One round trip for the whole transaction: the statements go as one query string,
+    def _write(self, conn, plan: pg_rows.Plan, appended: postgres_log.Append | None,
+               clear: bool = False) -> None:
+        """One transaction: the log's statements `appended` first (the counter row is locked
+        before any other row), then the rows of `plan`; the shapes follow once it is
+        committed."""
+        # One round trip for the whole transaction: the statements go as one query text,
         # which the server runs as one transaction (committed when the last one succeeds).
-        query = sql.SQL("; ").join(stmt for stmt, _ in todo)
-        params = [p for _, ps in todo for p in ps]
-        _psycopg().ClientCursor(conn).execute(query, params)
+        writer = self._writer
+        if writer is None or writer[0] is not conn:  # quoting follows the connection's settings
+            writer = self._writer = (conn, pg_rows.Writer(
+                self.schema, _psycopg().pq.Escaping(conn.pgconn).escape_literal))
+        quote = writer[1].quote
+        head = self.log_head
+        text = writer[1].text(plan, head + (appended.records if appended else 0), clear)
+        if appended is not None:
+            text = appended.text(quote) + b"; " + text
+        conn.execute(text)
         plan.adopt(self.shapes)
 
     def _committed(self, seq: int) -> bool:
