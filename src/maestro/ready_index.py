@@ -24,6 +24,9 @@ from .state import Table
 # Fields whose change can alter a task's own readiness or its place in the order.
 _OWN_FIELDS = ("status", "dependencies", "parentId", "claim", "priority", "createdAt",
                "projectId")
+# Every field the index reads: a replacement that changes none of them (a timeline append, a
+# new description) costs one look at each and nothing more.
+_READ_FIELDS = _OWN_FIELDS + ("sessionStatusBy",)
 
 
 class _SortedKeys:
@@ -123,12 +126,26 @@ class ReadyIndex:
                 self._follow(old, new)
 
     def _follow(self, old: dict | None, new: dict | None) -> None:
-        tid = (new or old)["id"]
-        self._follow_links(tid, old, new)
-        if old is not None and new is not None and all(
-                old.get(f) is new.get(f) or old.get(f) == new.get(f) for f in _OWN_FIELDS):
+        if old is None or new is None:
+            tid = (new or old)["id"]
+            self._follow_links(tid, old, new)
+            self.refresh(self._affected(tid, True, True))
             return
-        self.refresh(self._affected(tid, old, new))
+        old_get, new_get = old.get, new.get
+        changed = [f for f in _READ_FIELDS
+                   if (a := old_get(f)) is not (b := new_get(f)) and a != b]
+        if not changed:
+            return
+        tid = new["id"]
+        if "dependencies" in changed or "claim" in changed or "sessionStatusBy" in changed:
+            self._follow_links(tid, old, new)
+        status = "status" in changed
+        if status or "parentId" in changed or (
+                "dependencies" in changed and dependency_ids(old) != dependency_ids(new)):
+            self.refresh(self._affected(tid, status, True))
+        elif changed != ["sessionStatusBy"]:
+            # Priority, creation time, claim or project: the task's own place only.
+            self._place(tid)
 
     def _follow_links(self, tid: str, old: dict | None, new: dict | None) -> None:
         before, after = dependency_ids(old), dependency_ids(new)
@@ -153,14 +170,11 @@ class ReadyIndex:
             if isinstance(expires, int) and not isinstance(expires, bool):
                 heapq.heappush(self.expiries, (expires, tid))
 
-    def _affected(self, tid: str, old: dict | None, new: dict | None) -> set[str]:
-        """The tasks whose readiness may have changed with this change of `tid`."""
+    def _affected(self, tid: str, status_changed: bool, structure: bool) -> set[str]:
+        """The tasks whose readiness may have changed with this change of `tid`: its
+        descendants when its status or its edges changed, and the tasks depending on it (with
+        theirs) when its status changed."""
         out = {tid}
-        o, n = old or {}, new or {}
-        existence = old is None or new is None
-        status_changed = existence or o.get("status") != n.get("status")
-        structure = existence or dependency_ids(old) != dependency_ids(new) \
-            or parent_id(old) != parent_id(new)
         if status_changed or structure:
             out.update(self.descendants(tid))
         if status_changed:
@@ -171,8 +185,10 @@ class ReadyIndex:
 
     def descendants(self, tid: str) -> Iterator[str]:
         children = self.tasks.indexes["parentId"]
-        seen = {tid}
         stack = list(children.get(tid))
+        if not stack:
+            return
+        seen = {tid}
         while stack:
             cid = stack.pop()
             if cid in seen:
@@ -188,20 +204,23 @@ class ReadyIndex:
     def _place(self, tid: str) -> None:
         task = self.get(tid)
         eligible = blocked = False
-        if task is not None and task.get("status") == "pending":
-            held = is_held(task, self.get)
-            blocked = held
-            eligible = not held and not isinstance(task.get("claim"), dict)
-        if task is not None:
+        if task is None:
+            key = project = parent = stored = None
+        else:
+            if task.get("status") == "pending":
+                # No dependencies and no parent (most tasks): nothing can hold it back.
+                held = (bool(task.get("dependencies")) or bool(task.get("parentId"))) \
+                    and is_held(task, self.get)
+                blocked = held
+                eligible = not held and not isinstance(task.get("claim"), dict)
             key = order_key(task)
             project, parent = task.get("projectId"), parent_id(task)
             stored = key + (project, parent)
-        else:
-            key = project = parent = stored = None
         old = self.ready_key.get(tid)
         if old is not None and (not eligible or old != stored):
             self._unready(tid, old)
-        if eligible and tid not in self.ready_key:
+            old = None
+        if eligible and old is None:
             self._ready(tid, key, project, parent)
         old = self.blocked_key.get(tid)
         if old is not None and (not blocked or old != stored):
@@ -212,7 +231,8 @@ class ReadyIndex:
                 keys.remove(old[:3])
                 if not keys:
                     del self.blocked_by_project[old[3]]
-        if blocked and tid not in self.blocked_key:
+            old = None
+        if blocked and old is None:
             self.blocked_key[tid] = stored
             self.blocked_all.add(key)
             if isinstance(project, str):

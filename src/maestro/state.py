@@ -54,6 +54,26 @@ class _Index:
                 del self.buckets[key]
                 self.paged.pop(key, None)
 
+    def move(self, before: Any, after: Any, eid: str) -> None:
+        """`remove(before, eid)` then `add(after, eid)`, in one call."""
+        buckets = self.buckets
+        try:
+            bucket = buckets[before]
+            del bucket[eid]
+            if not bucket:
+                del buckets[before]
+                self.paged.pop(before, None)
+        except (KeyError, TypeError):
+            pass
+        try:
+            bucket = buckets.get(after)
+            if bucket is None:
+                buckets[after] = {eid: None}
+            else:
+                bucket[eid] = None
+        except TypeError:
+            pass
+
     def get(self, key: Any) -> dict[str, None]:
         try:
             return self.buckets.get(key, {})
@@ -103,6 +123,14 @@ class Table:
         self.compound = {frozenset(fields): (tuple(fields), _Index()) for fields in compound}
         # Fields holding a list of ids, indexed by each member (session.taskIds).
         self.multi = {name: _Index() for name in multi}
+        # Every field some index reads, with the single and compound indexes that read it: a
+        # replacement moves only the indexes of the fields it changed.
+        self._readers: dict[str, tuple[list, list]] = {}
+        for name, idx in self.indexes.items():
+            self._readers.setdefault(name, ([], []))[0].append(idx)
+        for fields, idx in self.compound.values():
+            for f in fields:
+                self._readers.setdefault(f, ([], []))[1].append((fields, idx))
         # Encoded forms by entity identity, and recently replaced versions of big entities
         # (id -> (entity, its spliced encoding)); both shared with the twin table of the other
         # state (working and committed views hold the same entity objects), so each version
@@ -224,17 +252,21 @@ class Table:
         """Move `new` (replacing `old`, same id) in the indexes whose field changed only."""
         eid = new["id"]
         old_get, new_get = old.get, new.get
-        for name, idx in self.indexes.items():
+        moved: list | None = None
+        for name, (singles, combined) in self._readers.items():
             before, after = old_get(name), new_get(name)
-            if before is not after and before != after:
-                idx.remove(before, eid)
-                idx.add(after, eid)
-        for fields, idx in self.compound.values():
-            before = tuple([old_get(f) for f in fields])
-            after = tuple([new_get(f) for f in fields])
-            if before != after:
-                idx.remove(before, eid)
-                idx.add(after, eid)
+            if before is after or before == after:
+                continue
+            for idx in singles:
+                idx.move(before, after, eid)
+            if combined:
+                if moved is None:
+                    moved = combined[:]
+                else:
+                    moved.extend(c for c in combined if c not in moved)
+        for fields, idx in moved or ():
+            idx.move(tuple([old_get(f) for f in fields]), tuple([new_get(f) for f in fields]),
+                     eid)
         for name, idx in self.multi.items():
             before, after = old_get(name), new_get(name)
             if before is after or before == after:
