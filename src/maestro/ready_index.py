@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 from collections.abc import Iterator
 
 from .domain.graph import dependency_ids, parent_id
@@ -47,6 +48,19 @@ class _SortedKeys:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+# The group of the tasks whose projectId is not a string (a foreign file): equal to no id.
+_LOOSE = object()
+
+
+def _merged(groups: dict) -> list[tuple]:
+    """The sorted lists of `groups` merged into one (sorting concatenated sorted runs is a
+    merge of the runs)."""
+    lists = [keys.keys for keys in groups.values()]
+    if len(lists) == 1:
+        return list(lists[0])
+    return sorted(itertools.chain.from_iterable(lists))
 
 
 def _claim_session(task: dict | None) -> str | None:
@@ -88,13 +102,16 @@ class ReadyIndex:
         self.dependents: dict[str, dict[str, None]] = {}
         # task id -> its order key, for every eligible (ready unless its claim is live) task.
         self.ready_key: dict[str, tuple] = {}
-        self.ready_by_project: dict[str, _SortedKeys] = {}
+        # Sorted keys per project (tasks whose projectId is no string under `_LOOSE`) and per
+        # parent. The lists of every project together are merged only when someone asks for
+        # them (`ready_all`), and kept until the next change of eligibility.
+        self.ready_by_project: dict = {}
         self.ready_by_parent: dict[str, _SortedKeys] = {}
-        self.ready_all = _SortedKeys()
+        self._ready_all: list[tuple] | None = []
         # task id -> key for every pending task held back (`?blocked=true`).
         self.blocked_key: dict[str, tuple] = {}
-        self.blocked_all = _SortedKeys()
-        self.blocked_by_project: dict[str, _SortedKeys] = {}
+        self.blocked_by_project: dict = {}
+        self._blocked_all: list[tuple] | None = []
         self.claims_by_session: dict[str, dict[str, None]] = {}
         self.status_by_session: dict[str, dict[str, None]] = {}
         # (leaseExpiresAt, task id): may hold stale entries, checked when popped.
@@ -225,33 +242,35 @@ class ReadyIndex:
         old = self.blocked_key.get(tid)
         if old is not None and (not blocked or old != stored):
             del self.blocked_key[tid]
-            self.blocked_all.remove(old[:3])
-            keys = self.blocked_by_project.get(old[3]) if isinstance(old[3], str) else None
+            self._blocked_all = None
+            group = old[3] if isinstance(old[3], str) else _LOOSE
+            keys = self.blocked_by_project.get(group)
             if keys is not None:
                 keys.remove(old[:3])
                 if not keys:
-                    del self.blocked_by_project[old[3]]
+                    del self.blocked_by_project[group]
             old = None
         if blocked and old is None:
             self.blocked_key[tid] = stored
-            self.blocked_all.add(key)
-            if isinstance(project, str):
-                self.blocked_by_project.setdefault(project, _SortedKeys()).add(key)
+            self._blocked_all = None
+            group = project if isinstance(project, str) else _LOOSE
+            self.blocked_by_project.setdefault(group, _SortedKeys()).add(key)
 
     def _ready(self, tid: str, key: tuple, project, parent: str | None) -> None:
         self.ready_key[tid] = key + (project, parent)
-        self.ready_all.add(key)
-        if isinstance(project, str):
-            self.ready_by_project.setdefault(project, _SortedKeys()).add(key)
+        self._ready_all = None
+        group = project if isinstance(project, str) else _LOOSE
+        self.ready_by_project.setdefault(group, _SortedKeys()).add(key)
         if parent is not None:
             self.ready_by_parent.setdefault(parent, _SortedKeys()).add(key)
 
     def _unready(self, tid: str, stored: tuple) -> None:
         key, project, parent = stored[:3], stored[3], stored[4]
         del self.ready_key[tid]
-        self.ready_all.remove(key)
-        for index, name in ((self.ready_by_project, project), (self.ready_by_parent, parent)):
-            keys = index.get(name) if isinstance(name, str) else None
+        self._ready_all = None
+        for index, name in ((self.ready_by_project, project if isinstance(project, str)
+                             else _LOOSE), (self.ready_by_parent, parent)):
+            keys = index.get(name) if name is not None else None
             if keys is not None:
                 keys.remove(key)
                 if not keys:
@@ -274,7 +293,7 @@ class ReadyIndex:
         elif project_id is not None:
             keys = self.ready_by_project.get(project_id)
         else:
-            keys = self.ready_all
+            return self.ready_all
         return keys.keys if keys is not None else []
 
     def ready_keys(self, project_id: str | None, parent: str | None) -> list[tuple]:
@@ -289,14 +308,28 @@ class ReadyIndex:
         if project_id is not None:
             keys = self.ready_by_project.get(project_id)
             return keys.keys if keys is not None else []
-        return self.ready_all.keys
+        return self.ready_all
 
     def blocked_keys(self, project_id: str | None) -> list[tuple]:
         """Order keys of the pending tasks held back, of a project or of all."""
         if project_id is not None:
             keys = self.blocked_by_project.get(project_id)
             return keys.keys if keys is not None else []
-        return self.blocked_all.keys
+        return self.blocked_all
+
+    @property
+    def ready_all(self) -> list[tuple]:
+        """Order keys of every eligible task (of all projects), sorted."""
+        if self._ready_all is None:
+            self._ready_all = _merged(self.ready_by_project)
+        return self._ready_all
+
+    @property
+    def blocked_all(self) -> list[tuple]:
+        """Order keys of every pending task held back, sorted."""
+        if self._blocked_all is None:
+            self._blocked_all = _merged(self.blocked_by_project)
+        return self._blocked_all
 
     def blocked_ids(self, project_id: str | None) -> list[str]:
         return [k[2] for k in self.blocked_keys(project_id)]
