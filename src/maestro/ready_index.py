@@ -90,11 +90,13 @@ def _drop(index: dict, key, member: str) -> None:
 class ReadyIndex:
     def __init__(self, tasks: Table, track_expiries: bool = True, lazy: bool = False):
         self.tasks = tasks
-        # Lazy: changes are only noted (per task, the version before the first one and the
-        # latest) and followed when the index is next read (`catch_up`), so a burst of writes
-        # that nobody reads the readiness of in between costs one update per task.
+        # Lazy: changes are only noted (per task, the fields the index reads of the version
+        # before the first one, None if it did not exist) and followed when the index is next
+        # read (`catch_up`) from there to the row of now, so a burst of writes that nobody
+        # reads the readiness of in between costs one update per task, and the replaced
+        # versions themselves are not kept alive meanwhile.
         self.lazy = lazy
-        self._pending: dict[str, tuple[dict | None, dict | None]] = {}
+        self._pending: dict[str, tuple | None] = {}
         # Only the index the sweeper reads needs the heap (the committed view's would grow).
         self.track_expiries = track_expiries
         self.get = tasks.rows.get
@@ -127,18 +129,21 @@ class ReadyIndex:
             return
         if self.lazy:
             tid = (new or old)["id"]
-            noted = self._pending.get(tid)
-            self._pending[tid] = (noted[0] if noted is not None else old, new)
+            if tid not in self._pending:
+                self._pending[tid] = None if old is None else tuple(map(old.get, _READ_FIELDS))
             return
         self._follow(old, new)
 
     def catch_up(self) -> None:
-        """Follow the changes a lazy index has only noted (a task's first and last versions
-        are one change: the index is a function of the rows, which hold the latest)."""
+        """Follow the changes a lazy index has only noted (a task's version before its first
+        change and its row of now are one change: the index is a function of the rows)."""
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        for old, new in pending.values():
+        rows = self.tasks.rows
+        for tid, fields in pending.items():
+            old = None if fields is None else dict(zip(_READ_FIELDS, fields), id=tid)
+            new = rows.get(tid)
             if old is not None or new is not None:
                 self._follow(old, new)
 
