@@ -503,18 +503,22 @@ class Table:
 
 
 class State:
-    """Every entity with its indexes. `twin`: another State holding the same entities (the
-    committed view of a working state); the two share their encoding caches."""
+    """Every entity with its indexes. `twin`: the committed view of this working state, another
+    State holding the same entities; the two share their encoding caches. Lists are read from
+    the committed view, so a working state keeps only the single-field indexes (mutations look
+    up children, a project's tasks, a task's sessions): the combined ones, which only make a
+    combined filter cheaper, would be kept up to date on every write for nobody."""
 
     def __init__(self, twin: "State | None" = None) -> None:
+        combined = twin is None
         self.projects = Table("createdAt", twin=twin.projects if twin else None)
         self.tasks = Table("createdAt", indexed=("projectId", "parentId", "status"),
                            compound=(("projectId", "status"), ("projectId", "parentId"),
                                      ("parentId", "status"),
-                                     ("projectId", "parentId", "status")),
+                                     ("projectId", "parentId", "status")) if combined else (),
                            twin=twin.tasks if twin else None)
         self.sessions = Table("startedAt", indexed=("projectId", "status"), multi=("taskIds",),
-                              compound=(("projectId", "status"),),
+                              compound=(("projectId", "status"),) if combined else (),
                               twin=twin.sessions if twin else None)
         self._tables = {"project": self.projects, "task": self.tasks, "session": self.sessions}
         self.table = self._tables.__getitem__  # table(kind) -> Table
