@@ -74,3 +74,18 @@ def test_a_working_state_answers_combined_filters_like_its_view():
         want = view.tasks.query(equals)
         assert want and working.tasks.query(equals) == want
         assert working.tasks.page(equals, limit=5)[0] == view.tasks.page(equals, limit=5)[0]
+
+
+def test_entities_missing_indexed_fields_move_between_combined_buckets():
+    rng = random.Random(5)
+    state = State()
+    tasks = state.table("task")
+    for n in range(3_000):
+        task = {"id": f"task_{rng.randrange(40)}", "createdAt": n,
+                "projectId": rng.choice(["p1", "p2"]), "status": rng.choice(["pending", "done"]),
+                "parentId": rng.choice([None, "task_1"])}
+        for field in ("projectId", "status", "parentId"):
+            if rng.random() < 0.2:
+                del task[field]  # a foreign file's entity may lack any of them
+        tasks.put(task)
+    _assert_same_indexes(tasks, "task")

@@ -9,6 +9,7 @@ append to a long list costs the new entry, not the list."""
 from __future__ import annotations
 
 import bisect
+import operator
 from typing import Any, Iterable
 
 from . import jsonio
@@ -108,6 +109,21 @@ def _discard(ids: list[str], eid: str, key: tuple, key_of) -> None:
         ids.remove(eid)
 
 
+def _key_reader(fields: tuple[str, ...]):
+    """entity -> the tuple of its `fields` (None for a missing one), as a compound index's
+    key."""
+    if len(fields) == 1:
+        return lambda entity: (entity.get(fields[0]),)
+    pick = operator.itemgetter(*fields)
+
+    def key_of(entity: dict) -> tuple:
+        try:
+            return pick(entity)
+        except KeyError:
+            return tuple([entity.get(f) for f in fields])
+    return key_of
+
+
 class Table:
     """One kind of entity: the records, their order, their indexes and encoded forms."""
 
@@ -130,7 +146,7 @@ class Table:
             self._readers.setdefault(name, ([], []))[0].append(idx)
         for fields, idx in self.compound.values():
             for f in fields:
-                self._readers.setdefault(f, ([], []))[1].append((fields, idx))
+                self._readers.setdefault(f, ([], []))[1].append((_key_reader(fields), idx))
         # Encoded forms by entity identity, and recently replaced versions of big entities
         # (id -> (entity, its spliced encoding)); both shared with the twin table of the other
         # state (working and committed views hold the same entity objects), so each version
@@ -264,9 +280,8 @@ class Table:
                     moved = combined[:]
                 else:
                     moved.extend(c for c in combined if c not in moved)
-        for fields, idx in moved or ():
-            idx.move(tuple([old_get(f) for f in fields]), tuple([new_get(f) for f in fields]),
-                     eid)
+        for key_of, idx in moved or ():
+            idx.move(key_of(old), key_of(new), eid)
         for name, idx in self.multi.items():
             before, after = old_get(name), new_get(name)
             if before is after or before == after:
