@@ -52,7 +52,7 @@ def _links(index: ReadyIndex) -> tuple:
     def plain(groups: dict) -> dict:
         return {key: set(members) for key, members in groups.items() if members}
 
-    lists = {name: {key: list(keys.keys) for key, keys in getattr(index, name).items()}
+    lists = {name: {key: list(keys) for key, keys in getattr(index, name).items()}
              for name in ("ready_by_project", "ready_by_parent", "blocked_by_project")}
     return (plain(index.dependents), plain(index.claims_by_session),
             plain(index.status_by_session), dict(index.ready_key), dict(index.blocked_key),

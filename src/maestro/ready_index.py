@@ -30,24 +30,24 @@ _OWN_FIELDS = ("status", "dependencies", "parentId", "claim", "priority", "creat
 _READ_FIELDS = _OWN_FIELDS + ("sessionStatusBy",)
 
 
-class _SortedKeys:
-    """Order keys `(rank, createdAt, id)` kept sorted."""
+def _insort(groups: dict, name, key: tuple) -> None:
+    """Put order key `key` into the sorted list of `groups[name]`."""
+    keys = groups.get(name)
+    if keys is None:
+        groups[name] = [key]
+    else:
+        bisect.insort(keys, key)
 
-    __slots__ = ("keys",)
 
-    def __init__(self) -> None:
-        self.keys: list[tuple] = []
-
-    def add(self, key: tuple) -> None:
-        bisect.insort(self.keys, key)
-
-    def remove(self, key: tuple) -> None:
-        i = bisect.bisect_left(self.keys, key)
-        if i < len(self.keys) and self.keys[i] == key:
-            del self.keys[i]
-
-    def __len__(self) -> int:
-        return len(self.keys)
+def _take(groups: dict, name, key: tuple) -> None:
+    """Take order key `key` out of the sorted list of `groups[name]` (dropped when empty)."""
+    keys = groups.get(name)
+    if keys is not None:
+        i = bisect.bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            del keys[i]
+            if not keys:
+                del groups[name]
 
 
 # The group of the tasks whose projectId is not a string (a foreign file): equal to no id.
@@ -57,7 +57,7 @@ _LOOSE = object()
 def _merged(groups: dict) -> list[tuple]:
     """The sorted lists of `groups` merged into one (sorting concatenated sorted runs is a
     merge of the runs)."""
-    lists = [keys.keys for keys in groups.values()]
+    lists = list(groups.values())
     if len(lists) == 1:
         return list(lists[0])
     return sorted(itertools.chain.from_iterable(lists))
@@ -108,7 +108,7 @@ class ReadyIndex:
         # parent. The lists of every project together are merged only when someone asks for
         # them (`ready_all`), and kept until the next change of eligibility.
         self.ready_by_project: dict = {}
-        self.ready_by_parent: dict[str, _SortedKeys] = {}
+        self.ready_by_parent: dict[str, list[tuple]] = {}
         self._ready_all: list[tuple] | None = []
         # task id -> key for every pending task held back (`?blocked=true`).
         self.blocked_key: dict[str, tuple] = {}
@@ -162,9 +162,14 @@ class ReadyIndex:
         if "dependencies" in changed or "claim" in changed or "sessionStatusBy" in changed:
             self._follow_links(tid, old, new)
         status = "status" in changed
-        if status or "parentId" in changed or (
+        if "parentId" in changed or (
                 "dependencies" in changed and dependency_ids(old) != dependency_ids(new)):
             self.refresh(self._affected(tid, status, True))
+        elif status:
+            if self.tasks.indexes["parentId"].get(tid) or self.dependents.get(tid):
+                self.refresh(self._affected(tid, True, False))
+            else:  # no children and nothing depends on it (most tasks)
+                self._place(tid)
         elif changed != ["sessionStatusBy"]:
             # Priority, creation time, claim or project: the task's own place only.
             self._place(tid)
@@ -200,7 +205,8 @@ class ReadyIndex:
         if status_changed or structure:
             out.update(self.descendants(tid))
         if status_changed:
-            for dependent in list(self.dependents.get(tid, ())):
+            dependents = self.dependents.get(tid)
+            for dependent in list(dependents) if dependents else ():
                 out.add(dependent)
                 out.update(self.descendants(dependent))
         return out
@@ -220,8 +226,9 @@ class ReadyIndex:
             stack.extend(children.get(cid))
 
     def refresh(self, ids) -> None:
+        place = self._place
         for tid in ids:
-            self._place(tid)
+            place(tid)
 
     def _place(self, tid: str) -> None:
         task = self.get(tid)
@@ -240,46 +247,30 @@ class ReadyIndex:
             stored = key + (project, parent)
         old = self.ready_key.get(tid)
         if old is not None and (not eligible or old != stored):
-            self._unready(tid, old)
+            del self.ready_key[tid]
+            self._ready_all = None
+            _take(self.ready_by_project, old[3] if isinstance(old[3], str) else _LOOSE, old[:3])
+            if old[4] is not None:
+                _take(self.ready_by_parent, old[4], old[:3])
             old = None
         if eligible and old is None:
-            self._ready(tid, key, project, parent)
+            self.ready_key[tid] = stored
+            self._ready_all = None
+            _insort(self.ready_by_project, project if isinstance(project, str) else _LOOSE, key)
+            if parent is not None:
+                _insort(self.ready_by_parent, parent, key)
         old = self.blocked_key.get(tid)
         if old is not None and (not blocked or old != stored):
             del self.blocked_key[tid]
             self._blocked_all = None
-            group = old[3] if isinstance(old[3], str) else _LOOSE
-            keys = self.blocked_by_project.get(group)
-            if keys is not None:
-                keys.remove(old[:3])
-                if not keys:
-                    del self.blocked_by_project[group]
+            _take(self.blocked_by_project, old[3] if isinstance(old[3], str) else _LOOSE,
+                  old[:3])
             old = None
         if blocked and old is None:
             self.blocked_key[tid] = stored
             self._blocked_all = None
-            group = project if isinstance(project, str) else _LOOSE
-            self.blocked_by_project.setdefault(group, _SortedKeys()).add(key)
-
-    def _ready(self, tid: str, key: tuple, project, parent: str | None) -> None:
-        self.ready_key[tid] = key + (project, parent)
-        self._ready_all = None
-        group = project if isinstance(project, str) else _LOOSE
-        self.ready_by_project.setdefault(group, _SortedKeys()).add(key)
-        if parent is not None:
-            self.ready_by_parent.setdefault(parent, _SortedKeys()).add(key)
-
-    def _unready(self, tid: str, stored: tuple) -> None:
-        key, project, parent = stored[:3], stored[3], stored[4]
-        del self.ready_key[tid]
-        self._ready_all = None
-        for index, name in ((self.ready_by_project, project if isinstance(project, str)
-                             else _LOOSE), (self.ready_by_parent, parent)):
-            keys = index.get(name) if name is not None else None
-            if keys is not None:
-                keys.remove(key)
-                if not keys:
-                    del index[name]
+            _insort(self.blocked_by_project, project if isinstance(project, str) else _LOOSE,
+                    key)
 
     def rebuild(self) -> None:
         """Everything from scratch (after loading, when changes were not followed)."""
@@ -299,7 +290,7 @@ class ReadyIndex:
             keys = self.ready_by_project.get(project_id)
         else:
             return self.ready_all
-        return keys.keys if keys is not None else []
+        return keys if keys is not None else []
 
     def ready_keys(self, project_id: str | None, parent: str | None) -> list[tuple]:
         """Order keys of the eligible tasks of a project and/or under a parent."""
@@ -308,18 +299,18 @@ class ReadyIndex:
             if keys is None:
                 return []
             if project_id is None:
-                return keys.keys
-            return [k for k in keys.keys if self.ready_key[k[2]][3] == project_id]
+                return keys
+            return [k for k in keys if self.ready_key[k[2]][3] == project_id]
         if project_id is not None:
             keys = self.ready_by_project.get(project_id)
-            return keys.keys if keys is not None else []
+            return keys if keys is not None else []
         return self.ready_all
 
     def blocked_keys(self, project_id: str | None) -> list[tuple]:
         """Order keys of the pending tasks held back, of a project or of all."""
         if project_id is not None:
             keys = self.blocked_by_project.get(project_id)
-            return keys.keys if keys is not None else []
+            return keys if keys is not None else []
         return self.blocked_all
 
     @property
