@@ -182,8 +182,11 @@ class Table:
             hit = self._encoded.pop(id(old), None)
             self.rows[eid] = entity
             self._reindex(old, entity)
-            self._splice(old, hit[1] if hit is not None and hit[0] is old else None, entity,
-                         growth)
+            encoding = hit[1] if hit is not None and hit[0] is old else None
+            if growth or id(entity) in self._retired or not (
+                    encoding is None or type(encoding) is bytes
+                    and len(encoding) < BIG_ENTITY_BYTES):
+                self._splice(old, encoding, entity, growth)
             if self._paging:
                 self._page_move(old, entity)
             if self.listener is not None:
@@ -220,7 +223,9 @@ class Table:
 
     def _splice(self, old: dict, encoding: bytes | Spliced | None, new: dict,
                 growth: Growth | None) -> None:
-        """Encode a big entity's new version from the parts of the one it replaces."""
+        """Encode a big entity's new version from the parts of the one it replaces (`put`
+        calls it only when there is something to do: a big or growing entity, or a replaced
+        version put back)."""
         if isinstance(encoding, Spliced):
             self._retire(old, encoding)
         current = self._encoded.get(id(new))
