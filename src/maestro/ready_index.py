@@ -166,7 +166,7 @@ class ReadyIndex:
                 "dependencies" in changed and dependency_ids(old) != dependency_ids(new)):
             self.refresh(self._affected(tid, status, True))
         elif status:
-            if self.tasks.indexes["parentId"].get(tid) or self.dependents.get(tid):
+            if tid in self.tasks.indexes["parentId"].buckets or tid in self.dependents:
                 self.refresh(self._affected(tid, True, False))
             else:  # no children and nothing depends on it (most tasks)
                 self._place(tid)
