@@ -21,10 +21,6 @@ STRATEGIES = ("simple", "queue", "tree")
 _MISSING = object()
 
 
-def has(body: dict, key: str) -> bool:
-    return key in body
-
-
 def string(body: dict, key: str, *, required_message: str | None = None,
            max_len: int | None = None, nonblank_message: str | None = None) -> str | None:
     """A string field, or None when absent. `required_message` makes absence (or null) an

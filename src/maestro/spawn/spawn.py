@@ -93,7 +93,7 @@ def parse_spawn_body(service: Service, body: dict) -> dict:
     if spawn_source == "session" and parent is None:
         raise spawn_error(400, "missing_session_id",
                           'sessionId is required when spawnSource is "session"')
-    if parent is not None and service.state.sessions.get(parent) is None:
+    if parent is not None and service.get_session_or_none(parent) is None:
         raise spawn_error(404, "parent_session_not_found", f"Parent session {parent} not found",
                           {"sessionId": parent})
     role = body.get("role", "worker")
@@ -180,11 +180,11 @@ def _check_references(service: Service, req: dict) -> tuple[dict, list[dict]]:
     """Checks 8-9 of §9.3: every task (first missing reported), then the project."""
     tasks = []
     for tid in req["taskIds"]:
-        task = service.state.tasks.get(tid)
+        task = service.get_task_or_none(tid)
         if task is None:
             raise spawn_error(404, "task_not_found", f"Task {tid} not found", {"taskId": tid})
         tasks.append(task)
-    project = service.state.projects.get(req["projectId"])
+    project = service.get_project_or_none(req["projectId"])
     if project is None:
         raise spawn_error(404, "project_not_found", f"Project {req['projectId']} not found",
                           {"projectId": req["projectId"]})
@@ -347,8 +347,8 @@ class Spawner:
         metadata["launchedBy"] = self.settings.launcher
         name = req["sessionName"]
         if name is None:
-            tasks = self.service.state.tasks
-            name = session_name(req["role"], [(tasks.get(t) or {}).get("title") or t
+            task = self.service.get_task_or_none
+            name = session_name(req["role"], [(task(t) or {}).get("title") or t
                                               for t in req["taskIds"]])
         return {"taskIds": req["taskIds"], "projectId": req["projectId"], "id": session_id,
                 "name": name, "agentId": None, "status": "spawning", "env": env,
@@ -359,7 +359,7 @@ class Spawner:
                               manifest: dict) -> dict:
         service = self.service
         fields = self._session_fields(req, session_id, manifest_path)
-        project = service.state.projects.get(req["projectId"]) or {}
+        project = service.get_project_or_none(req["projectId"]) or {}
         payload: dict[str, Any] = {
             "session": None, "projectId": req["projectId"], "taskIds": req["taskIds"],
             "skillIds": req["skills"], "name": fields["name"],
@@ -377,23 +377,23 @@ class Spawner:
         if self.settings.spawn_event_alias:  # extension E9
             first_events.append(Event("session:spawn", payload))
 
-        def apply(tx):
+        def recheck() -> None:
             # The state may have changed while the manifest was written: check again, with the
             # spawn endpoint's own codes, under the mutation lock.
             parent = req["parentSessionId"]
-            if parent is not None and service.state.sessions.get(parent) is None:
+            if parent is not None and service.get_session_or_none(parent) is None:
                 raise spawn_error(404, "parent_session_not_found",
                                   f"Parent session {parent} not found", {"sessionId": parent})
             _check_references(service, req)
-            session = service.new_session_in_tx(
-                tx, fields, missing_task=lambda tid: spawn_error(
-                    404, "task_not_found", f"Task {tid} not found", {"taskId": tid}),
-                created_events=first_events)
+
+        def created(session: dict) -> None:
             payload["session"] = session
-            return session
 
         try:
-            return await service._mutate(apply)
+            return await service.create_session_from(
+                fields, recheck=recheck, missing_task=lambda tid: spawn_error(
+                    404, "task_not_found", f"Task {tid} not found", {"taskId": tid}),
+                created_events=first_events, on_created=created)
         except BaseException:
             if self.tokens is not None:
                 self.tokens.revoke(session_id)

@@ -29,8 +29,8 @@ def capped(files: list[str]) -> list[str]:
 
 def worktree_sessions(service) -> list[dict]:
     """Sessions (committed view) that have a worktree record."""
-    return [s for s in service.state.sessions.rows.values()
-            if isinstance(s.get("workspace"), dict) and s["workspace"].get("mode") == "worktree"]
+    return service.sessions_where(lambda s: isinstance(s.get("workspace"), dict)
+                                  and s["workspace"].get("mode") == "worktree")
 
 
 class OverlapScanner:

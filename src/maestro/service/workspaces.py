@@ -1,13 +1,13 @@
 """The Service's one mutation for workspaces: writing `session.workspace` (its state after a
 merge or a clean-up, the files it changes and its overlaps with other sessions), with the events
-and task timeline entries that go with it. Mixed into the Service like `Coordination`."""
+and task timeline entries that go with it."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..domain.timeline import entry as timeline_entry
 from ..entities import as_list, bump, with_changes
-from ..ids import make_id
 
 if TYPE_CHECKING:
     from ..commit import Tx
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class WorkspaceRecords:
-    """Uses the Service's `state` and `_mutate`."""
+    """Part of the Service: uses its `state` and `_mutate`."""
 
     state: State
 
@@ -60,8 +60,7 @@ class WorkspaceRecords:
             if task is None:
                 continue
             now = bump(task.get("updatedAt"))
-            entry = {"id": make_id("evt", now), "type": "update", "timestamp": now,
-                     "message": message, "sessionId": session["id"]}
+            entry = timeline_entry(now, "update", message, sessionId=session["id"])
             final = tx.put("task", with_changes(task, timeline=as_list(task.get("timeline"))
                                                 + [entry], updatedAt=now))
             tx.emit("task:updated", final)
