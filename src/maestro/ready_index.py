@@ -18,7 +18,7 @@ import heapq
 import itertools
 from collections.abc import Iterator
 
-from .domain.graph import dependency_ids, parent_id
+from .domain.graph import dependency_ids
 from .domain.readiness import is_held, order_key
 from .state import Table
 
@@ -121,7 +121,7 @@ class ReadyIndex:
         self.suspended = False
 
     def attach(self) -> None:
-        self.tasks.listener = self.on_change
+        self.tasks.listener = self.on_change if self.lazy else self._follow
 
     # ------------------------------------------------------------ following changes
     def on_change(self, old: dict | None, new: dict | None) -> None:
@@ -148,14 +148,20 @@ class ReadyIndex:
                 self._follow(old, new)
 
     def _follow(self, old: dict | None, new: dict | None) -> None:
+        """Follow one change (the listener of an index that is not lazy)."""
+        if self.suspended:
+            return
         if old is None or new is None:
             tid = (new or old)["id"]
             self._follow_links(tid, old, new)
             self.refresh(self._affected(tid, True, True))
             return
         old_get, new_get = old.get, new.get
-        changed = [f for f in _READ_FIELDS
-                   if (a := old_get(f)) is not (b := new_get(f)) and a != b]
+        changed = []
+        for f in _READ_FIELDS:
+            a, b = old_get(f), new_get(f)
+            if a is not b and a != b:
+                changed.append(f)
         if not changed:
             return
         tid = new["id"]
@@ -243,7 +249,9 @@ class ReadyIndex:
                 blocked = held
                 eligible = not held and not isinstance(task.get("claim"), dict)
             key = order_key(task)
-            project, parent = task.get("projectId"), parent_id(task)
+            project, parent = task.get("projectId"), task.get("parentId")
+            if not isinstance(parent, str) or not parent:  # as graph.parent_id
+                parent = None
             stored = key + (project, parent)
         old = self.ready_key.get(tid)
         if old is not None and (not eligible or old != stored):

@@ -55,26 +55,6 @@ class _Index:
                 del self.buckets[key]
                 self.paged.pop(key, None)
 
-    def move(self, before: Any, after: Any, eid: str) -> None:
-        """`remove(before, eid)` then `add(after, eid)`, in one call."""
-        buckets = self.buckets
-        try:
-            bucket = buckets[before]
-            del bucket[eid]
-            if not bucket:
-                del buckets[before]
-                self.paged.pop(before, None)
-        except (KeyError, TypeError):
-            pass
-        try:
-            bucket = buckets.get(after)
-            if bucket is None:
-                buckets[after] = {eid: None}
-            else:
-                bucket[eid] = None
-        except TypeError:
-            pass
-
     def get(self, key: Any) -> dict[str, None]:
         try:
             return self.buckets.get(key, {})
@@ -109,19 +89,11 @@ def _discard(ids: list[str], eid: str, key: tuple, key_of) -> None:
         ids.remove(eid)
 
 
-def _key_reader(fields: tuple[str, ...]):
-    """entity -> the tuple of its `fields` (None for a missing one), as a compound index's
-    key."""
+def _key_picker(fields: tuple[str, ...]):
+    """entity -> the tuple of its `fields` in one call (KeyError when one is missing)."""
     if len(fields) == 1:
-        return lambda entity: (entity.get(fields[0]),)
-    pick = operator.itemgetter(*fields)
-
-    def key_of(entity: dict) -> tuple:
-        try:
-            return pick(entity)
-        except KeyError:
-            return tuple([entity.get(f) for f in fields])
-    return key_of
+        return lambda entity: (entity[fields[0]],)
+    return operator.itemgetter(*fields)
 
 
 class Table:
@@ -139,14 +111,15 @@ class Table:
         self.compound = {frozenset(fields): (tuple(fields), _Index()) for fields in compound}
         # Fields holding a list of ids, indexed by each member (session.taskIds).
         self.multi = {name: _Index() for name in multi}
-        # Every field some index reads, with the single and compound indexes that read it: a
-        # replacement moves only the indexes of the fields it changed.
-        self._readers: dict[str, tuple[list, list]] = {}
+        # Every field some index reads, with the indexes that read it as (index, the field for
+        # a single-field one, the key picker and fields for a compound one): a replacement
+        # moves only the indexes of the fields it changed.
+        self._readers: dict[str, list[tuple]] = {}
         for name, idx in self.indexes.items():
-            self._readers.setdefault(name, ([], []))[0].append(idx)
+            self._readers.setdefault(name, []).append((idx, name, None, None))
         for fields, idx in self.compound.values():
             for f in fields:
-                self._readers.setdefault(f, ([], []))[1].append((_key_reader(fields), idx))
+                self._readers.setdefault(f, []).append((idx, None, _key_picker(fields), fields))
         # Encoded forms by entity identity, and recently replaced versions of big entities
         # (id -> (entity, its spliced encoding)); both shared with the twin table of the other
         # state (working and committed views hold the same entity objects), so each version
@@ -273,20 +246,42 @@ class Table:
         """Move `new` (replacing `old`, same id) in the indexes whose field changed only."""
         eid = new["id"]
         old_get, new_get = old.get, new.get
-        moved: list | None = None
-        for name, (singles, combined) in self._readers.items():
+        moves: list | None = None
+        for name, readers in self._readers.items():
             before, after = old_get(name), new_get(name)
             if before is after or before == after:
                 continue
-            for idx in singles:
-                idx.move(before, after, eid)
-            if combined:
-                if moved is None:
-                    moved = combined[:]
+            if moves is None:
+                moves = readers
+            else:  # a compound index reading both fields moves once
+                moves = list(dict.fromkeys(moves + readers))
+        for idx, name, pick, fields in moves or ():
+            if name is not None:
+                before, after = old_get(name), new_get(name)
+            else:
+                try:
+                    before, after = pick(old), pick(new)
+                except KeyError:
+                    before = tuple([old_get(f) for f in fields])
+                    after = tuple([new_get(f) for f in fields])
+            # remove(before) and add(after), inline: this runs for every moved index.
+            buckets = idx.buckets
+            try:
+                bucket = buckets[before]
+                del bucket[eid]
+                if not bucket:
+                    del buckets[before]
+                    idx.paged.pop(before, None)
+            except (KeyError, TypeError):
+                pass
+            try:
+                bucket = buckets.get(after)
+                if bucket is None:
+                    buckets[after] = {eid: None}
                 else:
-                    moved.extend(c for c in combined if c not in moved)
-        for key_of, idx in moved or ():
-            idx.move(key_of(old), key_of(new), eid)
+                    bucket[eid] = None
+            except TypeError:
+                pass
         for name, idx in self.multi.items():
             before, after = old_get(name), new_get(name)
             if before is after or before == after:
@@ -332,7 +327,10 @@ class Table:
             fields, idx = combined
             candidates = idx.get(tuple(equals[f] for f in fields))
         for name, value in equals.items():
-            bucket = self.indexes[name].get(value)
+            index = self.indexes.get(name)
+            if index is None:  # a field not indexed here: filtered below
+                continue
+            bucket = index.get(value)
             if candidates is None or len(bucket) < len(candidates):
                 candidates = bucket
         for name, value in (contains or {}).items():
@@ -410,9 +408,12 @@ class Table:
                 fields, idx = combined
                 choices.append((idx, tuple(equals[f] for f in fields), not contains))
         for name, value in equals.items():
-            choices.append((self.indexes[name], value, len(equals) == 1 and not contains))
+            if name in self.indexes:
+                choices.append((self.indexes[name], value, len(equals) == 1 and not contains))
         for name, value in contains.items():
             choices.append((self.multi[name], value, not equals and len(contains) == 1))
+        if not choices:  # filters on fields not indexed here: walk everything, filtered
+            return self._page_source({}, {})[0], False
         exact = [c for c in choices if c[2]]
         idx, key, is_exact = exact[0] if exact else min(choices, key=lambda c: len(c[0].get(c[1])))
         found = idx.sorted_ids(key)
@@ -525,20 +526,25 @@ class Table:
 class State:
     """Every entity with its indexes. `twin`: the committed view of this working state, another
     State holding the same entities; the two share their encoding caches. Lists are read from
-    the committed view, so a working state keeps only the single-field indexes (mutations look
-    up children, a project's tasks, a task's sessions): the combined ones, which only make a
-    combined filter cheaper, would be kept up to date on every write for nobody."""
+    the committed view, so a working state keeps only the indexes mutations look up (a
+    project's tasks and sessions, a task's children and sessions); the others (status, the
+    combined ones) would be kept up to date on every write for nobody. A filter on a field
+    without an index is still answered, from another field's bucket or a scan."""
 
     def __init__(self, twin: "State | None" = None) -> None:
-        combined = twin is None
+        view = twin is None
         self.projects = Table("createdAt", twin=twin.projects if twin else None)
-        self.tasks = Table("createdAt", indexed=("projectId", "parentId", "status"),
+        self.tasks = Table("createdAt",
+                           indexed=("projectId", "parentId", "status") if view
+                           else ("projectId", "parentId"),
                            compound=(("projectId", "status"), ("projectId", "parentId"),
                                      ("parentId", "status"),
-                                     ("projectId", "parentId", "status")) if combined else (),
+                                     ("projectId", "parentId", "status")) if view else (),
                            twin=twin.tasks if twin else None)
-        self.sessions = Table("startedAt", indexed=("projectId", "status"), multi=("taskIds",),
-                              compound=(("projectId", "status"),) if combined else (),
+        self.sessions = Table("startedAt",
+                              indexed=("projectId", "status") if view else ("projectId",),
+                              multi=("taskIds",),
+                              compound=(("projectId", "status"),) if view else (),
                               twin=twin.sessions if twin else None)
         self._tables = {"project": self.projects, "task": self.tasks, "session": self.sessions}
         self.table = self._tables.__getitem__  # table(kind) -> Table
