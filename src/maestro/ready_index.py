@@ -152,9 +152,15 @@ class ReadyIndex:
         if self.suspended:
             return
         if old is None or new is None:
-            tid = (new or old)["id"]
-            self._follow_links(tid, old, new)
-            self.refresh(self._affected(tid, True, True))
+            task = new or old
+            tid = task["id"]
+            if task.get("dependencies") or task.get("claim") is not None \
+                    or task.get("sessionStatusBy") is not None:
+                self._follow_links(tid, old, new)
+            if tid in self.tasks.indexes["parentId"].buckets or tid in self.dependents:
+                self.refresh(self._affected(tid, True, True))
+            else:  # a new task (or a deleted one) nothing else hangs on
+                self._place(tid)
             return
         old_get, new_get = old.get, new.get
         changed = []

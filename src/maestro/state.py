@@ -115,6 +115,8 @@ class Table:
         # a single-field one, the key picker and fields for a compound one): a replacement
         # moves only the indexes of the fields it changed.
         self._readers: dict[str, list[tuple]] = {}
+        self._compound_keys = [(_key_picker(fields), fields, idx)
+                               for fields, idx in self.compound.values()]
         for name, idx in self.indexes.items():
             self._readers.setdefault(name, []).append((idx, name, None, None))
         for fields, idx in self.compound.values():
@@ -234,8 +236,12 @@ class Table:
         get = e.get
         for name, idx in self.indexes.items():
             idx.add(get(name), eid)
-        for fields, idx in self.compound.values():
-            idx.add(tuple([get(f) for f in fields]), eid)
+        for pick, fields, idx in self._compound_keys:
+            try:
+                key = pick(e)
+            except KeyError:
+                key = tuple([get(f) for f in fields])
+            idx.add(key, eid)
         for name, idx in self.multi.items():
             members = e.get(name)
             if isinstance(members, list):
