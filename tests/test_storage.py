@@ -898,7 +898,9 @@ def test_concurrent_writes_around_refused_ones_answer_exactly_what_was_stored(ma
 def test_the_checkpoint_size_given_to_the_store_reaches_its_writer(tmp_path, writer):
     """MAESTRO_CHECKPOINT_BYTES is read by the settings only and handed to the store, which
     hands it on to its helper process: a small one makes the writer checkpoint (empty the
-    journal) as soon as the journal passes it."""
+    journal) once the journal passes it. A checkpoint is put off while changes have yet to
+    reach their files (a busy machine), so writes go on until one has happened; with the
+    default size (megabytes) none would within these few kilobytes."""
     from maestro.store.base import Op
     from maestro.store.files import FileStore
 
@@ -907,17 +909,14 @@ def test_the_checkpoint_size_given_to_the_store_reaches_its_writer(tmp_path, wri
 
     async def write() -> None:
         try:
-            for i in range(12):
+            for i in range(200):
                 task = stored_task(f"task_{i}", "proj_s", "x" * 500)
                 outcome = await store.send_batch([[Op("task", task["id"], task, None,
                                                       "proj_s", True)]])
                 assert outcome.accepted == 1
-            # The helper checkpoints on a thread of its own once the journal passes the
-            # size; each answer brings its latest figures.
-            deadline = time.monotonic() + 20
-            while store.health()["journalBytes"] >= 4096 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-                await store.resume()
+                health = store.health()
+                if i >= 11 and health["journalBytes"] < health["journalWritten"]:
+                    return
         finally:
             store.detach_loop()
 
@@ -926,7 +925,7 @@ def test_the_checkpoint_size_given_to_the_store_reaches_its_writer(tmp_path, wri
         health = store.health()
         assert health["writer"] == writer
         assert health["journalWritten"] > 6000
-        assert health["journalBytes"] < 4096
+        assert health["journalBytes"] < health["journalWritten"]
     finally:
         store.close()
 
