@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from conftest import postgres_dsn
+from servers import postgres_dsn
 
 STORES = ["files", "postgres"]
 

@@ -15,6 +15,7 @@ import time
 
 import httpx
 import pytest
+from helpers import wait_for_item
 from test_postgres_server import database, pg_env  # noqa: F401 - the PostgreSQL fixture
 from websockets.sync.client import connect
 
@@ -38,18 +39,10 @@ class Events:
             pass
 
     def until(self, predicate, timeout=10.0):
-        import time
-        deadline = time.monotonic() + timeout
-        seen = []
-        while time.monotonic() < deadline:
-            try:
-                item = self.items.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            seen.append(item)
-            if predicate(item):
-                return item, seen
-        raise AssertionError(f"no matching event; saw {[e['type'] for e in seen]}")
+        seen: list = []
+        item = wait_for_item(lambda left: self.items.get(timeout=left), predicate, timeout, seen,
+                             "event")
+        return item, seen
 
     def drain(self, settle: float = 0.5) -> list:
         import time

@@ -11,7 +11,6 @@ import httpx
 import jsonschema
 import pytest
 from helpers import assert_documented, new_project, new_session, new_task, ok
-from module_fixtures import api, srv  # noqa: F401  (fixtures)
 from playwright.sync_api import expect
 from test_dashboard import browser, dashboard  # noqa: F401  (fixtures)
 

@@ -18,7 +18,6 @@ from helpers import (
     assert_error,
     assert_file_matches,
     http_client,
-    module_server,
     new_project,
     new_session,
     new_task,
@@ -28,17 +27,6 @@ from helpers import (
 )
 
 LIMIT = 64 * 1024
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    yield from module_server(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def api(srv):
-    with http_client(srv) as client:
-        yield client
 
 
 def seed_session(api, session_id: str, events: int = 300) -> dict:

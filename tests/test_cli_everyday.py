@@ -256,7 +256,7 @@ def test_project_delete_cascade_asks_at_a_terminal(cli, rest):
 
 # ------------------------------------------------------------------ a server that is away
 def test_a_person_gets_an_answer_at_once_when_nothing_listens(tmp_path):
-    from conftest import free_port
+    from servers import free_port
 
     down = Cli(tmp_path, f"http://127.0.0.1:{free_port()}")
     env = down.env(MAESTRO_DEBUG="true")
@@ -306,7 +306,7 @@ def test_agent_hooks_and_commands_ride_out_a_server_that_comes_up_late(make_serv
 def test_postgres_without_database_url_is_one_line_and_exit_1(tmp_path):
     import os
 
-    from conftest import ROOT, free_port
+    from servers import ROOT, free_port
 
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MAESTRO_", "DATABASE"))}

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from conftest import ServerProcess
+from server_fixtures import client_fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,21 +92,9 @@ class Cli:
 
 
 # ------------------------------------------------------------------ fixtures
-# Used by the CLI test modules through `pytest_plugins = ["test_cli_helpers"]`.
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    """One real server for all tests of a module."""
-    server = ServerProcess(tmp_path_factory.mktemp("cli-srv"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def rest(srv):
-    """An HTTP client on the module's server, to set up and check what the CLI did."""
-    with httpx.Client(base_url=srv.url, timeout=10, trust_env=False) as client:
-        yield client
+# Used by the CLI test modules through `pytest_plugins = ["test_cli_helpers"]`, on the module's
+# server (`srv`). `rest`: an HTTP client on it, to set up and check what the CLI did.
+rest = client_fixtures()[0]
 
 
 @pytest.fixture

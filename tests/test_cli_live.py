@@ -9,10 +9,10 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
-import pytest
+from helpers import wait_for_item, wait_until
+from server_fixtures import server_fixture
 from test_cli_helpers import Cli
 
 
@@ -29,16 +29,8 @@ class Lines:
             self.queue.put(line.rstrip("\n"))
 
     def wait_for(self, predicate, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.queue.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            self.seen.append(line)
-            if predicate(line):
-                return line
-        raise AssertionError(f"no matching line within {timeout}s; saw: {self.seen}")
+        return wait_for_item(lambda left: self.queue.get(timeout=left), predicate, timeout,
+                             self.seen, "line")
 
 
 def ws_clients(url: str) -> int:
@@ -46,14 +38,6 @@ def ws_clients(url: str) -> int:
         return httpx.get(f"{url}/ws-status", timeout=2).json()["connectedClients"]
     except httpx.HTTPError:
         return -1
-
-
-def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def start_watch(cli: Cli, *args: str, env: dict | None = None) -> subprocess.Popen:
@@ -168,10 +152,8 @@ def test_token_is_sent_as_bearer_and_never_shown(make_server, tmp_path):
         stop(watcher)
 
 
-@pytest.fixture
-def ui_server(make_server):
-    # The UI launcher only broadcasts the spawn request; no agent process is started.
-    return make_server(env={"MAESTRO_LAUNCHER": "ui"})
+# The UI launcher only broadcasts the spawn request; no agent process is started.
+ui_server = server_fixture("function", env={"MAESTRO_LAUNCHER": "ui"})
 
 
 def test_session_spawn_asks_the_server_for_an_agent(ui_server, tmp_path):

@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ServerProcess
 from helpers import (
     WsClient,
     assert_error,
@@ -24,6 +23,8 @@ from helpers import (
     ok,
     tree_snapshot,
 )
+from server_fixtures import client_fixtures
+from servers import ServerProcess
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original-data"
 
@@ -77,10 +78,7 @@ def loaded(tmp_path_factory):
         srv.stop()
 
 
-@pytest.fixture
-def api(srv):
-    with http_client(srv) as client:
-        yield client
+api = client_fixtures(scope="function")[0]
 
 
 def test_fixture_is_in_the_original_layout():

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, ServerProcess, free_port
+from servers import ROOT, ServerProcess, free_port
 from helpers import (
     Snapshot,
     WsClient,
@@ -30,20 +30,17 @@ from helpers import (
     event_types,
     get,
     http_client,
-    module_server,
     new_project,
     new_session,
     new_task,
     ok,
     tree_snapshot,
 )
-from module_fixtures import api, ws, ws_conn  # noqa: F401  (fixtures, on this module's srv)
+from server_fixtures import server_fixture
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    # Spawned sessions are only announced (a UI would open the terminal): no agent is started.
-    yield from module_server(tmp_path_factory, {"MAESTRO_LAUNCHER": "ui"})
+# Spawned sessions are only announced (a UI would open the terminal): no agent is started.
+srv = server_fixture(env={"MAESTRO_LAUNCHER": "ui"})
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import time
 
 import httpx
 import pytest
-from helpers import WsClient, module_server, wait_until
+from helpers import WsClient, wait_until
+from server_fixtures import server_fixture
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -23,9 +24,7 @@ FAST = {"MAESTRO_HEADER_TIMEOUT": "1", "MAESTRO_BODY_TIMEOUT": "1",
 TOKEN = "connection-limits-test-token-0123456789"
 
 
-@pytest.fixture(scope="module")
-def fast(tmp_path_factory):
-    yield from module_server(tmp_path_factory, {**FAST, "MAESTRO_TOKEN": TOKEN})
+fast = server_fixture(env={**FAST, "MAESTRO_TOKEN": TOKEN})
 
 
 def _connect(srv, timeout: float = 20.0) -> socket.socket:

@@ -10,13 +10,14 @@ import re
 import shutil
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, ServerProcess, free_port
+from helpers import wait_until
 from playwright.sync_api import Page, expect, sync_playwright
+from server_fixtures import client_fixtures
+from servers import ROOT, ServerProcess, free_port
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("MAESTRO_TEST_CHROMIUM") or shutil.which("chromium") \
@@ -30,6 +31,9 @@ WAIT_MS = 8000  # generous bound for "appears within a second" on a loaded CI ma
 # Tests allow these only around the step that causes them on purpose.
 HTTP_STATUS = r"Failed to load resource: the server responded with a status of {}"
 SERVER_DOWN = [r"WebSocket connection to .* failed", r"net::ERR_CONNECTION_REFUSED"]
+
+# Each test has a server of its own (`server`) and clients on it.
+api, ws_conn, ws = client_fixtures("server", scope="function")
 
 
 @pytest.fixture(scope="module")
@@ -121,18 +125,6 @@ def dashboard(browser):
             dash.check_clean()
         finally:
             dash.close()
-
-
-def wait_until(predicate, timeout: float = WAIT_MS / 1000, what: str = "condition"):
-    """Poll `predicate` until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def make_board(api: httpx.Client) -> dict:

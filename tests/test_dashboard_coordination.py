@@ -7,8 +7,9 @@ any console error it did not expect (fixtures of test_dashboard.py)."""
 from __future__ import annotations
 
 import httpx
+from helpers import wait_until
 from playwright.sync_api import expect
-from test_dashboard import HOSTILE, HTTP_STATUS, browser, dashboard, wait_until  # noqa: F401
+from test_dashboard import HOSTILE, HTTP_STATUS, api, browser, dashboard  # noqa: F401
 
 
 def make_plan(api: httpx.Client) -> dict:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import wait_until
 from playwright.sync_api import expect
 from test_dashboard import (  # noqa: F401
-    HOSTILE, HTTP_STATUS, browser, dashboard, make_board, spawn_route_missing, wait_until,
+    HOSTILE, HTTP_STATUS, api, browser, dashboard, make_board, spawn_route_missing,
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import httpx
 from playwright.sync_api import expect
-from test_dashboard import HOSTILE, browser, dashboard, wait_until  # noqa: F401
+from test_dashboard import HOSTILE, api, browser, dashboard  # noqa: F401
 
 
 def post(api: httpx.Client, path: str, body: dict) -> dict:

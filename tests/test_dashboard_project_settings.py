@@ -9,7 +9,7 @@ import re
 
 from helpers import ok, wait_until
 from playwright.sync_api import expect
-from test_dashboard import HTTP_STATUS, browser, dashboard  # noqa: F401
+from test_dashboard import HTTP_STATUS, api, browser, dashboard  # noqa: F401
 
 
 def test_project_forms_set_isolation_and_base_ref(server, api, dashboard):

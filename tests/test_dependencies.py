@@ -20,7 +20,6 @@ from helpers import (
     new_task,
     ok,
 )
-from module_fixtures import api, srv, ws, ws_conn  # noqa: F401  (fixtures)
 from hypothesis import HealthCheck, given, settings
 from test_readiness_rules import brute_ready, forests
 

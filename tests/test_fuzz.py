@@ -13,11 +13,10 @@ import os
 from urllib.parse import quote
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import ServerProcess
+from server_fixtures import server_fixture
 
 FIELDS = ["name", "workingDir", "description", "projectId", "title", "parentId", "priority",
           "initialPrompt", "skillIds", "status", "sessionIds", "agentIds", "timeline", "taskIds",
@@ -145,12 +144,7 @@ def requests(draw, pool: Pool):
     return method, path, query, content, headers
 
 
-@pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("fuzz"))
-    srv.start()
-    yield srv
-    srv.kill()
+fuzz_server = server_fixture()
 
 
 POOL = Pool()

@@ -9,7 +9,6 @@ import json
 import socket
 
 from helpers import ok
-from module_fixtures import api, srv  # noqa: F401  (fixtures)
 
 
 def _connect(srv) -> socket.socket:

@@ -26,6 +26,7 @@ from helpers import (
     new_session,
     new_task,
     ok,
+    wait_for_item,
     wait_until,
 )
 
@@ -89,12 +90,7 @@ class Stream:
         for event in self.seen:
             if predicate(event):
                 return event
-        deadline = time.monotonic() + timeout
-        while True:
-            event = self.ws.next(max(0.01, deadline - time.monotonic()))
-            self.seen.append(event)
-            if predicate(event):
-                return event
+        return wait_for_item(self.ws.next, predicate, timeout, self.seen, "event")
 
     def statuses(self, sid: str) -> list[str]:
         """The session's statuses in event order, repeats collapsed."""

@@ -21,7 +21,6 @@ from helpers import (
     new_task,
     ok,
 )
-from module_fixtures import api, srv, ws, ws_conn  # noqa: F401  (fixtures)
 
 
 

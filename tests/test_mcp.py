@@ -14,7 +14,7 @@ import time
 import anyio
 import httpx
 import pytest
-from conftest import ROOT
+from servers import ROOT
 from helpers import ok
 from mcp import Client, StdioServerParameters
 from mcp_helpers import (

@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from helpers import assert_error, new_project, new_session, new_task, ok
-from module_fixtures import api, srv  # noqa: F401  (fixtures)
 
 PRIORITIES = ("high", "medium", "low")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from helpers import Snapshot, assert_error, http_client, new_project, new_task, ok
+from server_fixtures import server_fixture
 from test_agent_identity import USER_TOKEN, Events
 
 
@@ -15,9 +16,7 @@ def plan(api, project_id: str, body: dict, **kwargs) -> httpx.Response:
     return api.post(f"/api/projects/{project_id}/plan", json=body, **kwargs)
 
 
-@pytest.fixture
-def srv(make_server):
-    return make_server(env={"MAESTRO_LAUNCHER": "ui", "MAESTRO_CLAIM_MIN_TTL": "1"})
+srv = server_fixture("function", env={"MAESTRO_LAUNCHER": "ui", "MAESTRO_CLAIM_MIN_TTL": "1"})
 
 
 def test_a_plan_creates_tasks_parents_and_dependencies_in_one_change(srv):

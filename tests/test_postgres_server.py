@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import httpx
 import psycopg
 import pytest
-from conftest import ROOT, postgres_dsn
+from servers import ROOT, postgres_dsn
 from crash_driver import Acknowledged, Worker, check_recovered
 from helpers import WsClient, assert_link_invariant, event_types, ok, wait_until
 

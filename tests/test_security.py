@@ -12,9 +12,13 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import ROOT, free_port
+from server_fixtures import client_fixtures, server_fixture
+from servers import ROOT, free_port
 
 TOKEN = "s3cret-user-token-0123456789abcdef"
+
+# A server of its own for each test (`server`), and clients on it.
+api, ws_conn, ws = client_fixtures("server", scope="function")
 
 
 def data_snapshot(root) -> dict:
@@ -160,9 +164,7 @@ def test_allowed_hosts_setting(make_server):
 
 
 # ------------------------------------------------------------------ tokens
-@pytest.fixture
-def token_server(make_server):
-    return make_server(env={"MAESTRO_TOKEN": TOKEN})
+token_server = server_fixture("function", env={"MAESTRO_TOKEN": TOKEN})
 
 
 def test_token_required_on_rest(token_server):

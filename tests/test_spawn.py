@@ -18,12 +18,12 @@ from helpers import (
     assert_error,
     event_types,
     http_client,
-    module_server,
     new_project,
     new_session,
     new_task,
     ok,
 )
+from server_fixtures import server_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 MAESTRO = str(Path(sys.executable).parent / "maestro")
@@ -31,21 +31,11 @@ MAESTRO = str(Path(sys.executable).parent / "maestro")
 MANIFEST_KEYS = {"manifestVersion", "role", "tasks", "session", "context", "skills"}
 TASK_ENTRY_KEYS = {"id", "title", "description", "acceptanceCriteria", "projectId", "createdAt",
                    "parentId", "dependencies", "priority"}
-ENV_KEYS = {"MAESTRO_SESSION_ID", "MAESTRO_PROJECT_ID", "MAESTRO_TASK_IDS", "MAESTRO_SERVER_URL",
-            "MAESTRO_SKILLS", "MAESTRO_MANIFEST_PATH", "MAESTRO_STRATEGY"}
 PAYLOAD_KEYS = {"session", "projectId", "taskIds", "skillIds", "name", "command", "cwd",
                 "envVars", "manifestPath", "manifest", "spawnSource", "parentSessionId"}
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    yield from module_server(tmp_path_factory, {"MAESTRO_LAUNCHER": "ui"})
-
-
-@pytest.fixture
-def api(srv):
-    with http_client(srv) as client:
-        yield client
+srv = server_fixture(env={"MAESTRO_LAUNCHER": "ui"})
 
 
 @pytest.fixture

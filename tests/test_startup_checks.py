@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, free_port
+from servers import ROOT, free_port
 
 
 def _env(tmp: Path, **extra) -> dict:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from conftest import postgres_dsn
+from servers import postgres_dsn
 
 from maestro import jsonio
 from maestro.store.base import LoadResult, Op, Store, StoreLockedError

@@ -18,29 +18,22 @@ from helpers import (
     event_types,
     get,
     http_client,
-    module_server,
     new_project,
     new_session,
     new_task,
     ok,
     wait_until,
 )
+from server_fixtures import server_fixture
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    # A client whose oldest unsent event waited over 1 s is dropped (default 10 s).
-    yield from module_server(tmp_path_factory, env={"MAESTRO_WS_LAG": "1"})
-
-
-@pytest.fixture(scope="module")
-def api(srv):
-    with http_client(srv) as client:
-        yield client
+# A client whose oldest unsent event waited over 1 s is dropped (default 10 s).
+srv = server_fixture(env={"MAESTRO_WS_LAG": "1"})
 
 
 @pytest.fixture
 def ws(srv):
+    """A WebSocket client of its own for each test (some are dropped on purpose)."""
     with WsClient(srv.ws_url) as client:
         yield client
 

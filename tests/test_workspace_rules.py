@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 from helpers import (
     Snapshot,
     WsClient,
@@ -24,15 +23,15 @@ from helpers import (
     new_task,
     ok,
 )
+from server_fixtures import server_fixture
 from test_workspaces import git, repo, spawn  # noqa: F401
 
 from maestro.workspace import git as gitcli
 from maestro.workspace import naming
 
 
-@pytest.fixture
-def ui_server(make_server):
-    return make_server(env={"MAESTRO_LAUNCHER": "ui", "MAESTRO_WORKSPACE_SCAN_SECONDS": "0.3"})
+ui_server = server_fixture("function", env={"MAESTRO_LAUNCHER": "ui",
+                                            "MAESTRO_WORKSPACE_SCAN_SECONDS": "0.3"})
 
 
 def test_sessions_run_shared_when_there_is_no_repository_or_no_isolation(ui_server, repo,
