@@ -1,5 +1,5 @@
-"""The store contract (src/maestro/store/base.py), held against both backends: the JSON-file
-store on a temp directory and the PostgreSQL store on a schema of its own. What one backend
+"""The store contract (src/maestro/store/base.py), held against every backend: the JSON-file
+store on a temp directory, the PostgreSQL store on a schema of its own and the in-memory store. What one backend
 writes, a fresh instance of it loads back exactly: same entities, same key order, unknown keys,
 unicode and very large numbers verbatim; deletes (also of absent entities); one owner at a time.
 Then what only the PostgreSQL store has to prove: a refused transaction leaves nothing, a lost
@@ -18,9 +18,10 @@ from servers import postgres_dsn
 from maestro import jsonio
 from maestro.store.base import LoadResult, Op, Store, StoreLockedError
 from maestro.store.files import FileStore
+from maestro.store.memory import MemoryData, MemoryStore
 from maestro.store.postgres import DatabaseUnavailableError, PostgresStore
 
-BACKENDS = ("files", "postgres")
+BACKENDS = ("files", "postgres", "memory")
 
 
 def with_search_path(dsn: str, schema: str) -> str:
@@ -51,6 +52,11 @@ def new_store(request, tmp_path) -> Iterator[Callable[[], Store]]:
     if request.param == "files":
         def make() -> Store:
             return FileStore(tmp_path / "data")
+    elif request.param == "memory":
+        data = MemoryData()
+
+        def make() -> Store:
+            return MemoryStore(data=data)
     else:
         dsn, _ = request.getfixturevalue("pg_schema")
 

@@ -16,11 +16,13 @@ from . import validate as v
 from .commit import Tx
 from .domain.graph import dependency_ids, describe_cycle, find_cycle
 from .domain.handoff import dependency_briefs, handoff_message, last_completion_report
+from .domain.links import checked_dependencies, new_edges
 from .domain.readiness import assess, has_unfinished_children, live_claim
+from .domain.timeline import entry as timeline_entry
 from .entities import as_list, bump, with_changes
 from .errors import ApiError, conflict, project_not_found, session_not_found, task_not_found, \
     validation
-from .ids import make_id, now_ms
+from .ids import now_ms
 
 if TYPE_CHECKING:
     from .ready_index import ReadyIndex
@@ -45,10 +47,7 @@ def _without(entity: dict, keys: tuple) -> dict:
 
 
 def _entry(now: int, message: str, session_id: str | None = None) -> dict:
-    entry = {"id": make_id("evt", now), "type": "update", "timestamp": now, "message": message}
-    if session_id is not None:
-        entry["sessionId"] = session_id
-    return entry
+    return timeline_entry(now, "update", message, sessionId=session_id)
 
 
 class Coordination:
@@ -113,21 +112,8 @@ class Coordination:
                               current: list[str]) -> list[str]:
         """`wanted` without duplicates, each new id an existing task of the same project and
         not the task itself (ids already held may name tasks that are gone, §15.1)."""
-        deps = v.dedupe(wanted)
         own = task.get("id") if task is not None else None
-        for dep in deps:
-            if dep == own:
-                raise validation("A task cannot depend on itself",
-                                 {"taskId": own, "field": "dependencies"})
-            if dep in current:
-                continue
-            upstream = self.state.tasks.get(dep)
-            if upstream is None:
-                raise task_not_found(dep)
-            if upstream.get("projectId") != project_id:
-                raise validation(f"Dependency {dep} belongs to another project",
-                                 {"taskId": dep, "projectId": upstream.get("projectId")})
-        return deps
+        return checked_dependencies(own, project_id, wanted, current, self.state.tasks.get)
 
     def _refuse_cycle(self, proposed: dict, new_targets: list[str]) -> None:
         """400 DEPENDENCY_CYCLE if giving `proposed` edges to `new_targets` closes a cycle."""
@@ -137,14 +123,10 @@ class Coordination:
         if cycle is not None:
             raise ApiError(400, "DEPENDENCY_CYCLE", describe_cycle(cycle), {"cycle": cycle})
 
-    def _new_edges(self, old: dict, proposed: dict) -> list[str]:
+    @staticmethod
+    def _new_edges(old: dict, proposed: dict) -> list[str]:
         """Targets of edges `proposed` has and `old` had not (dependencies and parent)."""
-        before = set(dependency_ids(old))
-        out = [d for d in dependency_ids(proposed) if d not in before]
-        parent = proposed.get("parentId")
-        if isinstance(parent, str) and parent and parent != old.get("parentId"):
-            out.append(parent)
-        return out
+        return new_edges(old, proposed)
 
     async def add_dependency(self, task_id: str, dependency_id: str, *,
                              actor: str | None = None, claim_token: int | None = None) -> dict:
@@ -300,8 +282,7 @@ class Coordination:
         if linked:
             changes["sessionIds"] = session_ids + [session_id]
             changes["timeline"] = as_list(task.get("timeline")) + [
-                {"id": make_id("evt", stamp), "type": "session_started", "timestamp": stamp,
-                 "sessionId": session_id}]
+                timeline_entry(stamp, "session_started", sessionId=session_id)]
         tx.put("task", with_changes(task, **changes))
         session = self.state.sessions.get(session_id)
         task_ids = as_list(session.get("taskIds"))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import validate as v
 from .commit import Tx
 from .domain.graph import dependency_ids, describe_cycle, successors
+from .domain.timeline import entry as timeline_entry
 from .entities import as_list, bump, with_changes
 from .errors import ApiError, project_not_found, task_not_found, validation
 from .ids import make_id, now_ms
@@ -154,8 +155,7 @@ class Planning:
                     "initialPrompt": planned.initial_prompt, "status": "pending",
                     "priority": planned.priority, "sessionIds": [], "skillIds": [],
                     "agentIds": [], "dependencies": deps,
-                    "timeline": [{"id": make_id("evt", now), "type": "created",
-                                  "timestamp": now, "message": "Task created (plan)"}],
+                    "timeline": [timeline_entry(now, "created", "Task created (plan)")],
                     "createdAt": now, "updatedAt": now, "startedAt": None,
                     "completedAt": None,
                 }

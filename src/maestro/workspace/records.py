@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..domain.timeline import entry as timeline_entry
 from ..entities import as_list, bump, with_changes
-from ..ids import make_id
 
 if TYPE_CHECKING:
     from ..commit import Tx
@@ -60,8 +60,7 @@ class WorkspaceRecords:
             if task is None:
                 continue
             now = bump(task.get("updatedAt"))
-            entry = {"id": make_id("evt", now), "type": "update", "timestamp": now,
-                     "message": message, "sessionId": session["id"]}
+            entry = timeline_entry(now, "update", message, sessionId=session["id"])
             final = tx.put("task", with_changes(task, timeline=as_list(task.get("timeline"))
                                                 + [entry], updatedAt=now))
             tx.emit("task:updated", final)

@@ -1,0 +1,192 @@
+"""The Service's memory, life cycle and mutation path.
+
+Two pictures of the data are kept in memory, holding the same (immutable) entity objects: the
+working state, which every mutation reads and changes at once so that the next one builds on
+it, and the committed view, which the committer brings up to date only once a batch is durable.
+Everything that answers a reader (GET, lists, rights checks, the launcher) sees the committed
+view, so a change that is refused by the store (a full disk) was never visible to anyone.
+`self.state` is the working state while a mutation's `apply` runs (it runs synchronously, with
+no await inside) and the committed view everywhere else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import jsonio
+from ..commit import Committer, Tx, settle_memory, tune_collector
+from ..domain.links import one_sided_links
+from ..entities import migrate_session, migrate_task
+from ..errors import ApiError, validation
+from ..events import EventBus
+from ..ids import now_ms
+from ..ready_index import ReadyIndex
+from ..state import State
+from ..store.base import LoadResult, Store
+
+log = logging.getLogger("maestro.service")
+
+# Largest compact JSON of one appended entry (session event, session or task timeline entry);
+# the server sets it from MAESTRO_MAX_ENTRY_BYTES.
+MAX_ENTRY_BYTES = 64 * 1024
+
+
+class ServiceCore:
+    def __init__(self, store: Store, bus: EventBus | None = None):
+        self.store = store
+        self.bus = bus or EventBus()
+        self.view = State()
+        self.working = State(twin=self.view)
+        self._applying = False
+        # Readiness indexes follow each picture: mutations (a claim's check and grant) read
+        # the working one, readers (`?ready=true`) the committed one.
+        self._ready_working = ReadyIndex(self.working.tasks)
+        self._ready_view = ReadyIndex(self.view.tasks, track_expiries=False, lazy=True)
+        for index in (self._ready_working, self._ready_view):
+            index.attach()
+        self.lock = asyncio.Lock()
+        self.committer: Committer | None = None
+        self.started_monotonic = time.monotonic()
+        self.load_result = LoadResult()
+        self.hostname = socket.gethostname()
+        self.platform = sys.platform
+        self.max_entry_bytes = MAX_ENTRY_BYTES
+        # Extra parts of GET /health: name -> function returning its body (e.g. workspaces).
+        self.health_sections: dict[str, Callable[[], Any]] = {}
+
+    @property
+    def state(self) -> State:
+        """The working state inside a mutation's `apply`, the committed view elsewhere."""
+        return self.working if self._applying else self.view
+
+    @property
+    def ready_index(self) -> ReadyIndex:
+        """The readiness indexes of `state` (the committed view's brought up to date)."""
+        if self._applying:
+            return self._ready_working
+        self._ready_view.catch_up()
+        return self._ready_view
+
+    # ------------------------------------------------------------ life cycle
+    async def start(self) -> None:
+        tune_collector()  # before loading: no full collections while 50k entities arrive
+        result = await asyncio.to_thread(self.store.open)
+        self.load_result = result
+        self._load(result)
+        settle_memory(full=True)
+        self.committer = Committer(self.store, self.bus, self.lock, state=self.working,
+                                   view=self.view)
+        self.committer.start()
+        self.start_sweeper()
+
+    def _load(self, result: LoadResult) -> None:
+        tasks = [migrate_task(t) for t in result.tasks]
+        sessions = [migrate_session(s) for s in result.sessions]
+        for state, index in ((self.working, self._ready_working),
+                             (self.view, self._ready_view)):
+            for p in result.projects:
+                state.projects.put(p)
+            index.suspended = True  # built once below, not task by task
+            for t in tasks:
+                state.tasks.put(t)
+            index.suspended = False
+            index.rebuild()
+            for s in sessions:
+                state.sessions.put(s)
+        repaired = self._repair_links()
+        if repaired:
+            result.notes.append(f"repaired {repaired} one-sided task/session link(s) in memory")
+        log.info("loaded %d project(s), %d task(s), %d session(s)", len(self.state.projects),
+                 len(self.state.tasks), len(self.state.sessions))
+
+    def _repair_links(self) -> int:
+        """Count one-sided links found at start-up (the journal keeps ours two-sided; a
+        directory edited by hand or written by the original may not be). Left as found: the
+        original's data is preserved verbatim; counted for the log."""
+        count = one_sided_links(self.state.sessions.rows.values(), self.state.tasks.get)
+        if count:
+            log.warning("data directory holds %d one-sided task/session link(s)", count)
+        return count
+
+    async def stop(self) -> None:
+        await self.stop_sweeper()
+        if self.committer is not None:
+            async with self.lock:  # no new mutation gets in after this point
+                pass
+            await self.committer.close()
+        self.store.detach_loop()
+        await asyncio.to_thread(self.store.close)
+
+    # ------------------------------------------------------------ mutation plumbing
+    async def _mutate(self, fn: Callable[[Tx], Any]) -> Any:
+        async with self.lock:
+            tx = Tx(self.working)
+            self._applying = True
+            try:
+                result = fn(tx)
+                if tx.changed:
+                    check = getattr(self.store, "check_op", None)
+                    ops = tx.ops()
+                    if check is not None:
+                        for op in ops:
+                            try:
+                                check(op)
+                            except ValueError as exc:
+                                raise validation(str(exc)) from None
+            except BaseException:
+                tx.rollback()
+                raise
+            finally:
+                self._applying = False
+            assert self.committer is not None, "service not started"
+            if not tx.changed:
+                if not tx.events:
+                    return result
+                # Events of a change that wrote nothing still wait for the changes before
+                # them, so a listener never hears of something not yet committed.
+                fut = self.committer.after_pending(tx)
+            else:
+                fut = self.committer.submit(tx)
+        if fut is not None:
+            await fut
+        return result
+
+    def _check_entry(self, entry: dict, what: str) -> None:
+        """413 for an appended entry whose JSON exceeds max_entry_bytes: every append is
+        kept for good (journal, file, every answer and event about the entity), so one entry
+        may not be arbitrarily large."""
+        size = len(jsonio.dumps(entry))
+        if size > self.max_entry_bytes:
+            raise ApiError(413, "VALIDATION_ERROR",
+                           f"{what} too large: {size} bytes of JSON, the limit is "
+                           f"{self.max_entry_bytes} bytes per entry (MAESTRO_MAX_ENTRY_BYTES)",
+                           {"size": size, "limit": self.max_entry_bytes})
+
+    async def flush_files(self) -> None:
+        """Return once every entity file holds what was committed so far (files of big
+        entities otherwise catch up within seconds): for readers of DATA_DIR (SPEC §5.5)."""
+        if self.committer is not None:
+            await self.committer.flush()
+
+    # ------------------------------------------------------------ health
+    def health(self) -> dict:
+        storage = self.store.health()
+        storage["notes"] = list(self.load_result.notes)
+        if self.committer is not None:
+            storage["commits"] = self.committer.stats()
+        body = {
+            "status": "ok",
+            "timestamp": now_ms(),
+            "uptime": time.monotonic() - self.started_monotonic,
+            "storage": storage,
+            "counts": {"projects": len(self.state.projects), "tasks": len(self.state.tasks),
+                       "sessions": len(self.state.sessions)},
+        }
+        for name, section in self.health_sections.items():
+            body[name] = section()
+        return body
