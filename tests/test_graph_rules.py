@@ -8,6 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from test_readiness_rules import NOW, forests, lookup, task
 
 from maestro.domain.graph import dependency_ids, describe_cycle, find_cycle, parent_id, successors
+from maestro.domain.hierarchy import is_descendant, subtree_deepest_first
+from maestro.domain.links import new_edges
 from maestro.domain.readiness import (
     assess,
     blocked_ids,
@@ -75,6 +77,24 @@ def test_the_search_ends_on_a_loop_already_in_the_data_that_avoids_the_task():
 def test_without_a_proposed_version_the_stored_task_is_followed():
     get = lookup(task("a", deps=["b"]), task("b", deps=["c"]), task("c"))
     assert find_cycle("c", ["a"], get) == ["c", "a", "b", "c"]
+
+
+def test_a_loop_in_the_data_does_not_hang_the_hierarchy_searches():
+    rows = (task("m", parent="n"), task("n", parent="m"))
+
+    def children(tid):
+        return [t["id"] for t in rows if t["parentId"] == tid]
+
+    assert not is_descendant("x", "m", children) and is_descendant("n", "m", children)
+    assert subtree_deepest_first("m", children) == ["n", "m"]
+
+
+def test_only_added_dependencies_and_a_changed_parent_are_new_edges():
+    old = task("t", deps=["a"], parent="p")
+    assert new_edges(old, task("t", deps=["a", "b"], parent="p")) == ["b"]
+    assert new_edges(old, task("t", deps=["b"], parent="q")) == ["b", "q"]
+    assert new_edges(old, task("t", deps=[], parent=None)) == []
+    assert new_edges(old, dict(task("t", deps=["a"]), parentId="")) == []
 
 
 # ------------------------------------------------------------------ readiness
