@@ -9,11 +9,19 @@ makes as many as a test wants."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from server_fixtures import server_fixture, server_fixtures
 from servers import ServerProcess
+
+# Property tests that name no number of examples draw few for a quick run of a layer and many
+# for the whole suite (`make test` sets HYPOTHESIS_PROFILE=thorough).
+settings.register_profile("quick", max_examples=40)
+settings.register_profile("thorough", max_examples=200)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 srv, api, ws_conn, ws = server_fixtures()
 server = server_fixture("function")

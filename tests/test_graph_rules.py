@@ -157,7 +157,7 @@ def test_readiness_ends_on_a_parent_loop_or_a_missing_parent():
     assert not is_held(get("m"), get)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(deadline=None, suppress_health_check=list(HealthCheck))
 @given(forests())
 def test_the_short_circuit_agrees_with_the_full_assessment(tasks):
     get = lookup(*tasks)

@@ -149,7 +149,7 @@ def brute_ready(tasks, now, project=None, parent=None):
     return [t["id"] for t in sorted(ready, key=key)], [t["id"] for t in sorted(blocked, key=key)]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(forests())
 def test_pure_readiness_equals_brute_force(tasks):
     get = lookup(*tasks)
@@ -168,7 +168,7 @@ def index_answers(index: ReadyIndex, table: Table, project, parent):
     return ready, blocked
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(forests(), st.data(), st.booleans())
 def test_the_incremental_index_equals_brute_force_after_any_changes(tasks, data, lazy):
     """Kept change by change, or (`lazy`, as the committed view's) followed only when read."""
