@@ -23,8 +23,6 @@ from helpers import (
 MIB = 1024 * 1024
 
 
-
-
 @pytest.fixture(scope="module")
 def world(api, ws_conn) -> dict:
     """A project with two tasks and a session linked to the second, and an empty project (which

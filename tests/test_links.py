@@ -23,8 +23,6 @@ from helpers import (
 )
 
 
-
-
 @pytest.fixture
 def project(api, ws_conn):
     created = new_project(api, name="Links project")

@@ -26,8 +26,6 @@ from helpers import (
 )
 
 
-
-
 @pytest.fixture
 def project(api, ws_conn):
     created = new_project(api, name="Sessions project")

@@ -24,8 +24,6 @@ from helpers import (
 )
 
 
-
-
 @pytest.fixture
 def project(api, ws_conn):
     created = new_project(api, name="Tasks project", workingDir="/work")
