@@ -16,6 +16,9 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Stand-ins for agents, and data written by other programs, for tests of any layer.
+AGENTS = ROOT / "tests" / "agents"
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def free_port() -> int:

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 from server_fixtures import client_fixtures
-
-ROOT = Path(__file__).resolve().parent.parent
+from servers import ROOT
 
 
 @dataclass

@@ -24,9 +24,9 @@ from helpers import (
     tree_snapshot,
 )
 from server_fixtures import client_fixtures
-from servers import ServerProcess
+from servers import FIXTURES, ServerProcess
 
-FIXTURE = Path(__file__).parent / "fixtures" / "original-data"
+FIXTURE = FIXTURES / "original-data"
 
 P1 = "proj_1706789123456_k2j4n5l6m"
 P_LATE = "proj_1706000000000_aaaaaaaaa"

@@ -29,10 +29,10 @@ from helpers import (
     wait_for_item,
     wait_until,
 )
+from servers import AGENTS
 
 from maestro.spawn.processes import pid_alive
 
-AGENTS = Path(__file__).resolve().parent / "agents"
 HAVE_TMUX = shutil.which("tmux") is not None
 MODES = [pytest.param("tmux", marks=pytest.mark.skipif(not HAVE_TMUX, reason="tmux missing")),
          "pty"]

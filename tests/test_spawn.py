@@ -24,8 +24,7 @@ from helpers import (
     ok,
 )
 from server_fixtures import server_fixture
-
-ROOT = Path(__file__).resolve().parent.parent
+from servers import ROOT
 MAESTRO = str(Path(sys.executable).parent / "maestro")
 
 MANIFEST_KEYS = {"manifestVersion", "role", "tasks", "session", "context", "skills"}
