@@ -4,18 +4,20 @@ assigns its own (`srv, api, ws_conn, ws = server_fixtures(env={...})`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from helpers import WsClient, http_client
 from servers import ServerProcess, running_server
 
 
-def server_fixture(scope: str = "module", env: dict | None = None):
-    """A fixture: a started server with the settings `env`, one for each test or each module
-    as `scope` says."""
+def server_fixture(scope: str = "module", env: dict | None = None, data: Path | None = None):
+    """A fixture: a started server with the settings `env` (on a copy of the data directory
+    `data`, if given), one for each test or each module as `scope` says."""
 
     @pytest.fixture(scope=scope)
     def server(tmp_path_factory) -> ServerProcess:
-        yield from running_server(tmp_path_factory.mktemp("srv"), env)
+        yield from running_server(tmp_path_factory.mktemp("srv"), env, data)
 
     return server
 

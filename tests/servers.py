@@ -4,6 +4,7 @@ and session directories, and the test PostgreSQL."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,10 +130,13 @@ def postgres_dsn() -> str | None:
         return None
 
 
-def running_server(tmp: Path, env: dict | None = None) -> Iterator[ServerProcess]:
-    """Body of a server fixture: a started server in `tmp`, stopped (killed if it will not
-    stop) at teardown."""
+def running_server(tmp: Path, env: dict | None = None,
+                   data: Path | None = None) -> Iterator[ServerProcess]:
+    """Body of a server fixture: a started server in `tmp` (on a copy of the data directory
+    `data`, if given), stopped (killed if it will not stop) at teardown."""
     srv = ServerProcess(tmp, env)
+    if data is not None:
+        shutil.copytree(data, srv.data_dir)
     srv.start()
     try:
         yield srv

@@ -7,10 +7,8 @@ in the original's layout."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import pytest
 from helpers import (
     WsClient,
     assert_error,
@@ -19,12 +17,11 @@ from helpers import (
     entity_path,
     event_types,
     get,
-    http_client,
     ok,
     tree_snapshot,
 )
-from server_fixtures import client_fixtures
-from servers import FIXTURES, ServerProcess
+from server_fixtures import client_fixtures, server_fixture
+from servers import FIXTURES
 
 FIXTURE = FIXTURES / "original-data"
 
@@ -53,32 +50,12 @@ def task_rel(task_id: str) -> Path:
     return Path("tasks") / P1 / f"{task_id}.json"
 
 
-def start_on_fixture(make_server):
-    srv = make_server(start=False)
-    shutil.copytree(FIXTURE, srv.data_dir)
-    srv.start()
-    return srv
-
-
-@pytest.fixture
-def srv(make_server):
-    return start_on_fixture(make_server)
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    """One server on an untouched copy, for the tests that only read."""
-    srv = ServerProcess(tmp_path_factory.mktemp("compat"))
-    shutil.copytree(FIXTURE, srv.data_dir)
-    srv.start()
-    try:
-        with http_client(srv) as client:
-            yield client
-    finally:
-        srv.stop()
-
-
+# A server on a copy of the fixture for each test that writes (`srv`, `api`), and one for all
+# the tests that only read (`loaded`: a client on it).
+srv = server_fixture("function", data=FIXTURE)
 api = client_fixtures(scope="function")[0]
+loaded_server = server_fixture(data=FIXTURE)
+loaded = client_fixtures("loaded_server")[0]
 
 
 def test_fixture_is_in_the_original_layout():
