@@ -42,6 +42,21 @@ def http_client(srv: ServerProcess) -> httpx.Client:
     return httpx.Client(base_url=srv.url, timeout=30.0, trust_env=False)
 
 
+def write_then_kill(srv: ServerProcess, action: Callable[[httpx.Client], Any],
+                    attempts: int = 5) -> Any:
+    """Start `srv`, run `action(api)` and `kill -9` the server at once, while the journal still
+    holds the changes (a checkpoint waits for 1 s of idleness). Returns what `action` returned."""
+    journal = srv.data_dir / "journal"
+    for _ in range(attempts):
+        srv.start()
+        with http_client(srv) as api:
+            result = action(api)
+        srv.kill()
+        if journal.stat().st_size:
+            return result
+    raise AssertionError("a checkpoint emptied the journal before the kill every time")
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02,
                what: str = "condition") -> Any:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""

@@ -24,6 +24,7 @@ from helpers import (
     ok,
     pretty,
     wait_until,
+    write_then_kill,
 )
 
 LIMIT = 64 * 1024
@@ -51,20 +52,6 @@ def journal_records(data_dir: Path) -> list[tuple[int, list[dict]]]:
 def journal_line(ops: list[dict]) -> bytes:
     body = json.dumps(ops, ensure_ascii=False, separators=(",", ":")).encode()
     return b"%08x " % zlib.crc32(body) + body + b"\n"
-
-
-def kill_after(srv, action, attempts: int = 5):
-    """Start `srv`, run `action(api)` and kill -9 it while the journal still holds the
-    changes (nothing is flushed before a second of idleness). Returns what `action` did."""
-    journal = srv.data_dir / "journal"
-    for _ in range(attempts):
-        srv.start()
-        with http_client(srv) as api:
-            result = action(api)
-        srv.kill()
-        if journal.stat().st_size:
-            return result
-    pytest.fail("a checkpoint emptied the journal before the kill every time")
 
 
 # ---------------------------------------------------------------------- the size limit
@@ -185,7 +172,7 @@ def test_appends_to_big_entities_journal_the_new_entry_and_survive_kill_9(make_s
         return (ok(api.get(f"/api/sessions/{session['id']}")),
                 ok(api.get(f"/api/tasks/{task['id']}")))
 
-    acked_session, acked_task = kill_after(srv, append)
+    acked_session, acked_task = write_then_kill(srv, append)
     assert len(acked_session["events"]) == 320 and len(acked_task["timeline"]) == 323
     records = journal_records(srv.data_dir)
     big = [(size, op) for size, ops in records for op in ops

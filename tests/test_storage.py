@@ -14,30 +14,13 @@ import zlib
 
 import httpx
 import pytest
-from helpers import WsClient, assert_error, assert_file_matches, ok, pretty
-
-
-def client(srv) -> httpx.Client:
-    return httpx.Client(base_url=srv.url, timeout=15.0, trust_env=False)
+from helpers import WsClient, assert_error, assert_file_matches, ok, pretty, write_then_kill
+from helpers import http_client as client
 
 
 def health(srv) -> dict:
     with client(srv) as api:
         return ok(api.get("/health"))
-
-
-def write_then_kill(srv, action, attempts: int = 5):
-    """Start `srv`, run `action(api)` and `kill -9` the server at once, while the journal still
-    holds the changes (a checkpoint waits for 1 s of idleness). Returns what `action` returned."""
-    journal = srv.data_dir / "journal"
-    for _ in range(attempts):
-        srv.start()
-        with client(srv) as api:
-            result = action(api)
-        srv.kill()
-        if journal.stat().st_size:
-            return result
-    pytest.fail("a checkpoint emptied the journal before the kill every time")
 
 
 def journal_line(ops: list[dict]) -> bytes:
