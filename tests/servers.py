@@ -3,13 +3,16 @@ and session directories, and the test PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,3 +148,33 @@ def running_server(tmp: Path, env: dict | None = None,
             srv.stop()
         except Exception:
             srv.kill()
+
+
+def with_search_path(dsn: str, schema: str) -> str:
+    """`dsn` with `options=-csearch_path=<schema>` added (URL form)."""
+    sep = "&" if "?" in dsn else "?"
+    return dsn + sep + urllib.parse.urlencode({"options": f"-csearch_path={schema}"})
+
+
+@contextlib.contextmanager
+def postgres_schema(prefix: str = "maestro_test") -> Iterator[tuple[str, str]]:
+    """(url, schema): a fresh schema of the test PostgreSQL, which the url's connections use,
+    dropped afterwards. Skips the test when no PostgreSQL answers (see postgres_dsn)."""
+    import psycopg
+
+    dsn = postgres_dsn()
+    if dsn is None:
+        pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432 (database test)")
+    schema = f"{prefix}_{secrets.token_hex(6)}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield with_search_path(dsn, schema), schema
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def pg_env(url: str) -> dict:
+    """The settings of a server on the PostgreSQL database `url`."""
+    return {"DATABASE_TYPE": "postgres", "DATABASE_URL": url}

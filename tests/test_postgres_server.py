@@ -17,40 +17,19 @@ from collections.abc import Iterator
 import httpx
 import psycopg
 import pytest
-from servers import ROOT, postgres_dsn
 from crash_driver import Acknowledged, Worker, check_recovered
 from helpers import WsClient, assert_link_invariant, event_types, ok, wait_until
+from helpers import http_client as client
+from servers import ROOT, pg_env, postgres_dsn, postgres_schema
 
 TABLES = {"project": "maestro_projects", "task": "maestro_tasks", "session": "maestro_sessions"}
-
-
-def with_search_path(dsn: str, schema: str) -> str:
-    sep = "&" if "?" in dsn else "?"
-    return dsn + sep + urllib.parse.urlencode({"options": f"-csearch_path={schema}"})
 
 
 @pytest.fixture
 def database() -> Iterator[str]:
     """A DATABASE_URL whose tables live in a fresh schema, dropped afterwards."""
-    dsn = postgres_dsn()
-    if dsn is None:
-        pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432 (database test)")
-    schema = f"maestro_srv_{secrets.token_hex(6)}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield with_search_path(dsn, schema)
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-def pg_env(url: str) -> dict:
-    return {"DATABASE_TYPE": "postgres", "DATABASE_URL": url}
-
-
-def client(srv) -> httpx.Client:
-    return httpx.Client(base_url=srv.url, timeout=15.0, trust_env=False)
+    with postgres_schema("maestro_srv") as (url, _):
+        yield url
 
 
 def stored(url: str) -> dict[str, dict[str, dict]]:
