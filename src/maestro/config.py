@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -77,6 +78,9 @@ class Settings:
     max_agents: int = 8
     ws_queue_limit: int = 100_000
     ws_lag_seconds: float = 10.0
+    # Responses and WebSocket frames written straight to uvicorn's connections (server/_fast.py);
+    # MAESTRO_FAST_PATHS=0 uses the standard ASGI messages only.
+    fast_paths: bool = True
     store_process: bool = True
     checkpoint_bytes: int = 16 * 1024 * 1024
     pipeline_min_ops: int = 24
@@ -154,6 +158,7 @@ class Settings:
         s.max_entry_bytes = _parse_int("MAESTRO_MAX_ENTRY_BYTES",
                                        env.get("MAESTRO_MAX_ENTRY_BYTES") or "65536", 1024)
         s.ws_lag_seconds = _parse_int("MAESTRO_WS_LAG", env.get("MAESTRO_WS_LAG") or "10", 1)
+        s.fast_paths = _bool(env.get("MAESTRO_FAST_PATHS"), True)
         s.node_env = (env.get("NODE_ENV") or "development").lower()
         s.claim_min_ttl = _parse_int("MAESTRO_CLAIM_MIN_TTL",
                                      env.get("MAESTRO_CLAIM_MIN_TTL") or "5", 1)
@@ -281,3 +286,69 @@ def _parse_int(name: str, raw: str, minimum: int, maximum: int | None = None) ->
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name} must be at most {maximum} (got {value})")
     return value
+
+
+# ------------------------------------------------------------------ outside the server
+# The CLI, the agent wrapper and `maestro <role> init` read their few settings here too, so that
+# this module stays the one reader of the environment. `environ` defaults to the process's.
+def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def database_url(environ: Mapping[str, str] | None = None) -> str:
+    """DATABASE_URL: the PostgreSQL database (`maestro import-data` copies into it)."""
+    return _environ(environ).get("DATABASE_URL", "")
+
+
+def output_width(environ: Mapping[str, str] | None = None) -> int:
+    """Width of the CLI's tables off a terminal: COLUMNS, and at least 160."""
+    try:
+        return max(int(_environ(environ).get("COLUMNS", "0")), 160)
+    except ValueError:
+        return 160
+
+
+def no_color(environ: Mapping[str, str] | None = None) -> bool:
+    """NO_COLOR set to anything but empty: the CLI prints no colours."""
+    return bool(_environ(environ).get("NO_COLOR"))
+
+
+def terminal_type(environ: Mapping[str, str] | None = None) -> str | None:
+    """TERM of the terminal the agent wrapper runs in (None when unset or empty)."""
+    return _environ(environ).get("TERM") or None
+
+
+@dataclass(frozen=True)
+class AgentInitSettings:
+    """What `maestro <role> init` (spawn/agent.py) reads from the environment its launcher
+    gave it (SPEC §12.2)."""
+
+    manifest_path: str = ""  # MAESTRO_MANIFEST_PATH
+    session_id: str | None = None  # MAESTRO_SESSION_ID
+    followed: bool = False  # MAESTRO_LAUNCHER=local: the server's launcher follows the agent
+    agent: str = "claude"  # MAESTRO_AGENT: claude, codex or a command line
+    server_url: str = ""  # MAESTRO_API_URL, else MAESTRO_SERVER_URL ("" when neither)
+    token: str | None = None  # MAESTRO_SESSION_TOKEN, else MAESTRO_TOKEN
+    workspace_branch: str | None = None  # MAESTRO_WORKSPACE_BRANCH
+    workspace_base: str = ""  # MAESTRO_WORKSPACE_BASE
+
+    @property
+    def workspace(self) -> dict | None:
+        """The branch and base of the agent's own worktree, or None."""
+        if not self.workspace_branch:
+            return None
+        return {"branch": self.workspace_branch, "baseRef": self.workspace_base}
+
+
+def agent_init_settings(environ: Mapping[str, str] | None = None) -> AgentInitSettings:
+    env = _environ(environ)
+    return AgentInitSettings(
+        manifest_path=env.get("MAESTRO_MANIFEST_PATH") or "",
+        session_id=env.get("MAESTRO_SESSION_ID") or None,
+        followed=env.get("MAESTRO_LAUNCHER") == "local",
+        agent=(env.get("MAESTRO_AGENT") or "claude").strip(),
+        server_url=env.get("MAESTRO_API_URL") or env.get("MAESTRO_SERVER_URL") or "",
+        token=env.get("MAESTRO_SESSION_TOKEN") or env.get("MAESTRO_TOKEN") or None,
+        workspace_branch=env.get("MAESTRO_WORKSPACE_BRANCH") or None,
+        workspace_base=env.get("MAESTRO_WORKSPACE_BASE") or "",
+    )

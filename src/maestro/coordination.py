@@ -12,7 +12,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import validate as v
 from .commit import Tx
 from .domain.graph import dependency_ids, describe_cycle, find_cycle
 from .domain.handoff import dependency_briefs, handoff_message, last_completion_report
@@ -23,6 +22,9 @@ from .entities import as_list, bump, with_changes
 from .errors import ApiError, conflict, project_not_found, session_not_found, task_not_found, \
     validation
 from .ids import now_ms
+from .server import api_models as shape
+from .shapes import checker
+from .vocabulary import AGENT_AT_WORK, FINAL_SESSION_STATUSES
 
 if TYPE_CHECKING:
     from .ready_index import ReadyIndex
@@ -32,8 +34,10 @@ log = logging.getLogger("maestro.coordination")
 
 DEFAULT_TTL_SECONDS = 600
 MAX_TTL_SECONDS = 86_400
-ENDED_SESSION_STATUSES = ("completed", "failed")
-AT_WORK = ("queued", "working", "needs_input")
+_check_claim = checker(shape.ClaimRequest)
+_check_next = checker(shape.ClaimNextRequest)
+_check_renew = checker(shape.RenewRequest)
+_check_release = checker(shape.ReleaseRequest)
 
 
 def _claim_event(task_id: str, claim: dict) -> dict:
@@ -214,24 +218,11 @@ class Coordination:
                              {"field": "ttlSeconds"})
         return ttl
 
-    @staticmethod
-    def _session_field(body: dict) -> str:
-        sid = v.string(body, "sessionId", required_message="sessionId is required",
-                       nonblank_message="sessionId is required")
-        return v.ident(sid, "sessionId")
-
-    @staticmethod
-    def _token_field(body: dict) -> int:
-        token = body.get("token")
-        if isinstance(token, bool) or not isinstance(token, int):
-            raise validation("token must be an integer", {"field": "token"})
-        return token
-
     def _active_session(self, session_id: str, project_id: str | None) -> dict:
         session = self.state.sessions.get(session_id)
         if session is None:
             raise session_not_found(session_id)
-        if session.get("status") in ENDED_SESSION_STATUSES:
+        if session.get("status") in FINAL_SESSION_STATUSES:
             raise conflict("SESSION_NOT_ACTIVE",
                            f"Session {session_id} is {session.get('status')}",
                            {"sessionId": session_id, "status": session.get("status")})
@@ -308,7 +299,7 @@ class Coordination:
 
     async def claim_task(self, task_id: str, body: dict) -> dict:
         """POST /api/tasks/:id/claim → {task, claim}."""
-        session_id = self._session_field(body)
+        session_id = _check_claim(body)["sessionId"]
         ttl = self._ttl(body)
 
         def check() -> dict | None:
@@ -347,11 +338,8 @@ class Coordination:
 
     async def claim_next(self, project_id: str, body: dict) -> dict:
         """POST /api/projects/:id/claim-next → {task, claim} or {task: null, claim: null}."""
-        session_id = self._session_field(body)
-        parent = body.get("parentId")
-        if parent is not None:
-            v.ident(parent, "parentId")
-        parent = parent or None
+        session_id = _check_next(body)["sessionId"]
+        parent = body.get("parentId") or None
         ttl = self._ttl(body)
 
         def check() -> str | None:
@@ -383,8 +371,7 @@ class Coordination:
 
     async def renew_claim(self, task_id: str, body: dict) -> dict:
         """POST /api/tasks/:id/claim/renew → {claim}."""
-        session_id = self._session_field(body)
-        token = self._token_field(body)
+        session_id, token = _check_renew(body)["sessionId"], body["token"]
         ttl = self._ttl(body)
 
         def apply(tx: Tx) -> dict:
@@ -395,9 +382,8 @@ class Coordination:
 
     async def release_claim(self, task_id: str, body: dict) -> dict:
         """POST /api/tasks/:id/claim/release → {task}; the task goes back to pending."""
-        session_id = self._session_field(body)
-        token = self._token_field(body)
-        reason = v.string(body, "reason", max_len=v.MAX_TEXT)
+        session_id, token = _check_release(body)["sessionId"], body["token"]
+        reason = body.get("reason")
 
         def apply(tx: Tx) -> dict:
             self._held_claim(task_id, session_id, token)
@@ -521,7 +507,7 @@ class Coordination:
             drop: tuple = ()
             notes = []
             at_work = task.get("sessionStatusBy") == session_id \
-                and task.get("sessionStatus") in AT_WORK
+                and task.get("sessionStatus") in AGENT_AT_WORK
             if at_work:
                 if outcome == "completed":
                     drop = ("sessionStatus", "sessionStatusBy")

@@ -1,14 +1,13 @@
 """Shapes of the embedded records and of loaded entities: timeline entries and session events
-as clients send them (normalised and validated, SPEC §4.3, §4.5, §7.3.4) and the load-time
-migrations of SPEC §5.3."""
+as clients send them (normalised once checked against their declarations, SPEC §4.3, §4.5,
+§7.3.4) and the load-time migrations of SPEC §5.3."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import validate as v
-from .errors import validation
 from .ids import make_id, now_ms
+from .vocabulary import DEFAULT_TIMELINE_TYPE
 
 
 def bump(previous: Any) -> int:
@@ -31,23 +30,18 @@ def as_list(value: Any) -> list:
 
 
 def timeline_entry(raw: dict) -> dict:
-    """Normalise a client timeline entry (§7.3.4): only the known keys, validated."""
+    """A client timeline entry (§7.3.4), already checked against its declaration
+    (`NewTimelineEvent`): only the known keys, the type defaulting to update."""
     out: dict[str, Any] = {}
-    if "id" in raw and raw["id"] is not None:
-        out["id"] = v.ident(raw["id"], "timeline.id")
-    t = raw.get("type", "update")
-    if t not in v.TIMELINE_TYPES:
-        raise validation(f"timeline type must be one of: {', '.join(v.TIMELINE_TYPES)}",
-                         {"field": "timeline.type"})
-    out["type"] = t
+    if raw.get("id") is not None:
+        out["id"] = raw["id"]
+    out["type"] = raw.get("type", DEFAULT_TIMELINE_TYPE)
     if raw.get("timestamp") is not None:
-        out["timestamp"] = v.timestamp(raw["timestamp"], "timeline.timestamp")
-    if "message" in raw and raw["message"] is not None:
-        if not isinstance(raw["message"], str):
-            raise validation("timeline.message must be a string")
+        out["timestamp"] = int(raw["timestamp"])
+    if raw.get("message") is not None:
         out["message"] = raw["message"]
-    if "sessionId" in raw and raw["sessionId"] is not None:
-        out["sessionId"] = v.ident(raw["sessionId"], "timeline.sessionId")
+    if raw.get("sessionId") is not None:
+        out["sessionId"] = raw["sessionId"]
     return out
 
 
@@ -62,16 +56,15 @@ def fill_timeline_entry(entry: dict) -> dict:
 
 
 def session_event(raw: dict) -> dict:
-    t = raw.get("type")
-    if not isinstance(t, str) or not t:
-        raise validation("events[].type is required", {"field": "events.type"})
-    out: dict[str, Any] = {"type": t}
+    """A client session event (§4.5), already checked against its declaration
+    (`NewSessionEvent`): only the known keys."""
+    out: dict[str, Any] = {"type": raw["type"]}
     if raw.get("id") is not None:
-        out["id"] = v.ident(raw["id"], "events.id")
+        out["id"] = raw["id"]
     if raw.get("timestamp") is not None:
-        out["timestamp"] = v.timestamp(raw["timestamp"], "events.timestamp")
+        out["timestamp"] = int(raw["timestamp"])
     if "data" in raw:
-        out["data"] = v.shallow(raw["data"], "events.data")
+        out["data"] = raw["data"]
     return out
 
 

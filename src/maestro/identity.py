@@ -21,19 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .ids import is_valid_client_id
+from .vocabulary import FINAL_SESSION_STATUSES
 
 log = logging.getLogger("maestro.identity")
 
 PREFIX = "mst."
 TOKEN_FILE = "token.sha256"
-ENDED = ("completed", "failed")
 REVOKED_FIELD = "tokenRevokedAt"
 
 
 def token_live(session: dict | None) -> bool:
     """Whether a session's token still stands: the session exists, has not ended, and its token
     was never revoked. The one rule every token check uses."""
-    return session is not None and session.get("status") not in ENDED \
+    return session is not None and session.get("status") not in FINAL_SESSION_STATUSES \
         and not session.get(REVOKED_FIELD)
 
 

@@ -9,13 +9,13 @@ from .domain.history import merged_history
 from .domain.readiness import live_claim
 from .ids import now_ms
 from .paging import PageRequest, page_of, walk
+from .vocabulary import FINAL_SESSION_STATUSES
 
 if TYPE_CHECKING:
     from .ready_index import ReadyIndex
     from .state import State
 
 Page = tuple[list[dict], "tuple | None"]
-FINAL_SESSION_STATUSES = ("completed", "failed")
 
 
 def task_filter(project_id: str | None, status: str | None, parent_id: str | None) \

@@ -20,6 +20,7 @@ from .domain.timeline import entry as timeline_entry
 from .entities import as_list, bump, with_changes
 from .errors import ApiError, project_not_found, task_not_found, validation
 from .ids import make_id, now_ms
+from .vocabulary import DEFAULT_PRIORITY, TASK_PRIORITIES
 
 if TYPE_CHECKING:
     from .state import State
@@ -83,7 +84,7 @@ def parse_plan(body: dict) -> Plan:
         tasks.append(PlannedTask(
             ref=ref, title=title.strip(), description=v.string(raw, "description") or "",
             initial_prompt=v.string(raw, "initialPrompt") or "",
-            priority=v.enum(raw, "priority", v.TASK_PRIORITIES) or "medium",
+            priority=v.enum(raw, "priority", TASK_PRIORITIES) or DEFAULT_PRIORITY,
             parent=parent or None, depends_on=v.dedupe(depends_on)))
     edges: list[tuple[str, str]] = []
     raw_edges = body.get("dependencies", [])

@@ -4,7 +4,6 @@ PostgreSQL store, so that a team can move to DATABASE_TYPE=postgres without losi
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -31,12 +30,13 @@ def import_data(
     Example: DATABASE_URL=postgresql://maestro@127.0.0.1/maestro
     maestro import-data --data-dir ~/.maestro/data
     """
+    from ..config import database_url as configured_database_url
     from ..config import expand_path
     from ..store.base import StoreLockedError
     from ..store.files import FileStore
     from ..store.postgres import DatabaseUnavailableError, PostgresStore, redact
 
-    url = database_url or os.environ.get("DATABASE_URL", "")
+    url = database_url or configured_database_url()
     if not url:
         _fail("no database given: set DATABASE_URL or pass --database-url", 2)
     source_dir = expand_path(str(data_dir))

@@ -5,6 +5,7 @@ import json
 
 import typer
 
+from ..vocabulary import AGENT_ROLES, BOARD_ORDER, PRIORITY_ORDER
 from .options import Run, command
 from .output import CliError, esc, key_values, priority_text, status_text, table
 
@@ -99,7 +100,7 @@ def is_allowed(name: str, allowed: list[str]) -> bool:
 
 
 def _role(run: Run, manifest: dict | None) -> str:
-    if manifest and manifest.get("role") in ("worker", "orchestrator"):
+    if manifest and manifest.get("role") in AGENT_ROLES:
         return manifest["role"]
     return run.ctx.role
 
@@ -189,15 +190,15 @@ def status(run: Run):
         out.print(f"[bold blue]{esc(project_entity.get('name') or project)}[/bold blue] "
                   f"[dim]{esc(project)}[/dim]")
         t = table("TASKS", "COUNT")
-        for word in ("pending", "in_progress", "blocked", "completed"):
+        for word in BOARD_ORDER:
             t.add_row(status_text(word), str(by_status.get(word, 0)))
         for word, n in by_status.items():
-            if word not in ("pending", "in_progress", "blocked", "completed"):
+            if word not in BOARD_ORDER:
                 t.add_row(esc(word), str(n))
         t.add_row("[bold]total[/bold]", f"[bold]{len(tasks)}[/bold]")
         out.print(t)
         p = table("PRIORITY", "COUNT")
-        for word in ("high", "medium", "low"):
+        for word in PRIORITY_ORDER:
             p.add_row(priority_text(word), str(by_priority.get(word, 0)))
         out.print(p)
         out.print(f"Sessions: [bold]{active}[/bold] active of {len(sessions)}")

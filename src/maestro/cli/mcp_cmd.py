@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from ..vocabulary import AGENT_PROFILES
 from . import options
 from .context import Environment, Overrides, resolve
 from .options import Run, command
@@ -88,7 +89,7 @@ def install(
     from ..mcp import wiring
     from ..mcp.catalog import parse_tools, problem_text
 
-    if agent not in ("claude", "codex"):
+    if agent not in AGENT_PROFILES:
         raise usage_error("--agent must be claude or codex.",
                           "Example: maestro mcp install --agent codex")
     if tools:

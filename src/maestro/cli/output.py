@@ -7,7 +7,6 @@ claim was lost), 7 the task is not ready."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -71,16 +70,15 @@ def console(stderr: bool = False):
     off a terminal it is wide enough that ids and titles are not cut."""
     from rich.console import Console
 
+    from ..config import no_color, output_width
+
     stream = sys.stderr if stderr else sys.stdout
     is_tty = stream.isatty()
     width = None
     if not is_tty:
-        try:
-            width = max(int(os.environ.get("COLUMNS", "0")), 160)
-        except ValueError:
-            width = 160
+        width = output_width()
     return Console(file=stream, highlight=False, width=width, soft_wrap=not is_tty,
-                   no_color=bool(os.environ.get("NO_COLOR")) or None)
+                   no_color=no_color() or None)
 
 
 def emit(as_json: bool, data: Any, render: Callable[[Any], None] | None = None) -> None:

@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from ..vocabulary import ACTIVE_SESSION_STATUSES
 from .client import seg
 from .options import Run, command, is_tty_stdin
 from .output import CliError, esc, fmt_time, key_values, table, usage_error
@@ -19,7 +20,6 @@ ISOLATION_OPTION = typer.Option(None, "--isolation", metavar="worktree|none",
                                 help="Where spawned sessions work. " + ISOLATION_HELP
                                 + " [default: worktree]")
 
-ACTIVE = ("spawning", "running")
 
 
 def render_projects(projects: list[dict]):
@@ -185,7 +185,7 @@ def project_delete(
     project = run.api.get(f"/api/projects/{seg(project_id)}")
     tasks = run.api.get("/api/tasks", {"projectId": project_id})
     sessions = run.api.get("/api/sessions", {"projectId": project_id})
-    active = [s for s in sessions if s.get("status") in ACTIVE]
+    active = [s for s in sessions if s.get("status") in ACTIVE_SESSION_STATUSES]
     what = (f'project "{project.get("name")}" ({project_id}) with its {len(tasks)} task(s) '
             f"and {len(sessions)} session(s)"
             + (f" ({len(active)} running agent(s) will be stopped)" if active else ""))

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import typer
 
+from ..vocabulary import REPORT_KINDS
 from .claims import fencing_headers
 from .client import seg
 from .context import split_ids
@@ -17,13 +18,9 @@ app = typer.Typer(help="Report progress from inside a session (sets the agent st
                        "and writes the session timeline).", no_args_is_help=True)
 
 # sub-command -> (sessionStatus written to tasks, session timeline type), SPEC §12.4
-REPORTS = {
-    "progress": ("working", "progress"),
-    "complete": ("completed", "task_completed"),
-    "blocked": ("blocked", "task_blocked"),
-    "error": ("failed", "error"),
-    "needs-input": ("needs_input", "needs_input"),
-}
+REPORTS = {command: REPORT_KINDS[kind] for command, kind in (
+    ("progress", "progress"), ("complete", "completed"), ("blocked", "blocked"),
+    ("error", "failed"), ("needs-input", "needs_input"))}
 
 DESCRIPTIONS = {
     "progress": "Report progress on your work.",

@@ -8,7 +8,8 @@ import typer
 from .client import seg
 from .options import Run, command
 from .output import EXIT_NETWORK, CliError, esc, warn, write_json_line
-from .sessions import FINAL_STATUSES, app, how_it_ended
+from ..vocabulary import FINAL_SESSION_STATUSES
+from .sessions import app, how_it_ended
 
 POLL_SECONDS = 0.5
 
@@ -41,13 +42,13 @@ def session_stop(
         deadline = time.monotonic() + float(result.get("graceSeconds") or 5) + 15
         while time.monotonic() < deadline:
             session = run.api.get(f"/api/sessions/{seg(session_id)}")
-            if session.get("status") in FINAL_STATUSES:
+            if session.get("status") in FINAL_SESSION_STATUSES:
                 break
             time.sleep(POLL_SECONDS / 2)
         result = dict(result, session=session)
 
     def render(out):
-        if wait and isinstance(session, dict) and session.get("status") in FINAL_STATUSES:
+        if wait and isinstance(session, dict) and session.get("status") in FINAL_SESSION_STATUSES:
             ended = how_it_ended(session) or session.get("status")
             out.print(f"[red]Stopped[/red] session {esc(session_id)}: {esc(ended)}")
             return
@@ -129,7 +130,7 @@ def session_delete(run: Run, session_id: str = typer.Argument(..., metavar="SESS
     """
     before = run.api.get(f"/api/sessions/{seg(session_id)}")
     result = run.api.delete(f"/api/sessions/{seg(session_id)}")
-    running = before.get("status") not in FINAL_STATUSES
+    running = before.get("status") not in FINAL_SESSION_STATUSES
 
     def render(out):
         out.print(f"[red]Deleted session[/red] {esc(session_id)}"

@@ -8,6 +8,7 @@ import typer
 
 from ..session_names import session_name
 from ..spawn.endings import end_message
+from ..vocabulary import END_EVENT_TYPES, FINAL_SESSION_STATUSES, SESSION_STATUSES
 from .client import seg
 from .options import Run, command
 from .output import CliError, esc, fmt_time, key_values, status_text, table, usage_error
@@ -15,17 +16,13 @@ from .output import CliError, esc, fmt_time, key_values, status_text, table, usa
 app = typer.Typer(help="Sessions (agent runs): list, info (alias show), spawn, stop, log, "
                        "delete, register, complete.", no_args_is_help=True)
 
-SESSION_STATUSES = ("spawning", "running", "completed", "failed")
-FINAL_STATUSES = ("completed", "failed")
 _TASK_ID = re.compile(r"^[A-Za-z0-9_-]+$")
-# Session events in which the launcher (or `worker init`) says how an agent ended.
-END_EVENTS = ("process_exit", "launch_failed", "agent_launch_failed")
 
 
 def end_event(session: dict) -> dict | None:
     """The data of the last event saying how the session's agent ended, if any."""
     for event in reversed(session.get("events") or []):
-        if isinstance(event, dict) and event.get("type") in END_EVENTS \
+        if isinstance(event, dict) and event.get("type") in END_EVENT_TYPES \
                 and isinstance(event.get("data"), dict):
             return event["data"]
     return None
@@ -37,7 +34,7 @@ def how_it_ended(session: dict) -> str | None:
     meta = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
     if isinstance(meta.get("endMessage"), str) and meta["endMessage"]:
         return meta["endMessage"]
-    if session.get("status") not in FINAL_STATUSES:
+    if session.get("status") not in FINAL_SESSION_STATUSES:
         return None
     data = end_event(session)
     if data is None:
@@ -80,7 +77,7 @@ def _event_summary(event: dict) -> str:
     data = event.get("data")
     if not isinstance(data, dict):
         return ""
-    if event.get("type") in END_EVENTS:
+    if event.get("type") in END_EVENT_TYPES:
         return how_it_ended({"status": "failed", "events": [event]}) or ""
     if event.get("type") == "process_started":
         return f"pid {data.get('pid')} ({data.get('mode')}): {data.get('command')}"

@@ -6,6 +6,7 @@ The views `task show` and `task tree` live in task_views.py; dependencies, ready
 
 import typer
 
+from ..vocabulary import TASK_PRIORITIES, TASK_STATUSES
 from .claims import claim_of, claim_text, fencing_headers, forget_token
 from .client import seg
 from .options import Run, command
@@ -24,8 +25,6 @@ from .output import (
 app = typer.Typer(help="Tasks: list, create, show, update, complete, block, tree, delete; "
                        "dependencies, ready work and claims.", no_args_is_help=True)
 
-TASK_STATUSES = ("pending", "in_progress", "completed", "blocked")
-TASK_PRIORITIES = ("low", "medium", "high")
 
 
 def task_status(value: str) -> str:

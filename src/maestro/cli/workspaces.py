@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from ..workspace.options import ISOLATIONS
+from ..vocabulary import ISOLATIONS
 from .client import seg
 from .options import Run, command
 from .output import CliError, esc, key_values, table, usage_error

@@ -7,19 +7,16 @@ from __future__ import annotations
 import functools
 import json
 import time
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent
-from pydantic import Field
 
 from ..domain.handoff import last_completion_report
 from .backend import CLAIM_HEADER, Link, Refusal, Unreachable, gather, iso, seg
-from .models import Claim, Dependency, Note, SessionBrief, TaskBrief, TaskDetail, TaskList
-
-TaskId = Annotated[str, Field(description="Task id", max_length=128)]
-Priority = Literal["low", "medium", "high"]
+from .models import Claim, Dependency, Note, Priority, SessionBrief, TaskBrief, TaskDetail, \
+    TaskId, TaskList
 
 REPORT_CLIP = 1500
 NOTE_CLIP = 300

@@ -1,12 +1,48 @@
-"""What the tools answer: small structured records (the tool's output schema and its
-`structuredContent`), never whole entities or whole timelines. Times are UTC ISO-8601 strings
-(`2025-01-01T12:03:00Z`) of the server's clock."""
+"""What the tools take and answer, derived from the REST declarations (`server/api_models.py`):
+a tool's parameter or a record's field has the type of the REST field it stands for (`like`),
+narrowed where a tool takes or shows fewer. Answers are small structured records (the tool's
+output schema and its `structuredContent`), never whole entities or whole timelines. Times are
+UTC ISO-8601 strings (`2025-01-01T12:03:00Z`) of the server's clock."""
 
 from __future__ import annotations
 
-from typing import Any
+import typing
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import NotRequired
+
+from ..server import api_models as rest
+from ..vocabulary import AGENT_ROLES, TASK_STATUSES
+
+
+def like(declaration: type, name: str, **field: Any) -> Any:
+    """The type of the REST field `name` of `declaration` (a typed dict of api_models.py), with
+    `field` (a description, a narrower bound) added."""
+    hint = typing.get_type_hints(declaration, include_extras=True)[name]
+    while typing.get_origin(hint) in (NotRequired, typing.Required):
+        hint = typing.get_args(hint)[0]
+    return Annotated[hint, Field(**field)] if field else hint
+
+
+def shown(declaration: type, name: str) -> Any:
+    """The type of a record's field showing the REST field `name`: as `like`, but an enum is
+    shown as the string the API answered (the tool list stays small, and a record never fails
+    on a value of another revision)."""
+    hint = like(declaration, name)
+    return str if typing.get_origin(hint) is Literal else hint
+
+
+# ------------------------------------------------------------------ parameters
+TaskId = Annotated[rest.Id, Field(description="Task id")]
+Priority = like(rest.CreateTask, "priority")
+TaskStatus = like(rest.UpdateTask, "status")
+SessionStatus = like(rest.Session, "status")
+Title = like(rest.CreateTask, "title")
+Role = Literal[AGENT_ROLES]  # type: ignore[valid-type]
+# task_list also filters by readiness: ready (can start now), waiting (held back)
+TaskFilter = Literal[TASK_STATUSES + ("ready", "waiting")]  # type: ignore[valid-type]
+MAX_TEXT = rest.MAX_TEXT
 
 
 def compact_schema(schema: Any) -> Any:
@@ -49,26 +85,29 @@ class Record(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+T, S, C = rest.Task, rest.Session, rest.Claim
+
+
 class TaskBrief(Record):
-    id: str
-    title: str
-    status: str
-    priority: str | None = None
-    parentId: str | None = None
-    dependencies: list[str] | None = None
-    claimedBy: str | None = None
+    id: shown(T, "id")
+    title: shown(T, "title")
+    status: shown(T, "status")
+    priority: shown(T, "priority") | None = None
+    parentId: shown(T, "parentId") = None
+    dependencies: shown(T, "dependencies") | None = None
+    claimedBy: shown(C, "sessionId") | None = None
 
 
 class Claim(Record):
-    sessionId: str
-    token: int
+    sessionId: shown(C, "sessionId")
+    token: shown(C, "token")
     leaseExpiresAt: str | None = None
 
 
 class Dependency(Record):
-    id: str
-    title: str
-    status: str
+    id: shown(T, "id")
+    title: shown(T, "title")
+    status: str  # a task status, or missing (a task this caller cannot see)
     report: str | None = None
 
 
@@ -79,16 +118,16 @@ class Note(Record):
 
 
 class TaskDetail(Record):
-    id: str
-    title: str
-    status: str
-    priority: str | None = None
-    description: str | None = None
-    initialPrompt: str | None = None
-    parentId: str | None = None
+    id: shown(T, "id")
+    title: shown(T, "title")
+    status: shown(T, "status")
+    priority: shown(T, "priority") | None = None
+    description: shown(T, "description") | None = None
+    initialPrompt: shown(T, "initialPrompt") | None = None
+    parentId: shown(T, "parentId") = None
     claim: Claim | None = None
-    sessionStatus: str | None = None
-    ready: bool | None = None
+    sessionStatus: shown(T, "sessionStatus") | None = None
+    ready: shown(rest.Readiness, "ready") | None = None
     waitsFor: list[str] | None = None
     dependencies: list[Dependency] | None = None
     children: list[TaskBrief] | None = None
@@ -97,25 +136,25 @@ class TaskDetail(Record):
 
 
 class Held(Record):
-    taskId: str
-    title: str
-    token: int
+    taskId: shown(rest.SessionClaim, "taskId")
+    title: shown(T, "title")
+    token: shown(rest.SessionClaim, "token")
     leaseExpiresAt: str | None = None
 
 
 class SessionBrief(Record):
-    id: str
-    name: str | None = None
-    status: str
-    role: str | None = None
-    taskIds: list[str] | None = None
+    id: shown(S, "id")
+    name: shown(S, "name") | None = None
+    status: shown(S, "status")
+    role: str | None = None  # from the session's metadata, as it was written
+    taskIds: shown(S, "taskIds") | None = None
     lastActivity: str | None = None
 
 
 class ProjectBrief(Record):
-    id: str
-    name: str
-    workingDir: str | None = None
+    id: shown(rest.Project, "id")
+    name: shown(rest.Project, "name")
+    workingDir: shown(rest.Project, "workingDir") | None = None
 
 
 class SessionContext(Record):
@@ -144,16 +183,16 @@ class Claimed(Record):
 
 
 class Reported(Record):
-    taskId: str
+    taskId: shown(T, "id")
     kind: str
-    status: str
-    sessionStatus: str | None = None
+    status: shown(T, "status")
+    sessionStatus: shown(T, "sessionStatus") | None = None
     message: str
 
 
 class Released(Record):
-    taskId: str
-    status: str
+    taskId: shown(T, "id")
+    status: shown(T, "status")
     message: str
 
 
@@ -163,14 +202,14 @@ class Created(Record):
 
 
 class PlannedTask(Record):
-    ref: str
-    id: str
-    title: str
+    ref: str  # as the plan named it (empty if the answer left it out)
+    id: shown(T, "id")
+    title: shown(T, "title")
 
 
 class Planned(Record):
     created: list[PlannedTask]
-    updated: list[str]
+    updated: list[shown(T, "id")]
     message: str
 
 
@@ -180,10 +219,10 @@ class Updated(Record):
 
 
 class Spawned(Record):
-    sessionId: str
-    status: str
-    role: str
-    taskIds: list[str]
+    sessionId: shown(S, "id")
+    status: str  # the new session's status as the spawn answered it
+    role: Role
+    taskIds: shown(S, "taskIds")
     message: str
 
 

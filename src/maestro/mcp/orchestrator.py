@@ -8,23 +8,23 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import Context
 from pydantic import BaseModel, Field
 
+from ..vocabulary import AGENT_MODELS as MODELS
 from .backend import seg
-from .calls import Priority, TaskId, brief, fencing, link_of, need_project, page, \
-    session_brief, tool
-from .models import Planned, PlannedTask, SessionList, Spawned, TaskList, Updated
+from .calls import brief, fencing, link_of, need_project, page, session_brief, tool
+from .models import MAX_TEXT, Planned, PlannedTask, Priority, Role, SessionList, SessionStatus, \
+    Spawned, TaskFilter, TaskId, TaskList, TaskStatus, Title, Updated, like, rest
 
-ProjectParam = Annotated[str | None, Field(description="Project id (default: your project)",
-                                           max_length=128)]
+ProjectParam = Annotated[rest.Id | None, Field(description="Project id (default: your project)")]
+Model = Literal[MODELS]  # type: ignore[valid-type]
 
 
 @tool
 async def task_list(
     ctx: Context,
-    status: Annotated[Literal["pending", "in_progress", "completed", "blocked", "ready",
-                              "waiting"] | None,
+    status: Annotated[TaskFilter | None,
                       Field(description="ready: can start now; waiting: pending but held "
                             "back")] = None,
-    parent_id: Annotated[str | None, Field(max_length=128)] = None,
+    parent_id: like(rest.CreateTask, "parentId") = None,
     limit: Annotated[int, Field(ge=1, le=500)] = 50,
     project_id: ProjectParam = None,
 ) -> TaskList:
@@ -44,23 +44,23 @@ async def task_list(
 class PlanItem(BaseModel):
     """One task of a plan."""
 
-    ref: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
-                              description="Its name inside the plan")]
-    title: Annotated[str, Field(min_length=1, max_length=1000)]
-    description: Annotated[str | None, Field(max_length=20_000)] = None
-    priority: Priority | None = None
-    parent: Annotated[str | None, Field(description="A ref of this plan or a task id",
-                                        max_length=128)] = None
-    depends_on: Annotated[list[str] | None, Field(description="Refs or task ids it waits "
-                                                  "for")] = None
+    ref: like(rest.PlanTask, "ref", description="Its name inside the plan")
+    title: like(rest.PlanTask, "title")
+    description: Annotated[like(rest.PlanTask, "description") | None,
+                           Field(max_length=20_000)] = None
+    priority: like(rest.PlanTask, "priority") | None = None
+    parent: like(rest.PlanTask, "parent", description="A ref of this plan or a task id") \
+        | None = None
+    depends_on: like(rest.PlanTask, "dependsOn", description="Refs or task ids it waits "
+                     "for") | None = None
 
 
 class PlanEdge(BaseModel):
     """A new dependency of an existing task."""
 
-    task: Annotated[str, Field(max_length=128)]
-    depends_on: Annotated[str, Field(description="A ref of this plan or a task id",
-                                     max_length=128)]
+    task: like(rest.PlanDependency, "task")
+    depends_on: like(rest.PlanDependency, "dependsOn",
+                     description="A ref of this plan or a task id")
 
 
 @tool
@@ -106,14 +106,15 @@ async def task_plan(
 async def task_update(
     ctx: Context,
     task_id: TaskId,
-    title: Annotated[str | None, Field(min_length=1, max_length=1000)] = None,
-    description: Annotated[str | None, Field(max_length=20_000)] = None,
+    title: Title | None = None,
+    description: Annotated[like(rest.UpdateTask, "description") | None,
+                           Field(max_length=20_000)] = None,
     priority: Priority | None = None,
-    status: Literal["pending", "in_progress", "completed", "blocked"] | None = None,
-    parent_id: Annotated[str | None, Field(max_length=128)] = None,
-    add_dependencies: Annotated[list[str] | None, Field(description="Task ids it must wait "
-                                                        "for")] = None,
-    remove_dependencies: list[str] | None = None,
+    status: TaskStatus | None = None,
+    parent_id: like(rest.UpdateTask, "parentId") = None,
+    add_dependencies: Annotated[like(rest.UpdateTask, "dependencies") | None,
+                                Field(description="Task ids it must wait for")] = None,
+    remove_dependencies: like(rest.UpdateTask, "dependencies") | None = None,
 ) -> Updated:
     """Change a task: fields, status, parent, dependencies. Refused if it would close a
     dependency cycle or another session holds the task."""
@@ -139,13 +140,14 @@ async def task_update(
 @tool
 async def session_spawn(
     ctx: Context,
-    task_ids: Annotated[list[str], Field(min_length=1, description="Tasks for the new agent")],
-    role: Literal["worker", "orchestrator"] = "worker",
+    task_ids: like(rest.CreateSession, "taskIds", min_length=1,
+                   description="Tasks for the new agent"),
+    role: Role = "worker",
     agent: Annotated[str | None, Field(description="claude, codex or a command line "
-                                       "(default: the server's)", max_length=1000)] = None,
-    model: Literal["sonnet", "opus", "haiku"] | None = None,
-    name: Annotated[str | None, Field(max_length=1000)] = None,
-    reason: Annotated[str | None, Field(max_length=1000)] = None,
+                                       "(default: the server's)", max_length=MAX_TEXT)] = None,
+    model: Model | None = None,
+    name: like(rest.CreateSession, "name") | None = None,
+    reason: Annotated[str | None, Field(max_length=MAX_TEXT)] = None,
     project_id: ProjectParam = None,
 ) -> Spawned:
     """Start an agent session for tasks (the server launches it)."""
@@ -170,7 +172,7 @@ async def session_spawn(
 @tool
 async def session_list(
     ctx: Context,
-    status: Literal["spawning", "running", "completed", "failed"] | None = None,
+    status: SessionStatus | None = None,
     active_only: Annotated[bool, Field(description="Only sessions that have not ended")] = True,
     limit: Annotated[int, Field(ge=1, le=200)] = 30,
     project_id: ProjectParam = None,

@@ -14,6 +14,7 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 
 from ..cli.context import CliContext
+from ..vocabulary import AGENT_ROLES
 from .backend import Api, Caller, FileClaimTokens, Link, Refusal, Unreachable, http_client, seg
 from .catalog import tools_for
 from .server import build_server
@@ -35,7 +36,7 @@ async def identify(api: Api, ctx: CliContext) -> Caller:
     else MAESTRO_ROLE and MAESTRO_PROJECT_ID) or, without MAESTRO_SESSION_ID, a person."""
     if not ctx.session:
         return Caller(None, ctx.project, "person")
-    role = ctx.role if ctx.role in ("worker", "orchestrator") else "worker"
+    role = ctx.role if ctx.role in AGENT_ROLES else "worker"
     project = ctx.project
     try:
         session = await api.get(f"/api/sessions/{seg(ctx.session)}")
@@ -43,7 +44,7 @@ async def identify(api: Api, ctx: CliContext) -> Caller:
         session = None
     if isinstance(session, dict):
         meta = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
-        if meta.get("role") in ("worker", "orchestrator"):
+        if meta.get("role") in AGENT_ROLES:
             role = meta["role"]
         project = session.get("projectId") or project
     return Caller(ctx.session, project, role)

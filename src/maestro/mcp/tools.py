@@ -13,10 +13,9 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from ..vocabulary import REPORT_KINDS
 from .backend import gather, iso, seg
 from .calls import (
-    Priority,
-    TaskId,
     brief,
     claim_of,
     detail,
@@ -31,13 +30,12 @@ from .calls import (
     until,
 )
 from .catalog import ALL_TOOLS
-from .models import Claimed, Created, Held, ProjectBrief, Released, Reported, SessionContext, \
-    TaskDetail, TaskList
+from .models import Claimed, Created, Held, Priority, ProjectBrief, Released, Reported, \
+    SessionContext, TaskDetail, TaskId, TaskList, Title, like, rest
 
 # kind -> (the task's sessionStatus, the session timeline entry type), as `maestro report`.
-REPORTS = {"progress": ("working", "progress"), "blocked": ("blocked", "task_blocked"),
-           "needs_input": ("needs_input", "needs_input"),
-           "completed": ("completed", "task_completed")}
+REPORTS = {kind: REPORT_KINDS[kind] for kind in ("progress", "blocked", "needs_input",
+                                                 "completed")}
 # kind -> the task timeline entry type of a person's report (no session to write to)
 PERSON_NOTES = {"progress": "update", "blocked": "blocker", "needs_input": "blocker",
                 "completed": "milestone"}
@@ -81,8 +79,8 @@ async def session_context(ctx: Context) -> SessionContext:
 @tool
 async def task_ready(
     ctx: Context,
-    parent_id: Annotated[str | None, Field(description="Only tasks under this parent",
-                                           max_length=128)] = None,
+    parent_id: like(rest.ClaimNextRequest, "parentId",
+                    description="Only tasks under this parent") = None,
     limit: Annotated[int, Field(ge=1, le=200)] = 20,
 ) -> TaskList:
     """Tasks that can start now (pending, dependencies completed, nobody holds them), highest
@@ -96,10 +94,10 @@ async def task_ready(
 @tool
 async def task_claim(
     ctx: Context,
-    task_id: Annotated[str | None, Field(description="The task to claim; omit to claim the "
-                                         "next ready one", max_length=128)] = None,
-    parent_id: Annotated[str | None, Field(description="Without task_id: only under this "
-                                           "parent", max_length=128)] = None,
+    task_id: Annotated[rest.Id | None, Field(description="The task to claim; omit to claim "
+                                             "the next ready one")] = None,
+    parent_id: like(rest.ClaimNextRequest, "parentId", description="Without task_id: only "
+                    "under this parent") = None,
     ttl_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="Lease length "
                                              "(default 600; renewed while you run)")] = None,
 ) -> Claimed:
@@ -151,7 +149,7 @@ async def task_get(ctx: Context, task_id: TaskId) -> TaskDetail:
 async def task_report(
     ctx: Context,
     task_id: TaskId,
-    kind: Annotated[Literal["progress", "blocked", "needs_input", "completed"],
+    kind: Annotated[Literal[tuple(REPORTS)],  # type: ignore[valid-type]
                     Field(description="completed also completes the task")],
     message: Annotated[Text, Field(description="What you did, what blocks you, what you "
                                    "need, or (completed) the summary handed to dependent "
@@ -188,7 +186,7 @@ async def task_report(
 async def task_release(
     ctx: Context,
     task_id: TaskId,
-    reason: Annotated[str | None, Field(max_length=1000, description="Why")] = None,
+    reason: like(rest.ReleaseRequest, "reason", description="Why") | None = None,
 ) -> Released:
     """Give a claimed task back (pending again, ready for someone else)."""
     link = await link_of(ctx)
@@ -216,15 +214,16 @@ async def task_release(
 @tool
 async def task_create(
     ctx: Context,
-    title: Annotated[str, Field(min_length=1, max_length=1000)],
-    description: Annotated[str | None, Field(max_length=20_000)] = None,
+    title: Title,
+    description: Annotated[like(rest.CreateTask, "description") | None,
+                           Field(max_length=20_000)] = None,
     priority: Priority | None = None,
-    parent_id: Annotated[str | None, Field(description="Create it as a child of this task",
-                                           max_length=128)] = None,
-    blocks: Annotated[str | None, Field(description="A task of yours that must wait for the "
-                                        "new one (it becomes a dependency; created beside "
-                                        "that task unless parent_id is given)",
-                                        max_length=128)] = None,
+    parent_id: like(rest.CreateTask, "parentId",
+                    description="Create it as a child of this task") = None,
+    blocks: Annotated[rest.Id | None, Field(description="A task of yours that must wait for "
+                                            "the new one (it becomes a dependency; created "
+                                            "beside that task unless parent_id is given)")] \
+        = None,
 ) -> Created:
     """Record follow-up work found while working: a child task, or (blocks) a new task one of
     your tasks depends on."""

@@ -1,10 +1,9 @@
 """The shapes of the REST API (entities, request bodies, query parameters, answers) declared once
-as typed dicts, from which /openapi.json takes its JSON schemas (pydantic writes them).
-
-These declarations document and test; requests are validated by the hand-written checks of
-`validate.py` and the service (SPEC's exact error messages), not by pydantic. Entities keep
-members these declarations do not name (fields of other revisions, SPEC §4.9), so every object
-allows additional properties."""
+as typed dicts, from which /openapi.json takes its JSON schemas (pydantic writes them) and the
+service its checks of request bodies (`shapes.py` compiles each body's declaration, with SPEC's
+exact error messages; the markers `Required`, `NotBlank`, `Says`… carry the wording a type
+cannot). Entities keep members these declarations do not name (fields of other revisions, SPEC
+§4.9), so every object allows additional properties."""
 
 from __future__ import annotations
 
@@ -13,7 +12,11 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 from typing_extensions import NotRequired, TypedDict
 
-from ..validate import (
+from ..ids import MAX_ID_LENGTH
+from ..shapes import FREE, MS, NotBlank, NotEmpty, Required, Says
+from ..validate import MAX_TEXT
+from ..vocabulary import (
+    ISOLATIONS,
     SESSION_STATUSES,
     SESSION_TASK_STATUSES,
     STRATEGIES,
@@ -21,7 +24,6 @@ from ..validate import (
     TASK_STATUSES,
     TIMELINE_TYPES,
 )
-from ..workspace.options import ISOLATIONS
 
 OPEN = ConfigDict(extra="allow")
 
@@ -36,8 +38,9 @@ Isolation = Annotated[Literal[ISOLATIONS], Field(  # type: ignore[valid-type]
                 "branch; none: sessions work in workingDir itself")]
 BaseRef = Annotated[str, Field(description="branch or commit new worktrees start from (empty or "
                                            "absent: the main worktree's current branch)")]
-Ms = Annotated[int, Field(description="milliseconds since the Unix epoch")]
-Title = Annotated[str, Field(min_length=1, max_length=1000)]
+Ms = Annotated[int, Field(description="milliseconds since the Unix epoch"), MS]
+Title = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+Id = Annotated[str, Field(max_length=MAX_ID_LENGTH)]
 Ttl = Annotated[int, Field(ge=5, le=86400, description="lease in seconds (default 600; the "
                                                        "server's MAESTRO_CLAIM_MIN_TTL is the "
                                                        "least)")]
@@ -363,88 +366,99 @@ class WsStatus(TypedDict):
 
 
 # ------------------------------------------------------------------ request bodies
+# Fields are checked in the order declared: the first malformed one is the one reported.
 class CreateProject(TypedDict):
-    name: Title
+    name: Annotated[Title, Required("name is required"), NotBlank("name is required")]
     workingDir: NotRequired[str]
     description: NotRequired[str]
-    isolation: NotRequired[Isolation]
-    baseRef: NotRequired[BaseRef]
+    isolation: NotRequired[Annotated[Isolation, FREE]]  # workspace/options.py
+    baseRef: NotRequired[Annotated[BaseRef, FREE]]
 
 
 class UpdateProject(TypedDict, total=False):
     """Partial update: only the fields given change."""
 
-    name: Title
+    name: Annotated[Title, NotBlank("name cannot be empty")]
     workingDir: str
     description: str
-    isolation: Isolation
-    baseRef: BaseRef
+    isolation: Annotated[Isolation, FREE]
+    baseRef: Annotated[BaseRef, FREE]
 
 
 class CreateTask(TypedDict):
-    projectId: str
-    title: Title
-    parentId: NotRequired[str | None]
-    description: NotRequired[str]
+    projectId: Annotated[Id, Required("projectId is required"),
+                         NotBlank("projectId is required")]
+    title: Annotated[Title, Required("title is required"), NotBlank("title is required")]
     priority: NotRequired[TaskPriority]
+    description: NotRequired[str]
     initialPrompt: NotRequired[str]
     skillIds: NotRequired[list[str]]
-    dependencies: NotRequired[Annotated[list[str], Field(
+    parentId: NotRequired[Id | None]
+    dependencies: NotRequired[Annotated[list[Id], Field(
         description="ids of tasks of the same project this one waits for (no cycles)")]]
 
 
 class NewTimelineEvent(TypedDict, total=False):
-    id: str
-    type: TimelineType
-    timestamp: Ms
-    message: str
-    sessionId: str
+    id: Id | None
+    type: Annotated[TimelineType, Says(
+        f"timeline type must be one of: {', '.join(TIMELINE_TYPES)}",
+        {"field": "timeline.type"})]
+    timestamp: Ms | None
+    message: Annotated[str, Says("timeline.message must be a string")] | None
+    sessionId: Id | None
 
 
 class UpdateTask(TypedDict, total=False):
     """Only the fields given change; `timeline` entries are appended. With `updateSource:
     "session"` only `sessionStatus` is applied (extension E3)."""
 
-    title: Title
+    title: Annotated[Title, NotBlank("title cannot be empty")]
     description: str
     status: TaskStatus
     priority: TaskPriority
-    parentId: str | None
-    sessionIds: list[str]
+    sessionStatus: AgentStatus
+    parentId: Id | None
+    sessionIds: list[Id]
     skillIds: list[str]
     agentIds: list[str]
-    dependencies: list[str]
     timeline: list[NewTimelineEvent]
-    sessionStatus: AgentStatus
-    updateSource: str
-    sessionId: str
+    dependencies: list[Id]
+    updateSource: Annotated[str, FREE]
+    sessionId: Annotated[str, FREE, Field(description="the reporting session (with "
+                                                      "updateSource: session)")]
 
 
 class AddTimeline(TypedDict):
-    message: Annotated[str, Field(min_length=1)]
+    message: Annotated[str, Field(min_length=1), Required("message is required"),
+                       NotEmpty("message is required")]
     type: NotRequired[TimelineType]
-    sessionId: NotRequired[str]
+    sessionId: NotRequired[Id]
 
 
 class CreateSession(TypedDict):
     """`taskIds` is required; an older client's `taskId` alone stands for `[taskId]`."""
 
-    projectId: str
-    taskIds: list[str]
-    taskId: NotRequired[str]
-    id: NotRequired[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")]]
-    name: NotRequired[Annotated[str, Field(max_length=1000)]]
+    taskIds: Annotated[list[Id], Required("taskIds is required")]
+    projectId: Annotated[Id, Required("projectId is required"),
+                         NotBlank("projectId is required")]
+    id: NotRequired[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")] | None]
+    name: NotRequired[Annotated[str, Field(max_length=MAX_TEXT)]]
     agentId: NotRequired[str]
     status: NotRequired[SessionStatus]
     env: NotRequired[dict[str, str]]
     metadata: NotRequired[dict[str, Any]]
     strategy: NotRequired[Strategy]
+    taskId: NotRequired[Annotated[str, FREE]]
+
+
+_EVENT_TYPE = "events[].type is required", {"field": "events.type"}
 
 
 class NewSessionEvent(TypedDict):
-    type: Annotated[str, Field(min_length=1)]
-    id: NotRequired[str]
-    timestamp: NotRequired[Ms]
+    type: Annotated[str, Field(min_length=1), Required(*_EVENT_TYPE), Says(*_EVENT_TYPE),
+                    NotEmpty(*_EVENT_TYPE)]
+    id: NotRequired[Id | None]
+    timestamp: NotRequired[Ms | None]
     data: NotRequired[Any]
 
 
@@ -453,48 +467,56 @@ class UpdateSession(TypedDict, total=False):
 
     status: SessionStatus
     agentId: str
-    taskIds: list[str]
+    taskIds: list[Id]
     events: list[NewSessionEvent]
     env: dict[str, str]
 
 
 class AddSessionEvent(TypedDict):
-    type: Annotated[str, Field(min_length=1)]
+    type: Annotated[str, Field(min_length=1), Required("type is required"),
+                    Says("type is required"), NotEmpty("type is required")]
     data: NotRequired[Any]
 
 
 class AddSessionTimeline(TypedDict):
-    message: Annotated[str, Field(min_length=1)]
+    message: Annotated[str, Field(min_length=1), Required("message is required"),
+                       NotBlank("message is required")]
     type: NotRequired[Annotated[str, Field(description="default progress")]]
-    taskId: NotRequired[str]
+    taskId: NotRequired[Id]
     metadata: NotRequired[Any]
 
 
+SessionRef = Annotated[Id, Required("sessionId is required"), NotBlank("sessionId is required")]
+Token = Annotated[int, Required("token must be an integer", {"field": "token"}), Field(
+    description="the claim's fencing token")]
+ClaimTtl = Annotated[Ttl, FREE]  # its least is a setting of the server: the service checks it
+
+
 class ClaimRequest(TypedDict):
-    sessionId: str
-    ttlSeconds: NotRequired[Ttl]
+    sessionId: SessionRef
+    ttlSeconds: NotRequired[ClaimTtl]
 
 
 class ClaimNextRequest(TypedDict):
-    sessionId: str
-    parentId: NotRequired[str]
-    ttlSeconds: NotRequired[Ttl]
+    sessionId: SessionRef
+    parentId: NotRequired[Id | None]
+    ttlSeconds: NotRequired[ClaimTtl]
 
 
 class RenewRequest(TypedDict):
-    sessionId: str
-    token: int
-    ttlSeconds: NotRequired[Ttl]
+    sessionId: SessionRef
+    token: Token
+    ttlSeconds: NotRequired[ClaimTtl]
 
 
 class ReleaseRequest(TypedDict):
-    sessionId: str
-    token: int
-    reason: NotRequired[str]
+    sessionId: SessionRef
+    token: Token
+    reason: NotRequired[Annotated[str, Field(max_length=MAX_TEXT)]]
 
 
 class HeartbeatRequest(TypedDict, total=False):
-    ttlSeconds: Ttl
+    ttlSeconds: ClaimTtl
 
 
 class PlanTask(TypedDict):
@@ -504,15 +526,15 @@ class PlanTask(TypedDict):
     description: NotRequired[str]
     initialPrompt: NotRequired[str]
     priority: NotRequired[TaskPriority]
-    parent: NotRequired[Annotated[str, Field(
+    parent: NotRequired[Annotated[Id, Field(
         description="a ref of the plan or the id of an existing task of the project")]]
-    dependsOn: NotRequired[Annotated[list[str], Field(
+    dependsOn: NotRequired[Annotated[list[Id], Field(
         description="refs, or ids of existing tasks, this one waits for")]]
 
 
 class PlanDependency(TypedDict):
-    task: Annotated[str, Field(min_length=1, description="a ref or a task id")]
-    dependsOn: Annotated[str, Field(min_length=1, description="a ref or a task id")]
+    task: Annotated[Id, Field(min_length=1, description="a ref or a task id")]
+    dependsOn: Annotated[Id, Field(min_length=1, description="a ref or a task id")]
 
 
 class Plan(TypedDict):

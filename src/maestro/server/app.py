@@ -22,13 +22,13 @@ from ..config import Settings
 from ..errors import ApiError, StorageError, validation
 from ..events import EventBus
 from ..identity import TokenRegistry
-from ..policy import Policy, has_secrets, redact_session
+from ..policy import OWN_PROJECT, Policy, forbidden, seen_by
 from ..skills import SkillCatalogue
 from ..paging import CREATION, PRIORITY, encode_cursor, page_request
 from ..service import Service
 from ..store.base import Store
 from . import api_models as m
-from .openapi import Op, build_document, docs_page, swagger_ui_dir
+from .openapi import Act, Op, build_document, docs_page, swagger_ui_dir
 from .router import ApiRequest, Reply, Router
 from .security import Security
 from .websocket import Hub
@@ -114,10 +114,13 @@ def register_api(router: Router, service: Service, hub: Hub,
     projects = service.state.projects
 
     def one_session(r: ApiRequest, s: dict) -> bytes:
-        # Agents never see secret-looking env values (tokens, keys) of any session.
-        if r.identity is not None and has_secrets(s):
-            return jsonio.dumps(redact_session(s))
-        return sessions.encode(s)
+        if r.identity is None:
+            return sessions.encode(s)
+        # An agent sees it as policy.seen_by shows it (the same as in WebSocket events).
+        seen = seen_by(r.identity, s, s.get("projectId"))
+        if seen is None:
+            raise forbidden(OWN_PROJECT)
+        return sessions.encode(s) if seen is s else jsonio.dumps(seen)
 
     async def health(r: ApiRequest):
         body = service.health()
@@ -312,34 +315,43 @@ def register_api(router: Router, service: Service, hub: Hub,
     fenced = {404: ("TASK_NOT_FOUND",), 409: ("CLAIM_LOST",)}
     task_changed = ("task:updated",)
     for method, path, handler, doc in [
-        ("GET", "/api/skills", list_skills, Op("The skill catalogue of SKILLS_DIR",
-                                                ok=list[m.Skill])),
+        ("GET", "/api/skills", list_skills, Op(
+            "The skill catalogue of SKILLS_DIR", acts=Act("skill", "list", id=None),
+            ok=list[m.Skill])),
         ("GET", "/api/skills/role/{role}", role_skills, Op(
-            "The skills of a role (worker, orchestrator)", ok=list[m.Skill])),
-        ("GET", "/api/skills/{id}", get_skill, Op("A skill with its instructions", ok=m.Skill,
-                                                  errors={404: ("NOT_FOUND",)})),
+            "The skills of a role (worker, orchestrator)",
+            acts=Act("skill", "list", id=None), ok=list[m.Skill])),
+        ("GET", "/api/skills/{id}", get_skill, Op(
+            "A skill with its instructions", acts=Act("skill", "read"), ok=m.Skill,
+            errors={404: ("NOT_FOUND",)})),
         ("POST", "/api/skills/{id}/reload", reload_skill, Op(
-            "Read a skill again from disk", ok=m.Skill, errors={404: ("NOT_FOUND",)})),
+            "Read a skill again from disk",
+            acts=Act("skill", "reload"), ok=m.Skill, errors={404: ("NOT_FOUND",)})),
         ("GET", "/health", health, Op(
-            "Server health", ok=m.Health,
+            "Server health", acts=Act("server", "read", id=None), ok=m.Health,
             description="When the server requires a token, a request without any "
                         "`Authorization` header gets only `{\"status\":\"ok\"}` (liveness "
                         "for load balancers); the full report needs the token.")),
-        ("GET", "/ws-status", ws_status, Op("Connected WebSocket clients", ok=m.WsStatus)),
+        ("GET", "/ws-status", ws_status, Op(
+            "Connected WebSocket clients", acts=Act("server", "read", id=None),
+            ok=m.WsStatus)),
         ("GET", "/api/projects", list_projects, Op(
-            "List projects", query=m.PageQuery, ok=list[m.Project], paged=True,
+            "List projects",
+            acts=Act("project", "list", id=None), query=m.PageQuery, ok=list[m.Project], paged=True,
             description="In creation order.")),
         ("POST", "/api/projects", create_project, Op(
-            "Create a project", body=m.CreateProject, ok=m.Project, status=201,
+            "Create a project",
+            acts=Act("project", "create", id=None), body=m.CreateProject, ok=m.Project, status=201,
             events=("project:created",))),
-        ("GET", "/api/projects/{id}", get_project, Op("Get a project", ok=m.Project,
-                                                      errors=P404)),
+        ("GET", "/api/projects/{id}", get_project, Op(
+            "Get a project", acts=Act("project", "read"), ok=m.Project, errors=P404)),
         ("PUT", "/api/projects/{id}", update_project, Op(
-            "Update a project (partial)", body=m.UpdateProject, ok=m.Project, errors=P404,
+            "Update a project (partial)",
+            acts=Act("project", "update"), body=m.UpdateProject, ok=m.Project, errors=P404,
             events=("project:updated",))),
         ("DELETE", "/api/projects/{id}", delete_project, Op(
             "Delete a project without tasks or sessions (with cascade=true: with them)",
-            query=m.DeleteProjectQuery, ok=m.ProjectDeleted,
+            acts=Act("project", "delete"), query=m.DeleteProjectQuery, ok=m.ProjectDeleted,
             description="With `cascade=true` the project's sessions (their agents are stopped "
                         "and their tokens die with them) and tasks go with it, in one change; "
                         "`deleted` lists them.",
@@ -347,64 +359,74 @@ def register_api(router: Router, service: Service, hub: Hub,
             events=("project:deleted", "session:deleted", "task:session_removed",
                     "task:deleted", "task:updated"))),
         ("GET", "/api/tasks", list_tasks, Op(
-            "List tasks", query=m.TaskListQuery, ok=list[m.Task], paged=True,
+            "List tasks",
+            acts=Act("task", "list", id=None), query=m.TaskListQuery, ok=list[m.Task], paged=True,
             description="Filters combine with AND. In creation order; with `ready=true` or "
                         "`blocked=true` in priority order (high, medium, low), then creation.")),
         ("POST", "/api/tasks", create_task, Op(
-            "Create a task", body=m.CreateTask, ok=m.Task, status=201,
+            "Create a task",
+            acts=Act("task", "create", id=None), body=m.CreateTask, ok=m.Task, status=201,
             errors={404: ("PROJECT_NOT_FOUND", "TASK_NOT_FOUND")}, events=("task:created",))),
-        ("GET", "/api/tasks/{id}", get_task, Op("Get a task", ok=m.Task, errors=T404)),
+        ("GET", "/api/tasks/{id}", get_task, Op(
+            "Get a task", acts=Act("task", "read"), ok=m.Task, errors=T404)),
         ("PATCH", "/api/tasks/{id}", update_task, Op(
-            "Update a task", body=m.UpdateTask, ok=m.Task, claim_token=True,
+            "Update a task",
+            acts=Act("task", "update"), body=m.UpdateTask, ok=m.Task, claim_token=True,
             errors={400: ("DEPENDENCY_CYCLE",), 404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"),
                     409: ("CLAIM_LOST",)}, events=task_changed)),
         ("DELETE", "/api/tasks/{id}", delete_task, Op(
-            "Delete a task", query=m.DeleteTaskQuery, ok=m.Deleted,
+            "Delete a task", acts=Act("task", "delete"), query=m.DeleteTaskQuery, ok=m.Deleted,
             description="Unlinks it from its sessions, drops it from the dependencies of "
                         "other tasks and releases its claim.",
             errors={400: ("TASK_HAS_CHILDREN",), **T404}, events=("task:deleted",))),
         ("POST", "/api/tasks/{id}/timeline", add_timeline, Op(
-            "Append to a task's timeline", body=m.AddTimeline, ok=m.Task, claim_token=True,
+            "Append to a task's timeline",
+            acts=Act("task", "append"), body=m.AddTimeline, ok=m.Task, claim_token=True,
             errors=fenced, events=task_changed)),
         ("GET", "/api/tasks/{id}/children", task_children, Op(
-            "Direct children of a task", query=m.PageQuery, ok=list[m.Task], paged=True,
-            errors=T404)),
+            "Direct children of a task",
+            acts=Act("task", "read"), query=m.PageQuery, ok=list[m.Task], paged=True, errors=T404)),
         ("GET", "/api/tasks/{id}/history", task_history, Op(
             "A task's history: its timeline and what its sessions reported about it",
-            ok=list[m.HistoryEntry], errors=T404,
+            acts=Act("task", "read"), ok=list[m.HistoryEntry], errors=T404,
             description="The task's timeline merged with the timeline entries of its sessions "
                         "that name it (`maestro report …`), oldest first.")),
         ("GET", "/api/tasks/{id}/readiness", task_readiness, Op(
-            "Whether a task is ready, and what holds it back", ok=m.Readiness, errors=T404)),
+            "Whether a task is ready, and what holds it back",
+            acts=Act("task", "read"), ok=m.Readiness, errors=T404)),
         ("POST", "/api/tasks/{id}/dependencies/{dependsOnId}", add_dependency, Op(
-            "Add one dependency (idempotent; refused if it closes a cycle)", ok=m.Task,
+            "Add one dependency (idempotent; refused if it closes a cycle)",
+            acts=Act("task", "add_dependency"), ok=m.Task,
             claim_token=True, errors={400: ("DEPENDENCY_CYCLE",), **fenced},
             events=task_changed)),
         ("DELETE", "/api/tasks/{id}/dependencies/{dependsOnId}", remove_dependency, Op(
-            "Remove one dependency (idempotent)", ok=m.Task, claim_token=True, errors=fenced,
+            "Remove one dependency (idempotent)",
+            acts=Act("task", "remove_dependency"), ok=m.Task, claim_token=True, errors=fenced,
             events=task_changed)),
         ("POST", "/api/tasks/{id}/claim", claim, Op(
             "Claim a ready task for a session (a lease with a fencing token)",
-            body=m.ClaimRequest, ok=m.Claimed,
+            acts=Act("task", "claim"), body=m.ClaimRequest, ok=m.Claimed,
             errors={404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"),
                     409: ("TASK_ALREADY_CLAIMED", "TASK_NOT_READY", "SESSION_NOT_ACTIVE")},
             events=("task:claimed", "task:updated"))),
         ("POST", "/api/tasks/{id}/claim/renew", renew_claim, Op(
-            "Extend a live lease", body=m.RenewRequest, ok=m.Renewed,
+            "Extend a live lease", acts=Act("task", "renew"), body=m.RenewRequest, ok=m.Renewed,
             errors={404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"), 409: ("CLAIM_LOST",)})),
         ("POST", "/api/tasks/{id}/claim/release", release_claim, Op(
-            "Give a claim up; the task goes back to pending", body=m.ReleaseRequest,
+            "Give a claim up; the task goes back to pending",
+            acts=Act("task", "release"), body=m.ReleaseRequest,
             ok=m.Released, errors={404: ("TASK_NOT_FOUND", "SESSION_NOT_FOUND"),
                                    409: ("CLAIM_LOST",)},
             events=("task:claim_released", "task:updated"))),
         ("POST", "/api/projects/{id}/claim-next", claim_next, Op(
             "Claim the first ready task of a project (task null when nothing is ready)",
-            body=m.ClaimNextRequest, ok=m.Claimed,
+            acts=Act("project", "claim"), body=m.ClaimNextRequest, ok=m.Claimed,
             errors={404: ("PROJECT_NOT_FOUND", "SESSION_NOT_FOUND", "TASK_NOT_FOUND"),
                     409: ("SESSION_NOT_ACTIVE",)}, events=("task:claimed", "task:updated"))),
         ("POST", "/api/projects/{id}/plan", plan, Op(
             "Create a whole breakdown at once: tasks named by local refs, their parents and "
-            "dependencies", body=m.Plan, ok=m.Planned, status=201, claim_token=True,
+            "dependencies",
+            acts=Act("project", "plan"), body=m.Plan, ok=m.Planned, status=201, claim_token=True,
             description="`parent` and `dependsOn` name a ref of the plan or an existing task "
                         "of the project; `dependencies` adds dependencies to existing tasks "
                         "(each such write is fenced like a task update). All or nothing: "
@@ -412,40 +434,46 @@ def register_api(router: Router, service: Service, hub: Hub,
             errors={400: ("DEPENDENCY_CYCLE",), 404: ("PROJECT_NOT_FOUND", "TASK_NOT_FOUND"),
                     409: ("CLAIM_LOST",)}, events=("task:created", "task:updated"))),
         ("POST", "/api/sessions/{id}/heartbeat", heartbeat, Op(
-            "Renew every live claim of a session", body=m.HeartbeatRequest, ok=m.Heartbeat,
+            "Renew every live claim of a session",
+            acts=Act("session", "heartbeat"), body=m.HeartbeatRequest, ok=m.Heartbeat,
             errors={**S404, 409: ("SESSION_NOT_ACTIVE",)})),
         ("GET", "/api/sessions", list_sessions, Op(
-            "List sessions", query=m.SessionListQuery, ok=list[m.Session], paged=True,
+            "List sessions", acts=Act("session", "list", id=None),
+            query=m.SessionListQuery, ok=list[m.Session], paged=True,
             description="Filters combine with AND. In order of `startedAt`.")),
         ("POST", "/api/sessions", create_session, Op(
-            "Create a session and link its tasks", body=m.CreateSession, ok=m.Session,
+            "Create a session and link its tasks",
+            acts=Act("session", "create", id=None), body=m.CreateSession, ok=m.Session,
             status=201, errors={404: ("PROJECT_NOT_FOUND", "TASK_NOT_FOUND")},
             events=("session:created", "task:session_added", "task:updated"))),
-        ("GET", "/api/sessions/{id}", get_session, Op("Get a session", ok=m.Session,
-                                                      errors=S404)),
+        ("GET", "/api/sessions/{id}", get_session, Op(
+            "Get a session", acts=Act("session", "read"), ok=m.Session, errors=S404)),
         ("PATCH", "/api/sessions/{id}", update_session, Op(
-            "Update a session", body=m.UpdateSession, ok=m.Session,
+            "Update a session", acts=Act("session", "update"), body=m.UpdateSession, ok=m.Session,
             errors={404: ("SESSION_NOT_FOUND", "TASK_NOT_FOUND")},
             events=("session:updated", "session:task_removed", "task:session_removed",
                     "session:task_added", "task:session_added", "task:updated"))),
         ("DELETE", "/api/sessions/{id}", delete_session, Op(
-            "Delete a session (unlinks its tasks)", ok=m.Deleted, errors=S404,
+            "Delete a session (unlinks its tasks)",
+            acts=Act("session", "delete"), ok=m.Deleted, errors=S404,
             events=("session:deleted", "task:session_removed", "task:updated"))),
         ("POST", "/api/sessions/{id}/tasks/{taskId}", add_session_task, Op(
-            "Link a task to a session (idempotent)", ok=m.Session,
+            "Link a task to a session (idempotent)", acts=Act("session", "link"), ok=m.Session,
             errors={404: ("NOT_FOUND",)},
             events=("session:task_added", "task:session_added", "session:updated",
                     "task:updated"))),
         ("DELETE", "/api/sessions/{id}/tasks/{taskId}", remove_session_task, Op(
-            "Unlink a task from a session (idempotent)", ok=m.Session,
-            errors={404: ("NOT_FOUND",)},
+            "Unlink a task from a session (idempotent)",
+            acts=Act("session", "unlink"), ok=m.Session, errors={404: ("NOT_FOUND",)},
             events=("session:task_removed", "task:session_removed", "session:updated",
                     "task:updated"))),
         ("POST", "/api/sessions/{id}/events", session_events, Op(
-            "Append a session event", body=m.AddSessionEvent, ok=m.Session, errors=S404,
+            "Append a session event",
+            acts=Act("session", "append"), body=m.AddSessionEvent, ok=m.Session, errors=S404,
             events=("session:updated",))),
         ("POST", "/api/sessions/{id}/timeline", session_timeline, Op(
-            "Append to a session's timeline (an agent's report)", body=m.AddSessionTimeline,
+            "Append to a session's timeline (an agent's report)",
+            acts=Act("session", "append"), body=m.AddSessionTimeline,
             ok=m.Session, errors=S404, events=("session:updated",))),
     ]:
         router.add(method, path, handler, doc)
@@ -521,7 +549,8 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     service.claim_min_ttl = settings.claim_min_ttl
     service.claim_sweep_seconds = settings.claim_sweep_seconds
     service.claim_race_delay_ms = settings.claim_race_delay_ms
-    hub = Hub(service.bus, settings.ws_queue_limit, settings.ws_lag_seconds)
+    hub = Hub(service.bus, settings.ws_queue_limit, settings.ws_lag_seconds,
+              fast_paths=settings.fast_paths)
     extensions: list = []
 
     @contextlib.asynccontextmanager
@@ -575,19 +604,12 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     app.state.settings = settings
     app.state.extensions = extensions
     router = Router(app)
+    router.fast_paths = settings.fast_paths
     register_api(router, service, hub, SkillCatalogue(settings.skills_dir))
     tokens = TokenRegistry(settings.session_dir, service.state.sessions)
     policy = Policy(service.state)
-    hub.policy = policy
     hub.alive = tokens.alive
-
-    async def guard(request: ApiRequest, template: str) -> None:
-        method = "GET" if request.method == "HEAD" else request.method
-        body = await request.raw_json() if method != "GET" else None
-        request.restrict_project = policy.check(request.identity, method, template,
-                                                request.params, body, request.query)
-
-    router.guard = guard
+    router.guard = policy.guard  # an agent's request: its route's action rule decides
     from ..spawn.routes import install as install_spawn
     install_spawn(router, service, settings, extensions, tokens=tokens)
     app.state.tokens = tokens

@@ -1,9 +1,11 @@
 """The OpenAPI 3.1 document of the REST API (/openapi.json) and the API reference page (/docs).
 
 Every route is declared once, where it is added to the router, with an `Op`: its summary, the
-typed dicts of its body, query parameters and answer (api_models.py; pydantic writes their JSON
-schemas) and the error codes it answers with. The document is built from the router's own
-table, so a route cannot be missing from it, and the router holds handlers to their
+action it performs on which entity (`Act`, whose rule in policy.py decides what an agent may
+do), the typed dicts of its body, query parameters and answer (api_models.py; pydantic writes
+their JSON schemas) and the error codes it answers with. The document is built from the router's
+own table, so a route cannot be missing from it; each operation says who may use it
+(`x-maestro-rights`, and a line of its description). The router holds handlers to their
 declaration: a route declared without a body gets `{}` from `request.json()`, and a query
 parameter it does not declare cannot be read (see router.py).
 
@@ -21,6 +23,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from .. import __version__
+from ..policy import Act, rule_for
 from . import api_models as m
 
 REF = "#/components/schemas/{model}"
@@ -29,10 +32,11 @@ JSON = "application/json"
 
 @dataclass(frozen=True)
 class Op:
-    """The declaration of one route: what /openapi.json says about it and what the router
-    lets its handler read."""
+    """The declaration of one route: what /openapi.json says about it, what the router lets
+    its handler read, and the action whose rule (policy.py) decides what agents may do."""
 
     summary: str
+    acts: Act | None = None   # the action it performs on which entity (its rights rule)
     body: Any = None          # a TypedDict: the route reads a JSON body of this shape
     query: Any = None         # a TypedDict of the query parameters it reads
     ok: Any = None            # the answer's type (e.g. m.Task, list[m.Task]); None: object
@@ -162,8 +166,20 @@ def _tag(path: str) -> str:
     return found.group(1)
 
 
+def _rights(op: Op) -> dict | None:
+    """Who may use the operation, from the rule of its action (policy.py)."""
+    if op.acts is None:
+        return None
+    rule = rule_for(op.acts)
+    return {"action": op.acts.name, "people": True, "agents": rule.text}
+
+
 def _operation(method: str, path: str, op: Op, schemas: Schemas) -> dict:
     text = op.description
+    rights = _rights(op)
+    if rights is not None:
+        text += ("\n\n" if text else "") + f"Rights (`{rights['action']}`): people always. " \
+            + rights["agents"]
     if op.events:
         text += ("\n\n" if text else "") + "WebSocket events: " + \
             ", ".join(f"`{e}`" for e in op.events) + "."
@@ -171,6 +187,8 @@ def _operation(method: str, path: str, op: Op, schemas: Schemas) -> dict:
                            "operationId": _operation_id(method, path)}
     if text:
         out["description"] = text
+    if rights is not None:
+        out["x-maestro-rights"] = rights
     params: list[dict] = []
     found = _WHAT.match(path)
     what = found.group(1)[:-1] if found else "item"

@@ -16,6 +16,8 @@ from urllib.parse import parse_qsl, unquote
 from .. import jsonio
 from ..errors import ApiError, StorageError, validation
 from ..ids import MAX_ID_LENGTH
+from ..policy import NOT_FOR_AGENTS, Bound, bind, forbidden
+from . import _fast
 
 log = logging.getLogger("maestro.http")
 
@@ -126,6 +128,10 @@ class ApiRequest:
 Handler = Callable[[ApiRequest], Awaitable[Any]]
 
 
+async def _refuse_agents(request: ApiRequest, bound: Bound) -> None:
+    raise forbidden(NOT_FOR_AGENTS)
+
+
 class Reply:
     """A handler result with a status other than 200 or extra headers (`(name, value)` byte
     pairs, names in lower case)."""
@@ -139,84 +145,37 @@ class Reply:
         self.headers = headers
 
 
-try:  # uvicorn's httptools connection, for _write_directly
-    from uvicorn.protocols.http.httptools_impl import (
-        STATUS_LINE as _STATUS_LINE,
-        RequestResponseCycle as _UvicornCycle,
-    )
-except ImportError:  # another server, or uvicorn without httptools: plain ASGI
-    _UvicornCycle = None
-    _STATUS_LINE = {}
-_CYCLE_FIELDS = ("transport", "flow", "keep_alive", "default_headers", "response_started",
-                 "response_complete", "disconnected", "access_log", "message_event",
-                 "on_response", "waiting_for_100_continue")
-if _UvicornCycle is not None:
-    _probe = _UvicornCycle.__init__.__code__.co_names
-    if not all(name in _probe for name in _CYCLE_FIELDS):
-        _UvicornCycle = None  # a uvicorn whose connection state looks different: plain ASGI
-
-
-# Bodies up to this size are joined to their head and sent in one write.
-_JOIN_AT_MOST = 256 << 10
-
-
-def _write_directly(send, status: int, body: bytes, head: bool,
-                    headers: list[tuple[bytes, bytes]] | None = None) -> bool:
-    """Write a whole JSON answer to uvicorn's connection in one write and finish the request
-    the way uvicorn's own `send` does, but without two passes through it (header checks of
-    trusted headers, a head and a body written separately). Returns False, having done
-    nothing, unless `send` is uvicorn's httptools cycle in a state where that is exact."""
-    cycle = getattr(send, "__self__", None)
-    if type(cycle) is not _UvicornCycle:
-        return False
-    if cycle.response_started or cycle.disconnected or cycle.access_log \
-            or cycle.flow.write_paused or status not in _STATUS_LINE:
-        return False
-    parts = [_STATUS_LINE[status]]
-    for name, value in cycle.default_headers:
-        parts += (name.lower(), b": ", value, b"\r\n")
-    parts += (b"content-type: ", _JSON_HEADERS, b"\r\ncontent-length: ",
-              str(len(body)).encode(), b"\r\n")
-    for name, value in headers or ():
-        parts += (name, b": ", value, b"\r\n")
-    if not cycle.keep_alive:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    large = len(body) > _JOIN_AT_MOST
-    if not head and not large:
-        parts.append(body)
-    cycle.response_started = True
-    cycle.waiting_for_100_continue = False
-    cycle.transport.write(b"".join(parts))
-    if not head and large:  # not copied into one more buffer (a list of 50k tasks: ~25 MB)
-        cycle.transport.write(body)
-    cycle.response_complete = True
-    cycle.message_event.set()
-    if not cycle.keep_alive:
-        cycle.transport.close()
-    cycle.on_response()
-    return True
-
-
 class Router:
+    # Whole responses written to uvicorn's connection in one write (_fast.py); False: the
+    # standard ASGI messages (MAESTRO_FAST_PATHS=0).
+    fast_paths = True
+
     def __init__(self, fallback):
         self.fallback = fallback
-        # segment count -> list of (method, literals, names, handler, template, doc)
-        self._routes: dict[int, list[tuple[str, tuple, tuple, Handler, str, Any]]] = {}
+        # segment count -> list of (method, literals, names, handler, doc, bound rule)
+        self._routes: dict[int, list[tuple[str, tuple, tuple, Handler, Any, Bound]]] = {}
         # (method, template, doc) in the order added: what /openapi.json documents.
         self.table: list[tuple[str, str, Any]] = []
-        # async guard(request, template) run before the handler for agent identities.
-        self.guard = None
-        self.not_found_body = jsonio.dumps({"error": True, "code": "NOT_FOUND",
-                                            "message": "Route not found"})
+        # async guard(request, bound rule) run before the handler for agent identities; until
+        # one is set, agents are refused everything.
+        self.guard = _refuse_agents
 
-    def add(self, method: str, template: str, handler: Handler, doc=None) -> None:
-        """Route `method template` to `handler`; `doc` is its declaration (openapi.Op)."""
+    def add(self, method: str, template: str, handler: Handler, doc) -> None:
+        """Route `method template` to `handler`; `doc` is its declaration (openapi.Op). A
+        route whose declared action (`doc.acts`) has no rule in policy.py, or names its entity
+        by a parameter the path lacks, is refused (ValueError): no route goes unguarded."""
         parts = tuple(template.strip("/").split("/")) if template != "/" else ()
         literals = tuple(None if p.startswith("{") else p for p in parts)
         names = tuple(p[1:-1] if p.startswith("{") else None for p in parts)
+        try:
+            bound = bind(getattr(doc, "acts", None))
+        except ValueError as exc:
+            raise ValueError(f"{method} {template}: {exc}") from None
+        if bound.act.id is not None and bound.act.id not in names:
+            raise ValueError(f"{method} {template}: the action {bound.act.name} names its "
+                             f"entity by {{{bound.act.id}}}, which the path lacks")
         self._routes.setdefault(len(parts), []).append((method, literals, names, handler,
-                                                         template, doc))
+                                                         doc, bound))
         self.table.append((method, template, doc))
         # Literal routes first so /api/sessions/spawn wins over /api/sessions/{id}.
         self._routes[len(parts)].sort(key=lambda r: sum(x is None for x in r[1]))
@@ -232,7 +191,7 @@ class Router:
         if not candidates:
             return None, False
         path_known = False
-        for m, literals, names, handler, template, doc in candidates:
+        for m, literals, names, handler, doc, bound in candidates:
             ok = True
             for lit, part in zip(literals, parts):
                 if lit is not None and lit != part:
@@ -244,15 +203,15 @@ class Router:
             if m != method:
                 continue
             params = {n: p for n, p in zip(names, parts) if n is not None}
-            return (handler, params, template, doc), True
+            return (handler, params, doc, bound), True
         return None, path_known
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
-            if scope["type"] == "websocket":
+            if scope["type"] == "websocket" and self.fast_paths:
                 # The server's own send, before any middleware wraps it: the WebSocket hub
-                # writes pre-built frames straight to that connection (see websocket.py).
-                scope["maestro.ws_send"] = send
+                # writes pre-built frames straight to that connection (see _fast.py).
+                _fast.remember_ws_send(scope, send)
             return await self.fallback(scope, receive, send)
         method = scope["method"]
         found, _ = self.match("GET" if method == "HEAD" else method, scope["path"],
@@ -261,15 +220,14 @@ class Router:
             identity = (scope.get("state") or {}).get("identity")
             if identity is not None and scope["path"].startswith("/api/"):
                 return await self._send(send, 403, jsonio.dumps(
-                    {"error": True, "code": "FORBIDDEN",
-                     "message": "Not available to agent sessions"}))
+                    {"error": True, "code": "FORBIDDEN", "message": NOT_FOR_AGENTS}))
             return await self.fallback(scope, receive, send)
-        handler, params, template, doc = found
+        handler, params, doc, bound = found
         request = ApiRequest(scope, receive, params, doc)
         headers = None
         try:
-            if request.identity is not None and self.guard is not None:
-                await self.guard(request, template)
+            if request.identity is not None:
+                await self.guard(request, bound)
             result = await handler(request)
             status = 200
             if isinstance(result, Reply):
@@ -287,10 +245,10 @@ class Router:
                                  "message": f"{type(exc).__name__}: {exc}"})
         await self._send(send, status, body, head=method == "HEAD", headers=headers)
 
-    @staticmethod
-    async def _send(send, status: int, body: bytes, head: bool = False,
+    async def _send(self, send, status: int, body: bytes, head: bool = False,
                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        if _write_directly(send, status, body, head, headers):
+        if self.fast_paths and _fast.write_response(send, status, body, head, _JSON_HEADERS,
+                                                    headers):
             return
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", _JSON_HEADERS),

@@ -16,34 +16,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..events import Event, EventBus
 from ..ids import now_ms
-from ..policy import redact_payload
+from ..policy import seen_by
+from . import _fast
 
 log = logging.getLogger("maestro.ws")
 
 READY_STATES = {0: "CONNECTING", 1: "OPEN", 2: "CLOSING", 3: "CLOSED"}
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, unfragmented text frame (RFC 6455 §5.2), as a server sends it."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
-    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
-
-
-def _raw_connection(ws: WebSocket):
-    """uvicorn's protocol object behind `ws`, when frames can be written to it directly: the
-    same bytes go to every client, so each event is framed once, not once per client."""
-    send = ws.scope.get("maestro.ws_send")
-    proto = getattr(send, "__self__", None)
-    needed = ("transport", "writable", "close_sent", "conn")
-    if proto is None or not all(hasattr(proto, name) for name in needed):
-        return None
-    if getattr(proto.conn, "extensions", None):  # e.g. compression: frames differ per client
-        return None
-    return proto
 
 
 class Client:
@@ -69,13 +47,10 @@ class Client:
         """Write a pre-built frame straight to the connection when nothing is queued before it
         and the connection takes more; False when it must be queued like any other message."""
         raw = self.raw
-        if raw is not None and not self.queue and not self.dropped:
-            transport = raw.transport
-            if raw.writable.is_set() and not raw.close_sent and transport is not None \
-                    and not transport.is_closing():
-                transport.write(frame)
-                self.direct += 1
-                return True
+        if raw is not None and not self.queue and not self.dropped \
+                and _fast.write_frame(raw, frame):
+            self.direct += 1
+            return True
         return False
 
     def offer(self, text: str, now: float) -> bool:
@@ -98,13 +73,16 @@ class Client:
 
 
 class Hub:
-    def __init__(self, bus: EventBus, queue_limit: int = 100_000, lag_seconds: float = 10.0):
+    def __init__(self, bus: EventBus, queue_limit: int = 100_000, lag_seconds: float = 10.0,
+                 fast_paths: bool = True):
         self.clients: set[Client] = set()
+        # Events framed once and written straight to uvicorn's connections (_fast.py); False:
+        # every message goes through the ASGI `send` (MAESTRO_FAST_PATHS=0).
+        self.fast_paths = fast_paths
         self.queue_limit = queue_limit
         self.lag_seconds = lag_seconds
         self.sent = 0
         self.dropped_clients = 0
-        self.policy = None
         # alive(identity) -> bool: an agent's stream ends with its token.
         self.alive = None
         bus.subscribe(self._on_event)
@@ -114,7 +92,7 @@ class Hub:
             return
         frame = event.frame()
         text = None  # decoded only for a client that cannot take the frame directly
-        wire = text_frame(frame)
+        wire = _fast.text_frame(frame) if self.fast_paths else None
         now = time.monotonic()
         agent_text = None
         for client in self.clients:
@@ -128,12 +106,13 @@ class Hub:
                 client.revoked = True
                 client.closed.set()
                 continue
-            if self.policy is None or not self.policy.event_visible(client.identity,
-                                                                    event.project_id):
+            # What an agent sees (policy.seen_by): its own project, secrets redacted; the
+            # redaction is the same for every agent, so the text is made once per event.
+            seen = seen_by(client.identity, event.data, event.project_id)
+            if seen is None:
                 continue
             if agent_text is None:
-                agent_text = Event(event.type, redact_payload(event.data)).envelope(
-                    event.timestamp).decode()
+                agent_text = Event(event.type, seen).envelope(event.timestamp).decode()
             client.offer(agent_text, now)
 
     def status(self) -> dict:
@@ -152,7 +131,7 @@ class Hub:
         await ws.accept()
         identity = (ws.scope.get("state") or {}).get("identity")
         client = Client(ws, self.queue_limit, identity, self.lag_seconds)
-        client.raw = _raw_connection(ws)
+        client.raw = _fast.raw_connection(ws.scope) if self.fast_paths else None
         self.clients.add(client)
         sender = asyncio.create_task(self._send_loop(client))
         try:

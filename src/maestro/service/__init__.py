@@ -5,23 +5,23 @@ validate everything first, then change memory through a `Tx`, and return once th
 durable and its events are published. Reads are served from memory and its indexes.
 
 The Service is composed of one part per job: `core` (memory, life cycle, the mutation path,
-health), `projects`, `tasks`, `sessions`, `links` (task<->session links), and the parts kept
-beside it: `listing` (paged reads), `coordination` (dependencies, readiness, claims), `plan` and
-`workspace.records`. The pure rules they apply live in `maestro.domain`."""
+health), `projects`, `tasks`, `sessions`, `links` (task<->session links), `workspaces` (session
+workspace records), and the parts kept beside it: `listing` (paged reads), `coordination`
+(dependencies, readiness, claims) and `plan`. The pure rules they apply live in `maestro.domain`."""
 
 from __future__ import annotations
 
 from ..coordination import Coordination
 from ..listing import Listing
 from ..plan import Planning
-from ..workspace.records import WorkspaceRecords
 from .core import MAX_ENTRY_BYTES, ServiceCore
 from .links import Links
 from .projects import Projects
-from .sessions import FINAL_SESSION_STATUSES, Sessions
+from .sessions import Sessions
 from .tasks import Tasks
+from .workspaces import WorkspaceRecords
 
-__all__ = ["FINAL_SESSION_STATUSES", "MAX_ENTRY_BYTES", "Service"]
+__all__ = ["MAX_ENTRY_BYTES", "Service"]
 
 
 class Service(ServiceCore, Projects, Tasks, Sessions, Links, Listing, Coordination,

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .. import validate as v
 from ..domain.hierarchy import children_first
 from ..entities import bump as _bump
 from ..entities import with_changes as _with
 from ..errors import ApiError, project_not_found
 from ..ids import make_id, now_ms
+from ..server import api_models as shape
+from ..shapes import checker
 from ..workspace.options import project_settings
 
 if TYPE_CHECKING:
     from ..commit import Tx
+
+_check_create = checker(shape.CreateProject)
+_check_update = checker(shape.UpdateProject)
 
 
 class Projects:
@@ -23,6 +27,10 @@ class Projects:
     def list_projects(self) -> list[dict]:
         return self.state.projects.ordered()
 
+    def get_project_or_none(self, project_id: str) -> dict | None:
+        """The project, or None when there is none (never raises)."""
+        return self.state.projects.get(project_id)
+
     def get_project(self, project_id: str) -> dict:
         p = self.state.projects.get(project_id)
         if p is None:
@@ -30,10 +38,10 @@ class Projects:
         return p
 
     async def create_project(self, body: dict) -> dict:
-        name = v.string(body, "name", required_message="name is required",
-                        nonblank_message="name is required", max_len=v.MAX_TEXT)
-        working_dir = v.string(body, "workingDir") or ""
-        description = v.string(body, "description") or ""
+        _check_create(body)
+        name = body["name"]
+        working_dir = body.get("workingDir") or ""
+        description = body.get("description") or ""
         workspace = project_settings(body)
 
         def apply(tx: Tx) -> dict:
@@ -48,9 +56,10 @@ class Projects:
         return await self._mutate(apply)
 
     async def update_project(self, project_id: str, body: dict) -> dict:
-        name = v.string(body, "name", nonblank_message="name cannot be empty", max_len=v.MAX_TEXT)
-        working_dir = v.string(body, "workingDir")
-        description = v.string(body, "description")
+        _check_update(body)
+        name = body.get("name")
+        working_dir = body.get("workingDir")
+        description = body.get("description")
         workspace = project_settings(body)
 
         def apply(tx: Tx) -> dict:

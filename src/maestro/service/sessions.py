@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import validate as v
 from ..domain.timeline import entry as timeline_entry_at
 from ..entities import as_list as _list
 from ..entities import bump as _bump
@@ -15,13 +14,21 @@ from ..entities import with_changes as _with
 from ..errors import ApiError, project_not_found, session_not_found, task_not_found, \
     validation
 from ..identity import REVOKED_FIELD, may_hold_token
-from ..ids import is_valid_client_id, make_id, now_ms
+from ..ids import make_id, now_ms
 from ..listing import session_filter
+from ..server import api_models as shape
+from ..shapes import checker
+from ..validate import dedupe
+from ..vocabulary import DEFAULT_SESSION_STATUS, DEFAULT_SESSION_TIMELINE_TYPE, \
+    FINAL_SESSION_STATUSES
 
 if TYPE_CHECKING:
     from ..commit import Tx
 
-FINAL_SESSION_STATUSES = ("completed", "failed")
+_check_create = checker(shape.CreateSession)
+_check_update = checker(shape.UpdateSession)
+_check_event = checker(shape.AddSessionEvent)
+_check_note = checker(shape.AddSessionTimeline)
 
 
 def _is_active(session: dict) -> bool:
@@ -35,6 +42,16 @@ class Sessions:
                       status: str | None = None, active: str | None = None) -> list[dict]:
         return self.state.sessions.query(*session_filter(project_id, task_id, status, active))
 
+    def get_session_or_none(self, session_id: str) -> dict | None:
+        """The session, or None when there is none (never raises)."""
+        return self.state.sessions.get(session_id)
+
+    def sessions_where(self, predicate: Callable[[dict], bool] | None = None) -> list[dict]:
+        """Every session (for which `predicate(session)` is true), in no particular order:
+        e.g. the launcher's recovery, the sessions with a git worktree."""
+        rows = list(self.state.sessions.rows.values())
+        return rows if predicate is None else [s for s in rows if predicate(s)]
+
     def get_session(self, session_id: str) -> dict:
         s = self.state.sessions.get(session_id)
         if s is None:
@@ -43,30 +60,16 @@ class Sessions:
 
     def validate_new_session(self, body: dict) -> dict:
         """Checks of POST /api/sessions that need no state; returns the normalised fields."""
-        task_ids = body.get("taskIds")
-        if task_ids is None and "taskIds" not in body and isinstance(body.get("taskId"), str):
-            task_ids = [body["taskId"]]
-        if task_ids is None:
-            raise validation("taskIds is required")
-        task_ids = v.string_list({"taskIds": task_ids}, "taskIds", ids=True)
-        project_id = v.string(body, "projectId", required_message="projectId is required",
-                              nonblank_message="projectId is required")
-        v.ident(project_id, "projectId")
-        sid = body.get("id")
-        if sid is not None:
-            if not isinstance(sid, str) or not is_valid_client_id(sid):
-                raise validation("id must match ^[A-Za-z0-9_-]{1,128}$", {"field": "id"})
-        name = v.string(body, "name", max_len=v.MAX_TEXT)
-        agent_id = v.string(body, "agentId")
-        status = v.enum(body, "status", v.SESSION_STATUSES) or "running"
-        env = v.str_map(body, "env")
-        metadata = v.obj(body, "metadata")
-        strategy = v.enum(body, "strategy", v.STRATEGIES)
-        return {"taskIds": v.dedupe(task_ids), "projectId": project_id, "id": sid,
-                "name": name, "agentId": agent_id, "status": status, "env": env or {},
-                "metadata": metadata, "strategy": strategy}
+        if "taskIds" not in body and isinstance(body.get("taskId"), str):
+            body = {**body, "taskIds": [body["taskId"]]}  # an older client's single task
+        _check_create(body)
+        return {"taskIds": dedupe(body["taskIds"]), "projectId": body["projectId"],
+                "id": body.get("id"), "name": body.get("name"), "agentId": body.get("agentId"),
+                "status": body.get("status") or DEFAULT_SESSION_STATUS,
+                "env": body.get("env") or {}, "metadata": body.get("metadata"),
+                "strategy": body.get("strategy")}
 
-    def new_session_in_tx(self, tx: Tx, f: dict, *, missing_task: Callable[[str], ApiError]
+    def _new_session_in_tx(self, tx: Tx, f: dict, *, missing_task: Callable[[str], ApiError]
                           = task_not_found, created_events: list | None = None) -> dict:
         """Create the session of `f` (from validate_new_session) and link its tasks."""
         if self.state.projects.get(f["projectId"]) is None:
@@ -111,23 +114,46 @@ class Sessions:
 
     async def create_session(self, body: dict) -> dict:
         fields = self.validate_new_session(body)
-        return await self._mutate(lambda tx: self.new_session_in_tx(tx, fields))
+        return await self._mutate(lambda tx: self._new_session_in_tx(tx, fields))
+
+    async def create_session_from(self, fields: dict, *, recheck: Callable[[], None] | None
+                                  = None, missing_task: Callable[[str], ApiError]
+                                  = task_not_found, created_events: list | None = None,
+                                  on_created: Callable[[dict], None] | None = None) -> dict:
+        """Create a session from fields already checked (the shape of `validate_new_session`,
+        plus an optional `workspace`), e.g. by the spawn endpoint. `recheck()` runs first, under
+        the mutation lock, against the state the creation sees (raising refuses it);
+        `missing_task(id)` is the error for a task that does not exist; `created_events` go
+        out before `session:created` (their project set to the session's when unset);
+        `on_created(session)` runs in the same change, before any event is published (e.g. to
+        put the session into a created event's payload)."""
+        def apply(tx: Tx) -> dict:
+            if recheck is not None:
+                recheck()
+            session = self._new_session_in_tx(tx, fields, missing_task=missing_task,
+                                              created_events=created_events)
+            if on_created is not None:
+                on_created(session)
+            return session
+
+        return await self._mutate(apply)
 
     async def update_session(self, session_id: str, body: dict, *, stopped: bool = False,
                              end: dict | None = None) -> dict:
         """PATCH /api/sessions/:id. `stopped`: the launcher ends a session it stopped (its
         tasks are treated as failed whatever the status, §15.5). `end`: how its agent ended
         (`endReason`, `endMessage`), kept in the session's metadata when this ends it."""
-        status = v.enum(body, "status", v.SESSION_STATUSES)
-        agent_id = v.string(body, "agentId")
-        task_ids = v.string_list(body, "taskIds", ids=True)
-        events = v.object_list(body, "events")
+        _check_update(body)
+        status = body.get("status")
+        agent_id = body.get("agentId")
+        task_ids = body.get("taskIds")
+        events = body.get("events")
         new_events = [session_event(e) for e in events] if events else []
-        env = v.str_map(body, "env")
+        env = body.get("env")
 
         def apply(tx: Tx) -> dict:
             old = self.get_session(session_id)
-            wanted = v.dedupe(task_ids) if task_ids is not None else None
+            wanted = dedupe(task_ids) if task_ids is not None else None
             if wanted is not None:
                 self._check_link_targets("session", session_id, wanted, task_not_found)
             now = _bump(old.get("lastActivity"))
@@ -192,11 +218,10 @@ class Sessions:
 
     # ------------------------------------------------------------ extensions E1, E2
     async def add_session_event(self, session_id: str, body: dict) -> dict:
-        if not isinstance(body.get("type"), str) or not body["type"]:
-            raise validation("type is required")
+        _check_event(body)
         entry = {"type": body["type"]}
         if "data" in body:
-            entry["data"] = v.shallow(body["data"], "data")
+            entry["data"] = body["data"]
 
         def apply(tx: Tx) -> dict:
             old = self.get_session(session_id)
@@ -212,13 +237,11 @@ class Sessions:
         return await self._mutate(apply)
 
     async def add_session_timeline(self, session_id: str, body: dict) -> dict:
-        message = v.string(body, "message", required_message="message is required",
-                           nonblank_message="message is required")
-        type_ = v.string(body, "type") or "progress"
-        task_id = v.string(body, "taskId")
-        if task_id is not None:
-            v.ident(task_id, "taskId")
-        metadata = v.shallow(body.get("metadata"), "metadata")
+        _check_note(body)
+        message = body["message"]
+        type_ = body.get("type") or DEFAULT_SESSION_TIMELINE_TYPE
+        task_id = body.get("taskId")
+        metadata = body.get("metadata")
 
         def apply(tx: Tx) -> dict:
             old = self.get_session(session_id)

@@ -5,20 +5,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .. import validate as v
 from ..domain.hierarchy import check_new_parent, require_parent, subtree_deepest_first
 from ..domain.timeline import entry as timeline_entry_at
 from ..entities import as_list as _list
 from ..entities import bump as _bump
 from ..entities import fill_timeline_entry, timeline_entry
 from ..entities import with_changes as _with
-from ..errors import ApiError, project_not_found, session_not_found, task_not_found, \
-    validation
+from ..errors import ApiError, project_not_found, session_not_found, task_not_found
 from ..ids import make_id, now_ms
 from ..listing import task_filter
+from ..server import api_models as shape
+from ..shapes import checker
+from ..validate import dedupe, ident
+from ..vocabulary import CLAIM_ENDING_STATUSES, DEFAULT_PRIORITY, DEFAULT_TIMELINE_TYPE
 
 if TYPE_CHECKING:
     from ..commit import Tx
+
+_check_create = checker(shape.CreateTask)
+_check_update = checker(shape.UpdateTask)
+_check_note = checker(shape.AddTimeline)
 
 
 class Tasks:
@@ -27,6 +33,10 @@ class Tasks:
     def list_tasks(self, project_id: str | None = None, status: str | None = None,
                    parent_id: str | None = None) -> list[dict]:
         return self.state.tasks.query(task_filter(project_id, status, parent_id))
+
+    def get_task_or_none(self, task_id: str) -> dict | None:
+        """The task, or None when there is none (never raises)."""
+        return self.state.tasks.get(task_id)
 
     def get_task(self, task_id: str) -> dict:
         t = self.state.tasks.get(task_id)
@@ -39,20 +49,14 @@ class Tasks:
         return self.state.tasks.query({"parentId": task_id})
 
     async def create_task(self, body: dict) -> dict:
-        project_id = v.string(body, "projectId", required_message="projectId is required",
-                              nonblank_message="projectId is required")
-        v.ident(project_id, "projectId")
-        title = v.string(body, "title", required_message="title is required",
-                         nonblank_message="title is required", max_len=v.MAX_TEXT)
-        priority = v.enum(body, "priority", v.TASK_PRIORITIES) or "medium"
-        description = v.string(body, "description") or ""
-        initial_prompt = v.string(body, "initialPrompt") or ""
-        skill_ids = v.string_list(body, "skillIds") or []
-        parent_id = body.get("parentId")
-        if parent_id is not None:
-            v.ident(parent_id, "parentId")
-        parent_id = parent_id or None
-        wanted = v.string_list(body, "dependencies", ids=True) or []
+        _check_create(body)
+        project_id, title = body["projectId"], body["title"]
+        priority = body.get("priority") or DEFAULT_PRIORITY
+        description = body.get("description") or ""
+        initial_prompt = body.get("initialPrompt") or ""
+        skill_ids = body.get("skillIds") or []
+        parent_id = body.get("parentId") or None
+        wanted = body.get("dependencies") or []
 
         def apply(tx: Tx) -> dict:
             if self.state.projects.get(project_id) is None:
@@ -81,23 +85,21 @@ class Tasks:
                           claim_token: int | None = None) -> dict:
         """PATCH /api/tasks/:id. `actor` is the session of an agent identity (None: the user);
         `claim_token` the X-Maestro-Claim-Token the writer presents (fencing, §15.3)."""
+        _check_update(body)
         from_session = body.get("updateSource") == "session"
-        title = v.string(body, "title", nonblank_message="title cannot be empty",
-                         max_len=v.MAX_TEXT)
-        description = v.string(body, "description")
-        status = v.enum(body, "status", v.TASK_STATUSES)
-        priority = v.enum(body, "priority", v.TASK_PRIORITIES)
-        session_status = v.enum(body, "sessionStatus", v.SESSION_TASK_STATUSES)
+        title = body.get("title")
+        description = body.get("description")
+        status = body.get("status")
+        priority = body.get("priority")
+        session_status = body.get("sessionStatus")
         has_parent = "parentId" in body
         parent_id = body.get("parentId")
-        if parent_id is not None:
-            v.ident(parent_id, "parentId")
-        session_ids = v.string_list(body, "sessionIds", ids=True)
-        skill_ids = v.string_list(body, "skillIds")
-        agent_ids = v.string_list(body, "agentIds")
-        timeline = v.object_list(body, "timeline")
+        session_ids = body.get("sessionIds")
+        skill_ids = body.get("skillIds")
+        agent_ids = body.get("agentIds")
+        timeline = body.get("timeline")
         new_events = [timeline_entry(e) for e in timeline] if timeline else []
-        wanted = v.string_list(body, "dependencies", ids=True)
+        wanted = body.get("dependencies")
         reporter = actor
         if from_session:  # E3: a session reports its own view; only sessionStatus applies
             title = description = status = priority = None
@@ -106,7 +108,7 @@ class Tasks:
             new_events = []
             said = body.get("sessionId")
             if reporter is None and isinstance(said, str) and said:
-                reporter = v.ident(said, "sessionId")
+                reporter = ident(said, "sessionId")
 
         def apply(tx: Tx) -> dict:
             old = self.get_task(task_id)
@@ -150,7 +152,7 @@ class Tasks:
                 else:
                     task.pop("sessionStatusBy", None)
             ended_claim = None
-            if status in ("pending", "completed") and isinstance(task.get("claim"), dict):
+            if status in CLAIM_ENDING_STATUSES and isinstance(task.get("claim"), dict):
                 ended_claim = task["claim"]  # completing or reopening a task ends its claim
                 task["claim"] = None
             if new_events:
@@ -164,7 +166,7 @@ class Tasks:
             if session_ids is not None:
                 # PATCH task `sessionIds`: the new full list, kept in sync on both sides (the
                 # data-model document: "storage layer handles bidirectional updates").
-                wanted_sessions = v.dedupe(session_ids)
+                wanted_sessions = dedupe(session_ids)
                 self._check_link_targets("task", task_id, wanted_sessions, session_not_found)
                 link_events = self._sync_links(tx, "task", task_id, wanted_sessions)
             final = self.state.tasks.get(task_id)
@@ -185,13 +187,10 @@ class Tasks:
 
     async def add_timeline_event(self, task_id: str, body: dict, *, actor: str | None = None,
                                  claim_token: int | None = None) -> dict:
-        message = v.string(body, "message", required_message="message is required")
-        if message == "":
-            raise validation("message is required")
-        type_ = v.enum(body, "type", v.TIMELINE_TYPES) or "update"
-        session_id = v.string(body, "sessionId")
-        if session_id is not None:
-            v.ident(session_id, "sessionId")
+        _check_note(body)
+        message = body["message"]
+        type_ = body.get("type") or DEFAULT_TIMELINE_TYPE
+        session_id = body.get("sessionId")
 
         def apply(tx: Tx) -> dict:
             old = self.get_task(task_id)

@@ -29,9 +29,12 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+from ..config import agent_init_settings
 from ..mcp.catalog import SERVER_NAME
+from ..vocabulary import AGENT_PROFILES as PROFILES
+from ..vocabulary import FINAL_SESSION_STATUSES
 from ..mcp.wiring import AgentWiring, write_agent_config
-from ..workspace.prompt import workspace_from_env, workspace_lines
+from ..workspace.prompt import workspace_lines
 from .guide import guide_lines
 from .manifest import ManifestError, dependency_text, read_manifest
 
@@ -39,7 +42,6 @@ EXIT_GENERAL = 1
 EXIT_LAUNCH = 5
 DEFAULT_SERVER = "http://localhost:3000"
 HTTP_TIMEOUT = 5.0
-PROFILES = ("claude", "codex")
 
 
 def _say(message: str) -> None:
@@ -49,10 +51,8 @@ def _say(message: str) -> None:
 class ServerLink:
     """Best-effort calls to the server: an agent must start even when the server is away."""
 
-    def __init__(self, environ: dict[str, str]):
-        self.base = (environ.get("MAESTRO_API_URL") or environ.get("MAESTRO_SERVER_URL")
-                     or DEFAULT_SERVER).rstrip("/")
-        token = environ.get("MAESTRO_SESSION_TOKEN") or environ.get("MAESTRO_TOKEN")
+    def __init__(self, server_url: str, token: str | None):
+        self.base = (server_url or DEFAULT_SERVER).rstrip("/")
         self.headers = {"Content-Type": "application/json"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
@@ -223,7 +223,8 @@ def _end_like(code: int) -> int:
 
 def run_init(role: str) -> int:
     """`maestro <role> init`; returns the process exit code."""
-    raw_path = os.environ.get("MAESTRO_MANIFEST_PATH")
+    settings = agent_init_settings()
+    raw_path = settings.manifest_path
     if not raw_path:
         _say(f"maestro {role} init: MAESTRO_MANIFEST_PATH is not set (spawn a session with "
              "POST /api/sessions/spawn or `maestro session spawn`)")
@@ -234,9 +235,9 @@ def run_init(role: str) -> int:
     except ManifestError as exc:
         _say(f"maestro {role} init: invalid manifest: {exc}")
         return EXIT_GENERAL
-    session_id = os.environ.get("MAESTRO_SESSION_ID") or None
-    server = ServerLink(os.environ)
-    followed = os.environ.get("MAESTRO_LAUNCHER") == "local"
+    session_id = settings.session_id
+    server = ServerLink(settings.server_url, settings.token)
+    followed = settings.followed
     server_tasks: dict[str, dict] = {}
     if session_id:
         for task in manifest["tasks"]:
@@ -248,10 +249,9 @@ def run_init(role: str) -> int:
     else:
         _say(f"maestro {role} init: MAESTRO_SESSION_ID is not set; the agent's reports will "
              "not be linked to a session")
-    prompt = build_prompt(role, manifest, session_id, server_tasks,
-                          workspace_from_env(os.environ))
+    prompt = build_prompt(role, manifest, session_id, server_tasks, settings.workspace)
     prompt_file = _write_prompt(manifest_path, prompt)
-    spec = (os.environ.get("MAESTRO_AGENT") or "claude").strip()
+    spec = settings.agent
     env = agent_environment(role, manifest, manifest_path, prompt_file, session_id)
     mcp = _mcp_wiring(manifest_path, env)
     try:
@@ -288,7 +288,7 @@ def _launch(role: str, manifest: dict, *, argv: list[str], env: dict[str, str],
     if session_id and not followed:
         # Nobody else follows this process (a UI opened the terminal): settle the session.
         current = server.call("GET", f"/api/sessions/{quote(session_id, safe='')}")
-        if current is not None and current.get("status") not in ("completed", "failed"):
+        if current is not None and current.get("status") not in FINAL_SESSION_STATUSES:
             server.call("PATCH", f"/api/sessions/{quote(session_id, safe='')}", {
                 "status": "completed" if code == 0 else "failed",
                 "events": [{"type": "process_exit", "data": {"exitCode": code}}]})

@@ -36,7 +36,8 @@ from ..config import Settings
 from ..errors import ApiError, validation
 from ..ids import is_safe_file_component, now_ms
 from ..mcp.wiring import CONFIG_FILE as MCP_CONFIG_FILE
-from ..service import FINAL_SESSION_STATUSES, Service
+from ..service import Service
+from ..vocabulary import AGENT_ROLES, FINAL_SESSION_STATUSES
 from .endings import end_message
 from .output_log import read_output
 from .processes import (
@@ -204,13 +205,13 @@ class Launcher:
         MAESTRO_AGENT, the API URL and the agent's own token. Never the server's database URL,
         folders or the user's MAESTRO_TOKEN."""
         metadata = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}
-        role = metadata.get("role") if metadata.get("role") in ("worker", "orchestrator") \
+        role = metadata.get("role") if metadata.get("role") in AGENT_ROLES \
             else "worker"
         if self.settings.agent_command:
             argv = shlex.split(self.settings.agent_command)
         else:
             argv = [sys.executable, "-m", "maestro", role, "init"]
-        project = self.service.state.projects.get(session.get("projectId")) or {}
+        project = self.service.get_project_or_none(session.get("projectId")) or {}
         working_dir = project.get("workingDir")
         workspace = session.get("workspace") if isinstance(session.get("workspace"), dict) \
             else {}
@@ -250,7 +251,7 @@ class Launcher:
 
     async def _launch(self, agent: Agent) -> bool:
         sid = agent.session_id
-        session = self.service.state.sessions.get(sid)
+        session = self.service.get_session_or_none(sid)
         if session is None or session.get("status") != "spawning":
             agent.record.update(state="skipped", finalized=True)
             save_json(agent.folder / RECORD_FILE, agent.record)
@@ -294,7 +295,7 @@ class Launcher:
                                 "log": str(agent.folder / LOG_FILE)}
         if tmux_info:
             data["tmux"] = tmux_info
-        current = self.service.state.sessions.get(sid)
+        current = self.service.get_session_or_none(sid)
         if current is not None:
             body: dict[str, Any] = {"events": [{"type": "process_started", "data": data}]}
             if current.get("status") == "spawning":
@@ -401,7 +402,7 @@ class Launcher:
                 await self._finish(agent, outcome)
                 return
             now = time.monotonic()
-            if agent.stop_at is None and self.service.state.sessions.get(agent.session_id) \
+            if agent.stop_at is None and self.service.get_session_or_none(agent.session_id) \
                     is None:
                 self._request_stop(agent)  # the session was deleted: its agent goes too
             elif agent.stop_at is not None and agent.killed_at is None \
@@ -417,7 +418,7 @@ class Launcher:
 
     async def _heartbeat(self, sid: str) -> None:
         """The agent is alive: keep its session's claims (SPEC §15.3)."""
-        session = self.service.state.sessions.get(sid)
+        session = self.service.get_session_or_none(sid)
         if session is None or session.get("status") in FINAL_SESSION_STATUSES:
             return
         try:
@@ -493,7 +494,7 @@ class Launcher:
         (agent.folder / MCP_CONFIG_FILE).unlink(missing_ok=True)
         if keep_record:
             save_json(agent.folder / RECORD_FILE, agent.record)
-        session = self.service.state.sessions.get(agent.session_id)
+        session = self.service.get_session_or_none(agent.session_id)
         if session is not None:
             body: dict[str, Any] = {"events": [{"type": event_type, "data": data}]}
             end = None
@@ -513,7 +514,7 @@ class Launcher:
     # ------------------------------------------------------------------ restart
     async def _recover(self) -> None:
         waiting: list[tuple[int, str]] = []
-        for session in list(self.service.state.sessions.rows.values()):
+        for session in self.service.sessions_where():
             sid = session.get("id")
             if not isinstance(sid, str) or not is_safe_file_component(sid):
                 continue

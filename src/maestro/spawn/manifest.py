@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import jsonio
+from ..vocabulary import AGENT_MODELS as MODELS
+from ..vocabulary import AGENT_ROLES as ROLES
+from ..vocabulary import MANIFEST_PRIORITIES, PERMISSION_MODES, THINKING_MODES
+from ..vocabulary import SPAWN_STRATEGIES as MANIFEST_STRATEGIES
 
 MANIFEST_VERSION = "1.0"
-ROLES = ("worker", "orchestrator")
-MODELS = ("sonnet", "opus", "haiku")
-PERMISSION_MODES = ("acceptEdits", "interactive", "readOnly")
-THINKING_MODES = ("auto", "interleaved", "disabled")
-MANIFEST_STRATEGIES = ("simple", "queue")
-MANIFEST_PRIORITIES = ("low", "medium", "high", "critical")
 DEFAULT_ACCEPTANCE = "Task completion as described"
 
 TOP_KEYS = ("manifestVersion", "role", "tasks", "session", "context", "skills", "strategy",

@@ -8,11 +8,11 @@ import asyncio
 from pathlib import Path
 
 from ..errors import ApiError, validation
+from ..vocabulary import FINAL_SESSION_STATUSES
 from .processes import LOG_FILE, RECORD_FILE, lines_from, read_json, tail_lines_at
 
 MAX_TAIL = 10_000
 DEFAULT_TAIL = 100
-FINAL_STATUSES = ("completed", "failed")
 
 
 async def read_output(session: dict, folder: Path, *, running: bool, tail: str | None,
@@ -26,7 +26,7 @@ async def read_output(session: dict, folder: Path, *, running: bool, tail: str |
     if offset is not None:
         start = _whole(offset, "offset", 0, 2 ** 62)
     session_id = session["id"]
-    finished = session.get("status") in FINAL_STATUSES and not running
+    finished = session.get("status") in FINAL_SESSION_STATUSES and not running
     path = folder / LOG_FILE
     answer = {"sessionId": session_id, "finished": finished}
     if not path.exists():

@@ -7,54 +7,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from typing_extensions import NotRequired, TypedDict
 
 from ..config import Settings
-from ..policy import redact_session
+from ..policy import OWN_PROJECT, forbidden, seen_by
 from ..server import api_models as m
-from ..server.openapi import Op
+from ..server.openapi import Act, Op
 from ..server.router import ApiRequest, Reply, Router
 from ..service import Service
-from ..workspace.options import ISOLATIONS
 from ..workspace.routes import install as install_workspaces
 from .launcher import Launcher
-from .manifest import MODELS, PERMISSION_MODES, ROLES
-from .spawn import SPAWN_SOURCES, SPAWN_STRATEGIES, Spawner
-
-
-class SpawnRequest(TypedDict):
-    """Spawn an agent session for tasks (SPEC §9.2)."""
-
-    projectId: str
-    taskIds: Annotated[list[str], Field(min_length=1)]
-    role: NotRequired[Literal[ROLES]]  # type: ignore[valid-type]
-    skills: NotRequired[list[str]]
-    model: NotRequired[Literal[MODELS]]  # type: ignore[valid-type]
-    permissionMode: NotRequired[Literal[PERMISSION_MODES]]  # type: ignore[valid-type]
-    sessionName: NotRequired[Annotated[str, Field(max_length=1000)]]
-    spawnSource: NotRequired[Literal[SPAWN_SOURCES]]  # type: ignore[valid-type]
-    sessionId: NotRequired[Annotated[str, Field(description="the parent session (required "
-                                                            "with spawnSource session)")]]
-    spawnedBy: NotRequired[str]
-    spawnReason: NotRequired[str]
-    context: NotRequired[dict[str, Any]]
-    strategy: NotRequired[Literal[SPAWN_STRATEGIES]]  # type: ignore[valid-type]
-    env: NotRequired[Annotated[dict[str, str], Field(
-        description="variables for the agent, stored in the session's env; not MAESTRO_*, "
-                    "DATABASE_URL, PG*, DATA_DIR or SESSION_DIR")]]
-    agent: NotRequired[Annotated[str, Field(
-        description="claude, codex, or a command line with {prompt_file} / {manifest} "
-                    "placeholders; handed to the agent as MAESTRO_AGENT")]]
-    isolation: NotRequired[Annotated[Literal[ISOLATIONS], Field(  # type: ignore[valid-type]
-        description="worktree (default, or the project's isolation): its own git worktree "
-                    "and branch when workingDir is in a git repository; none: work in "
-                    "workingDir itself")]]
-    baseRef: NotRequired[Annotated[str, Field(
-        description="branch or commit the worktree starts from (default: the project's "
-                    "baseRef, else the main worktree's current branch)")]]
+from .request import SpawnRequest
+from .spawn import Spawner
 
 
 class Launch(TypedDict):
@@ -116,7 +83,8 @@ class LogQuery(TypedDict, total=False):
 
 
 SPAWN = Op(
-    "Spawn an agent session for tasks", body=SpawnRequest, ok=SpawnResponse, status=201,
+    "Spawn an agent session for tasks", acts=Act("session", "spawn", id=None),
+    body=SpawnRequest, ok=SpawnResponse, status=201,
     description="Gives the session its own git worktree when the project's workingDir is in "
                 "a git repository (see `isolation`; `session.workspace` says where it works), "
                 "writes the agent's manifest, and the local launcher then starts the agent "
@@ -129,11 +97,11 @@ SPAWN = Op(
     events=("session:spawn_request", "session:created", "task:session_added",
             "task:updated"))
 STOP = Op("Stop a session's agent (SIGTERM, then SIGKILL after MAESTRO_STOP_GRACE seconds)",
-          ok=StopResponse, errors={404: ("SESSION_NOT_FOUND",),
+          acts=Act("session", "stop"), ok=StopResponse, errors={404: ("SESSION_NOT_FOUND",),
                                    409: ("SESSION_NOT_LAUNCHED", "SESSION_NOT_RUNNING")},
           events=("session:updated",))
 LOG = Op("A session's agent output: the last lines, or the lines written from an offset on",
-         query=LogQuery, ok=SessionLog,
+         acts=Act("session", "read_log"), query=LogQuery, ok=SessionLog,
          description="`tail` (default 100) answers the last lines; `offset` the whole lines "
                      "written from that byte on, which is how a client follows the output. "
                      "Agents read only their own.",
@@ -149,16 +117,22 @@ def install(router: Router, service: Service, settings: Settings, extensions: li
     spawner.on_spawned = launcher.submit
     spawner.workspaces = install_workspaces(router, service, settings, extensions)
 
+    def shown(r: ApiRequest, result: dict) -> dict:
+        """An answer holding a session, as the caller may see it (an agent: no secrets)."""
+        if r.identity is None:
+            return result
+        seen = seen_by(r.identity, result, result["session"].get("projectId"))
+        if seen is None:
+            raise forbidden(OWN_PROJECT)
+        return seen
+
     async def spawn(r: ApiRequest):
-        result = await spawner.spawn(await r.json())
-        if r.identity is not None:  # an orchestrator agent: no secrets of the new session
-            result = dict(result, session=redact_session(result["session"]))
-        return Reply(result, 201)
+        return Reply(shown(r, await spawner.spawn(await r.json())), 201)
 
     async def stop(r: ApiRequest):
         await r.json()
         by = r.identity.session_id if r.identity is not None else None
-        return await launcher.stop_session(r.param(), by=by)
+        return shown(r, await launcher.stop_session(r.param(), by=by))
 
     async def output(r: ApiRequest):
         return await launcher.read_log(r.param(), r.query("tail"), r.query("offset"))

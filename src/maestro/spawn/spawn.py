@@ -14,37 +14,31 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .. import agent_env, jsonio
-from .. import validate as v
+from .. import jsonio
 from ..config import Settings
 from ..errors import ApiError, StorageError, validation
 from ..events import Event
 from ..ids import make_id
 from ..service import Service
 from ..session_names import session_name
-from ..validate import MAX_TEXT
+from ..shapes import checker
+from ..vocabulary import AGENT_ROLES as ROLES
+from ..vocabulary import SPAWN_SOURCES
 from ..workspace.options import spawn_options
-from .manifest import (
-    MODELS,
-    PERMISSION_MODES,
-    ROLES,
-    ManifestError,
-    build_manifest,
-    validate_manifest,
-    write_manifest,
-)
+from .manifest import ManifestError, build_manifest, validate_manifest, write_manifest
+from .request import SpawnRequest
 
 log = logging.getLogger("maestro.spawn")
 
-SPAWN_SOURCES = ("manual", "orchestrator", "ui", "cli", "api", "session")
-SPAWN_STRATEGIES = ("simple", "queue")
 DEFAULT_SKILLS = ("maestro-worker",)
+DEFAULT_MODEL = "sonnet"
+DEFAULT_PERMISSION_MODE = "acceptEdits"
 CLI_TIMEOUT_SECONDS = 60.0
 # How long a spawn request waits to say what the local launcher did with the agent (starting
 # one takes well under a second; a slow tmux only delays the answer's wording).
 LAUNCH_WAIT_SECONDS = 10.0
 UI_MESSAGE = "Spawn request sent to Agents UI"
-_MISSING = object()
+_check_options = checker(SpawnRequest)
 
 
 def launch_message(launch: dict) -> str:
@@ -93,7 +87,7 @@ def parse_spawn_body(service: Service, body: dict) -> dict:
     if spawn_source == "session" and parent is None:
         raise spawn_error(400, "missing_session_id",
                           'sessionId is required when spawnSource is "session"')
-    if parent is not None and service.state.sessions.get(parent) is None:
+    if parent is not None and service.get_session_or_none(parent) is None:
         raise spawn_error(404, "parent_session_not_found", f"Parent session {parent} not found",
                           {"sessionId": parent})
     role = body.get("role", "worker")
@@ -109,82 +103,35 @@ def parse_spawn_body(service: Service, body: dict) -> dict:
     }
 
 
-def _choice(body: dict, key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
-    value = body.get(key, _MISSING)
-    if value is _MISSING:
-        return default
-    if not isinstance(value, str) or value not in allowed:
-        raise validation(f"{key} must be one of: {', '.join(allowed)}",
-                         {"field": key, "allowed": list(allowed)})
-    return value
-
-
-def _text(body: dict, key: str, max_len: int | None = None) -> str | None:
-    value = body.get(key, _MISSING)
-    if value is _MISSING or value is None:
-        return None
-    if not isinstance(value, str):
-        raise validation(f"{key} must be a string", {"field": key})
-    if max_len is not None and len(value) > max_len:
-        raise validation(f"{key} must be at most {max_len} characters", {"field": key})
-    return value
-
-
 def _parse_options(body: dict) -> dict:
-    """Check 7 of §9.3 (types and values of the optional fields)."""
-    skills = body.get("skills", _MISSING)
-    if skills is _MISSING:
-        skills = list(DEFAULT_SKILLS)
-    elif not isinstance(skills, list) or not all(isinstance(s, str) for s in skills):
-        raise validation("skills must be an array of strings", {"field": "skills"})
-    context = body.get("context", _MISSING)
-    if context is _MISSING:
-        context = {}
-    elif not isinstance(context, dict):
-        raise validation("context must be an object", {"field": "context"})
-    else:
-        v.shallow(context, "context")
-    agent = _text(body, "agent", MAX_TEXT)
-    if agent is not None and not agent.strip():
-        raise validation("agent must not be empty", {"field": "agent"})
+    """Check 7 of §9.3 (types and values of the optional fields, as `SpawnRequest` declares
+    them)."""
+    _check_options(body)
+    agent = body.get("agent")
+    env = body.get("env")
     return {
-        "env": _agent_variables(body),
-        "skills": [s for s in skills if s],
-        "model": _choice(body, "model", MODELS, "sonnet"),
-        "permissionMode": _choice(body, "permissionMode", PERMISSION_MODES, "acceptEdits"),
-        "context": context,
-        "sessionName": _text(body, "sessionName", MAX_TEXT),
-        "spawnedBy": _text(body, "spawnedBy"),
-        "spawnReason": _text(body, "spawnReason"),
-        "strategy": _choice(body, "strategy", SPAWN_STRATEGIES, None),
+        "env": dict(env) if env is not None else {},
+        "skills": [s for s in body.get("skills", DEFAULT_SKILLS) if s],
+        "model": body.get("model", DEFAULT_MODEL),
+        "permissionMode": body.get("permissionMode", DEFAULT_PERMISSION_MODE),
+        "context": body.get("context", {}),
+        "sessionName": body.get("sessionName"),
+        "spawnedBy": body.get("spawnedBy"),
+        "spawnReason": body.get("spawnReason"),
+        "strategy": body.get("strategy"),
         "agent": agent.strip() if agent else None,
     }
-
-
-def _agent_variables(body: dict) -> dict[str, str]:
-    """The request's `env`: variables for the agent, stored in the session's env next to the
-    MAESTRO_* values (which, like the server's database and folders, it may not set)."""
-    env = body.get("env")
-    if env is None:
-        return {}
-    if not isinstance(env, dict):
-        raise validation("env must be an object of strings", {"field": "env"})
-    for name, value in env.items():
-        problem = agent_env.request_problem(name, value)
-        if problem is not None:
-            raise validation(problem, {"field": "env", "name": name})
-    return dict(env)
 
 
 def _check_references(service: Service, req: dict) -> tuple[dict, list[dict]]:
     """Checks 8-9 of §9.3: every task (first missing reported), then the project."""
     tasks = []
     for tid in req["taskIds"]:
-        task = service.state.tasks.get(tid)
+        task = service.get_task_or_none(tid)
         if task is None:
             raise spawn_error(404, "task_not_found", f"Task {tid} not found", {"taskId": tid})
         tasks.append(task)
-    project = service.state.projects.get(req["projectId"])
+    project = service.get_project_or_none(req["projectId"])
     if project is None:
         raise spawn_error(404, "project_not_found", f"Project {req['projectId']} not found",
                           {"projectId": req["projectId"]})
@@ -347,8 +294,8 @@ class Spawner:
         metadata["launchedBy"] = self.settings.launcher
         name = req["sessionName"]
         if name is None:
-            tasks = self.service.state.tasks
-            name = session_name(req["role"], [(tasks.get(t) or {}).get("title") or t
+            task = self.service.get_task_or_none
+            name = session_name(req["role"], [(task(t) or {}).get("title") or t
                                               for t in req["taskIds"]])
         return {"taskIds": req["taskIds"], "projectId": req["projectId"], "id": session_id,
                 "name": name, "agentId": None, "status": "spawning", "env": env,
@@ -359,7 +306,7 @@ class Spawner:
                               manifest: dict) -> dict:
         service = self.service
         fields = self._session_fields(req, session_id, manifest_path)
-        project = service.state.projects.get(req["projectId"]) or {}
+        project = service.get_project_or_none(req["projectId"]) or {}
         payload: dict[str, Any] = {
             "session": None, "projectId": req["projectId"], "taskIds": req["taskIds"],
             "skillIds": req["skills"], "name": fields["name"],
@@ -377,23 +324,23 @@ class Spawner:
         if self.settings.spawn_event_alias:  # extension E9
             first_events.append(Event("session:spawn", payload))
 
-        def apply(tx):
+        def recheck() -> None:
             # The state may have changed while the manifest was written: check again, with the
             # spawn endpoint's own codes, under the mutation lock.
             parent = req["parentSessionId"]
-            if parent is not None and service.state.sessions.get(parent) is None:
+            if parent is not None and service.get_session_or_none(parent) is None:
                 raise spawn_error(404, "parent_session_not_found",
                                   f"Parent session {parent} not found", {"sessionId": parent})
             _check_references(service, req)
-            session = service.new_session_in_tx(
-                tx, fields, missing_task=lambda tid: spawn_error(
-                    404, "task_not_found", f"Task {tid} not found", {"taskId": tid}),
-                created_events=first_events)
+
+        def created(session: dict) -> None:
             payload["session"] = session
-            return session
 
         try:
-            return await service._mutate(apply)
+            return await service.create_session_from(
+                fields, recheck=recheck, missing_task=lambda tid: spawn_error(
+                    404, "task_not_found", f"Task {tid} not found", {"taskId": tid}),
+                created_events=first_events, on_created=created)
         except BaseException:
             if self.tokens is not None:
                 self.tokens.revoke(session_id)

@@ -25,6 +25,8 @@ import time
 import tty
 from pathlib import Path
 
+from ..config import terminal_type
+
 DRAIN_SECONDS = 0.5
 DEFAULT_ROWS, DEFAULT_COLS = 50, 200
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
@@ -251,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         print("maestro wrapper: no command given", file=sys.stderr)
         return 2
     # The agent's terminal: the window's own type under tmux, a capable default otherwise.
-    env["TERM"] = os.environ.get("TERM") if os.isatty(1) and os.environ.get("TERM") \
-        else env.get("TERM") or "xterm-256color"
+    term = terminal_type()
+    env["TERM"] = term if os.isatty(1) and term else env.get("TERM") or "xterm-256color"
     started = now_ms()
     try:
         status = Relay(folder, args.cwd, command, env).run()

@@ -17,9 +17,10 @@ from typing import Any
 
 from ..errors import ApiError, conflict, validation
 from ..ids import now_ms
+from ..vocabulary import ACTIVE_SESSION_STATUSES as ACTIVE_STATUSES
 from . import git, naming
 from .options import shared, worktree_of
-from .scanner import ACTIVE_STATUSES, MAX_LISTED_FILES, OverlapScanner, capped, \
+from .scanner import MAX_LISTED_FILES, OverlapScanner, capped, \
     worktree_sessions
 
 log = logging.getLogger("maestro.workspace")

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import conflict, validation
+from ..vocabulary import ISOLATIONS
 
-ISOLATIONS = ("worktree", "none")
 MAX_REF_LENGTH = 255
 
 

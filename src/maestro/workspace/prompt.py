@@ -4,14 +4,6 @@ commits there and leaves merging to a person."""
 from __future__ import annotations
 
 
-def workspace_from_env(environ) -> dict | None:
-    """The branch and base a spawned agent was given (MAESTRO_WORKSPACE_BRANCH / _BASE)."""
-    branch = environ.get("MAESTRO_WORKSPACE_BRANCH")
-    if not branch:
-        return None
-    return {"branch": branch, "baseRef": environ.get("MAESTRO_WORKSPACE_BASE") or ""}
-
-
 def workspace_lines(workspace: dict | None) -> list[str]:
     """Markdown lines for the prompt, or none for an agent working in the project's folder."""
     if not workspace or not workspace.get("branch"):

@@ -13,7 +13,7 @@ from pydantic import Field
 from typing_extensions import NotRequired, TypedDict
 
 from ..server import api_models as m
-from ..server.openapi import Op
+from ..server.openapi import Act, Op
 from ..server.router import ApiRequest, Router
 from .manager import WorkspaceManager
 
@@ -146,11 +146,13 @@ class WorkspaceQuery(TypedDict, total=False):
 S404 = {404: ("SESSION_NOT_FOUND",)}
 DIFF = Op(
     "A session's work against its base commit: per-file stat, commits and patch",
+    acts=Act("session", "diff"),
     ok=WorkspaceDiff, errors={**S404, 409: ("NOT_A_WORKSPACE_SESSION", "WORKSPACE_REMOVED")},
     description="Includes uncommitted changes and new files while the worktree exists; after "
                 "a clean-up, the branch's (or the merged) commit. Agents read only their own.")
 MERGE = Op(
     "Merge a session's branch into the base branch of the main worktree",
+    acts=Act("session", "merge"),
     body=MergeRequest, ok=MergeResult,
     description="A fast-forward when possible, else a merge commit. Refused, with nothing "
                 "changed, when the worktree has uncommitted changes (`WORKTREE_DIRTY`, "
@@ -163,7 +165,7 @@ MERGE = Op(
             500: ("GIT_FAILED",)},
     events=("session:merged", "session:updated", "task:updated"))
 CLEANUP = Op(
-    "Remove a session's worktree and branch",
+    "Remove a session's worktree and branch", acts=Act("session", "cleanup"),
     body=CleanupRequest, ok=CleanupResult,
     description="Never while the session runs (`SESSION_ACTIVE`). Work not merged is refused "
                 "with `UNMERGED_WORK` (`details`: uncommitted, commitCount, commits, needs) "
@@ -174,6 +176,7 @@ CLEANUP = Op(
     events=("session:updated",))
 LIST = Op(
     "Session worktrees, and worktree folders no session owns",
+    acts=Act("workspace", "list", id=None),
     query=WorkspaceQuery, ok=WorkspaceList,
     description="Checks the disk on each call: `strays` are folders under the worktree root "
                 "that no session owns, `missing` sessions whose worktree is gone. People "

@@ -14,12 +14,12 @@ from typing import Any
 
 from ..events import Event
 from ..ids import now_ms
+from ..vocabulary import ACTIVE_SESSION_STATUSES as ACTIVE_STATUSES
 from . import git
 from .overlap import new_pairs, overlaps
 
 log = logging.getLogger("maestro.workspace")
 
-ACTIVE_STATUSES = ("spawning", "running")
 MAX_LISTED_FILES = 500
 
 
@@ -29,8 +29,8 @@ def capped(files: list[str]) -> list[str]:
 
 def worktree_sessions(service) -> list[dict]:
     """Sessions (committed view) that have a worktree record."""
-    return [s for s in service.state.sessions.rows.values()
-            if isinstance(s.get("workspace"), dict) and s["workspace"].get("mode") == "worktree"]
+    return service.sessions_where(lambda s: isinstance(s.get("workspace"), dict)
+                                  and s["workspace"].get("mode") == "worktree")
 
 
 class OverlapScanner:

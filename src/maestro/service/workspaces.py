@@ -1,6 +1,6 @@
 """The Service's one mutation for workspaces: writing `session.workspace` (its state after a
 merge or a clean-up, the files it changes and its overlaps with other sessions), with the events
-and task timeline entries that go with it. Mixed into the Service like `Coordination`."""
+and task timeline entries that go with it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class WorkspaceRecords:
-    """Uses the Service's `state` and `_mutate`."""
+    """Part of the Service: uses its `state` and `_mutate`."""
 
     state: State
 
