@@ -5,8 +5,8 @@ test_http_wire.py and test_websocket.py run here against such a server."""
 
 from __future__ import annotations
 
-import pytest
-from helpers import WsClient, http_client, module_server, new_project, ok
+from helpers import WsClient, http_client, new_project, ok
+from server_fixtures import server_fixture
 from test_http_wire import (  # noqa: F401  (collected here, against this module's server)
     test_a_large_answer_arrives_whole_and_the_next_one_follows_it,
     test_head_gets_the_headers_of_get_without_a_body,
@@ -20,26 +20,13 @@ from test_websocket import (  # noqa: F401  (collected here, against this module
     test_every_mutating_endpoint_emits_exactly_its_events,
     test_ping_is_answered_with_pong,
     test_two_clients_receive_everything_in_the_same_order,
+    ws,
 )
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    # MAESTRO_WS_LAG as in test_websocket.py, whose slow-client check runs here too.
-    yield from module_server(tmp_path_factory,
-                             env={"MAESTRO_FAST_PATHS": "0", "MAESTRO_WS_LAG": "1"})
-
-
-@pytest.fixture(scope="module")
-def api(srv):
-    with http_client(srv) as client:
-        yield client
-
-
-@pytest.fixture
-def ws(srv):
-    with WsClient(srv.ws_url) as client:
-        yield client
+# MAESTRO_WS_LAG as in test_websocket.py, whose slow-client check runs here too (with its
+# `ws`: a client of its own for each test).
+srv = server_fixture(env={"MAESTRO_FAST_PATHS": "0", "MAESTRO_WS_LAG": "1"})
 
 
 def _frames_written_directly(server) -> int:
