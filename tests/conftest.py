@@ -2,10 +2,10 @@
 
 A test module gets one real server for all its tests: `srv` (a started `ServerProcess`), `api`
 (an HTTP client on it), `ws_conn` (a WebSocket client on it) and `ws` (that client with no
-event pending, for each test). A module that needs other settings or a server of its own for
-each test makes the same set with `server_fixtures(scope=..., env=...)` (server_fixtures.py)
-and assigns it to those names. `server` is a fresh server for one test, and `make_server`
-makes as many as a test wants."""
+event pending, for each test). A module that needs other settings replaces `srv` with
+`srv = server_fixture(env={...})` (server_fixtures.py) and the clients follow it. `server` is a
+fresh server for each test (`client_fixtures("server", scope="function")` gives clients on it),
+and `make_server` makes as many as a test wants."""
 
 from __future__ import annotations
 

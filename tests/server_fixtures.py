@@ -1,6 +1,6 @@
-"""The server fixtures, written once: a module's real server and its clients, for the scope and
-settings a test module asks for. conftest.py makes the default set; a module that needs another
-assigns its own (`srv, api, ws_conn, ws = server_fixtures(env={...})`)."""
+"""The server fixtures, written once: a real server and its clients, for the scope and settings
+a test module asks for. conftest.py makes the default set; a module that needs other settings
+assigns its own server (`srv = server_fixture(env={...})`), and the default clients follow it."""
 
 from __future__ import annotations
 
