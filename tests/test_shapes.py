@@ -1,4 +1,4 @@
-"""Request bodies checked from their declarations (`shapes.py` over `server/api_models.py`):
+"""Request bodies checked from their declarations (`shapes.py` over `models.py`):
 each rule of a field's type gives SPEC §6's message, fields are checked in declaration order,
 and nested entries are checked with their parent's name. No server: plain function calls."""
 
@@ -11,9 +11,9 @@ from pydantic import Field
 from typing_extensions import NotRequired, TypedDict
 
 from maestro.errors import ApiError
-from maestro.server import api_models as m
-from maestro.shapes import MAX_DEPTH, Free, NotBlank, Required, Rule, Says, checked, \
-    compile_shape
+from maestro import models as m
+from maestro.shapes import INDEXED, MAX_DEPTH, UNPLACED, Free, NotBlank, Refused, Required, \
+    Rule, Says, Unique, checked, compile_shape
 from maestro.spawn.request import SpawnRequest
 from maestro.vocabulary import TASK_PRIORITIES, TIMELINE_TYPES
 
@@ -125,16 +125,106 @@ def test_markers_compose_on_any_declaration():
 
 
 def test_a_rule_of_its_own_and_a_blank_check_after_the_length():
-    assert refusal(SpawnRequest, {"env": {"MAESTRO_TOKEN": "x"}}) == \
+    who = {"projectId": "p", "taskIds": ["t"]}
+    assert refusal(SpawnRequest, {**who, "env": {"MAESTRO_TOKEN": "x"}}) == \
         ("MAESTRO_TOKEN is never handed to agents", {"field": "env", "name": "MAESTRO_TOKEN"})
-    assert refusal(SpawnRequest, {"agent": " " * 1001}) == \
+    assert refusal(SpawnRequest, {**who, "agent": " " * 1001}) == \
         ("agent must be at most 1000 characters", {"field": "agent"})
-    assert refusal(SpawnRequest, {"agent": " "}) == \
+    assert refusal(SpawnRequest, {**who, "agent": " "}) == \
         ("agent must not be empty", {"field": "agent"})
-    checked(SpawnRequest, {"agent": None, "env": None, "projectId": 5})  # 5: spawn.py's to say
+    checked(SpawnRequest, {**who, "agent": None, "env": None, "sessionId": None})
 
     class Pair(TypedDict):
         n: Annotated[int, Rule(even)]
 
     checked(Pair, {"n": 2})
     assert refusal(Pair, {"n": 3}) == ("n must be even", None)
+
+
+def test_items_of_an_indexed_list_are_named_by_their_place():
+    one = {"ref": "a", "title": "A"}
+    assert refusal(m.Plan, {"tasks": [one, {"ref": "b", "title": " "}]}) == \
+        ("tasks[1].title is required", None)
+    assert refusal(m.Plan, {"tasks": [one, "x"]}) == \
+        ("tasks[1] must be an object", {"field": "tasks[1]"})
+    assert refusal(m.Plan, {"tasks": [one, {"ref": "a b", "title": "B"}]}) == \
+        (f"tasks[1].ref must match {m.REF}", {"field": "tasks[1].ref"})
+    assert refusal(m.Plan, {"tasks": [one, {"title": "B"}]}) == \
+        (f"tasks[1].ref must match {m.REF}", {"field": "tasks[1].ref"})
+    assert refusal(m.Plan, {"tasks": [one, {"ref": "b", "title": "B", "parent": 5}]}) == \
+        ("tasks[1].parent must be a string", {"field": "tasks[1].parent"})
+    # The other fields of an item are named by their key alone, as they always were.
+    assert refusal(m.Plan, {"tasks": [{"ref": "a", "title": 5}]}) == \
+        ("title must be a string", {"field": "title"})
+    assert refusal(m.Plan, {"tasks": [{"ref": "a", "title": "A", "dependsOn": "b"}]}) == \
+        ("dependsOn must be an array of strings", {"field": "dependsOn"})
+    assert refusal(m.Plan, {"tasks": [one], "dependencies": [{"task": "a"}]}) == \
+        ("dependencies[0] needs task and dependsOn (a ref or a task id)",
+         {"field": "dependencies[0]"})
+    assert refusal(m.Plan, {"tasks": [one], "dependencies": [
+        {"task": "a", "dependsOn": "b"}, {"task": "a", "dependsOn": "t" * 129}]}) == \
+        ("dependencies[1].dependsOn must be at most 128 characters",
+         {"field": "dependencies[1].dependsOn"})
+    checked(m.Plan, {"tasks": [{**one, "parent": None}], "dependencies": []})
+
+
+class Item(TypedDict):
+    key: Annotated[str, Unique("{path} repeats {value}", {"field": "{item}"})]
+    note: NotRequired[Annotated[int, UNPLACED]]
+
+
+class Box(TypedDict):
+    items: Annotated[list[Item], Field(max_length=2), INDEXED]
+
+
+def test_a_list_says_how_long_it_may_be_and_a_unique_field_may_not_repeat():
+    one = {"ref": "a", "title": "A"}
+    for body in ({}, {"tasks": None}, {"tasks": []}, {"tasks": {}}):
+        assert refusal(m.Plan, body) == \
+            ("tasks must be a non-empty array of objects", {"field": "tasks"})
+    assert refusal(m.Plan, {"tasks": [one] * 501}) == \
+        ("a plan holds at most 500 tasks", {"field": "tasks"})
+    # the repeat is reported right after its own field, before the item's later fields
+    assert refusal(m.Plan, {"tasks": [one, {"ref": "a", "title": None}]}) == \
+        ("ref a is used twice", {"field": "tasks[1].ref", "ref": "a"})
+
+    check = compile_shape(Box)
+    check({"items": [{"key": "x"}, {"key": "y"}]})
+    for body, said in (({"items": [{"key": "x"}, {"key": "x"}]}, "items[1].key repeats x"),
+                       ({"items": [{"key": "x"}] * 3}, "items must hold at most 2 items"),
+                       ({"items": [{"key": "x", "note": "n"}]}, "note must be an integer")):
+        with pytest.raises(ApiError) as caught:
+            check(body)
+        assert caught.value.message == said
+
+
+def test_a_field_with_an_error_code_of_its_own():
+    def refused(body: dict) -> tuple[int, str, str, Any]:
+        with pytest.raises(ApiError) as caught:
+            compile_shape(SpawnRequest, only=("projectId", "taskIds", "spawnSource",
+                                              "sessionId", "role"))(body)
+        e = caught.value
+        return e.status, e.code, e.message, e.details
+
+    who = {"projectId": "p", "taskIds": ["t"]}
+    for project in (None, 5, " "):
+        assert refused({**who, "projectId": project}) == \
+            (400, "missing_project_id", "projectId is required", None)
+    assert refused({"taskIds": ["t"]})[1] == "missing_project_id"
+    for tasks in (None, [], ["t", ""], ["t", 1], "t"):
+        assert refused({**who, "taskIds": tasks}) == \
+            (400, "invalid_task_ids", "taskIds must be a non-empty array", None)
+    assert refused({**who, "spawnSource": None})[1:3] == \
+        ("invalid_spawn_source", "spawnSource must be one of: manual, orchestrator, ui, cli, "
+                                 "api, session")
+    assert refused({**who, "role": "boss"}) == \
+        (400, "invalid_role", 'role must be "worker" or "orchestrator"', None)
+    assert refused({**who, "sessionId": 5}) == \
+        (400, "VALIDATION_ERROR", "sessionId must be a string", {"field": "sessionId"})
+
+    class Thing(TypedDict):
+        n: Annotated[int, Refused("bad_n", "n is wrong", 422)]
+
+    with pytest.raises(ApiError) as caught:
+        compile_shape(Thing)({})
+    assert (caught.value.status, caught.value.code) == (422, "bad_n")

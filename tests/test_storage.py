@@ -554,7 +554,7 @@ def test_a_shorter_version_written_into_a_longer_spare_leaves_no_tail(make_serve
     where its JSON ends (the spare is cut), and a longer one must not be cut."""
     from helpers import assert_stored
 
-    from maestro.store.files import SPARES_HIGH
+    from maestro.store.files.spares import SPARES_HIGH
 
     srv = make_server(env={} if writer == "process" else {"MAESTRO_STORE_PROCESS": "0"})
     with client(srv) as api:
@@ -575,7 +575,7 @@ def test_writes_reuse_spare_files_and_updates_allocate_no_inode(make_server, wri
     """Entity files are staged in files made beforehand (DATA_DIR/.spares): a new task takes
     one, an update swaps its file with a spare, so patches allocate and free no inode and the
     spares survive a restart (nothing is deleted at start-up)."""
-    from maestro.store.files import SPARES_HIGH
+    from maestro.store.files.spares import SPARES_HIGH
 
     srv = make_server(env={} if writer == "process" else {"MAESTRO_STORE_PROCESS": "0"})
     spares_dir = srv.data_dir / ".spares"
@@ -613,9 +613,7 @@ def test_writes_reuse_spare_files_and_updates_allocate_no_inode(make_server, wri
 
 def _commit(store, records) -> None:
     """Stage, journal and apply `records` on an in-process file store."""
-    store.prepare_batch(records)
-    store.write_batch(records)
-    store.apply_batch(records)
+    assert store.commit_now(records).accepted == len(records)
 
 
 def _open_store(tmp_path, title: str = "original"):
@@ -636,21 +634,21 @@ def test_a_stray_file_that_cannot_be_removed_leaves_the_spare_pool_sound(tmp_pat
     loaded from elsewhere) fails: the change stays in the journal for the next checkpoint, and
     the spare the swap handed back is in the pool once, never twice (two entities staged into
     one file would get each other's content)."""
-    from maestro.store import files
     from maestro.store.base import Op
+    from maestro.store.files import staging
 
     store, task = _open_store(tmp_path, "first")
     try:
         stray = str(tmp_path / "data" / "tasks" / "task_s.json")  # the legacy location
         store._stray_paths[("task", "task_s")] = {stray}
-        real_unlink = files._unlink
+        real_unlink = staging.unlink
 
         def refuse(path):
             if str(path) == stray:
                 raise PermissionError(13, "Permission denied", str(path))
             real_unlink(path)
 
-        monkeypatch.setattr(files, "_unlink", refuse)
+        monkeypatch.setattr(staging, "unlink", refuse)
         newer = dict(task, title="second", updatedAt=12)
         _commit(store, [[Op("task", "task_s", newer, None, "proj_s")]])
         assert ("task", "task_s") in store._unapplied  # retried at the next checkpoint
@@ -667,33 +665,30 @@ def test_a_change_whose_batch_is_refused_never_reaches_its_file_later(tmp_path, 
     """Record 1 of a batch cannot be staged, so record 0 is staged again on its own; that
     fails too (a full disk), and then the journal write fails: nothing was committed, so the
     next checkpoint must not write record 0's value into the file."""
-    from maestro.store import files
-    from maestro.store.base import Op
-    from maestro.store.files import StagingError
+    from maestro.store.base import Op, Outcome
+    from maestro.store.files import FileStore, staging
 
     store, task = _open_store(tmp_path)
     task_file = tmp_path / "data" / "tasks" / "proj_s" / "task_s.json"
     try:
         r0 = dict(task, title="r0", updatedAt=20)
         r1 = dict(task, title="r1", updatedAt=21)
-        real_stage = files.FileStore._stage
+        real_stage = FileStore._stage
 
         def full_disk(self, op):
             if op.value is not None and op.value["title"] in ("r0", "r1"):
                 raise OSError(28, "No space left on device")
             return real_stage(self, op)
 
-        monkeypatch.setattr(files.FileStore, "_stage", full_disk)
+        monkeypatch.setattr(FileStore, "_stage", full_disk)
         batch = [[Op("task", "task_s", r0, None, "proj_s")],
                  [Op("task", "task_s", r1, None, "proj_s")]]
-        with pytest.raises(StagingError) as refused:
-            store.prepare_batch(batch)
-        assert refused.value.ready == 1
+        assert store.prepare_batch(batch) == Outcome(1, "[Errno 28] No space left on device")
 
         def broken_journal(fd, data):
             raise OSError(5, "Input/output error")
 
-        monkeypatch.setattr(files, "_write_all", broken_journal)
+        monkeypatch.setattr(staging, "write_all", broken_journal)
         with pytest.raises(OSError):
             store.write_batch(batch[:1])
         monkeypatch.undo()
@@ -703,9 +698,8 @@ def test_a_change_whose_batch_is_refused_never_reaches_its_file_later(tmp_path, 
 
         # The same staging failure in a batch that does commit: the file catches up at the
         # next checkpoint.
-        monkeypatch.setattr(files.FileStore, "_stage", full_disk)
-        with pytest.raises(StagingError):
-            store.prepare_batch(batch)
+        monkeypatch.setattr(FileStore, "_stage", full_disk)
+        assert store.prepare_batch(batch).accepted == 1
         store.write_batch(batch[:1])
         store.apply_batch(batch[:1])
         monkeypatch.undo()
@@ -721,21 +715,21 @@ def test_a_journal_rotation_that_fails_halfway_puts_the_journal_back(tmp_path, m
     """A background checkpoint renames `journal` to `journal.old` and starts a new one; when
     the new one cannot be made durable, the journal gets its name back and later records
     still go to the file start-up replays (not to one a later checkpoint deletes)."""
-    from maestro.store import files
     from maestro.store.base import Op
+    from maestro.store.files import checkpoint
 
     store, task = _open_store(tmp_path)
     data = tmp_path / "data"
     try:
         assert store._journal_bytes > 0
-        real_fsync_path = files._fsync_path
+        real_fsync_path = checkpoint.fsync_path
 
         def failing(path, directory=False):
             if directory and (data / "journal.old").exists():
                 raise OSError(5, "Input/output error")
             return real_fsync_path(path, directory)
 
-        monkeypatch.setattr(files, "_fsync_path", failing)
+        monkeypatch.setattr(checkpoint, "fsync_path", failing)
         with pytest.raises(OSError):
             store.checkpoint_in_background()
         monkeypatch.undo()
@@ -779,8 +773,7 @@ def test_a_checkpoint_removes_an_old_journal_before_emptying_the_newer_one(tmp_p
 def test_the_spare_pool_refills_adopts_and_ignores_what_is_not_a_plain_file(tmp_path):
     """The pool on its own, on real files: it refills in the background when it runs low,
     takes over an earlier run's spares and never follows a symlink planted among them."""
-    from maestro.store import files
-    from maestro.store.files import SparePool
+    from maestro.store.files import SparePool, spares
 
     folder = tmp_path / ".spares"
     folder.mkdir()
@@ -805,8 +798,8 @@ def test_the_spare_pool_refills_adopts_and_ignores_what_is_not_a_plain_file(tmp_
     for name in taken:
         pool.give_back(str(folder / name))
     assert len(pool) == 3
-    old = (files.SPARES_LOW, files.SPARES_HIGH)
-    files.SPARES_LOW, files.SPARES_HIGH = 4, 12
+    old = (spares.SPARES_LOW, spares.SPARES_HIGH)
+    spares.SPARES_LOW, spares.SPARES_HIGH = 4, 12
     try:
         pool.start()
         deadline = time.monotonic() + 10
@@ -821,7 +814,7 @@ def test_the_spare_pool_refills_adopts_and_ignores_what_is_not_a_plain_file(tmp_
         assert len(pool) == 12
     finally:
         pool.stop()
-        files.SPARES_LOW, files.SPARES_HIGH = old
+        spares.SPARES_LOW, spares.SPARES_HIGH = old
     plain = [p for p in folder.iterdir() if p.is_file() and not p.is_symlink()]
     assert len(plain) == 12 + 10  # the pool, and the ten taken out of it
 
@@ -882,3 +875,86 @@ def test_concurrent_writes_around_refused_ones_answer_exactly_what_was_stored(ma
              if tid not in (stuck["id"], free[6]["id"])
              and final[tid] != (title if code == 200 else "free")]
     assert wrong == []
+
+
+@pytest.mark.parametrize("writer", ["process", "in-process"])
+def test_the_checkpoint_size_given_to_the_store_reaches_its_writer(tmp_path, writer):
+    """MAESTRO_CHECKPOINT_BYTES is read by the settings only and handed to the store, which
+    hands it on to its helper process: a small one makes the writer checkpoint (empty the
+    journal) as soon as the journal passes it."""
+    from maestro.store.base import Op
+    from maestro.store.files import FileStore
+
+    store = FileStore(tmp_path / "data", worker=writer == "process", checkpoint_bytes=4096)
+    store.open()
+
+    async def write() -> None:
+        try:
+            for i in range(12):
+                task = stored_task(f"task_{i}", "proj_s", "x" * 500)
+                outcome = await store.send_batch([[Op("task", task["id"], task, None,
+                                                      "proj_s", True)]])
+                assert outcome.accepted == 1
+        finally:
+            store.detach_loop()
+
+    try:
+        asyncio.run(write())
+        health = store.health()
+        assert health["writer"] == writer
+        assert health["journalWritten"] > 6000
+        assert health["journalBytes"] < 4096
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("writer", ["process", "in-process"])
+def test_a_file_behind_its_deltas_is_flushed_and_a_flush_after_a_refusal_is_declined(tmp_path,
+                                                                                    writer):
+    """A change journaled as a delta leaves the entity's file behind (flush_keys names it)
+    until a flush writes the whole value; a flush sent after a refused batch, before the
+    store resumed, is built on the refused change and is declined (False), in both modes."""
+    from maestro.store.base import Op
+    from maestro.store.files import FileStore
+
+    data = tmp_path / "data"
+    store = FileStore(data, worker=writer == "process")
+    store.open()
+    task = stored_task("task_s", "proj_s", "big")
+    entry = {"type": "update", "message": "appended"}
+    grown = dict(task, timeline=[entry])
+    path = data / "tasks" / "proj_s" / "task_s.json"
+
+    def whole(value: dict) -> Op:
+        return Op("task", "task_s", value, None, "proj_s", flush=True)
+
+    async def run() -> None:
+        try:
+            assert (await store.send_batch([[Op("task", "task_s", task, None, "proj_s",
+                                                  True)]])).accepted == 1
+            appended = Op("task", "task_s", grown, None, "proj_s",
+                          delta={"push": {"timeline": [0, [entry]]}})
+            assert (await store.send_batch([[appended]])).accepted == 1
+            assert store.flush_keys() == [("task", "task_s")]
+            assert json.loads(path.read_bytes()) == task  # behind its journaled delta
+            assert await store.send_flush([whole(grown)], [("task", "task_s")]) is True
+            assert store.flush_keys() == []
+            assert path.read_bytes() == pretty(grown)
+            # A record that cannot be staged (a file where its project's folder would be).
+            (data / "tasks" / "proj_x").write_text("in the way")
+            refused = store.send_batch([[Op("task", "task_x", stored_task("task_x", "proj_x",
+                                                                           "x"), None,
+                                            "proj_x", True)]])
+            declined = store.send_flush([whole(dict(grown, title="built on it"))],
+                                        [("task", "task_s")])
+            assert (await refused).accepted == 0
+            assert await declined is False
+            await store.resume()
+            assert path.read_bytes() == pretty(grown)
+        finally:
+            store.detach_loop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.close()

@@ -1,5 +1,7 @@
 """The store contract (src/maestro/store/base.py), held against every backend: the JSON-file
-store on a temp directory, the PostgreSQL store on a schema of its own and the in-memory store. What one backend
+store on a temp directory, written in-process and through its helper process, the PostgreSQL
+store on a schema of its own and the in-memory store, each driven through the one protocol the
+committer uses (send_batch, resume). What one backend
 writes, a fresh instance of it loads back exactly: same entities, same key order, unknown keys,
 unicode and very large numbers verbatim; deletes (also of absent entities); one owner at a time.
 Then what only the PostgreSQL store has to prove: a refused transaction leaves nothing, a lost
@@ -7,6 +9,7 @@ connection is survived, unreadable rows are listed, and no password ever shows."
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -16,12 +19,12 @@ import pytest
 from servers import postgres_dsn
 
 from maestro import jsonio
-from maestro.store.base import LoadResult, Op, Store, StoreLockedError
+from maestro.store.base import LoadResult, Op, Outcome, Store, StoreLockedError
 from maestro.store.files import FileStore
 from maestro.store.memory import MemoryData, MemoryStore
 from maestro.store.postgres import DatabaseUnavailableError, PostgresStore
 
-BACKENDS = ("files", "postgres", "memory")
+BACKENDS = ("files", "files-process", "postgres", "memory")
 
 
 def with_search_path(dsn: str, schema: str) -> str:
@@ -49,9 +52,9 @@ def pg_schema() -> Iterator[tuple[str, str]]:
 @pytest.fixture(params=BACKENDS)
 def new_store(request, tmp_path) -> Iterator[Callable[[], Store]]:
     """Factory of store instances on one and the same storage; all are closed at teardown."""
-    if request.param == "files":
+    if request.param in ("files", "files-process"):
         def make() -> Store:
-            return FileStore(tmp_path / "data")
+            return FileStore(tmp_path / "data", worker=request.param == "files-process")
     elif request.param == "memory":
         data = MemoryData()
 
@@ -69,17 +72,37 @@ def new_store(request, tmp_path) -> Iterator[Callable[[], Store]]:
         made.append(store)
         return store
 
+    factory.backend = request.param
+    factory.root = tmp_path / "data"
     yield factory
     for store in made:
         store.close()
 
 
+def send(store: Store, *batches: list[list[Op]]) -> list[Outcome | BaseException]:
+    """Send `batches` the way the committer does: all of them before the first resolves (as
+    many as the store takes at once), then the outcome of each (or what it raised); after a
+    refusal or a failure, `resume` (the committer does so once it has undone the refused
+    changes)."""
+    async def run():
+        try:
+            futures = [store.send_batch(records) for records in batches]
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            if any(isinstance(o, BaseException) or o.accepted < len(records)
+                   for o, records in zip(outcomes, batches)):
+                await store.resume()
+            return outcomes
+        finally:
+            store.detach_loop()
+    return asyncio.run(run())
+
+
 def commit(store: Store, records: list[list[Op]]) -> None:
-    """Hand `records` to the store the way the committer does: prepare, write (the commit
-    point), apply."""
-    store.prepare_batch(records)
-    store.write_batch(records)
-    store.apply_batch(records)
+    """Commit `records` whole (or raise what the store raised)."""
+    (outcome,) = send(store, records)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    assert outcome == Outcome(len(records)), outcome
 
 
 def put(kind: str, value: dict) -> Op:
@@ -235,6 +258,78 @@ def test_an_id_with_a_nul_character_is_refused_before_anything_changes(new_store
         store.check_op(put("project", bad))
     assert store.check_op(put("project", PROJECT)) is None
     assert store.check_op(delete("project", "whatever")) is None
+
+
+# Backends that can refuse one record of a batch before the commit point, and how to make
+# them refuse the second record of the next batch (a task of project proj_x).
+REFUSING = ("files", "files-process", "memory")
+
+
+def refuse_second_record(new_store, store: Store) -> None:
+    if new_store.backend == "memory":
+        store.fail_next(ready=1, message="no room for task_x")
+    else:  # a file where the project's task folder would be: the task cannot be staged
+        (new_store.root / "tasks" / "proj_x").write_text("in the way")
+
+
+@pytest.mark.parametrize("new_store", REFUSING, indirect=True)
+def test_a_refused_record_refuses_the_rest_until_resumed(new_store):
+    store = new_store()
+    store.open()
+    commit(store, [[put("project", PROJECT)]])
+    refuse_second_record(new_store, store)
+    bad = {"id": "task_x", "projectId": "proj_x", "title": "X"}
+    first = [[put("task", TASK_A)], [put("task", bad)], [put("task", TASK_B)]]
+    # Sent before the first batch's outcome is known, as the committer may: built on the
+    # refused change, so refused whole.
+    second = [[put("session", SESSION)]]
+    outcomes = send(store, first, second)
+    assert [o.accepted for o in outcomes] == [1, 0]
+    assert outcomes[0].reason and outcomes[1].reason
+    commit(store, [[put("task", TASK_B)]])  # resumed: accepted again
+    store.close()
+    loaded = as_text(reopened(new_store))
+    assert (sorted(loaded["tasks"]), loaded["sessions"]) == (["task_a", "task_b"], {})
+
+
+# Backends whose durable write can be made to fail, and a batch whose write fails.
+FAILING = ("postgres", "memory")
+
+
+def failing_batch(new_store, store: Store) -> list[list[Op]]:
+    if new_store.backend == "memory":
+        store.fail_next(whole=True, message="write failed")
+        return [[put("task", TASK_A)]]
+    broken = Op("task", "task_x", {"id": "task_x"}, b'{"id": "task_x", oops', None)
+    return [[put("task", TASK_A)], [broken]]
+
+
+@pytest.mark.parametrize("new_store", FAILING, indirect=True)
+def test_a_failed_write_commits_nothing_and_refuses_what_follows_until_resumed(new_store):
+    store = new_store()
+    store.open()
+    commit(store, [[put("project", PROJECT)]])
+    outcomes = send(store, failing_batch(new_store, store), [[put("session", SESSION)]])
+    assert isinstance(outcomes[0], Exception)
+    assert outcomes[1].accepted == 0 and "could not be stored" in outcomes[1].reason
+    commit(store, [[put("task", TASK_B)]])
+    store.close()
+    loaded = as_text(reopened(new_store))
+    assert (list(loaded["tasks"]), loaded["sessions"]) == (["task_b"], {})
+
+
+def test_batches_sent_together_are_committed_in_order(new_store):
+    store = new_store()
+    store.open()
+    renamed = {**PROJECT, "name": "renamed"}
+    outcomes = send(store, [[put("project", PROJECT)], [put("task", TASK_A)]],
+                    [[put("project", renamed)], [delete("task", "task_a", "proj_1")]],
+                    [[put("task", TASK_B)]])
+    assert outcomes == [Outcome(2), Outcome(2), Outcome(1)]
+    store.close()
+    loaded = as_text(reopened(new_store))
+    assert loaded["projects"] == {"proj_1": jsonio.dumps(renamed).decode()}
+    assert list(loaded["tasks"]) == ["task_b"]
 
 
 def test_health_names_the_backend(new_store):

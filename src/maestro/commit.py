@@ -9,7 +9,7 @@ or refuses one of its requests before the commit point (e.g. a file cannot be st
 failing requests and every later change are undone, newest first, and get a 500; requests
 queued before a refused one do not depend on it and are committed as usual. With the file
 store's helper process, a second batch may be on its way while the first is written (see
-`Committer._run_pipelined`)."""
+`Committer._run`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import asyncio
 import collections
 import gc
 import logging
-import os
 import time
 from typing import TYPE_CHECKING
 
@@ -32,21 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("maestro.commit")
 
-# Batches in flight to a store that commits whole batches (see Committer._run_pipelined),
-# and the entity writes a second batch must hold to be sent before the first is done: small
-# changes gain more from one larger batch (one fsync) than from overlap.
-PIPELINE = 2
-PIPELINE_MIN_OPS = 24
 # A flush due while writes go on covers about this many bytes of big entities at a time.
 FLUSH_BYTES = 4 << 20
-
-
-def _pipeline_min_ops() -> int:
-    """MAESTRO_PIPELINE_MIN_OPS overrides PIPELINE_MIN_OPS (1: always overlap two batches)."""
-    try:
-        return max(1, int(os.environ.get("MAESTRO_PIPELINE_MIN_OPS", PIPELINE_MIN_OPS)))
-    except ValueError:
-        return PIPELINE_MIN_OPS
 
 
 def settle_memory(full: bool | None = None) -> None:
@@ -263,10 +249,11 @@ class Committer:
         # The working state: where a flush takes the current values of lagging entities.
         self.state = state
         self._flush_waiters: list[asyncio.Future] = []
+        # A flush sent with a batch is on its way (a due one is not sent twice).
+        self._flushing = False
         self._flushed_at_close = False
         self._queue: list[tuple[Tx, list[Op], asyncio.Future]] = []
         self._queued_ops = 0
-        self.pipeline_min_ops = _pipeline_min_ops()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -338,7 +325,7 @@ class Committer:
                 fut.set_result(None)
 
     def _send_flush(self) -> None:
-        """Send a flush after the batches sent so far (pipelined store), not awaited."""
+        """Send a flush after the batches sent so far, not awaited."""
         waiters = self._take_waiters()
         if self.state is None or not self.store.flush_keys():
             self._resolve(waiters)
@@ -350,8 +337,10 @@ class Committer:
             log.exception("flushing the files of big entities failed")
             self._resolve(waiters)
             return
+        self._flushing = True
 
         def done(f: asyncio.Future) -> None:
+            self._flushing = False
             try:
                 declined = not f.result()
             except Exception as exc:  # noqa: BLE001 - the entities stay behind, retried
@@ -362,29 +351,15 @@ class Committer:
 
         fut.add_done_callback(done)
 
-    async def _flush_after(self, flush: tuple[list[asyncio.Future], list[Op]],
-                           done: bool) -> None:
-        """Write a flush prepared with a batch (in-process store), if that batch committed
-        whole."""
-        waiters, ops = flush
-        if done:
-            try:
-                await asyncio.to_thread(self.store.flush, ops)
-            except Exception as exc:  # the journal keeps the changes; retried later
-                log.error("flushing the files of big entities failed: %s", exc)
-        self._resolve(waiters, retry=not done)
-
-    async def _flush_now(self) -> None:
-        """Flush everything with nothing queued or in flight, and wait for it."""
+    async def _flush_now(self, closing: bool = False) -> None:
+        """Flush everything with nothing queued or in flight, and wait for it; `closing`:
+        also with nothing to flush, so the store has finished all it was sent."""
         waiters = self._take_waiters()
-        if self.state is not None and self.store.flush_keys():
+        if closing or (self.state is not None and self.store.flush_keys()):
             ops, keys = self._flush_ops(limit=None)
             try:
-                if self.store.commits_whole_batches:
-                    if not await self.store.send_flush(ops, keys):
-                        log.error("the store declined to flush the files of big entities")
-                else:
-                    await asyncio.to_thread(self.store.flush, ops)
+                if not await self.store.send_flush(ops, keys):
+                    log.error("the store declined to flush the files of big entities")
             except Exception as exc:  # the journal keeps the changes; retried later
                 log.error("flushing the files of big entities failed: %s", exc)
         self._resolve(waiters)
@@ -418,83 +393,13 @@ class Committer:
         return fut
 
     async def _run(self) -> None:
-        if self.store.commits_whole_batches:
-            await self._run_pipelined()
-            return
-        dirty = False
-        while True:
-            if not self._queue:
-                if self._flush_waiters or (self._closing and not self._flushed_at_close):
-                    self._flushed_at_close = self._closing
-                    await self._flush_now()
-                    continue
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), self.idle_seconds)
-                except asyncio.TimeoutError:
-                    if dirty:
-                        try:
-                            await self._flush_now()
-                            await asyncio.to_thread(self.store.maintenance)
-                            dirty = False
-                        except Exception:
-                            log.exception("store maintenance failed")
-                        settle_memory()
-                    continue
-            batch, self._queue = self._queue, []
-            self._queued_ops = 0
-            records = [ops for _, ops, _ in batch]
-            started = time.perf_counter()
-            # A due flush takes its values now, when the state is exactly this batch's result,
-            # and is written after it (only if the whole batch commits).
-            flush = None
-            if self.state is not None and (self._flush_waiters or self.store.wants_flush()):
-                waiters = self._take_waiters()
-                flush = (waiters, self._flush_ops(None if waiters else FLUSH_BYTES)[0])
-            # Requests the store refuses before the commit point; the ones queued before the
-            # first refused request do not depend on it and are committed.
-            refused: list = []
-            refusal: Exception | None = None
-            try:
-                self.store.prepare_batch(records)
-            except Exception as exc:
-                ready = getattr(exc, "ready", 0)
-                batch, refused = batch[:ready], batch[ready:]
-                records, refusal = records[:ready], exc
-            if not batch:
-                if flush is not None:
-                    self._resolve(flush[0], retry=True)
-                await self._fail(refused, refusal)
-                continue
-            try:
-                await asyncio.to_thread(self.store.write_batch, records)
-            except Exception as exc:
-                log.exception("storage write failed; undoing %d change(s)", len(batch))
-                if flush is not None:
-                    self._resolve(flush[0], retry=True)
-                await self._fail(batch + refused, exc)
-                continue
-            try:
-                self.store.apply_batch(records)
-            except Exception:
-                log.exception("store could not refresh its files (the journal keeps the change)")
-            dirty = True
-            await self._finish(batch, refused, refusal, started)
-            if flush is not None:  # after the answers: they do not wait for it
-                await self._flush_after(flush, done=not refused)
-            if self.store.wants_maintenance():
-                try:
-                    await asyncio.to_thread(self.store.maintenance)
-                except Exception:
-                    log.exception("store maintenance failed")
-
-    async def _run_pipelined(self) -> None:
-        """For a store that commits whole batches elsewhere (the file store's helper process):
-        up to PIPELINE batches in flight, so the server prepares and answers one batch while
-        the store writes the next. Replies come back in order; a batch is finished (events,
-        answers) only after every batch before it."""
+        """The commit loop: up to the store's pipeline depth of batches in flight (one for a
+        store that writes in this process; two for the file store's helper process, so the
+        server prepares and answers one batch while the helper writes the next). Outcomes
+        come back in order; a batch is finished (events, answers) only after every batch
+        before it."""
+        store = self.store
+        depth, min_ops = store.pipeline_depth, store.pipeline_min_ops
         inflight: collections.deque[tuple[list, asyncio.Future, float]] = collections.deque()
         dirty = False
         wake = self._wakeup.set
@@ -503,14 +408,15 @@ class Committer:
             while inflight and inflight[0][1].done():
                 batch, fut, started = inflight.popleft()
                 try:
-                    ready, why = fut.result()
+                    outcome = fut.result()
+                    ready, why = outcome.accepted, outcome.reason
                 except Exception as exc:  # nothing of it was committed
                     log.error("storage write failed; undoing %d change(s): %s", len(batch), exc)
                     ready, why = 0, exc
                 refused = batch[ready:]
                 if ready:
                     # Committed: announce and answer (without undoing anything yet).
-                    await self._finish(batch[:ready], [], None, started)
+                    await self._finish(batch[:ready] if refused else batch, started)
                     dirty = True
                 if refused:
                     # Undo the refused requests and everything built on them: the batches
@@ -521,15 +427,15 @@ class Committer:
                         why or "refused by the store")
                     await self._fail(refused + later, cause)
                     try:
-                        await self.store.resume_async()
+                        await store.resume()
                     except Exception:
                         log.exception("the store did not resume after a refused change")
-            if self._queue and (not inflight or (len(inflight) < PIPELINE
-                                                 and self._queued_ops >= self.pipeline_min_ops)):
+            if self._queue and (not inflight or (len(inflight) < depth
+                                                 and self._queued_ops >= min_ops)):
                 batch, self._queue = self._queue, []
                 self._queued_ops = 0
                 try:
-                    fut = self.store.send_batch([ops for _, ops, _ in batch])
+                    fut = store.send_batch([ops for _, ops, _ in batch])
                 except Exception as exc:
                     log.error("storage write failed; undoing %d change(s): %s",
                               len(batch), exc)
@@ -539,8 +445,8 @@ class Committer:
                     continue
                 fut.add_done_callback(lambda _: wake())
                 inflight.append((batch, fut, time.perf_counter()))
-                if self.state is not None and (self._flush_waiters
-                                               or self.store.wants_flush()):
+                if self.state is not None and (self._flush_waiters or (
+                        not self._flushing and store.wants_flush())):
                     # Everything submitted has just been sent: the state is exactly what
                     # the batches sent so far build.
                     self._send_flush()
@@ -550,7 +456,7 @@ class Committer:
                 continue
             if self._flush_waiters or (self._closing and not self._flushed_at_close):
                 self._flushed_at_close = self._closing
-                await self._flush_now()
+                await self._flush_now(closing=self._closing)
                 continue
             if self._closing:
                 return
@@ -560,13 +466,13 @@ class Committer:
                 if dirty and not self._queue:
                     try:
                         await self._flush_now()
-                        await self.store.maintenance_async()
+                        await store.maintain()
                         dirty = False
                     except Exception:
                         log.exception("store maintenance failed")
                     settle_memory()
 
-    async def _finish(self, batch, refused, refusal, started: float) -> None:
+    async def _finish(self, batch, started: float) -> None:
         """The batch is durable: run hooks, publish its events, answer its requests."""
         if time.monotonic() - _settled_at > SETTLE_EVERY_SECONDS:
             settle_memory()
@@ -592,8 +498,6 @@ class Committer:
                 log.exception("publishing events failed")
             if not fut.done():
                 fut.set_result(None)
-        if refused:
-            await self._fail(refused, refusal)
         # Let WebSocket senders write the events before the requests send their responses.
         await asyncio.sleep(0)
 

@@ -22,7 +22,7 @@ from .entities import as_list, bump, with_changes
 from .errors import ApiError, conflict, project_not_found, session_not_found, task_not_found, \
     validation
 from .ids import now_ms
-from .server import api_models as shape
+from . import models as shape
 from .shapes import checker
 from .vocabulary import AGENT_AT_WORK, FINAL_SESSION_STATUSES
 

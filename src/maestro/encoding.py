@@ -15,7 +15,7 @@ from typing import Any
 from . import jsonio
 
 # Entities whose compact JSON is at least this large are encoded by parts (and their changes
-# journaled as deltas by the file store, see store/files.py).
+# journaled as deltas by the file store, see store/files/).
 BIG_ENTITY_BYTES = 16 << 10
 # Lists with at least this many entries are kept as blocks of entries.
 LIST_PARTS_MIN = 16

@@ -9,10 +9,10 @@ mutation, so the plan is created entirely or not at all."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import models
 from . import validate as v
 from .commit import Tx
 from .domain.graph import dependency_ids, describe_cycle, successors
@@ -20,13 +20,13 @@ from .domain.timeline import entry as timeline_entry
 from .entities import as_list, bump, with_changes
 from .errors import ApiError, project_not_found, task_not_found, validation
 from .ids import make_id, now_ms
-from .vocabulary import DEFAULT_PRIORITY, TASK_PRIORITIES
+from .shapes import checker
+from .vocabulary import DEFAULT_PRIORITY
 
 if TYPE_CHECKING:
     from .state import State
 
-MAX_PLAN_TASKS = 500
-REF_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_check_plan = checker(models.Plan)
 
 
 @dataclass
@@ -55,54 +55,16 @@ class Plan:
 
 
 def parse_plan(body: dict) -> Plan:
-    """Check a plan's shape (400 naming the field); references are resolved later, against the
-    state, inside the mutation."""
-    raw_tasks = body.get("tasks")
-    if not isinstance(raw_tasks, list) or not raw_tasks:
-        raise validation("tasks must be a non-empty array of objects", {"field": "tasks"})
-    if len(raw_tasks) > MAX_PLAN_TASKS:
-        raise validation(f"a plan holds at most {MAX_PLAN_TASKS} tasks", {"field": "tasks"})
-    tasks: list[PlannedTask] = []
-    seen: set[str] = set()
-    for index, raw in enumerate(raw_tasks):
-        where = f"tasks[{index}]"
-        if not isinstance(raw, dict):
-            raise validation(f"{where} must be an object", {"field": where})
-        ref = raw.get("ref")
-        if not isinstance(ref, str) or not REF_PATTERN.match(ref):
-            raise validation(f"{where}.ref must match {REF_PATTERN.pattern}",
-                             {"field": f"{where}.ref"})
-        if ref in seen:
-            raise validation(f"ref {ref} is used twice", {"field": f"{where}.ref", "ref": ref})
-        seen.add(ref)
-        title = v.string(raw, "title", required_message=f"{where}.title is required",
-                         nonblank_message=f"{where}.title is required", max_len=v.MAX_TEXT)
-        parent = raw.get("parent")
-        if parent is not None:
-            v.ident(parent, f"{where}.parent")
-        depends_on = v.string_list(raw, "dependsOn", ids=True) or []
-        tasks.append(PlannedTask(
-            ref=ref, title=title.strip(), description=v.string(raw, "description") or "",
-            initial_prompt=v.string(raw, "initialPrompt") or "",
-            priority=v.enum(raw, "priority", TASK_PRIORITIES) or DEFAULT_PRIORITY,
-            parent=parent or None, depends_on=v.dedupe(depends_on)))
-    edges: list[tuple[str, str]] = []
-    raw_edges = body.get("dependencies", [])
-    if not isinstance(raw_edges, list):
-        raise validation("dependencies must be an array of objects", {"field": "dependencies"})
-    for index, raw in enumerate(raw_edges):
-        where = f"dependencies[{index}]"
-        if not isinstance(raw, dict):
-            raise validation(f"{where} must be an object", {"field": where})
-        task = raw.get("task")
-        depends_on = raw.get("dependsOn")
-        if not isinstance(task, str) or not task or not isinstance(depends_on, str) \
-                or not depends_on:
-            raise validation(f"{where} needs task and dependsOn (a ref or a task id)",
-                             {"field": where})
-        v.ident(task, f"{where}.task")
-        v.ident(depends_on, f"{where}.dependsOn")
-        edges.append((task, depends_on))
+    """The plan of a request body, its shape checked from its declaration (`models.Plan`: 400
+    naming the field by its place, `tasks[2].title`); references are resolved later, against
+    the state, inside the mutation."""
+    _check_plan(body)
+    tasks = [PlannedTask(
+        ref=raw["ref"], title=raw["title"].strip(), description=raw.get("description") or "",
+        initial_prompt=raw.get("initialPrompt") or "",
+        priority=raw.get("priority") or DEFAULT_PRIORITY, parent=raw.get("parent") or None,
+        depends_on=v.dedupe(raw.get("dependsOn") or [])) for raw in body["tasks"]]
+    edges = [(raw["task"], raw["dependsOn"]) for raw in body.get("dependencies") or []]
     return Plan(tasks, edges)
 
 

@@ -11,9 +11,9 @@ from .output import (
     EXIT_CLAIMED,
     CliError,
     esc,
+    print_table,
     priority_text,
     status_text,
-    table,
     usage_error,
 )
 from .tasks import app, get_task, render_tasks
@@ -94,14 +94,9 @@ def task_blocked(
             if isinstance(task, dict) and isinstance(task.get("id"), str)]
 
     def render(out):
-        if not rows:
-            out.print("Nothing is waiting.")
-            return
-        t = table("ID", "PRIORITY", "TITLE", "WAITING FOR")
-        for task in rows:
-            t.add_row(esc(task.get("id")), priority_text(task.get("priority")),
-                      esc(task.get("title")), waiting_text(task.get("readiness")))
-        out.print(t)
+        print_table(out, rows, "Nothing is waiting.", ("ID", "PRIORITY", "TITLE", "WAITING FOR"),
+                    lambda task: (esc(task.get("id")), priority_text(task.get("priority")),
+                                  esc(task.get("title")), waiting_text(task.get("readiness"))))
     run.emit(rows, render)
 
 

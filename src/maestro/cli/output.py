@@ -157,6 +157,19 @@ def table(*columns: str, title: str | None = None):
     return t
 
 
+def print_table(out, items: list, empty: str, columns: tuple[str, ...],
+                row: Callable[[Any], tuple]) -> None:
+    """`items` as a table of `columns`, one `row(item)` each; the line `empty` when there are
+    none."""
+    if not items:
+        out.print(empty)
+        return
+    t = table(*columns)
+    for item in items:
+        t.add_row(*row(item))
+    out.print(t)
+
+
 def key_values(out, rows: list[tuple[str, Any]]) -> None:
     """Aligned `key  value` lines (values may carry rich markup)."""
     from rich.table import Table

@@ -10,7 +10,7 @@ import typer
 from ..vocabulary import ACTIVE_SESSION_STATUSES
 from .client import seg
 from .options import Run, command, is_tty_stdin
-from .output import CliError, esc, fmt_time, key_values, table, usage_error
+from .output import CliError, esc, fmt_time, key_values, print_table, usage_error
 from .workspaces import ISOLATION_HELP, isolation_choice, project_workspace_rows
 
 app = typer.Typer(help="Projects: list, get (alias show), create, update, delete.",
@@ -24,14 +24,10 @@ ISOLATION_OPTION = typer.Option(None, "--isolation", metavar="worktree|none",
 
 def render_projects(projects: list[dict]):
     def render(out):
-        if not projects:
-            out.print("No projects yet. Create one: maestro project create \"My app\"")
-            return
-        t = table("ID", "NAME", "WORKING DIR", "CREATED")
-        for p in projects:
-            t.add_row(esc(p.get("id")), esc(p.get("name")), esc(p.get("workingDir")),
-                      fmt_time(p.get("createdAt")))
-        out.print(t)
+        print_table(out, projects, "No projects yet. Create one: maestro project create \"My app\"",
+                    ("ID", "NAME", "WORKING DIR", "CREATED"),
+                    lambda p: (esc(p.get("id")), esc(p.get("name")), esc(p.get("workingDir")),
+                               fmt_time(p.get("createdAt"))))
     return render
 
 

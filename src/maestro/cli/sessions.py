@@ -11,7 +11,16 @@ from ..spawn.endings import end_message
 from ..vocabulary import END_EVENT_TYPES, FINAL_SESSION_STATUSES, SESSION_STATUSES
 from .client import seg
 from .options import Run, command
-from .output import CliError, esc, fmt_time, key_values, status_text, table, usage_error
+from .output import (
+    CliError,
+    esc,
+    fmt_time,
+    key_values,
+    print_table,
+    status_text,
+    table,
+    usage_error,
+)
 
 app = typer.Typer(help="Sessions (agent runs): list, info (alias show), spawn, stop, log, "
                        "delete, register, complete.", no_args_is_help=True)
@@ -61,15 +70,11 @@ def status_with_end(session: dict) -> str:
 
 def render_sessions(sessions: list[dict]):
     def render(out):
-        if not sessions:
-            out.print("No sessions.")
-            return
-        t = table("ID", "NAME", "STATUS", "TASKS", "STARTED", "LAST ACTIVITY")
-        for s in sessions:
-            t.add_row(esc(s.get("id")), esc(s.get("name")), status_with_end(s),
-                      esc(", ".join(s.get("taskIds") or []) or "-"),
-                      fmt_time(s.get("startedAt")), fmt_time(s.get("lastActivity")))
-        out.print(t)
+        print_table(out, sessions, "No sessions.",
+                    ("ID", "NAME", "STATUS", "TASKS", "STARTED", "LAST ACTIVITY"),
+                    lambda s: (esc(s.get("id")), esc(s.get("name")), status_with_end(s),
+                               esc(", ".join(s.get("taskIds") or []) or "-"),
+                               fmt_time(s.get("startedAt")), fmt_time(s.get("lastActivity"))))
     return render
 
 

@@ -9,7 +9,7 @@ import typer
 from ..vocabulary import ISOLATIONS
 from .client import seg
 from .options import Run, command
-from .output import CliError, esc, key_values, table, usage_error
+from .output import CliError, esc, key_values, print_table, usage_error
 from .sessions import app
 
 SESSION_ARG = typer.Argument(None, metavar="SESSION_ID",
@@ -139,16 +139,11 @@ def session_diff(
             ("Includes", "committed and uncommitted changes" if diff.get(
                 "includesUncommitted") else "committed changes (the worktree is gone)")])
         files = diff.get("files") or []
-        if not files:
-            out.print("No changes.")
-        else:
-            t = table("STATUS", "FILE", "+", "-", "")
-            for f in files:
-                t.add_row(esc(f.get("status")), esc(f.get("path")),
-                          "bin" if f.get("added") is None else str(f["added"]),
-                          "bin" if f.get("deleted") is None else str(f["deleted"]),
-                          "[yellow]uncommitted[/yellow]" if f.get("uncommitted") else "")
-            out.print(t)
+        print_table(out, files, "No changes.", ("STATUS", "FILE", "+", "-", ""),
+                    lambda f: (esc(f.get("status")), esc(f.get("path")),
+                               "bin" if f.get("added") is None else str(f["added"]),
+                               "bin" if f.get("deleted") is None else str(f["deleted"]),
+                               "[yellow]uncommitted[/yellow]" if f.get("uncommitted") else ""))
         if not stat and diff.get("patch"):
             out.print()
             out.file.write(diff["patch"])  # verbatim: no markup, no wrapping

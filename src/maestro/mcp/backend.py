@@ -17,6 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from .. import __version__
+from ..errors import ApiError
 
 CLAIM_HEADER = "X-Maestro-Claim-Token"
 TIMEOUT_SECONDS = 30.0
@@ -44,15 +45,12 @@ class Caller:
     role: str  # worker | orchestrator | person
 
 
-class Refusal(Exception):
-    """An error answer of the API: its status and the body of SPEC §6.1."""
+class Refusal(ApiError):
+    """An error answer of the API, as received: its status and the body of SPEC §6.1 (details
+    always an object)."""
 
     def __init__(self, status: int, code: str, message: str, details: Any = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details if isinstance(details, dict) else {}
+        super().__init__(status, code, message, details if isinstance(details, dict) else {})
 
 
 class Unreachable(Exception):

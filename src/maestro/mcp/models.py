@@ -1,4 +1,4 @@
-"""What the tools take and answer, derived from the REST declarations (`server/api_models.py`):
+"""What the tools take and answer, derived from the REST declarations (`models.py`):
 a tool's parameter or a record's field has the type of the REST field it stands for (`like`),
 narrowed where a tool takes or shows fewer. Answers are small structured records (the tool's
 output schema and its `structuredContent`), never whole entities or whole timelines. Times are
@@ -12,12 +12,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import NotRequired
 
-from ..server import api_models as rest
+from .. import models as rest
 from ..vocabulary import AGENT_ROLES, TASK_STATUSES
 
 
 def like(declaration: type, name: str, **field: Any) -> Any:
-    """The type of the REST field `name` of `declaration` (a typed dict of api_models.py), with
+    """The type of the REST field `name` of `declaration` (a typed dict of maestro/models.py), with
     `field` (a description, a narrower bound) added."""
     hint = typing.get_type_hints(declaration, include_extras=True)[name]
     while typing.get_origin(hint) in (NotRequired, typing.Required):

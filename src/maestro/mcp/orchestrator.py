@@ -49,8 +49,7 @@ class PlanItem(BaseModel):
     description: Annotated[like(rest.PlanTask, "description") | None,
                            Field(max_length=20_000)] = None
     priority: like(rest.PlanTask, "priority") | None = None
-    parent: like(rest.PlanTask, "parent", description="A ref of this plan or a task id") \
-        | None = None
+    parent: like(rest.PlanTask, "parent", description="A ref of this plan or a task id") = None
     depends_on: like(rest.PlanTask, "dependsOn", description="Refs or task ids it waits "
                      "for") | None = None
 

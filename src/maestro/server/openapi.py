@@ -2,7 +2,7 @@
 
 Every route is declared once, where it is added to the router, with an `Op`: its summary, the
 action it performs on which entity (`Act`, whose rule in policy.py decides what an agent may
-do), the typed dicts of its body, query parameters and answer (api_models.py; pydantic writes
+do), the typed dicts of its body, query parameters and answer (models.py; pydantic writes
 their JSON schemas) and the error codes it answers with. The document is built from the router's
 own table, so a route cannot be missing from it; each operation says who may use it
 (`x-maestro-rights`, and a line of its description). The router holds handlers to their
@@ -24,7 +24,7 @@ from pydantic import TypeAdapter
 
 from .. import __version__
 from ..policy import Act, rule_for
-from . import api_models as m
+from .. import models as m
 
 REF = "#/components/schemas/{model}"
 JSON = "application/json"

@@ -180,6 +180,13 @@ class Router:
         # Literal routes first so /api/sessions/spawn wins over /api/sessions/{id}.
         self._routes[len(parts)].sort(key=lambda r: sum(x is None for x in r[1]))
 
+    def route(self, method: str, template: str, doc) -> Callable[[Handler], Handler]:
+        """`add` as a decorator, so a route's declaration sits on top of its handler."""
+        def declare(handler: Handler) -> Handler:
+            self.add(method, template, handler, doc)
+            return handler
+        return declare
+
     def match(self, method: str, path: str, raw_path: bytes | None = None):
         if raw_path is not None and b"%" in raw_path:
             # Split before decoding, so an encoded "/" inside an id stays inside that id.

@@ -113,7 +113,9 @@ def _take_store(settings: Settings):
             raise StoreUnusableError(str(exc)) from None
         return store
     from ..store.files import FileStore
-    store = FileStore(settings.data_dir, worker=settings.store_process)
+    store = FileStore(settings.data_dir, worker=settings.store_process,
+                      checkpoint_bytes=settings.checkpoint_bytes,
+                      pipeline_min_ops=settings.pipeline_min_ops)
     store.take_lock()
     store.check_layout()
     return store

@@ -120,19 +120,19 @@ class Links:
         return changes
 
     async def add_task_to_session(self, session_id: str, task_id: str) -> dict:
-        def apply(tx: Tx) -> dict:
-            require_pair(session_id, task_id, self.state.sessions.get, self.state.tasks.get)
-            if self._link(tx, session_id, task_id):
-                self._emit_pair(tx, "added", session_id, task_id)
-            return self.state.sessions.get(session_id)
-
-        return await self._mutate(apply)
+        return await self._change_pair(session_id, task_id, self._link, "added")
 
     async def remove_task_from_session(self, session_id: str, task_id: str) -> dict:
+        return await self._change_pair(session_id, task_id, self._unlink, "removed")
+
+    async def _change_pair(self, session_id: str, task_id: str, change, kind: str) -> dict:
+        """The session after `change` (link or unlink) of it and the task, both of which must
+        exist; the events of `kind` only when something changed (idempotent)."""
+
         def apply(tx: Tx) -> dict:
             require_pair(session_id, task_id, self.state.sessions.get, self.state.tasks.get)
-            if self._unlink(tx, session_id, task_id):
-                self._emit_pair(tx, "removed", session_id, task_id)
+            if change(tx, session_id, task_id):
+                self._emit_pair(tx, kind, session_id, task_id)
             return self.state.sessions.get(session_id)
 
         return await self._mutate(apply)

@@ -10,7 +10,7 @@ from ..entities import bump as _bump
 from ..entities import with_changes as _with
 from ..errors import ApiError, project_not_found
 from ..ids import make_id, now_ms
-from ..server import api_models as shape
+from .. import models as shape
 from ..shapes import checker
 from ..workspace.options import project_settings
 

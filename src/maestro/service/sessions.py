@@ -16,7 +16,7 @@ from ..errors import ApiError, project_not_found, session_not_found, task_not_fo
 from ..identity import REVOKED_FIELD, may_hold_token
 from ..ids import make_id, now_ms
 from ..listing import session_filter
-from ..server import api_models as shape
+from .. import models as shape
 from ..shapes import checker
 from ..validate import dedupe
 from ..vocabulary import DEFAULT_SESSION_STATUS, DEFAULT_SESSION_TIMELINE_TYPE, \
@@ -222,19 +222,9 @@ class Sessions:
         entry = {"type": body["type"]}
         if "data" in body:
             entry["data"] = body["data"]
-
-        def apply(tx: Tx) -> dict:
-            old = self.get_session(session_id)
-            now = _bump(old.get("lastActivity"))
-            event = {"id": make_id("evt", now), "timestamp": now, **entry}
-            self._check_entry(event, "Session event")
-            session = _with(old, events=tx.extend(old.get("events"), [event]),
-                            lastActivity=now)
-            tx.put("session", session)
-            tx.emit("session:updated", session)
-            return session
-
-        return await self._mutate(apply)
+        return await self._append_to_session(
+            session_id, "events", "Session event",
+            lambda now: {"id": make_id("evt", now), "timestamp": now, **entry})
 
     async def add_session_timeline(self, session_id: str, body: dict) -> dict:
         _check_note(body)
@@ -242,14 +232,22 @@ class Sessions:
         type_ = body.get("type") or DEFAULT_SESSION_TIMELINE_TYPE
         task_id = body.get("taskId")
         metadata = body.get("metadata")
+        return await self._append_to_session(
+            session_id, "timeline", "Timeline entry",
+            lambda now: timeline_entry_at(now, type_, message, taskId=task_id,
+                                          metadata=metadata))
+
+    async def _append_to_session(self, session_id: str, key: str, what: str, make) -> dict:
+        """The session with `make(now)` appended to its `key` list (`what` names it in the
+        refusal of an entry too large), its activity bumped to `now`."""
 
         def apply(tx: Tx) -> dict:
             old = self.get_session(session_id)
             now = _bump(old.get("lastActivity"))
-            entry = timeline_entry_at(now, type_, message, taskId=task_id, metadata=metadata)
-            self._check_entry(entry, "Timeline entry")
-            session = _with(old, timeline=tx.extend(old.get("timeline"), [entry]),
-                            lastActivity=now)
+            entry = make(now)
+            self._check_entry(entry, what)
+            session = _with(old, **{key: tx.extend(old.get(key), [entry]),
+                                    "lastActivity": now})
             tx.put("session", session)
             tx.emit("session:updated", session)
             return session

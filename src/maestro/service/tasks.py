@@ -14,7 +14,7 @@ from ..entities import with_changes as _with
 from ..errors import ApiError, project_not_found, session_not_found, task_not_found
 from ..ids import make_id, now_ms
 from ..listing import task_filter
-from ..server import api_models as shape
+from .. import models as shape
 from ..shapes import checker
 from ..validate import dedupe, ident
 from ..vocabulary import CLAIM_ENDING_STATUSES, DEFAULT_PRIORITY, DEFAULT_TIMELINE_TYPE

@@ -1,7 +1,7 @@
 """The body of a spawn request (SPEC §9.2), declared once: /openapi.json documents it and
-`spawn.py` checks its options (check 7 of §9.3) from it. Checks 1-6 answer their own error codes
-and need the state (a parent session must exist), so spawn.py makes them itself, in order,
-before these."""
+`spawn.py` checks it from it, in the order of §9.3: the fields of checks 1-4 (`WHO`), each
+refused with its own error code, then what needs the state (check 5: a parent session must
+exist), then the role (check 6) and the options (check 7)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from .. import agent_env
 from ..errors import validation
-from ..shapes import FREE, NotBlank, Rule
+from ..shapes import FREE, NotBlank, Refused, Rule
 from ..validate import MAX_TEXT
 from ..vocabulary import (
     AGENT_MODELS,
@@ -38,13 +38,19 @@ def agent_variables(env: Any) -> None:
 class SpawnRequest(TypedDict):
     """Spawn an agent session for tasks (SPEC §9.2)."""
 
-    # §9.3 checks 1-6, each with its own error code (spawn.py)
-    projectId: Annotated[str, FREE]
-    taskIds: Annotated[list[str], Field(min_length=1), FREE]
-    spawnSource: NotRequired[Annotated[Literal[SPAWN_SOURCES], FREE]]  # type: ignore[valid-type]
-    sessionId: NotRequired[Annotated[str, FREE, Field(
+    # §9.3 checks 1-6, each with its own error code
+    projectId: Annotated[str, Refused("missing_project_id", "projectId is required"),
+                         NotBlank("projectId is required")]
+    taskIds: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1),
+                       Refused("invalid_task_ids", "taskIds must be a non-empty array")]
+    spawnSource: NotRequired[Annotated[Literal[SPAWN_SOURCES],  # type: ignore[valid-type]
+                                       Refused("invalid_spawn_source",
+                                               "spawnSource must be one of: "
+                                               + ", ".join(SPAWN_SOURCES))]]
+    sessionId: NotRequired[Annotated[str | None, Field(
         description="the parent session (required with spawnSource session)")]]
-    role: NotRequired[Annotated[Literal[AGENT_ROLES], FREE]]  # type: ignore[valid-type]
+    role: NotRequired[Annotated[Literal[AGENT_ROLES],  # type: ignore[valid-type]
+                                Refused("invalid_role", 'role must be "worker" or "orchestrator"')]]
     # check 7, in this order
     skills: NotRequired[list[str]]
     context: NotRequired[dict[str, Any]]
@@ -71,3 +77,7 @@ class SpawnRequest(TypedDict):
     baseRef: NotRequired[Annotated[str, FREE, Field(
         description="branch or commit the worktree starts from (default: the project's "
                     "baseRef, else the main worktree's current branch)")]]
+
+
+WHO = ("projectId", "taskIds", "spawnSource", "sessionId")  # checks 1-4, before the state's
+OPTIONS = tuple(k for k in SpawnRequest.__annotations__ if k not in WHO + ("role",))  # check 7

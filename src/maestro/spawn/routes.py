@@ -14,7 +14,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from ..config import Settings
 from ..policy import OWN_PROJECT, forbidden, seen_by
-from ..server import api_models as m
+from .. import models as m
 from ..server.openapi import Act, Op
 from ..server.router import ApiRequest, Reply, Router
 from ..service import Service

@@ -16,17 +16,15 @@ from typing import Any
 
 from .. import jsonio
 from ..config import Settings
-from ..errors import ApiError, StorageError, validation
+from ..errors import ApiError, StorageError
 from ..events import Event
 from ..ids import make_id
 from ..service import Service
 from ..session_names import session_name
-from ..shapes import checker
-from ..vocabulary import AGENT_ROLES as ROLES
-from ..vocabulary import SPAWN_SOURCES
+from ..shapes import compile_shape
 from ..workspace.options import spawn_options
 from .manifest import ManifestError, build_manifest, validate_manifest, write_manifest
-from .request import SpawnRequest
+from .request import OPTIONS, WHO, SpawnRequest
 
 log = logging.getLogger("maestro.spawn")
 
@@ -38,7 +36,9 @@ CLI_TIMEOUT_SECONDS = 60.0
 # one takes well under a second; a slow tmux only delays the answer's wording).
 LAUNCH_WAIT_SECONDS = 10.0
 UI_MESSAGE = "Spawn request sent to Agents UI"
-_check_options = checker(SpawnRequest)
+_check_who = compile_shape(SpawnRequest, only=WHO)
+_check_role = compile_shape(SpawnRequest, only=("role",))
+_check_options = compile_shape(SpawnRequest, only=OPTIONS)
 
 
 def launch_message(launch: dict) -> str:
@@ -68,37 +68,24 @@ def default_command(role: str) -> str:
 
 
 def parse_spawn_body(service: Service, body: dict) -> dict:
-    """Checks 1-7 of §9.3 in order; returns the normalised request."""
-    project_id = body.get("projectId")
-    if not isinstance(project_id, str) or not project_id.strip():
-        raise spawn_error(400, "missing_project_id", "projectId is required")
-    task_ids = body.get("taskIds")
-    if not isinstance(task_ids, list) or not task_ids \
-            or not all(isinstance(t, str) and t for t in task_ids):
-        raise spawn_error(400, "invalid_task_ids", "taskIds must be a non-empty array")
+    """Checks 1-7 of §9.3 in order, the shapes from `SpawnRequest`; returns the normalised
+    request."""
+    _check_who(body)
     spawn_source = body.get("spawnSource", "ui")
-    if spawn_source not in SPAWN_SOURCES or not isinstance(spawn_source, str):
-        raise spawn_error(400, "invalid_spawn_source",
-                          "spawnSource must be one of: " + ", ".join(SPAWN_SOURCES))
-    parent = body.get("sessionId")
-    if parent is not None and not isinstance(parent, str):
-        raise validation("sessionId must be a string", {"field": "sessionId"})
-    parent = parent or None
+    parent = body.get("sessionId") or None
     if spawn_source == "session" and parent is None:
         raise spawn_error(400, "missing_session_id",
                           'sessionId is required when spawnSource is "session"')
     if parent is not None and service.get_session_or_none(parent) is None:
         raise spawn_error(404, "parent_session_not_found", f"Parent session {parent} not found",
                           {"sessionId": parent})
-    role = body.get("role", "worker")
-    if role not in ROLES or not isinstance(role, str):
-        raise spawn_error(400, "invalid_role", 'role must be "worker" or "orchestrator"')
+    _check_role(body)
     return {
-        "projectId": project_id,
-        "taskIds": list(dict.fromkeys(task_ids)),
+        "projectId": body["projectId"],
+        "taskIds": list(dict.fromkeys(body["taskIds"])),
         "spawnSource": spawn_source,
         "parentSessionId": parent,
-        "role": role,
+        "role": body.get("role", "worker"),
         **_parse_options(body),
     }
 

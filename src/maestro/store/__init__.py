@@ -1,3 +1,3 @@
-from .base import KINDS, LoadResult, Op, Store, StoreLockedError
+from .base import KINDS, LoadResult, Op, Outcome, Store, StoreLockedError, SyncStore
 
-__all__ = ["KINDS", "LoadResult", "Op", "Store", "StoreLockedError"]
+__all__ = ["KINDS", "LoadResult", "Op", "Outcome", "Store", "StoreLockedError", "SyncStore"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import jsonio
-from .base import KINDS, LoadResult, Op, Store, StoreLockedError
+from .base import KINDS, LoadResult, Op, Outcome, StoreLockedError, SyncStore
 
 
 @dataclass
@@ -35,14 +35,6 @@ class MemoryData:
         return data
 
 
-class BatchRefused(OSError):
-    """A batch refused by `MemoryStore.fail_next`: its first `ready` records are committed."""
-
-    def __init__(self, ready: int, message: str):
-        super().__init__(message)
-        self.ready = ready
-
-
 def _encode(record: list[Op]) -> list[tuple[str, str, bytes | None]]:
     return [(op.kind, op.id, None if op.value is None else op.full_json()) for op in record]
 
@@ -54,8 +46,10 @@ class _Failure:
     whole: bool
 
 
-class MemoryStore(Store):
+class MemoryStore(SyncStore):
     name = "memory"
+    # Keeping a batch costs microseconds: done on the event loop, no thread involved.
+    write_in_thread = False
 
     def __init__(self, seed: LoadResult | None = None, data: MemoryData | None = None):
         """`seed`: entities the first open loads; `data`: the storage of an earlier instance
@@ -103,15 +97,16 @@ class MemoryStore(Store):
             if isinstance(value, str) and "\x00" in value:
                 raise ValueError(f"{label} {value!r} cannot contain a NUL character")
 
-    def prepare_batch(self, records: list[list[Op]]) -> None:
-        """Encode the records now, on the caller's thread (the service's values are read
-        where they were made), and refuse what `fail_next` asks for."""
+    def prepare_batch(self, records: list[list[Op]]) -> Outcome:
+        """Encode the records now, on the event loop (the service's values are read where
+        they were made), and refuse what `fail_next` asks for."""
         self._encoded = [_encode(record) for record in records]
         if self._failures and not self._failures[0].whole:
             failure = self._failures.pop(0)
             if failure.ready < len(records):
                 del self._encoded[failure.ready:]
-                raise BatchRefused(failure.ready, failure.message)
+                return Outcome(failure.ready, failure.message)
+        return Outcome(len(records))
 
     def write_batch(self, records: list[list[Op]]) -> None:
         encoded, self._encoded = self._encoded, None

@@ -25,7 +25,7 @@ import zlib
 from typing import Any
 
 from .. import jsonio
-from .base import LoadResult, Op, Store, StoreLockedError
+from .base import LoadResult, Op, StoreLockedError, SyncStore
 
 log = logging.getLogger("maestro.store")
 
@@ -88,7 +88,7 @@ def _project_id(op: Op) -> str | None:
     return pid if isinstance(pid, str) else None
 
 
-class PostgresStore(Store):
+class PostgresStore(SyncStore):
     name = "postgres"
 
     def __init__(self, dsn: str):

@@ -11,7 +11,8 @@ batch may be sent before the first one's reply.
 
 The server loads the data directory and holds its lock; the helper only writes. Protocol on
 stdin/stdout: frames of a 4-byte big-endian length and a JSON document.
-  {"op": "init", "strays": [[kind, id, [paths]]], "known": [folders]}  -> {"ok": true}
+  {"op": "init", "strays": [[kind, id, [paths]]], "known": [folders],
+   "checkpointBytes": n}  -> {"ok": true}
   {"op": "batch", "count": n}, then n more frames, each a record's journal line (built by
   the server from cached JSON; the helper reads the changes from them and appends them as
   they are)
@@ -43,6 +44,7 @@ import threading
 from pathlib import Path
 
 from .. import jsonio
+from .files.syscalls import write_all
 
 log = logging.getLogger("maestro.store")
 
@@ -59,13 +61,6 @@ def _read_exact(fd: int, n: int) -> bytes:
         chunks.append(chunk)
         n -= len(chunk)
     return b"".join(chunks)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """os.write until every byte is written (a pipe or file may take less per call)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _send(fd: int, body: bytes) -> None:
@@ -127,17 +122,11 @@ def _die_with_parent() -> None:
 
 
 def main() -> None:
-    from .files import FileStore, StagingError, decode_journal_line
+    from .files import FileStore, decode_journal_line
 
     _die_with_parent()
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     store = FileStore(Path(sys.argv[1]), worker=False)
-
-    def stats() -> dict:
-        return {"journalBytes": store._journal_bytes, "unapplied": len(store._unapplied),
-                "failed": store._failed, "spares": len(store.spares),
-                "behind": len(store._behind), "journalWritten": store._journal_written,
-                "checkpointAt": store._checkpoint_at}
 
     # Set when a batch is refused or fails: the batches the server sent after it (it may
     # have several in flight) are refused too, until it says "resume".
@@ -152,7 +141,7 @@ def main() -> None:
         op = message.get("op")
         if op == "init":
             store.attach({(k, i): set(paths) for k, i, paths in message["strays"]},
-                         set(message["known"]))
+                         set(message["known"]), int(message["checkpointBytes"]))
             reply = {"ok": True}
         elif op == "batch":
             lines = [frames.next() for _ in range(message["count"])]
@@ -160,20 +149,18 @@ def main() -> None:
             if any(record is None for record in records):
                 # Never expected (the server just encoded them): refuse, change nothing.
                 _send(stdout, jsonio.dumps({"ok": False, "error": "unreadable batch",
-                                            "stats": stats()}))
+                                            "stats": store.stats()}))
                 refusing = "an earlier batch was unreadable"
                 continue
             if refusing:
                 # Sent before the server learnt that an earlier batch was refused: built on
                 # changes that never reached the journal, so it must not reach it either.
                 _send(stdout, jsonio.dumps({"ok": True, "ready": 0, "error": refusing,
-                                            "stats": stats()}))
+                                            "stats": store.stats()}))
                 continue
-            ready, error = len(records), None
             try:
-                store.prepare_batch(records)
-            except StagingError as exc:
-                ready, error = exc.ready, str(exc)
+                outcome = store.prepare_batch(records)
+                ready, error = outcome.accepted, outcome.reason
             except Exception as exc:  # noqa: BLE001 - reported to the server, never fatal here
                 ready, error = 0, str(exc)
             reply = {"ok": True, "ready": ready, "error": error}
@@ -192,7 +179,7 @@ def main() -> None:
                             store.checkpoint_in_background()
                         except Exception:  # noqa: BLE001 - the journal is kept; retried later
                             log.exception("store checkpoint failed")
-            reply["stats"] = stats()
+            reply["stats"] = store.stats()
         elif op == "flush":
             lines = [frames.next() for _ in range(message["count"])]
             records = [decode_journal_line(line) for line in lines]
@@ -210,16 +197,16 @@ def main() -> None:
                             store.checkpoint_in_background(wait=True)
                         except Exception:  # noqa: BLE001 - the journal is kept
                             log.exception("store checkpoint failed")
-            reply["stats"] = stats()
+            reply["stats"] = store.stats()
         elif op == "resume":
             refusing = None
-            reply = {"ok": True, "stats": stats()}
+            reply = {"ok": True, "stats": store.stats()}
         elif op == "maintenance":
             _maintain(store)
-            reply = {"ok": True, "stats": stats()}
+            reply = {"ok": True, "stats": store.stats()}
         elif op == "close":
             store.close()
-            _send(stdout, jsonio.dumps({"ok": True, "stats": stats()}))
+            _send(stdout, jsonio.dumps({"ok": True, "stats": store.stats()}))
             return
         else:
             reply = {"ok": False, "error": f"unknown message {op!r}"}
@@ -262,11 +249,12 @@ class StoreWorker:
             except OSError:
                 pass
 
-    def init(self, strays: dict, known: set[str]) -> None:
+    def init(self, strays: dict, known: set[str], checkpoint_bytes: int) -> None:
         """Hand over the loaded store: from the reply on, the helper owns the journal."""
         self.request(jsonio.dumps({"op": "init",
                                    "strays": [[k, i, sorted(p)] for (k, i), p in strays.items()],
-                                   "known": sorted(known)}))
+                                   "known": sorted(known),
+                                   "checkpointBytes": checkpoint_bytes}))
 
     def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """From now on requests go through `request_async` on `loop`: the event loop writes

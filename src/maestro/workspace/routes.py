@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 from typing_extensions import NotRequired, TypedDict
 
-from ..server import api_models as m
+from .. import models as m
 from ..server.openapi import Act, Op
 from ..server.router import ApiRequest, Router
 from .manager import WorkspaceManager

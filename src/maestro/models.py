@@ -3,7 +3,12 @@ as typed dicts, from which /openapi.json takes its JSON schemas (pydantic writes
 service its checks of request bodies (`shapes.py` compiles each body's declaration, with SPEC's
 exact error messages; the markers `Required`, `NotBlank`, `Says`… carry the wording a type
 cannot). Entities keep members these declarations do not name (fields of other revisions, SPEC
-§4.9), so every object allows additional properties."""
+§4.9), so every object allows additional properties.
+
+They sit at the top of the package, beside `shapes.py` and `vocabulary.py`, because every layer
+reads them: the server (openapi.py), the service and coordination.py (their body checks), spawn
+and workspace routes, and the MCP tools. The CLI never imports them (it only speaks HTTP), which
+keeps pydantic off its import path."""
 
 from __future__ import annotations
 
@@ -12,10 +17,21 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 from typing_extensions import NotRequired, TypedDict
 
-from ..ids import MAX_ID_LENGTH
-from ..shapes import FREE, MS, NotBlank, NotEmpty, Required, Says
-from ..validate import MAX_TEXT
-from ..vocabulary import (
+from .ids import MAX_ID_LENGTH
+from .shapes import (
+    FREE,
+    INDEXED,
+    MS,
+    UNPLACED,
+    NotBlank,
+    NotEmpty,
+    Required,
+    Says,
+    TooMany,
+    Unique,
+)
+from .validate import MAX_TEXT
+from .vocabulary import (
     ISOLATIONS,
     SESSION_STATUSES,
     SESSION_TASK_STATUSES,
@@ -519,30 +535,48 @@ class HeartbeatRequest(TypedDict, total=False):
     ttlSeconds: ClaimTtl
 
 
+REF = r"^[A-Za-z0-9_.:-]{1,64}$"
+_BAD_REF = "{path} must match " + REF, {"field": "{path}"}
+# Fields are checked in this order, item after item; only ref and parent are named by their
+# place in the plan when their type is wrong (`tasks[2].parent`), the others by their key.
+
+
 class PlanTask(TypedDict):
-    ref: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
-                              description="this task's name inside the plan")]
-    title: Title
-    description: NotRequired[str]
-    initialPrompt: NotRequired[str]
-    priority: NotRequired[TaskPriority]
-    parent: NotRequired[Annotated[Id, Field(
+    ref: Annotated[str, Field(pattern=REF, description="this task's name inside the plan"),
+                   Required(*_BAD_REF), Unique("ref {value} is used twice",
+                                               {"field": "{path}", "ref": "{value}"})]
+    title: Annotated[Title, Required("{path} is required"), NotBlank("{path} is required"),
+                     UNPLACED]
+    parent: NotRequired[Annotated[Id | None, Field(
         description="a ref of the plan or the id of an existing task of the project")]]
     dependsOn: NotRequired[Annotated[list[Id], Field(
-        description="refs, or ids of existing tasks, this one waits for")]]
+        description="refs, or ids of existing tasks, this one waits for"), UNPLACED]]
+    description: NotRequired[Annotated[str, UNPLACED]]
+    initialPrompt: NotRequired[Annotated[str, UNPLACED]]
+    priority: NotRequired[Annotated[TaskPriority, UNPLACED]]
+
+
+_NEEDS = "{item} needs task and dependsOn (a ref or a task id)", {"field": "{item}"}
+Endpoint = Annotated[Id, Field(min_length=1, description="a ref or a task id"),
+                     Required(*_NEEDS), Says(*_NEEDS), NotEmpty(*_NEEDS)]
 
 
 class PlanDependency(TypedDict):
-    task: Annotated[Id, Field(min_length=1, description="a ref or a task id")]
-    dependsOn: Annotated[Id, Field(min_length=1, description="a ref or a task id")]
+    task: Endpoint
+    dependsOn: Endpoint
+
+
+_NO_TASKS = "tasks must be a non-empty array of objects", {"field": "tasks"}
 
 
 class Plan(TypedDict):
     """A whole breakdown: new tasks named by local refs, and new dependencies of existing
     tasks (or of the plan's tasks)."""
 
-    tasks: Annotated[list[PlanTask], Field(min_length=1, max_length=500)]
-    dependencies: NotRequired[list[PlanDependency]]
+    tasks: Annotated[list[PlanTask], Field(min_length=1, max_length=500), INDEXED,
+                     Required(*_NO_TASKS), Says(*_NO_TASKS),
+                     TooMany("a plan holds at most 500 tasks", {"field": "tasks"})]
+    dependencies: NotRequired[Annotated[list[PlanDependency], INDEXED]]
 
 
 # ------------------------------------------------------------------ query parameters
