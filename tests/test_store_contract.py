@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from servers import postgres_dsn
+from servers import postgres_dsn, postgres_schema, with_search_path
 
 from maestro import jsonio
 from maestro.store.base import LoadResult, Op, Outcome, Store, StoreLockedError
@@ -27,26 +27,11 @@ from maestro.store.postgres import DatabaseUnavailableError, PostgresStore
 BACKENDS = ("files", "files-process", "postgres", "memory")
 
 
-def with_search_path(dsn: str, schema: str) -> str:
-    """`dsn` with `options=-csearch_path=<schema>` added (URL form)."""
-    sep = "&" if "?" in dsn else "?"
-    return dsn + sep + urllib.parse.urlencode({"options": f"-csearch_path={schema}"})
-
-
 @pytest.fixture
 def pg_schema() -> Iterator[tuple[str, str]]:
     """(dsn, schema): a fresh schema of the test database, dropped afterwards."""
-    dsn = postgres_dsn()
-    if dsn is None:
-        pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432 (database test)")
-    schema = f"maestro_test_{secrets.token_hex(6)}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield with_search_path(dsn, schema), schema
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with postgres_schema() as made:
+        yield made
 
 
 @pytest.fixture(params=BACKENDS)
