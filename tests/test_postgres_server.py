@@ -23,6 +23,9 @@ from helpers import http_client as client
 from servers import ROOT, pg_env, postgres_dsn, postgres_schema
 
 TABLES = {"project": "maestro_projects", "task": "maestro_tasks", "session": "maestro_sessions"}
+# Whole documents: tasks and sessions keep their growing lists in tables of their own.
+DOCUMENTS = {"project": "maestro_projects", "task": "maestro_task_documents",
+             "session": "maestro_session_documents"}
 
 
 @pytest.fixture
@@ -36,7 +39,7 @@ def stored(url: str) -> dict[str, dict[str, dict]]:
     """Every entity in the database, parsed, by kind and id."""
     out: dict[str, dict[str, dict]] = {}
     with psycopg.connect(url) as conn:
-        for kind, table in TABLES.items():
+        for kind, table in DOCUMENTS.items():
             rows = conn.execute(f"SELECT id, data::text FROM {table}").fetchall()
             out[kind] = {eid: json.loads(text) for eid, text in rows}
     return out

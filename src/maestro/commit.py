@@ -167,10 +167,11 @@ class Tx:
     def changed(self) -> bool:
         return bool(self._latest)
 
-    def ops(self) -> list[Op]:
+    def ops(self, deltas: bool = False) -> list[Op]:
         """The store's record of this transaction: per entity its new value or deletion. A
         big entity (encoded by parts) that existed before is described by a delta instead:
-        the fields that changed and the entries appended to its lists. Made once, when the
+        the fields that changed and the entries appended to its lists; with `deltas` (the
+        store's `wants_deltas`), every entity that existed before. Made once, when the
         transaction is complete."""
         if self._ops is not None:
             return self._ops
@@ -183,11 +184,14 @@ class Tx:
             table = self.state.table(kind)
             base = self._undo.get((kind, eid))
             encoding = table.encoding(value)
-            if base is not None and isinstance(encoding, Spliced):
+            spliced = isinstance(encoding, Spliced)
+            if base is not None and (spliced or deltas):
                 delta = self._delta(base, value)
                 if delta is not None:
                     out.append(Op(kind, eid, value, None, project_id, delta=delta,
-                                  source=encoding))
+                                  source=encoding) if spliced else
+                               Op(kind, eid, value, table.encode(value), project_id,
+                                  delta=delta))
                     continue
             out.append(Op(kind, eid, value, table.encode(value), project_id, base is None))
         return out
@@ -268,7 +272,7 @@ class Committer:
     def submit(self, tx: Tx) -> asyncio.Future:
         """Queue `tx` (called under the mutation lock); the future resolves once it is durable."""
         fut = asyncio.get_running_loop().create_future()
-        ops = tx.ops()
+        ops = tx.ops(getattr(self.store, "wants_deltas", False))
         self._queue.append((tx, ops, fut))
         self._queued_ops += len(ops)
         self._last = fut

@@ -233,6 +233,11 @@ class Settings:
         return out
 
 
+def database_url(env: dict[str, str] | None = None) -> str:
+    """DATABASE_URL, for the commands that work on the database without a server."""
+    return (os.environ if env is None else env).get("DATABASE_URL") or ""
+
+
 def _split(value: str | None) -> tuple[str, ...]:
     if not value:
         return ()

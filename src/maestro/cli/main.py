@@ -124,6 +124,8 @@ def _register_commands() -> None:
     app.add_typer(manifest_cmd.app, name="manifest")
     from .import_data import register as register_import_data
     register_import_data(app)
+    from .db import app as db_app
+    app.add_typer(db_app, name="db")
     from .mcp_cmd import app as mcp_app
     app.add_typer(mcp_app, name="mcp")
 

@@ -131,7 +131,7 @@ class ServiceCore:
                 result = fn(tx)
                 if tx.changed:
                     check = getattr(self.store, "check_op", None)
-                    ops = tx.ops()
+                    ops = tx.ops(getattr(self.store, "wants_deltas", False))
                     if check is not None:
                         for op in ops:
                             try:

@@ -110,6 +110,9 @@ class Store(ABC):
     # batch, one fsync, than from overlap).
     pipeline_depth = 1
     pipeline_min_ops = 24
+    # Every update comes as a delta where one can be made (not only those of big entities):
+    # for a store that writes an entity's parts apart (PostgreSQL's list tables).
+    wants_deltas = False
 
     @abstractmethod
     def open(self) -> LoadResult:

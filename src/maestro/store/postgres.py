@@ -2,8 +2,11 @@
 
 One table per kind (`maestro_projects`, `maestro_tasks`, `maestro_sessions`) holds each entity as
 `json`, not `jsonb`: `json` keeps the text exactly as written, so key order, unknown keys and
-numbers too large for a float round-trip verbatim (SPEC §4.9, §5.2). The tables live in the
-schema the connection string selects (`options=-csearch_path=...`), or the default one.
+numbers too large for a float round-trip verbatim (SPEC §4.9, §5.2). The lists that only grow
+(timelines, session events) and the task-session links have tables of their own, so that a
+change writes what changed rather than the whole entity (see pg_rows.py). The tables live in the
+schema the connection string selects (`options=-csearch_path=...`), or the default one, and are
+made and upgraded by the numbered migrations of pg_schema.py when the store opens.
 
 A batch of records is one transaction (a commit with `synchronous_commit` on is durable). Each
 batch also bumps a sequence number in `maestro_meta` inside the same transaction, so that when
@@ -25,11 +28,11 @@ import zlib
 from typing import Any
 
 from .. import jsonio
+from . import pg_rows, pg_schema
 from .base import LoadResult, Op, StoreLockedError, SyncStore
 
 log = logging.getLogger("maestro.store")
 
-SCHEMA_VERSION = 1
 # First half of the advisory lock key ("MAES"); the second half is derived from the schema name.
 LOCK_CLASS = 0x4D414553
 TABLES = {"project": "maestro_projects", "task": "maestro_tasks", "session": "maestro_sessions"}
@@ -74,15 +77,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _latest(records: list[list[Op]]) -> dict[tuple[str, str], Op]:
-    """The last op per entity over `records` (the whole batch is one transaction)."""
-    latest: dict[tuple[str, str], Op] = {}
-    for record in records:
-        for op in record:
-            latest[(op.kind, op.id)] = op
-    return latest
-
-
 def _project_id(op: Op) -> str | None:
     pid = op.value.get("projectId") if op.value is not None else op.project_id
     return pid if isinstance(pid, str) else None
@@ -90,6 +84,8 @@ def _project_id(op: Op) -> str | None:
 
 class PostgresStore(SyncStore):
     name = "postgres"
+    # Updates come as deltas (see Op.delta), so that an append writes only its new rows.
+    wants_deltas = True
 
     def __init__(self, dsn: str):
         self.dsn = dsn
@@ -105,6 +101,10 @@ class PostgresStore(SyncStore):
         # Sequence number of a transaction whose commit a broken connection left in doubt.
         self._interrupted: int | None = None
         self.restart_needed = False
+        self.shapes = pg_rows.Shapes()
+        self._statements: pg_rows.Statements | None = None
+        self._writer: tuple[Any, pg_rows.Writer] | None = None
+        self.schema_version: int | None = None
 
     # ----------------------------------------------------------------- connecting
     @property
@@ -174,7 +174,10 @@ class PostgresStore(SyncStore):
         conn = self._connect()
         try:
             self._lock(conn)
-            self._create_tables(conn)
+            self._migrate(conn)
+        except pg_schema.SchemaAheadError as exc:
+            conn.close()
+            raise DatabaseUnavailableError(str(exc)) from None
         except psycopg.Error as exc:
             conn.close()
             first = _first_line(exc)
@@ -191,7 +194,11 @@ class PostgresStore(SyncStore):
         if schema is None:
             schema = self._create_schema(conn)
         self.schema = schema
-        key = (_signed32(LOCK_CLASS), _signed32(zlib.crc32(schema.encode())))
+        self._take_owner(conn)
+
+    def _take_owner(self, conn) -> None:
+        """The schema's ownership lock on `conn`, or StoreLockedError naming its holder."""
+        key = (_signed32(LOCK_CLASS), _signed32(zlib.crc32(self.schema.encode())))
         if conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]:
             self._lock_key = key
             return
@@ -220,7 +227,10 @@ class PostgresStore(SyncStore):
         name = names[0]
         if name.startswith('"') and name.endswith('"'):
             name = name[1:-1].replace('""', '"')
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
+        try:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))
+        except _psycopg().errors.UniqueViolation:
+            pass  # made by another process at the same moment
         log.info("created schema %s", name)
         return conn.execute("SELECT current_schema()").fetchone()[0] or name
 
@@ -231,6 +241,43 @@ class PostgresStore(SyncStore):
         return sql.Identifier(self.schema, name)
 
     # ----------------------------------------------------------------- opening
+    def _migrate(self, conn) -> None:
+        """Bring the tables to the layout this code writes (see pg_schema.py)."""
+        pg_schema.migrate(conn, self.schema, self.location)
+        self.schema_version = pg_schema.latest_version()
+        self._statements = pg_rows.Statements(self.schema)
+
+    def run_migrations(self) -> tuple[int, list[pg_schema.Migration]]:
+        """`maestro db migrate`: bring the schema to the latest version (made if missing) and
+        return (the version now, the migrations applied here). Refused while a server holds
+        the schema (servers migrate when they start); raises StoreLockedError, or
+        DatabaseUnavailableError for a database that cannot be used or is ahead of this code."""
+        return self._with_schema(lambda conn: pg_schema.migrate(
+            conn, self.schema, self.location, may_write=lambda: self._take_owner(conn)))
+
+    def schema_status(self) -> int:
+        """`maestro db status`: the version the schema is at (0: no tables yet)."""
+        return self._with_schema(lambda conn: None, create=False)[0]
+
+    def _with_schema(self, action, create: bool = True):
+        psycopg = _psycopg()
+        conn = self._connect()
+        try:
+            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+            if schema is None and not create:
+                return 0, None
+            self.schema = schema if schema is not None else self._create_schema(conn)
+            done = action(conn)
+            return pg_schema.current_version(conn, self.schema), done
+        except pg_schema.SchemaAheadError as exc:
+            raise DatabaseUnavailableError(str(exc)) from None
+        except psycopg.Error as exc:
+            raise DatabaseUnavailableError(
+                f"cannot migrate the tables in {self.location}: "
+                f"{redact(_first_line(exc), self._password)}") from None
+        finally:
+            conn.close()  # releases every lock taken
+
     def open(self) -> LoadResult:
         self.take_lock()
         conn = self._conn
@@ -238,6 +285,7 @@ class PostgresStore(SyncStore):
         state: dict[str, dict[str, dict]] = {kind: {} for kind in TABLES}
         from psycopg import sql
 
+        self.shapes = pg_rows.Shapes()
         for kind in TABLES:
             rows = conn.execute(sql.SQL("SELECT id, data::text FROM {} ORDER BY id").format(
                 self._table(kind))).fetchall()
@@ -245,6 +293,7 @@ class PostgresStore(SyncStore):
                 value = self._decode_row(kind, row_id, text)
                 if value is not None:
                     state[kind][row_id] = value
+            pg_rows.load_lists(conn, self._statements, kind, state[kind], self.shapes)
         self._seq = conn.execute(sql.SQL("SELECT value FROM {} WHERE name = 'batch_seq'").format(
             self._table(META_TABLE))).fetchone()[0]
         result.projects = list(state["project"].values())
@@ -253,31 +302,6 @@ class PostgresStore(SyncStore):
         result.quarantined = list(self.quarantined)
         log.info("PostgreSQL store: %s", self.location)
         return result
-
-    def _create_tables(self, conn) -> None:
-        from psycopg import sql
-
-        with conn.transaction():
-            for kind, name in TABLES.items():
-                project_column = sql.SQL("project_id text, ") if kind != "project" else sql.SQL("")
-                conn.execute(sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, {}data json NOT NULL, "
-                    "updated_at timestamptz NOT NULL DEFAULT now())").format(
-                        self._table(kind), project_column))
-                if kind != "project":
-                    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (project_id)").format(
-                        sql.Identifier(f"{name}_project_id"), self._table(kind)))
-            meta = self._table(META_TABLE)
-            conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, "
-                                 "value bigint NOT NULL)").format(meta))
-            conn.execute(sql.SQL("INSERT INTO {} VALUES ('schema_version', %s), ('batch_seq', 0) "
-                                 "ON CONFLICT (name) DO NOTHING").format(meta), (SCHEMA_VERSION,))
-            version = conn.execute(sql.SQL("SELECT value FROM {} WHERE name = 'schema_version'")
-                                   .format(meta)).fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise DatabaseUnavailableError(
-                f"the tables in {self.location} were written by a newer Maestro (schema version "
-                f"{version}, this one knows {SCHEMA_VERSION}); upgrade Maestro")
 
     def _decode_row(self, kind: str, row_id: str, text: str) -> dict | None:
         """The entity of one row, or None (listed as quarantined, left in place) when the row
@@ -308,8 +332,8 @@ class PostgresStore(SyncStore):
         connection breaks instead, the store reconnects and reads the batch sequence number to
         learn whether the commit happened; if not, the batch is tried once more."""
         psycopg = _psycopg()
-        latest = _latest(records)
-        if not latest:
+        changes = pg_rows.compose(records)
+        if not changes:
             return
         if not self._usable() and self._reconnect() is not None:
             # An earlier batch was answered as failed (and undone in memory), yet committed.
@@ -317,11 +341,13 @@ class PostgresStore(SyncStore):
             log.error("a change reported as failed had been committed before the connection "
                       "to %s broke: the database holds it, this server's memory does not; "
                       "restart the server to reload", self.location)
+            self._reload_links()
+        plan = pg_rows.plan_batch(changes, self.shapes, _project_id)
         for attempt in range(2):
             self._seq += 1
             seq = self._seq
             try:
-                self._write(self._conn, latest, seq)
+                self._write(self._conn, plan, seq)
                 self._last_error = None
                 return
             except psycopg.Error as exc:
@@ -335,8 +361,16 @@ class PostgresStore(SyncStore):
                     raise
                 if self._reconnect() == seq:
                     log.info("the interrupted transaction had been committed")
+                    plan.adopt(self.shapes)
                     self._last_error = None
                     return
+
+    def _reload_links(self) -> None:
+        """Learn the link rows again from the database (after a change of unknown fate)."""
+        shapes = pg_rows.Shapes(inline=self.shapes.inline)
+        for kind in TABLES:
+            pg_rows.load_lists(self._conn, self._statements, kind, {}, shapes, links_only=True)
+        self.shapes = shapes
 
     def _usable(self) -> bool:
         conn = self._conn
@@ -354,56 +388,31 @@ class PostgresStore(SyncStore):
             raise DatabaseUnavailableError(
                 f"{self.location} already holds {held} entit{'y' if held == 1 else 'ies'}; "
                 "importing would mix two data sets (use --replace to discard them)")
-        latest: dict[tuple[str, str], Op] = {}
+        record: list[Op] = []
         for kind, entities in (("project", result.projects), ("task", result.tasks),
                                ("session", result.sessions)):
             for value in entities:
-                op = Op(kind, value["id"], value, jsonio.dumps(value))
+                # `new`: the tables are empty (or emptied first), nothing to replace row by row.
+                op = Op(kind, value["id"], value, jsonio.dumps(value), new=True)
                 self.check_op(op)
-                latest[(kind, op.id)] = op
+                record.append(op)
+        self.shapes = pg_rows.Shapes()
+        plan = pg_rows.plan_batch(pg_rows.compose([record]), self.shapes, _project_id)
         self._seq += 1
-        self._write(self._conn, latest, self._seq, clear=replace)
+        self._write(self._conn, plan, self._seq, clear=replace)
         return {kind: len(getattr(result, f"{kind}s")) for kind in TABLES}
 
-    def _write(self, conn, latest: dict[tuple[str, str], Op], seq: int,
-               clear: bool = False) -> None:
-        from psycopg import sql
-
-        upserts: dict[str, tuple[list, list, list]] = {kind: ([], [], []) for kind in TABLES}
-        deletes: dict[str, list[str]] = {kind: [] for kind in TABLES}
-        for op in latest.values():
-            if op.value is None:
-                deletes[op.kind].append(op.id)
-                continue
-            ids, projects, data = upserts[op.kind]
-            ids.append(op.id)
-            projects.append(_project_id(op))
-            data.append(op.full_json().decode())
-        with conn.transaction():
-            if clear:
-                for kind in TABLES:
-                    conn.execute(sql.SQL("DELETE FROM {}").format(self._table(kind)))
-            for kind, (ids, projects, data) in upserts.items():
-                if not ids:
-                    continue
-                if kind == "project":
-                    conn.execute(sql.SQL(
-                        "INSERT INTO {} (id, data) SELECT * FROM unnest(%s::text[], %s::json[]) "
-                        "ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, updated_at = now()"
-                    ).format(self._table(kind)), (ids, data))
-                else:
-                    conn.execute(sql.SQL(
-                        "INSERT INTO {} (id, project_id, data) "
-                        "SELECT * FROM unnest(%s::text[], %s::text[], %s::json[]) "
-                        "ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, "
-                        "data = EXCLUDED.data, updated_at = now()"
-                    ).format(self._table(kind)), (ids, projects, data))
-            for kind, ids in deletes.items():
-                if ids:
-                    conn.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s::text[])").format(
-                        self._table(kind)), (ids,))
-            conn.execute(sql.SQL("UPDATE {} SET value = %s WHERE name = 'batch_seq'").format(
-                self._table(META_TABLE)), (seq,))
+    def _write(self, conn, plan: pg_rows.Plan, seq: int, clear: bool = False) -> None:
+        """One transaction: the rows of `plan` and the batch's number; the shapes follow once
+        it is committed."""
+        # One round trip for the whole transaction: the statements go as one query text,
+        # which the server runs as one transaction (committed when the last one succeeds).
+        writer = self._writer
+        if writer is None or writer[0] is not conn:  # quoting follows the connection's settings
+            writer = self._writer = (conn, pg_rows.Writer(
+                self.schema, _psycopg().pq.Escaping(conn.pgconn).escape_literal))
+        conn.execute(writer[1].text(plan, seq, clear))
+        plan.adopt(self.shapes)
 
     def _committed_seq(self) -> int:
         from psycopg import sql
@@ -462,6 +471,7 @@ class PostgresStore(SyncStore):
             "schema": self.schema,
             "connected": connected,
             "writable": connected,
+            "schemaVersion": self.schema_version,
             "reconnects": self.reconnects,
             "restartNeeded": self.restart_needed,
             "quarantined": list(self.quarantined),
