@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import psycopg
-from conftest import ROOT
+from servers import ROOT
 from test_postgres_server import (  # noqa: F401 - the `database` fixture
     client,
     database,

@@ -59,7 +59,7 @@ def _links(index: ReadyIndex) -> tuple:
             lists, list(index.ready_all), list(index.blocked_all))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(forests(), st.data(), st.booleans())
 def test_the_index_equals_brute_force_and_a_rebuild_after_any_kind_of_change(tasks, data, lazy):
     table = State().tasks
