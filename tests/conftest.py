@@ -1,5 +1,10 @@
 """The fixtures every layer shares, defined once.
 
+The tests are in layers, one folder each: domain (pure rules), service (the service on the
+in-memory store), store (the store contract and what lies under it), api (HTTP and WebSocket
+through a real server), e2e (CLI, launcher, agents, MCP, crashes) and browser (the dashboard
+in Chromium). Support modules shared by the layers stay in tests/.
+
 A test module gets one real server for all its tests: `srv` (a started `ServerProcess`), `api`
 (an HTTP client on it), `ws_conn` (a WebSocket client on it) and `ws` (that client with no
 event pending, for each test). A module that needs other settings replaces `srv` with
@@ -14,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from in_process import IN_PROCESS_LAYERS, forbid_processes
 from server_fixtures import server_fixture, server_fixtures
 from servers import ServerProcess
 
@@ -48,3 +54,10 @@ def make_server(tmp_path):
             srv.stop()
         except Exception:
             srv.kill()
+
+
+@pytest.fixture(autouse=True)
+def in_process_layer(request, monkeypatch):
+    """The tests of tests/domain and tests/service start no process (see in_process.py)."""
+    if request.path.parent.name in IN_PROCESS_LAYERS:
+        forbid_processes(monkeypatch)
