@@ -165,6 +165,7 @@ class Follower:
                 if self.gap is None:
                     log.error("%s", exc)
                 self.gap = str(exc)
+                self.store.restart_needed = True  # shown by GET /health's storage
             except Exception as exc:  # noqa: BLE001 - the next poll tries again
                 log.warning("reading the log failed: %s", exc)
                 await asyncio.sleep(self.poll_seconds)
