@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from . import jsonio
 from .commit import Tx
+from .errors import StorageError
 from .events import Event
 from .store.postgres_log import adopt_shapes, decode_op
 
@@ -36,7 +37,7 @@ log = logging.getLogger("maestro.replica")
 READ_LIMIT = 2000
 
 
-class LogGapError(RuntimeError):
+class LogGapError(StorageError):
     """Records this server has not applied are gone from the log (older than its retention)."""
 
 
@@ -161,11 +162,8 @@ class Follower:
                 await self.catch_up()
             except asyncio.CancelledError:
                 raise
-            except LogGapError as exc:
-                if self.gap is None:
-                    log.error("%s", exc)
-                self.gap = str(exc)
-                self.store.restart_needed = True  # shown by GET /health's storage
+            except LogGapError:
+                pass  # reported once where found; the server needs a restart
             except Exception as exc:  # noqa: BLE001 - the next poll tries again
                 log.warning("reading the log failed: %s", exc)
                 await asyncio.sleep(self.poll_seconds)
@@ -226,9 +224,14 @@ class Follower:
         if seq <= store.log_head:
             return  # written by this server, or read twice
         if seq != store.log_head + 1:
-            raise LogGapError(
+            gap = LogGapError(
                 f"the log no longer holds records {store.log_head + 1}..{seq - 1} "
                 "(older than its retention): restart this server to load the current state")
+            if self.gap is None:
+                log.error("%s", gap)
+            self.gap = str(gap)
+            store.restart_needed = True  # shown by GET /health's storage
+            raise gap
         service = self.service
         ops, told = jsonio.loads(record)
         tx = Tx(service.working)

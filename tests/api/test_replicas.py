@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
+import signal
 import statistics
 import threading
 import time
@@ -418,3 +420,27 @@ def test_the_log_keeps_the_records_of_its_retention_only(database):
                                 ).fetchone()[0] == 10
     finally:
         store.close()
+
+
+def test_a_replica_that_missed_trimmed_records_says_it_needs_a_restart(make_server, database):
+    behind, writer = replicas(make_server, database, 2)
+    with client(writer) as api, client(behind) as lagging:
+        project = ok(api.post("/api/projects", json={"name": "Gap"}), 201)
+        wait_until(lambda: lagging.get(f"/api/projects/{project['id']}").status_code == 200)
+        os.kill(behind.proc.pid, signal.SIGSTOP)
+        try:
+            for i in range(5):
+                ok(api.post("/api/tasks", json={"projectId": project["id"], "title": f"T{i}"}),
+                   201)
+            with psycopg.connect(database, autocommit=True) as admin:  # as a trim would
+                admin.execute("DELETE FROM maestro_log WHERE seq < (SELECT max(seq) - 1 "
+                              "FROM maestro_log)")
+        finally:
+            os.kill(behind.proc.pid, signal.SIGCONT)
+        health = wait_until(lambda: (lambda h: h if h["storage"]["restartNeeded"] else None)(
+            ok(lagging.get("/health"))), what="the lagging replica to notice the gap")
+        assert "no longer holds records" in health["replication"]["gap"]
+        refused = lagging.post("/api/tasks", json={"projectId": project["id"], "title": "x"})
+        assert refused.status_code == 500
+        assert "restart this server" in refused.json()["message"]
+        assert ok(api.get("/health"))["storage"]["restartNeeded"] is False
