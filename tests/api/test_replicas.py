@@ -326,6 +326,10 @@ def test_a_websocket_client_moving_to_another_replica_with_since_misses_nothing(
         # Older than what a replica keeps (50 events here): told to resync, then live events.
         for i in range(50):
             ok(api.patch(f"/api/tasks/{tasks[0]['id']}", json={"title": f"again {i}"}))
+        head = event_head(database)
+        with client(second) as other:
+            wait_until(lambda: ok(other.get("/health"))["replication"]["eventSeq"] == head,
+                       what="the other replica to apply every change")
         stale = Stream(second.ws_url + f"?since={last}")
         try:
             wait_until(lambda: stale.messages(), what="a first message")

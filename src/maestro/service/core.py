@@ -27,7 +27,7 @@ from .. import jsonio
 from ..commit import Behind, Committer, Tx, settle_memory, tune_collector
 from ..domain.links import one_sided_links
 from ..entities import migrate_session, migrate_task
-from ..errors import ApiError, validation
+from ..errors import ApiError, StorageError, validation
 from ..events import EventBus
 from ..ids import now_ms
 from ..ready_index import ReadyIndex
@@ -154,21 +154,31 @@ class ServiceCore:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return await self._mutate_once(fn)
-            except ApiError:
+            except ApiError as refusal:
                 # Refused by a rule: perhaps only because a change made through another
                 # server (say, the project this request names, created a moment ago) has
                 # not reached this one yet. Checked again once caught up, if that applied
                 # anything; so a client that moves between servers never sees its own
                 # acknowledged changes missing when it writes.
-                if not await self.follower.catch_up():
-                    raise
+                try:
+                    caught_up = await self.follower.catch_up()
+                except Exception:  # noqa: BLE001 - the log cannot be read: the refusal stands
+                    caught_up = False
+                if not caught_up:
+                    raise refusal from None
             except Behind:
                 self.conflicts += 1
                 # Another server wrote first: this one's change was undone; apply what the
                 # other wrote, then check and make the change again.
                 if attempt >= 2:
                     await asyncio.sleep(random.random() * 0.002 * attempt)
-                await self.follower.catch_up(own=True)
+                try:
+                    await self.follower.catch_up(own=True)
+                except StorageError:
+                    raise
+                except Exception as exc:
+                    raise StorageError(f"could not read the changes made through other "
+                                       f"servers: {exc}") from None
         raise ApiError(503, "INTERNAL_ERROR", "the change kept conflicting with changes made "
                        "through other servers of the database; try again")
 
