@@ -199,12 +199,15 @@ class Follower:
 
     async def _apply(self, rows: list[tuple], own: bool = False) -> None:
         store = self.store
-        if not own and all(origin == store.origin or seq <= store.log_head for seq, origin, *_ in rows):
-            # Only batches of this server (their answers may still be on their way): nothing
-            # to wait for.
-            return
         service = self.service
         committer = service.committer
+        ahead = [origin for seq, origin, *_ in rows if seq > store.log_head]
+        if not ahead or (not own and not committer.idle
+                         and all(origin == store.origin for origin in ahead)):
+            # Only batches of this server whose answers are on their way: nothing to do.
+            # (One whose request was told it failed although the database holds it is
+            # applied from here, like another server's, once nothing is on its way.)
+            return
         service.gate.clear()  # no new change of this server until the log is applied
         try:
             while True:

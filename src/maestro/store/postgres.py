@@ -354,12 +354,11 @@ class PostgresStore(SyncStore):
         psycopg = _psycopg()
         changes = pg_rows.compose(records)
         if not self._usable() and self._reconnect() is not None:
-            # An earlier batch was answered as failed (and undone in memory), yet committed.
-            self.restart_needed = True
-            log.error("a change reported as failed had been committed before the connection "
-                      "to %s broke: the database holds it, this server's memory does not; "
-                      "restart the server to reload", self.location)
-            self._reload_links()
+            # An earlier batch was answered as failed (and undone in memory), yet committed:
+            # its records are in the log, ahead of this server, which applies them from there
+            # like another server's (this batch is refused as behind the log first).
+            log.warning("a change reported as failed had been committed before the connection "
+                        "to %s broke: it is applied from the log", self.location)
         plan = pg_rows.plan_batch(changes, self.shapes, _project_id)
         if txs is None:
             logged = [postgres_log.encode_record(ops) for ops in records]
