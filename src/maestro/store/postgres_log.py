@@ -20,6 +20,8 @@ from __future__ import annotations
 import zlib
 from typing import TYPE_CHECKING
 
+import orjson
+
 from .. import jsonio
 from ..encoding import encoded_bytes
 from .base import KINDS, Op
@@ -45,34 +47,45 @@ def encode_record(ops: list[Op], events=(), latest=None, base=None) -> bytes:
     """The record of one change request (see the module's docstring). `latest(kind, id)`:
     the entity the request leaves, so that an event about it is recorded as a reference;
     `base(kind, id)`: the entity before, so that a list set whole that only grew (a link
-    added) is recorded by its new entries."""
-    dumps = jsonio.dumps
+    added) is recorded by its new entries. Encoded in one call, JSON already made included
+    as it is."""
+    Fragment = orjson.Fragment
     out = []
     for op in ops:
-        head = b"[" + dumps(op.kind) + b"," + dumps(op.id)
         if op.value is None:
-            out.append(head + b"]")
+            out.append((op.kind, op.id))
         elif op.delta is not None:
             delta = op.delta
             if base is not None and "set" in delta:
                 delta = _grown(delta, base(op.kind, op.id))
-            out.append(head + b",null," + dumps(delta) + b"]")
+            out.append((op.kind, op.id, None, delta))
         else:
-            out.append(head + b"," + op.full_json() + b"]")
+            out.append((op.kind, op.id, Fragment(op.full_json())))
     told = []
     for event in events:
-        head = b"[" + dumps(event.type) + b"," + dumps(event.project_id)
         data = event.data
-        kind = event.type.partition(":")[0]
-        if latest is not None and kind in KINDS and type(data) is dict:
+        if latest is not None and type(data) is dict:
+            kind = event.type.partition(":")[0]
             eid = data.get("id")
-            if type(eid) is str and latest(kind, eid) is data:
-                told.append(head + b",null," + dumps(kind) + b"," + dumps(eid) + b"]")
+            if kind in KINDS and type(eid) is str and latest(kind, eid) is data:
+                told.append((event.type, event.project_id, None, kind, eid))
                 continue
-        body = encoded_bytes(event.encoded_data) if event.encoded_data is not None \
-            else dumps(data)
-        told.append(head + b"," + body + b"]")
-    return b"[[" + b",".join(out) + b"],[" + b",".join(told) + b"]]"
+        told.append((event.type, event.project_id,
+                     Fragment(encoded_bytes(event.encoded_data)) if event.encoded_data
+                     is not None else data))
+    try:
+        return orjson.dumps((out, told))
+    except TypeError:  # integers beyond 64 bits, kept verbatim by jsonio
+        return _encode_parts(out, told)
+
+
+def _encode_parts(out: list[tuple], told: list[tuple]) -> bytes:
+    """The record by parts, each plain value through jsonio (numbers orjson cannot hold)."""
+    def item(values: tuple) -> bytes:
+        return b"[" + b",".join(orjson.dumps(v) if isinstance(v, orjson.Fragment)
+                                else jsonio.dumps(v) for v in values) + b"]"
+
+    return (b"[[" + b",".join(map(item, out)) + b"],[" + b",".join(map(item, told)) + b"]]")
 
 
 def _grown(delta: dict, old: dict | None) -> dict:
