@@ -4,7 +4,7 @@ Each client has a bounded queue and its own sender task, so a slow or dead clien
 the others or a request: when its queue is full it is disconnected (close code 1013), not waited
 for. Events arrive already encoded; each is decoded to text once for all clients.
 
-The hub keeps the last `replay` events. A client that connects with `?since=<seq>` (the `seq`
+The hub keeps the last `replay` events (at most REPLAY_BYTES of their JSON). A client that connects with `?since=<seq>` (the `seq`
 of the last event it received, possibly from another replica of the same database) first gets
 every event after that one, then the live ones, with no gap and no duplicate; when the events
 after `since` are no longer kept (or are from before this server's start on the file store),
@@ -29,6 +29,12 @@ from . import _fast
 log = logging.getLogger("maestro.ws")
 
 READY_STATES = {0: "CONNECTING", 1: "OPEN", 2: "CLOSING", 3: "CLOSED"}
+# The events kept for `?since=` hold at most about this many bytes of JSON: an event keeps the
+# entity version it tells of alive, and thousands of versions of big entities would cost the
+# server memory and time (a client further behind gets a resync).
+REPLAY_BYTES = 16 << 20
+# What an event whose size is not known (not an entity's stored encoding) is counted as.
+SMALL_EVENT_BYTES = 256
 
 
 class Client:
@@ -83,11 +89,15 @@ class Client:
 
 class Hub:
     def __init__(self, bus: EventBus, queue_limit: int = 100_000, lag_seconds: float = 10.0,
-                 fast_paths: bool = True, replay: int = 10_000):
+                 fast_paths: bool = True, replay: int = 10_000,
+                 replay_bytes: int = REPLAY_BYTES):
         self.clients: set[Client] = set()
         self.bus = bus
-        # The last events published, for clients that reconnect with `since`.
-        self.recent: collections.deque[Event] = collections.deque(maxlen=max(replay, 1))
+        # The last events published and their sizes, for clients that reconnect with `since`.
+        self.recent: collections.deque[tuple[Event, int]] = collections.deque()
+        self.replay = max(replay, 1)
+        self.replay_bytes = replay_bytes
+        self._recent_bytes = 0
         # Events framed once and written straight to uvicorn's connections (_fast.py); False:
         # every message goes through the ASGI `send` (MAESTRO_FAST_PATHS=0).
         self.fast_paths = fast_paths
@@ -102,7 +112,7 @@ class Hub:
     def _on_event(self, event: Event) -> None:
         seq = event.seq
         if seq is not None:
-            self.recent.append(event)
+            self._keep(event)
         if not self.clients:
             return
         frame = event.frame()
@@ -138,6 +148,17 @@ class Hub:
         # a replay frames it again.
         event._frame = None
 
+    def _keep(self, event: Event) -> None:
+        encoded = event.encoded_data
+        size = SMALL_EVENT_BYTES if encoded is None else \
+            len(encoded) if type(encoded) is bytes else getattr(encoded, "size", 0)
+        recent = self.recent
+        recent.append((event, size))
+        total = self._recent_bytes + size
+        while len(recent) > self.replay or (total > self.replay_bytes and len(recent) > 1):
+            total -= recent.popleft()[1]
+        self._recent_bytes = total
+
     def _replay(self, client: Client, since: int) -> None:
         """Queue for `client` every event after `since`, or a `resync` when they are not all
         kept; called before the client is added, with no await in between (no gap)."""
@@ -147,13 +168,13 @@ class Hub:
         if since >= current:
             client.floor = since if since > current else None
             return
-        oldest = recent[0].seq if recent else current + 1
+        oldest = recent[0][0].seq if recent else current + 1
         if since < oldest - 1:
             client.offer(orjson.dumps({"type": "resync", "event": "resync",
                                        "data": {"since": since, "seq": current},
                                        "timestamp": now_ms(), "seq": current}).decode(), now)
             return
-        for event in itertools.islice(recent, since - oldest + 1, None):
+        for event, _ in itertools.islice(recent, since - oldest + 1, None):
             if client.identity is None:
                 client.offer(event.frame().decode(), now)
                 continue
