@@ -106,6 +106,23 @@ class _TrailingSlash:
         await self.app(scope, receive, send)
 
 
+def shared_with_replicas(service: Service, settings: Settings, tokens: TokenRegistry):
+    """On PostgreSQL, what all servers of the database share: the agents' token digests move
+    to the database and this server joins the replicas (its heartbeat, the takeover of gone
+    ones); returns the Replica, or None on a store that is this server's alone."""
+    store = service.store
+    if getattr(store, "name", "") != "postgres":
+        return None
+    from ..replicas import Replica
+    from ..store.pg_side import SideConnection
+    from ..token_stores import PostgresTokenStore
+
+    tokens.use(PostgresTokenStore(SideConnection(store.dsn, store.schema, "tokens")))
+    return Replica(service, SideConnection(store.dsn, store.schema, "replica"),
+                   settings.replica_id, settings.server_url, settings.replica_heartbeat_seconds,
+                   settings.replica_timeout_seconds)
+
+
 def create_app(settings: Settings, store: Store | None = None, service: Service | None = None):
     """Build the whole application; the service starts and stops with the ASGI lifespan."""
     if service is None:
@@ -127,10 +144,14 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     async def lifespan(app):
         await service.start()
         service.committer.on_commit.append(lambda tx: tokens.on_commit(tx.changes()))
+        replica = shared_with_replicas(service, settings, tokens)
         tokens.bind(getattr(service.store, "location", None) or str(settings.data_dir))
         # Before any request: digests of sessions that ended or went away while the server was
         # down (or whose removal a crash undid) are removed.
         await asyncio.to_thread(tokens.sweep)
+        if replica is not None:
+            await replica.start()  # before the launcher looks at its agents
+            service.health_sections["replica"] = replica.health
         for ext in extensions:
             await ext.start()
         try:
@@ -138,6 +159,8 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
         finally:
             for ext in reversed(extensions):
                 await ext.stop()
+            if replica is not None:
+                await replica.stop()
             await hub.close_all()
             await service.stop()
 

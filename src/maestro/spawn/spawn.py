@@ -279,6 +279,10 @@ class Spawner:
             metadata["agent"] = req["agent"]
         # spawnSource is what the caller declared (§9); this is who acts on the request.
         metadata["launchedBy"] = self.settings.launcher
+        if self.settings.database_type == "postgres":
+            # Of several servers on one database, the one whose launcher follows the agent
+            # (replicas.py: the others mark its sessions failed should it be gone).
+            metadata["replica"] = self.settings.replica_id
         name = req["sessionName"]
         if name is None:
             task = self.service.get_task_or_none
