@@ -44,7 +44,7 @@ def user_client(srv) -> httpx.Client:
 
 
 def spawned_session(sid: str, project_id: str = "proj_1", **metadata) -> dict:
-    return {"id": sid, "projectId": project_id, "status": "running",
+    return {"id": sid, "projectId": project_id, "status": "running", "startedAt": 1000,
             "metadata": {"spawnSource": "ui", "role": "worker", **metadata}}
 
 
@@ -61,7 +61,7 @@ def test_a_token_minted_by_one_server_is_accepted_by_another_at_once(migrated):
     for state in (one, other):
         state.sessions.put(spawned_session("sess_a"))
     minting, checking = registry(migrated, one), registry(migrated, other)
-    token = minting.mint("sess_a")
+    token = minting.mint(spawned_session("sess_a"))
     with psycopg.connect(migrated) as conn:
         rows = conn.execute("SELECT session_id, digest FROM maestro_session_tokens").fetchall()
     assert rows == [("sess_a", hashlib.sha256(token.encode()).hexdigest())]
@@ -70,7 +70,7 @@ def test_a_token_minted_by_one_server_is_accepted_by_another_at_once(migrated):
     assert checking.identify((token[:-1] + ("0" if token[-1] != "0" else "1")).encode()) is None
     # Launched again by the first server: the new token works on the other at once, although
     # the other holds the earlier digest in its cache.
-    again = minting.mint("sess_a")
+    again = minting.mint(spawned_session("sess_a"))
     assert checking.identify(again.encode()) is not None
 
 
@@ -79,7 +79,7 @@ def test_an_ended_session_s_token_is_refused_everywhere_and_its_digest_removed(m
     for state in (one, other):
         state.sessions.put(spawned_session("sess_b"))
     minting, checking = registry(migrated, one), registry(migrated, other)
-    token = minting.mint("sess_b")
+    token = minting.mint(spawned_session("sess_b"))
     assert checking.identify(token.encode()) is not None
     ended = dict(spawned_session("sess_b"), status="failed", tokenRevokedAt=1)
     for state in (one, other):  # the end reaches both servers' memory
@@ -91,13 +91,25 @@ def test_an_ended_session_s_token_is_refused_everywhere_and_its_digest_removed(m
         assert conn.execute("SELECT count(*) FROM maestro_session_tokens").fetchone()[0] == 0
 
 
+def test_a_digest_never_stands_for_a_session_created_again_under_its_id(migrated):
+    state = State()
+    state.sessions.put(spawned_session("sess_c"))
+    tokens = registry(migrated, state)
+    token = tokens.mint(spawned_session("sess_c"))
+    assert tokens.identify(token.encode()) is not None
+    # Deleted (its digest left behind, as by a crash) and created again under the same id.
+    state.sessions.put(dict(spawned_session("sess_c"), startedAt=2000))
+    assert tokens.identify(token.encode()) is None
+    assert registry(migrated, state).identify(token.encode()) is None
+
+
 def test_the_start_up_sweep_keeps_a_fresh_digest_of_a_session_not_yet_known(migrated):
     one, other = State(), State()
     one.sessions.put(spawned_session("sess_new"))
     one.sessions.put(spawned_session("sess_old"))
     minting = registry(migrated, one)
-    minting.mint("sess_new")
-    minting.mint("sess_old")
+    minting.mint(spawned_session("sess_new"))
+    minting.mint(spawned_session("sess_old"))
     other.sessions.put(dict(spawned_session("sess_old"), status="completed"))
     # The other server knows sess_old as ended, and sess_new not yet (another server is about
     # to create it): only the digest of the ended session goes.

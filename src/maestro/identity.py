@@ -62,6 +62,13 @@ def _digest(token: bytes) -> str:
     return hashlib.sha256(token).hexdigest()
 
 
+def _started_at(session: dict) -> int | None:
+    """The session's `startedAt` (set once, when it is created) where it is a time in ms:
+    what a digest may be bound to."""
+    created = session.get("startedAt")
+    return created if isinstance(created, int) and not isinstance(created, bool) else None
+
+
 class TokenRegistry:
     """Mints tokens and tells who a presented token stands for. The digests are kept by a
     `TokenStore` (token_stores.py): files under SESSION_DIR, or a table every server of one
@@ -73,8 +80,8 @@ class TokenRegistry:
         # The service's session table: identities follow the live session record.
         self.sessions = sessions
         self.store: TokenStore = store if store is not None else FileTokenStore(session_dir)
-        # session id -> (digest, monotonic time it was read or written)
-        self._cache: dict[str, tuple[str, float]] = {}
+        # session id -> (digest, the session's startedAt, monotonic time it was read or written)
+        self._cache: dict[str, tuple[str, int | None, float]] = {}
         self.bind(owner)
 
     def use(self, store: TokenStore) -> None:
@@ -87,30 +94,33 @@ class TokenRegistry:
         store's `bind`."""
         self.store.bind(store_location)
 
-    def mint(self, session_id: str) -> str:
-        """A new token for `session_id` (replacing any earlier one); the plain token is returned
+    def mint(self, session: dict) -> str:
+        """A new token for `session` (replacing any earlier one); the plain token is returned
         once and never stored."""
-        if not is_valid_client_id(session_id):
+        session_id = session.get("id")
+        if not isinstance(session_id, str) or not is_valid_client_id(session_id):
             raise ValueError(f"session id {session_id!r} cannot carry a token")
         token = f"{PREFIX}{session_id}.{secrets.token_hex(32)}"
         digest = _digest(token.encode())
-        self.store.put(session_id, digest)
-        self._cache[session_id] = (digest, time.monotonic())
+        created = _started_at(session)
+        self.store.put(session_id, digest, created)
+        self._cache[session_id] = (digest, created, time.monotonic())
         return token
 
-    def _stored_digest(self, session_id: str, fresh: bool = False) -> str | None:
+    def _stored_digest(self, session: dict, fresh: bool = False) -> str | None:
         """The session's digest: from the cache while it may be trusted, else from the store
         (`fresh`: from the store in any case)."""
+        session_id, created = session["id"], _started_at(session)
         cached = self._cache.get(session_id)
         ttl = self.store.cache_seconds
-        if cached is not None and not fresh and (ttl is None
-                                                 or time.monotonic() - cached[1] < ttl):
+        if cached is not None and not fresh and cached[1] == created \
+                and (ttl is None or time.monotonic() - cached[2] < ttl):
             return cached[0]
-        digest = self.store.get(session_id)
+        digest = self.store.get(session_id, created)
         if digest is None:
             self._cache.pop(session_id, None)
             return None
-        self._cache[session_id] = (digest, time.monotonic())
+        self._cache[session_id] = (digest, created, time.monotonic())
         return digest
 
     def identify(self, token: bytes) -> AgentIdentity | None:
@@ -129,11 +139,11 @@ class TokenRegistry:
         if session is None:
             return None
         presented = _digest(token)
-        expected = self._stored_digest(session_id)
+        expected = self._stored_digest(session)
         if expected is not None and not hmac.compare_digest(expected, presented) \
                 and self.store.cache_seconds is not None:
             # Another server may have minted a new token for the session since it was read.
-            expected = self._stored_digest(session_id, fresh=True)
+            expected = self._stored_digest(session, fresh=True)
         if expected is None or not hmac.compare_digest(expected, presented):
             return None
         metadata = session.get("metadata") if isinstance(session.get("metadata"), dict) else {}

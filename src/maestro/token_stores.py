@@ -33,11 +33,13 @@ class TokenStore(Protocol):
     def bind(self, store_location: str) -> None:
         """Name the data the server serves (its data directory or database)."""
 
-    def put(self, session_id: str, digest: str) -> None:
-        """Keep `digest` as the session's (replacing any earlier one)."""
+    def put(self, session_id: str, digest: str, created_at: int | None) -> None:
+        """Keep `digest` as the session's (replacing any earlier one); `created_at` is the
+        session's `startedAt` (when it was created), which a store may bind the digest to."""
 
-    def get(self, session_id: str) -> str | None:
-        """The session's digest, or None."""
+    def get(self, session_id: str, created_at: int | None) -> str | None:
+        """The digest of the session (of that `startedAt`, where the store binds it), or
+        None."""
 
     def held(self, session_id: str) -> bool:
         """Whether the session may have a digest here (cheap; False means surely none)."""
@@ -66,7 +68,7 @@ class FileTokenStore:
         self.owner = hashlib.sha256(store_location.encode()).hexdigest()[:16] \
             if store_location else ""
 
-    def put(self, session_id: str, digest: str) -> None:
+    def put(self, session_id: str, digest: str, created_at: int | None = None) -> None:
         folder = self.session_dir / session_id
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{TOKEN_FILE}.{secrets.token_hex(4)}.tmp"
@@ -89,7 +91,7 @@ class FileTokenStore:
             return None
         return fields[0], fields[1] if len(fields) > 1 else None
 
-    def get(self, session_id: str) -> str | None:
+    def get(self, session_id: str, created_at: int | None = None) -> str | None:
         found = self._read(self.session_dir / session_id)
         if found is None or not (found[1] is None or found[1] == self.owner):
             return None
@@ -136,9 +138,13 @@ class FileTokenStore:
 
 
 class PostgresTokenStore:
-    """`maestro_session_tokens` (session_id, digest, created_at), through a connection of its
-    own: a digest is committed before the agent gets its token, and read on a cache miss, so a
-    token minted by another server is accepted at once."""
+    """`maestro_session_tokens` (session_id, digest, session_started_at, created_at), through a
+    connection of its own: a digest is committed before the agent gets its token, and read on a
+    cache miss, so a token minted by another server is accepted at once.
+
+    A digest is bound to its session's `startedAt` (set when it is created): the digest of a
+    deleted session that a crash kept from being removed (the start-up sweep may keep it, see
+    `sweep`) never stands for a session created again under the same id."""
 
     # A digest replaced by another server (a session launched again) is seen within this time.
     cache_seconds = 30.0
@@ -153,16 +159,18 @@ class PostgresTokenStore:
     def bind(self, store_location: str) -> None:
         """The database is the data: nothing to name."""
 
-    def put(self, session_id: str, digest: str) -> None:
+    def put(self, session_id: str, digest: str, created_at: int | None) -> None:
         self.db.execute(
-            f"INSERT INTO {self.table} (session_id, digest) VALUES (%s, %s) "
-            "ON CONFLICT (session_id) DO UPDATE SET digest = EXCLUDED.digest, "
-            "created_at = now()", (session_id, digest))
+            f"INSERT INTO {self.table} (session_id, digest, session_started_at) "
+            "VALUES (%s, %s, %s) ON CONFLICT (session_id) DO UPDATE SET "
+            "digest = EXCLUDED.digest, session_started_at = EXCLUDED.session_started_at, "
+            "created_at = now()", (session_id, digest, created_at))
         self._removed.discard(session_id)
 
-    def get(self, session_id: str) -> str | None:
-        rows = self.db.execute(f"SELECT digest FROM {self.table} WHERE session_id = %s",
-                               (session_id,))
+    def get(self, session_id: str, created_at: int | None) -> str | None:
+        rows = self.db.execute(
+            f"SELECT digest FROM {self.table} WHERE session_id = %s "
+            "AND session_started_at IS NOT DISTINCT FROM %s", (session_id, created_at))
         return rows[0][0] if rows else None
 
     def held(self, session_id: str) -> bool:

@@ -241,7 +241,7 @@ class Launcher:
         if self.settings.mcp_tools:  # the agent's MCP tools are narrowed like /mcp
             env["MAESTRO_MCP_TOOLS"] = ",".join(self.settings.mcp_tools)
         if self.tokens is not None:  # the agent acts with its own identity only
-            env["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session["id"])
+            env["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session)
         env["PATH"] = self._path()
         return argv, cwd, env
 

@@ -306,11 +306,7 @@ class Spawner:
             "envVars": fields["env"], "manifestPath": str(manifest_path), "manifest": manifest,
             "spawnSource": req["spawnSource"], "parentSessionId": req["parentSessionId"],
         }
-        if self.settings.launcher == "ui" and self.tokens is not None:
-            # The UI opens the agent's terminal with `envVars`: the agent's own token goes
-            # there, never into the stored session (only the user's own clients hear it).
-            payload["envVars"] = dict(fields["env"])
-            payload["envVars"]["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session_id)
+        hand_token = self.settings.launcher == "ui" and self.tokens is not None
         first_events = [Event("session:spawn_request", payload)]
         if self.settings.spawn_event_alias:  # extension E9
             first_events.append(Event("session:spawn", payload))
@@ -326,6 +322,13 @@ class Spawner:
 
         def created(session: dict) -> None:
             payload["session"] = session
+            if hand_token:
+                # The UI opens the agent's terminal with `envVars`: the agent's own token goes
+                # there, never into the stored session (only the user's own clients hear it).
+                # Minted for the session as created (its digest is bound to it), before any
+                # event goes out.
+                payload["envVars"] = dict(fields["env"])
+                payload["envVars"]["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session)
 
         try:
             return await service.create_session_from(

@@ -1,10 +1,13 @@
 -- What every server of one database shares beside the entities.
 -- The SHA-256 digest of each spawned session's bearer token (the token itself is never stored):
 -- written when the token is minted, removed when its session ends, is revoked or is deleted,
--- so that a token minted by one server is accepted by all of them.
+-- so that a token minted by one server is accepted by all of them. A digest stands only for
+-- the session of that `startedAt` (ms, set when it is created), never for one created again
+-- under the same id.
 CREATE TABLE maestro_session_tokens (
     session_id text PRIMARY KEY,
     digest text NOT NULL,
+    session_started_at bigint,
     created_at timestamptz NOT NULL DEFAULT now()
 );
 -- The servers serving the database and their heartbeats (the database's clock). A server whose
