@@ -9,7 +9,12 @@ or refuses one of its requests before the commit point (e.g. a file cannot be st
 failing requests and every later change are undone, newest first, and get a 500; requests
 queued before a refused one do not depend on it and are committed as usual. With the file
 store's helper process, a second batch may be on its way while the first is written (see
-`Committer._run`)."""
+`Committer._run`).
+
+On PostgreSQL, where several servers may share the database, the store appends each batch to
+the log they all follow and refuses it when another server appended first (the batch was built
+on state that server has since changed): its requests are undone the same way and fail with
+`Behind`, on which the service catches up with the log and runs them again."""
 
 from __future__ import annotations
 
@@ -23,13 +28,19 @@ from typing import TYPE_CHECKING
 from .encoding import Growth, Spliced
 from .errors import StorageError
 from .events import Event, EventBus
+from .ids import now_ms
 from .state import State
 from .store.base import KINDS, Op, Store
+from .store.postgres_log import LogMoved
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 log = logging.getLogger("maestro.commit")
+
+
+class Behind(StorageError):
+    """The change was built on state another server has changed since: catch up, run it again."""
 
 # A flush due while writes go on covers about this many bytes of big entities at a time.
 FLUSH_BYTES = 4 << 20
@@ -103,6 +114,12 @@ class Tx:
         self.events: list[Event] = []
         self.growth = Growth()
         self._ops: list[Op] | None = None
+        # The record of this transaction in the store's log (a store that keeps_log).
+        self.log_record: bytes | None = None
+
+    def latest(self, kind: str, eid: str) -> dict | None:
+        """The value this transaction leaves entity (kind, eid) with, if it wrote it."""
+        return self._latest.get((kind, eid))
 
     def extend(self, old, entries: list) -> list:
         """`old` (a list, or nothing) followed by `entries`, as a new list for the entity this
@@ -265,6 +282,16 @@ class Committer:
         self.records = 0
         self.write_seconds = 0.0
         self.on_commit: list[Callable[[Tx], None]] = []
+        # The store numbers events (its log), else they are numbered here, from the start
+        # time in microseconds so that numbers grow across restarts (see events.py).
+        self._log = store.keeps_log
+        self._record = getattr(store, "log_record", None)
+        if self._log:
+            bus.seq = getattr(store, "log_events", 0)
+        else:
+            bus.seq = now_ms() * 1000
+        self._idle_waiters: list[asyncio.Future] = []
+        self._busy = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="maestro-committer")
@@ -273,6 +300,9 @@ class Committer:
         """Queue `tx` (called under the mutation lock); the future resolves once it is durable."""
         fut = asyncio.get_running_loop().create_future()
         ops = tx.ops(getattr(self.store, "wants_deltas", False))
+        if self._record is not None:
+            tx.log_record = self._record(tx, ops)
+        self._busy = True
         self._queue.append((tx, ops, fut))
         self._queued_ops += len(ops)
         self._last = fut
@@ -375,6 +405,7 @@ class Committer:
         Returns what to wait for, if any."""
         last = self._last
         if last is None or last.done():
+            self._number(tx.events)
             self.bus.publish(tx.events)
             return None
         fut = asyncio.get_running_loop().create_future()
@@ -388,6 +419,7 @@ class Committer:
                 fut.set_exception(failure)
                 return
             try:
+                self._number(tx.events)
                 self.bus.publish(tx.events)
             except Exception:
                 log.exception("publishing events failed")
@@ -395,6 +427,36 @@ class Committer:
 
         last.add_done_callback(publish)
         return fut
+
+    def _number(self, events: list[Event]) -> None:
+        """Give events their seq (a store that keeps a log has numbered them)."""
+        if self._log:
+            return
+        seq = self.bus.seq
+        for event in events:
+            seq += 1
+            event.seq = seq
+        self.bus.seq = seq
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or being written."""
+        return not self._busy
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is queued or being written."""
+        if not self._busy:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(fut)
+        await fut
+
+    def _now_idle(self) -> None:
+        self._busy = False
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     async def _run(self) -> None:
         """The commit loop: up to the store's pipeline depth of batches in flight (one for a
@@ -439,7 +501,9 @@ class Committer:
                 batch, self._queue = self._queue, []
                 self._queued_ops = 0
                 try:
-                    fut = store.send_batch([ops for _, ops, _ in batch])
+                    records = [ops for _, ops, _ in batch]
+                    fut = store.send_batch(records, [tx for tx, _, _ in batch]) if self._log \
+                        else store.send_batch(records)
                 except Exception as exc:
                     log.error("storage write failed; undoing %d change(s): %s",
                               len(batch), exc)
@@ -458,6 +522,8 @@ class Committer:
             if inflight:
                 await self._wakeup.wait()
                 continue
+            if self._busy and not self._queue:
+                self._now_idle()
             if self._flush_waiters or (self._closing and not self._flushed_at_close):
                 self._flushed_at_close = self._closing
                 await self._flush_now(closing=self._closing)
@@ -497,6 +563,7 @@ class Committer:
                 except Exception:
                     log.exception("commit hook failed")
             try:
+                self._number(tx.events)
                 self.bus.publish(tx.events)
             except Exception:
                 log.exception("publishing events failed")
@@ -514,7 +581,8 @@ class Committer:
             self._queued_ops = 0
             for tx, _, _ in reversed(failing):
                 tx.rollback()
-        err = StorageError(f"could not store the change: {exc}")
+        err = Behind(f"could not store the change: {exc}") if isinstance(exc, LogMoved) \
+            else StorageError(f"could not store the change: {exc}")
         for _, _, fut in failing:
             if not fut.done():
                 fut.set_exception(err)

@@ -79,6 +79,12 @@ class Settings:
     max_agents: int = 8
     ws_queue_limit: int = 100_000
     ws_lag_seconds: float = 10.0
+    # Events kept for WebSocket clients that reconnect with `?since=` (MAESTRO_WS_REPLAY).
+    ws_replay_events: int = 10_000
+    # PostgreSQL: records of the log kept for replicas that are behind (MAESTRO_LOG_RETENTION),
+    # and how often a replica reads the log when no notification comes (MAESTRO_LOG_POLL_MS).
+    log_retention: int = 100_000
+    log_poll_seconds: float = 0.5
     # Responses and WebSocket frames written straight to uvicorn's connections (server/_fast.py);
     # MAESTRO_FAST_PATHS=0 uses the standard ASGI messages only.
     fast_paths: bool = True
@@ -166,6 +172,12 @@ class Settings:
                                        env.get("MAESTRO_MAX_ENTRY_BYTES") or "65536", 1024)
         s.ws_lag_seconds = _parse_int("MAESTRO_WS_LAG", env.get("MAESTRO_WS_LAG") or "10", 1)
         s.fast_paths = _bool(env.get("MAESTRO_FAST_PATHS"), True)
+        s.ws_replay_events = _parse_int("MAESTRO_WS_REPLAY",
+                                        env.get("MAESTRO_WS_REPLAY") or "10000", 1)
+        s.log_retention = _parse_int("MAESTRO_LOG_RETENTION",
+                                     env.get("MAESTRO_LOG_RETENTION") or "100000", 1000)
+        s.log_poll_seconds = _parse_int("MAESTRO_LOG_POLL_MS",
+                                        env.get("MAESTRO_LOG_POLL_MS") or "500", 10) / 1000
         s.node_env = (env.get("NODE_ENV") or "development").lower()
         s.claim_min_ttl = _parse_int("MAESTRO_CLAIM_MIN_TTL",
                                      env.get("MAESTRO_CLAIM_MIN_TTL") or "5", 1)

@@ -1,7 +1,14 @@
 """Events: the envelope of SPEC §10.2 and an in-process bus.
 
 Each event is encoded once, whatever the number of listeners (`Event.frame`). Listeners are
-called synchronously in publish order and must not block (the WebSocket hub only enqueues)."""
+called synchronously in publish order and must not block (the WebSocket hub only enqueues).
+
+Every event of a change carries `seq`, its place in the order all events are published in:
+strictly increasing without a gap. On PostgreSQL it is the event's number in the log that every
+replica of the database follows, so all replicas publish the same events under the same
+numbers. On the file store the committer numbers them, from the start time of the server in
+microseconds, so numbers keep growing across restarts (a restart leaves one gap, and a client
+asking for events from before it is told to resync)."""
 
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ class Event:
     # The project the event concerns (agents only hear about their own project).
     project_id: str | None = None
     timestamp: int | None = None
+    # The event's place in the order of all events (see the module's docstring).
+    seq: int | None = None
     _frame: bytes | None = None
 
     def frame(self) -> bytes:
@@ -40,8 +49,9 @@ class Event:
             else jsonio.dumps(self.data)
         name = jsonio.dumps(self.type)
         ts = now_ms() if timestamp is None else timestamp
+        tail = b"}" if self.seq is None else b',"seq":' + str(self.seq).encode() + b"}"
         return (b'{"type":' + name + b',"event":' + name + b',"data":' + data
-                + b',"timestamp":' + str(ts).encode() + b"}")
+                + b',"timestamp":' + str(ts).encode() + tail)
 
 
 Listener = Callable[[Event], None]
@@ -50,6 +60,9 @@ Listener = Callable[[Event], None]
 class EventBus:
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        # The seq of the last event published (or, before any, of the last one the server
+        # knows of: see Committer and the replica's log).
+        self.seq = 0
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
@@ -61,6 +74,8 @@ class EventBus:
         return unsubscribe
 
     def publish(self, events: list[Event]) -> None:
+        if events and events[-1].seq is not None:
+            self.seq = events[-1].seq
         if not self._listeners:
             return
         ts = now_ms()

@@ -49,6 +49,9 @@ class Replica:
         self.heartbeat_seconds = heartbeat_seconds
         self.timeout_seconds = timeout_seconds
         self.table = db.table(TABLE)
+        self.meta = db.table("maestro_meta")
+        # The head of the shared log at the last heartbeat (None: no log).
+        self.log_head_seen: int | None = None
         self.last_beat: float | None = None  # monotonic time of the last heartbeat written
         self.beat_error: str | None = None
         self.taken_over: list[str] = []  # replicas this one took over
@@ -106,10 +109,11 @@ class Replica:
             "heartbeat_at = now(), taken_over_by = NULL, taken_over_at = NULL, "
             "takeover_done_at = NULL "
             "RETURNING (extract(epoch FROM clock_timestamp()) * 1000)::bigint, "
-            "(SELECT taken_over_by FROM " + self.table + " WHERE replica_id = %s)",
+            f"(SELECT taken_over_by FROM {self.table} WHERE replica_id = %s), "
+            f"(SELECT value FROM {self.meta} WHERE name = 'log_seq')",
             (self.id, self.url, os.getpid(), self.id))
         after = time.time()
-        database_ms, was_taken_by = rows[0]
+        database_ms, was_taken_by, self.log_head_seen = rows[0]
         if was_taken_by is not None and was_taken_by != self.id:
             log.warning("replica %s: server %s had taken this server over (its heartbeat was "
                         "older than %g s): the sessions of its agents were marked failed",
@@ -164,8 +168,8 @@ class Replica:
 
     # ------------------------------------------------------------ /health
     def health(self) -> dict[str, Any]:
-        """The `replica` part of GET /health: who answered, its heartbeat, and the log
-        follower's lag and listener (from the service, when it follows a shared log)."""
+        """The `replica` part of GET /health: who answered, its heartbeat, how many records
+        of the shared log it has yet to apply (`lag`) and its LISTEN connection's state."""
         body: dict[str, Any] = {
             "id": self.id,
             "heartbeatAgeSeconds": None if self.last_beat is None
@@ -173,10 +177,19 @@ class Replica:
             "heartbeatError": self.beat_error,
             "clockOffsetMs": self.service.clock_offset_ms,
         }
-        status = getattr(self.service, "replica_status", None)
-        if callable(status):
-            body.update(status())  # lag behind the log, listener state
-        else:
+        follower = getattr(self.service, "follower", None)
+        if follower is None:
             # This server writes the database alone: its memory is the log, nothing to follow.
             body.update(lag=0, listener="none")
+            return body
+        status = follower.status()  # replica.py: the listener and the records applied
+        applied = getattr(self.service.store, "log_head", None)
+        head = self.log_head_seen
+        body.update(
+            listener=status.get("listener"), seq=applied,
+            # Records of the log, as its head stood at the last heartbeat, not yet applied here.
+            lag=max(0, head - applied) if isinstance(head, int) and isinstance(applied, int)
+            else None)
+        if status.get("gap"):
+            body["gap"] = status["gap"]
         return body

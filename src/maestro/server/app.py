@@ -136,8 +136,11 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     service.claim_min_ttl = settings.claim_min_ttl
     service.claim_sweep_seconds = settings.claim_sweep_seconds
     service.claim_race_delay_ms = settings.claim_race_delay_ms
+    service.log_poll_seconds = settings.log_poll_seconds
+    if hasattr(service.store, "log_retention"):
+        service.store.log_retention = settings.log_retention
     hub = Hub(service.bus, settings.ws_queue_limit, settings.ws_lag_seconds,
-              fast_paths=settings.fast_paths)
+              fast_paths=settings.fast_paths, replay=settings.ws_replay_events)
     extensions: list = []
 
     @contextlib.asynccontextmanager

@@ -2,12 +2,19 @@
 
 Each client has a bounded queue and its own sender task, so a slow or dead client never delays
 the others or a request: when its queue is full it is disconnected (close code 1013), not waited
-for. Events arrive already encoded; each is decoded to text once for all clients."""
+for. Events arrive already encoded; each is decoded to text once for all clients.
+
+The hub keeps the last `replay` events. A client that connects with `?since=<seq>` (the `seq`
+of the last event it received, possibly from another replica of the same database) first gets
+every event after that one, then the live ones, with no gap and no duplicate; when the events
+after `since` are no longer kept (or are from before this server's start on the file store),
+it gets a `resync` event instead, after which it should read the state again."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import time
 
@@ -26,7 +33,7 @@ READY_STATES = {0: "CONNECTING", 1: "OPEN", 2: "CLOSING", 3: "CLOSED"}
 
 class Client:
     __slots__ = ("ws", "queue", "wakeup", "limit", "lag", "dropped", "state", "closed",
-                 "identity", "raw", "direct", "revoked")
+                 "identity", "raw", "direct", "revoked", "floor")
 
     def __init__(self, ws: WebSocket, limit: int, identity=None, lag: float = 10.0):
         self.ws = ws
@@ -36,6 +43,8 @@ class Client:
         self.raw = None
         self.direct = 0
         self.revoked = False
+        # Events up to this seq were already delivered (a `since` ahead of this server).
+        self.floor: int | None = None
         self.wakeup = asyncio.Event()
         self.limit = limit
         self.lag = lag
@@ -74,8 +83,11 @@ class Client:
 
 class Hub:
     def __init__(self, bus: EventBus, queue_limit: int = 100_000, lag_seconds: float = 10.0,
-                 fast_paths: bool = True):
+                 fast_paths: bool = True, replay: int = 10_000):
         self.clients: set[Client] = set()
+        self.bus = bus
+        # The last events published, for clients that reconnect with `since`.
+        self.recent: collections.deque[Event] = collections.deque(maxlen=max(replay, 1))
         # Events framed once and written straight to uvicorn's connections (_fast.py); False:
         # every message goes through the ASGI `send` (MAESTRO_FAST_PATHS=0).
         self.fast_paths = fast_paths
@@ -88,6 +100,9 @@ class Hub:
         bus.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
+        seq = event.seq
+        if seq is not None:
+            self.recent.append(event)
         if not self.clients:
             return
         frame = event.frame()
@@ -96,6 +111,10 @@ class Hub:
         now = time.monotonic()
         agent_text = None
         for client in self.clients:
+            if client.floor is not None:
+                if seq is not None and seq <= client.floor:
+                    continue
+                client.floor = None
             if client.identity is None:
                 if not client.write_frame(wire):
                     if text is None:
@@ -112,8 +131,33 @@ class Hub:
             if seen is None:
                 continue
             if agent_text is None:
-                agent_text = Event(event.type, seen).envelope(event.timestamp).decode()
+                agent_text = Event(event.type, seen, seq=event.seq).envelope(
+                    event.timestamp).decode()
             client.offer(agent_text, now)
+
+    def _replay(self, client: Client, since: int) -> None:
+        """Queue for `client` every event after `since`, or a `resync` when they are not all
+        kept; called before the client is added, with no await in between (no gap)."""
+        current = self.bus.seq
+        recent = self.recent
+        now = time.monotonic()
+        if since >= current:
+            client.floor = since if since > current else None
+            return
+        oldest = recent[0].seq if recent else current + 1
+        if since < oldest - 1:
+            client.offer(orjson.dumps({"type": "resync", "event": "resync",
+                                       "data": {"since": since, "seq": current},
+                                       "timestamp": now_ms(), "seq": current}).decode(), now)
+            return
+        for event in itertools.islice(recent, since - oldest + 1, None):
+            if client.identity is None:
+                client.offer(event.frame().decode(), now)
+                continue
+            seen = seen_by(client.identity, event.data, event.project_id)
+            if seen is not None:
+                client.offer(Event(event.type, seen, seq=event.seq).envelope(
+                    event.timestamp).decode(), now)
 
     def status(self) -> dict:
         clients = [{"readyState": c.state, "readyStateText": READY_STATES[c.state]}
@@ -132,6 +176,9 @@ class Hub:
         identity = (ws.scope.get("state") or {}).get("identity")
         client = Client(ws, self.queue_limit, identity, self.lag_seconds)
         client.raw = _fast.raw_connection(ws.scope) if self.fast_paths else None
+        since = ws.query_params.get("since")
+        if since is not None and since.strip().lstrip("-").isdigit():
+            self._replay(client, int(since))
         self.clients.add(client)
         sender = asyncio.create_task(self._send_loop(client))
         try:

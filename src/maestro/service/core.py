@@ -6,12 +6,17 @@ it, and the committed view, which the committer brings up to date only once a ba
 Everything that answers a reader (GET, lists, rights checks, the launcher) sees the committed
 view, so a change that is refused by the store (a full disk) was never visible to anyone.
 `self.state` is the working state while a mutation's `apply` runs (it runs synchronously, with
-no await inside) and the committed view everywhere else."""
+no await inside) and the committed view everywhere else.
+
+On PostgreSQL several servers may share the database: each follows the log the others append
+to (replica.py), and a change built on state that another server has changed since is refused
+by the store, undone, and run again once this server has caught up (`_mutate`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
 import sys
 import time
@@ -19,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import jsonio
-from ..commit import Committer, Tx, settle_memory, tune_collector
+from ..commit import Behind, Committer, Tx, settle_memory, tune_collector
 from ..domain.links import one_sided_links
 from ..entities import migrate_session, migrate_task
 from ..errors import ApiError, validation
@@ -34,6 +39,9 @@ log = logging.getLogger("maestro.service")
 # Largest compact JSON of one appended entry (session event, session or task timeline entry);
 # the server sets it from MAESTRO_MAX_ENTRY_BYTES.
 MAX_ENTRY_BYTES = 64 * 1024
+# How many times a change refused because another server wrote first is run again (each time
+# after catching up with the log) before the request gets a 503.
+MAX_ATTEMPTS = 40
 
 
 class ServiceCore:
@@ -58,6 +66,9 @@ class ServiceCore:
         self.max_entry_bytes = MAX_ENTRY_BYTES
         # Extra parts of GET /health: name -> function returning its body (e.g. workspaces).
         self.health_sections: dict[str, Callable[[], Any]] = {}
+        # What the other servers of the database write, applied here (replica.Follower).
+        self.follower = None
+        self.log_poll_seconds = 0.5
 
     @property
     def state(self) -> State:
@@ -82,6 +93,12 @@ class ServiceCore:
         self.committer = Committer(self.store, self.bus, self.lock, state=self.working,
                                    view=self.view)
         self.committer.start()
+        if self.store.keeps_log:
+            from ..replica import Follower
+
+            self.follower = Follower(self, self.store, self.log_poll_seconds)
+            self.follower.start()
+            self.health_sections["replication"] = self.follower.status
         self.start_sweeper()
 
     def _load(self, result: LoadResult) -> None:
@@ -115,6 +132,8 @@ class ServiceCore:
 
     async def stop(self) -> None:
         await self.stop_sweeper()
+        if self.follower is not None:
+            await self.follower.stop()
         if self.committer is not None:
             async with self.lock:  # no new mutation gets in after this point
                 pass
@@ -124,6 +143,21 @@ class ServiceCore:
 
     # ------------------------------------------------------------ mutation plumbing
     async def _mutate(self, fn: Callable[[Tx], Any]) -> Any:
+        if self.follower is None:
+            return await self._mutate_once(fn)
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                return await self._mutate_once(fn)
+            except Behind:
+                # Another server wrote first: this one's change was undone; apply what the
+                # other wrote, then check and make the change again.
+                if attempt >= 2:
+                    await asyncio.sleep(random.random() * 0.002 * attempt)
+                await self.follower.catch_up()
+        raise ApiError(503, "INTERNAL_ERROR", "the change kept conflicting with changes made "
+                       "through other servers of the database; try again")
+
+    async def _mutate_once(self, fn: Callable[[Tx], Any]) -> Any:
         async with self.lock:
             tx = Tx(self.working)
             self._applying = True
@@ -144,7 +178,9 @@ class ServiceCore:
             finally:
                 self._applying = False
             assert self.committer is not None, "service not started"
-            if not tx.changed:
+            if not tx.changed and not (tx.events and self.store.keeps_log):
+                # (With a log, events go through it even without a change: every server
+                # publishes them, numbered.)
                 if not tx.events:
                     return result
                 # Events of a change that wrote nothing still wait for the changes before

@@ -113,6 +113,9 @@ class Store(ABC):
     # Every update comes as a delta where one can be made (not only those of big entities):
     # for a store that writes an entity's parts apart (PostgreSQL's list tables).
     wants_deltas = False
+    # Batches are sent with their change requests (`send_batch`'s `txs`), for a store that
+    # records them in a log other servers follow and numbers their events (postgres_log.py).
+    keeps_log = False
 
     @abstractmethod
     def open(self) -> LoadResult:
@@ -123,8 +126,9 @@ class Store(ABC):
         name), before anything changes."""
 
     @abstractmethod
-    def send_batch(self, records: list[list[Op]]) -> asyncio.Future:
-        """Start committing `records`; the future resolves to an Outcome (see the class)."""
+    def send_batch(self, records: list[list[Op]], txs=None) -> asyncio.Future:
+        """Start committing `records` (of the change requests `txs`, for a store that
+        `keeps_log`); the future resolves to an Outcome (see the class)."""
 
     @abstractmethod
     async def resume(self) -> None:
@@ -224,10 +228,10 @@ class SyncStore(Store):
         else:
             fn(*args)
 
-    def send_batch(self, records: list[list[Op]]) -> asyncio.Future:
-        return self._run_in_lane(self._commit(records))
+    def send_batch(self, records: list[list[Op]], txs=None) -> asyncio.Future:
+        return self._run_in_lane(self._commit(records, txs))
 
-    async def _commit(self, records: list[list[Op]]) -> Outcome:
+    async def _commit(self, records: list[list[Op]], txs=None) -> Outcome:
         async with self._lane:
             if self._refusing is not None:
                 return Outcome(0, self._refusing)
@@ -239,7 +243,10 @@ class SyncStore(Store):
                 records[:outcome.accepted]
             if accepted:
                 try:
-                    await self._call(self.write_batch, accepted)
+                    if txs is None:
+                        await self._call(self.write_batch, accepted)
+                    else:
+                        await self._call(self.write_batch, accepted, txs[:len(accepted)])
                 except BaseException as exc:
                     self._refusing = f"an earlier change could not be stored ({exc})"
                     raise

@@ -8,27 +8,28 @@ change writes what changed rather than the whole entity (see pg_rows.py). The ta
 schema the connection string selects (`options=-csearch_path=...`), or the default one, and are
 made and upgraded by the numbered migrations of pg_schema.py when the store opens.
 
-A batch of records is one transaction (a commit with `synchronous_commit` on is durable). Each
-batch also bumps a sequence number in `maestro_meta` inside the same transaction, so that when
-the connection breaks while committing, the store can reconnect and tell whether the commit
-happened: a committed batch is reported as such, an uncommitted one is retried once on the new
-connection.
+A batch of records is one transaction (a commit with `synchronous_commit` on is durable) that
+also appends the records to the log every replica follows (postgres_log.py): any number of
+servers may use the same database and schema. When the connection breaks while committing, the
+store reconnects and reads the log to tell whether the commit happened: a committed batch is
+reported as such, an uncommitted one is retried once on the new connection.
 
-Ownership is a session-level advisory lock held by the store's one connection, keyed by the
-schema: a second server on the same database and schema refuses to start. The lock dies with the
-connection, so a reconnect takes it again (or refuses to write if another server got it)."""
+Servers hold a shared session-level advisory lock keyed by the schema; what must have the schema
+to itself (`maestro import-data`, `maestro db migrate`) takes it exclusively, and so is refused
+while a server runs. The lock dies with the connection, so a reconnect takes it again."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
+import secrets
 import socket
 import zlib
 from typing import Any
 
 from .. import jsonio
-from . import pg_rows, pg_schema
+from . import pg_rows, pg_schema, postgres_log
 from .base import LoadResult, Op, StoreLockedError, SyncStore
 
 log = logging.getLogger("maestro.store")
@@ -86,6 +87,8 @@ class PostgresStore(SyncStore):
     name = "postgres"
     # Updates come as deltas (see Op.delta), so that an append writes only its new rows.
     wants_deltas = True
+    # Batches come with their change requests, recorded in the log (postgres_log.py).
+    keeps_log = True
 
     def __init__(self, dsn: str):
         self.dsn = dsn
@@ -94,7 +97,6 @@ class PostgresStore(SyncStore):
         self._conn = None
         self.schema: str | None = None
         self._lock_key: tuple[int, int] | None = None
-        self._seq = 0
         self.reconnects = 0
         self.quarantined: list[dict] = []
         self._last_error: str | None = None
@@ -104,6 +106,13 @@ class PostgresStore(SyncStore):
         self.shapes = pg_rows.Shapes()
         self._statements: pg_rows.Statements | None = None
         self.schema_version: int | None = None
+        # The log: the last record and event this store's server has applied, its own name
+        # in the records it writes, and how many records are kept for replicas behind.
+        self.log_head = 0
+        self.log_events = 0
+        self.origin = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.log_retention = 100_000
+        self._log: postgres_log.Statements | None = None
 
     # ----------------------------------------------------------------- connecting
     @property
@@ -193,12 +202,15 @@ class PostgresStore(SyncStore):
         if schema is None:
             schema = self._create_schema(conn)
         self.schema = schema
-        self._take_owner(conn)
+        self._take_owner(conn, shared=True)
 
-    def _take_owner(self, conn) -> None:
-        """The schema's ownership lock on `conn`, or StoreLockedError naming its holder."""
+    def _take_owner(self, conn, shared: bool = False) -> None:
+        """The schema's lock on `conn` (`shared`: a server's), or StoreLockedError naming a
+        holder."""
         key = (_signed32(LOCK_CLASS), _signed32(zlib.crc32(self.schema.encode())))
-        if conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]:
+        take = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        if conn.execute(f"SELECT {take}(%s, %s)", key).fetchone()[0]:
+            self._shared = shared
             self._lock_key = key
             return
         row = conn.execute(
@@ -245,6 +257,7 @@ class PostgresStore(SyncStore):
         pg_schema.migrate(conn, self.schema, self.location)
         self.schema_version = pg_schema.latest_version()
         self._statements = pg_rows.Statements(self.schema)
+        self._log = postgres_log.Statements(self.schema)
 
     def run_migrations(self) -> tuple[int, list[pg_schema.Migration]]:
         """`maestro db migrate`: bring the schema to the latest version (made if missing) and
@@ -285,16 +298,18 @@ class PostgresStore(SyncStore):
         from psycopg import sql
 
         self.shapes = pg_rows.Shapes()
-        for kind in TABLES:
-            rows = conn.execute(sql.SQL("SELECT id, data::text FROM {} ORDER BY id").format(
-                self._table(kind))).fetchall()
-            for row_id, text in rows:
-                value = self._decode_row(kind, row_id, text)
-                if value is not None:
-                    state[kind][row_id] = value
-            pg_rows.load_lists(conn, self._statements, kind, state[kind], self.shapes)
-        self._seq = conn.execute(sql.SQL("SELECT value FROM {} WHERE name = 'batch_seq'").format(
-            self._table(META_TABLE))).fetchone()[0]
+        # One snapshot: the rows exactly as the log's head left them.
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            self.log_head, self.log_events = conn.execute(self._log.head).fetchone()
+            for kind in TABLES:
+                rows = conn.execute(sql.SQL("SELECT id, data::text FROM {} ORDER BY id").format(
+                    self._table(kind))).fetchall()
+                for row_id, text in rows:
+                    value = self._decode_row(kind, row_id, text)
+                    if value is not None:
+                        state[kind][row_id] = value
+                pg_rows.load_lists(conn, self._statements, kind, state[kind], self.shapes)
         result.projects = list(state["project"].values())
         result.tasks = list(state["task"].values())
         result.sessions = list(state["session"].values())
@@ -324,16 +339,16 @@ class PostgresStore(SyncStore):
             if value is not None and "\x00" in value:
                 raise ValueError(f"{label} {value!r} cannot contain a NUL character")
 
-    def write_batch(self, records: list[list[Op]]) -> None:
-        """All records in one transaction; returns once it is committed (durable).
+    def write_batch(self, records: list[list[Op]], txs=None) -> None:
+        """All records in one transaction with their log records (`txs`: the change requests,
+        whose events are numbered once it is committed); returns once it is committed.
 
-        A transaction the database refuses raises at once (nothing of it was stored). When the
-        connection breaks instead, the store reconnects and reads the batch sequence number to
-        learn whether the commit happened; if not, the batch is tried once more."""
+        A transaction the database refuses raises at once (nothing of it was stored), LogMoved
+        when another replica wrote first. When the connection breaks instead, the store
+        reconnects and reads the log to learn whether the commit happened; if not, the batch is
+        tried once more."""
         psycopg = _psycopg()
         changes = pg_rows.compose(records)
-        if not changes:
-            return
         if not self._usable() and self._reconnect() is not None:
             # An earlier batch was answered as failed (and undone in memory), yet committed.
             self.restart_needed = True
@@ -342,27 +357,48 @@ class PostgresStore(SyncStore):
                       "restart the server to reload", self.location)
             self._reload_links()
         plan = pg_rows.plan_batch(changes, self.shapes, _project_id)
+        if txs is None:
+            logged = [postgres_log.encode_record(ops) for ops in records]
+            counts = [0] * len(records)
+        else:
+            logged = [tx.log_record for tx in txs]
+            counts = [len(tx.events) for tx in txs]
         for attempt in range(2):
-            self._seq += 1
-            seq = self._seq
+            expected = self.log_head
+            appended = self._log.batch(expected, self.log_events, self.origin, logged, counts,
+                                       postgres_log.encode_shapes(plan))
             try:
-                self._write(self._conn, plan, seq)
+                self._write(self._conn, plan, appended)
+                self._appended(len(records), counts, txs)
                 self._last_error = None
                 return
             except psycopg.Error as exc:
+                if exc.sqlstate == postgres_log.MOVED:
+                    raise postgres_log.LogMoved(_first_line(exc)) from None
                 self._last_error = _first_line(exc)
                 if self._usable():
                     raise
-                self._interrupted = seq
+                self._interrupted = expected + 1
                 log.warning("lost the connection to %s while writing (%s)", self.location,
                             _first_line(exc))
                 if attempt:
                     raise
-                if self._reconnect() == seq:
+                if self._reconnect() == expected + 1:
                     log.info("the interrupted transaction had been committed")
                     plan.adopt(self.shapes)
+                    self._appended(len(records), counts, txs)
                     self._last_error = None
                     return
+
+    def _appended(self, records: int, counts: list[int], txs) -> None:
+        """A batch is committed at the head of the log: number its events."""
+        self.log_head += records
+        nxt = self.log_events + 1
+        self.log_events += sum(counts)
+        for tx in txs or ():
+            for event in tx.events:
+                event.seq = nxt
+                nxt += 1
 
     def _reload_links(self) -> None:
         """Learn the link rows again from the database (after a change of unknown fate)."""
@@ -381,6 +417,7 @@ class PostgresStore(SyncStore):
         entities are refused unless `replace`, which empties them in the same transaction."""
         from psycopg import sql
 
+        self._exclusive()
         held = sum(self._conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
             self._table(kind))).fetchone()[0] for kind in TABLES)
         if held and not replace:
@@ -397,21 +434,27 @@ class PostgresStore(SyncStore):
                 record.append(op)
         self.shapes = pg_rows.Shapes()
         plan = pg_rows.plan_batch(pg_rows.compose([record]), self.shapes, _project_id)
-        self._seq += 1
-        self._write(self._conn, plan, self._seq, clear=replace)
+        self._write(self._conn, plan, [], clear=replace)
         return {kind: len(getattr(result, f"{kind}s")) for kind in TABLES}
 
-    def _write(self, conn, plan: pg_rows.Plan, seq: int, clear: bool = False) -> None:
-        """One transaction: the rows of `plan` and the batch's number; the shapes follow once
-        it is committed."""
+    def _exclusive(self) -> None:
+        """The schema to this process alone (no server runs on it), or StoreLockedError."""
+        if not getattr(self, "_shared", False):
+            return
+        self._take_owner(self._conn)
+
+    def _write(self, conn, plan: pg_rows.Plan, appended: list, clear: bool = False) -> None:
+        """One transaction: the log's statements `appended` first, then the rows of `plan`;
+        the shapes follow once it is committed."""
         from psycopg import sql
 
-        todo: list[tuple[object, tuple]] = []
+        todo: list[tuple[object, tuple]] = list(appended)
         if clear:
             todo += [(sql.SQL("DELETE FROM {}").format(self._table(name)), ())
                      for name in (*TABLES.values(), *(t.table for t in pg_rows.ALL_LISTS))]
         todo += pg_rows.statements_of(self._statements, plan)
-        todo.append((self._statements.get("seq", META_TABLE), (seq,)))
+        if not todo:
+            return
         # One round trip for the whole transaction: the statements go as one query string,
         # which the server runs as one transaction (committed when the last one succeeds).
         query = sql.SQL("; ").join(stmt for stmt, _ in todo)
@@ -419,11 +462,10 @@ class PostgresStore(SyncStore):
         _psycopg().ClientCursor(conn).execute(query, params)
         plan.adopt(self.shapes)
 
-    def _committed_seq(self) -> int:
-        from psycopg import sql
-
-        return self._conn.execute(sql.SQL("SELECT value FROM {} WHERE name = 'batch_seq'")
-                                  .format(self._table(META_TABLE))).fetchone()[0]
+    def _committed(self, seq: int) -> bool:
+        """Whether this store wrote log record `seq` (a commit a broken connection hid)."""
+        row = self._conn.execute(self._log.origin_of, (seq,)).fetchone()
+        return row is not None and row[0] == self.origin
 
     def _reconnect(self) -> int | None:
         """A new connection holding the lock again; raises if the database is unreachable or
@@ -448,11 +490,25 @@ class PostgresStore(SyncStore):
         self._conn = conn
         self.reconnects += 1
         log.warning("reconnected to %s and took its lock again", self.location)
-        current = self._committed_seq()
         interrupted, self._interrupted = self._interrupted, None
-        # Never reuse a number the database has seen, whoever wrote it.
-        self._seq = max(self._seq, current)
-        return interrupted if interrupted is not None and current == interrupted else None
+        if interrupted is not None and self._committed(interrupted):
+            return interrupted
+        return None
+
+    # ----------------------------------------------------------------- the log
+    def log_record(self, tx, ops: list[Op]) -> bytes:
+        """The log record of change request `tx` (see postgres_log.py), made when it is
+        submitted, while the entities it wrote are as it left them."""
+        return postgres_log.encode_record(ops, tx.events, tx.latest)
+
+    def connect(self):
+        """A new connection to the database (for a replica's reader and listener)."""
+        return self._connect()
+
+    def maintenance(self) -> None:
+        """Drop the log's records older than the retention (any replica may)."""
+        if self._usable() and self.log_head > self.log_retention:
+            self._conn.execute(self._log.trim, (self.log_head - self.log_retention,))
 
     # ----------------------------------------------------------------- closing
     def close(self) -> None:
@@ -480,6 +536,7 @@ class PostgresStore(SyncStore):
             "reconnects": self.reconnects,
             "restartNeeded": self.restart_needed,
             "quarantined": list(self.quarantined),
+            "log": {"seq": self.log_head, "eventSeq": self.log_events, "replica": self.origin},
         }
         if self._last_error:
             out["lastError"] = redact(self._last_error, self._password)

@@ -1,0 +1,257 @@
+"""Following the log that the replicas of one PostgreSQL database share (store/postgres_log.py).
+
+Each server keeps the whole state in memory as a cache of the log: it applies every record
+another server appended, strictly in log order, to its working state and committed view
+(indexes included) and publishes the record's events under their log numbers, exactly as the
+writer did. Records are applied only while this server has no change of its own queued or
+being written (under the mutation lock, with the committer idle), so its own changes are always
+checked against the state at the head of the log it last saw; if the log has moved meanwhile,
+the store refuses the batch and the service catches up here and runs the change again.
+
+A dedicated connection LISTENs for the NOTIFY every append sends, on a thread of its own; the
+log is also read every `poll_seconds`, so a lost notification or a broken listener (reconnected
+with backoff) only delays a record, never loses one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from . import jsonio
+from .commit import Tx
+from .events import Event
+from .store.postgres_log import adopt_shapes, decode_op
+
+if TYPE_CHECKING:
+    from .service.core import ServiceCore
+    from .store.postgres import PostgresStore
+
+log = logging.getLogger("maestro.replica")
+
+# Records read from the log at a time.
+READ_LIMIT = 2000
+
+
+class LogGapError(RuntimeError):
+    """Records this server has not applied are gone from the log (older than its retention)."""
+
+
+def patched(tx: Tx, base: dict | None, delta: dict) -> dict:
+    """A new version of `base` with `delta` applied (see Op.delta); `base` is left as it is."""
+    entity = dict(base) if base is not None else {}
+    for key, value in (delta.get("set") or {}).items():
+        entity[key] = value
+    for key, (start, entries) in (delta.get("push") or {}).items():
+        old = entity.get(key)
+        if type(old) is list and start == len(old):
+            entity[key] = tx.extend(old, entries)
+        else:
+            entity[key] = (old[:start] if type(old) is list else []) + entries
+    return entity
+
+
+class Follower:
+    """Applies what the other replicas write, as soon as they have written it."""
+
+    def __init__(self, service: ServiceCore, store: PostgresStore, poll_seconds: float = 0.5):
+        self.service = service
+        self.store = store
+        self.poll_seconds = poll_seconds
+        self.listener = "starting"
+        self.applied_records = 0
+        self.last_applied_at: float | None = None
+        self.gap: str | None = None
+        self._wake = asyncio.Event()
+        self._one = asyncio.Lock()
+        self._stop = threading.Event()
+        self._reader = None
+        self._task: asyncio.Task | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------ life cycle
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._run(), name="maestro-log-follower")
+        self._thread = threading.Thread(target=self._listen, name="maestro-log-listener",
+                                        daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5)
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    def status(self) -> dict:
+        """For /health: the listener's state and what was applied from other replicas."""
+        out = {"listener": self.listener, "seq": self.store.log_head,
+               "applied": self.applied_records}
+        if self.gap:
+            out["gap"] = self.gap
+        return out
+
+    # ------------------------------------------------------------ waking up
+    def _wake_soon(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
+    def _listen(self) -> None:
+        """The LISTEN connection (its own thread): every NOTIFY past what was applied wakes
+        the follower; a broken connection is made again with backoff, then the log is read
+        in case a notification was missed meanwhile."""
+        backoff = 0.1
+        channel = self.store._log.channel
+        while not self._stop.is_set():
+            conn = None
+            try:
+                conn = self.store.connect()
+                conn.execute("SET application_name = 'maestro log listener'")
+                conn.execute(f'LISTEN "{channel}"')
+                self.listener = "listening"
+                backoff = 0.1
+                self._wake_soon()
+                while not self._stop.is_set():
+                    for note in conn.notifies(timeout=0.5):
+                        try:
+                            head = int(note.payload)
+                        except ValueError:
+                            head = None
+                        if head is None or head > self.store.log_head:
+                            self._wake_soon()
+            except Exception as exc:  # noqa: BLE001 - reconnected below, the poll covers
+                if self._stop.is_set():
+                    break
+                self.listener = "reconnecting"
+                log.warning("the log listener lost its connection (%s); reconnecting in "
+                            "%.1f s", str(exc).strip().splitlines()[0] if str(exc).strip()
+                            else type(exc).__name__, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+        self.listener = "stopped"
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.catch_up()
+            except asyncio.CancelledError:
+                raise
+            except LogGapError as exc:
+                if self.gap is None:
+                    log.error("%s", exc)
+                self.gap = str(exc)
+            except Exception as exc:  # noqa: BLE001 - the next poll tries again
+                log.warning("reading the log failed: %s", exc)
+                await asyncio.sleep(self.poll_seconds)
+
+    # ------------------------------------------------------------ catching up
+    def _read(self, after: int) -> list[tuple]:
+        """Records after `after` (a worker thread, on the reader connection)."""
+        conn = self._reader
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
+            conn = self._reader = self.store.connect()
+        try:
+            return conn.execute(self.store._log.read, (after, READ_LIMIT)).fetchall()
+        except Exception:
+            self._reader = None
+            conn.close()
+            raise
+
+    async def catch_up(self) -> None:
+        """Apply every record appended after the last one applied here."""
+        async with self._one:
+            while True:
+                rows = await asyncio.to_thread(self._read, self.store.log_head)
+                if not rows:
+                    return
+                await self._apply(rows)
+                if len(rows) < READ_LIMIT:
+                    return
+
+    async def _apply(self, rows: list[tuple]) -> None:
+        service = self.service
+        committer = service.committer
+        while True:
+            await committer.wait_idle()
+            async with service.lock:
+                if not committer.idle:
+                    continue  # a change of this server got in first: after it
+                for row in rows:
+                    self._apply_row(*row)
+                return
+
+    def _apply_row(self, seq: int, first_event: int, record: str, shapes: str | None) -> None:
+        store = self.store
+        if seq <= store.log_head:
+            return  # written by this server, or read twice
+        if seq != store.log_head + 1:
+            raise LogGapError(
+                f"the log no longer holds records {store.log_head + 1}..{seq - 1} "
+                "(older than its retention): restart this server to load the current state")
+        service = self.service
+        ops, told = jsonio.loads(record)
+        tx = Tx(service.working)
+        table = service.working.table
+        for item in ops:
+            kind, eid, value, delta = decode_op(item)
+            if delta is not None:
+                tx.put(kind, patched(tx, table(kind).get(eid), delta))
+            elif value is not None:
+                tx.put(kind, value)
+            else:
+                tx.delete(kind, eid)
+        events = []
+        number = first_event
+        for item in told:
+            if len(item) == 5:
+                entities = table(item[3])
+                data = entities.get(item[4])
+                encoded = (entities.encoding(data) or entities.encode(data)) \
+                    if data is not None else None
+            else:
+                data, encoded = item[2], None
+            event = Event(item[0], data, encoded_data=encoded, project_id=item[1])
+            event.seq = number
+            number += 1
+            events.append(event)
+        service.view.apply(tx.changes())
+        store.log_head = seq
+        if number - 1 > store.log_events:
+            store.log_events = number - 1
+        adopt_shapes(store.shapes, shapes)
+        for hook in service.committer.on_commit:
+            try:
+                hook(tx)
+            except Exception:
+                log.exception("commit hook failed")
+        self.applied_records += 1
+        self.last_applied_at = time.time()
+        try:
+            service.bus.publish(events)
+        except Exception:
+            log.exception("publishing events failed")

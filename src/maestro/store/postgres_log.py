@@ -1,0 +1,144 @@
+"""The log that replicas of one PostgreSQL database share (migration 0003).
+
+Each change request is a record of `maestro_log`, numbered by `log_seq` in commit order; its
+events are numbered by `event_seq`, so every replica publishes them under the same numbers. A
+batch appends its records in the transaction that writes its rows, through
+`maestro_log_append`, which locks the counter row and refuses (SQLSTATE MLOG1) a writer whose
+memory is not at the head of the log: that writer's changes were checked against state another
+replica has since changed, so they are undone, the writer catches up and runs them again (see
+service/core.py). The function also sends a NOTIFY with the new head, heard by the other
+replicas' listeners (replica.py), which then read the new records and apply them.
+
+A record is the JSON `[ops, events]`: ops `[kind, id]` (deleted), `[kind, id, value]` (whole
+new value) or `[kind, id, null, delta]` (see Op.delta); events `[type, project, data]`, or
+`[type, project, null, kind, id]` when the data is the entity as the record leaves it. The last
+record of a batch also carries the link rows the batch left (`shapes`), which every replica's
+store must know to write later changes of those links."""
+
+from __future__ import annotations
+
+import zlib
+from typing import TYPE_CHECKING
+
+from .. import jsonio
+from ..encoding import encoded_bytes
+from .base import KINDS, Op
+
+if TYPE_CHECKING:
+    from . import pg_rows
+
+LOG_TABLE = "maestro_log"
+# SQLSTATE of maestro_log_append when the log is ahead of the writer.
+MOVED = "MLOG1"
+
+
+class LogMoved(OSError):
+    """Another replica appended to the log first: the batch was checked against old state."""
+
+
+def channel(schema: str) -> str:
+    """The NOTIFY channel of a schema's log (an identifier of bounded length)."""
+    return f"maestro_log_{zlib.crc32(schema.encode()):08x}"
+
+
+def encode_record(ops: list[Op], events=(), latest=None) -> bytes:
+    """The record of one change request (see the module's docstring). `latest(kind, id)`:
+    the entity the request leaves, so that an event about it is recorded as a reference."""
+    dumps = jsonio.dumps
+    out = []
+    for op in ops:
+        head = b"[" + dumps(op.kind) + b"," + dumps(op.id)
+        if op.value is None:
+            out.append(head + b"]")
+        elif op.delta is not None:
+            out.append(head + b",null," + dumps(op.delta) + b"]")
+        else:
+            out.append(head + b"," + op.full_json() + b"]")
+    told = []
+    for event in events:
+        head = b"[" + dumps(event.type) + b"," + dumps(event.project_id)
+        data = event.data
+        kind = event.type.partition(":")[0]
+        if latest is not None and kind in KINDS and type(data) is dict:
+            eid = data.get("id")
+            if type(eid) is str and latest(kind, eid) is data:
+                told.append(head + b",null," + dumps(kind) + b"," + dumps(eid) + b"]")
+                continue
+        body = encoded_bytes(event.encoded_data) if event.encoded_data is not None \
+            else dumps(data)
+        told.append(head + b"," + body + b"]")
+    return b"[[" + b",".join(out) + b"],[" + b",".join(told) + b"]]"
+
+
+def encode_shapes(plan: pg_rows.Plan) -> str | None:
+    """The link rows a batch left and the inline lists it moved, for the other replicas."""
+    if not plan.links_after and not plan.inline_gone:
+        return None
+    links = [[kind, eid, name, *(value if value is not None else ())]
+             for (kind, eid, name), value in plan.links_after.items()]
+    return jsonio.dumps({"links": links, "inline": [list(k) for k in plan.inline_gone]}).decode()
+
+
+def adopt_shapes(shapes: pg_rows.Shapes, text: str | None) -> None:
+    """Follow a batch written by another replica (see encode_shapes)."""
+    if not text:
+        return
+    told = jsonio.loads(text)
+    for item in told.get("links") or ():
+        key = (item[0], item[1], item[2])
+        if len(item) > 3:
+            shapes.links[key] = (list(item[3]), list(item[4]))
+        else:
+            shapes.links.pop(key, None)
+    for kind, eid, name in told.get("inline") or ():
+        shapes.inline.discard((kind, eid, name))
+
+
+class Statements:
+    """The log's SQL in one schema."""
+
+    def __init__(self, schema: str):
+        from psycopg import sql
+
+        self.channel = channel(schema)
+        table = sql.Identifier(schema, LOG_TABLE)
+        self.append = sql.SQL("SELECT {}(%s, %s, %s, %s)").format(
+            sql.Identifier(schema, "maestro_log_append"))
+        self.insert = sql.SQL(
+            "INSERT INTO {} (seq, first_event, origin, record, shapes) "
+            "SELECT s, e, %s, r, CASE WHEN s = %s THEN %s::json END "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::json[]) AS u(s, e, r)").format(table)
+        self.read = sql.SQL(
+            "SELECT seq, first_event, record::text, shapes::text FROM {} "
+            "WHERE seq > %s ORDER BY seq LIMIT %s").format(table)
+        self.origin_of = sql.SQL("SELECT origin FROM {} WHERE seq = %s").format(table)
+        self.trim = sql.SQL("DELETE FROM {} WHERE seq <= %s").format(table)
+        meta = sql.Identifier(schema, "maestro_meta")
+        self.head = sql.SQL(
+            "SELECT (SELECT value FROM {0} WHERE name = 'log_seq'), "
+            "(SELECT value FROM {0} WHERE name = 'event_seq')").format(meta)
+        self.oldest = sql.SQL("SELECT min(seq) FROM {}").format(table)
+
+    def batch(self, expected: int, first_event: int, origin: str, records: list[bytes],
+              counts: list[int], shapes: str | None) -> list[tuple[object, tuple]]:
+        """The statements that append `records` (with `counts` events each) after `expected`;
+        the append goes first, so the counter row is locked before any other row."""
+        seqs = list(range(expected + 1, expected + 1 + len(records)))
+        firsts = []
+        nxt = first_event + 1
+        for count in counts:
+            firsts.append(nxt)
+            nxt += count
+        texts = [r.decode() for r in records]
+        return [(self.append, (expected, len(records), sum(counts), self.channel)),
+                (self.insert, (origin, seqs[-1], shapes, seqs, firsts, texts))]
+
+
+def decode_op(item: list) -> tuple[str, str, dict | None, dict | None]:
+    """(kind, id, whole value or None, delta or None) of a recorded op."""
+    kind, eid = item[0], item[1]
+    if len(item) == 2:
+        return kind, eid, None, None
+    if item[2] is None:
+        return kind, eid, None, item[3]
+    return kind, eid, item[2], None
