@@ -6,6 +6,7 @@ gone (its agents' sessions marked failed, exactly once however many servers noti
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 
@@ -14,10 +15,12 @@ import psycopg
 import pytest
 from helpers import wait_until
 from test_agent_identity import USER_TOKEN, Events, spawned_agent
+from test_launcher import agent_cmd, reap_agents
 from test_postgres_server import database, pg_env  # noqa: F401 - the PostgreSQL fixture
 
 from maestro.identity import TokenRegistry
 from maestro.replicas import Replica
+from maestro.spawn.processes import pid_alive
 from maestro.state import State
 from maestro.store.pg_side import SideConnection
 from maestro.store.postgres import PostgresStore
@@ -251,3 +254,40 @@ def test_of_many_servers_noticing_a_gone_one_exactly_one_takes_it_over(migrated)
     assert (row["db_now"] - row["heartbeat_at"]).total_seconds() < 5
     for replica in racers + [back]:
         replica.db.close()
+
+
+def test_kill_9_of_a_replica_fails_its_agents_sessions_on_the_other(make_server, database):
+    """Two real replicas; one is killed while its agent runs: the other marks the agent's
+    session failed; the killed one, started again, stops the agent it finds so ended."""
+    shared = {**FAST, **pg_env(database), "MAESTRO_TMUX": "0",
+              "MAESTRO_AGENT_COMMAND": agent_cmd("sleepy_agent.py", "120")}
+    a = make_server(env={"MAESTRO_REPLICA_ID": "replica-a", **shared})
+    b = make_server(env={"MAESTRO_REPLICA_ID": "replica-b", **shared})
+    try:
+        with httpx.Client(base_url=a.url, timeout=10, trust_env=False) as api:
+            project = api.post("/api/projects", json={"name": "p"}).json()
+            task = api.post("/api/tasks", json={"projectId": project["id"],
+                                                "title": "t"}).json()
+            spawned = api.post("/api/sessions/spawn", json={"projectId": project["id"],
+                                                            "taskIds": [task["id"]]})
+            assert spawned.status_code == 201, spawned.text
+            sid = spawned.json()["sessionId"]
+            wait_until(lambda: api.get(f"/api/sessions/{sid}").json()["status"] == "running")
+        other = httpx.Client(base_url=b.url, timeout=10, trust_env=False)
+        session = wait_until(lambda: other.get(f"/api/sessions/{sid}").json())
+        assert session["metadata"]["replica"] == "replica-a"
+        a.kill()
+        wait_until(lambda: other.get(f"/api/sessions/{sid}").json()["status"] == "failed",
+                   timeout=10)
+        ended = other.get(f"/api/sessions/{sid}").json()
+        assert ended["metadata"]["endReason"] == "replica_lost"
+        assert ended["events"][-1]["data"] == {"replica": "replica-a",
+                                               "takenOverBy": "replica-b"}
+        info = json.loads((a.session_dir / sid / "process.json").read_text())
+        assert pid_alive(info["agentPid"], info["agentStart"])  # the agent outlived its server
+        a.start()
+        wait_until(lambda: not pid_alive(info["agentPid"], info["agentStart"]), timeout=15)
+        assert replica_row(database, "replica-a")["taken_over_by"] is None
+        other.close()
+    finally:
+        reap_agents(a)
