@@ -5,6 +5,7 @@ gone (its agents' sessions marked failed, exactly once however many servers noti
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -18,8 +19,12 @@ from test_agent_identity import USER_TOKEN, Events, spawned_agent
 from test_launcher import agent_cmd, reap_agents
 from test_postgres_server import database, pg_env  # noqa: F401 - the PostgreSQL fixture
 
+from websockets.sync.client import connect
+
+from maestro.config import Settings
 from maestro.identity import TokenRegistry
 from maestro.replicas import Replica
+from maestro.server.security import Security
 from maestro.spawn.processes import pid_alive
 from maestro.state import State
 from maestro.store.pg_side import SideConnection
@@ -143,6 +148,69 @@ def test_a_spawned_agent_s_token_lives_in_the_database_not_in_session_dir(make_s
         with psycopg.connect(database) as conn:
             assert conn.execute("SELECT count(*) FROM maestro_session_tokens "
                                 "WHERE session_id = %s", (sid,)).fetchone()[0] == 0
+
+
+def test_two_replicas_accept_an_agent_s_token_at_once_and_refuse_it_once_ended(make_server,
+                                                                              database):
+    env = {"MAESTRO_TOKEN": USER_TOKEN, "MAESTRO_LAUNCHER": "ui", **pg_env(database)}
+    a = make_server(env={"MAESTRO_REPLICA_ID": "replica-a", **env})
+    b = make_server(env={"MAESTRO_REPLICA_ID": "replica-b", **env})
+    with user_client(a) as on_a, user_client(b) as on_b:
+        project = on_a.post("/api/projects", json={"name": "p"}).json()
+        task = on_a.post("/api/tasks", json={"projectId": project["id"], "title": "t"}).json()
+        for _ in range(3):
+            sid, token = spawned_agent(a, on_a, project["id"], task["id"])
+            agent = {"Authorization": f"Bearer {token}"}
+            # The first request on the other replica, as soon as the agent has its token.
+            mine = on_b.get(f"/api/sessions/{sid}", headers=agent)
+            assert mine.status_code == 200, mine.text
+            with connect(b.ws_url + f"?token={token}", open_timeout=5):
+                pass
+            assert on_a.patch(f"/api/sessions/{sid}", json={"status": "completed"}
+                              ).status_code == 200
+            wait_until(lambda: on_b.get("/api/tasks", headers=agent).status_code == 401,
+                       timeout=5)
+            assert on_a.get("/api/tasks", headers=agent).status_code == 401
+            with pytest.raises(Exception):
+                connect(b.ws_url + f"?token={token}", open_timeout=5).close()
+        # Forged tokens of sessions no replica knows are refused.
+        forged = {"Authorization": "Bearer mst.sess_0_nobody." + "0" * 64}
+        assert on_b.get("/api/tasks", headers=forged).status_code == 401
+
+
+def test_a_token_of_a_session_not_yet_applied_here_waits_for_the_log(migrated):
+    """The agent's first request may reach a replica before that replica has applied the
+    session's creation from the log: the replica catches up before it refuses."""
+    here, there = State(), State()
+    there.sessions.put(spawned_session("sess_d"))
+    token = registry(migrated, there).mint(spawned_session("sess_d"))
+    tokens = registry(migrated, here)
+    caught_up = []
+
+    async def catch_up() -> None:  # what applying the log does to this replica's memory
+        caught_up.append(True)
+        here.sessions.put(spawned_session("sess_d"))
+
+    async def inner(scope, receive, send):
+        identity = scope["state"]["identity"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": identity.session_id.encode()})
+
+    secured = Security(inner, Settings(token="user-token-" + "x" * 32),
+                       token_checker=tokens.identify)
+    secured.awaits_session, secured.catch_up = tokens.awaits_session, catch_up
+
+    async def ask(presented: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=secured)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            return await c.get("/api/tasks", headers={"Authorization": f"Bearer {presented}"})
+
+    answer = asyncio.run(ask(token))
+    assert answer.status_code == 200 and answer.text == "sess_d" and caught_up == [True]
+    forged = "mst.sess_e." + "0" * 64  # no replica knows it: refused after one catch-up
+    assert asyncio.run(ask(forged)).status_code == 401 and len(caught_up) == 2
+    wrong = token[:-1] + ("0" if token[-1] != "0" else "1")  # a known session: no catch-up
+    assert asyncio.run(ask(wrong)).status_code == 401 and len(caught_up) == 2
 
 
 # ------------------------------------------------------------------ heartbeat and takeover

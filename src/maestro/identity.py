@@ -62,6 +62,20 @@ def _digest(token: bytes) -> str:
     return hashlib.sha256(token).hexdigest()
 
 
+def _session_of(token: bytes) -> str | None:
+    """The session id an agent token names, or None when it is not shaped like one."""
+    try:
+        text = token.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if not text.startswith(PREFIX) or len(text) > 400:
+        return None
+    session_id, sep, secret = text[len(PREFIX):].rpartition(".")
+    if not sep or not secret or not is_valid_client_id(session_id):
+        return None
+    return session_id
+
+
 def _started_at(session: dict) -> int | None:
     """The session's `startedAt` (set once, when it is created) where it is a time in ms:
     what a digest may be bound to."""
@@ -123,16 +137,16 @@ class TokenRegistry:
         self._cache[session_id] = (digest, created, time.monotonic())
         return digest
 
+    def awaits_session(self, token: bytes) -> bool:
+        """Whether `token` is shaped like an agent token of a session this server does not
+        hold (yet: another server of the database may have just created it)."""
+        session_id = _session_of(token)
+        return session_id is not None and self.sessions.get(session_id) is None
+
     def identify(self, token: bytes) -> AgentIdentity | None:
         """The identity a presented token stands for, or None if it is not a live agent token."""
-        try:
-            text = token.decode("ascii")
-        except UnicodeDecodeError:
-            return None
-        if not text.startswith(PREFIX) or len(text) > 400:
-            return None
-        session_id, sep, secret = text[len(PREFIX):].rpartition(".")
-        if not sep or not secret or not is_valid_client_id(session_id):
+        session_id = _session_of(token)
+        if session_id is None:
             return None
         # The session first: a token of no live session never costs a read of the store.
         session = self._live_session(session_id)

@@ -212,6 +212,13 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     app.state.policy = policy
     app.state.router = router
     secured = Security(_TrailingSlash(router), settings, token_checker=tokens.identify)
+
+    async def catch_up() -> None:
+        if service.follower is not None:
+            await service.follower.catch_up()
+
+    if settings.database_type == "postgres":
+        secured.awaits_session, secured.catch_up = tokens.awaits_session, catch_up
     secured.inner = app
     mcp.app = secured  # tool calls reach the REST routes through every check a request meets
     return secured
