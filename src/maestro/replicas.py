@@ -151,12 +151,16 @@ class Replica:
                     "events": [{"type": END_REASON, "data": {"replica": gone,
                                                              "takenOverBy": self.id}}]}
             try:
-                await self.service.update_session(
-                    sid, body, end={"endReason": END_REASON, "endMessage": message})
+                # Only while it is live: its agent may have ended it through another server
+                # a moment ago.
+                after = await self.service.update_session(
+                    sid, body, end={"endReason": END_REASON, "endMessage": message},
+                    if_active=True)
             except Exception as exc:  # noqa: BLE001 - deleted meanwhile: nothing to mark
                 log.info("replica %s: session %s of %s not marked: %s", self.id, sid, gone, exc)
                 continue
-            marked += 1
+            if launched_here(after, gone) and after["metadata"].get("endReason") == END_REASON:
+                marked += 1
         await asyncio.to_thread(
             self.db.execute,
             f"UPDATE {self.table} SET takeover_done_at = now() "

@@ -52,6 +52,9 @@ class TokenStore(Protocol):
         sessions that exist (`known`) at once, of unknown ones as the store's rules say.
         Returns how many were removed."""
 
+    def close(self) -> None:
+        """Release what the store holds (the server stops)."""
+
 
 class FileTokenStore:
     """`SESSION_DIR/<sessionId>/token.sha256` (written atomically and fsynced). Each file also
@@ -136,6 +139,9 @@ class FileTokenStore:
             removed += 1
         return removed
 
+    def close(self) -> None:
+        """Nothing held between calls."""
+
 
 class PostgresTokenStore:
     """`maestro_session_tokens` (session_id, digest, session_started_at, created_at), through a
@@ -190,6 +196,9 @@ class PostgresTokenStore:
         if doomed:
             self.db.execute(f"DELETE FROM {self.table} WHERE session_id = ANY(%s)", (doomed,))
         return len(doomed)
+
+    def close(self) -> None:
+        self.db.close()
 
 
 def _sync_dir(folder: Path) -> None:

@@ -164,6 +164,7 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
                 await ext.stop()
             if replica is not None:
                 await replica.stop()
+            await asyncio.to_thread(tokens.store.close)
             await hub.close_all()
             await service.stop()
 
