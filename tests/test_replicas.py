@@ -22,11 +22,15 @@ from test_postgres_server import database, pg_env  # noqa: F401 - the PostgreSQL
 from websockets.sync.client import connect
 
 from maestro.config import Settings
+from maestro.events import EventBus
 from maestro.identity import TokenRegistry
+from maestro.ids import now_ms
 from maestro.replicas import Replica
 from maestro.server.security import Security
+from maestro.service import Service
 from maestro.spawn.processes import pid_alive
 from maestro.state import State
+from maestro.store.memory import MemoryStore
 from maestro.store.pg_side import SideConnection
 from maestro.store.postgres import PostgresStore
 from maestro.token_stores import PostgresTokenStore
@@ -359,3 +363,65 @@ def test_kill_9_of_a_replica_fails_its_agents_sessions_on_the_other(make_server,
         other.close()
     finally:
         reap_agents(a)
+
+
+# ------------------------------------------------------------------ leases
+def test_leases_are_granted_checked_and_expired_on_the_shared_clock():
+    """A replica whose clock runs a minute behind the database's (offset +60 s) grants and
+    expires leases on the database's time."""
+    async def main():
+        service = Service(MemoryStore(), EventBus())
+        await service.start()
+        try:
+            project = await service.create_project({"name": "P"})
+            task = await service.create_task({"projectId": project["id"], "title": "T"})
+            session = await service.create_session({"projectId": project["id"],
+                                                    "taskIds": []})
+            service.clock_offset_ms = 60_000
+            before = now_ms()
+            claim = (await service.claim_task(task["id"], {"sessionId": session["id"],
+                                                           "ttlSeconds": 30}))["claim"]
+            assert before + 60_000 <= claim["claimedAt"] <= now_ms() + 60_000
+            assert claim["leaseExpiresAt"] == claim["claimedAt"] + 30_000
+            assert await service.sweep_expired_claims() == 0
+            # By this machine's own clock the lease has 30 s left; by the shared one, none.
+            service.clock_offset_ms = 90_001
+            assert await service.sweep_expired_claims() == 1
+            assert service.get_task(task["id"])["status"] == "pending"
+        finally:
+            await service.stop()
+
+    asyncio.run(main())
+
+
+def test_two_replicas_sweeping_one_expired_lease_expire_it_once(make_server, database):
+    env = {**pg_env(database), "MAESTRO_CLAIM_MIN_TTL": "1",
+           "MAESTRO_CLAIM_SWEEP_SECONDS": "0.05"}
+    a = make_server(env={"MAESTRO_REPLICA_ID": "replica-a", **env})
+    b = make_server(env={"MAESTRO_REPLICA_ID": "replica-b", **env})
+    streams = [Events(a.ws_url), Events(b.ws_url)]
+    try:
+        with httpx.Client(base_url=a.url, timeout=10, trust_env=False) as api:
+            project = api.post("/api/projects", json={"name": "p"}).json()
+            tasks = [api.post("/api/tasks", json={"projectId": project["id"],
+                                                  "title": f"t{i}"}).json() for i in range(5)]
+            session = api.post("/api/sessions", json={"projectId": project["id"],
+                                                      "taskIds": []}).json()
+            for task in tasks:
+                got = api.post(f"/api/tasks/{task['id']}/claim",
+                               json={"sessionId": session["id"], "ttlSeconds": 1})
+                assert got.status_code == 200, got.text
+        with httpx.Client(base_url=b.url, timeout=10, trust_env=False) as other:
+            for task in tasks:
+                wait_until(lambda t=task: other.get(f"/api/tasks/{t['id']}").json()["status"]
+                           == "pending", timeout=10)
+                timeline = other.get(f"/api/tasks/{task['id']}").json()["timeline"]
+                assert [e.get("message") for e in timeline].count(
+                    f"Claim of session {session['id']} expired") == 1
+        for stream in streams:
+            expired = [e for e in stream.drain(1.0) if e["type"] == "task:claim_expired"]
+            assert sorted(e["data"]["taskId"] for e in expired) == \
+                sorted(t["id"] for t in tasks)
+    finally:
+        for stream in streams:
+            stream.close()
