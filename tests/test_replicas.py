@@ -1,427 +1,377 @@
-"""What the servers of one PostgreSQL database share beside the entities: agents' token digests
-(a token minted by one server works on every other at once; an ended session's token works on
-none), each server's heartbeat on the database's clock, and the takeover of a server that is
-gone (its agents' sessions marked failed, exactly once however many servers notice)."""
+"""Several `maestro serve` processes on one PostgreSQL database (active-active replicas): every
+replica publishes the same events under the same gapless `seq`, serves the same documents,
+reads its own writes and applies the others' within milliseconds; claims stay exactly once
+across replicas; a broken LISTEN connection, a WebSocket client moving to another replica with
+`?since=` and a replica killed under load lose nothing."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import json
+import random
+import statistics
 import threading
 import time
+from collections import Counter
 
 import httpx
 import psycopg
-import pytest
-from helpers import wait_until
-from test_agent_identity import USER_TOKEN, Events, spawned_agent
-from test_launcher import agent_cmd, reap_agents
-from test_postgres_server import database, pg_env  # noqa: F401 - the PostgreSQL fixture
-
+from helpers import ok, wait_until
+from test_postgres_server import client, database, pg_env, served, stored  # noqa: F401
 from websockets.sync.client import connect
 
-from maestro.config import Settings
-from maestro.events import EventBus
-from maestro.identity import TokenRegistry
-from maestro.ids import now_ms
-from maestro.replicas import Replica
-from maestro.server.security import Security
-from maestro.service import Service
-from maestro.spawn.processes import pid_alive
-from maestro.state import State
-from maestro.store.memory import MemoryStore
-from maestro.store.pg_side import SideConnection
-from maestro.store.postgres import PostgresStore
-from maestro.token_stores import PostgresTokenStore
 
-FAST = {"MAESTRO_REPLICA_HEARTBEAT_SECONDS": "0.2", "MAESTRO_REPLICA_TIMEOUT_SECONDS": "1"}
+class Stream:
+    """A WebSocket client recording (arrival time, message) of everything it receives."""
 
+    def __init__(self, url: str):
+        self._stack = contextlib.ExitStack()
+        self.conn = self._stack.enter_context(connect(
+            url, proxy=None, compression=None, max_size=None, max_queue=None, open_timeout=10))
+        self.got: list[tuple[float, dict]] = []
+        self._lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
-@pytest.fixture
-def migrated(database) -> str:
-    """The database's schema brought to the latest layout (as a server's start would)."""
-    PostgresStore(database).run_migrations()
-    return database
-
-
-def schema_of(url: str) -> str:
-    with psycopg.connect(url) as conn:
-        return conn.execute("SELECT current_schema()").fetchone()[0]
-
-
-def user_client(srv) -> httpx.Client:
-    return httpx.Client(base_url=srv.url, timeout=10, trust_env=False,
-                        headers={"Authorization": f"Bearer {USER_TOKEN}"})
-
-
-def spawned_session(sid: str, project_id: str = "proj_1", **metadata) -> dict:
-    return {"id": sid, "projectId": project_id, "status": "running", "startedAt": 1000,
-            "metadata": {"spawnSource": "ui", "role": "worker", **metadata}}
-
-
-def registry(url: str, sessions: State) -> TokenRegistry:
-    """A token registry on the database, as another server's would be."""
-    tokens = TokenRegistry("/nonexistent", sessions.sessions)
-    tokens.use(PostgresTokenStore(SideConnection(url, schema_of(url), "tokens")))
-    return tokens
-
-
-# ------------------------------------------------------------------ tokens
-def test_a_token_minted_by_one_server_is_accepted_by_another_at_once(migrated):
-    one, other = State(), State()
-    for state in (one, other):
-        state.sessions.put(spawned_session("sess_a"))
-    minting, checking = registry(migrated, one), registry(migrated, other)
-    token = minting.mint(spawned_session("sess_a"))
-    with psycopg.connect(migrated) as conn:
-        rows = conn.execute("SELECT session_id, digest FROM maestro_session_tokens").fetchall()
-    assert rows == [("sess_a", hashlib.sha256(token.encode()).hexdigest())]
-    identity = checking.identify(token.encode())
-    assert identity is not None and identity.session_id == "sess_a"
-    assert checking.identify((token[:-1] + ("0" if token[-1] != "0" else "1")).encode()) is None
-    # Launched again by the first server: the new token works on the other at once, although
-    # the other holds the earlier digest in its cache.
-    again = minting.mint(spawned_session("sess_a"))
-    assert checking.identify(again.encode()) is not None
-
-
-def test_an_ended_session_s_token_is_refused_everywhere_and_its_digest_removed(migrated):
-    one, other = State(), State()
-    for state in (one, other):
-        state.sessions.put(spawned_session("sess_b"))
-    minting, checking = registry(migrated, one), registry(migrated, other)
-    token = minting.mint(spawned_session("sess_b"))
-    assert checking.identify(token.encode()) is not None
-    ended = dict(spawned_session("sess_b"), status="failed", tokenRevokedAt=1)
-    for state in (one, other):  # the end reaches both servers' memory
-        state.sessions.put(ended)
-    minting.on_commit([("session", "sess_b", ended)])
-    assert checking.identify(token.encode()) is None
-    assert minting.identify(token.encode()) is None
-    with psycopg.connect(migrated) as conn:
-        assert conn.execute("SELECT count(*) FROM maestro_session_tokens").fetchone()[0] == 0
-
-
-def test_a_digest_never_stands_for_a_session_created_again_under_its_id(migrated):
-    state = State()
-    state.sessions.put(spawned_session("sess_c"))
-    tokens = registry(migrated, state)
-    token = tokens.mint(spawned_session("sess_c"))
-    assert tokens.identify(token.encode()) is not None
-    # Deleted (its digest left behind, as by a crash) and created again under the same id.
-    state.sessions.put(dict(spawned_session("sess_c"), startedAt=2000))
-    assert tokens.identify(token.encode()) is None
-    assert registry(migrated, state).identify(token.encode()) is None
-
-
-def test_the_start_up_sweep_keeps_a_fresh_digest_of_a_session_not_yet_known(migrated):
-    one, other = State(), State()
-    one.sessions.put(spawned_session("sess_new"))
-    one.sessions.put(spawned_session("sess_old"))
-    minting = registry(migrated, one)
-    minting.mint(spawned_session("sess_new"))
-    minting.mint(spawned_session("sess_old"))
-    other.sessions.put(dict(spawned_session("sess_old"), status="completed"))
-    # The other server knows sess_old as ended, and sess_new not yet (another server is about
-    # to create it): only the digest of the ended session goes.
-    assert registry(migrated, other).sweep() == 1
-    with psycopg.connect(migrated) as conn:
-        assert conn.execute("SELECT session_id FROM maestro_session_tokens").fetchall() == \
-            [("sess_new",)]
-
-
-def test_a_spawned_agent_s_token_lives_in_the_database_not_in_session_dir(make_server,
-                                                                         database):
-    srv = make_server(env={"MAESTRO_TOKEN": USER_TOKEN, "MAESTRO_LAUNCHER": "ui",
-                           **pg_env(database)})
-    with user_client(srv) as user:
-        project = user.post("/api/projects", json={"name": "p"}).json()
-        task = user.post("/api/tasks", json={"projectId": project["id"], "title": "t"}).json()
-        sid, token = spawned_agent(srv, user, project["id"], task["id"])
-        assert not (srv.session_dir / sid / "token.sha256").exists()
-        # Another server of the database accepts the token (its memory holds the session).
-        state = State()
-        state.sessions.put(user.get(f"/api/sessions/{sid}").json())
-        assert registry(database, state).identify(token.encode()).session_id == sid
-        agent = {"Authorization": f"Bearer {token}"}
-        assert user.get("/api/tasks", headers=agent).status_code == 200
-        assert user.patch(f"/api/sessions/{sid}", json={"status": "completed"}
-                          ).status_code == 200
-        assert user.get("/api/tasks", headers=agent).status_code == 401
-        with psycopg.connect(database) as conn:
-            assert conn.execute("SELECT count(*) FROM maestro_session_tokens "
-                                "WHERE session_id = %s", (sid,)).fetchone()[0] == 0
-
-
-def test_two_replicas_accept_an_agent_s_token_at_once_and_refuse_it_once_ended(make_server,
-                                                                              database):
-    env = {"MAESTRO_TOKEN": USER_TOKEN, "MAESTRO_LAUNCHER": "ui", **pg_env(database)}
-    a = make_server(env={"MAESTRO_REPLICA_ID": "replica-a", **env})
-    b = make_server(env={"MAESTRO_REPLICA_ID": "replica-b", **env})
-    with user_client(a) as on_a, user_client(b) as on_b:
-        project = on_a.post("/api/projects", json={"name": "p"}).json()
-        task = on_a.post("/api/tasks", json={"projectId": project["id"], "title": "t"}).json()
-        for _ in range(3):
-            sid, token = spawned_agent(a, on_a, project["id"], task["id"])
-            agent = {"Authorization": f"Bearer {token}"}
-            # The first request on the other replica, as soon as the agent has its token.
-            mine = on_b.get(f"/api/sessions/{sid}", headers=agent)
-            assert mine.status_code == 200, mine.text
-            with connect(b.ws_url + f"?token={token}", open_timeout=5):
-                pass
-            assert on_a.patch(f"/api/sessions/{sid}", json={"status": "completed"}
-                              ).status_code == 200
-            wait_until(lambda: on_b.get("/api/tasks", headers=agent).status_code == 401,
-                       timeout=5)
-            assert on_a.get("/api/tasks", headers=agent).status_code == 401
-            with pytest.raises(Exception):
-                connect(b.ws_url + f"?token={token}", open_timeout=5).close()
-        # Forged tokens of sessions no replica knows are refused.
-        forged = {"Authorization": "Bearer mst.sess_0_nobody." + "0" * 64}
-        assert on_b.get("/api/tasks", headers=forged).status_code == 401
-
-
-def test_a_token_of_a_session_not_yet_applied_here_waits_for_the_log(migrated):
-    """The agent's first request may reach a replica before that replica has applied the
-    session's creation from the log: the replica catches up before it refuses."""
-    here, there = State(), State()
-    there.sessions.put(spawned_session("sess_d"))
-    token = registry(migrated, there).mint(spawned_session("sess_d"))
-    tokens = registry(migrated, here)
-    caught_up = []
-
-    async def catch_up() -> None:  # what applying the log does to this replica's memory
-        caught_up.append(True)
-        here.sessions.put(spawned_session("sess_d"))
-
-    async def inner(scope, receive, send):
-        identity = scope["state"]["identity"]
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": identity.session_id.encode()})
-
-    secured = Security(inner, Settings(token="user-token-" + "x" * 32),
-                       token_checker=tokens.identify)
-    secured.awaits_session, secured.catch_up = tokens.awaits_session, catch_up
-
-    async def ask(presented: str) -> httpx.Response:
-        transport = httpx.ASGITransport(app=secured)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-            return await c.get("/api/tasks", headers={"Authorization": f"Bearer {presented}"})
-
-    answer = asyncio.run(ask(token))
-    assert answer.status_code == 200 and answer.text == "sess_d" and caught_up == [True]
-    forged = "mst.sess_e." + "0" * 64  # no replica knows it: refused after one catch-up
-    assert asyncio.run(ask(forged)).status_code == 401 and len(caught_up) == 2
-    wrong = token[:-1] + ("0" if token[-1] != "0" else "1")  # a known session: no catch-up
-    assert asyncio.run(ask(wrong)).status_code == 401 and len(caught_up) == 2
-
-
-# ------------------------------------------------------------------ heartbeat and takeover
-def replica_row(url: str, replica_id: str) -> dict | None:
-    with psycopg.connect(url) as conn:
-        cur = conn.execute("SELECT *, now() AS db_now FROM maestro_replicas "
-                           "WHERE replica_id = %s", (replica_id,))
-        row = cur.fetchone()
-        return dict(zip([c.name for c in cur.description], row)) if row else None
-
-
-def test_a_server_beats_on_the_database_clock_and_says_so_on_health(make_server, database):
-    srv = make_server(env={"MAESTRO_REPLICA_ID": "replica-one", **FAST, **pg_env(database)})
-    health = httpx.get(srv.url + "/health", timeout=5).json()
-    assert health["replica"]["id"] == "replica-one"
-    assert health["replica"]["heartbeatError"] is None
-    assert health["replica"]["heartbeatAgeSeconds"] < 5
-    assert abs(health["replica"]["clockOffsetMs"]) < 1000  # one machine, one clock
-    assert {"lag", "listener"} <= set(health["replica"])
-    first = replica_row(database, "replica-one")
-    assert first["url"] == srv.url.replace("127.0.0.1", "localhost")
-    assert first["pid"] == srv.proc.pid and first["taken_over_by"] is None
-    wait_until(lambda: replica_row(database, "replica-one")["heartbeat_at"]
-               > first["heartbeat_at"], timeout=5)
-    row = replica_row(database, "replica-one")
-    assert (row["db_now"] - row["heartbeat_at"]).total_seconds() < 5
-
-
-def test_the_sessions_of_a_gone_server_s_agents_are_marked_failed(make_server, database):
-    srv = make_server(env={"MAESTRO_REPLICA_ID": "survivor", **FAST, **pg_env(database)})
-    api = httpx.Client(base_url=srv.url, timeout=10, trust_env=False)
-    listener = Events(srv.ws_url)
-    try:
-        project = api.post("/api/projects", json={"name": "p"}).json()
-        task = api.post("/api/tasks", json={"projectId": project["id"], "title": "t"}).json()
-
-        def session(sid: str, replica: str, launched_by: str = "local") -> None:
-            body = {"id": sid, "projectId": project["id"], "taskIds": [task["id"]],
-                    "status": "running", "metadata": {"spawnSource": "ui", "role": "worker",
-                                                      "launchedBy": launched_by,
-                                                      "replica": replica}}
-            assert api.post("/api/sessions", json=body).status_code == 201
-
-        session("sess_lost", "gone-one")
-        session("sess_ui", "gone-one", launched_by="ui")  # no agent of that server's
-        session("sess_alive", "survivor")
-        claim = api.post(f"/api/tasks/{task['id']}/claim", json={"sessionId": "sess_lost"})
-        assert claim.status_code == 200, claim.text
-        with psycopg.connect(database) as conn:
-            conn.execute("INSERT INTO maestro_replicas (replica_id, heartbeat_at) "
-                         "VALUES ('gone-one', now() - interval '1 minute')")
-        wait_until(lambda: api.get("/api/sessions/sess_lost").json()["status"] == "failed",
-                   timeout=10)
-        lost = api.get("/api/sessions/sess_lost").json()
-        assert lost["metadata"]["endReason"] == "replica_lost"
-        assert "gone-one" in lost["metadata"]["endMessage"]
-        assert lost["tokenRevokedAt"]
-        assert lost["events"][-1]["type"] == "replica_lost"
-        assert lost["events"][-1]["data"] == {"replica": "gone-one", "takenOverBy": "survivor"}
-        assert api.get("/api/sessions/sess_ui").json()["status"] == "running"
-        assert api.get("/api/sessions/sess_alive").json()["status"] == "running"
-        # Its claim went with it, and every client heard.
-        assert api.get(f"/api/tasks/{task['id']}").json()["status"] == "pending"
-        listener.until(lambda e: e["type"] == "session:updated"
-                       and e["data"]["id"] == "sess_lost" and e["data"]["status"] == "failed")
-        row = replica_row(database, "gone-one")
-        assert row["taken_over_by"] == "survivor" and row["takeover_done_at"] is not None
-        # Taken over once: later heartbeats of the survivor leave it alone.
-        time.sleep(0.6)
-        assert replica_row(database, "gone-one")["taken_over_at"] == row["taken_over_at"]
-        assert [e["type"] for e in api.get("/api/sessions/sess_lost").json()["events"]
-                ].count("replica_lost") == 1
-    finally:
-        listener.close()
-        api.close()
-
-
-class _Clock:
-    clock_offset_ms = 0
-
-
-def test_of_many_servers_noticing_a_gone_one_exactly_one_takes_it_over(migrated):
-    schema = schema_of(migrated)
-    with psycopg.connect(migrated) as conn:
-        conn.execute("INSERT INTO maestro_replicas (replica_id, heartbeat_at) "
-                     "VALUES ('gone', now() - interval '1 minute'), ('fresh', now())")
-    racers = [Replica(_Clock(), SideConnection(migrated, schema, "replica"), f"r{i}", "", 1, 5)
-              for i in range(8)]
-    start = threading.Barrier(len(racers))
-    won: dict[str, list[str]] = {}
-
-    def race(replica: Replica) -> None:
-        start.wait()
-        won[replica.id] = replica._claim_takeovers()
-
-    threads = [threading.Thread(target=race, args=(r,)) for r in racers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    winners = [rid for rid, gone in won.items() if gone]
-    assert len(won) == len(racers) and len(winners) == 1
-    assert won[winners[0]] == ["gone"]  # never the live one
-    # A server coming back under its id clears the mark with its first heartbeat.
-    back = Replica(_Clock(), SideConnection(migrated, schema, "replica"), "gone", "", 1, 5)
-    back._beat()
-    row = replica_row(migrated, "gone")
-    assert row["taken_over_by"] is None
-    assert (row["db_now"] - row["heartbeat_at"]).total_seconds() < 5
-    for replica in racers + [back]:
-        replica.db.close()
-
-
-def test_kill_9_of_a_replica_fails_its_agents_sessions_on_the_other(make_server, database):
-    """Two real replicas; one is killed while its agent runs: the other marks the agent's
-    session failed; the killed one, started again, stops the agent it finds so ended."""
-    shared = {**FAST, **pg_env(database), "MAESTRO_TMUX": "0",
-              "MAESTRO_AGENT_COMMAND": agent_cmd("sleepy_agent.py", "120")}
-    a = make_server(env={"MAESTRO_REPLICA_ID": "replica-a", **shared})
-    b = make_server(env={"MAESTRO_REPLICA_ID": "replica-b", **shared})
-    try:
-        with httpx.Client(base_url=a.url, timeout=10, trust_env=False) as api:
-            project = api.post("/api/projects", json={"name": "p"}).json()
-            task = api.post("/api/tasks", json={"projectId": project["id"],
-                                                "title": "t"}).json()
-            spawned = api.post("/api/sessions/spawn", json={"projectId": project["id"],
-                                                            "taskIds": [task["id"]]})
-            assert spawned.status_code == 201, spawned.text
-            sid = spawned.json()["sessionId"]
-            wait_until(lambda: api.get(f"/api/sessions/{sid}").json()["status"] == "running")
-        other = httpx.Client(base_url=b.url, timeout=10, trust_env=False)
-        session = wait_until(lambda: other.get(f"/api/sessions/{sid}").json())
-        assert session["metadata"]["replica"] == "replica-a"
-        a.kill()
-        wait_until(lambda: other.get(f"/api/sessions/{sid}").json()["status"] == "failed",
-                   timeout=10)
-        ended = other.get(f"/api/sessions/{sid}").json()
-        assert ended["metadata"]["endReason"] == "replica_lost"
-        assert ended["events"][-1]["data"] == {"replica": "replica-a",
-                                               "takenOverBy": "replica-b"}
-        info = json.loads((a.session_dir / sid / "process.json").read_text())
-        assert pid_alive(info["agentPid"], info["agentStart"])  # the agent outlived its server
-        a.start()
-        wait_until(lambda: not pid_alive(info["agentPid"], info["agentStart"]), timeout=15)
-        assert replica_row(database, "replica-a")["taken_over_by"] is None
-        other.close()
-    finally:
-        reap_agents(a)
-
-
-# ------------------------------------------------------------------ leases
-def test_leases_are_granted_checked_and_expired_on_the_shared_clock():
-    """A replica whose clock runs a minute behind the database's (offset +60 s) grants and
-    expires leases on the database's time."""
-    async def main():
-        service = Service(MemoryStore(), EventBus())
-        await service.start()
+    def _read(self) -> None:
         try:
-            project = await service.create_project({"name": "P"})
-            task = await service.create_task({"projectId": project["id"], "title": "T"})
-            session = await service.create_session({"projectId": project["id"],
-                                                    "taskIds": []})
-            service.clock_offset_ms = 60_000
-            before = now_ms()
-            claim = (await service.claim_task(task["id"], {"sessionId": session["id"],
-                                                           "ttlSeconds": 30}))["claim"]
-            assert before + 60_000 <= claim["claimedAt"] <= now_ms() + 60_000
-            assert claim["leaseExpiresAt"] == claim["claimedAt"] + 30_000
-            assert await service.sweep_expired_claims() == 0
-            # By this machine's own clock the lease has 30 s left; by the shared one, none.
-            service.clock_offset_ms = 90_001
-            assert await service.sweep_expired_claims() == 1
-            assert service.get_task(task["id"])["status"] == "pending"
-        finally:
-            await service.stop()
+            for message in self.conn:
+                item = (time.monotonic(), json.loads(message))
+                with self._lock:
+                    self.got.append(item)
+        except Exception:
+            pass
 
-    asyncio.run(main())
+    def messages(self) -> list[dict]:
+        with self._lock:
+            return [m for _, m in self.got]
+
+    def events(self) -> list[dict]:
+        return [m for m in self.messages() if "seq" in m and m.get("type") != "resync"]
+
+    def seqs(self) -> list[int]:
+        return [m["seq"] for m in self.events()]
+
+    def last_seq(self) -> int:
+        seqs = self.seqs()
+        return seqs[-1] if seqs else 0
+
+    def wait_for(self, seq: int, timeout: float = 30.0) -> None:
+        wait_until(lambda: self.last_seq() >= seq, timeout=timeout,
+                   what=f"event {seq} on a WebSocket client (at {self.last_seq()})")
+
+    def close(self) -> None:
+        self._stack.close()
 
 
-def test_two_replicas_sweeping_one_expired_lease_expire_it_once(make_server, database):
-    env = {**pg_env(database), "MAESTRO_CLAIM_MIN_TTL": "1",
-           "MAESTRO_CLAIM_SWEEP_SECONDS": "0.05"}
-    a = make_server(env={"MAESTRO_REPLICA_ID": "replica-a", **env})
-    b = make_server(env={"MAESTRO_REPLICA_ID": "replica-b", **env})
-    streams = [Events(a.ws_url), Events(b.ws_url)]
+def event_head(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT value FROM maestro_meta WHERE name = 'event_seq'"
+                            ).fetchone()[0]
+
+
+def replicas(make_server, url: str, count: int, **env) -> list:
+    return [make_server(env={**pg_env(url), **env}) for _ in range(count)]
+
+
+def assert_same_stream(streams: list[Stream], head: int, first: int = 1) -> None:
+    """Every stream holds exactly events first..head, in order, the same on each."""
+    for stream in streams:
+        stream.wait_for(head)
+    expected = list(range(first, head + 1))
+    shown = []
+    for stream in streams:
+        assert stream.seqs() == expected
+        shown.append([(m["type"], (m.get("data") or {}).get("id")) for m in stream.events()])
+    assert all(s == shown[0] for s in shown)
+
+
+def assert_converged(servers: list, url: str) -> None:
+    apis = [client(s) for s in servers]
     try:
-        with httpx.Client(base_url=a.url, timeout=10, trust_env=False) as api:
-            project = api.post("/api/projects", json={"name": "p"}).json()
-            tasks = [api.post("/api/tasks", json={"projectId": project["id"],
-                                                  "title": f"t{i}"}).json() for i in range(5)]
-            session = api.post("/api/sessions", json={"projectId": project["id"],
-                                                      "taskIds": []}).json()
-            for task in tasks:
-                got = api.post(f"/api/tasks/{task['id']}/claim",
-                               json={"sessionId": session["id"], "ttlSeconds": 1})
-                assert got.status_code == 200, got.text
-        with httpx.Client(base_url=b.url, timeout=10, trust_env=False) as other:
-            for task in tasks:
-                wait_until(lambda t=task: other.get(f"/api/tasks/{t['id']}").json()["status"]
-                           == "pending", timeout=10)
-                timeline = other.get(f"/api/tasks/{task['id']}").json()["timeline"]
-                assert [e.get("message") for e in timeline].count(
-                    f"Claim of session {session['id']} expired") == 1
+        wait_until(lambda: all(served(a) == served(apis[0]) for a in apis[1:]),
+                   what="every replica to serve the same documents")
+        assert served(apis[0]) == stored(url)
+    finally:
+        for api in apis:
+            api.close()
+
+
+async def _async_clients(servers: list, connections: int = 50) -> list[httpx.AsyncClient]:
+    return [httpx.AsyncClient(base_url=s.url, timeout=60, trust_env=False,
+                              limits=httpx.Limits(max_connections=connections))
+            for s in servers]
+
+
+# ---------------------------------------------------------------------- one order everywhere
+async def _mixed_burst(servers: list, project_id: str) -> None:
+    clients = await _async_clients(servers)
+    try:
+        creates = await asyncio.gather(*[
+            clients[i % 3].post("/api/tasks", json={"projectId": project_id, "title": f"T{i}"})
+            for i in range(150)])
+        assert [r.status_code for r in creates] == [201] * 150, \
+            [r.text for r in creates if r.status_code != 201][:3]
+        ids = [r.json()["id"] for r in creates]
+        rnd = random.Random(17)
+        calls = []
+        for i in range(100):
+            body = {"title": f"edit {i}"} if i % 2 else {"status": "in_progress"}
+            calls.append(clients[rnd.randrange(3)].patch(f"/api/tasks/{rnd.choice(ids)}",
+                                                         json=body))
+        for _ in range(50):
+            calls.append(clients[rnd.randrange(3)].post("/api/sessions", json={
+                "projectId": project_id, "taskIds": rnd.sample(ids, 2)}))
+        rnd.shuffle(calls)
+        answers = await asyncio.gather(*calls)
+        assert all(a.status_code in (200, 201) for a in answers), \
+            [a.text for a in answers if a.status_code not in (200, 201)][:3]
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+def test_three_replicas_publish_one_gapless_order_and_serve_the_same_documents(
+        make_server, database):
+    servers = replicas(make_server, database, 3)
+    streams = [Stream(s.ws_url) for s in servers]
+    try:
+        with client(servers[0]) as api:
+            project = ok(api.post("/api/projects", json={"name": "Replicas"}), 201)
+        asyncio.run(_mixed_burst(servers, project["id"]))
+        head = event_head(database)
+        assert head > 300
+        assert_same_stream(streams, head)
+        assert_converged(servers, database)
+        with client(servers[1]) as api:
+            tasks = ok(api.get("/api/tasks", params={"projectId": project["id"]}))
+            sessions = ok(api.get("/api/sessions"))
+        assert len(tasks) == 150 and len(sessions) == 50
+        for session in sessions:  # links are two-sided on every replica
+            for tid in session["taskIds"]:
+                assert session["id"] in next(t for t in tasks if t["id"] == tid)["sessionIds"]
+    finally:
         for stream in streams:
-            expired = [e for e in stream.drain(1.0) if e["type"] == "task:claim_expired"]
-            assert sorted(e["data"]["taskId"] for e in expired) == \
-                sorted(t["id"] for t in tasks)
+            stream.close()
+
+
+# ---------------------------------------------------------------------- read your writes
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def test_a_replica_reads_its_own_writes_and_the_others_follow_within_milliseconds(
+        make_server, database):
+    servers = replicas(make_server, database, 3)
+    streams = [Stream(s.ws_url) for s in servers]
+    apis = [client(s) for s in servers]
+    try:
+        project = ok(apis[0].post("/api/projects", json={"name": "Lag"}), 201)
+        task = ok(apis[1].post("/api/tasks", json={"projectId": project["id"], "title": "v"}),
+                  201)
+        writes = 150
+        for i in range(writes):
+            api = apis[i % 3]
+            ok(api.patch(f"/api/tasks/{task['id']}", json={"title": f"v{i}"}))
+            # The replica that answered already serves the change.
+            assert ok(api.get(f"/api/tasks/{task['id']}"))["title"] == f"v{i}"
+        head = event_head(database)
+        for stream in streams:
+            stream.wait_for(head)
+        arrivals = []
+        for stream in streams:
+            seen = {}
+            with stream._lock:
+                for at, m in stream.got:
+                    if m.get("type") == "task:updated":
+                        seen.setdefault(m["data"]["title"], at)
+            arrivals.append(seen)
+        lags = []
+        for i in range(writes):
+            title = f"v{i}"
+            writer = arrivals[i % 3][title]
+            lags += [arrivals[r][title] - writer for r in range(3) if r != i % 3]
+        p50, p99 = percentile(lags, 50) * 1000, percentile(lags, 99) * 1000
+        print(f"\nother replicas applied a write after p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+              f"max {max(lags) * 1000:.1f} ms ({len(lags)} samples)")
+        assert statistics.median(lags) < 0.05
+        assert p99 < 250, f"p99 {p99:.1f} ms"
+    finally:
+        for api in apis:
+            api.close()
+        for stream in streams:
+            stream.close()
+
+
+# ---------------------------------------------------------------------- claims
+async def _race(servers: list, project_id: str, sessions: list[str]) -> list[dict]:
+    clients = await _async_clients(servers, 60)
+    try:
+        answers = await asyncio.gather(*[
+            clients[i % 3].post(f"/api/projects/{project_id}/claim-next",
+                                json={"sessionId": sid}) for i, sid in enumerate(sessions)])
+    finally:
+        for c in clients:
+            await c.aclose()
+    assert all(a.status_code == 200 for a in answers), \
+        [a.text for a in answers if a.status_code != 200][:3]
+    return [a.json() for a in answers]
+
+
+def test_sixty_racers_on_three_replicas_claim_each_ready_task_exactly_once(
+        make_server, database):
+    servers = replicas(make_server, database, 3)
+    with client(servers[0]) as api:
+        project = ok(api.post("/api/projects", json={"name": "Race"}), 201)
+        ready = [ok(api.post("/api/tasks", json={"projectId": project["id"],
+                                                 "title": f"ready {i}"}), 201)["id"]
+                 for i in range(20)]
+        sessions = [ok(api.post("/api/sessions", json={"projectId": project["id"],
+                                                        "taskIds": []}), 201)["id"]
+                    for _ in range(60)]
+    assert_converged(servers, database)
+    answers = asyncio.run(_race(servers, project["id"], sessions))
+    winners = [a["task"]["id"] for a in answers if a["task"] is not None]
+    assert not [t for t, n in Counter(winners).items() if n > 1], "a task granted twice"
+    assert sorted(winners) == sorted(ready)
+    assert_converged(servers, database)
+    with client(servers[2]) as api:
+        for a in answers:
+            if a["task"] is not None:
+                held = ok(api.get(f"/api/tasks/{a['task']['id']}"))
+                assert held["claim"]["sessionId"] == a["claim"]["sessionId"]
+                assert held["status"] == "in_progress"
+
+
+# ---------------------------------------------------------------------- the LISTEN connection
+def terminate_listener(url: str, srv) -> None:
+    name = f"maestro log listener pid {srv.proc.pid}"
+
+    def kill() -> bool:
+        with psycopg.connect(url, autocommit=True) as admin:
+            rows = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE application_name = %s", (name,)).fetchall()
+        return rows == [(True,)]
+
+    wait_until(kill, what="the listener connection to exist")
+
+
+def test_a_terminated_listener_reconnects_and_nothing_is_missing(make_server, database):
+    writer, follower = replicas(make_server, database, 2)
+    stream = Stream(follower.ws_url)
+    try:
+        with client(writer) as api, client(follower) as reader:
+            project = ok(api.post("/api/projects", json={"name": "Listen"}), 201)
+            for i in range(60):
+                if i in (5, 30):
+                    terminate_listener(database, follower)
+                ok(api.post("/api/tasks", json={"projectId": project["id"], "title": f"T{i}"}),
+                   201)
+            head = event_head(database)
+            assert_same_stream([stream], head)
+            wait_until(lambda: ok(reader.get("/health"))["replication"]["listener"]
+                       == "listening", what="the listener to be back")
+        assert_converged([writer, follower], database)
+        assert "log listener lost its connection" in follower.log()
+    finally:
+        stream.close()
+
+
+# ---------------------------------------------------------------------- ?since=
+def test_a_websocket_client_moving_to_another_replica_with_since_misses_nothing(
+        make_server, database):
+    first, second, writer = replicas(make_server, database, 3, MAESTRO_WS_REPLAY="50")
+    stream = Stream(first.ws_url)
+    with client(writer) as api:
+        project = ok(api.post("/api/projects", json={"name": "Since"}), 201)
+        tasks = [ok(api.post("/api/tasks", json={"projectId": project["id"], "title": f"T{i}"}),
+                    201) for i in range(10)]
+        stream.wait_for(event_head(database))
+        last = stream.last_seq()
+        stream.close()
+        for i, task in enumerate(tasks):  # while the client is away
+            ok(api.patch(f"/api/tasks/{task['id']}", json={"title": f"edit {i}"}))
+        moved = Stream(second.ws_url + f"?since={last}")
+        try:
+            for i in range(5):  # and after it is back
+                ok(api.post("/api/tasks", json={"projectId": project["id"], "title": f"U{i}"}),
+                   201)
+            head = event_head(database)
+            assert_same_stream([moved], head, first=last + 1)
+            assert [m["data"]["title"] for m in moved.events()[:10]] == \
+                [f"edit {i}" for i in range(10)]
+        finally:
+            moved.close()
+        # Older than what a replica keeps (50 events here): told to resync, then live events.
+        for i in range(50):
+            ok(api.patch(f"/api/tasks/{tasks[0]['id']}", json={"title": f"again {i}"}))
+        stale = Stream(second.ws_url + f"?since={last}")
+        try:
+            wait_until(lambda: stale.messages(), what="a first message")
+            first_message = stale.messages()[0]
+            assert first_message["type"] == "resync"
+            assert first_message["data"] == {"since": last, "seq": event_head(database)}
+            ok(api.patch(f"/api/tasks/{tasks[0]['id']}", json={"title": "live"}))
+            stale.wait_for(event_head(database))
+            assert [m["data"]["title"] for m in stale.events()] == ["live"]
+        finally:
+            stale.close()
+
+
+# ---------------------------------------------------------------------- kill -9 under load
+async def _load(servers: list, project_id: str, victim, stop_after: float) -> list[str]:
+    """Task creates on every replica until `stop_after` seconds; `victim` is killed with
+    SIGKILL a third of the way. Returns the ids of the creates that were acknowledged."""
+    clients = await _async_clients(servers, 10)
+    acknowledged: list[str] = []
+    deadline = time.monotonic() + stop_after
+    loop = asyncio.get_running_loop()
+
+    async def worker(c: httpx.AsyncClient, n: int) -> None:
+        i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            try:
+                r = await c.post("/api/tasks", json={"projectId": project_id,
+                                                     "title": f"w{n}-{i}"})
+            except httpx.HTTPError:
+                await asyncio.sleep(0.05)
+                continue
+            if r.status_code == 201:
+                acknowledged.append(r.json()["id"])
+
+    async def killer() -> None:
+        await asyncio.sleep(stop_after / 3)
+        await loop.run_in_executor(None, victim.kill)
+
+    try:
+        await asyncio.gather(killer(), *[worker(clients[n % len(servers)], n)
+                                         for n in range(3 * len(servers))])
+    finally:
+        for c in clients:
+            await c.aclose()
+    return acknowledged
+
+
+def test_a_replica_killed_under_load_loses_nothing_acknowledged(make_server, database):
+    servers = replicas(make_server, database, 3)
+    streams = [Stream(s.ws_url) for s in servers[:2]]
+    try:
+        with client(servers[0]) as api:
+            project = ok(api.post("/api/projects", json={"name": "Kill"}), 201)
+        acknowledged = asyncio.run(_load(servers, project["id"], servers[2], 3.0))
+        assert servers[2].proc.poll() is not None
+        assert len(acknowledged) > 100
+        head = event_head(database)
+        assert_same_stream(streams, head)
+        assert_converged(servers[:2], database)
+        with client(servers[1]) as api:
+            held = {t["id"] for t in ok(api.get("/api/tasks",
+                                                params={"projectId": project["id"]}))}
+        assert set(acknowledged) <= held
+        assert set(acknowledged) <= set(stored(database)["task"])
     finally:
         for stream in streams:
             stream.close()

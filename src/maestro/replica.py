@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -97,7 +98,8 @@ class Follower:
     def status(self) -> dict:
         """For /health: the listener's state and what was applied from other replicas."""
         out = {"listener": self.listener, "seq": self.store.log_head,
-               "applied": self.applied_records}
+               "eventSeq": self.store.log_events, "applied": self.applied_records,
+               "conflicts": self.service.conflicts}
         if self.gap:
             out["gap"] = self.gap
         return out
@@ -118,7 +120,8 @@ class Follower:
             conn = None
             try:
                 conn = self.store.connect()
-                conn.execute("SET application_name = 'maestro log listener'")
+                conn.execute("SELECT set_config('application_name', %s, false)",
+                             (f"maestro log listener pid {os.getpid()}",))
                 conn.execute(f'LISTEN "{channel}"')
                 self.listener = "listening"
                 backoff = 0.1
@@ -182,28 +185,33 @@ class Follower:
             conn.close()
             raise
 
-    async def catch_up(self) -> None:
-        """Apply every record appended after the last one applied here."""
+    async def catch_up(self) -> bool:
+        """Apply every record appended after the last one applied here; True if there were
+        any."""
+        start = self.store.log_head
         async with self._one:
             while True:
                 rows = await asyncio.to_thread(self._read, self.store.log_head)
-                if not rows:
-                    return
-                await self._apply(rows)
+                if rows:
+                    await self._apply(rows)
                 if len(rows) < READ_LIMIT:
-                    return
+                    return self.store.log_head != start
 
     async def _apply(self, rows: list[tuple]) -> None:
         service = self.service
         committer = service.committer
-        while True:
-            await committer.wait_idle()
-            async with service.lock:
-                if not committer.idle:
-                    continue  # a change of this server got in first: after it
-                for row in rows:
-                    self._apply_row(*row)
-                return
+        service.gate.clear()  # no new change of this server until the log is applied
+        try:
+            while True:
+                await committer.wait_idle()
+                async with service.lock:
+                    if not committer.idle:
+                        continue  # a change already waiting for the lock got in first
+                    for row in rows:
+                        self._apply_row(*row)
+                    return
+        finally:
+            service.gate.set()
 
     def _apply_row(self, seq: int, first_event: int, record: str, shapes: str | None) -> None:
         store = self.store

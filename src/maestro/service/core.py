@@ -69,6 +69,12 @@ class ServiceCore:
         # What the other servers of the database write, applied here (replica.Follower).
         self.follower = None
         self.log_poll_seconds = 0.5
+        # Closed while the follower waits to apply the log: new changes wait for it rather
+        # than build on state it is about to bring up to date (see replica.Follower).
+        self.gate = asyncio.Event()
+        self.gate.set()
+        # Changes refused because another server wrote first (each was run again).
+        self.conflicts = 0
 
     @property
     def state(self) -> State:
@@ -148,7 +154,16 @@ class ServiceCore:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return await self._mutate_once(fn)
+            except ApiError:
+                # Refused by a rule: perhaps only because a change made through another
+                # server (say, the project this request names, created a moment ago) has
+                # not reached this one yet. Checked again once caught up, if that applied
+                # anything; so a client that moves between servers never sees its own
+                # acknowledged changes missing when it writes.
+                if not await self.follower.catch_up():
+                    raise
             except Behind:
+                self.conflicts += 1
                 # Another server wrote first: this one's change was undone; apply what the
                 # other wrote, then check and make the change again.
                 if attempt >= 2:
@@ -158,6 +173,7 @@ class ServiceCore:
                        "through other servers of the database; try again")
 
     async def _mutate_once(self, fn: Callable[[Tx], Any]) -> Any:
+        await self.gate.wait()
         async with self.lock:
             tx = Tx(self.working)
             self._applying = True

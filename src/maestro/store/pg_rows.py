@@ -46,6 +46,7 @@ LISTS: dict[str, tuple[ListTable, ...]] = {
     ),
 }
 ALL_LISTS = tuple(t for tables in LISTS.values() for t in tables)
+TABLES_BY_NAME = {t.table: t for t in ALL_LISTS}
 # An op's delta changed a field this way: the whole list (SET) or entries from an index on.
 SET = -1
 
@@ -56,17 +57,20 @@ def kept_apart(table: ListTable, value) -> bool:
         return False
     if table.mode == ENTRIES:
         return True
-    return all(type(v) is str and "\x00" not in v for v in value)
+    try:
+        return "\x00" not in "".join(value)  # strings only (join refuses anything else)
+    except TypeError:
+        return False
 
 
-def entity_row_json(op: Op) -> str:
+def entity_row_json(op: Op) -> bytes:
     """The entity row's JSON: the document with `[]` in place of every list kept apart."""
     value = op.value
-    tables = LISTS[op.kind]
-    if not any(value.get(t.field) and kept_apart(t, value.get(t.field)) for t in tables):
-        return op.full_json().decode()  # nothing kept apart: the document as it is
-    apart = {t.field for t in tables if kept_apart(t, value.get(t.field))}
-    return jsonio.dumps({k: [] if k in apart else v for k, v in value.items()}).decode()
+    apart = {t.field for t in LISTS[op.kind]
+             if value.get(t.field) and kept_apart(t, value.get(t.field))}
+    if not apart:
+        return op.full_json()  # nothing kept apart: the document as it is
+    return jsonio.dumps({k: [] if k in apart else v for k, v in value.items()})
 
 
 @dataclass
@@ -193,7 +197,7 @@ def plan_batch(changes: dict[tuple[str, str], Change], shapes: Shapes,
                 for i in range(since, len(new)):
                     owners.append(eid)
                     idxs.append(i)
-                    entries.append(dumps(new[i]).decode())
+                    entries.append(dumps(new[i]))
     return plan
 
 
@@ -204,17 +208,18 @@ def _diff_links(plan: Plan, table: ListTable, owner: str,
     old_ids, old_pos = old if old is not None else ([], [])
     if old_ids == new:
         return
-    kept_ids: list[str] = []
-    kept_pos: list[int] = []
-    j = 0
     gone: list[int] = []
-    for item, pos in zip(old_ids, old_pos):
-        if j < len(new) and new[j] == item:
-            kept_ids.append(item)
-            kept_pos.append(pos)
-            j += 1
-        else:
-            gone.append(pos)
+    if new[:len(old_ids)] == old_ids:  # only added at the end (the usual link)
+        kept_ids, kept_pos, j = list(old_ids), list(old_pos), len(old_ids)
+    else:
+        kept_ids, kept_pos, j = [], [], 0
+        for item, pos in zip(old_ids, old_pos):
+            if j < len(new) and new[j] == item:
+                kept_ids.append(item)
+                kept_pos.append(pos)
+                j += 1
+            else:
+                gone.append(pos)
     if gone:
         owners, positions = _lists(plan.unlinks, table.table, 2)
         owners.extend([owner] * len(gone))
@@ -234,86 +239,99 @@ def _diff_links(plan: Plan, table: ListTable, owner: str,
 
 
 class Statements:
-    """The SQL of the layout, composed once per schema."""
+    """Names of the layout's tables in one schema, for the statements that read them."""
 
     def __init__(self, schema: str):
         from psycopg import sql
 
         self.sql = sql
         self.schema = schema
-        self._cache: dict[tuple[str, str], object] = {}
 
     def ident(self, table: str):
         return self.sql.Identifier(self.schema, table)
-
-    def get(self, what: str, table: str):
-        key = (what, table)
-        stmt = self._cache.get(key)
-        if stmt is None:
-            stmt = self._cache[key] = self._make(what, table)
-        return stmt
-
-    def _make(self, what: str, name: str):
-        sql = self.sql
-        t = self.ident(name)
-        if what == "upsert_project":
-            return sql.SQL(
-                "INSERT INTO {} (id, data) SELECT * FROM unnest(%s::text[], %s::json[]) "
-                "ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, updated_at = now()"
-            ).format(t)
-        if what == "upsert":
-            return sql.SQL(
-                "INSERT INTO {} (id, project_id, data) "
-                "SELECT * FROM unnest(%s::text[], %s::text[], %s::json[]) "
-                "ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, "
-                "data = EXCLUDED.data, updated_at = now()").format(t)
-        if what == "seq":
-            return sql.SQL("UPDATE {} SET value = %s WHERE name = 'batch_seq'").format(t)
-        if what == "delete":
-            return sql.SQL("DELETE FROM {} WHERE id = ANY(%s::text[])").format(t)
-        table = next(x for x in ALL_LISTS if x.table == name)
-        owner = sql.Identifier(table.owner)
-        if what == "clear":
-            return sql.SQL("DELETE FROM {} WHERE {} = ANY(%s::text[])").format(t, owner)
-        if what == "unlink":
-            return sql.SQL("DELETE FROM {} AS t USING unnest(%s::text[], %s::int[]) AS d(o, p) "
-                           "WHERE t.{} = d.o AND t.position = d.p").format(t, owner)
-        if what == "insert" and table.mode == ENTRIES:
-            return sql.SQL("INSERT INTO {} ({}, idx, entry) "
-                           "SELECT * FROM unnest(%s::text[], %s::int[], %s::json[]) "
-                           "ON CONFLICT ({}, idx) DO UPDATE SET entry = EXCLUDED.entry"
-                           ).format(t, owner, owner)
-        if what == "insert":
-            target = sql.Identifier(table.target)
-            return sql.SQL("INSERT INTO {} ({}, position, {}) "
-                           "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[]) "
-                           "ON CONFLICT ({}, position) DO UPDATE SET {} = EXCLUDED.{}"
-                           ).format(t, owner, target, owner, target, target)
-        raise ValueError(what)
 
 
 ENTITY_TABLES = {"project": "maestro_projects", "task": "maestro_tasks",
                  "session": "maestro_sessions"}
 
 
-def statements_of(statements: Statements, plan: Plan) -> list[tuple[object, tuple]]:
-    """The plan's statements and their parameters, in order: entity rows, then list rows."""
-    get = statements.get
-    out: list[tuple[object, tuple]] = []
-    for kind, (ids, projects, data) in plan.upserts.items():
-        if kind == "project":
-            out.append((get("upsert_project", ENTITY_TABLES[kind]), (ids, data)))
-        else:
-            out.append((get("upsert", ENTITY_TABLES[kind]), (ids, projects, data)))
-    for kind, (ids,) in plan.deletes.items():
-        out.append((get("delete", ENTITY_TABLES[kind]), (ids,)))
-    for name, (owners,) in plan.clears.items():
-        out.append((get("clear", name), (owners,)))
-    for name, (owners, positions) in plan.unlinks.items():
-        out.append((get("unlink", name), (owners, positions)))
-    for name, (owners, positions, values) in plan.inserts.items():
-        out.append((get("insert", name), (owners, positions, values)))
-    return out
+class Writer:
+    """A batch's transaction as one SQL text of several statements (sent as one simple query,
+    which the server runs as one transaction): one round trip, and every value quoted by
+    libpq (`quote`, e.g. `pq.Escaping.escape_literal`) rather than by a Python adapter."""
+
+    def __init__(self, schema: str, quote):
+        from psycopg import sql
+
+        self.quote = quote
+        self.names = {name: sql.Identifier(schema, name).as_string().encode()
+                      for name in (*ENTITY_TABLES.values(), "maestro_meta",
+                                   *(t.table for t in ALL_LISTS))}
+
+    def _rows(self, rows, casts: tuple[bytes, ...]) -> bytes:
+        """`(v1, v2::cast), (...)`: each value a quoted literal (bytes or str), an int or None."""
+        quote = self.quote
+        out = []
+        for row in rows:
+            parts = []
+            for value, cast in zip(row, casts):
+                if value is None:
+                    parts.append(b"NULL")
+                elif type(value) is int:
+                    parts.append(str(value).encode())
+                else:
+                    parts.append(quote(value if type(value) is bytes else value.encode())
+                                 + cast)
+            out.append(b"(" + b", ".join(parts) + b")")
+        return b", ".join(out)
+
+    def text(self, plan: Plan, seq: int, clear: bool = False) -> bytes:
+        names = self.names
+        out: list[bytes] = []
+        if clear:
+            out += [b"DELETE FROM " + name for key, name in names.items() if key != "maestro_meta"]
+        for kind, (ids, projects, data) in plan.upserts.items():
+            table = names[ENTITY_TABLES[kind]]
+            if kind == "project":
+                out.append(b"INSERT INTO " + table + b" (id, data) VALUES "
+                           + self._rows(zip(ids, data), (b"", b"::json"))
+                           + b" ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, "
+                             b"updated_at = now()")
+            else:
+                out.append(b"INSERT INTO " + table + b" (id, project_id, data) VALUES "
+                           + self._rows(zip(ids, projects, data), (b"", b"", b"::json"))
+                           + b" ON CONFLICT (id) DO UPDATE SET project_id = "
+                             b"EXCLUDED.project_id, data = EXCLUDED.data, updated_at = now()")
+        for kind, (ids,) in plan.deletes.items():
+            out.append(b"DELETE FROM " + names[ENTITY_TABLES[kind]] + b" WHERE id IN ("
+                       + b", ".join(self.quote(i.encode()) for i in ids) + b")")
+        for name, (owners,) in plan.clears.items():
+            owner = TABLES_BY_NAME[name].owner.encode()
+            out.append(b"DELETE FROM " + names[name] + b" WHERE " + owner + b" IN ("
+                       + b", ".join(self.quote(o.encode()) for o in owners) + b")")
+        for name, (owners, positions) in plan.unlinks.items():
+            owner = TABLES_BY_NAME[name].owner.encode()
+            out.append(b"DELETE FROM " + names[name] + b" WHERE (" + owner + b", position) IN ("
+                       + self._rows(zip(owners, positions), (b"", b"")) + b")")
+        for name, (owners, positions, values) in plan.inserts.items():
+            table = TABLES_BY_NAME[name]
+            owner = table.owner.encode()
+            if table.mode == ENTRIES:
+                out.append(b"INSERT INTO " + names[name] + b" (" + owner + b", idx, entry) "
+                           b"VALUES " + self._rows(zip(owners, positions, values),
+                                                   (b"", b"", b"::json"))
+                           + b" ON CONFLICT (" + owner + b", idx) DO UPDATE SET entry = "
+                             b"EXCLUDED.entry")
+            else:
+                target = table.target.encode()
+                out.append(b"INSERT INTO " + names[name] + b" (" + owner + b", position, "
+                           + target + b") VALUES "
+                           + self._rows(zip(owners, positions, values), (b"", b"", b""))
+                           + b" ON CONFLICT (" + owner + b", position) DO UPDATE SET "
+                           + target + b" = EXCLUDED." + target)
+        out.append(b"UPDATE " + names["maestro_meta"] + b" SET value = " + str(seq).encode()
+                   + b" WHERE name = 'batch_seq'")
+        return b"; ".join(out)
 
 
 def load_lists(conn, statements: Statements, kind: str, entities: dict[str, dict],

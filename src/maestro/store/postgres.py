@@ -39,6 +39,8 @@ LOCK_CLASS = 0x4D414553
 TABLES = {"project": "maestro_projects", "task": "maestro_tasks", "session": "maestro_sessions"}
 META_TABLE = "maestro_meta"
 DEFAULT_CONNECT_TIMEOUT = 10
+# The log is trimmed to its retention at least every this many records (and when idle).
+TRIM_EVERY = 1000
 INSTALL_HINT = "pip install 'maestro[postgres]' (or: pip install 'psycopg[binary]>=3.1')"
 
 
@@ -105,6 +107,7 @@ class PostgresStore(SyncStore):
         self.restart_needed = False
         self.shapes = pg_rows.Shapes()
         self._statements: pg_rows.Statements | None = None
+        self._writer: tuple[Any, pg_rows.Writer] | None = None
         self.schema_version: int | None = None
         # The log: the last record and event this store's server has applied, its own name
         # in the records it writes, and how many records are kept for replicas behind.
@@ -112,6 +115,7 @@ class PostgresStore(SyncStore):
         self.log_events = 0
         self.origin = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.log_retention = 100_000
+        self._trimmed_at = 0
         self._log: postgres_log.Statements | None = None
 
     # ----------------------------------------------------------------- connecting
@@ -393,6 +397,8 @@ class PostgresStore(SyncStore):
     def _appended(self, records: int, counts: list[int], txs) -> None:
         """A batch is committed at the head of the log: number its events."""
         self.log_head += records
+        if self.log_head - self._trimmed_at >= TRIM_EVERY:
+            self.maintenance()
         nxt = self.log_events + 1
         self.log_events += sum(counts)
         for tx in txs or ():
@@ -434,7 +440,7 @@ class PostgresStore(SyncStore):
                 record.append(op)
         self.shapes = pg_rows.Shapes()
         plan = pg_rows.plan_batch(pg_rows.compose([record]), self.shapes, _project_id)
-        self._write(self._conn, plan, [], clear=replace)
+        self._write(self._conn, plan, None, clear=replace)
         return {kind: len(getattr(result, f"{kind}s")) for kind in TABLES}
 
     def _exclusive(self) -> None:
@@ -443,23 +449,23 @@ class PostgresStore(SyncStore):
             return
         self._take_owner(self._conn)
 
-    def _write(self, conn, plan: pg_rows.Plan, appended: list, clear: bool = False) -> None:
-        """One transaction: the log's statements `appended` first, then the rows of `plan`;
-        the shapes follow once it is committed."""
-        from psycopg import sql
-
-        todo: list[tuple[object, tuple]] = list(appended)
-        if clear:
-            todo += [(sql.SQL("DELETE FROM {}").format(self._table(name)), ())
-                     for name in (*TABLES.values(), *(t.table for t in pg_rows.ALL_LISTS))]
-        todo += pg_rows.statements_of(self._statements, plan)
-        if not todo:
-            return
-        # One round trip for the whole transaction: the statements go as one query string,
+    def _write(self, conn, plan: pg_rows.Plan, appended: postgres_log.Append | None,
+               clear: bool = False) -> None:
+        """One transaction: the log's statements `appended` first (the counter row is locked
+        before any other row), then the rows of `plan`; the shapes follow once it is
+        committed."""
+        # One round trip for the whole transaction: the statements go as one query text,
         # which the server runs as one transaction (committed when the last one succeeds).
-        query = sql.SQL("; ").join(stmt for stmt, _ in todo)
-        params = [p for _, ps in todo for p in ps]
-        _psycopg().ClientCursor(conn).execute(query, params)
+        writer = self._writer
+        if writer is None or writer[0] is not conn:  # quoting follows the connection's settings
+            writer = self._writer = (conn, pg_rows.Writer(
+                self.schema, _psycopg().pq.Escaping(conn.pgconn).escape_literal))
+        quote = writer[1].quote
+        head = self.log_head
+        text = writer[1].text(plan, head + (appended.records if appended else 0), clear)
+        if appended is not None:
+            text = appended.text(quote) + b"; " + text
+        conn.execute(text)
         plan.adopt(self.shapes)
 
     def _committed(self, seq: int) -> bool:
@@ -507,8 +513,12 @@ class PostgresStore(SyncStore):
 
     def maintenance(self) -> None:
         """Drop the log's records older than the retention (any replica may)."""
+        self._trimmed_at = self.log_head
         if self._usable() and self.log_head > self.log_retention:
-            self._conn.execute(self._log.trim, (self.log_head - self.log_retention,))
+            try:
+                self._conn.execute(self._log.trim, (self.log_head - self.log_retention,))
+            except _psycopg().Error as exc:  # tried again later; nothing depends on it
+                log.warning("trimming the log failed: %s", _first_line(exc))
 
     # ----------------------------------------------------------------- closing
     def close(self) -> None:

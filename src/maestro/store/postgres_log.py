@@ -70,13 +70,13 @@ def encode_record(ops: list[Op], events=(), latest=None) -> bytes:
     return b"[[" + b",".join(out) + b"],[" + b",".join(told) + b"]]"
 
 
-def encode_shapes(plan: pg_rows.Plan) -> str | None:
+def encode_shapes(plan: pg_rows.Plan) -> bytes | None:
     """The link rows a batch left and the inline lists it moved, for the other replicas."""
     if not plan.links_after and not plan.inline_gone:
         return None
     links = [[kind, eid, name, *(value if value is not None else ())]
              for (kind, eid, name), value in plan.links_after.items()]
-    return jsonio.dumps({"links": links, "inline": [list(k) for k in plan.inline_gone]}).decode()
+    return jsonio.dumps({"links": links, "inline": [list(k) for k in plan.inline_gone]})
 
 
 def adopt_shapes(shapes: pg_rows.Shapes, text: str | None) -> None:
@@ -94,6 +94,46 @@ def adopt_shapes(shapes: pg_rows.Shapes, text: str | None) -> None:
         shapes.inline.discard((kind, eid, name))
 
 
+class Append:
+    """The statements that append a batch's records (see Statements.batch)."""
+
+    __slots__ = ("log", "expected", "first_event", "origin", "logged", "counts", "shapes")
+
+    def __init__(self, log: Statements, expected: int, first_event: int, origin: str,
+                 logged: list[bytes], counts: list[int], shapes: bytes | None):
+        self.log = log
+        self.expected = expected
+        self.first_event = first_event
+        self.origin = origin
+        self.logged = logged
+        self.counts = counts
+        self.shapes = shapes
+
+    @property
+    def records(self) -> int:
+        return len(self.logged)
+
+    def text(self, quote) -> bytes:
+        """The SQL text, each value quoted by `quote` (libpq's escape_literal)."""
+        expected = self.expected
+        last = expected + len(self.logged)
+        origin = quote(self.origin.encode())
+        rows = []
+        nxt = self.first_event + 1
+        for i, (record, count) in enumerate(zip(self.logged, self.counts)):
+            seq = expected + 1 + i
+            shapes = quote(self.shapes) + b"::json" if seq == last and self.shapes \
+                else b"NULL"
+            rows.append(b"(%d, %d, " % (seq, nxt) + origin + b", " + quote(record)
+                        + b"::json, " + shapes + b")")
+            nxt += count
+        log = self.log
+        return (b"SELECT " + log.append_fn + b"(%d, %d, %d, " % (
+                    expected, len(self.logged), sum(self.counts)) + quote(log.channel.encode())
+                + b"); INSERT INTO " + log.table + b" (seq, first_event, origin, record, shapes)"
+                b" VALUES " + b", ".join(rows))
+
+
 class Statements:
     """The log's SQL in one schema."""
 
@@ -102,12 +142,8 @@ class Statements:
 
         self.channel = channel(schema)
         table = sql.Identifier(schema, LOG_TABLE)
-        self.append = sql.SQL("SELECT {}(%s, %s, %s, %s)").format(
-            sql.Identifier(schema, "maestro_log_append"))
-        self.insert = sql.SQL(
-            "INSERT INTO {} (seq, first_event, origin, record, shapes) "
-            "SELECT s, e, %s, r, CASE WHEN s = %s THEN %s::json END "
-            "FROM unnest(%s::bigint[], %s::bigint[], %s::json[]) AS u(s, e, r)").format(table)
+        self.table = table.as_string().encode()
+        self.append_fn = sql.Identifier(schema, "maestro_log_append").as_string().encode()
         self.read = sql.SQL(
             "SELECT seq, first_event, record::text, shapes::text FROM {} "
             "WHERE seq > %s ORDER BY seq LIMIT %s").format(table)
@@ -117,21 +153,11 @@ class Statements:
         self.head = sql.SQL(
             "SELECT (SELECT value FROM {0} WHERE name = 'log_seq'), "
             "(SELECT value FROM {0} WHERE name = 'event_seq')").format(meta)
-        self.oldest = sql.SQL("SELECT min(seq) FROM {}").format(table)
 
     def batch(self, expected: int, first_event: int, origin: str, records: list[bytes],
-              counts: list[int], shapes: str | None) -> list[tuple[object, tuple]]:
-        """The statements that append `records` (with `counts` events each) after `expected`;
-        the append goes first, so the counter row is locked before any other row."""
-        seqs = list(range(expected + 1, expected + 1 + len(records)))
-        firsts = []
-        nxt = first_event + 1
-        for count in counts:
-            firsts.append(nxt)
-            nxt += count
-        texts = [r.decode() for r in records]
-        return [(self.append, (expected, len(records), sum(counts), self.channel)),
-                (self.insert, (origin, seqs[-1], shapes, seqs, firsts, texts))]
+              counts: list[int], shapes: bytes | None) -> Append:
+        """What appends `records` (with `counts` events each) after record `expected`."""
+        return Append(self, expected, first_event, origin, records, counts, shapes)
 
 
 def decode_op(item: list) -> tuple[str, str, dict | None, dict | None]:
