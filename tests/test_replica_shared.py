@@ -1,7 +1,8 @@
-"""What the servers of one PostgreSQL database share beside the entities and the log: agents' token digests
-(a token minted by one server works on every other at once; an ended session's token works on
-none), each server's heartbeat on the database's clock, and the takeover of a server that is
-gone (its agents' sessions marked failed, exactly once however many servers notice)."""
+"""What the servers of one PostgreSQL database share beside the entities and the log: agents'
+token digests (a token minted by one server works on every other at once; an ended session's
+token works on none), each server's heartbeat on the database's clock, the takeover of a server
+that is gone (its agents' sessions marked failed, exactly once however many servers notice),
+and leases on the shared clock."""
 
 from __future__ import annotations
 
