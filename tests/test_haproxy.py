@@ -1,6 +1,7 @@
 """deploy/haproxy.cfg in front of two real replicas (`maestro serve` on one PostgreSQL database):
 REST and WebSockets reach both through it, both serve the same data, and when one replica stops
-its clients carry on through the other (requests retried, WebSockets reconnected)."""
+its clients carry on through the other (requests retried, WebSockets reconnected with
+`?since=`, missing nothing)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ class Stream:
             pass
         finally:
             self.closed.set()
+
+    def last_seq(self) -> int:
+        return max(e["seq"] for e in self.events if "seq" in e)
 
     def saw(self, kind: str, entity_id: str) -> bool:
         return any(e.get("type") == kind and (e.get("data") or {}).get("id") == entity_id
@@ -145,8 +149,12 @@ def test_rest_and_websockets_reach_both_replicas_and_survive_one_stopping(proxie
         later = api.post("/api/tasks", json={"projectId": project["id"], "title": "later"})
         assert later.status_code == 201, later.text
     assert set(answered) == {200}, answered
-    again = Stream(ws_url)  # the client reconnects: to the replica still up
+    # The client whose replica stopped reconnects through the proxy, to the replica still up,
+    # asking for what it missed meanwhile.
+    dropped = next(s for s in streams if s.closed.is_set())
+    again = Stream(ws_url + f"?since={dropped.last_seq()}")
     try:
+        wait_until(lambda: again.saw("task:created", later.json()["id"]), timeout=5)
         wait_until(lambda: clients_of(b) >= 2, timeout=5)
         with httpx.Client(base_url=url, timeout=10, trust_env=False) as api:
             last = api.post("/api/tasks", json={"projectId": project["id"],
