@@ -426,3 +426,31 @@ def test_two_replicas_sweeping_one_expired_lease_expire_it_once(make_server, dat
     finally:
         for stream in streams:
             stream.close()
+
+
+def test_replicas_sharing_a_session_dir_follow_only_their_own_agents(make_server, database,
+                                                                     tmp_path):
+    """Two replicas on one machine with one SESSION_DIR: a replica restarting while the other's
+    agent runs leaves that agent to the replica that started it (one exit recorded)."""
+    shared = {**FAST, **pg_env(database), "MAESTRO_TMUX": "0",
+              "MAESTRO_AGENT_COMMAND": agent_cmd("sleepy_agent.py", "3")}
+    a = make_server(env={"MAESTRO_REPLICA_ID": "replica-a", **shared}, tmp=tmp_path / "one")
+    b = make_server(env={"MAESTRO_REPLICA_ID": "replica-b", **shared}, tmp=tmp_path / "one")
+    try:
+        with httpx.Client(base_url=a.url, timeout=10, trust_env=False) as api:
+            project = api.post("/api/projects", json={"name": "p"}).json()
+            task = api.post("/api/tasks", json={"projectId": project["id"],
+                                                "title": "t"}).json()
+            sid = api.post("/api/sessions/spawn", json={"projectId": project["id"],
+                                                        "taskIds": [task["id"]]}
+                           ).json()["sessionId"]
+            wait_until(lambda: api.get(f"/api/sessions/{sid}").json()["status"] == "running")
+            b.restart()  # finds the agent's records in the shared SESSION_DIR
+            ended = wait_until(lambda: (s := api.get(f"/api/sessions/{sid}").json())["status"]
+                               == "completed" and s, timeout=15)
+            time.sleep(1.0)  # a second follower would record its exit by now
+            events = api.get(f"/api/sessions/{sid}").json()["events"]
+        assert [e["type"] for e in events].count("process_exit") == 1, events
+        assert ended["metadata"]["replica"] == "replica-a"
+    finally:
+        reap_agents(a)

@@ -530,7 +530,8 @@ class Launcher:
         waiting: list[tuple[int, str]] = []
         for session in self.service.sessions_where():
             sid = session.get("id")
-            if not isinstance(sid, str) or not is_safe_file_component(sid):
+            if not isinstance(sid, str) or not is_safe_file_component(sid) \
+                    or not self._mine(session):
                 continue
             folder = self.settings.session_dir / sid
             record = read_json(folder / RECORD_FILE)
@@ -565,6 +566,13 @@ class Launcher:
                                        message="the agent was gone when the server restarted")
         for _, sid in sorted(waiting):
             self.queue.append(sid)
+
+    def _mine(self, session: dict) -> bool:
+        """Whether this server's launcher started the session's agent: of several replicas on
+        one database (which may share a SESSION_DIR), each follows only its own agents."""
+        metadata = session.get("metadata")
+        replica = metadata.get("replica") if isinstance(metadata, dict) else None
+        return replica is None or replica == self.settings.replica_id
 
     # ------------------------------------------------------------------ control API
     async def stop_session(self, session_id: str, by: str | None = None) -> dict:
