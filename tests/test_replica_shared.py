@@ -34,7 +34,7 @@ from maestro.state import State
 from maestro.store.memory import MemoryStore
 from maestro.store.pg_side import SideConnection
 from maestro.store.postgres import PostgresStore
-from maestro.token_stores import PostgresTokenStore
+from maestro.token_stores import FileTokenStore, PostgresTokenStore
 
 FAST = {"MAESTRO_REPLICA_HEARTBEAT_SECONDS": "0.2", "MAESTRO_REPLICA_TIMEOUT_SECONDS": "1"}
 
@@ -454,3 +454,28 @@ def test_replicas_sharing_a_session_dir_follow_only_their_own_agents(make_server
         assert ended["metadata"]["replica"] == "replica-a"
     finally:
         reap_agents(a)
+
+
+def test_digests_kept_in_files_by_an_earlier_server_move_to_the_database(make_server, database):
+    """A server of a version that kept digests under SESSION_DIR on PostgreSQL too: once
+    upgraded, the tokens of its live agents keep working, now on every replica."""
+    srv = make_server(env={"MAESTRO_TOKEN": USER_TOKEN, "MAESTRO_LAUNCHER": "ui",
+                           **pg_env(database)})
+    with user_client(srv) as user:
+        location = user.get("/health").json()["storage"]["database"]
+        project = user.post("/api/projects", json={"name": "p"}).json()
+        task = user.post("/api/tasks", json={"projectId": project["id"], "title": "t"}).json()
+        sid, token = spawned_agent(srv, user, project["id"], task["id"])
+    srv.stop()
+    with psycopg.connect(database) as conn:  # as the earlier version left things
+        conn.execute("DELETE FROM maestro_session_tokens")
+    files = FileTokenStore(srv.session_dir)
+    files.bind(location)
+    files.put(sid, hashlib.sha256(token.encode()).hexdigest())
+    srv.start()
+    with user_client(srv) as user:
+        assert user.get("/api/tasks", headers={"Authorization": f"Bearer {token}"}
+                        ).status_code == 200
+    with psycopg.connect(database) as conn:
+        assert conn.execute("SELECT session_id FROM maestro_session_tokens").fetchall() == \
+            [(sid,)]

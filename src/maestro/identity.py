@@ -98,10 +98,25 @@ class TokenRegistry:
         self._cache: dict[str, tuple[str, int | None, float]] = {}
         self.bind(owner)
 
-    def use(self, store: TokenStore) -> None:
-        """Keep the digests in `store` from now on (before the server answers requests)."""
-        self.store = store
+    def use(self, store: TokenStore) -> int:
+        """Keep the digests in `store` from now on (before the server answers requests). The
+        digests of live sessions the earlier store holds are copied over, so that agents
+        started before (e.g. by a server that kept them in files) keep working; returns how
+        many were."""
+        earlier, self.store = self.store, store
         self._cache.clear()
+        copied = 0
+        for session in list(self.sessions.rows.values()):
+            if not token_live(session) or not may_hold_token(session):
+                continue
+            started = _started_at(session)
+            digest = earlier.get(session["id"], started)
+            if digest is not None and store.get(session["id"], started) is None:
+                store.put(session["id"], digest, started)
+                copied += 1
+        if copied:
+            log.info("copied %d token digest(s) of live sessions to the shared store", copied)
+        return copied
 
     def bind(self, store_location: str) -> None:
         """Name the data this server serves (its data directory or database), see the

@@ -147,8 +147,8 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     async def lifespan(app):
         await service.start()
         service.committer.on_commit.append(lambda tx: tokens.on_commit(tx.changes()))
-        replica = shared_with_replicas(service, settings, tokens)
         tokens.bind(getattr(service.store, "location", None) or str(settings.data_dir))
+        replica = await asyncio.to_thread(shared_with_replicas, service, settings, tokens)
         # Before any request: digests of sessions that ended or went away while the server was
         # down (or whose removal a crash undid) are removed.
         await asyncio.to_thread(tokens.sweep)
