@@ -18,6 +18,9 @@ from collections import Counter
 import httpx
 import psycopg
 from helpers import ok, wait_until
+from maestro import jsonio
+from maestro.store.base import Op
+from maestro.store.postgres import PostgresStore
 from test_postgres_server import client, database, pg_env, served, stored  # noqa: F401
 from websockets.sync.client import connect
 
@@ -105,6 +108,7 @@ async def _async_clients(servers: list, connections: int = 50) -> list[httpx.Asy
 
 
 # ---------------------------------------------------------------------- one order everywhere
+# 150 creates, 150 mixed changes, then 60 link changes: 360 concurrent changes in all.
 async def _mixed_burst(servers: list, project_id: str) -> None:
     clients = await _async_clients(servers)
     try:
@@ -127,6 +131,19 @@ async def _mixed_burst(servers: list, project_id: str) -> None:
         answers = await asyncio.gather(*calls)
         assert all(a.status_code in (200, 201) for a in answers), \
             [a.text for a in answers if a.status_code not in (200, 201)][:3]
+        # Links removed and added on other replicas than the ones that made them (the link
+        # rows' positions must follow on every replica for the next change to write right).
+        sessions = [a.json() for a in answers if a.request.method == "POST"]
+        relinks = []
+        for session in sessions[:30]:
+            gone = session["taskIds"][0]
+            relinks.append(clients[rnd.randrange(3)].delete(
+                f"/api/sessions/{session['id']}/tasks/{gone}"))
+            relinks.append(clients[rnd.randrange(3)].post(
+                f"/api/sessions/{session['id']}/tasks/{rnd.choice(ids)}"))
+        answers = await asyncio.gather(*relinks)
+        assert all(a.status_code == 200 for a in answers), \
+            [a.text for a in answers if a.status_code != 200][:3]
     finally:
         for c in clients:
             await c.aclose()
@@ -375,3 +392,22 @@ def test_a_replica_killed_under_load_loses_nothing_acknowledged(make_server, dat
     finally:
         for stream in streams:
             stream.close()
+
+
+# ---------------------------------------------------------------------- retention
+def test_the_log_keeps_the_records_of_its_retention_only(database):
+    store = PostgresStore(database)
+    store.open()
+    try:
+        store.log_retention = 3
+        for i in range(10):
+            value = {"id": f"proj_{i}", "name": f"P{i}"}
+            store.commit_now([[Op("project", value["id"], value, jsonio.dumps(value))]])
+        store.maintenance()
+        with psycopg.connect(database) as conn:
+            assert [r[0] for r in conn.execute("SELECT seq FROM maestro_log ORDER BY seq")] \
+                == [8, 9, 10]
+            assert conn.execute("SELECT value FROM maestro_meta WHERE name = 'log_seq'"
+                                ).fetchone()[0] == 10
+    finally:
+        store.close()

@@ -121,6 +121,10 @@ class Tx:
         """The value this transaction leaves entity (kind, eid) with, if it wrote it."""
         return self._latest.get((kind, eid))
 
+    def before(self, kind: str, eid: str) -> dict | None:
+        """The value entity (kind, eid) had before this transaction wrote it."""
+        return self._undo.get((kind, eid))
+
     def extend(self, old, entries: list) -> list:
         """`old` (a list, or nothing) followed by `entries`, as a new list for the entity this
         transaction puts next: an append, which the encoding and the journal then describe

@@ -128,11 +128,10 @@ class Follower:
                 self._wake_soon()
                 while not self._stop.is_set():
                     for note in conn.notifies(timeout=0.5):
-                        try:
-                            head = int(note.payload)
-                        except ValueError:
-                            head = None
-                        if head is None or head > self.store.log_head:
+                        head, _, origin = note.payload.partition(" ")
+                        if origin == self.store.origin:
+                            continue  # this server's own batch
+                        if not head.isdigit() or int(head) > self.store.log_head:
                             self._wake_soon()
             except Exception as exc:  # noqa: BLE001 - reconnected below, the poll covers
                 if self._stop.is_set():
@@ -185,19 +184,26 @@ class Follower:
             conn.close()
             raise
 
-    async def catch_up(self) -> bool:
+    async def catch_up(self, own: bool = False) -> bool:
         """Apply every record appended after the last one applied here; True if there were
-        any."""
+        any. Records of this server are left to the committer that wrote them, unless `own`
+        (after a refused batch, when none is on its way: such a record was committed although
+        its request was told it had failed)."""
         start = self.store.log_head
         async with self._one:
             while True:
                 rows = await asyncio.to_thread(self._read, self.store.log_head)
                 if rows:
-                    await self._apply(rows)
+                    await self._apply(rows, own)
                 if len(rows) < READ_LIMIT:
                     return self.store.log_head != start
 
-    async def _apply(self, rows: list[tuple]) -> None:
+    async def _apply(self, rows: list[tuple], own: bool = False) -> None:
+        store = self.store
+        if not own and all(origin == store.origin or seq <= store.log_head for seq, origin, *_ in rows):
+            # Only batches of this server (their answers may still be on their way): nothing
+            # to wait for.
+            return
         service = self.service
         committer = service.committer
         service.gate.clear()  # no new change of this server until the log is applied
@@ -213,7 +219,8 @@ class Follower:
         finally:
             service.gate.set()
 
-    def _apply_row(self, seq: int, first_event: int, record: str, shapes: str | None) -> None:
+    def _apply_row(self, seq: int, origin: str, first_event: int, record: str,
+                   shapes: str | None) -> None:
         store = self.store
         if seq <= store.log_head:
             return  # written by this server, or read twice

@@ -134,6 +134,9 @@ class Hub:
                 agent_text = Event(event.type, seen, seq=event.seq).envelope(
                     event.timestamp).decode()
             client.offer(agent_text, now)
+        # The kept event holds what it was built from (shared with the state), not its bytes:
+        # a replay frames it again.
+        event._frame = None
 
     def _replay(self, client: Client, since: int) -> None:
         """Queue for `client` every event after `since`, or a `resync` when they are not all

@@ -168,7 +168,7 @@ class ServiceCore:
                 # other wrote, then check and make the change again.
                 if attempt >= 2:
                     await asyncio.sleep(random.random() * 0.002 * attempt)
-                await self.follower.catch_up()
+                await self.follower.catch_up(own=True)
         raise ApiError(503, "INTERNAL_ERROR", "the change kept conflicting with changes made "
                        "through other servers of the database; try again")
 

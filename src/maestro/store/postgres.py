@@ -370,7 +370,7 @@ class PostgresStore(SyncStore):
         for attempt in range(2):
             expected = self.log_head
             appended = self._log.batch(expected, self.log_events, self.origin, logged, counts,
-                                       postgres_log.encode_shapes(plan))
+                                       postgres_log.encode_shapes(plan, self.shapes))
             try:
                 self._write(self._conn, plan, appended)
                 self._appended(len(records), counts, txs)
@@ -505,7 +505,7 @@ class PostgresStore(SyncStore):
     def log_record(self, tx, ops: list[Op]) -> bytes:
         """The log record of change request `tx` (see postgres_log.py), made when it is
         submitted, while the entities it wrote are as it left them."""
-        return postgres_log.encode_record(ops, tx.events, tx.latest)
+        return postgres_log.encode_record(ops, tx.events, tx.latest, tx.before)
 
     def connect(self):
         """A new connection to the database (for a replica's reader and listener)."""

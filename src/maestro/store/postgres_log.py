@@ -41,9 +41,11 @@ def channel(schema: str) -> str:
     return f"maestro_log_{zlib.crc32(schema.encode()):08x}"
 
 
-def encode_record(ops: list[Op], events=(), latest=None) -> bytes:
+def encode_record(ops: list[Op], events=(), latest=None, base=None) -> bytes:
     """The record of one change request (see the module's docstring). `latest(kind, id)`:
-    the entity the request leaves, so that an event about it is recorded as a reference."""
+    the entity the request leaves, so that an event about it is recorded as a reference;
+    `base(kind, id)`: the entity before, so that a list set whole that only grew (a link
+    added) is recorded by its new entries."""
     dumps = jsonio.dumps
     out = []
     for op in ops:
@@ -51,7 +53,10 @@ def encode_record(ops: list[Op], events=(), latest=None) -> bytes:
         if op.value is None:
             out.append(head + b"]")
         elif op.delta is not None:
-            out.append(head + b",null," + dumps(op.delta) + b"]")
+            delta = op.delta
+            if base is not None and "set" in delta:
+                delta = _grown(delta, base(op.kind, op.id))
+            out.append(head + b",null," + dumps(delta) + b"]")
         else:
             out.append(head + b"," + op.full_json() + b"]")
     told = []
@@ -70,12 +75,47 @@ def encode_record(ops: list[Op], events=(), latest=None) -> bytes:
     return b"[[" + b",".join(out) + b"],[" + b",".join(told) + b"]]"
 
 
-def encode_shapes(plan: pg_rows.Plan) -> bytes | None:
-    """The link rows a batch left and the inline lists it moved, for the other replicas."""
+def _grown(delta: dict, old: dict | None) -> dict:
+    """`delta` with each list it sets whole that extends the old one as a push instead."""
+    if old is None:
+        return delta
+    sets = pushes = None
+    for key, value in delta["set"].items():
+        if type(value) is not list:
+            continue
+        prev = old.get(key)
+        if type(prev) is list and len(value) > len(prev) and value[:len(prev)] == prev:
+            if sets is None:
+                sets, pushes = dict(delta["set"]), dict(delta.get("push") or {})
+            del sets[key]
+            pushes[key] = [len(prev), value[len(prev):]]
+    if sets is None:
+        return delta
+    out = {"set": sets} if sets else {}
+    out["push"] = pushes
+    return out
+
+
+def encode_shapes(plan: pg_rows.Plan, before: pg_rows.Shapes) -> bytes | None:
+    """What a batch changed of the link rows (`before`: as they were) and the inline lists it
+    moved, for the other replicas: per link list, the positions removed and the ids added at
+    the end (from which position), or that the list is gone."""
     if not plan.links_after and not plan.inline_gone:
         return None
-    links = [[kind, eid, name, *(value if value is not None else ())]
-             for (kind, eid, name), value in plan.links_after.items()]
+    links = []
+    old_links = before.links
+    for key, after in plan.links_after.items():
+        if after is None:
+            links.append([*key])
+            continue
+        new_ids, new_pos = after
+        old_ids, old_pos = old_links.get(key, ((), ()))
+        top = old_pos[-1] if old_pos else -1
+        k = len(new_pos)
+        while k and new_pos[k - 1] > top:
+            k -= 1
+        removed = [] if k == len(old_pos) else sorted(set(old_pos) - set(new_pos[:k]))
+        links.append([*key, removed, new_ids[k:], new_pos[k] if k < len(new_pos) else 0])
     return jsonio.dumps({"links": links, "inline": [list(k) for k in plan.inline_gone]})
 
 
@@ -84,12 +124,26 @@ def adopt_shapes(shapes: pg_rows.Shapes, text: str | None) -> None:
     if not text:
         return
     told = jsonio.loads(text)
+    links = shapes.links
     for item in told.get("links") or ():
         key = (item[0], item[1], item[2])
-        if len(item) > 3:
-            shapes.links[key] = (list(item[3]), list(item[4]))
+        if len(item) == 3:
+            links.pop(key, None)
+            continue
+        removed, added, first = item[3], item[4], item[5]
+        ids, positions = links.get(key, ([], []))
+        if removed:
+            gone = set(removed)
+            kept = [(i, p) for i, p in zip(ids, positions) if p not in gone]
+            ids, positions = [i for i, _ in kept], [p for _, p in kept]
         else:
-            shapes.links.pop(key, None)
+            ids, positions = list(ids), list(positions)
+        ids.extend(added)
+        positions.extend(range(first, first + len(added)))
+        if ids:
+            links[key] = (ids, positions)
+        else:
+            links.pop(key, None)
     for kind, eid, name in told.get("inline") or ():
         shapes.inline.discard((kind, eid, name))
 
@@ -122,15 +176,14 @@ class Append:
         nxt = self.first_event + 1
         for i, (record, count) in enumerate(zip(self.logged, self.counts)):
             seq = expected + 1 + i
-            shapes = quote(self.shapes) + b"::json" if seq == last and self.shapes \
-                else b"NULL"
-            rows.append(b"(%d, %d, " % (seq, nxt) + origin + b", " + quote(record)
-                        + b"::json, " + shapes + b")")
+            shapes = quote(self.shapes) if seq == last and self.shapes else b"NULL"
+            rows.append(b"(%d, %d, " % (seq, nxt) + origin + b", " + quote(record) + b", "
+                        + shapes + b")")
             nxt += count
         log = self.log
         return (b"SELECT " + log.append_fn + b"(%d, %d, %d, " % (
                     expected, len(self.logged), sum(self.counts)) + quote(log.channel.encode())
-                + b"); INSERT INTO " + log.table + b" (seq, first_event, origin, record, shapes)"
+                + b", " + origin + b"); INSERT INTO " + log.table + b" (seq, first_event, origin, record, shapes)"
                 b" VALUES " + b", ".join(rows))
 
 
@@ -145,7 +198,7 @@ class Statements:
         self.table = table.as_string().encode()
         self.append_fn = sql.Identifier(schema, "maestro_log_append").as_string().encode()
         self.read = sql.SQL(
-            "SELECT seq, first_event, record::text, shapes::text FROM {} "
+            "SELECT seq, origin, first_event, record, shapes FROM {} "
             "WHERE seq > %s ORDER BY seq LIMIT %s").format(table)
         self.origin_of = sql.SQL("SELECT origin FROM {} WHERE seq = %s").format(table)
         self.trim = sql.SQL("DELETE FROM {} WHERE seq <= %s").format(table)
