@@ -912,6 +912,12 @@ def test_the_checkpoint_size_given_to_the_store_reaches_its_writer(tmp_path, wri
                 outcome = await store.send_batch([[Op("task", task["id"], task, None,
                                                       "proj_s", True)]])
                 assert outcome.accepted == 1
+            # The helper checkpoints on a thread of its own once the journal passes the
+            # size; each answer brings its latest figures.
+            deadline = time.monotonic() + 20
+            while store.health()["journalBytes"] >= 4096 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                await store.resume()
         finally:
             store.detach_loop()
 

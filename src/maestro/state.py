@@ -9,6 +9,7 @@ append to a long list costs the new entry, not the list."""
 from __future__ import annotations
 
 import bisect
+import operator
 from typing import Any, Iterable
 
 from . import jsonio
@@ -88,6 +89,13 @@ def _discard(ids: list[str], eid: str, key: tuple, key_of) -> None:
         ids.remove(eid)
 
 
+def _key_picker(fields: tuple[str, ...]):
+    """entity -> the tuple of its `fields` in one call (KeyError when one is missing)."""
+    if len(fields) == 1:
+        return lambda entity: (entity[fields[0]],)
+    return operator.itemgetter(*fields)
+
+
 class Table:
     """One kind of entity: the records, their order, their indexes and encoded forms."""
 
@@ -103,6 +111,17 @@ class Table:
         self.compound = {frozenset(fields): (tuple(fields), _Index()) for fields in compound}
         # Fields holding a list of ids, indexed by each member (session.taskIds).
         self.multi = {name: _Index() for name in multi}
+        # Every field some index reads, with the indexes that read it as (index, the field for
+        # a single-field one, the key picker and fields for a compound one): a replacement
+        # moves only the indexes of the fields it changed.
+        self._readers: dict[str, list[tuple]] = {}
+        self._compound_keys = [(_key_picker(fields), fields, idx)
+                               for fields, idx in self.compound.values()]
+        for name, idx in self.indexes.items():
+            self._readers.setdefault(name, []).append((idx, name, None, None))
+        for fields, idx in self.compound.values():
+            for f in fields:
+                self._readers.setdefault(f, []).append((idx, None, _key_picker(fields), fields))
         # Encoded forms by entity identity, and recently replaced versions of big entities
         # (id -> (entity, its spliced encoding)); both shared with the twin table of the other
         # state (working and committed views hold the same entity objects), so each version
@@ -138,8 +157,11 @@ class Table:
             hit = self._encoded.pop(id(old), None)
             self.rows[eid] = entity
             self._reindex(old, entity)
-            self._splice(old, hit[1] if hit is not None and hit[0] is old else None, entity,
-                         growth)
+            encoding = hit[1] if hit is not None and hit[0] is old else None
+            if growth or id(entity) in self._retired or not (
+                    encoding is None or type(encoding) is bytes
+                    and len(encoding) < BIG_ENTITY_BYTES):
+                self._splice(old, encoding, entity, growth)
             if self._paging:
                 self._page_move(old, entity)
             if self.listener is not None:
@@ -176,7 +198,9 @@ class Table:
 
     def _splice(self, old: dict, encoding: bytes | Spliced | None, new: dict,
                 growth: Growth | None) -> None:
-        """Encode a big entity's new version from the parts of the one it replaces."""
+        """Encode a big entity's new version from the parts of the one it replaces (`put`
+        calls it only when there is something to do: a big or growing entity, or a replaced
+        version put back)."""
         if isinstance(encoding, Spliced):
             self._retire(old, encoding)
         current = self._encoded.get(id(new))
@@ -212,8 +236,12 @@ class Table:
         get = e.get
         for name, idx in self.indexes.items():
             idx.add(get(name), eid)
-        for fields, idx in self.compound.values():
-            idx.add(tuple([get(f) for f in fields]), eid)
+        for pick, fields, idx in self._compound_keys:
+            try:
+                key = pick(e)
+            except KeyError:
+                key = tuple([get(f) for f in fields])
+            idx.add(key, eid)
         for name, idx in self.multi.items():
             members = e.get(name)
             if isinstance(members, list):
@@ -224,17 +252,42 @@ class Table:
         """Move `new` (replacing `old`, same id) in the indexes whose field changed only."""
         eid = new["id"]
         old_get, new_get = old.get, new.get
-        for name, idx in self.indexes.items():
+        moves: list | None = None
+        for name, readers in self._readers.items():
             before, after = old_get(name), new_get(name)
-            if before is not after and before != after:
-                idx.remove(before, eid)
-                idx.add(after, eid)
-        for fields, idx in self.compound.values():
-            before = tuple([old_get(f) for f in fields])
-            after = tuple([new_get(f) for f in fields])
-            if before != after:
-                idx.remove(before, eid)
-                idx.add(after, eid)
+            if before is after or before == after:
+                continue
+            if moves is None:
+                moves = readers
+            else:  # a compound index reading both fields moves once
+                moves = list(dict.fromkeys(moves + readers))
+        for idx, name, pick, fields in moves or ():
+            if name is not None:
+                before, after = old_get(name), new_get(name)
+            else:
+                try:
+                    before, after = pick(old), pick(new)
+                except KeyError:
+                    before = tuple([old_get(f) for f in fields])
+                    after = tuple([new_get(f) for f in fields])
+            # remove(before) and add(after), inline: this runs for every moved index.
+            buckets = idx.buckets
+            try:
+                bucket = buckets[before]
+                del bucket[eid]
+                if not bucket:
+                    del buckets[before]
+                    idx.paged.pop(before, None)
+            except (KeyError, TypeError):
+                pass
+            try:
+                bucket = buckets.get(after)
+                if bucket is None:
+                    buckets[after] = {eid: None}
+                else:
+                    bucket[eid] = None
+            except TypeError:
+                pass
         for name, idx in self.multi.items():
             before, after = old_get(name), new_get(name)
             if before is after or before == after:
@@ -280,7 +333,10 @@ class Table:
             fields, idx = combined
             candidates = idx.get(tuple(equals[f] for f in fields))
         for name, value in equals.items():
-            bucket = self.indexes[name].get(value)
+            index = self.indexes.get(name)
+            if index is None:  # a field not indexed here: filtered below
+                continue
+            bucket = index.get(value)
             if candidates is None or len(bucket) < len(candidates):
                 candidates = bucket
         for name, value in (contains or {}).items():
@@ -358,9 +414,12 @@ class Table:
                 fields, idx = combined
                 choices.append((idx, tuple(equals[f] for f in fields), not contains))
         for name, value in equals.items():
-            choices.append((self.indexes[name], value, len(equals) == 1 and not contains))
+            if name in self.indexes:
+                choices.append((self.indexes[name], value, len(equals) == 1 and not contains))
         for name, value in contains.items():
             choices.append((self.multi[name], value, not equals and len(contains) == 1))
+        if not choices:  # filters on fields not indexed here: walk everything, filtered
+            return self._page_source({}, {})[0], False
         exact = [c for c in choices if c[2]]
         idx, key, is_exact = exact[0] if exact else min(choices, key=lambda c: len(c[0].get(c[1])))
         found = idx.sorted_ids(key)
@@ -471,18 +530,27 @@ class Table:
 
 
 class State:
-    """Every entity with its indexes. `twin`: another State holding the same entities (the
-    committed view of a working state); the two share their encoding caches."""
+    """Every entity with its indexes. `twin`: the committed view of this working state, another
+    State holding the same entities; the two share their encoding caches. Lists are read from
+    the committed view, so a working state keeps only the indexes mutations look up (a
+    project's tasks and sessions, a task's children and sessions); the others (status, the
+    combined ones) would be kept up to date on every write for nobody. A filter on a field
+    without an index is still answered, from another field's bucket or a scan."""
 
     def __init__(self, twin: "State | None" = None) -> None:
+        view = twin is None
         self.projects = Table("createdAt", twin=twin.projects if twin else None)
-        self.tasks = Table("createdAt", indexed=("projectId", "parentId", "status"),
+        self.tasks = Table("createdAt",
+                           indexed=("projectId", "parentId", "status") if view
+                           else ("projectId", "parentId"),
                            compound=(("projectId", "status"), ("projectId", "parentId"),
                                      ("parentId", "status"),
-                                     ("projectId", "parentId", "status")),
+                                     ("projectId", "parentId", "status")) if view else (),
                            twin=twin.tasks if twin else None)
-        self.sessions = Table("startedAt", indexed=("projectId", "status"), multi=("taskIds",),
-                              compound=(("projectId", "status"),),
+        self.sessions = Table("startedAt",
+                              indexed=("projectId", "status") if view else ("projectId",),
+                              multi=("taskIds",),
+                              compound=(("projectId", "status"),) if view else (),
                               twin=twin.sessions if twin else None)
         self._tables = {"project": self.projects, "task": self.tasks, "session": self.sessions}
         self.table = self._tables.__getitem__  # table(kind) -> Table
