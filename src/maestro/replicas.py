@@ -139,6 +139,9 @@ class Replica:
     async def take_over(self, gone: str) -> int:
         """Mark every live session whose agent server `gone` started failed; then record the
         takeover as done. Returns how many sessions were marked."""
+        follower = getattr(self.service, "follower", None)
+        if follower is not None:  # every session the gone server created, applied here
+            await follower.catch_up()
         marked = 0
         message = (f"the server that ran its agent ({gone}) stopped answering: no heartbeat "
                    f"for more than {self.timeout_seconds:g} s")
