@@ -1,11 +1,14 @@
 # Two commands do all the set-up on a fresh clone:
 #   make serve   installs Maestro into .venv and starts the server on the JSON-file store
 #   make test    installs the test dependencies and runs the whole test suite
+#   make test-fast   the layers that run in-process: domain, service and store (seconds)
+#   make test-LAYER  one layer: domain, service, store, api, e2e or browser
 VENV ?= .venv
+LAYERS := domain service store api e2e browser
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: serve test install install-test bench lint clean
+.PHONY: serve test test-fast $(addprefix test-,$(LAYERS)) install install-test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,7 +29,13 @@ $(VENV)/.test-installed: $(VENV)/.installed pyproject.toml scripts/install-test-
 install-test: $(VENV)/.test-installed
 
 test: $(VENV)/.test-installed
-	$(PY) -m pytest -q
+	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q
+
+test-fast: $(VENV)/.test-installed
+	$(PY) -m pytest -q tests/domain tests/service tests/store
+
+$(addprefix test-,$(LAYERS)): test-%: $(VENV)/.test-installed
+	$(PY) -m pytest -q tests/$*
 
 bench: $(VENV)/.installed
 	$(PY) -m bench --help

@@ -1,114 +1,36 @@
-"""Shared fixtures: a real Maestro server in a subprocess on a free loopback port, with its own
-temporary data and session directories."""
+"""The fixtures every layer shares, defined once.
+
+The tests are in layers, one folder each: domain (pure rules), service (the service on the
+in-memory store), store (the store contract and what lies under it), api (HTTP and WebSocket
+through a real server), e2e (CLI, launcher, agents, MCP, crashes) and browser (the dashboard
+in Chromium). Support modules shared by the layers stay in tests/.
+
+A test module gets one real server for all its tests: `srv` (a started `ServerProcess`), `api`
+(an HTTP client on it), `ws_conn` (a WebSocket client on it) and `ws` (that client with no
+event pending, for each test). A module that needs other settings replaces `srv` with
+`srv = server_fixture(env={...})` (server_fixtures.py) and the clients follow it. `server` is a
+fresh server for each test (`client_fixtures("server", scope="function")` gives clients on it),
+and `make_server` makes as many as a test wants."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from hypothesis import settings
+from in_process import IN_PROCESS_LAYERS, forbid_processes
+from server_fixtures import server_fixture, server_fixtures
+from servers import ServerProcess
 
-ROOT = Path(__file__).resolve().parent.parent
+# Property tests that name no number of examples draw few for a quick run of a layer and many
+# for the whole suite (`make test` sets HYPOTHESIS_PROFILE=thorough).
+settings.register_profile("quick", max_examples=40)
+settings.register_profile("thorough", max_examples=200)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """A `maestro serve` subprocess. `url`, `ws_url`, `data_dir`, `session_dir` describe it;
-    `start()`, `stop()` (SIGTERM), `kill()` (SIGKILL) and `restart()` control it."""
-
-    def __init__(self, tmp: Path, env: dict | None = None, port: int | None = None):
-        self.tmp = tmp
-        self.data_dir = tmp / "data"
-        self.session_dir = tmp / "sessions"
-        self.port = port or free_port()
-        self.extra_env = dict(env or {})
-        self.proc: subprocess.Popen | None = None
-        self.log_path = tmp / f"server-{self.port}.log"
-        self._log = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/"
-
-    def env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MAESTRO_")}
-        env.update({"PORT": str(self.port), "HOST": "127.0.0.1",
-                    "DATA_DIR": str(self.data_dir), "SESSION_DIR": str(self.session_dir),
-                    "MAESTRO_WORKTREE_DIR": str(self.tmp / "worktrees"),
-                    "LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"})
-        env.update(self.extra_env)
-        return env
-
-    def start(self, wait: bool = True, timeout: float = 20.0) -> "ServerProcess":
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "maestro", "serve"], env=self.env(),
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=str(ROOT))
-        if wait:
-            self.wait_ready(timeout)
-        return self
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1.0,
-                             headers=self.auth_headers()).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"server did not answer within {timeout}s:\n{self.log()}")
-
-    def auth_headers(self) -> dict:
-        token = self.extra_env.get("MAESTRO_TOKEN")
-        return {"Authorization": f"Bearer {token}"} if token else {}
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self._close_log()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._close_log()
-
-    def restart(self) -> "ServerProcess":
-        self.stop()
-        return self.start()
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+srv, api, ws_conn, ws = server_fixtures()
+server = server_fixture("function")
 
 
 @pytest.fixture
@@ -134,26 +56,8 @@ def make_server(tmp_path):
             srv.kill()
 
 
-@pytest.fixture
-def server(make_server) -> ServerProcess:
-    return make_server()
-
-
-@pytest.fixture
-def api(server):
-    with httpx.Client(base_url=server.url, timeout=10.0) as client:
-        yield client
-
-
-def postgres_dsn() -> str | None:
-    """DSN of the test PostgreSQL, or None when none answers (under CI=true that is a failure,
-    never a skip)."""
-    dsn = os.environ.get("MAESTRO_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        import psycopg
-        with psycopg.connect(dsn, connect_timeout=3):
-            return dsn
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required under CI but not reachable at {dsn}: {exc}")
-        return None
+@pytest.fixture(autouse=True)
+def in_process_layer(request, monkeypatch):
+    """The tests of tests/domain and tests/service start no process (see in_process.py)."""
+    if request.path.parent.name in IN_PROCESS_LAYERS:
+        forbid_processes(monkeypatch)

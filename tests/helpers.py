@@ -1,4 +1,4 @@
-"""Helpers shared by the black-box API tests: a server per test module, an HTTP client, a
+"""Helpers shared by the black-box API tests: an HTTP client, polling until something holds, a
 WebSocket collector with a ping/pong barrier, snapshots of the data directory, and checks of the
 entity files against what the API returns."""
 
@@ -10,12 +10,12 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import ServerProcess
+from servers import ServerProcess
 from websockets.sync.client import connect
 
 JSON_TYPE = "application/json; charset=utf-8"
@@ -38,21 +38,23 @@ ID_RE = {kind: re.compile(rf"^{prefix}_\d{{13}}_[0-9a-z]{{1,9}}$")
 
 
 # ------------------------------------------------------------------ servers and clients
-def module_server(tmp_path_factory, env: dict | None = None) -> Iterator[ServerProcess]:
-    """Body of a module-scoped fixture: one real server for all tests of a module."""
-    srv = ServerProcess(tmp_path_factory.mktemp("srv"), env)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        try:
-            srv.stop()
-        except Exception:
-            srv.kill()
-
-
 def http_client(srv: ServerProcess) -> httpx.Client:
     return httpx.Client(base_url=srv.url, timeout=30.0, trust_env=False)
+
+
+def write_then_kill(srv: ServerProcess, action: Callable[[httpx.Client], Any],
+                    attempts: int = 5) -> Any:
+    """Start `srv`, run `action(api)` and `kill -9` the server at once, while the journal still
+    holds the changes (a checkpoint waits for 1 s of idleness). Returns what `action` returned."""
+    journal = srv.data_dir / "journal"
+    for _ in range(attempts):
+        srv.start()
+        with http_client(srv) as api:
+            result = action(api)
+        srv.kill()
+        if journal.stat().st_size:
+            return result
+    raise AssertionError("a checkpoint emptied the journal before the kill every time")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02,
@@ -66,6 +68,24 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+def wait_for_item(take: Callable[[float], Any], predicate: Callable[[Any], Any],
+                  timeout: float, seen: list | None = None, what: str = "item") -> Any:
+    """Take items one by one (`take(seconds)` waits at most that long for the next one and
+    raises `queue.Empty` when none came) until one satisfies `predicate`; returns it. Every
+    item taken is appended to `seen`; fail after `timeout` seconds."""
+    seen = [] if seen is None else seen
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            item = take(left)
+        except queue.Empty:
+            continue
+        seen.append(item)
+        if predicate(item):
+            return item
+    raise AssertionError(f"no matching {what} within {timeout}s; saw: {seen}")
 
 
 # ------------------------------------------------------------------ responses

@@ -6,20 +6,13 @@ directory or database written by another program would."""
 from __future__ import annotations
 
 import json
-import secrets
-import urllib.parse
 from collections.abc import Callable
 
 import psycopg
 import pytest
-from conftest import postgres_dsn
+from servers import pg_env, postgres_schema
 
 STORES = ["files", "postgres"]
-
-
-def _with_search_path(dsn: str, schema: str) -> str:
-    sep = "&" if "?" in dsn else "?"
-    return dsn + sep + urllib.parse.urlencode({"options": f"-csearch_path={schema}"})
 
 
 @pytest.fixture(params=STORES)
@@ -28,19 +21,8 @@ def store(request):
     if request.param == "files":
         yield {"name": "files", "env": {}, "url": None}
         return
-    dsn = postgres_dsn()
-    if dsn is None:
-        pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432 (database test)")
-    schema = f"maestro_coord_{secrets.token_hex(6)}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    url = _with_search_path(dsn, schema)
-    try:
-        yield {"name": "postgres", "env": {"DATABASE_TYPE": "postgres", "DATABASE_URL": url},
-               "url": url}
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with postgres_schema("maestro_coord") as (url, _):
+        yield {"name": "postgres", "env": pg_env(url), "url": url}
 
 
 def edit_task(store: dict, srv, task: dict, change: Callable[[dict], None]) -> None:
