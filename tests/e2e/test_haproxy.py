@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, free_port
 from helpers import wait_until
+from servers import ROOT, free_port
 from test_postgres_server import database, pg_env  # noqa: F401 - the PostgreSQL fixture
 from websockets.sync.client import connect
 
