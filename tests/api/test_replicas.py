@@ -374,15 +374,22 @@ async def _load(servers: list, project_id: str, victim, stop_after: float) -> li
 
 def test_a_replica_killed_under_load_loses_nothing_acknowledged(make_server, database):
     servers = replicas(make_server, database, 3)
-    streams = [Stream(s.ws_url) for s in servers[:2]]
+    streams = [Stream(s.ws_url) for s in servers]
     try:
         with client(servers[0]) as api:
             project = ok(api.post("/api/projects", json={"name": "Kill"}), 201)
         acknowledged = asyncio.run(_load(servers, project["id"], servers[2], 3.0))
         assert servers[2].proc.poll() is not None
         assert len(acknowledged) > 100
+        # The killed replica's WebSocket client moves to another one with what it last got.
+        orphan = streams.pop()
+        last = orphan.last_seq()
+        assert orphan.seqs() == list(range(1, last + 1))
+        orphan.close()
+        streams.append(Stream(servers[1].ws_url + f"?since={last}"))
         head = event_head(database)
-        assert_same_stream(streams, head)
+        assert_same_stream(streams[:2], head)
+        assert_same_stream(streams[2:], head, first=last + 1)
         assert_converged(servers[:2], database)
         with client(servers[1]) as api:
             held = {t["id"] for t in ok(api.get("/api/tasks",
