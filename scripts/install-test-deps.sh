@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# System packages the test suite needs: Chromium for the dashboard tests, tmux for the launcher.
+# System packages the test suite needs: Chromium for the dashboard tests, tmux for the launcher,
+# HAProxy for the test of deploy/haproxy.cfg in front of two replicas.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+# Debian installs haproxy in /usr/sbin, which a user's PATH may leave out.
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

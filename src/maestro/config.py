@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -113,6 +114,13 @@ class Settings:
     keepalive_timeout: float = 5.0
     max_connections: int = 2000
     max_header_bytes: int = 64 * 1024
+    # Several servers on one PostgreSQL database (README "Run several replicas"): this server's
+    # name among them (default host name:port), how often it writes its heartbeat, and how old
+    # another's heartbeat may grow before that server counts as gone and its agents' sessions
+    # are marked failed.
+    replica_id: str = ""
+    replica_heartbeat_seconds: float = 5.0
+    replica_timeout_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -195,6 +203,12 @@ class Settings:
                                         env.get("MAESTRO_MAX_HEADER_BYTES") or "65536", 1024,
                                         MAX_HEADER_BYTES_LIMIT)
         s.server_url = env.get("SERVER_URL") or ""
+        s.replica_id = (env.get("MAESTRO_REPLICA_ID") or "").strip()
+        s.replica_heartbeat_seconds = _parse_positive(
+            "MAESTRO_REPLICA_HEARTBEAT_SECONDS",
+            env.get("MAESTRO_REPLICA_HEARTBEAT_SECONDS") or "5")
+        s.replica_timeout_seconds = _parse_positive(
+            "MAESTRO_REPLICA_TIMEOUT_SECONDS", env.get("MAESTRO_REPLICA_TIMEOUT_SECONDS") or "30")
         for name, value in overrides.items():
             if value is None:
                 continue
@@ -205,6 +219,8 @@ class Settings:
             setattr(s, name, value)
         if not s.server_url:
             s.server_url = f"http://localhost:{s.port}"
+        if not s.replica_id:
+            s.replica_id = f"{socket.gethostname()}:{s.port}"
         s.server_url = s.server_url.rstrip("/")
         s.validate()
         return s
@@ -217,6 +233,13 @@ class Settings:
         _choice("MAESTRO_LAUNCHER", self.launcher, LAUNCHERS)
         if self.database_type == "postgres" and not self.database_url:
             raise ConfigError("DATABASE_TYPE=postgres needs DATABASE_URL")
+        if len(self.replica_id) > 200 or not self.replica_id.isprintable():
+            raise ConfigError("MAESTRO_REPLICA_ID must be at most 200 printable characters")
+        if self.replica_timeout_seconds < 2 * self.replica_heartbeat_seconds:
+            raise ConfigError(
+                "MAESTRO_REPLICA_TIMEOUT_SECONDS must be at least twice "
+                f"MAESTRO_REPLICA_HEARTBEAT_SECONDS ({self.replica_timeout_seconds} < 2 x "
+                f"{self.replica_heartbeat_seconds}): a live server would be taken for gone")
         if not is_loopback_host(self.host) and not self.token:
             raise ConfigError(
                 f"refusing to listen on {self.host} without a token: anyone who can reach it "

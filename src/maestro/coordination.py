@@ -3,8 +3,11 @@ the truth) as a part of the Service.
 
 Every check and its write happen inside one `apply` under the mutation lock, so on every store
 two racing requests are serialised: of two claims of one task, or of two edges A→B and B→A,
-exactly one wins. Times are the server's clock: with one server process that is the only clock
-that matters (replicas sharing a database would take the database's clock instead)."""
+exactly one wins. Leases are granted, checked and expired on one clock, `claim_now`: the
+server's own, plus, when several servers share a PostgreSQL database, the offset of the
+database's clock measured at each heartbeat (replicas.py), so that every server decides on the
+same time. Two servers sweeping the same expired lease do no harm: the sweep checks again, in
+its mutation, that the lease is still there and expired."""
 
 from __future__ import annotations
 
@@ -65,7 +68,14 @@ class Coordination:
     # Test-only: a claim checks, sleeps this long, then grants in a second step (a deliberate
     # check-then-act race, to show that the race test detects double grants).
     claim_race_delay_ms = 0
+    # Milliseconds to add to this machine's clock to read the shared clock (the database's,
+    # measured by the replica heartbeat; 0 for a server alone).
+    clock_offset_ms = 0
     _sweeper: asyncio.Task | None = None
+
+    def claim_now(self) -> int:
+        """Now, in ms, on the clock every lease decision uses (see the module's docstring)."""
+        return now_ms() + self.clock_offset_ms
 
     # ------------------------------------------------------------ reads
     def list_ready(self, project_id: str | None = None, parent_id: str | None = None,
@@ -73,7 +83,7 @@ class Coordination:
         """Ready tasks (§15.2) of a project and/or under a parent, in §15.2 order."""
         if status is not None and status != "pending":
             return []
-        now = now_ms()
+        now = self.claim_now()
         get = self.state.tasks.rows.get
         out = []
         for key in self.ready_index.ready_keys(project_id, parent_id):
@@ -97,7 +107,7 @@ class Coordination:
 
     def task_readiness(self, task_id: str) -> dict:
         """GET /api/tasks/:id/readiness."""
-        result = assess(task_id, self.state.tasks.rows.get, now_ms())
+        result = assess(task_id, self.state.tasks.rows.get, self.claim_now())
         if result is None:
             raise task_not_found(task_id)
         return result.body()
@@ -187,7 +197,7 @@ class Coordination:
         carrying a claim token that is not the live one (§15.3). The user writes freely."""
         if actor is None and claim_token is None:
             return
-        claim = live_claim(task, now_ms())
+        claim = live_claim(task, self.claim_now())
         if claim_token is not None:
             if claim is None or claim.get("token") != claim_token \
                     or (actor is not None and claim.get("sessionId") != actor):
@@ -305,10 +315,10 @@ class Coordination:
         def check() -> dict | None:
             task = self.get_task(task_id)
             self._active_session(session_id, task.get("projectId"))
-            return self._claimable(task, session_id, now_ms())
+            return self._claimable(task, session_id, self.claim_now())
 
         def apply(tx: Tx) -> dict:
-            now = now_ms()
+            now = self.claim_now()
             held = check()
             if held is not None:  # the same session again: the lease is renewed, same token
                 claim = self._renew(tx, self.state.tasks.get(task_id), ttl, now)
@@ -319,12 +329,12 @@ class Coordination:
             if check() is None:
                 await asyncio.sleep(self.claim_race_delay_ms / 1000)
                 return await self._mutate(
-                    lambda tx: self._grant(tx, task_id, session_id, ttl, now_ms()))
+                    lambda tx: self._grant(tx, task_id, session_id, ttl, self.claim_now()))
         return await self._mutate(apply)
 
     def _next_ready(self, project_id: str, parent_id: str | None) -> str | None:
         """The first ready task (§15.2 order) with no unfinished children."""
-        now = now_ms()
+        now = self.claim_now()
         get = self.state.tasks.rows.get
         children = self.state.tasks.indexes["parentId"]
         for key in self.ready_index.ready_keys(project_id, parent_id):
@@ -352,19 +362,20 @@ class Coordination:
             tid = check()
             if tid is None:
                 return {"task": None, "claim": None}
-            return self._grant(tx, tid, session_id, ttl, now_ms())
+            return self._grant(tx, tid, session_id, ttl, self.claim_now())
 
         if self.claim_race_delay_ms:
             tid = check()
             if tid is None:
                 return {"task": None, "claim": None}
             await asyncio.sleep(self.claim_race_delay_ms / 1000)
-            return await self._mutate(lambda tx: self._grant(tx, tid, session_id, ttl, now_ms()))
+            return await self._mutate(
+                lambda tx: self._grant(tx, tid, session_id, ttl, self.claim_now()))
         return await self._mutate(apply)
 
     def _held_claim(self, task_id: str, session_id: str, token: int) -> dict:
         task = self.get_task(task_id)
-        claim = live_claim(task, now_ms())
+        claim = live_claim(task, self.claim_now())
         if claim is None or claim.get("sessionId") != session_id or claim.get("token") != token:
             raise self._claim_lost(task, claim)
         return task
@@ -376,7 +387,7 @@ class Coordination:
 
         def apply(tx: Tx) -> dict:
             task = self._held_claim(task_id, session_id, token)
-            return {"claim": self._renew(tx, task, ttl, now_ms())}
+            return {"claim": self._renew(tx, task, ttl, self.claim_now())}
 
         return await self._mutate(apply)
 
@@ -421,7 +432,7 @@ class Coordination:
 
         def apply(tx: Tx) -> dict:
             session = self._active_session(session_id, None)
-            now = now_ms()
+            now = self.claim_now()
             claims = []
             for tid in list(self.ready_index.claims_by_session.get(session_id, ())):
                 task = self.state.tasks.get(tid)
@@ -439,7 +450,7 @@ class Coordination:
     async def sweep_expired_claims(self) -> int:
         """Return every task whose lease ran out to pending (event task:claim_expired)."""
         def apply(tx: Tx) -> int:
-            now = now_ms()
+            now = self.claim_now()
             count = 0
             for tid in self.ready_index.due(now):
                 task = self.state.tasks.get(tid)
@@ -452,7 +463,7 @@ class Coordination:
             return count
 
         due = self._ready_working.next_expiry()  # the heap lives on the working index
-        if due is None or due > now_ms():
+        if due is None or due > self.claim_now():
             return 0
         return await self._mutate(apply)
 

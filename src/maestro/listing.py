@@ -3,11 +3,11 @@ part of the Service. Every read uses the committed view (`self.state` outside a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .domain.history import merged_history
 from .domain.readiness import live_claim
-from .ids import now_ms
 from .paging import PageRequest, page_of, walk
 from .vocabulary import FINAL_SESSION_STATUSES
 
@@ -49,10 +49,11 @@ def _is_active(session: dict) -> bool:
 
 
 class Listing:
-    """Mixed into the Service: uses its `state`, `ready_index` and `get_task`."""
+    """Mixed into the Service: uses its `state`, `ready_index`, `get_task` and `claim_now`."""
 
     state: State
     ready_index: ReadyIndex
+    claim_now: Callable[[], int]
 
     def page_projects(self, page: PageRequest, only: str | None = None) -> Page:
         """A page of projects in creation order; `only`: just that project (an agent's)."""
@@ -86,7 +87,7 @@ class Listing:
         """A page of ready work (SPEC §15.2), in priority order."""
         if status is not None and status != "pending":
             return [], None
-        now = now_ms()
+        now = self.claim_now()  # the lease clock (coordination.py)
         get = self.state.tasks.rows.get
         index = self.ready_index
         check_project = parent_id is not None and project_id is not None

@@ -106,6 +106,23 @@ class _TrailingSlash:
         await self.app(scope, receive, send)
 
 
+def shared_with_replicas(service: Service, settings: Settings, tokens: TokenRegistry):
+    """On PostgreSQL, what all servers of the database share: the agents' token digests move
+    to the database and this server joins the replicas (its heartbeat, the takeover of gone
+    ones); returns the Replica, or None on a store that is this server's alone."""
+    store = service.store
+    if getattr(store, "name", "") != "postgres":
+        return None
+    from ..replicas import Replica
+    from ..store.pg_side import SideConnection
+    from ..token_stores import PostgresTokenStore
+
+    tokens.use(PostgresTokenStore(SideConnection(store.dsn, store.schema, "tokens")))
+    return Replica(service, SideConnection(store.dsn, store.schema, "replica"),
+                   settings.replica_id, settings.server_url, settings.replica_heartbeat_seconds,
+                   settings.replica_timeout_seconds)
+
+
 def create_app(settings: Settings, store: Store | None = None, service: Service | None = None):
     """Build the whole application; the service starts and stops with the ASGI lifespan."""
     if service is None:
@@ -131,9 +148,13 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
         await service.start()
         service.committer.on_commit.append(lambda tx: tokens.on_commit(tx.changes()))
         tokens.bind(getattr(service.store, "location", None) or str(settings.data_dir))
+        replica = await asyncio.to_thread(shared_with_replicas, service, settings, tokens)
         # Before any request: digests of sessions that ended or went away while the server was
         # down (or whose removal a crash undid) are removed.
         await asyncio.to_thread(tokens.sweep)
+        if replica is not None:
+            await replica.start()  # before the launcher looks at its agents
+            service.health_sections["replica"] = replica.health
         for ext in extensions:
             await ext.start()
         try:
@@ -141,6 +162,9 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
         finally:
             for ext in reversed(extensions):
                 await ext.stop()
+            if replica is not None:
+                await replica.stop()
+            await asyncio.to_thread(tokens.store.close)
             await hub.close_all()
             await service.stop()
 
@@ -189,6 +213,13 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     app.state.policy = policy
     app.state.router = router
     secured = Security(_TrailingSlash(router), settings, token_checker=tokens.identify)
+
+    async def catch_up() -> None:
+        if service.follower is not None:
+            await service.follower.catch_up()
+
+    if settings.database_type == "postgres":
+        secured.awaits_session, secured.catch_up = tokens.awaits_session, catch_up
     secured.inner = app
     mcp.app = secured  # tool calls reach the REST routes through every check a request meets
     return secured

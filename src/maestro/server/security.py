@@ -55,6 +55,11 @@ class Security:
         self.token = settings.token.encode() if settings.token else b""
         # Extra verifier for per-session agent tokens: callable(bytes) -> identity or None.
         self.token_checker = token_checker
+        # Several servers on one database: `awaits_session(token)` says whether an agent token
+        # names a session this server has not heard of yet, and `catch_up()` applies what the
+        # other servers wrote, so an agent spawned through another server is known at once.
+        self.awaits_session = None
+        self.catch_up = None
         own = {"localhost", "127.0.0.1", "::1", socket.gethostname().lower()}
         bind = settings.host.lower()
         if bind not in ("0.0.0.0", "::", ""):
@@ -112,6 +117,10 @@ class Security:
         if (self.token or self.token_checker is not None) \
                 and not _dashboard_asset(kind, method, scope["path"]):
             identity = self._authenticate(scope, headers)
+            if identity is False and self.catch_up is not None \
+                    and self.awaits_session(self._presented(scope, headers)):
+                await self.catch_up()
+                identity = self._authenticate(scope, headers)
             if identity is False and _liveness_probe(kind, method, scope["path"], headers):
                 return await self._alive(send, method == "HEAD")
             if identity is False:
@@ -125,9 +134,9 @@ class Security:
             send = self._with_cors(send, origin)
         return await self.app(scope, receive, send)
 
-    def _authenticate(self, scope, headers):
-        """False when a token is required and none valid was given; else the identity (None
-        for the user's own full rights)."""
+    @staticmethod
+    def _presented(scope, headers) -> bytes:
+        """The bearer token of a request (or of a WebSocket's `?token=`), or b""."""
         presented = b""
         auth = headers.get(b"authorization", b"")
         if auth[:7].lower() == b"bearer ":
@@ -136,6 +145,12 @@ class Security:
             qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             if qs.get("token"):
                 presented = qs["token"][0].encode()
+        return presented
+
+    def _authenticate(self, scope, headers):
+        """False when a token is required and none valid was given; else the identity (None
+        for the user's own full rights)."""
+        presented = self._presented(scope, headers)
         if self.token and presented and hmac.compare_digest(presented, self.token):
             return None
         if presented and self.token_checker is not None:

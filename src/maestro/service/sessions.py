@@ -139,10 +139,11 @@ class Sessions:
         return await self._mutate(apply)
 
     async def update_session(self, session_id: str, body: dict, *, stopped: bool = False,
-                             end: dict | None = None) -> dict:
+                             end: dict | None = None, if_active: bool = False) -> dict:
         """PATCH /api/sessions/:id. `stopped`: the launcher ends a session it stopped (its
         tasks are treated as failed whatever the status, §15.5). `end`: how its agent ended
-        (`endReason`, `endMessage`), kept in the session's metadata when this ends it."""
+        (`endReason`, `endMessage`), kept in the session's metadata when this ends it.
+        `if_active`: change nothing (and return the session as it is) once it has ended."""
         _check_update(body)
         status = body.get("status")
         agent_id = body.get("agentId")
@@ -153,6 +154,8 @@ class Sessions:
 
         def apply(tx: Tx) -> dict:
             old = self.get_session(session_id)
+            if if_active and not _is_active(old):
+                return old
             wanted = dedupe(task_ids) if task_ids is not None else None
             if wanted is not None:
                 self._check_link_targets("session", session_id, wanted, task_not_found)

@@ -36,6 +36,7 @@ from ..config import Settings
 from ..errors import ApiError, validation
 from ..ids import is_safe_file_component, now_ms
 from ..mcp.wiring import CONFIG_FILE as MCP_CONFIG_FILE
+from ..replicas import END_REASON as REPLICA_LOST
 from ..service import Service
 from ..vocabulary import AGENT_ROLES, FINAL_SESSION_STATUSES
 from .endings import end_message
@@ -83,6 +84,18 @@ class Agent:
         info = read_json(self.folder / PROCESS_FILE)
         pgid = info.get("agentPgid") if info else None
         return pgid if isinstance(pgid, int) and pgid > 1 else None
+
+
+def _taken_over(session: dict) -> bool:
+    """Whether another server, finding this one gone, ended the session (replicas.py): its
+    agent, whose token is revoked, is stopped."""
+    metadata = session.get("metadata")
+    return isinstance(metadata, dict) and metadata.get("endReason") == REPLICA_LOST \
+        and session.get("status") in FINAL_SESSION_STATUSES
+
+
+def _gone_or_taken_over(session: dict | None) -> bool:
+    return session is None or _taken_over(session)
 
 
 def launch_error(status: int, code: str, message: str, session_id: str) -> ApiError:
@@ -228,7 +241,7 @@ class Launcher:
         if self.settings.mcp_tools:  # the agent's MCP tools are narrowed like /mcp
             env["MAESTRO_MCP_TOOLS"] = ",".join(self.settings.mcp_tools)
         if self.tokens is not None:  # the agent acts with its own identity only
-            env["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session["id"])
+            env["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session)
         env["PATH"] = self._path()
         return argv, cwd, env
 
@@ -402,9 +415,10 @@ class Launcher:
                 await self._finish(agent, outcome)
                 return
             now = time.monotonic()
-            if agent.stop_at is None and self.service.get_session_or_none(agent.session_id) \
-                    is None:
-                self._request_stop(agent)  # the session was deleted: its agent goes too
+            if agent.stop_at is None and _gone_or_taken_over(
+                    self.service.get_session_or_none(agent.session_id)):
+                # Deleted, or ended by a server that took this one over: its agent goes too.
+                self._request_stop(agent)
             elif agent.stop_at is not None and agent.killed_at is None \
                     and now >= agent.stop_at + grace:
                 self._signal(agent, signal.SIGKILL)
@@ -516,7 +530,8 @@ class Launcher:
         waiting: list[tuple[int, str]] = []
         for session in self.service.sessions_where():
             sid = session.get("id")
-            if not isinstance(sid, str) or not is_safe_file_component(sid):
+            if not isinstance(sid, str) or not is_safe_file_component(sid) \
+                    or not self._mine(session):
                 continue
             folder = self.settings.session_dir / sid
             record = read_json(folder / RECORD_FILE)
@@ -542,6 +557,8 @@ class Launcher:
             elif state == "launched":
                 if read_json(folder / EXIT_FILE) is not None or self._alive(agent):
                     self.active[sid] = agent  # re-adopted (or its exit is read at once)
+                    if _taken_over(session):
+                        self._request_stop(agent)
                     self._spawn_task(self._run(agent, launch=False))
                 else:
                     await self._finish(agent, {"exitCode": None, "signal": None},
@@ -549,6 +566,13 @@ class Launcher:
                                        message="the agent was gone when the server restarted")
         for _, sid in sorted(waiting):
             self.queue.append(sid)
+
+    def _mine(self, session: dict) -> bool:
+        """Whether this server's launcher started the session's agent: of several replicas on
+        one database (which may share a SESSION_DIR), each follows only its own agents."""
+        metadata = session.get("metadata")
+        replica = metadata.get("replica") if isinstance(metadata, dict) else None
+        return replica is None or replica == self.settings.replica_id
 
     # ------------------------------------------------------------------ control API
     async def stop_session(self, session_id: str, by: str | None = None) -> dict:

@@ -279,6 +279,10 @@ class Spawner:
             metadata["agent"] = req["agent"]
         # spawnSource is what the caller declared (§9); this is who acts on the request.
         metadata["launchedBy"] = self.settings.launcher
+        if self.settings.database_type == "postgres":
+            # Of several servers on one database, the one whose launcher follows the agent
+            # (replicas.py: the others mark its sessions failed should it be gone).
+            metadata["replica"] = self.settings.replica_id
         name = req["sessionName"]
         if name is None:
             task = self.service.get_task_or_none
@@ -302,11 +306,7 @@ class Spawner:
             "envVars": fields["env"], "manifestPath": str(manifest_path), "manifest": manifest,
             "spawnSource": req["spawnSource"], "parentSessionId": req["parentSessionId"],
         }
-        if self.settings.launcher == "ui" and self.tokens is not None:
-            # The UI opens the agent's terminal with `envVars`: the agent's own token goes
-            # there, never into the stored session (only the user's own clients hear it).
-            payload["envVars"] = dict(fields["env"])
-            payload["envVars"]["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session_id)
+        hand_token = self.settings.launcher == "ui" and self.tokens is not None
         first_events = [Event("session:spawn_request", payload)]
         if self.settings.spawn_event_alias:  # extension E9
             first_events.append(Event("session:spawn", payload))
@@ -322,6 +322,13 @@ class Spawner:
 
         def created(session: dict) -> None:
             payload["session"] = session
+            if hand_token:
+                # The UI opens the agent's terminal with `envVars`: the agent's own token goes
+                # there, never into the stored session (only the user's own clients hear it).
+                # Minted for the session as created (its digest is bound to it), before any
+                # event goes out.
+                payload["envVars"] = dict(fields["env"])
+                payload["envVars"]["MAESTRO_SESSION_TOKEN"] = self.tokens.mint(session)
 
         try:
             return await service.create_session_from(

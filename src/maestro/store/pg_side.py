@@ -1,0 +1,69 @@
+"""A connection of its own to the PostgreSQL store's database, for what every server of that
+database shares beside the entities (session token digests, the servers' heartbeats): short
+autocommit statements, each its own committed transaction, on the schema the store opened.
+
+The store's own connection stays its committer's alone. One lock serialises the statements (they
+come from the event loop and from worker threads); a broken connection is replaced once per
+statement before the error is raised."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+log = logging.getLogger("maestro.store")
+
+CONNECT_TIMEOUT = 5
+
+
+class SideConnection:
+    def __init__(self, dsn: str, schema: str, purpose: str):
+        self.dsn = dsn
+        self.schema = schema
+        self.purpose = purpose
+        self._conn = None
+        self._lock = threading.Lock()
+
+    def table(self, name: str) -> str:
+        """`name` qualified by the store's schema, quoted, for a statement's text."""
+        from psycopg import sql
+
+        return sql.Identifier(self.schema, name).as_string()
+
+    def _connect(self):
+        import psycopg
+
+        conn = psycopg.connect(
+            self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+            application_name=f"maestro {self.purpose} pid {os.getpid()} on "
+                             f"{socket.gethostname()}")
+        conn.execute("SET synchronous_commit = on")
+        return conn
+
+    def execute(self, query: str, params: tuple | list = ()) -> list[tuple[Any, ...]]:
+        """Run one statement in its own transaction; its rows (empty when it returns none)."""
+        import psycopg
+
+        with self._lock:
+            for attempt in range(2):
+                conn = self._conn
+                if conn is None or conn.closed or conn.broken:
+                    self._conn = conn = self._connect()
+                try:
+                    cur = conn.execute(query, params)
+                    return cur.fetchall() if cur.description is not None else []
+                except psycopg.OperationalError:
+                    if attempt or not (conn.closed or conn.broken):
+                        raise
+                    log.warning("%s: the connection to the database broke; reconnecting",
+                                self.purpose)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
