@@ -303,7 +303,7 @@ class Committer:
     def submit(self, tx: Tx) -> asyncio.Future:
         """Queue `tx` (called under the mutation lock); the future resolves once it is durable."""
         fut = asyncio.get_running_loop().create_future()
-        ops = tx.ops(getattr(self.store, "wants_deltas", False))
+        ops = tx.ops(self.store.wants_deltas)
         if self._record is not None:
             tx.log_record = self._record(tx, ops)
         self._busy = True

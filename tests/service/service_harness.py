@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from maestro import coordination, listing
+from maestro import coordination
 from maestro.errors import ApiError
 from maestro.events import EventBus
 from maestro.service import Service
@@ -96,8 +96,8 @@ class RunningService:
 @pytest.fixture
 def clock(monkeypatch) -> Clock:
     clock = Clock()
+    # Every lease decision reads `Service.claim_now` (coordination.py), on this clock.
     monkeypatch.setattr(coordination, "now_ms", clock)
-    monkeypatch.setattr(listing, "now_ms", clock)
     return clock
 
 

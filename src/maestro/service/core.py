@@ -190,14 +190,12 @@ class ServiceCore:
             try:
                 result = fn(tx)
                 if tx.changed:
-                    check = getattr(self.store, "check_op", None)
-                    ops = tx.ops(getattr(self.store, "wants_deltas", False))
-                    if check is not None:
-                        for op in ops:
-                            try:
-                                check(op)
-                            except ValueError as exc:
-                                raise validation(str(exc)) from None
+                    check = self.store.check_op
+                    for op in tx.ops(self.store.wants_deltas):
+                        try:
+                            check(op)
+                        except ValueError as exc:
+                            raise validation(str(exc)) from None
             except BaseException:
                 tx.rollback()
                 raise
