@@ -296,6 +296,8 @@ class Committer:
             bus.seq = now_ms() * 1000
         self._idle_waiters: list[asyncio.Future] = []
         self._busy = False
+        # Called each time nothing is left queued or being written.
+        self.on_idle: list[Callable[[], None]] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="maestro-committer")
@@ -461,6 +463,11 @@ class Committer:
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
+        for hook in self.on_idle:
+            try:
+                hook()
+            except Exception:
+                log.exception("idle hook failed")
 
     async def _run(self) -> None:
         """The commit loop: up to the store's pipeline depth of batches in flight (one for a

@@ -75,6 +75,8 @@ class ServiceCore:
         self.gate.set()
         # Changes refused because another server wrote first (each was run again).
         self.conflicts = 0
+        # Taking turns at the log with the other servers (turns.Turns, with a follower).
+        self.turns = None
 
     @property
     def state(self) -> State:
@@ -102,9 +104,14 @@ class ServiceCore:
         if self.store.keeps_log:
             from ..replica import Follower
 
+            from ..turns import Turns
+
             self.follower = Follower(self, self.store, self.log_poll_seconds)
+            self.turns = Turns(self, self.store)
+            self.committer.on_idle.append(self.turns.idle)
             self.follower.start()
-            self.health_sections["replication"] = self.follower.status
+            self.health_sections["replication"] = lambda: {**self.follower.status(),
+                                                           **self.turns.status()}
         self.start_sweeper()
 
     def _load(self, result: LoadResult) -> None:
@@ -168,6 +175,7 @@ class ServiceCore:
                     raise refusal from None
             except Behind:
                 self.conflicts += 1
+                self.turns.conflict()
                 # Another server wrote first: this one's change was undone; apply what the
                 # other wrote, then check and make the change again.
                 if attempt >= 2:
@@ -183,6 +191,21 @@ class ServiceCore:
                        "through other servers of the database; try again")
 
     async def _mutate_once(self, fn: Callable[[Tx], Any]) -> Any:
+        turns = self.turns
+        if turns is not None and await turns.enter():
+            try:
+                fut, result = await self._change(fn)
+            finally:
+                turns.leave()
+        else:
+            fut, result = await self._change(fn)
+        if fut is not None:
+            await fut
+        return result
+
+    async def _change(self, fn: Callable[[Tx], Any]) -> tuple[asyncio.Future | None, Any]:
+        """Run `fn` on the working state and queue what it changed: (what to wait for before
+        answering, its result)."""
         await self.gate.wait()
         async with self.lock:
             tx = Tx(self.working)
@@ -206,15 +229,11 @@ class ServiceCore:
                 # (With a log, events go through it even without a change: every server
                 # publishes them, numbered.)
                 if not tx.events:
-                    return result
+                    return None, result
                 # Events of a change that wrote nothing still wait for the changes before
                 # them, so a listener never hears of something not yet committed.
-                fut = self.committer.after_pending(tx)
-            else:
-                fut = self.committer.submit(tx)
-        if fut is not None:
-            await fut
-        return result
+                return self.committer.after_pending(tx), result
+            return self.committer.submit(tx), result
 
     def _check_entry(self, entry: dict, what: str) -> None:
         """413 for an appended entry whose JSON exceeds max_entry_bytes: every append is

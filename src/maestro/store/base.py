@@ -231,6 +231,17 @@ class SyncStore(Store):
     def send_batch(self, records: list[list[Op]], txs=None) -> asyncio.Future:
         return self._run_in_lane(self._commit(records, txs))
 
+    def in_lane(self, fn, *args) -> asyncio.Future:
+        """Run the blocking `fn(*args)` after everything sent before (e.g. PostgreSQL's turn
+        lock, on the connection that writes); resolves to what it returns."""
+        return self._run_in_lane(self._in_lane(fn, args))
+
+    async def _in_lane(self, fn, args):
+        async with self._lane:
+            if self.write_in_thread:
+                return await asyncio.to_thread(fn, *args)
+            return fn(*args)
+
     async def _commit(self, records: list[list[Op]], txs=None) -> Outcome:
         async with self._lane:
             if self._refusing is not None:

@@ -36,6 +36,8 @@ log = logging.getLogger("maestro.store")
 
 # First half of the advisory lock key ("MAES"); the second half is derived from the schema name.
 LOCK_CLASS = 0x4D414553
+# The same for the turn lock of servers that write at once (turns.py): "MAET".
+TURN_CLASS = 0x4D414554
 TABLES = {"project": "maestro_projects", "task": "maestro_tasks", "session": "maestro_sessions"}
 META_TABLE = "maestro_meta"
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -104,6 +106,8 @@ class PostgresStore(SyncStore):
         self._last_error: str | None = None
         # Sequence number of a transaction whose commit a broken connection left in doubt.
         self._interrupted: int | None = None
+        # The turn lock's key while this server holds it (take_turn).
+        self._turn_key: tuple[int, int] | None = None
         self.restart_needed = False
         self.shapes = pg_rows.Shapes()
         self._statements: pg_rows.Statements | None = None
@@ -466,6 +470,35 @@ class PostgresStore(SyncStore):
             text = appended.text(quote) + b"; " + text
         conn.execute(text)
         plan.adopt(self.shapes)
+
+    def take_turn(self, wait_ms: int) -> int | None:
+        """Wait up to `wait_ms` for the turn to write among the servers of this schema
+        (turns.py); returns the log's head once it is this server's turn, None when the
+        wait timed out or the connection is unusable."""
+        if not self._usable() or self.schema is None:
+            return None
+        key = (_signed32(TURN_CLASS), _signed32(zlib.crc32(self.schema.encode())))
+        try:
+            # One round trip; the timeout is local to the implicit transaction of the text.
+            cur = self._conn.execute(
+                b"SELECT set_config('lock_timeout', '%d', true); "
+                b"SELECT pg_advisory_lock(%d, %d); " % (wait_ms, *key)
+                + self._log.head.as_string(self._conn).encode())
+            while cur.nextset():
+                pass
+            head = cur.fetchone()[0]
+        except _psycopg().Error as exc:
+            if exc.sqlstate != "55P03":  # lock_not_available: timed out
+                log.warning("waiting for the turn to write failed: %s", _first_line(exc))
+            return None
+        self._turn_key = key
+        return int(head)
+
+    def give_turn(self) -> None:
+        """Give the turn taken by `take_turn` back (a broken connection gave it back)."""
+        key, self._turn_key = self._turn_key, None
+        if key is not None and self._usable():
+            self._conn.execute(b"SELECT pg_advisory_unlock(%d, %d)" % key)
 
     def _committed(self, seq: int) -> bool:
         """Whether this store wrote log record `seq` (a commit a broken connection hid)."""
