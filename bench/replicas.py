@@ -602,11 +602,13 @@ def markdown(doc: dict) -> str:
                        f"{_ms(r['p99_ms'])} | {_ms(r['max_ms'])} | {r['lost']} | "
                        f"{'; '.join(notes)} |")
     for r in doc["fanout"]:
+        pairs = r["details"]["clients"] * r["details"]["patches"]
         out += ["", f"{r['workload']}, over two replicas (PATCHes on A): lost "
-                f"{r['lost']:,} (client, PATCH) pairs of {r['details']['clients'] * r['details']['patches']:,}; "
+                f"{r['lost']:,} (client, PATCH) pairs of {pairs:,}; "
                 f"p50 {_ms(r['p50_ms'])} ms, p99 {_ms(r['p99_ms'])} ms overall; "
                 + "; ".join(n for n in r["notes"] if n.startswith("client reads")), "",
-                "| replica | clients | delivered | lost | p50 ms | p99 ms | max ms | server CPU s |",
+                "| replica | clients | delivered | lost | p50 ms | p99 ms | max ms "
+                "| server CPU s |",
                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for g in r["groups"]:
             out.append(f"| {g['replica']} | {g['clients']:,} | {g['delivered']:,} | "
