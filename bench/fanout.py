@@ -3,7 +3,9 @@
 Each PATCH carries a marker (`ws-<run>-<i>`) in the task's description, so a client finds which
 PATCH an event belongs to with one byte search instead of a JSON parse. Delivery latency is the
 time from just before the PATCH is written to the moment a client has the frame; every
-(client, PATCH) pair that never arrives is a lost event."""
+(client, PATCH) pair that never arrives is a lost event. The clients may be spread over several
+servers (replicas of one database): `spread` gives each server's share, and the figures of each
+share are kept apart as well."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from .client import HttpConnection, Measurement, Meter, Target
+from .client import HttpConnection, Measurement, Meter, Target, percentile
 
 CONNECT_BATCH = 100
 
@@ -74,16 +76,31 @@ async def _until(predicate, deadline_s: float) -> bool:
 
 async def fanout(target: Target, conn: HttpConnection, task_id: str, clients: int,
                  patches: int, server_pid: int | None, *, deflate: bool = False,
-                 token: str | None = None, gap_ms: float = 0.0,
-                 settle_s: float = 15.0) -> Measurement:
-    """Measure delivery of `patches` task:updated events to `clients` WebSocket clients."""
+                 token: str | None = None, gap_ms: float = 0.0, settle_s: float = 15.0,
+                 spread: list[tuple[Target, int]] | None = None) -> Measurement:
+    """Measure delivery of `patches` task:updated events to `clients` WebSocket clients of
+    `target`, or with `spread`, to that many clients of each of those servers (`target` and
+    `clients` are then ignored; `conn` may be connected to any server). With `spread`,
+    `m.extra["groups"]` has the deliveries, losses and latencies of each server's clients."""
+    if spread is None:
+        spread = [(target, clients)]
+    clients = sum(count for _, count in spread)
     run = secrets.token_hex(3)
     marker = f"ws-{run}-".encode()
     path = f"/api/tasks/{task_id}".encode()
     warmup = patches  # the extra slot: a first PATCH that proves every client is subscribed
     m = Measurement(f"WebSocket fan-out: {clients} clients, {patches} task PATCHes",
                     f"ws_fanout_{clients}", concurrency=clients)
-    listeners = await _open(target, clients, patches + 1, deflate, token)
+    groups: list[list[_Listener]] = []
+    listeners: list[_Listener] = []
+    try:
+        for where, count in spread:
+            groups.append(await _open(where, count, patches + 1, deflate, token))
+            listeners.extend(groups[-1])
+    except BaseException:
+        await asyncio.gather(*(asyncio.wait_for(lst.ws.close(), 5) for lst in listeners),
+                             return_exceptions=True)
+        raise
     readers = [asyncio.create_task(lst.listen(marker)) for lst in listeners]
     try:
         body = b'{"description":"ws-%s-%d"}' % (run.encode(), warmup)
@@ -131,6 +148,9 @@ async def fanout(target: Target, conn: HttpConnection, task_id: str, clients: in
                            f"{per * clients / 1000:.1f} ms to read one event on every client")
         m.extra = {"clients": clients, "patches": patches, "delivered": delivered,
                    "lost": lost, "disconnected": closed, "deflate": deflate}
+        if len(spread) > 1 or spread[0][0] is not target:
+            m.extra["groups"] = [_group(where, group, sent, patches)
+                                 for (where, _), group in zip(spread, groups)]
         return m
     finally:
         for reader in readers:
@@ -138,3 +158,15 @@ async def fanout(target: Target, conn: HttpConnection, task_id: str, clients: in
         await asyncio.gather(*readers, return_exceptions=True)
         await asyncio.gather(*(asyncio.wait_for(lst.ws.close(), 5) for lst in listeners),
                              return_exceptions=True)
+
+
+def _group(where: Target, listeners: list[_Listener], sent: list[float], patches: int) -> dict:
+    """The figures of the clients of one server."""
+    latencies = sorted(lst.arrivals[i] - sent[i] for lst in listeners for i in range(patches)
+                       if lst.arrivals[i])
+    return {"server": f"{where.host}:{where.port}", "clients": len(listeners),
+            "delivered": len(latencies), "lost": len(listeners) * patches - len(latencies),
+            "disconnected": sum(1 for lst in listeners if lst.closed),
+            "p50_ms": round(percentile(latencies, 0.5) * 1000, 3),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
+            "max_ms": round(latencies[-1] * 1000, 3) if latencies else None}
