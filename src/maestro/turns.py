@@ -33,10 +33,10 @@ log = logging.getLogger("maestro.replica")
 # changes of others when it took its turn.
 STICKY_SECONDS = 2.0
 # The longest a server keeps the turn while it has more to write.
-SLICE_SECONDS = float(__import__("os").environ.get("T_SLICE", "0.01"))
+SLICE_SECONDS = 0.01
 # How long a server keeps a turn it has no more changes for, within the slice, for the next
 # changes its answers bring.
-LINGER_SECONDS = float(__import__("os").environ.get("T_LINGER", "0.001"))
+LINGER_SECONDS = 0.001
 # The longest a server waits for the turn before it writes without it, and for how long it
 # then writes without turns (the server holding the turn may hang; the log keeps every batch
 # correct without turns).
