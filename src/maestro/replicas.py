@@ -173,6 +173,24 @@ class Replica:
                     "failed", self.id, gone, marked)
         return marked
 
+    # ------------------------------------------------------------ other replicas
+    async def peer(self, replica_id: str) -> dict[str, Any] | None:
+        """What the database says of replica `replica_id` (None: it has no row): its `url`,
+        whether it is `alive` (a heartbeat within the timeout, on the database's clock, and
+        not taken over), the age of its heartbeat and who took it over."""
+        rows = await asyncio.to_thread(
+            self.db.execute,
+            "SELECT url, taken_over_by, "
+            "extract(epoch FROM clock_timestamp() - heartbeat_at)::float8 "
+            f"FROM {self.table} WHERE replica_id = %s", (replica_id,))
+        if not rows:
+            return None
+        url, taken_over_by, age = rows[0]
+        return {"id": replica_id, "url": url or "", "takenOverBy": taken_over_by,
+                "heartbeatAgeSeconds": age,
+                "alive": taken_over_by is None and age is not None
+                and age <= self.timeout_seconds}
+
     # ------------------------------------------------------------ /health
     def health(self) -> dict[str, Any]:
         """The `replica` part of GET /health: who answered, its heartbeat, how many records
