@@ -98,15 +98,21 @@ SPAWN = Op(
             500: ("manifest_generation_failed", "spawn_error", "workspace_error")},
     events=("session:spawn_request", "session:created", "task:session_added",
             "task:updated"))
+REPLICAS = (" An agent another replica launched: this replica forwards the request, once, "
+            "to that replica and answers what it answers; `409 SESSION_NOT_LAUNCHED` when "
+            "that replica is gone, cannot be reached, or the request was already forwarded "
+            "(header `X-Maestro-Forwarded-By`), with `details.replica` and `details.reason` "
+            "(`gone`, `unreachable`, `forwarded`).")
 STOP = Op("Stop a session's agent (SIGTERM, then SIGKILL after MAESTRO_STOP_GRACE seconds)",
           acts=Act("session", "stop"), ok=StopResponse, errors={404: ("SESSION_NOT_FOUND",),
                                    409: ("SESSION_NOT_LAUNCHED", "SESSION_NOT_RUNNING")},
+          description=REPLICAS.strip(),
           events=("session:updated",))
 LOG = Op("A session's agent output: the last lines, or the lines written from an offset on",
          acts=Act("session", "read_log"), query=LogQuery, ok=SessionLog,
          description="`tail` (default 100) answers the last lines; `offset` the whole lines "
                      "written from that byte on, which is how a client follows the output. "
-                     "Agents read only their own.",
+                     "Agents read only their own." + REPLICAS,
          errors={404: ("SESSION_NOT_FOUND",), 409: ("SESSION_NOT_LAUNCHED",)})
 
 
