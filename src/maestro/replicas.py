@@ -3,7 +3,8 @@ one that is gone (README "Run several replicas").
 
 Every server (replica) has an id (MAESTRO_REPLICA_ID, by default host name:port) and a row in
 `maestro_replicas` whose `heartbeat_at` it sets to the database's clock every
-MAESTRO_REPLICA_HEARTBEAT_SECONDS. The same round trip measures how far this machine's clock is
+MAESTRO_REPLICA_HEARTBEAT_SECONDS, with the `url` the others reach it at (MAESTRO_REPLICA_URL:
+they forward stop and output requests for its agents there, spawn/forward.py). The same round trip measures how far this machine's clock is
 from the database's: claims' leases are granted, checked and expired on the database's clock
 (coordination.py `claim_now`), so that servers whose clocks disagree still agree on leases.
 
