@@ -12,6 +12,7 @@ import time
 
 import httpx
 import psycopg
+import pytest
 from helpers import wait_until
 from test_agent_identity import USER_TOKEN
 from test_launcher import agent_cmd, reap_agents
@@ -29,11 +30,12 @@ def client(srv, token: str = USER_TOKEN) -> httpx.Client:
                         headers={"Authorization": f"Bearer {token}"})
 
 
-def two_replicas(make_server, database, tmp_path, agent: str, **extra):
+def two_replicas(make_server, database, tmp_path, agent: str, fast_paths: str = "1", **extra):
     shared = {**pg_env(database), "MAESTRO_TOKEN": USER_TOKEN, "MAESTRO_TMUX": "0",
               "MAESTRO_STOP_GRACE": "2", "MAESTRO_AGENT_COMMAND": agent, **extra}
     a = make_server(env={"MAESTRO_REPLICA_ID": "replica-a", **shared})
-    b = make_server(env={"MAESTRO_REPLICA_ID": "replica-b", **shared})
+    b = make_server(env={"MAESTRO_REPLICA_ID": "replica-b", "MAESTRO_FAST_PATHS": fast_paths,
+                         **shared})
     return a, b
 
 
@@ -77,11 +79,13 @@ def error_of(answer: httpx.Response, status: int, code: str) -> dict:
     return body
 
 
+@pytest.mark.parametrize("fast_paths", ["1", "0"])
 def test_another_replica_forwards_log_and_stop_to_the_launching_one(make_server, database,
-                                                                      tmp_path):
+                                                                      tmp_path, fast_paths):
+    """(B answering through uvicorn's connection directly, and through plain ASGI.)"""
     env_file = tmp_path / "agent-env.json"
     a, b = two_replicas(make_server, database, tmp_path,
-                        agent_cmd("env_agent.py", str(env_file), "120"), **SLOW)
+                        agent_cmd("env_agent.py", str(env_file), "120"), fast_paths, **SLOW)
     try:
         with client(a) as on_a, client(b) as on_b:
             project = on_a.post("/api/projects", json={"name": "p"}).json()
