@@ -8,6 +8,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import agent_env
 from .mcp.catalog import parse_tools, problem_text
@@ -119,6 +120,9 @@ class Settings:
     # another's heartbeat may grow before that server counts as gone and its agents' sessions
     # are marked failed.
     replica_id: str = ""
+    # The address the other replicas use to reach this one (they forward an agent's stop and
+    # output requests to the replica that launched it); default http://<HOST>:<PORT>.
+    replica_url: str = ""
     replica_heartbeat_seconds: float = 5.0
     replica_timeout_seconds: float = 30.0
 
@@ -204,6 +208,7 @@ class Settings:
                                         MAX_HEADER_BYTES_LIMIT)
         s.server_url = env.get("SERVER_URL") or ""
         s.replica_id = (env.get("MAESTRO_REPLICA_ID") or "").strip()
+        s.replica_url = (env.get("MAESTRO_REPLICA_URL") or "").strip()
         s.replica_heartbeat_seconds = _parse_positive(
             "MAESTRO_REPLICA_HEARTBEAT_SECONDS",
             env.get("MAESTRO_REPLICA_HEARTBEAT_SECONDS") or "5")
@@ -221,6 +226,9 @@ class Settings:
             s.server_url = f"http://localhost:{s.port}"
         if not s.replica_id:
             s.replica_id = f"{socket.gethostname()}:{s.port}"
+        if not s.replica_url:
+            s.replica_url = default_replica_url(s.host, s.port)
+        s.replica_url = s.replica_url.rstrip("/")
         s.server_url = s.server_url.rstrip("/")
         s.validate()
         return s
@@ -235,6 +243,11 @@ class Settings:
             raise ConfigError("DATABASE_TYPE=postgres needs DATABASE_URL")
         if len(self.replica_id) > 200 or not self.replica_id.isprintable():
             raise ConfigError("MAESTRO_REPLICA_ID must be at most 200 printable characters")
+        parts = urlsplit(self.replica_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname \
+                or parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ConfigError("MAESTRO_REPLICA_URL must be http(s)://host[:port], the address "
+                              f"other replicas reach this one at (got {self.replica_url!r})")
         if self.replica_timeout_seconds < 2 * self.replica_heartbeat_seconds:
             raise ConfigError(
                 "MAESTRO_REPLICA_TIMEOUT_SECONDS must be at least twice "
@@ -277,6 +290,17 @@ def _split(value: str | None) -> tuple[str, ...]:
     if not value:
         return ()
     return tuple(p.strip().rstrip("/") for p in value.split(",") if p.strip())
+
+
+def default_replica_url(host: str, port: int) -> str:
+    """http://<HOST>:<PORT>; a wildcard bind address (all interfaces) becomes 127.0.0.1, which
+    reaches this server from replicas on the same machine only."""
+    host = host.strip().strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -3,7 +3,8 @@ one that is gone (README "Run several replicas").
 
 Every server (replica) has an id (MAESTRO_REPLICA_ID, by default host name:port) and a row in
 `maestro_replicas` whose `heartbeat_at` it sets to the database's clock every
-MAESTRO_REPLICA_HEARTBEAT_SECONDS. The same round trip measures how far this machine's clock is
+MAESTRO_REPLICA_HEARTBEAT_SECONDS, with the `url` the others reach it at (MAESTRO_REPLICA_URL:
+they forward stop and output requests for its agents there, spawn/forward.py). The same round trip measures how far this machine's clock is
 from the database's: claims' leases are granted, checked and expired on the database's clock
 (coordination.py `claim_now`), so that servers whose clocks disagree still agree on leases.
 
@@ -172,6 +173,24 @@ class Replica:
         log.warning("replica %s: took over gone server %s; %d session(s) of its agents marked "
                     "failed", self.id, gone, marked)
         return marked
+
+    # ------------------------------------------------------------ other replicas
+    async def peer(self, replica_id: str) -> dict[str, Any] | None:
+        """What the database says of replica `replica_id` (None: it has no row): its `url`,
+        whether it is `alive` (a heartbeat within the timeout, on the database's clock, and
+        not taken over), the age of its heartbeat and who took it over."""
+        rows = await asyncio.to_thread(
+            self.db.execute,
+            "SELECT url, taken_over_by, "
+            "extract(epoch FROM clock_timestamp() - heartbeat_at)::float8 "
+            f"FROM {self.table} WHERE replica_id = %s", (replica_id,))
+        if not rows:
+            return None
+        url, taken_over_by, age = rows[0]
+        return {"id": replica_id, "url": url or "", "takenOverBy": taken_over_by,
+                "heartbeatAgeSeconds": age,
+                "alive": taken_over_by is None and age is not None
+                and age <= self.timeout_seconds}
 
     # ------------------------------------------------------------ /health
     def health(self) -> dict[str, Any]:

@@ -119,7 +119,7 @@ def shared_with_replicas(service: Service, settings: Settings, tokens: TokenRegi
 
     tokens.use(PostgresTokenStore(SideConnection(store.dsn, store.schema, "tokens")))
     return Replica(service, SideConnection(store.dsn, store.schema, "replica"),
-                   settings.replica_id, settings.server_url, settings.replica_heartbeat_seconds,
+                   settings.replica_id, settings.replica_url, settings.replica_heartbeat_seconds,
                    settings.replica_timeout_seconds)
 
 
@@ -155,6 +155,8 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
         if replica is not None:
             await replica.start()  # before the launcher looks at its agents
             service.health_sections["replica"] = replica.health
+            # Stop and output requests for other replicas' agents are forwarded to them.
+            launcher.forwarder.replica = replica
         for ext in extensions:
             await ext.start()
         try:
@@ -208,7 +210,7 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     hub.alive = tokens.alive
     router.guard = policy.guard  # an agent's request: its route's action rule decides
     from ..spawn.routes import install as install_spawn
-    install_spawn(router, service, settings, extensions, tokens=tokens)
+    launcher = install_spawn(router, service, settings, extensions, tokens=tokens)
     app.state.tokens = tokens
     app.state.policy = policy
     app.state.router = router

@@ -133,16 +133,18 @@ async def _refuse_agents(request: ApiRequest, bound: Bound) -> None:
 
 
 class Reply:
-    """A handler result with a status other than 200 or extra headers (`(name, value)` byte
-    pairs, names in lower case)."""
+    """A handler result with a status other than 200, extra headers (`(name, value)` byte
+    pairs, names in lower case) or, for a body of bytes, another content type than JSON."""
 
-    __slots__ = ("status", "body", "headers")
+    __slots__ = ("status", "body", "headers", "content_type")
 
     def __init__(self, body: Any, status: int = 200,
-                 headers: list[tuple[bytes, bytes]] | None = None):
+                 headers: list[tuple[bytes, bytes]] | None = None,
+                 content_type: bytes | None = None):
         self.status = status
         self.body = body
         self.headers = headers
+        self.content_type = content_type
 
 
 class Router:
@@ -232,33 +234,39 @@ class Router:
         handler, params, doc, bound = found
         request = ApiRequest(scope, receive, params, doc)
         headers = None
+        content_type = _JSON_HEADERS
         try:
             if request.identity is not None:
                 await self.guard(request, bound)
             result = await handler(request)
             status = 200
             if isinstance(result, Reply):
+                if result.content_type is not None:
+                    content_type = result.content_type
                 status, result, headers = result.status, result.body, result.headers
             body = result if isinstance(result, (bytes, bytearray)) else jsonio.dumps(result)
         except ApiError as exc:
             status, body, headers = exc.status, jsonio.dumps(exc.body()), None
+            content_type = _JSON_HEADERS
         except StorageError as exc:
-            status, headers = 500, None
+            status, headers, content_type = 500, None, _JSON_HEADERS
             body = jsonio.dumps({"error": True, "code": "INTERNAL_ERROR", "message": str(exc)})
         except Exception as exc:
             log.exception("unexpected error on %s %s", scope["method"], scope["path"])
-            status, headers = 500, None
+            status, headers, content_type = 500, None, _JSON_HEADERS
             body = jsonio.dumps({"error": True, "code": "INTERNAL_ERROR",
                                  "message": f"{type(exc).__name__}: {exc}"})
-        await self._send(send, status, body, head=method == "HEAD", headers=headers)
+        await self._send(send, status, body, head=method == "HEAD", headers=headers,
+                         content_type=content_type)
 
     async def _send(self, send, status: int, body: bytes, head: bool = False,
-                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        if self.fast_paths and _fast.write_response(send, status, body, head, _JSON_HEADERS,
+                    headers: list[tuple[bytes, bytes]] | None = None,
+                    content_type: bytes = _JSON_HEADERS) -> None:
+        if self.fast_paths and _fast.write_response(send, status, body, head, content_type,
                                                     headers):
             return
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", _JSON_HEADERS),
+                    "headers": [(b"content-type", content_type),
                                 (b"content-length", str(len(body)).encode()),
                                 *(headers or ())]})
         await send({"type": "http.response.body", "body": b"" if head else body})

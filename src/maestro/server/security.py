@@ -64,9 +64,10 @@ class Security:
         bind = settings.host.lower()
         if bind not in ("0.0.0.0", "::", ""):
             own.add(bind)
-        url_host = urlsplit(settings.server_url).hostname
-        if url_host:
-            own.add(url_host.lower())
+        for url in (settings.server_url, settings.replica_url):  # replicas forward to the latter
+            url_host = urlsplit(url).hostname
+            if url_host:
+                own.add(url_host.lower())
         own.update(h.lower() for h in settings.allowed_hosts)
         self.allowed_hosts = own
         origins = {o.lower() for o in settings.cors_origins}

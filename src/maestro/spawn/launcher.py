@@ -120,6 +120,8 @@ class Launcher:
         self._closing = False
         # Spawn requests waiting to hear what became of their agent (started, queued, failed).
         self._waiters: dict[str, asyncio.Future] = {}
+        # Forwards stop and output requests for other replicas' agents (forward.py).
+        self.forwarder = None
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:

@@ -19,6 +19,8 @@ from ..server.openapi import Act, Op
 from ..server.router import ApiRequest, Reply, Router
 from ..service import Service
 from ..workspace.routes import install as install_workspaces
+from ..errors import ApiError
+from .forward import LOG_TIMEOUT, STOP_TIMEOUT, Forwarder
 from .launcher import Launcher
 from .request import SpawnRequest
 from .spawn import Spawner
@@ -96,15 +98,21 @@ SPAWN = Op(
             500: ("manifest_generation_failed", "spawn_error", "workspace_error")},
     events=("session:spawn_request", "session:created", "task:session_added",
             "task:updated"))
+REPLICAS = (" An agent another replica launched: this replica forwards the request, once, "
+            "to that replica and answers what it answers; `409 SESSION_NOT_LAUNCHED` when "
+            "that replica is gone, cannot be reached, or the request was already forwarded "
+            "(header `X-Maestro-Forwarded-By`), with `details.replica` and `details.reason` "
+            "(`gone`, `unreachable`, `forwarded`).")
 STOP = Op("Stop a session's agent (SIGTERM, then SIGKILL after MAESTRO_STOP_GRACE seconds)",
           acts=Act("session", "stop"), ok=StopResponse, errors={404: ("SESSION_NOT_FOUND",),
                                    409: ("SESSION_NOT_LAUNCHED", "SESSION_NOT_RUNNING")},
+          description=REPLICAS.strip(),
           events=("session:updated",))
 LOG = Op("A session's agent output: the last lines, or the lines written from an offset on",
          acts=Act("session", "read_log"), query=LogQuery, ok=SessionLog,
          description="`tail` (default 100) answers the last lines; `offset` the whole lines "
                      "written from that byte on, which is how a client follows the output. "
-                     "Agents read only their own.",
+                     "Agents read only their own." + REPLICAS,
          errors={404: ("SESSION_NOT_FOUND",), 409: ("SESSION_NOT_LAUNCHED",)})
 
 
@@ -114,6 +122,8 @@ def install(router: Router, service: Service, settings: Settings, extensions: li
     service, stopped before it). `tokens` (optional) mints each launched agent's own token."""
     spawner = Spawner(service, settings, tokens=tokens)
     launcher = Launcher(service, settings, tokens=tokens)
+    forwarder = Forwarder(settings.replica_id)
+    launcher.forwarder = forwarder  # app.py hands it the replica once the server joined
     spawner.on_spawned = launcher.submit
     spawner.workspaces = install_workspaces(router, service, settings, extensions)
 
@@ -131,14 +141,35 @@ def install(router: Router, service: Service, settings: Settings, extensions: li
 
     async def stop(r: ApiRequest):
         await r.json()
+        sid = r.param()
+        # Another replica's agent: that replica answers (forward.py).
+        answer = await forwarder.forward(r, service.get_session(sid), STOP_TIMEOUT,
+                                         await r.raw_json())
+        if isinstance(answer, ApiError):
+            raise answer
+        if answer is not None:
+            return answer
         by = r.identity.session_id if r.identity is not None else None
-        return shown(r, await launcher.stop_session(r.param(), by=by))
+        return shown(r, await launcher.stop_session(sid, by=by))
 
     async def output(r: ApiRequest):
-        return await launcher.read_log(r.param(), r.query("tail"), r.query("offset"))
+        sid = r.param()
+        tail, offset = r.query("tail"), r.query("offset")
+        answer = await forwarder.forward(r, service.get_session(sid), LOG_TIMEOUT)
+        if isinstance(answer, Reply):
+            return answer
+        try:
+            return await launcher.read_log(sid, tail, offset)
+        except ApiError as exc:
+            # The launching replica cannot answer, and the log is not in a SESSION_DIR this
+            # server shares with it: say which replica that is and why.
+            if answer is not None and exc.code == "SESSION_NOT_LAUNCHED":
+                raise answer from None
+            raise
 
     router.add("POST", "/api/sessions/spawn", spawn, SPAWN)
     router.add("POST", "/api/sessions/{id}/stop", stop, STOP)
     router.add("GET", "/api/sessions/{id}/log", output, LOG)
     extensions.append(launcher)
+    extensions.append(forwarder)
     return launcher
