@@ -485,6 +485,12 @@ def test_a_replica_killed_under_load_loses_nothing_acknowledged(make_server, dat
                                                 params={"projectId": project["id"]}))}
         assert set(acknowledged) <= held
         assert set(acknowledged) <= set(stored(database)["task"])
+        # The killed replica may have held the turn lock (replicas writing at once take turns,
+        # see turns.py); the database gave it back with its connection, so nobody waited for
+        # it until WAIT_MS ran out.
+        for srv in servers[:2]:
+            with client(srv) as api:
+                assert ok(api.get("/health"))["replication"]["turnTimeouts"] == 0
     finally:
         for stream in streams:
             stream.close()
