@@ -285,7 +285,7 @@ class Writer:
             out.append(b"(" + b", ".join(parts) + b")")
         return b", ".join(out)
 
-    def text(self, plan: Plan, seq: int, clear: bool = False) -> bytes:
+    def text(self, plan: Plan, clear: bool = False) -> bytes:
         names = self.names
         out: list[bytes] = []
         if clear:
@@ -329,8 +329,6 @@ class Writer:
                            + self._rows(zip(owners, positions, values), (b"", b"", b""))
                            + b" ON CONFLICT (" + owner + b", position) DO UPDATE SET "
                            + target + b" = EXCLUDED." + target)
-        out.append(b"UPDATE " + names["maestro_meta"] + b" SET value = " + str(seq).encode()
-                   + b" WHERE name = 'batch_seq'")
         return b"; ".join(out)
 
 

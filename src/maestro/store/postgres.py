@@ -464,11 +464,11 @@ class PostgresStore(SyncStore):
             writer = self._writer = (conn, pg_rows.Writer(
                 self.schema, _psycopg().pq.Escaping(conn.pgconn).escape_literal))
         quote = writer[1].quote
-        head = self.log_head
-        text = writer[1].text(plan, head + (appended.records if appended else 0), clear)
+        text = writer[1].text(plan, clear)
         if appended is not None:
-            text = appended.text(quote) + b"; " + text
-        conn.execute(text)
+            text = appended.text(quote) + b"; " + text if text else appended.text(quote)
+        if text:
+            conn.execute(text)
         plan.adopt(self.shapes)
 
     def take_turn(self, wait_ms: int) -> int | None:
