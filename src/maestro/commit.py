@@ -296,7 +296,6 @@ class Committer:
             bus.seq = now_ms() * 1000
         self._idle_waiters: list[asyncio.Future] = []
         self._busy = False
-        self._written_at = 0.0
         # Called each time nothing is left queued or being written.
         self.on_idle: list[Callable[[], None]] = []
 
@@ -478,7 +477,6 @@ class Committer:
         before it."""
         store = self.store
         depth, min_ops = store.pipeline_depth, store.pipeline_min_ops
-        linger, linger_records = store.batch_linger, store.batch_linger_records
         inflight: collections.deque[tuple[list, asyncio.Future, float]] = collections.deque()
         dirty = False
         wake = self._wakeup.set
@@ -486,7 +484,6 @@ class Committer:
             self._wakeup.clear()
             while inflight and inflight[0][1].done():
                 batch, fut, started = inflight.popleft()
-                self._written_at = time.perf_counter()
                 try:
                     outcome = fut.result()
                     ready, why = outcome.accepted, outcome.reason
@@ -510,17 +507,6 @@ class Committer:
                         await store.resume()
                     except Exception:
                         log.exception("the store did not resume after a refused change")
-            if self._queue and not inflight and linger and len(self._queue) < linger_records:
-                # A store whose every batch has a fixed cost: while busy, let the batch grow
-                # for a moment after the last one was written.
-                wait = self._written_at + linger - time.perf_counter()
-                if wait > 0:
-                    try:
-                        await asyncio.wait_for(self._wakeup.wait(), wait)
-                    except asyncio.TimeoutError:
-                        pass
-                    else:
-                        continue
             if self._queue and (not inflight or (len(inflight) < depth
                                                  and self._queued_ops >= min_ops)):
                 batch, self._queue = self._queue, []

@@ -110,12 +110,6 @@ class Store(ABC):
     # batch, one fsync, than from overlap).
     pipeline_depth = 1
     pipeline_min_ops = 24
-    # A store whose batches have a fixed cost each (PostgreSQL: a round trip and the planning
-    # of each statement) lets the next batch grow for up to `batch_linger` seconds after the
-    # last one was written, unless `batch_linger_records` change requests are already queued.
-    # An idle server writes at once (its last batch is older than that).
-    batch_linger = 0.0
-    batch_linger_records = 0
     # Every update comes as a delta where one can be made (not only those of big entities):
     # for a store that writes an entity's parts apart (PostgreSQL's list tables).
     wants_deltas = False

@@ -93,11 +93,6 @@ class PostgresStore(SyncStore):
     wants_deltas = True
     # Batches come with their change requests, recorded in the log (postgres_log.py).
     keeps_log = True
-    # Under load, a batch waits up to 2 ms after the last one for more change requests: each
-    # batch costs a round trip and the planning of its statements, so fewer, larger batches
-    # take about a tenth less CPU per write (server and database) at the same throughput.
-    batch_linger = 0.002
-    batch_linger_records = 48
 
     def __init__(self, dsn: str):
         self.dsn = dsn
