@@ -281,11 +281,6 @@ class Settings:
         return out
 
 
-def database_url(env: dict[str, str] | None = None) -> str:
-    """DATABASE_URL, for the commands that work on the database without a server."""
-    return (os.environ if env is None else env).get("DATABASE_URL") or ""
-
-
 def _split(value: str | None) -> tuple[str, ...]:
     if not value:
         return ()
@@ -359,8 +354,15 @@ def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
 
 
 def database_url(environ: Mapping[str, str] | None = None) -> str:
-    """DATABASE_URL: the PostgreSQL database (`maestro import-data` copies into it)."""
+    """DATABASE_URL: the PostgreSQL database (`maestro import-data` copies into it, `maestro
+    db` works on it)."""
     return _environ(environ).get("DATABASE_URL", "")
+
+
+def replica_timeout_seconds(environ: Mapping[str, str] | None = None) -> float:
+    """MAESTRO_REPLICA_TIMEOUT_SECONDS, for `maestro db status` (ConfigError if invalid)."""
+    return _parse_positive("MAESTRO_REPLICA_TIMEOUT_SECONDS",
+                           _environ(environ).get("MAESTRO_REPLICA_TIMEOUT_SECONDS") or "30")
 
 
 def output_width(environ: Mapping[str, str] | None = None) -> int:

@@ -24,6 +24,7 @@ from helpers import ok, wait_until
 from maestro import jsonio
 from maestro.store.base import Op
 from maestro.store.postgres import PostgresStore
+from test_pg_migrations import run_db
 from test_postgres_server import client, database, pg_env, served, stored  # noqa: F401
 from websockets.sync.client import connect
 
@@ -305,6 +306,37 @@ def test_a_turn_held_and_never_given_back_delays_writes_but_does_not_stop_them(
     finally:
         for api in apis:
             api.close()
+
+
+def test_db_status_lists_the_servers_of_the_database_and_the_log_head(make_server, database):
+    servers = replicas(make_server, database, 2, MAESTRO_REPLICA_HEARTBEAT_SECONDS="1",
+                       MAESTRO_REPLICA_TIMEOUT_SECONDS="3")
+    ids = []
+    for srv in servers:
+        with client(srv) as api:
+            ids.append(ok(api.get("/health"))["replica"]["id"])
+    with client(servers[0]) as api:
+        ok(api.post("/api/projects", json={"name": "Status"}), 201)
+    shown = run_db(database, "status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert status["logHead"] >= 1
+    assert sorted(r["id"] for r in status["replicas"]) == sorted(ids)
+    assert all(r["state"] == "live" and r["url"].startswith("http://127.0.0.1:")
+               for r in status["replicas"])
+    text = run_db(database, "status").stdout
+    assert "shared log:" in text and all(i in text for i in ids)
+
+    # A server killed stops beating: it is shown silent, then taken over by the other.
+    servers[1].kill()
+    def gone() -> dict:
+        shown = json.loads(run_db(database, "status", "--json").stdout)
+        return next(r for r in shown["replicas"] if r["id"] == ids[1])
+    wait_until(lambda: gone()["state"] != "live", timeout=20, what="the killed server silent")
+    wait_until(lambda: gone()["takenOverBy"] == ids[0], timeout=20,
+               what="the killed server taken over")
+    assert gone()["state"] == "taken over"
+    assert f"taken over by {ids[0]}" in run_db(database, "status").stdout
 
 
 # ---------------------------------------------------------------------- claims

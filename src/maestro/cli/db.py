@@ -8,7 +8,8 @@ import json
 
 import typer
 
-app = typer.Typer(help="The PostgreSQL database's layout: apply migrations, show its version.",
+app = typer.Typer(help="The PostgreSQL database's layout: apply migrations, show its version "
+                       "and the servers (replicas) that use it.",
                   no_args_is_help=True)
 
 URL_OPTION = typer.Option("", "--database-url", metavar="URL",
@@ -58,35 +59,67 @@ def migrate(database_url: str = URL_OPTION, as_json: bool = JSON_OPTION) -> None
 
 @app.command("status")
 def status(database_url: str = URL_OPTION, as_json: bool = JSON_OPTION) -> None:
-    """Show the schema version of the database and the latest this Maestro knows (exit 1
-    when the database is ahead of it or cannot be reached).
+    """Show the schema version of the database and the latest this Maestro knows, the head of
+    the log the servers share, and every server (replica) that joined the database: its
+    address, how long ago its last heartbeat was, and whether it counts as live (exit 1 when
+    the database is ahead of this Maestro or cannot be reached).
 
     Example: maestro db status --database-url postgresql://maestro@127.0.0.1/maestro
     """
+    from ..config import ConfigError, replica_timeout_seconds
     from ..store.pg_schema import migrations
     from ..store.postgres import DatabaseUnavailableError
 
     store = _store(database_url)
     try:
         version = store.schema_status()
+        shared = store.replicas_status() if version else {"logHead": None, "replicas": []}
     except DatabaseUnavailableError as exc:
         _fail(str(exc), 1)
+    try:
+        timeout = replica_timeout_seconds()
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    for replica in shared["replicas"]:
+        replica["state"] = "taken over" if replica["takenOverBy"] else \
+            "live" if replica["heartbeatAgeSeconds"] <= timeout else "silent"
     known = migrations()
     latest = len(known)
     pending = [f"{m.version:04d}_{m.name}" for m in known[version:]]
     if as_json:
         print(json.dumps({"database": store.location, "version": version, "latest": latest,
-                          "pending": pending, "ahead": version > latest}))
-    elif version > latest:
-        print(f"{store.location}: schema version {version}, newer than this Maestro knows "
-              f"({latest}); upgrade Maestro")
-    elif pending:
-        print(f"{store.location}: schema version {version}, latest {latest}; pending: "
-              f"{', '.join(pending)} (maestro db migrate, or start the server)")
+                          "pending": pending, "ahead": version > latest, **shared}))
     else:
-        print(f"{store.location}: schema version {version}, latest {latest} (up to date)")
+        _print_status(store.location, version, latest, pending)
+        _print_shared(shared, timeout)
     if version > latest:
         raise typer.Exit(1)
+
+
+def _print_status(location: str, version: int, latest: int, pending: list[str]) -> None:
+    if version > latest:
+        print(f"{location}: schema version {version}, newer than this Maestro knows "
+              f"({latest}); upgrade Maestro")
+    elif pending:
+        print(f"{location}: schema version {version}, latest {latest}; pending: "
+              f"{', '.join(pending)} (maestro db migrate, or start the server)")
+    else:
+        print(f"{location}: schema version {version}, latest {latest} (up to date)")
+
+
+def _print_shared(shared: dict, timeout: float) -> None:
+    if shared["logHead"] is not None:
+        print(f"shared log: {shared['logHead']:,} records written")
+    replicas = shared["replicas"]
+    if not replicas:
+        return
+    print(f"servers ({len(replicas)}; live: a heartbeat within {timeout:g} s, "
+          "MAESTRO_REPLICA_TIMEOUT_SECONDS):")
+    width = max(len(r["id"]) for r in replicas)
+    for r in replicas:
+        state = f"taken over by {r['takenOverBy']}" if r["takenOverBy"] else r["state"]
+        print(f"  {r['id']:<{width}}  {r['url'] or '-'}  pid {r['pid'] or '-'}  heartbeat "
+              f"{r['heartbeatAgeSeconds']:g} s ago  {state}")
 
 
 def _fail(message: str, code: int):

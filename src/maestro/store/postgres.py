@@ -279,6 +279,37 @@ class PostgresStore(SyncStore):
         """`maestro db status`: the version the schema is at (0: no tables yet)."""
         return self._with_schema(lambda conn: None, create=False)[0]
 
+    def replicas_status(self) -> dict[str, Any]:
+        """`maestro db status`: the shared log's head and the servers that joined this schema
+        (`maestro_replicas`), each with its heartbeat's age on the database's clock and who
+        took it over, if anyone; empty before the layout has them."""
+        from psycopg import sql
+
+        def read(conn) -> dict[str, Any]:
+            def exists(table: str) -> bool:
+                return conn.execute("SELECT to_regclass(%s)", (
+                    sql.Identifier(self.schema, table).as_string(conn),)).fetchone()[0] \
+                    is not None
+
+            out: dict[str, Any] = {"logHead": None, "replicas": []}
+            if exists(META_TABLE) and exists(postgres_log.LOG_TABLE):
+                row = conn.execute(sql.SQL("SELECT value FROM {} WHERE name = 'log_seq'").format(
+                    sql.Identifier(self.schema, META_TABLE))).fetchone()
+                out["logHead"] = row[0] if row else None
+            if exists("maestro_replicas"):
+                out["replicas"] = [
+                    {"id": rid, "url": url, "pid": pid, "heartbeatAgeSeconds": round(age, 1),
+                     "takenOverBy": by}
+                    for rid, url, pid, age, by in conn.execute(sql.SQL(
+                        "SELECT replica_id, url, pid, "
+                        "extract(epoch FROM clock_timestamp() - heartbeat_at)::float8, "
+                        "taken_over_by FROM {} ORDER BY replica_id").format(
+                        sql.Identifier(self.schema, "maestro_replicas")))]
+            return out
+
+        version, found = self._with_schema(read, create=False)
+        return found if version else {"logHead": None, "replicas": []}
+
     def _with_schema(self, action, create: bool = True):
         psycopg = _psycopg()
         conn = self._connect()
