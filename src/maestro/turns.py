@@ -119,9 +119,9 @@ class Turns:
                 self.timeouts += 1
                 self.contended_until = 0.0
                 self.refrain_until = time.monotonic() + REFRAIN_SECONDS
-                log.warning("waited %d ms for the turn to write without getting it (another "
-                            "server holds it and does not write); writing without turns for "
-                            "%d s", WAIT_MS, REFRAIN_SECONDS)
+                log.warning("could not take the turn to write (another server held it for "
+                            "%d ms, or the connection to the database is down); writing "
+                            "without turns for %d s", WAIT_MS, REFRAIN_SECONDS)
                 return
             self.taken += 1
             self.held = True
