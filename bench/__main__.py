@@ -67,16 +67,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
-    only = {g.strip() for g in args.only.split(",") if g.strip()}
-    unknown = only - set(GROUPS)
-    if unknown:
-        parser.error(f"unknown --only group(s): {', '.join(sorted(unknown))}")
-    args.only = only or None
+    args.only = only_groups(parser, args.only, GROUPS) or None
     if args.data_dir is not None and not (args.data_dir / "tasks").is_dir():
         parser.error(f"--data-dir {args.data_dir} has no tasks/ folder: not a server DATA_DIR")
     if args.pid is not None and not Path(f"/proc/{args.pid}").exists():
         parser.error(f"--pid {args.pid}: no such process")
     return args
+
+
+def only_groups(parser: argparse.ArgumentParser, text: str, groups) -> set[str]:
+    """The groups named by a comma-separated `--only` (an unknown one is a usage error)."""
+    only = {g.strip() for g in text.split(",") if g.strip()}
+    unknown = only - set(groups)
+    if unknown:
+        parser.error(f"unknown --only group(s): {', '.join(sorted(unknown))}")
+    return only
 
 
 def _raise_fd_limit() -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import orjson
 
-from .__main__ import _loop_name, _raise_fd_limit
+from .__main__ import _loop_name, _raise_fd_limit, only_groups
 from .client import (
     HttpConnection,
     Measurement,
@@ -104,11 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--concurrency must be at least 2 (it is split over two replicas)")
     if args.ws_clients < 2:
         parser.error("--ws-clients must be at least 2")
-    only = {g.strip() for g in args.only.split(",") if g.strip()}
-    unknown = only - set(GROUPS)
-    if unknown:
-        parser.error(f"unknown --only group(s): {', '.join(sorted(unknown))}")
-    args.groups = only or set(GROUPS)
+    args.groups = only_groups(parser, args.only, GROUPS) or set(GROUPS)
     if args.replicas_only:
         args.groups.discard("files")
     return args

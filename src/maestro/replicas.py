@@ -4,9 +4,10 @@ one that is gone (README "Run several replicas").
 Every server (replica) has an id (MAESTRO_REPLICA_ID, by default host name:port) and a row in
 `maestro_replicas` whose `heartbeat_at` it sets to the database's clock every
 MAESTRO_REPLICA_HEARTBEAT_SECONDS, with the `url` the others reach it at (MAESTRO_REPLICA_URL:
-they forward stop and output requests for its agents there, spawn/forward.py). The same round trip measures how far this machine's clock is
-from the database's: claims' leases are granted, checked and expired on the database's clock
-(coordination.py `claim_now`), so that servers whose clocks disagree still agree on leases.
+they forward stop and output requests for its agents there, spawn/forward.py). The same round
+trip measures how far this machine's clock is from the database's: claims' leases are granted,
+checked and expired on the database's clock (coordination.py `claim_now`), so that servers
+whose clocks disagree still agree on leases.
 
 The sessions a server's launcher starts record that server (`metadata.replica`). Each server
 supervises the agents it started; when a server finds another's heartbeat older than
@@ -29,6 +30,13 @@ log = logging.getLogger("maestro.replicas")
 
 TABLE = "maestro_replicas"
 END_REASON = "replica_lost"
+
+
+def state_of(taken_over_by: str | None, heartbeat_age: float | None, timeout: float) -> str:
+    """`taken over`, `live` (a heartbeat within `timeout` seconds) or `silent`."""
+    if taken_over_by:
+        return "taken over"
+    return "live" if heartbeat_age is not None and heartbeat_age <= timeout else "silent"
 
 
 def launched_here(session: dict, replica_id: str) -> bool:
@@ -189,8 +197,7 @@ class Replica:
         url, taken_over_by, age = rows[0]
         return {"id": replica_id, "url": url or "", "takenOverBy": taken_over_by,
                 "heartbeatAgeSeconds": age,
-                "alive": taken_over_by is None and age is not None
-                and age <= self.timeout_seconds}
+                "alive": state_of(taken_over_by, age, self.timeout_seconds) == "live"}
 
     # ------------------------------------------------------------ /health
     def health(self) -> dict[str, Any]:

@@ -13,6 +13,8 @@ import os
 import random
 import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -326,6 +328,13 @@ def test_db_status_lists_the_servers_of_the_database_and_the_log_head(make_serve
                for r in status["replicas"])
     text = run_db(database, "status").stdout
     assert "shared log:" in text and all(i in text for i in ids)
+    # A timeout that is not a number of seconds is refused with its name, nothing shown.
+    bad = subprocess.run([sys.executable, "-m", "maestro", "db", "status"], check=False,
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "DATABASE_URL": database,
+                              "MAESTRO_REPLICA_TIMEOUT_SECONDS": "soon"})
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "MAESTRO_REPLICA_TIMEOUT_SECONDS must be a number of seconds" in bad.stderr
 
     # A server killed stops beating: it is shown silent, then taken over by the other.
     servers[1].kill()

@@ -67,6 +67,7 @@ def status(database_url: str = URL_OPTION, as_json: bool = JSON_OPTION) -> None:
     Example: maestro db status --database-url postgresql://maestro@127.0.0.1/maestro
     """
     from ..config import ConfigError, replica_timeout_seconds
+    from ..replicas import state_of
     from ..store.pg_schema import migrations
     from ..store.postgres import DatabaseUnavailableError
 
@@ -81,8 +82,8 @@ def status(database_url: str = URL_OPTION, as_json: bool = JSON_OPTION) -> None:
     except ConfigError as exc:
         _fail(str(exc), 2)
     for replica in shared["replicas"]:
-        replica["state"] = "taken over" if replica["takenOverBy"] else \
-            "live" if replica["heartbeatAgeSeconds"] <= timeout else "silent"
+        replica["state"] = state_of(replica["takenOverBy"], replica["heartbeatAgeSeconds"],
+                                    timeout)
     known = migrations()
     latest = len(known)
     pending = [f"{m.version:04d}_{m.name}" for m in known[version:]]

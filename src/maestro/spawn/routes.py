@@ -13,13 +13,13 @@ from pydantic import Field
 from typing_extensions import NotRequired, TypedDict
 
 from ..config import Settings
+from ..errors import ApiError
 from ..policy import OWN_PROJECT, forbidden, seen_by
 from .. import models as m
 from ..server.openapi import Act, Op
 from ..server.router import ApiRequest, Reply, Router
 from ..service import Service
 from ..workspace.routes import install as install_workspaces
-from ..errors import ApiError
 from .forward import LOG_TIMEOUT, STOP_TIMEOUT, Forwarder
 from .launcher import Launcher
 from .request import SpawnRequest
