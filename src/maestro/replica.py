@@ -25,7 +25,7 @@ from . import jsonio
 from .commit import Tx
 from .errors import StorageError
 from .events import Event
-from .store.postgres_log import adopt_shapes, decode_op
+from .store.postgres_log import decode_op
 
 if TYPE_CHECKING:
     from .service.core import ServiceCore
@@ -265,7 +265,7 @@ class Follower:
         store.log_head = seq
         if number - 1 > store.log_events:
             store.log_events = number - 1
-        adopt_shapes(store.shapes, shapes)
+        store.adopt_shapes(shapes)
         for hook in service.committer.on_commit:
             try:
                 hook(tx)

@@ -114,7 +114,7 @@ class Turns:
 
     async def _acquire(self) -> None:
         try:
-            head = await self.store.in_lane(self.store.take_turn, WAIT_MS)
+            head = await self.store.request_turn(WAIT_MS)
             if head is None:
                 self.timeouts += 1
                 self.contended_until = 0.0
@@ -155,7 +155,7 @@ class Turns:
         self.closing = False
         self._released.set()
         # In the store's lane, after the writes that went before it.
-        fut = asyncio.ensure_future(self.store.in_lane(self.store.give_turn))
+        fut = self.store.release_turn()
         fut.add_done_callback(_quiet)
 
 

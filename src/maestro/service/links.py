@@ -38,7 +38,7 @@ class Links:
         changed = False
         task_ids = _list(session.get("taskIds"))
         if task_id not in task_ids:
-            tx.put("session", _with(session, taskIds=task_ids + [task_id],
+            tx.put("session", _with(session, taskIds=tx.extend(task_ids, [task_id]),
                                     lastActivity=_bump(session.get("lastActivity"))))
             changed = True
         return self._add_session_to_task(tx, session_id, task) or changed
@@ -51,7 +51,7 @@ class Links:
             return False
         now = _bump(task.get("updatedAt"))
         entry = timeline_entry_at(now, "session_started", sessionId=session_id)
-        tx.put("task", _with(task, sessionIds=session_ids + [session_id],
+        tx.put("task", _with(task, sessionIds=tx.extend(session_ids, [session_id]),
                              timeline=tx.extend(task.get("timeline"), [entry]), updatedAt=now))
         return True
 

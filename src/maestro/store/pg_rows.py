@@ -46,6 +46,7 @@ LISTS: dict[str, tuple[ListTable, ...]] = {
     ),
 }
 ALL_LISTS = tuple(t for tables in LISTS.values() for t in tables)
+FIELDS = {kind: {t.field: t for t in tables} for kind, tables in LISTS.items()}
 TABLES_BY_NAME = {t.table: t for t in ALL_LISTS}
 # An op's delta changed a field this way: the whole list (SET) or entries from an index on.
 SET = -1
@@ -66,11 +67,16 @@ def kept_apart(table: ListTable, value) -> bool:
 def entity_row_json(op: Op) -> bytes:
     """The entity row's JSON: the document with `[]` in place of every list kept apart."""
     value = op.value
-    apart = {t.field for t in LISTS[op.kind]
-             if value.get(t.field) and kept_apart(t, value.get(t.field))}
-    if not apart:
+    hollow = None
+    for table in LISTS[op.kind]:
+        name = table.field
+        if value.get(name) and kept_apart(table, value[name]):
+            if hollow is None:
+                hollow = dict(value)  # same key order
+            hollow[name] = []
+    if hollow is None:
         return op.full_json()  # nothing kept apart: the document as it is
-    return jsonio.dumps({k: [] if k in apart else v for k, v in value.items()})
+    return jsonio.dumps(hollow)
 
 
 @dataclass
@@ -155,49 +161,86 @@ def _lists(store: dict, name: str, n: int) -> tuple:
 
 def plan_batch(changes: dict[tuple[str, str], Change], shapes: Shapes,
                project_of) -> Plan:
-    plan = Plan()
+    return plan_rows(describe(changes, shapes.inline, project_of), shapes)
+
+
+# A change as the planner needs it (see describe): (kind, id, fresh, project, lists, row JSON);
+# for a deleted entity (kind, id, fresh, None, None, None).
+Row = tuple
+
+
+def describe(changes: dict[tuple[str, str], Change], inline: set, project_of) -> list[Row]:
+    """What the rows of each entity need from its change: its entity row's JSON and, per list
+    the batch changed, from which index it is written (SET: whole) and its entries from there
+    (a link list: all its ids; None: a list that stays in the entity row). Made where the
+    entities are (a whole list only where `inline` says it is in the entity row), planned
+    where the link rows are known (plan_rows), possibly in another process."""
+    out: list[Row] = []
     for (kind, eid), change in changes.items():
         op = change.op
-        tables = LISTS[kind]
         if op.value is None:
+            out.append((kind, eid, change.fresh, None, None, None))
+            continue
+        value = op.value
+        lists = []
+        for table in LISTS[kind]:
+            name = table.field
+            since = SET if change.full or (kind, eid, name) in inline \
+                else change.fields.get(name)
+            if since is None:
+                continue
+            new = value.get(name)
+            apart = kept_apart(table, new)
+            if table.mode == LINKS:
+                lists.append((name, since, new if apart else []))
+            else:
+                lists.append((name, since, (new[since:] if since > 0 else new) if apart
+                              else None))
+        out.append((kind, eid, change.fresh, project_of(op), lists, entity_row_json(op)))
+    return out
+
+
+def plan_rows(rows: list[Row], shapes: Shapes) -> Plan:
+    """The statements' parameters of a batch described by `rows` (see describe)."""
+    plan = Plan()
+    for kind, eid, fresh, project, lists, data in rows:
+        tables = LISTS[kind]
+        if data is None:
             _lists(plan.deletes, kind, 1)[0].append(eid)
             for table in tables:
                 key = (kind, eid, table.field)
-                if not change.fresh:
+                if not fresh:
                     _lists(plan.clears, table.table, 1)[0].append(eid)
                 if table.mode == LINKS:
                     plan.links_after[key] = None
                 plan.inline_gone.append(key)
             continue
-        ids, projects, data = _lists(plan.upserts, kind, 3)
+        ids, projects, datas = _lists(plan.upserts, kind, 3)
         ids.append(eid)
-        projects.append(project_of(op))
-        data.append(entity_row_json(op))
-        value = op.value
-        for table in tables:
-            key = (kind, eid, table.field)
-            inline = key in shapes.inline
-            since = SET if change.full or inline else change.fields.get(table.field)
-            if since is None:
-                continue
-            new = value.get(table.field)
-            apart = kept_apart(table, new)
-            if inline:
+        projects.append(project)
+        datas.append(data)
+        for name, since, items in lists:
+            table = FIELDS[kind][name]
+            key = (kind, eid, name)
+            if key in shapes.inline:
+                if since != SET:
+                    raise ValueError(f"the list {name} of {kind} {eid} is in its entity row "
+                                     "but only its new entries were given")
                 plan.inline_gone.append(key)
             if table.mode == LINKS:
-                _diff_links(plan, table, eid, shapes.links.get(key), new if apart else [])
+                _diff_links(plan, table, eid, shapes.links.get(key), items)
                 continue
             if since == SET:
-                if not change.fresh:
+                if not fresh:
                     _lists(plan.clears, table.table, 1)[0].append(eid)
                 since = 0
-            if apart and len(new) > since:
+            if items:
                 owners, idxs, entries = _lists(plan.inserts, table.table, 3)
                 dumps = jsonio.dumps
-                for i in range(since, len(new)):
+                for i, entry in enumerate(items, since):
                     owners.append(eid)
                     idxs.append(i)
-                    entries.append(dumps(new[i]))
+                    entries.append(dumps(entry))
     return plan
 
 

@@ -20,6 +20,7 @@ while a server runs. The lock dies with the connection, so a reconnect takes it 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -29,7 +30,7 @@ import zlib
 from typing import Any
 
 from .. import jsonio
-from . import pg_rows, pg_schema, postgres_log
+from . import pg_rows, pg_schema, pg_writer, postgres_log
 from .base import LoadResult, Op, StoreLockedError, SyncStore
 
 log = logging.getLogger("maestro.store")
@@ -94,8 +95,12 @@ class PostgresStore(SyncStore):
     # Batches come with their change requests, recorded in the log (postgres_log.py).
     keeps_log = True
 
-    def __init__(self, dsn: str):
+    def __init__(self, dsn: str, writer_process: bool = False):
+        """`writer_process`: once loaded, batches are written by a helper process
+        (pg_writer.py) rather than a thread of this one (a server's choice)."""
         self.dsn = dsn
+        self._use_writer = writer_process
+        self._proxy: pg_writer.WriterProxy | None = None
         self._params: dict[str, Any] | None = None
         self._password: str | None = None
         self._conn = None
@@ -331,6 +336,19 @@ class PostgresStore(SyncStore):
 
     def open(self) -> LoadResult:
         self.take_lock()
+        # The writer process boots (a Python start-up) while this one loads the tables.
+        booting = pg_writer.spawn() if self._use_writer and self._proxy is None else None
+        try:
+            result = self._load()
+        except BaseException:
+            if booting is not None:
+                booting.close()
+            raise
+        if booting is not None:
+            self._proxy = pg_writer.WriterProxy.hand_over(self, booting)
+        return result
+
+    def _load(self) -> LoadResult:
         conn = self._conn
         result = LoadResult()
         state: dict[str, dict[str, dict]] = {kind: {} for kind in TABLES}
@@ -371,7 +389,98 @@ class PostgresStore(SyncStore):
             return None
         return value
 
+    def attach_writer(self, init: dict) -> None:
+        """In the writer process (pg_writer.py): connect and take the schema's shared lock
+        like the server that loaded it, and take over its log position and link rows."""
+        conn = self._connect()
+        try:
+            self._lock(conn)
+        except BaseException:
+            conn.close()
+            raise
+        if self.schema != init["schema"]:
+            conn.close()
+            raise DatabaseUnavailableError(
+                f"the writer process sees schema {self.schema}, the server {init['schema']}")
+        self._conn = conn
+        self.schema_version = pg_schema.latest_version()
+        self._statements = pg_rows.Statements(self.schema)
+        self._log = postgres_log.Statements(self.schema)
+        self.origin = init["origin"]
+        self.log_retention = int(init["retention"])
+        self.shapes = pg_rows.Shapes(
+            links={(k, i, f): (ids, positions) for k, i, f, ids, positions in init["links"]},
+            inline={tuple(key) for key in init["inline"]})
+
+    def writer_stats(self) -> dict[str, Any]:
+        """The writing connection's state, for the server's /health."""
+        return {"connected": self._usable(), "reconnects": self.reconnects,
+                "lastError": redact(self._last_error, self._password)
+                if self._last_error else None}
+
     # ----------------------------------------------------------------- writing
+    project_of = staticmethod(_project_id)
+
+    @property
+    def pipeline_depth(self) -> int:
+        return pg_writer.PIPELINE_DEPTH if self._proxy is not None else 1
+
+    def send_batch(self, records: list[list[Op]], txs=None) -> asyncio.Future:
+        if self._proxy is not None:
+            return self._proxy.send_batch(records, txs)
+        return SyncStore.send_batch(self, records, txs)
+
+    async def resume(self) -> None:
+        if self._proxy is not None:
+            await self._proxy.request({"op": "resume"})
+        else:
+            await SyncStore.resume(self)
+
+    async def maintain(self) -> None:
+        if self._proxy is not None:
+            await self._proxy.request({"op": "maintenance"})
+        else:
+            await SyncStore.maintain(self)
+
+    def send_flush(self, ops: list[Op], keys: list[tuple[str, str]]) -> asyncio.Future:
+        """Nothing to flush (no entity is behind); resolves once everything sent before is
+        done."""
+        if self._proxy is None:
+            return SyncStore.send_flush(self, ops, keys)
+        return asyncio.ensure_future(self._ping())
+
+    async def _ping(self) -> bool:
+        await self._proxy.request({"op": "ping"})
+        return True
+
+    def request_turn(self, wait_ms: int) -> asyncio.Future:
+        """take_turn after every batch sent before; resolves to the log's head or None."""
+        if self._proxy is None:
+            return self.in_lane(self.take_turn, wait_ms)
+        return asyncio.ensure_future(self._turn(wait_ms))
+
+    async def _turn(self, wait_ms: int) -> int | None:
+        head = (await self._proxy.request({"op": "turn", "waitMs": wait_ms})).get("head")
+        return None if head is None else int(head)
+
+    def release_turn(self) -> asyncio.Future:
+        """give_turn after every batch sent before."""
+        if self._proxy is None:
+            return self.in_lane(self.give_turn)
+        return asyncio.ensure_future(self._proxy.request({"op": "give"}))
+
+    def adopt_shapes(self, text: str | None) -> None:
+        """Follow the link rows another server's batch left (postgres_log.adopt_shapes)."""
+        if not text:
+            return
+        postgres_log.adopt_shapes(self.shapes, text)
+        if self._proxy is not None:
+            self._proxy.post({"op": "shapes", "text": text})
+
+    def detach_loop(self) -> None:
+        if self._proxy is not None:
+            self._proxy.detach_loop()
+
     def check_op(self, op: Op) -> None:
         """Raise ValueError for what PostgreSQL text cannot hold (checked before any change)."""
         for label, value in (("id", op.id), ("project id", _project_id(op))):
@@ -386,28 +495,34 @@ class PostgresStore(SyncStore):
         when another replica wrote first. When the connection breaks instead, the store
         reconnects and reads the log to learn whether the commit happened; if not, the batch is
         tried once more."""
-        psycopg = _psycopg()
-        changes = pg_rows.compose(records)
-        if not self._usable() and self._reconnect() is not None:
-            # An earlier batch was answered as failed (and undone in memory), yet committed:
-            # its records are in the log, ahead of this server, which applies them from there
-            # like another server's (this batch is refused as behind the log first).
-            log.warning("a change reported as failed had been committed before the connection "
-                        "to %s broke: it is applied from the log", self.location)
-        plan = pg_rows.plan_batch(changes, self.shapes, _project_id)
+        rows = pg_rows.describe(pg_rows.compose(records), self.shapes.inline, _project_id)
         if txs is None:
             logged = [postgres_log.encode_record(ops) for ops in records]
             counts = [0] * len(records)
         else:
             logged = [tx.log_record for tx in txs]
             counts = [len(tx.events) for tx in txs]
+        self.write_rows(rows, logged, counts, txs)
+
+    def write_rows(self, rows: list[pg_rows.Row], logged: list[bytes], counts: list[int],
+                   txs=None) -> None:
+        """write_batch once the batch is described (pg_rows.describe): its rows, and per
+        change request its log record and number of events. The writer process's way in."""
+        psycopg = _psycopg()
+        if not self._usable() and self._reconnect() is not None:
+            # An earlier batch was answered as failed (and undone in memory), yet committed:
+            # its records are in the log, ahead of this server, which applies them from there
+            # like another server's (this batch is refused as behind the log first).
+            log.warning("a change reported as failed had been committed before the connection "
+                        "to %s broke: it is applied from the log", self.location)
+        plan = pg_rows.plan_rows(rows, self.shapes)
         for attempt in range(2):
             expected = self.log_head
             appended = self._log.batch(expected, self.log_events, self.origin, logged, counts,
                                        postgres_log.encode_shapes(plan, self.shapes))
             try:
                 self._write(self._conn, plan, appended)
-                self._appended(len(records), counts, txs)
+                self._appended(len(logged), counts, txs)
                 self._last_error = None
                 return
             except psycopg.Error as exc:
@@ -424,7 +539,7 @@ class PostgresStore(SyncStore):
                 if self._reconnect() == expected + 1:
                     log.info("the interrupted transaction had been committed")
                     plan.adopt(self.shapes)
-                    self._appended(len(records), counts, txs)
+                    self._appended(len(logged), counts, txs)
                     self._last_error = None
                     return
 
@@ -577,6 +692,8 @@ class PostgresStore(SyncStore):
     def maintenance(self) -> None:
         """Drop the log's records older than the retention (any replica may)."""
         self._trimmed_at = self.log_head
+        if self._proxy is not None:
+            return  # the writer process trims as it writes
         if self._usable() and self.log_head > self.log_retention:
             try:
                 self._conn.execute(self._log.trim, (self.log_head - self.log_retention,))
@@ -585,6 +702,9 @@ class PostgresStore(SyncStore):
 
     # ----------------------------------------------------------------- closing
     def close(self) -> None:
+        proxy, self._proxy = self._proxy, None
+        if proxy is not None:
+            proxy.close()
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -613,4 +733,14 @@ class PostgresStore(SyncStore):
         }
         if self._last_error:
             out["lastError"] = redact(self._last_error, self._password)
+        out["writer"] = "in-process"
+        proxy = self._proxy
+        if proxy is not None:
+            stats = proxy.stats
+            writing = proxy.dead is None and bool(stats.get("connected", True))
+            out.update(connected=connected and writing, writable=writing,
+                       reconnects=self.reconnects + int(stats.get("reconnects") or 0),
+                       writer="process")
+            if proxy.dead is not None or stats.get("lastError"):
+                out["lastError"] = proxy.dead or stats["lastError"]
         return out

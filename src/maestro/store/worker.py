@@ -225,8 +225,11 @@ class StoreWorker:
     """Talks to the helper process: blocking round trips (`request`) while the store opens and
     closes, the event loop's non-blocking channel (`request_async`) in between."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path | None, module: str = "maestro.store.worker"):
+        """`root`: the data directory handed to the helper; `module`: whose `main()` the
+        helper runs (the PostgreSQL writer uses the same channel, see pg_writer.py)."""
         self.root = root
+        self.module = module
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self.stats: dict = {}
@@ -239,8 +242,8 @@ class StoreWorker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from maestro.store.worker import main; main()",
-             str(self.root)],
+            [sys.executable, "-c", f"from {self.module} import main; main()",
+             *([str(self.root)] if self.root is not None else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
             start_new_session=True)  # Ctrl-C in a terminal reaches the server, which stops it
         for fd in (self._proc.stdin.fileno(), self._proc.stdout.fileno()):

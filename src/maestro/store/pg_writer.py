@@ -1,0 +1,299 @@
+"""The PostgreSQL store's write path in a helper process.
+
+A batch's rows are planned from the link rows the store knows, turned into one SQL text and sent
+in one round trip (postgres.py). In the server process that is a thread: it takes the
+interpreter lock from the event loop for every step and waits for it after every reply. Here the
+helper process does all of it on the other core, with the writing connection: the server sends
+what only it can make (each entity row's JSON, the new list entries, the log records, made from
+its cached JSON) and the helper plans, writes and reports. The server's event loop writes the
+frames and reads the replies itself (worker._Channel); a second batch may be sent before the
+first one's reply. The turn lock of servers writing at once (turns.py) is taken on the same
+connection, in the same order as the batches.
+
+Protocol on stdin/stdout, frames of a 4-byte big-endian length and a body (as worker.py):
+  {"op": "init", "dsn": ..., "schema": ..., "origin": ..., "retention": n,
+   "links": [[kind, id, field, [ids], [positions]]], "inline": [[kind, id, field]]}
+      -> {"ok": true, "stats": {...}} or {"ok": false, "error": message}
+  {"op": "batch", "expected": log head, "firstEvent": n, "counts": [events per record],
+   "rows": [[kind, id, fresh, project, lists] | [kind, id, fresh]]}, then one frame per record
+  (its log record), then one frame per row that is not a deletion (its entity row's JSON)
+      -> {"ok": true, "ready": k, "error": null|message, "inlineGone": [...], "stats": ...}
+      -> {"ok": false, "moved": true|false, "error": message, "stats": ...}
+  {"op": "resume"}: accept batches again after a refused or failed one (until then every batch
+  is answered ready 0: it was built on changes that were not stored)
+  {"op": "shapes", "text": ...}: the link rows another server's batch left (postgres_log)
+  {"op": "turn", "waitMs": n} -> {"ok": true, "head": log head | null}; {"op": "give"}
+  {"op": "maintenance"}, {"op": "ping"}, {"op": "close"} -> {"ok": true, "stats": ...}"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .. import jsonio
+from . import pg_rows, postgres_log, worker as channel
+from .base import Op, Outcome
+
+if TYPE_CHECKING:
+    from .postgres import PostgresStore
+
+log = logging.getLogger("maestro.store")
+
+# Batches in flight to the helper: the server prepares the next while the helper writes one.
+PIPELINE_DEPTH = 2
+
+
+# ------------------------------------------------------------------ the helper process
+def main() -> None:
+    from .postgres import PostgresStore
+
+    channel._die_with_parent()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    frames = channel._FrameReader(stdin)
+    store: PostgresStore | None = None
+    refusing: str | None = None
+
+    def reply(body: dict) -> None:
+        if store is not None:
+            body["stats"] = store.writer_stats()
+        channel._send(stdout, jsonio.dumps(body))
+
+    while True:
+        try:
+            message = jsonio.loads(frames.next())
+        except EOFError:
+            if store is not None:
+                store.close()
+            return
+        op = message.get("op")
+        if op == "batch":
+            counts = message["counts"]
+            logged = [frames.next() for _ in counts]
+            rows = []
+            for row in message["rows"]:
+                if len(row) == 3:
+                    rows.append((row[0], row[1], row[2], None, None, None))
+                else:
+                    rows.append((row[0], row[1], row[2], row[3], row[4], frames.next()))
+            if refusing is not None:
+                reply({"ok": True, "ready": 0, "error": refusing})
+                continue
+            reply(_write(store, message, rows, logged, counts))
+            continue
+        if op == "init":
+            try:
+                store = PostgresStore(message["dsn"])
+                store.attach_writer(message)
+            except Exception as exc:  # noqa: BLE001 - reported to the server, which gives up
+                store = None
+                reply({"ok": False, "error": str(exc)})
+                continue
+            reply({"ok": True})
+        elif op == "resume":
+            refusing = None
+            reply({"ok": True})
+        elif op == "shapes":
+            postgres_log.adopt_shapes(store.shapes, message.get("text"))
+            reply({"ok": True})
+        elif op == "turn":
+            reply({"ok": True, "head": store.take_turn(int(message["waitMs"]))})
+        elif op == "give":
+            store.give_turn()
+            reply({"ok": True})
+        elif op == "maintenance":
+            store.maintenance()
+            reply({"ok": True})
+        elif op == "ping":
+            reply({"ok": True})
+        elif op == "close":
+            if store is not None:
+                store.close()
+            reply({"ok": True})
+            return
+        else:
+            reply({"ok": False, "error": f"unknown message {op!r}"})
+    # (the loop ends with the server's pipe)
+
+
+def _write(store: PostgresStore, message: dict, rows: list, logged: list[bytes],
+           counts: list[int]) -> dict:
+    """One batch; the refusal of a batch makes the helper refuse the ones after it."""
+    store.log_head = int(message["expected"])
+    store.log_events = int(message["firstEvent"])
+    inline = store.shapes.inline
+    before = {(kind, eid, name) for kind, eid, _, _, lists, _ in rows if lists
+              for name, _, _ in lists if (kind, eid, name) in inline} if inline else ()
+    try:
+        store.write_rows(rows, logged, counts)
+    except postgres_log.LogMoved as exc:
+        return {"ok": False, "moved": True, "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - nothing of the batch was stored
+        return {"ok": False, "moved": False, "error": str(exc) or type(exc).__name__}
+    out: dict[str, Any] = {"ok": True, "ready": len(logged), "error": None}
+    if before:
+        out["inlineGone"] = [list(key) for key in before if key not in inline]
+    return out
+
+
+# ------------------------------------------------------------------ the server's side
+def spawn() -> channel.StoreWorker | None:
+    """Start the helper process (it boots while the server loads), or None when it cannot."""
+    helper = channel.StoreWorker(None, module=__name__)
+    try:
+        helper.spawn()
+    except OSError as exc:
+        log.warning("PostgreSQL writer process unavailable (%s); writing in-process", exc)
+        helper.close()
+        return None
+    return helper
+
+
+class WriterProxy:
+    """Commits a PostgresStore's batches through the helper process."""
+
+    def __init__(self, store: PostgresStore, helper: channel.StoreWorker):
+        self.store = store
+        self.helper = helper
+        # Records and events sent and not yet answered: the next batch follows them in the log.
+        self._records = 0
+        self._events = 0
+
+    @classmethod
+    def hand_over(cls, store: PostgresStore, helper: channel.StoreWorker) -> WriterProxy | None:
+        """Give the loaded store's write path to the helper. None when it cannot take it (the
+        server then writes in-process)."""
+        shapes = store.shapes
+        init = {"op": "init", "dsn": store.dsn, "schema": store.schema, "origin": store.origin,
+                "retention": store.log_retention,
+                "links": [[*key, ids, positions] for key, (ids, positions)
+                          in shapes.links.items()],
+                "inline": [list(key) for key in shapes.inline]}
+        try:
+            answer = helper.request(jsonio.dumps(init))
+        except OSError as exc:
+            answer = {"ok": False, "error": str(exc)}
+        if not answer.get("ok"):
+            log.warning("PostgreSQL writer process unavailable (%s); writing in-process",
+                        answer.get("error"))
+            helper.close()
+            return None
+        return cls(store, helper)
+
+    def _send(self, body: bytes, frames: list[bytes] | None = None) -> asyncio.Future:
+        helper = self.helper
+        helper.attach_loop(asyncio.get_running_loop())
+        return helper.request_async(body, frames)
+
+    def _remember(self, answer: dict) -> dict:
+        if "stats" in answer:
+            self.helper.stats = answer["stats"]
+        return answer
+
+    def send_batch(self, records: list[list[Op]], txs) -> asyncio.Future:
+        store = self.store
+        rows = pg_rows.describe(pg_rows.compose(records), store.shapes.inline,
+                                store.project_of)
+        if txs is None:
+            logged = [postgres_log.encode_record(ops) for ops in records]
+            counts = [0] * len(records)
+        else:
+            logged = [tx.log_record for tx in txs]
+            counts = [len(tx.events) for tx in txs]
+        header = {"op": "batch", "expected": store.log_head + self._records,
+                  "firstEvent": store.log_events + self._events, "counts": counts,
+                  "rows": [row[:5] if row[5] is not None else row[:3] for row in rows]}
+        try:
+            body = orjson.dumps(header)
+        except TypeError:  # integers beyond 64 bits in an entry, kept verbatim by jsonio
+            header["rows"] = [row if len(row) == 3 else
+                              [*row[:4], [(name, since, _verbatim(items))
+                                          for name, since, items in row[4]]]
+                              for row in header["rows"]]
+            body = orjson.dumps(header)
+        frames = logged + [row[5] for row in rows if row[5] is not None]
+        loop = asyncio.get_running_loop()
+        result = loop.create_future()
+        try:
+            sent = self._send(body, frames)
+        except OSError as exc:
+            result.set_exception(exc)
+            return result
+        n, events = len(records), sum(counts)
+        self._records += n
+        self._events += events
+
+        def done(fut: asyncio.Future) -> None:
+            self._records -= n
+            self._events -= events
+            try:
+                answer = self._remember(fut.result())
+            except BaseException as exc:  # noqa: BLE001 - handed on to the committer
+                if not result.done():
+                    result.set_exception(exc)
+                return
+            if not answer.get("ok"):
+                error = answer.get("error") or "the PostgreSQL writer refused the batch"
+                exc = postgres_log.LogMoved(error) if answer.get("moved") else OSError(error)
+                if not result.done():
+                    result.set_exception(exc)
+                return
+            ready = int(answer["ready"])
+            if ready:
+                store._appended(ready, counts, txs)
+                for key in answer.get("inlineGone") or ():
+                    store.shapes.inline.discard(tuple(key))
+            if not result.done():
+                result.set_result(Outcome(ready, answer.get("error")))
+
+        sent.add_done_callback(done)
+        return result
+
+    async def request(self, message: dict) -> dict:
+        """One message after everything sent before; its answer."""
+        return self._remember(await self._send(jsonio.dumps(message)))
+
+    def post(self, message: dict) -> None:
+        """One message after everything sent before, its answer not awaited."""
+        try:
+            fut = self._send(jsonio.dumps(message))
+        except OSError as exc:
+            log.warning("the PostgreSQL writer process is gone: %s", exc)
+            return
+        fut.add_done_callback(self._posted)
+
+    def _posted(self, fut: asyncio.Future) -> None:
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
+            log.warning("the PostgreSQL writer process failed: %s", fut.exception())
+        else:
+            self._remember(fut.result())
+
+    def detach_loop(self) -> None:
+        self.helper.detach_loop()
+
+    def close(self) -> None:
+        self.helper.close()
+
+    @property
+    def stats(self) -> dict:
+        return self.helper.stats
+
+    @property
+    def dead(self) -> str | None:
+        return self.helper.dead
+
+
+def _verbatim(items):
+    """A list's entries as JSON fragments made by jsonio (which keeps integers beyond 64
+    bits), for a message orjson could not encode; link ids are plain strings."""
+    if items is None:
+        return None
+    return [item if type(item) is str else orjson.Fragment(jsonio.dumps(item))
+            for item in items]
