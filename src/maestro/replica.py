@@ -55,6 +55,56 @@ def patched(tx: Tx, base: dict | None, delta: dict) -> dict:
     return entity
 
 
+def history(service: ServiceCore, store: PostgresStore, limit: int) -> list[Event]:
+    """The events of the log's newest records up to the head the state was loaded at, at most
+    `limit`, rebuilt as the replica that wrote them published them, oldest first: for a server
+    that has just started, so that a WebSocket client moving to it with `?since=` gets what it
+    missed rather than a resync.
+
+    A record's event that names an entity ("the entity as the record left it") is rebuilt from
+    the state just loaded, which is that very version when no later record changed the entity.
+    Going back from the newest record, the events stop at the first one whose entity a later
+    record changed (or at a record gone from the log): older events cannot be rebuilt, and a
+    client asking for them gets a resync."""
+    newest: list[Event] = []  # newest first
+    if limit <= 0 or store.log_head <= 0:
+        return newest
+    changed: set[tuple[str, str]] = set()
+    table = service.working.table
+    expected_seq, next_event = store.log_head, store.log_events + 1
+    conn = store.connect()
+    try:
+        while expected_seq > 0:
+            rows = conn.execute(store._log.newest, (expected_seq, READ_LIMIT)).fetchall()
+            if not rows:
+                break
+            for seq, first_event, record, written_ms in rows:
+                ops, told = jsonio.loads(record)
+                if seq != expected_seq or first_event + len(told) != next_event \
+                        or len(newest) + len(told) > limit:
+                    return newest[::-1]
+                built = []
+                for number, item in enumerate(told, first_event):
+                    if len(item) == 5:
+                        key = (item[3], item[4])
+                        entities = table(item[3])
+                        data = entities.get(item[4])
+                        if key in changed or data is None:
+                            return newest[::-1]
+                        encoded = entities.encoding(data) or entities.encode(data)
+                    else:
+                        data, encoded = item[2], None
+                    built.append(Event(item[0], data, encoded_data=encoded, project_id=item[1],
+                                       timestamp=written_ms, seq=number))
+                newest.extend(reversed(built))
+                for item in ops:
+                    changed.add((item[0], item[1]))
+                expected_seq, next_event = seq - 1, first_event
+    finally:
+        conn.close()
+    return newest[::-1]
+
+
 class Follower:
     """Applies what the other replicas write, as soon as they have written it."""
 

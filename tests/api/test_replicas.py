@@ -467,6 +467,63 @@ def test_a_websocket_client_moving_to_another_replica_with_since_misses_nothing(
             stale.close()
 
 
+def test_a_replica_that_has_just_started_replays_what_the_log_can_rebuild(
+        make_server, database):
+    """A server started after the events were published rebuilds them from the log: a client
+    coming back with `?since=` gets exactly what it missed, as the writer published it, back
+    to the newest event about an entity that a later change changed again (older: resync)."""
+    writer = make_server(env=pg_env(database))
+    live = Stream(writer.ws_url)
+    try:
+        with client(writer) as api:
+            project = ok(api.post("/api/projects", json={"name": "Restart"}), 201)
+            edited = ok(api.post("/api/tasks", json={"projectId": project["id"],
+                                                     "title": "edited"}), 201)
+            tasks = [ok(api.post("/api/tasks", json={"projectId": project["id"],
+                                                     "title": f"T{i}"}), 201) for i in range(4)]
+            # The events so far name entities that change again below: not rebuilt.
+            boundary = event_head(database)
+            ok(api.post("/api/sessions", json={"projectId": project["id"],
+                                               "taskIds": [t["id"] for t in tasks]}), 201)
+            ok(api.patch(f"/api/tasks/{edited['id']}", json={"title": "edited again"}))
+            for i in range(3):
+                ok(api.post("/api/tasks", json={"projectId": project["id"],
+                                                "title": f"U{i}"}), 201)
+        head = event_head(database)
+        live.wait_for(head)
+        published = {m["seq"]: m for m in live.events()}
+    finally:
+        live.close()
+    assert writer.stop() == 0
+    started = make_server(env=pg_env(database))  # a replica that was not running then
+
+    def replayed(since: int) -> list[dict]:
+        stream = Stream(started.ws_url + f"?since={since}")
+        try:
+            if since < head:
+                wait_until(lambda: stream.messages(), what="a first message")
+                if stream.messages()[0]["type"] != "resync":
+                    stream.wait_for(head)
+            time.sleep(0.2)
+            return stream.messages()
+        finally:
+            stream.close()
+
+    def without_time(message: dict) -> dict:
+        return {k: v for k, v in message.items() if k != "timestamp"}
+
+    assert head - boundary == 13  # 9 for the session and its 4 links, 1 patch, 3 tasks
+    for since in (boundary, boundary + 3, head - 1):
+        got = replayed(since)
+        assert [m["seq"] for m in got] == list(range(since + 1, head + 1))
+        assert [without_time(m) for m in got] == \
+            [without_time(published[n]) for n in range(since + 1, head + 1)]
+    assert replayed(head) == []
+    older = replayed(boundary - 1)
+    assert [m["type"] for m in older] == ["resync"]
+    assert older[0]["data"] == {"since": boundary - 1, "seq": head}
+
+
 # ---------------------------------------------------------------------- kill -9 under load
 async def _load(servers: list, project_id: str, victim, stop_after: float) -> list[str]:
     """Task creates on every replica until `stop_after` seconds; `victim` is killed with

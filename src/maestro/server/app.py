@@ -137,6 +137,7 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     service.claim_sweep_seconds = settings.claim_sweep_seconds
     service.claim_race_delay_ms = settings.claim_race_delay_ms
     service.log_poll_seconds = settings.log_poll_seconds
+    service.replay_events = settings.ws_replay_events
     if hasattr(service.store, "log_retention"):
         service.store.log_retention = settings.log_retention
     hub = Hub(service.bus, settings.ws_queue_limit, settings.ws_lag_seconds,
@@ -146,6 +147,9 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await service.start()
+        # (no await before this: nothing was published yet)
+        hub.seed(service.history)
+        service.history = []
         service.committer.on_commit.append(lambda tx: tokens.on_commit(tx.changes()))
         tokens.bind(getattr(service.store, "location", None) or str(settings.data_dir))
         replica = await asyncio.to_thread(shared_with_replicas, service, settings, tokens)

@@ -8,7 +8,8 @@ The hub keeps the last `replay` events (at most REPLAY_BYTES of their JSON). A c
 of the last event it received, possibly from another replica of the same database) first gets
 every event after that one, then the live ones, with no gap and no duplicate; when the events
 after `since` are no longer kept (or are from before this server's start on the file store),
-it gets a `resync` event instead, after which it should read the state again."""
+it gets a `resync` event instead, after which it should read the state again. On PostgreSQL the
+hub starts with the last events rebuilt from the log (replica.history, `seed`)."""
 
 from __future__ import annotations
 
@@ -158,6 +159,22 @@ class Hub:
         while len(recent) > self.replay or (total > self.replay_bytes and len(recent) > 1):
             total -= recent.popleft()[1]
         self._recent_bytes = total
+
+    def seed(self, events: list[Event]) -> None:
+        """Keep `events` (published before this server started, oldest first, ending where the
+        first event it publishes follows) for clients that come back with `since`."""
+        if not events:
+            return
+        kept = list(self.recent)
+        following = kept[0][0].seq if kept else self.bus.seq + 1
+        if events[-1].seq is None or events[-1].seq + 1 != following:
+            return
+        self.recent.clear()
+        self._recent_bytes = 0
+        for event in events:
+            self._keep(event)
+        for event, _ in kept:
+            self._keep(event)
 
     def _replay(self, client: Client, since: int) -> None:
         """Queue for `client` every event after `since`, or a `resync` when they are not all

@@ -69,6 +69,10 @@ class ServiceCore:
         # What the other servers of the database write, applied here (replica.Follower).
         self.follower = None
         self.log_poll_seconds = 0.5
+        # Events kept for WebSocket clients that come back with `?since=` (the hub's replay);
+        # on PostgreSQL the last of them are rebuilt from the log at start (`history`).
+        self.replay_events = 10_000
+        self.history: list = []
         # Closed while the follower waits to apply the log: new changes wait for it rather
         # than build on state it is about to bring up to date (see replica.Follower).
         self.gate = asyncio.Event()
@@ -97,6 +101,14 @@ class ServiceCore:
         result = await asyncio.to_thread(self.store.open)
         self.load_result = result
         self._load(result)
+        if self.store.keeps_log:
+            from ..replica import history
+
+            try:
+                self.history = await asyncio.to_thread(history, self, self.store,
+                                                       self.replay_events)
+            except Exception as exc:  # noqa: BLE001 - clients that come back get a resync
+                log.warning("could not read the recent events from the log: %s", exc)
         settle_memory(full=True)
         self.committer = Committer(self.store, self.bus, self.lock, state=self.working,
                                    view=self.view)

@@ -214,6 +214,10 @@ class Statements:
             "SELECT seq, origin, first_event, record, shapes FROM {} "
             "WHERE seq > %s ORDER BY seq LIMIT %s").format(table)
         self.origin_of = sql.SQL("SELECT origin FROM {} WHERE seq = %s").format(table)
+        self.newest = sql.SQL(
+            "SELECT seq, first_event, record, "
+            "(extract(epoch FROM written_at) * 1000)::bigint FROM {} "
+            "WHERE seq <= %s ORDER BY seq DESC LIMIT %s").format(table)
         self.trim = sql.SQL("DELETE FROM {} WHERE seq <= %s").format(table)
         meta = sql.Identifier(schema, "maestro_meta")
         self.head = sql.SQL(
