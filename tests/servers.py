@@ -178,3 +178,47 @@ def postgres_schema(prefix: str = "maestro_test") -> Iterator[tuple[str, str]]:
 def pg_env(url: str) -> dict:
     """The settings of a server on the PostgreSQL database `url`."""
     return {"DATABASE_TYPE": "postgres", "DATABASE_URL": url}
+
+
+# Whole documents as the API shows them (tasks and sessions keep their growing lists in tables
+# of their own; these views put them back).
+PG_DOCUMENTS = {"project": "maestro_projects", "task": "maestro_task_documents",
+                "session": "maestro_session_documents"}
+
+
+def pg_stored(url: str) -> dict[str, dict[str, dict]]:
+    """Every entity in the PostgreSQL database `url`, parsed, by kind and id."""
+    import json
+
+    import psycopg
+
+    out: dict[str, dict[str, dict]] = {}
+    with psycopg.connect(url) as conn:
+        for kind, table in PG_DOCUMENTS.items():
+            rows = conn.execute(f"SELECT id, data::text FROM {table}").fetchall()
+            out[kind] = {eid: json.loads(text) for eid, text in rows}
+    return out
+
+
+def processes(marker: bytes, *, arg: str | None = None, parent: int | None = None) -> list[int]:
+    """Pids of the processes whose command line holds `marker` (and the argument `arg`, and
+    whose parent is `parent`, when given): a server's helper processes."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if not any(marker in a for a in args):
+            continue
+        if arg is not None and arg.encode() not in args:
+            continue
+        if parent is not None and int(stat[stat.rindex(")") + 2:].split()[1]) != parent:
+            continue
+        found.append(int(pid))
+    return found

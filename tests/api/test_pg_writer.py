@@ -5,7 +5,6 @@ could not store) until it is restarted; MAESTRO_STORE_PROCESS=0 keeps the writes
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import threading
@@ -17,10 +16,10 @@ import pytest
 from crash_driver import Acknowledged, Worker, check_recovered
 from helpers import assert_link_invariant, ok, wait_until
 from helpers import http_client as client
-from servers import pg_env, postgres_schema
+from servers import PG_DOCUMENTS, pg_env, pg_stored, postgres_schema, processes
 
-DOCUMENTS = {"project": "maestro_projects", "task": "maestro_task_documents",
-             "session": "maestro_session_documents"}
+DOCUMENTS = PG_DOCUMENTS
+stored = pg_stored
 
 
 @pytest.fixture
@@ -29,32 +28,9 @@ def database() -> Iterator[str]:
         yield url
 
 
-def stored(url: str) -> dict[str, dict[str, dict]]:
-    out: dict[str, dict[str, dict]] = {}
-    with psycopg.connect(url) as conn:
-        for kind, table in DOCUMENTS.items():
-            rows = conn.execute(f"SELECT id, data::text FROM {table}").fetchall()
-            out[kind] = {eid: json.loads(text) for eid, text in rows}
-    return out
-
-
 def writer_processes(server_pid: int) -> list[int]:
     """Pids of the PostgreSQL writer processes started by the server `server_pid`."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                args = f.read()
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        parent = int(stat[stat.rindex(")") + 2:].split()[1])
-        if b"maestro.store.pg_writer" in args and parent == server_pid:
-            found.append(int(pid))
-    return found
+    return processes(b"maestro.store.pg_writer", parent=server_pid)
 
 
 def storage(api: httpx.Client) -> dict:

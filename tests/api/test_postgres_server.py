@@ -20,12 +20,11 @@ import pytest
 from crash_driver import Acknowledged, Worker, check_recovered
 from helpers import WsClient, assert_link_invariant, event_types, ok, wait_until
 from helpers import http_client as client
-from servers import ROOT, pg_env, postgres_dsn, postgres_schema
+from servers import PG_DOCUMENTS, ROOT, pg_env, pg_stored, postgres_dsn, postgres_schema
 
 TABLES = {"project": "maestro_projects", "task": "maestro_tasks", "session": "maestro_sessions"}
-# Whole documents: tasks and sessions keep their growing lists in tables of their own.
-DOCUMENTS = {"project": "maestro_projects", "task": "maestro_task_documents",
-             "session": "maestro_session_documents"}
+DOCUMENTS = PG_DOCUMENTS
+stored = pg_stored
 
 
 @pytest.fixture
@@ -33,16 +32,6 @@ def database() -> Iterator[str]:
     """A DATABASE_URL whose tables live in a fresh schema, dropped afterwards."""
     with postgres_schema("maestro_srv") as (url, _):
         yield url
-
-
-def stored(url: str) -> dict[str, dict[str, dict]]:
-    """Every entity in the database, parsed, by kind and id."""
-    out: dict[str, dict[str, dict]] = {}
-    with psycopg.connect(url) as conn:
-        for kind, table in DOCUMENTS.items():
-            rows = conn.execute(f"SELECT id, data::text FROM {table}").fetchall()
-            out[kind] = {eid: json.loads(text) for eid, text in rows}
-    return out
 
 
 def served(api: httpx.Client) -> dict[str, dict[str, dict]]:

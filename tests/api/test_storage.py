@@ -16,6 +16,7 @@ import httpx
 import pytest
 from helpers import WsClient, assert_error, assert_file_matches, ok, pretty, write_then_kill
 from helpers import http_client as client
+from servers import processes
 
 
 def health(srv) -> dict:
@@ -485,18 +486,7 @@ def test_a_write_the_disk_refuses_is_a_500_that_changes_nothing(make_server, tmp
 
 def _store_processes(data_dir) -> list[int]:
     """Pids of the helper processes writing `data_dir` (see maestro/store/worker.py)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if any(b"maestro.store.worker" in a for a in args) and str(data_dir).encode() in args:
-            found.append(int(pid))
-    return found
+    return processes(b"maestro.store.worker", arg=str(data_dir))
 
 
 def test_the_store_process_lives_and_dies_with_the_server(make_server):

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .. import jsonio
-from . import pg_rows, postgres_log, worker as channel
+from . import postgres_log, worker as channel
 from .base import Op, Outcome
 
 if TYPE_CHECKING:
@@ -144,14 +144,7 @@ def _write(store: PostgresStore, message: dict, rows: list, logged: list[bytes],
 # ------------------------------------------------------------------ the server's side
 def spawn() -> channel.StoreWorker | None:
     """Start the helper process (it boots while the server loads), or None when it cannot."""
-    helper = channel.StoreWorker(None, module=__name__)
-    try:
-        helper.spawn()
-    except OSError as exc:
-        log.warning("PostgreSQL writer process unavailable (%s); writing in-process", exc)
-        helper.close()
-        return None
-    return helper
+    return channel.start_helper(None, __name__, "PostgreSQL writer process")
 
 
 class WriterProxy:
@@ -197,14 +190,7 @@ class WriterProxy:
 
     def send_batch(self, records: list[list[Op]], txs) -> asyncio.Future:
         store = self.store
-        rows = pg_rows.describe(pg_rows.compose(records), store.shapes.inline,
-                                store.project_of)
-        if txs is None:
-            logged = [postgres_log.encode_record(ops) for ops in records]
-            counts = [0] * len(records)
-        else:
-            logged = [tx.log_record for tx in txs]
-            counts = [len(tx.events) for tx in txs]
+        rows, logged, counts = store.described(records, txs)
         header = {"op": "batch", "expected": store.log_head + self._records,
                   "firstEvent": store.log_events + self._events, "counts": counts,
                   "rows": [row[:5] if row[5] is not None else row[:3] for row in rows]}

@@ -210,6 +210,16 @@ class PostgresStore(SyncStore):
             raise
         self._conn = conn
 
+    def _connect_locked(self):
+        """A new connection holding the schema's shared lock (see _lock)."""
+        conn = self._connect()
+        try:
+            self._lock(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _lock(self, conn) -> None:
         schema = conn.execute("SELECT current_schema()").fetchone()[0]
         if schema is None:
@@ -392,12 +402,7 @@ class PostgresStore(SyncStore):
     def attach_writer(self, init: dict) -> None:
         """In the writer process (pg_writer.py): connect and take the schema's shared lock
         like the server that loaded it, and take over its log position and link rows."""
-        conn = self._connect()
-        try:
-            self._lock(conn)
-        except BaseException:
-            conn.close()
-            raise
+        conn = self._connect_locked()
         if self.schema != init["schema"]:
             conn.close()
             raise DatabaseUnavailableError(
@@ -419,7 +424,6 @@ class PostgresStore(SyncStore):
                 if self._last_error else None}
 
     # ----------------------------------------------------------------- writing
-    project_of = staticmethod(_project_id)
 
     @property
     def pipeline_depth(self) -> int:
@@ -495,14 +499,16 @@ class PostgresStore(SyncStore):
         when another replica wrote first. When the connection breaks instead, the store
         reconnects and reads the log to learn whether the commit happened; if not, the batch is
         tried once more."""
+        self.write_rows(*self.described(records, txs), txs)
+
+    def described(self, records: list[list[Op]], txs=None) -> tuple[list, list, list]:
+        """A batch as write_rows takes it: its rows (pg_rows.describe), and per record its log
+        record and number of events."""
         rows = pg_rows.describe(pg_rows.compose(records), self.shapes.inline, _project_id)
         if txs is None:
-            logged = [postgres_log.encode_record(ops) for ops in records]
-            counts = [0] * len(records)
-        else:
-            logged = [tx.log_record for tx in txs]
-            counts = [len(tx.events) for tx in txs]
-        self.write_rows(rows, logged, counts, txs)
+            return rows, [postgres_log.encode_record(ops) for ops in records], \
+                [0] * len(records)
+        return rows, [tx.log_record for tx in txs], [len(tx.events) for tx in txs]
 
     def write_rows(self, rows: list[pg_rows.Row], logged: list[bytes], counts: list[int],
                    txs=None) -> None:
@@ -661,12 +667,7 @@ class PostgresStore(SyncStore):
         if old is not None:
             old.close()  # closing a broken connection does not raise
         try:
-            conn = self._connect()
-            try:
-                self._lock(conn)
-            except BaseException:
-                conn.close()
-                raise
+            conn = self._connect_locked()
         except Exception as exc:
             self._last_error = _first_line(exc)
             log.error("%s", redact(str(exc), self._password))

@@ -221,6 +221,19 @@ def _maintain(store) -> None:
 
 
 # ------------------------------------------------------------------ the server's side
+def start_helper(root: Path | None, module: str, what: str) -> StoreWorker | None:
+    """Start a helper process running `module`'s main (it boots while the server loads), or
+    None when it cannot be started (`what` then writes in-process)."""
+    helper = StoreWorker(root, module)
+    try:
+        helper.spawn()
+    except OSError as exc:
+        log.warning("%s unavailable (%s); writing in-process", what, exc)
+        helper.close()
+        return None
+    return helper
+
+
 class StoreWorker:
     """Talks to the helper process: blocking round trips (`request`) while the store opens and
     closes, the event loop's non-blocking channel (`request_async`) in between."""

@@ -27,14 +27,7 @@ FLUSH_SECONDS = 10.0
 
 def spawn_helper(root: Path) -> helper.StoreWorker | None:
     """Start the helper process (it boots while the server loads), or None when it cannot."""
-    worker = helper.StoreWorker(root)
-    try:
-        worker.spawn()
-    except OSError as exc:
-        log.warning("store process unavailable (%s); writing in-process", exc)
-        worker.close()
-        return None
-    return worker
+    return helper.start_helper(root, "maestro.store.worker", "store process")
 
 
 class HelperProxy:
