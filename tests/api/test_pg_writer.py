@@ -180,3 +180,27 @@ def test_a_killed_writer_process_refuses_writes_and_loses_nothing(make_server, d
         ok(api.post("/api/tasks", json={"projectId": project["id"], "title": "after"}), 201)
         assert storage(api)["writable"] is True
     assert srv.stop() == 0
+
+
+def test_numbers_beyond_64_bits_reach_the_database_verbatim(make_server, database):
+    """A list entry holding an integer orjson cannot encode goes to the writer process by the
+    exact path (jsonio) and is stored, served and reloaded digit for digit."""
+    big = b"123456789012345678901234567890"
+    srv = make_server(env=pg_env(database))
+    with client(srv) as api:
+        project = ok(api.post("/api/projects", json={"name": "p"}), 201)
+        task = ok(api.post("/api/tasks", json={"projectId": project["id"], "title": "t"}), 201)
+        session = ok(api.post("/api/sessions", json={"projectId": project["id"],
+                                                     "taskIds": [task["id"]]}), 201)
+        answer = api.post(f"/api/sessions/{session['id']}/events",
+                          content=b'{"type":"x","data":{"n":' + big + b'}}',
+                          headers={"content-type": "application/json"})
+        assert answer.status_code == 200 and b'"n":' + big in answer.content
+        with psycopg.connect(database) as conn:
+            (entry,) = conn.execute("SELECT entry::text FROM maestro_session_events").fetchone()
+        assert '"n":' + big.decode() in entry
+    srv.stop()
+    srv.start()
+    with client(srv) as api:
+        assert b'"n":' + big in api.get(f"/api/sessions/{session['id']}").content
+    assert srv.stop() == 0
