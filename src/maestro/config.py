@@ -167,7 +167,7 @@ class Settings:
         s.ws_queue_limit = _parse_int("MAESTRO_WS_QUEUE", env.get("MAESTRO_WS_QUEUE") or "100000",
                                       10)
         s.store_process = _bool(env.get("MAESTRO_STORE_PROCESS"), True)
-        # Handed to the file store (which passes the first to its helper process).
+        # Handed to the stores (the file store passes the first to its helper process).
         s.checkpoint_bytes = _parse_int("MAESTRO_CHECKPOINT_BYTES",
                                         env.get("MAESTRO_CHECKPOINT_BYTES") or "16777216", 4096)
         s.pipeline_min_ops = _parse_int("MAESTRO_PIPELINE_MIN_OPS",

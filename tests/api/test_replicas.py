@@ -22,6 +22,7 @@ from collections import Counter
 
 import httpx
 import psycopg
+import pytest
 from helpers import ok, wait_until
 from maestro import jsonio
 from maestro.store.base import Op
@@ -255,9 +256,13 @@ def _board(api: httpx.Client, tasks: int) -> list[str]:
                201)["id"] for i in range(tasks)]
 
 
+@pytest.mark.parametrize("min_ops", ["24", "1"])
 def test_replicas_writing_flat_out_take_turns_instead_of_refusing_each_other(
-        make_server, database):
-    servers = replicas(make_server, database, 2)
+        make_server, database, min_ops):
+    """With MAESTRO_PIPELINE_MIN_OPS=1 each replica has two batches at its writer process
+    whenever it can: one refused as behind the log takes the one after it along, and both are
+    run again once caught up."""
+    servers = replicas(make_server, database, 2, MAESTRO_PIPELINE_MIN_OPS=min_ops)
     apis = [client(s) for s in servers]
     try:
         ids = _board(apis[0], 200)

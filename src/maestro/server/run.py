@@ -106,7 +106,8 @@ def _take_store(settings: Settings):
     if settings.database_type == "postgres":
         from ..store.base import StoreUnusableError
         from ..store.postgres import DatabaseUnavailableError, PostgresStore
-        store = PostgresStore(settings.database_url, writer_process=settings.store_process)
+        store = PostgresStore(settings.database_url, writer_process=settings.store_process,
+                              pipeline_min_ops=settings.pipeline_min_ops)
         try:
             store.take_lock()
         except DatabaseUnavailableError as exc:

@@ -95,11 +95,13 @@ class PostgresStore(SyncStore):
     # Batches come with their change requests, recorded in the log (postgres_log.py).
     keeps_log = True
 
-    def __init__(self, dsn: str, writer_process: bool = False):
+    def __init__(self, dsn: str, writer_process: bool = False, pipeline_min_ops: int = 24):
         """`writer_process`: once loaded, batches are written by a helper process
-        (pg_writer.py) rather than a thread of this one (a server's choice)."""
+        (pg_writer.py) rather than a thread of this one (a server's choice);
+        `pipeline_min_ops`: see Store.pipeline_min_ops (MAESTRO_PIPELINE_MIN_OPS)."""
         self.dsn = dsn
         self._use_writer = writer_process
+        self.pipeline_min_ops = pipeline_min_ops
         self._proxy: pg_writer.WriterProxy | None = None
         self._params: dict[str, Any] | None = None
         self._password: str | None = None
