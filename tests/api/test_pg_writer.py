@@ -204,3 +204,49 @@ def test_numbers_beyond_64_bits_reach_the_database_verbatim(make_server, databas
     with client(srv) as api:
         assert b'"n":' + big in api.get(f"/api/sessions/{session['id']}").content
     assert srv.stop() == 0
+
+
+def test_a_batch_sent_after_a_refused_one_is_refused_too(database):
+    """The writer process, driven as the server drives it: batch 1 was built on state behind
+    the log (another server wrote first) and is refused; batch 2, sent before the server knew,
+    was built on batch 1 and must be refused too, even when the number of records the other
+    server wrote makes its expected head match the log's. `resume` ends the refusal."""
+    from maestro import jsonio as json_io
+    from maestro.store import pg_writer
+    from maestro.store.base import Op
+    from maestro.store.postgres import PostgresStore
+
+    def project(name: str) -> Op:
+        value = {"id": f"proj_{name}", "name": name}
+        return Op("project", value["id"], value, json_io.dumps(value), new=True)
+
+    other = PostgresStore(database)
+    other.open()
+    other.commit_now([[project("other")]])  # the log's head is now 1
+    store = PostgresStore(database)
+    store.open()
+    store.log_head = store.log_events = 0  # as if loaded before the other server wrote
+    helper = pg_writer.spawn()
+    assert pg_writer.WriterProxy.hand_over(store, helper) is not None
+
+    def batch(name: str, expected: int) -> dict:
+        op = project(name)
+        rows, logged, counts = store.described([[op]])
+        header = {"op": "batch", "expected": expected, "firstEvent": 0, "counts": counts,
+                  "rows": [list(row[:5]) for row in rows]}
+        return helper.request(json_io.dumps(header), logged + [row[5] for row in rows])
+
+    try:
+        first = batch("first", 0)
+        assert first["ok"] is False and first["moved"] is True
+        second = batch("second", 1)  # expected matches the head, but built on `first`
+        assert second["ok"] is True and second["ready"] == 0 and second["error"]
+        assert helper.request(json_io.dumps({"op": "resume"}))["ok"] is True
+        third = batch("third", 1)
+        assert third["ok"] is True and third["ready"] == 1
+    finally:
+        helper.close()
+        store.close()
+        other.close()
+    ids = set(stored(database)["project"])
+    assert ids == {"proj_other", "proj_third"}

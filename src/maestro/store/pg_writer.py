@@ -84,7 +84,12 @@ def main() -> None:
             if refusing is not None:
                 reply({"ok": True, "ready": 0, "error": refusing})
                 continue
-            reply(_write(store, message, rows, logged, counts))
+            answer = _write(store, message, rows, logged, counts)
+            if not answer["ok"]:
+                # The batches sent after it were built on its changes: refused until the
+                # server, having undone them, says "resume".
+                refusing = f"an earlier change could not be stored ({answer['error']})"
+            reply(answer)
             continue
         if op == "init":
             try:
