@@ -233,3 +233,23 @@ def test_a_server_upgrades_the_first_layout_when_it_starts(make_server, database
         timeline = api.get("/api/tasks/task_old").json()["timeline"]
         assert timeline[:40] == OLD_TASK["timeline"]
         assert [e["message"] for e in timeline[40:]] == ["after upgrade"]
+
+
+def test_the_log_is_compressed_with_lz4_where_the_server_has_it(database):
+    """Migration 0005: the log's records use lz4 when PostgreSQL offers it, else the default
+    stays and the migration still succeeds."""
+    migrated = run_db(database, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    with psycopg.connect(database, autocommit=True) as conn:
+        if int(conn.execute("SHOW server_version_num").fetchone()[0]) < 140000:
+            return  # no per-column compression before PostgreSQL 14: nothing to check
+        try:
+            conn.execute("CREATE TEMP TABLE lz4_probe (x text COMPRESSION lz4)")
+            expected = "l"
+        except psycopg.Error:
+            expected = ""  # no lz4 here (or PostgreSQL before 14): the default compression
+        got = dict(conn.execute(
+            "SELECT attname, attcompression::text FROM pg_attribute "
+            "WHERE attrelid = 'maestro_log'::regclass AND attname IN ('record', 'shapes')"
+        ).fetchall())
+    assert got == {"record": expected, "shapes": expected}
