@@ -42,10 +42,60 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class CpuCap:
+    """A CPU budget for one server and the processes it starts (its store helper): a cgroup of
+    its own with a CFS quota of `cores` (cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us`).
+    Several replicas, each with its own budget, stand in for replicas on machines of their own
+    on one machine whose PostgreSQL and client are left uncapped."""
+
+    def __init__(self, name: str, cores: float):
+        self.cores = cores
+        v2 = Path("/sys/fs/cgroup")
+        v1 = Path("/sys/fs/cgroup/cpu")
+        leaf = f"maestro-bench-{name}-{os.getpid()}"
+        controllers = v2 / "cgroup.controllers"
+        if controllers.exists() and "cpu" in controllers.read_text().split():
+            self.path = v2 / leaf
+            self.path.mkdir()
+            (self.path / "cpu.max").write_text(f"{int(cores * 100_000)} 100000")
+        elif (v1 / "cpu.cfs_quota_us").exists():
+            self.path = v1 / leaf
+            self.path.mkdir()
+            (self.path / "cpu.cfs_period_us").write_text("100000")
+            (self.path / "cpu.cfs_quota_us").write_text(str(int(cores * 100_000)))
+        else:
+            raise RuntimeError("no writable cgroup CPU controller (cgroup v2 cpu.max or v1 "
+                               "cpu.cfs_quota_us) on this machine: --replica-cpu needs one")
+
+    def enter(self) -> None:
+        """Move the calling process into the budget (its children follow)."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def throttled_seconds(self) -> float:
+        """How long the budget held its processes back so far."""
+        for line in (self.path / "cpu.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "throttled_usec":
+                return int(value) / 1e6
+            if key == "throttled_time":
+                return int(value) / 1e9
+        return 0.0
+
+    def remove(self) -> None:
+        for _ in range(50):
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)  # its processes are still exiting
+
+
 class Server:
     """A `maestro serve` subprocess on a temporary directory (and optional database)."""
 
-    def __init__(self, env: dict | None = None, data_dir: Path | None = None):
+    def __init__(self, env: dict | None = None, data_dir: Path | None = None,
+                 cpu: CpuCap | None = None):
+        self.cpu = cpu
         self.tmp = Path(tempfile.mkdtemp(prefix="maestro-coord-bench-"))
         self.data_dir = data_dir or self.tmp / "data"
         self.port = _free_port()
@@ -63,7 +113,8 @@ class Server:
     def start(self, timeout: float = 120.0) -> "Server":
         self.log = open(self.tmp / "server.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "maestro", "serve"], env=self.env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=str(ROOT))
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+                                     preexec_fn=self.cpu.enter if self.cpu else None)
         deadline = time.monotonic() + timeout
         import httpx
         while time.monotonic() < deadline:
@@ -82,6 +133,8 @@ class Server:
             self.proc.terminate()
             self.proc.wait(60)
         self.log.close()
+        if self.cpu is not None:
+            self.cpu.remove()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

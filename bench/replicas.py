@@ -44,7 +44,7 @@ from .client import (
     process_cpu_seconds,
     process_rss_mb,
 )
-from .coordination import Server, _drop_schema, _schema_url
+from .coordination import CpuCap, Server, _drop_schema, _schema_url
 from .fanout import fanout
 from .workloads import QUICK, Bench
 
@@ -88,6 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="print one JSON document instead of the tables")
     parser.add_argument("--save", type=Path, metavar="FILE",
                         help="also write the JSON document to FILE")
+    parser.add_argument("--replica-cpu", type=float, metavar="CORES",
+                        help="give each replica (with its writer process) a CPU budget of its "
+                             "own, e.g. 0.5 core (a cgroup CPU quota; needs root): replicas "
+                             "as on machines of their own, PostgreSQL and the client uncapped")
     parser.add_argument("--maestro-src", help="run the servers from this source tree")
     parser.add_argument("--no-uvloop", action="store_true",
                         help="use the default asyncio event loop in the client")
@@ -102,6 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, small if quick else full)
     if args.concurrency < 2:
         parser.error("--concurrency must be at least 2 (it is split over two replicas)")
+    if args.replica_cpu is not None and not 0.05 <= args.replica_cpu <= (os.cpu_count() or 1):
+        parser.error("--replica-cpu must be between 0.05 and the number of cores")
     if args.ws_clients < 2:
         parser.error("--ws-clients must be at least 2")
     args.groups = only_groups(parser, args.only, GROUPS) or set(GROUPS)
@@ -179,7 +185,9 @@ class Run:
         if self.args.maestro_src:
             env = {**env, "PYTHONPATH": os.path.abspath(self.args.maestro_src)}
         t0 = time.perf_counter()
-        server = await asyncio.to_thread(Server(env=env).start)
+        cap = CpuCap(name, self.args.replica_cpu) if self.args.replica_cpu and \
+            "DATABASE_URL" in env else None
+        server = await asyncio.to_thread(Server(env=env, cpu=cap).start)
         node = Node(name, server)
         self.nodes.append(node)
         self.progress(f"{name} up on port {server.port} (pid {node.pid}) after "
@@ -414,7 +422,7 @@ class Run:
                          loadavg_at_start=round(os.getloadavg()[0], 2), tasks=a.tasks,
                          ops=a.ops, reads=a.reads, concurrency=a.concurrency,
                          ws_clients=a.ws_clients, groups=sorted(a.groups),
-                         mode="quick" if a.quick else "full")
+                         mode="quick" if a.quick else "full", replica_cpu=a.replica_cpu)
         t_start = time.perf_counter()
         pg_env = {"DATABASE_TYPE": "postgres",
                   "MAESTRO_MAX_CONNECTIONS": str(max(2000, a.ws_clients + 4 * a.concurrency))}
@@ -617,7 +625,9 @@ def markdown(doc: dict) -> str:
     out.append(f"Run: {info.get('total_seconds')} s, load average "
                f"{info.get('loadavg_at_start')} at the start, {info.get('loadavg_at_end')} at "
                f"the end ({info.get('cpus')} cores shared by the client, the servers and "
-               "PostgreSQL).")
+               "PostgreSQL" + (f"; each replica and its writer process capped at "
+                              f"{info['replica_cpu']:g} core" if info.get("replica_cpu")
+                              else "") + ").")
     out.append("Problems: " + ("; ".join(doc["problems"]) if doc["problems"] else "none"))
     return "\n".join(out)
 

@@ -640,3 +640,50 @@ def test_a_replica_that_missed_trimmed_records_says_it_needs_a_restart(make_serv
         assert refused.status_code == 500
         assert "restart this server" in refused.json()["message"]
         assert ok(api.get("/health"))["storage"]["restartNeeded"] is False
+
+
+# ---------------------------------------------------------------------- inline lists moved
+def test_a_list_one_replica_moves_out_of_the_entity_row_is_appended_to_right_by_another(
+        make_server, database):
+    """A task row holding its whole timeline (written back by another program) is loaded by
+    two replicas; the first append, on A, moves the list to its rows. B (whose writer process
+    holds the link rows, the server only which lists are inline) must learn that from A's
+    record: its own append then adds one row (the two before it are not written again), and
+    the stored document is what both serve."""
+
+    def timeline_rows() -> dict[int, str]:
+        with psycopg.connect(database) as conn:
+            return dict(conn.execute("SELECT idx, xmin::text FROM maestro_task_timeline "
+                                     "WHERE task_id = %s", (task,)).fetchall())
+
+    first = make_server(env=pg_env(database))
+    with client(first) as api:
+        project = ok(api.post("/api/projects", json={"name": "p"}), 201)["id"]
+        task = ok(api.post("/api/tasks", json={"projectId": project, "title": "t"}), 201)["id"]
+    assert first.stop() == 0
+    with psycopg.connect(database) as conn:
+        text = conn.execute("SELECT data::text FROM maestro_task_documents WHERE id = %s",
+                            (task,)).fetchone()[0]
+        conn.execute("UPDATE maestro_tasks SET data = %s::json WHERE id = %s", (text, task))
+        conn.execute("DELETE FROM maestro_task_timeline WHERE task_id = %s", (task,))
+    a, b = replicas(make_server, database, 2)
+    with client(a) as api_a, client(b) as api_b:
+        ok(api_a.post(f"/api/tasks/{task}/timeline", json={"message": "on A"}))
+        wait_until(lambda: len(ok(api_b.get(f"/api/tasks/{task}"))["timeline"]) == 2,
+                   what="B to apply A's append")
+        moved = timeline_rows()
+        assert sorted(moved) == [0, 1]
+        ok(api_b.post(f"/api/tasks/{task}/timeline", json={"message": "on B"}))
+        wait_until(lambda: len(ok(api_a.get(f"/api/tasks/{task}"))["timeline"]) == 3,
+                   what="A to apply B's append")
+        timelines = [ok(api.get(f"/api/tasks/{task}"))["timeline"] for api in (api_a, api_b)]
+    assert timelines[0] == timelines[1]
+    assert [e.get("message") for e in timelines[0][1:]] == ["on A", "on B"]
+    after = timeline_rows()
+    assert sorted(after) == [0, 1, 2]
+    assert {idx: after[idx] for idx in moved} == moved  # only the new entry was written
+    with psycopg.connect(database) as conn:
+        row = conn.execute("SELECT data::text FROM maestro_tasks WHERE id = %s",
+                           (task,)).fetchone()[0]
+    assert json.loads(row)["timeline"] == []
+    assert_converged([a, b], database)

@@ -358,6 +358,10 @@ class PostgresStore(SyncStore):
             raise
         if booting is not None:
             self._proxy = pg_writer.WriterProxy.hand_over(self, booting)
+            if self._proxy is not None:
+                # The link rows are the writer process's from now on (it plans the batches);
+                # this process keeps only which lists are still inline (to describe them).
+                self.shapes = pg_rows.Shapes(inline=self.shapes.inline)
         return result
 
     def _load(self) -> LoadResult:
@@ -479,9 +483,11 @@ class PostgresStore(SyncStore):
         """Follow the link rows another server's batch left (postgres_log.adopt_shapes)."""
         if not text:
             return
-        postgres_log.adopt_shapes(self.shapes, text)
-        if self._proxy is not None:
-            self._proxy.post({"op": "shapes", "text": text})
+        if self._proxy is None:
+            postgres_log.adopt_shapes(self.shapes, text)
+            return
+        postgres_log.adopt_inline(self.shapes, text)
+        self._proxy.post({"op": "shapes", "text": text})
 
     def detach_loop(self) -> None:
         if self._proxy is not None:

@@ -161,6 +161,15 @@ def adopt_shapes(shapes: pg_rows.Shapes, text: str | None) -> None:
         shapes.inline.discard((kind, eid, name))
 
 
+def adopt_inline(shapes: pg_rows.Shapes, text: str) -> None:
+    """The part of adopt_shapes a server whose writer process holds the link rows needs: the
+    inline lists the batch moved to rows (rarely any: the JSON text then ends `[]}`)."""
+    if text.endswith('"inline":[]}'):
+        return
+    for kind, eid, name in jsonio.loads(text).get("inline") or ():
+        shapes.inline.discard((kind, eid, name))
+
+
 class Append:
     """The statements that append a batch's records (see Statements.batch)."""
 
