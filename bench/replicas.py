@@ -106,8 +106,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, small if quick else full)
     if args.concurrency < 2:
         parser.error("--concurrency must be at least 2 (it is split over two replicas)")
-    if args.replica_cpu is not None and not 0.05 <= args.replica_cpu <= (os.cpu_count() or 1):
-        parser.error("--replica-cpu must be between 0.05 and the number of cores")
+    if args.replica_cpu is not None:
+        if not 0.05 <= args.replica_cpu <= (os.cpu_count() or 1):
+            parser.error("--replica-cpu must be between 0.05 and the number of cores")
+        try:  # a budget can be made here (before any server starts)
+            CpuCap("check", args.replica_cpu).remove()
+        except (RuntimeError, OSError) as exc:
+            parser.error(f"--replica-cpu: {exc}")
     if args.ws_clients < 2:
         parser.error("--ws-clients must be at least 2")
     args.groups = only_groups(parser, args.only, GROUPS) or set(GROUPS)
