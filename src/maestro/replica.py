@@ -35,6 +35,10 @@ log = logging.getLogger("maestro.replica")
 
 # Records read from the log at a time.
 READ_LIMIT = 2000
+# After a writer process died: the wait before a new one is tried again, doubled after each
+# failed try up to the maximum.
+RENEW_FIRST_SECONDS = 1.0
+RENEW_MAX_SECONDS = 30.0
 
 
 class LogGapError(StorageError):
@@ -127,6 +131,7 @@ class Follower:
     # ------------------------------------------------------------ life cycle
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.store.attach_loop(self._wake_soon)
         self._task = asyncio.create_task(self._run(), name="maestro-log-follower")
         self._thread = threading.Thread(target=self._listen, name="maestro-log-listener",
                                         daemon=True)
@@ -202,12 +207,20 @@ class Follower:
         self.listener = "stopped"
 
     async def _run(self) -> None:
+        renew_at = 0.0
+        renew_wait = RENEW_FIRST_SECONDS
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+            if self.store.writer_dead and time.monotonic() >= renew_at:
+                if await self.renew_writer():
+                    renew_wait = RENEW_FIRST_SECONDS
+                else:
+                    renew_at = time.monotonic() + renew_wait
+                    renew_wait = min(renew_wait * 2, RENEW_MAX_SECONDS)
             try:
                 await self.catch_up()
             except asyncio.CancelledError:
@@ -217,6 +230,35 @@ class Follower:
             except Exception as exc:  # noqa: BLE001 - the next poll tries again
                 log.warning("reading the log failed: %s", exc)
                 await asyncio.sleep(self.poll_seconds)
+
+    # ------------------------------------------------------------ the writer process
+    async def renew_writer(self) -> bool:
+        """Start a new writer process in place of one that died (PostgresStore.renew_writer):
+        every change is held back meanwhile (they wait rather than fail), the ones the dead
+        process had not answered have failed and been undone, and no record is applied, so the
+        new process reads the link rows at a head the server's memory has not passed. True
+        once it writes."""
+        service = self.service
+        store = self.store
+        committer = service.committer
+        try:
+            while True:
+                service.gate.clear()  # (catching up sets it again when done)
+                await committer.wait_idle()
+                async with self._one, service.lock:
+                    if not committer.idle:
+                        continue  # a change already waiting for the lock got in first
+                    try:
+                        await asyncio.to_thread(store.renew_writer)
+                    except Exception as exc:  # noqa: BLE001 - tried again later
+                        log.error("could not start a new PostgreSQL writer process: %s", exc)
+                        return False
+                    store.attach_loop(self._wake_soon)
+                    log.warning("started a new PostgreSQL writer process (%d so far)",
+                                store.writer_restarts)
+                    return True
+        finally:
+            service.gate.set()
 
     # ------------------------------------------------------------ catching up
     def _read(self, after: int) -> list[tuple]:
@@ -315,7 +357,7 @@ class Follower:
         store.log_head = seq
         if number - 1 > store.log_events:
             store.log_events = number - 1
-        store.adopt_shapes(shapes)
+        store.adopt_shapes(shapes, seq)
         for hook in service.committer.on_commit:
             try:
                 hook(tx)

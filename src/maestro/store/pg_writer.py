@@ -11,9 +11,11 @@ first one's reply. The turn lock of servers writing at once (turns.py) is taken 
 connection, in the same order as the batches.
 
 Protocol on stdin/stdout, frames of a 4-byte big-endian length and a body (as worker.py):
-  {"op": "init", "dsn": ..., "schema": ..., "origin": ..., "retention": n,
-   "links": [[kind, id, field, [ids], [positions]]], "inline": [[kind, id, field]]}
-      -> {"ok": true, "stats": {...}} or {"ok": false, "error": message}
+  {"op": "init", "dsn": ..., "schema": ..., "origin": ..., "retention": n, "at": log head,
+   "links": [[kind, id, field, [ids], [positions]]] | null, "inline": [[kind, id, field]]}
+      -> {"ok": true, "linksAt": n, "stats": {...}} or {"ok": false, "error": message}
+  (links null: a writer process started anew after the last one died reads the link rows
+  itself, with the log's head, from one snapshot: "linksAt", at least the server's head)
   {"op": "batch", "expected": log head, "firstEvent": n, "counts": [events per record],
    "rows": [[kind, id, fresh, project, lists] | [kind, id, fresh]]}, then one frame per record
   (its log record), then one frame per row that is not a deletion (its entity row's JSON)
@@ -21,7 +23,8 @@ Protocol on stdin/stdout, frames of a 4-byte big-endian length and a body (as wo
       -> {"ok": false, "moved": true|false, "error": message, "stats": ...}
   {"op": "resume"}: accept batches again after a refused or failed one (until then every batch
   is answered ready 0: it was built on changes that were not stored)
-  {"op": "shapes", "text": ...}: the link rows another server's batch left (postgres_log)
+  {"op": "shapes", "text": ..., "seq": n}: the link rows the record n of another server left
+  (postgres_log); ignored when the link rows known here are already past it
   {"op": "turn", "waitMs": n} -> {"ok": true, "head": log head | null}; {"op": "give"}
   {"op": "maintenance"}, {"op": "ping"}, {"op": "close"} -> {"ok": true, "stats": ...}"""
 
@@ -95,16 +98,24 @@ def main() -> None:
             try:
                 store = PostgresStore(message["dsn"])
                 store.attach_writer(message)
+                if message.get("links") is None:
+                    store.load_links(int(message["at"]))
             except Exception as exc:  # noqa: BLE001 - reported to the server, which gives up
+                if store is not None:
+                    store.close()
                 store = None
                 reply({"ok": False, "error": str(exc)})
                 continue
-            reply({"ok": True})
+            reply({"ok": True, "linksAt": store.links_seq})
         elif op == "resume":
             refusing = None
             reply({"ok": True})
         elif op == "shapes":
-            postgres_log.adopt_shapes(store.shapes, message.get("text"))
+            seq = message.get("seq")
+            if seq is None or seq > store.links_seq:
+                postgres_log.adopt_shapes(store.shapes, message.get("text"))
+                if seq is not None:
+                    store.links_seq = seq
             reply({"ok": True})
         elif op == "turn":
             reply({"ok": True, "head": store.take_turn(int(message["waitMs"]))})
@@ -140,6 +151,7 @@ def _write(store: PostgresStore, message: dict, rows: list, logged: list[bytes],
         return {"ok": False, "moved": True, "error": str(exc)}
     except Exception as exc:  # noqa: BLE001 - nothing of the batch was stored
         return {"ok": False, "moved": False, "error": str(exc) or type(exc).__name__}
+    store.links_seq = store.log_head  # the link rows as this batch left them
     out: dict[str, Any] = {"ok": True, "ready": len(logged), "error": None}
     if before:
         out["inlineGone"] = [list(key) for key in before if key not in inline]
@@ -163,23 +175,29 @@ class WriterProxy:
         self._events = 0
 
     @classmethod
-    def hand_over(cls, store: PostgresStore, helper: channel.StoreWorker) -> WriterProxy | None:
-        """Give the loaded store's write path to the helper. None when it cannot take it (the
-        server then writes in-process)."""
+    def hand_over(cls, store: PostgresStore, helper: channel.StoreWorker,
+                  anew: bool = False) -> WriterProxy | None:
+        """Give the loaded store's write path to the helper, with the link rows the store
+        loaded, or (`anew`: the last helper died) for the helper to read itself. None when it
+        cannot take it (the server then writes in-process, or tries again later)."""
         shapes = store.shapes
         init = {"op": "init", "dsn": store.dsn, "schema": store.schema, "origin": store.origin,
-                "retention": store.log_retention,
-                "links": [[*key, ids, positions] for key, (ids, positions)
-                          in shapes.links.items()],
+                "retention": store.log_retention, "at": store.log_head,
+                "links": None if anew else [[*key, ids, positions] for key, (ids, positions)
+                                            in shapes.links.items()],
                 "inline": [list(key) for key in shapes.inline]}
+        helper.remedy = "a new writer process is being started"
         try:
             answer = helper.request(jsonio.dumps(init))
         except OSError as exc:
             answer = {"ok": False, "error": str(exc)}
         if not answer.get("ok"):
-            log.warning("PostgreSQL writer process unavailable (%s); writing in-process",
-                        answer.get("error"))
+            if not anew:
+                log.warning("PostgreSQL writer process unavailable (%s); writing in-process",
+                            answer.get("error"))
             helper.close()
+            if anew:
+                raise OSError(answer.get("error") or "the writer process did not start")
             return None
         return cls(store, helper)
 
@@ -265,6 +283,11 @@ class WriterProxy:
             log.warning("the PostgreSQL writer process failed: %s", fut.exception())
         else:
             self._remember(fut.result())
+
+    def attach_loop(self) -> None:
+        """Read the helper's pipe on the running loop from now on, so that its death is
+        noticed at once rather than at the next write."""
+        self.helper.attach_loop(asyncio.get_running_loop())
 
     def detach_loop(self) -> None:
         self.helper.detach_loop()

@@ -117,6 +117,10 @@ class PostgresStore(SyncStore):
         self._turn_key: tuple[int, int] | None = None
         self.restart_needed = False
         self.shapes = pg_rows.Shapes()
+        # In the writer process: the record of the log the link rows in `shapes` stand at.
+        self.links_seq = 0
+        # Writer processes started anew after one died (renew_writer).
+        self.writer_restarts = 0
         self._statements: pg_rows.Statements | None = None
         self._writer: tuple[Any, pg_rows.Writer] | None = None
         self.schema_version: int | None = None
@@ -420,8 +424,34 @@ class PostgresStore(SyncStore):
         self.origin = init["origin"]
         self.log_retention = int(init["retention"])
         self.shapes = pg_rows.Shapes(
-            links={(k, i, f): (ids, positions) for k, i, f, ids, positions in init["links"]},
+            links={(k, i, f): (ids, positions) for k, i, f, ids, positions
+                   in init.get("links") or ()},
             inline={tuple(key) for key in init["inline"]})
+        self.links_seq = int(init.get("at") or 0)
+
+    def load_links(self, at: int) -> int:
+        """In a writer process started after the last one died: the link rows and the log's
+        head from one snapshot (the server, which holds every change back meanwhile, stands at
+        record `at`; the snapshot holds at least that). The records the server applies later
+        and forwards (adopt_shapes) are taken only past that head."""
+        psycopg = _psycopg()
+        conn = self._conn
+        shapes = pg_rows.Shapes(inline=self.shapes.inline)
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        try:
+            with conn.transaction():
+                head = int(conn.execute(self._log.head).fetchone()[0])
+                for kind in TABLES:
+                    pg_rows.load_lists(conn, self._statements, kind, {}, shapes,
+                                       links_only=True)
+        finally:
+            conn.isolation_level = None
+        if head < at:
+            raise DatabaseUnavailableError(
+                f"the log's head {head} is behind the server's {at}: not the server's database")
+        self.shapes = shapes
+        self.links_seq = head
+        return head
 
     def writer_stats(self) -> dict[str, Any]:
         """The writing connection's state, for the server's /health."""
@@ -479,15 +509,43 @@ class PostgresStore(SyncStore):
             return self.in_lane(self.give_turn)
         return asyncio.ensure_future(self._proxy.request({"op": "give"}))
 
-    def adopt_shapes(self, text: str | None) -> None:
-        """Follow the link rows another server's batch left (postgres_log.adopt_shapes)."""
+    def adopt_shapes(self, text: str | None, seq: int) -> None:
+        """Follow the link rows another server's batch (ending at record `seq`) left
+        (postgres_log.adopt_shapes)."""
         if not text:
             return
         if self._proxy is None:
             postgres_log.adopt_shapes(self.shapes, text)
             return
         postgres_log.adopt_inline(self.shapes, text)
-        self._proxy.post({"op": "shapes", "text": text})
+        self._proxy.post({"op": "shapes", "text": text, "seq": seq})
+
+    @property
+    def writer_dead(self) -> bool:
+        """The writer process died (renew_writer starts another)."""
+        proxy = self._proxy
+        return proxy is not None and proxy.dead is not None
+
+    def renew_writer(self) -> None:
+        """Start a new writer process in place of the dead one (blocking: call it from a
+        thread, while the server holds every change back, has nothing queued or being written
+        and applies nothing from the log). It reads the link rows itself. Raises OSError when
+        it cannot start (the dead one stays: writes are refused until a later try)."""
+        helper = pg_writer.spawn()
+        if helper is None:
+            raise OSError("the writer process could not be started")
+        proxy = pg_writer.WriterProxy.hand_over(self, helper, anew=True)
+        old, self._proxy = self._proxy, proxy
+        self.writer_restarts += 1
+        if old is not None:
+            old.close()
+
+    def attach_loop(self, on_dead=None) -> None:
+        """On the event loop: notice the writer process's death as it happens (and call
+        `on_dead`, from any thread)."""
+        if self._proxy is not None:
+            self._proxy.helper.on_dead = on_dead
+            self._proxy.attach_loop()
 
     def detach_loop(self) -> None:
         if self._proxy is not None:
@@ -749,7 +807,7 @@ class PostgresStore(SyncStore):
             writing = proxy.dead is None and bool(stats.get("connected", True))
             out.update(connected=connected and writing, writable=writing,
                        reconnects=self.reconnects + int(stats.get("reconnects") or 0),
-                       writer="process")
+                       writer="process", writerRestarts=self.writer_restarts)
             if proxy.dead is not None or stats.get("lastError"):
                 out["lastError"] = proxy.dead or stats["lastError"]
         return out

@@ -247,6 +247,10 @@ class StoreWorker:
         self._lock = threading.Lock()
         self.stats: dict = {}
         self.dead: str | None = None
+        # What the server does about a dead helper, told with its death, and who to tell
+        # (called once, on whichever thread noticed it).
+        self.remedy = "restart the server"
+        self.on_dead = None
         self._channel: _Channel | None = None
 
     def spawn(self) -> None:
@@ -290,10 +294,13 @@ class StoreWorker:
             if busy and self.dead is None:  # the two sides no longer agree on the next frame
                 self._channel_died("detached with a request in flight")
 
-    def _channel_died(self, why: str) -> None:
+    def _channel_died(self, why: str) -> str:
         if self.dead is None:
-            self.dead = f"the store process stopped ({why}); restart the server"
+            self.dead = f"the store process stopped ({why}); {self.remedy}"
             log.critical(self.dead)
+            if self.on_dead is not None:
+                self.on_dead()
+        return self.dead
 
     def request_async(self, body: bytes, lines: list[bytes] | None = None) -> asyncio.Future:
         """Send one request now; the future resolves to its reply (replies come in order)."""
@@ -320,9 +327,7 @@ class StoreWorker:
                     _send(self._proc.stdin.fileno(), body)
                 reply = _receive(self._proc.stdout.fileno())
             except (OSError, EOFError, ValueError) as exc:
-                self.dead = f"the store process stopped ({exc}); restart the server"
-                log.critical(self.dead)
-                raise OSError(self.dead) from None
+                raise OSError(self._channel_died(str(exc))) from None
         if "stats" in reply:
             self.stats = reply["stats"]
         return reply
@@ -333,6 +338,8 @@ class StoreWorker:
         try:
             if self.dead is None:
                 self.request(b'{"op":"close"}')
+            else:
+                self._proc.kill()  # gone, or no longer answering in step
             self._proc.stdin.close()
             self._proc.wait(30)
         except (OSError, subprocess.TimeoutExpired):
@@ -421,9 +428,8 @@ class _Channel:
                 fut.set_result(reply)
 
     def _die(self, why: str) -> None:
-        self.on_death(why)
+        err = OSError(self.on_death(why))
         self.close()
-        err = OSError(f"the store process stopped ({why}); restart the server")
         while self.pending:
             fut = self.pending.popleft()
             if not fut.done():
