@@ -216,7 +216,14 @@ class Follower:
                 pass
             self._wake.clear()
             if self.store.writer_dead and time.monotonic() >= renew_at:
-                if await self.renew_writer():
+                try:
+                    renewed = await self.renew_writer()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - tried again later
+                    log.exception("replacing the PostgreSQL writer process failed")
+                    renewed = False
+                if renewed:
                     renew_wait = RENEW_FIRST_SECONDS
                 else:
                     renew_at = time.monotonic() + renew_wait
@@ -246,6 +253,7 @@ class Follower:
                 service.gate.clear()  # (catching up sets it again when done)
                 await committer.wait_idle()
                 async with self._one, service.lock:
+                    service.gate.clear()  # (an _apply that held `_one` opened it again)
                     if not committer.idle:
                         continue  # a change already waiting for the lock got in first
                     try:

@@ -358,3 +358,34 @@ def test_a_batch_sent_after_a_refused_one_is_refused_too(database):
         other.close()
     ids = set(stored(database)["project"])
     assert ids == {"proj_other", "proj_third"}
+
+
+def test_a_new_writer_process_ends_the_dead_ones_connections_first(database):
+    """A batch the dead writer process had sent may still be running in its backend (waiting
+    for the log's counter row, say) and would commit under the same origin as the new
+    process's: the new one ends those connections (its pid's application name, or the backend
+    it last reported) and waits until they are gone; others are left alone."""
+    import socket
+
+    from maestro.store.postgres import PostgresStore
+
+    dead_pid = 999_999_001
+    victim = psycopg.connect(database, autocommit=True,
+                             application_name=f"maestro pid {dead_pid} on {socket.gethostname()}")
+    by_backend = psycopg.connect(database, autocommit=True, application_name="renamed by a URL")
+    bystander = psycopg.connect(database, autocommit=True,
+                                application_name=f"maestro pid {dead_pid} on another-host")
+    victim.execute("BEGIN")
+    victim.execute("SELECT 1")  # a transaction in progress
+    store = PostgresStore(database)
+    store._conn = store._connect()
+    try:
+        store.end_connections({"pid": dead_pid, "backendPid": by_backend.info.backend_pid})
+        for conn in (victim, by_backend):
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("SELECT 1")
+        assert bystander.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        store._conn.close()
+        for conn in (victim, by_backend, bystander):
+            conn.close()

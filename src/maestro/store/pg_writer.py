@@ -48,6 +48,9 @@ log = logging.getLogger("maestro.store")
 
 # Batches in flight to the helper: the server prepares the next while the helper writes one.
 PIPELINE_DEPTH = 2
+# The longest a new writer process may take to start, connect and read the link rows when it
+# replaces one that died (every change of the server waits meanwhile).
+INIT_TIMEOUT_SECONDS = 60.0
 
 
 # ------------------------------------------------------------------ the helper process
@@ -99,6 +102,7 @@ def main() -> None:
                 store = PostgresStore(message["dsn"])
                 store.attach_writer(message)
                 if message.get("links") is None:
+                    store.end_connections(message.get("replaces") or {})
                     store.load_links(int(message["at"]))
             except Exception as exc:  # noqa: BLE001 - reported to the server, which gives up
                 if store is not None:
@@ -111,11 +115,15 @@ def main() -> None:
             refusing = None
             reply({"ok": True})
         elif op == "shapes":
-            seq = message.get("seq")
+            seq, text = message.get("seq"), message.get("text")
             if seq is None or seq > store.links_seq:
-                postgres_log.adopt_shapes(store.shapes, message.get("text"))
+                postgres_log.adopt_shapes(store.shapes, text)
                 if seq is not None:
                     store.links_seq = seq
+            elif text:
+                # The link rows read at start-up already hold this record's; which lists it
+                # moved out of entity rows came from the server's (older) view.
+                postgres_log.adopt_inline(store.shapes, text)
             reply({"ok": True})
         elif op == "turn":
             reply({"ok": True, "head": store.take_turn(int(message["waitMs"]))})
@@ -176,19 +184,24 @@ class WriterProxy:
 
     @classmethod
     def hand_over(cls, store: PostgresStore, helper: channel.StoreWorker,
-                  anew: bool = False) -> WriterProxy | None:
+                  anew: bool = False, replaces: dict | None = None) -> WriterProxy | None:
         """Give the loaded store's write path to the helper, with the link rows the store
-        loaded, or (`anew`: the last helper died) for the helper to read itself. None when it
-        cannot take it (the server then writes in-process, or tries again later)."""
+        loaded, or (`anew`: the last helper died) for the helper to read itself, after ending
+        the database connections of the dead one (`replaces`: its pid and last backend pid).
+        None when it cannot take it (the server then writes in-process, or tries again
+        later)."""
         shapes = store.shapes
         init = {"op": "init", "dsn": store.dsn, "schema": store.schema, "origin": store.origin,
                 "retention": store.log_retention, "at": store.log_head,
                 "links": None if anew else [[*key, ids, positions] for key, (ids, positions)
                                             in shapes.links.items()],
                 "inline": [list(key) for key in shapes.inline]}
+        if anew and replaces is not None:
+            init["replaces"] = replaces
         helper.remedy = "a new writer process is being started"
         try:
-            answer = helper.request(jsonio.dumps(init))
+            answer = helper.request(jsonio.dumps(init), timeout=INIT_TIMEOUT_SECONDS if anew
+                                    else None)
         except OSError as exc:
             answer = {"ok": False, "error": str(exc)}
         if not answer.get("ok"):
@@ -268,7 +281,10 @@ class WriterProxy:
         return self._remember(await self._send(jsonio.dumps(message)))
 
     def post(self, message: dict) -> None:
-        """One message after everything sent before, its answer not awaited."""
+        """One message after everything sent before, its answer not awaited (dropped while
+        the helper is dead: the next one starts from the database)."""
+        if self.helper.dead is not None:
+            return
         try:
             fut = self._send(jsonio.dumps(message))
         except OSError as exc:
@@ -294,6 +310,11 @@ class WriterProxy:
 
     def close(self) -> None:
         self.helper.close()
+
+    def replaced(self) -> dict:
+        """What a new writer process needs to end this (dead) one's database connections."""
+        pid = self.helper._proc.pid if self.helper._proc is not None else None
+        return {"pid": pid, "backendPid": self.helper.stats.get("backendPid")}
 
     @property
     def stats(self) -> dict:

@@ -26,6 +26,8 @@ import os
 import re
 import secrets
 import socket
+import threading
+import time
 import zlib
 from typing import Any
 
@@ -119,8 +121,11 @@ class PostgresStore(SyncStore):
         self.shapes = pg_rows.Shapes()
         # In the writer process: the record of the log the link rows in `shapes` stand at.
         self.links_seq = 0
-        # Writer processes started anew after one died (renew_writer).
+        # Writer processes started anew after one died (renew_writer), and what keeps a new
+        # one from being put in place once the store closes.
         self.writer_restarts = 0
+        self._swap = threading.Lock()
+        self._closing = False
         self._statements: pg_rows.Statements | None = None
         self._writer: tuple[Any, pg_rows.Writer] | None = None
         self.schema_version: int | None = None
@@ -429,6 +434,32 @@ class PostgresStore(SyncStore):
             inline={tuple(key) for key in init["inline"]})
         self.links_seq = int(init.get("at") or 0)
 
+    def end_connections(self, replaces: dict) -> None:
+        """In a writer process replacing one that died: end the dead one's database
+        connections and wait until they are gone, so that no batch it had sent can still
+        commit behind this one's back (under the same origin, it would pass for this one's)."""
+        pid, backend = replaces.get("pid"), replaces.get("backendPid")
+        if pid is None and backend is None:
+            return
+        conn = self._conn
+        query = ("SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+                 "(pid = %s OR application_name = %s)")
+        # The name _connect gives a connection (unless the URL names it): this host, that pid.
+        args = (backend or 0, f"maestro pid {pid} on {socket.gethostname()}" if pid is not None
+                else "")
+        deadline = time.monotonic() + 10
+        while True:
+            pids = [row[0] for row in conn.execute(query, args).fetchall()]
+            if not pids:
+                return
+            for target in pids:
+                conn.execute("SELECT pg_terminate_backend(%s)", (target,))
+            if time.monotonic() > deadline:
+                raise DatabaseUnavailableError(
+                    f"the dead writer process's connections {pids} to {self.location} did "
+                    "not end")
+            time.sleep(0.05)
+
     def load_links(self, at: int) -> int:
         """In a writer process started after the last one died: the link rows and the log's
         head from one snapshot (the server, which holds every change back meanwhile, stands at
@@ -440,6 +471,7 @@ class PostgresStore(SyncStore):
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         try:
             with conn.transaction():
+                conn.execute("SET LOCAL statement_timeout = '30s'")
                 head = int(conn.execute(self._log.head).fetchone()[0])
                 for kind in TABLES:
                     pg_rows.load_lists(conn, self._statements, kind, {}, shapes,
@@ -456,6 +488,7 @@ class PostgresStore(SyncStore):
     def writer_stats(self) -> dict[str, Any]:
         """The writing connection's state, for the server's /health."""
         return {"connected": self._usable(), "reconnects": self.reconnects,
+                "backendPid": self._conn.info.backend_pid if self._usable() else None,
                 "lastError": redact(self._last_error, self._password)
                 if self._last_error else None}
 
@@ -531,11 +564,19 @@ class PostgresStore(SyncStore):
         thread, while the server holds every change back, has nothing queued or being written
         and applies nothing from the log). It reads the link rows itself. Raises OSError when
         it cannot start (the dead one stays: writes are refused until a later try)."""
+        old = self._proxy
+        if old is not None:
+            old.helper.kill()  # dead, or no longer answering in step
         helper = pg_writer.spawn()
         if helper is None:
             raise OSError("the writer process could not be started")
-        proxy = pg_writer.WriterProxy.hand_over(self, helper, anew=True)
-        old, self._proxy = self._proxy, proxy
+        proxy = pg_writer.WriterProxy.hand_over(
+            self, helper, anew=True, replaces=old.replaced() if old is not None else None)
+        with self._swap:
+            if self._closing:
+                proxy.close()
+                raise OSError("the store is closing")
+            self._proxy = proxy
         self.writer_restarts += 1
         if old is not None:
             old.close()
@@ -769,7 +810,9 @@ class PostgresStore(SyncStore):
 
     # ----------------------------------------------------------------- closing
     def close(self) -> None:
-        proxy, self._proxy = self._proxy, None
+        with self._swap:
+            self._closing = True
+            proxy, self._proxy = self._proxy, None
         if proxy is not None:
             proxy.close()
         conn, self._conn = self._conn, None

@@ -36,6 +36,7 @@ import collections
 import fcntl
 import logging
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -299,7 +300,10 @@ class StoreWorker:
             self.dead = f"the store process stopped ({why}); {self.remedy}"
             log.critical(self.dead)
             if self.on_dead is not None:
-                self.on_dead()
+                try:
+                    self.on_dead()
+                except Exception:  # noqa: BLE001 - the death is reported all the same
+                    log.exception("reporting the store process's death failed")
         return self.dead
 
     def request_async(self, body: bytes, lines: list[bytes] | None = None) -> asyncio.Future:
@@ -311,7 +315,14 @@ class StoreWorker:
             frame += b"".join(_HEADER.pack(len(line)) + line for line in lines)
         return self._channel.send(frame)
 
-    def request(self, body: bytes, lines: list[bytes] | None = None) -> dict:
+    def kill(self) -> None:
+        """End the helper process at once (one that died, or no longer answers in step)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(5)
+
+    def request(self, body: bytes, lines: list[bytes] | None = None,
+                timeout: float | None = None) -> dict:
         """One round trip; OSError when the helper is gone (the store then refuses writes:
         whether the last batch reached the journal is unknown until a restart replays it).
         `lines` (a batch's journal lines) follow the message as one more frame each."""
@@ -325,6 +336,10 @@ class StoreWorker:
                     write_all(self._proc.stdin.fileno(), body)
                 else:
                     _send(self._proc.stdin.fileno(), body)
+                if timeout is not None and not select.select(
+                        [self._proc.stdout.fileno()], [], [], timeout)[0]:
+                    self._proc.kill()
+                    raise OSError(f"no answer within {timeout:g} s")
                 reply = _receive(self._proc.stdout.fileno())
             except (OSError, EOFError, ValueError) as exc:
                 raise OSError(self._channel_died(str(exc))) from None
@@ -338,8 +353,6 @@ class StoreWorker:
         try:
             if self.dead is None:
                 self.request(b'{"op":"close"}')
-            else:
-                self._proc.kill()  # gone, or no longer answering in step
             self._proc.stdin.close()
             self._proc.wait(30)
         except (OSError, subprocess.TimeoutExpired):
