@@ -135,18 +135,24 @@ def test_appends_and_link_changes_write_only_their_rows(make_server, database):
         assert served(api) == before
 
 
-def test_a_list_written_into_the_entity_row_by_another_program_is_kept(make_server, database):
-    srv = make_server(env=pg_env(database))
+def task_with_inline_timeline(make_server, url: str):
+    """A stopped server and a task of its database whose whole document was written back
+    into its row (its timeline inline, the timeline's rows gone), as a tool might."""
+    srv = make_server(env=pg_env(url))
     with client(srv) as api:
         project = ok(api.post("/api/projects", json={"name": "p"}), 201)["id"]
         task = ok(api.post("/api/tasks", json={"projectId": project, "title": "t"}), 201)["id"]
     assert srv.stop() == 0
-    # The whole document written back into the row (its timeline inline), as a tool might.
-    with psycopg.connect(database) as conn:
+    with psycopg.connect(url) as conn:
         text = conn.execute("SELECT data::text FROM maestro_task_documents WHERE id = %s",
                             (task,)).fetchone()[0]
         conn.execute("UPDATE maestro_tasks SET data = %s::json WHERE id = %s", (text, task))
         conn.execute("DELETE FROM maestro_task_timeline WHERE task_id = %s", (task,))
+    return srv, task
+
+
+def test_a_list_written_into_the_entity_row_by_another_program_is_kept(make_server, database):
+    srv, task = task_with_inline_timeline(make_server, database)
     srv.start()
     with client(srv) as api:
         first = ok(api.get(f"/api/tasks/{task}"))["timeline"]

@@ -28,6 +28,7 @@ from maestro import jsonio
 from maestro.store.base import Op
 from maestro.store.postgres import PostgresStore
 from test_pg_migrations import run_db
+from test_pg_rows import task_with_inline_timeline
 from test_postgres_server import client, database, pg_env, served, stored  # noqa: F401
 from websockets.sync.client import connect
 
@@ -656,16 +657,7 @@ def test_a_list_one_replica_moves_out_of_the_entity_row_is_appended_to_right_by_
             return dict(conn.execute("SELECT idx, xmin::text FROM maestro_task_timeline "
                                      "WHERE task_id = %s", (task,)).fetchall())
 
-    first = make_server(env=pg_env(database))
-    with client(first) as api:
-        project = ok(api.post("/api/projects", json={"name": "p"}), 201)["id"]
-        task = ok(api.post("/api/tasks", json={"projectId": project, "title": "t"}), 201)["id"]
-    assert first.stop() == 0
-    with psycopg.connect(database) as conn:
-        text = conn.execute("SELECT data::text FROM maestro_task_documents WHERE id = %s",
-                            (task,)).fetchone()[0]
-        conn.execute("UPDATE maestro_tasks SET data = %s::json WHERE id = %s", (text, task))
-        conn.execute("DELETE FROM maestro_task_timeline WHERE task_id = %s", (task,))
+    _, task = task_with_inline_timeline(make_server, database)
     a, b = replicas(make_server, database, 2)
     with client(a) as api_a, client(b) as api_b:
         ok(api_a.post(f"/api/tasks/{task}/timeline", json={"message": "on A"}))
