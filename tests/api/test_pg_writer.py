@@ -389,3 +389,65 @@ def test_a_new_writer_process_ends_the_dead_ones_connections_first(database):
         store._conn.close()
         for conn in (victim, by_backend, bystander):
             conn.close()
+
+
+def test_a_new_writer_process_learns_which_lists_left_entity_rows_before_its_snapshot(
+        database):
+    """A new writer process reads the link rows at the database's head but is told which lists
+    are still in entity rows by the server, whose view is older: another server's record in
+    between moved a timeline out of its task row. When the server forwards that record (at or
+    below the new process's head), the process must still learn the list has left the row, or
+    the server's next append to it (described as an append, not a whole list) is refused."""
+    from maestro import jsonio as json_io
+    from maestro.store import pg_writer
+    from maestro.store.base import Op
+    from maestro.store.postgres import PostgresStore
+
+    def op(value: dict, **extra) -> Op:
+        return Op(value.get("projectId") and "task" or "project", value["id"], value,
+                  json_io.dumps(value), value.get("projectId"), **extra)
+
+    entry = {"id": "evt_1", "type": "created", "timestamp": 1}
+    task = {"id": "task_1", "projectId": "proj_1", "title": "t", "timeline": [entry]}
+    first = PostgresStore(database)
+    first.open()
+    first.commit_now([[op({"id": "proj_1", "name": "p"}, new=True), op(task, new=True)]])
+    first.close()
+    with psycopg.connect(database) as conn:  # the timeline written back into the row
+        conn.execute("UPDATE maestro_tasks SET data = %s::json WHERE id = 'task_1'",
+                     (json_io.dumps(task).decode(),))
+        conn.execute("DELETE FROM maestro_task_timeline")
+    server = PostgresStore(database)  # the server whose writer process dies
+    server.open()
+    assert ("task", "task_1", "timeline") in server.shapes.inline
+    other = PostgresStore(database)  # another server appends: the list moves to its rows
+    other.open()
+    second = {"id": "evt_2", "type": "note", "timestamp": 2}
+    moved = {**task, "timeline": [entry, second]}
+    other.commit_now([[op(moved, delta={"push": {"timeline": [1, [second]]}})]])
+    with psycopg.connect(database) as conn:
+        seq, shapes = conn.execute("SELECT seq, shapes FROM maestro_log "
+                                   "ORDER BY seq DESC LIMIT 1").fetchone()
+    assert seq == server.log_head + 1 and '"inline":[["task","task_1","timeline"]]' in shapes
+    helper = pg_writer.spawn()
+    assert pg_writer.WriterProxy.hand_over(server, helper, anew=True) is not None
+    try:
+        # The server applies the other's record: its own view of inline lists follows it, and
+        # it forwards the record to its writer process.
+        server.adopt_shapes(shapes, seq)  # (no proxy attached here: the server's side only)
+        assert ("task", "task_1", "timeline") not in server.shapes.inline
+        assert helper.request(json_io.dumps({"op": "shapes", "text": shapes,
+                                             "seq": seq}))["ok"] is True
+        third = {"id": "evt_3", "type": "note", "timestamp": 3}
+        appended = op({**moved, "timeline": [entry, second, third]},
+                      delta={"push": {"timeline": [2, [third]]}})
+        rows, logged, counts = server.described([[appended]])
+        header = {"op": "batch", "expected": seq, "firstEvent": 0, "counts": counts,
+                  "rows": [list(row[:5]) for row in rows]}
+        answer = helper.request(json_io.dumps(header), logged + [row[5] for row in rows])
+        assert answer["ok"] is True and answer["ready"] == 1, answer
+    finally:
+        helper.close()
+        server.close()
+        other.close()
+    assert stored(database)["task"]["task_1"]["timeline"] == [entry, second, third]
