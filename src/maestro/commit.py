@@ -43,7 +43,7 @@ class Behind(StorageError):
     """The change was built on state another server has changed since: catch up, run it again."""
 
 # A flush due while writes go on covers about this many bytes of big entities at a time.
-FLUSH_BYTES = 4 << 20
+FLUSH_BYTES = 1 << 20
 
 
 def settle_memory(full: bool | None = None) -> None:
