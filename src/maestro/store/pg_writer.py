@@ -167,9 +167,10 @@ def _write(store: PostgresStore, message: dict, rows: list, logged: list[bytes],
 
 
 # ------------------------------------------------------------------ the server's side
-def spawn() -> channel.StoreWorker | None:
-    """Start the helper process (it boots while the server loads), or None when it cannot."""
-    return channel.start_helper(None, __name__, "PostgreSQL writer process")
+def spawn(otherwise: str = "writing in-process") -> channel.StoreWorker | None:
+    """Start the helper process (it boots while the server loads), or None when it cannot
+    (logged with what happens `otherwise`)."""
+    return channel.start_helper(None, __name__, "PostgreSQL writer process", otherwise)
 
 
 class WriterProxy:

@@ -567,7 +567,7 @@ class PostgresStore(SyncStore):
         old = self._proxy
         if old is not None:
             old.helper.kill()  # dead, or no longer answering in step
-        helper = pg_writer.spawn()
+        helper = pg_writer.spawn(otherwise="tried again later, writes refused meanwhile")
         if helper is None:
             raise OSError("the writer process could not be started")
         proxy = pg_writer.WriterProxy.hand_over(

@@ -222,14 +222,15 @@ def _maintain(store) -> None:
 
 
 # ------------------------------------------------------------------ the server's side
-def start_helper(root: Path | None, module: str, what: str) -> StoreWorker | None:
+def start_helper(root: Path | None, module: str, what: str,
+                 otherwise: str = "writing in-process") -> StoreWorker | None:
     """Start a helper process running `module`'s main (it boots while the server loads), or
-    None when it cannot be started (`what` then writes in-process)."""
+    None when it cannot be started (logged with what happens `otherwise`)."""
     helper = StoreWorker(root, module)
     try:
         helper.spawn()
     except OSError as exc:
-        log.warning("%s unavailable (%s); writing in-process", what, exc)
+        log.warning("%s unavailable (%s); %s", what, exc, otherwise)
         helper.close()
         return None
     return helper
