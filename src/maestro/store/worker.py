@@ -324,9 +324,11 @@ class StoreWorker:
 
     def request(self, body: bytes, lines: list[bytes] | None = None,
                 timeout: float | None = None) -> dict:
-        """One round trip; OSError when the helper is gone (the store then refuses writes:
-        whether the last batch reached the journal is unknown until a restart replays it).
-        `lines` (a batch's journal lines) follow the message as one more frame each."""
+        """One round trip; OSError when the helper is gone (the file store then refuses
+        writes: whether the last batch reached the journal is unknown until a restart replays
+        it; PostgreSQL's writer process is replaced, see `remedy`). `lines` (a batch's journal
+        lines) follow the message as one more frame each. With `timeout`, a helper that has
+        not begun to answer within that many seconds is killed and reported dead."""
         with self._lock:
             if self.dead is not None:
                 raise OSError(self.dead)
