@@ -8,10 +8,13 @@ on a fresh schema of `--database-url`, dropped afterwards, each with its own `PO
    `python -m bench` (create task, patch random tasks, create a session linking 5 tasks,
    append to a timeline) on 32 keep-alive connections, then reads (get task by id, list
    `?projectId&status`); the file-store server runs the same sequence on a board of its own;
-2. two replicas (B started on A's schema): the same writes with the connections split 16/16
-   over A and B, and once more with all of them on A while B only follows; the replicas'
-   `replication.conflicts` (GET /health) per write, and how long after the last answer both
-   replicas stood at the same head of the shared log;
+2. two replicas (B started on A's schema; A leads the writes and B forwards its changes to
+   it, or with `--no-forward` B writes itself, taking turns with A): the same writes with the
+   connections split 16/16 over A and B, and once more with all of them on A while B only
+   follows; the replicas' `replication.conflicts` (GET /health) per write, and how long after
+   the last answer both replicas stood at the same head of the shared log; at the very end,
+   with B stopped, A alone once more on the board as it has grown (one replica against two
+   at the same moment);
 3. event delivery: one WebSocket client on B while one HTTP client PATCHes a task on A, one
    PATCH after the other, against the same with the client on A; both again while a paced
    background load writes to A and B;
@@ -92,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="give each replica (with its writer process) a CPU budget of its "
                              "own, e.g. 0.5 core (a cgroup CPU quota; needs root): replicas "
                              "as on machines of their own, PostgreSQL and the client uncapped")
+    parser.add_argument("--no-forward", action="store_true",
+                        help="MAESTRO_FORWARD_WRITES=0: B writes its changes itself, taking "
+                             "turns with A, instead of forwarding them to A (the write lead)")
     parser.add_argument("--maestro-src", help="run the servers from this source tree")
     parser.add_argument("--no-uvloop", action="store_true",
                         help="use the default asyncio event loop in the client")
@@ -427,10 +433,12 @@ class Run:
                          loadavg_at_start=round(os.getloadavg()[0], 2), tasks=a.tasks,
                          ops=a.ops, reads=a.reads, concurrency=a.concurrency,
                          ws_clients=a.ws_clients, groups=sorted(a.groups),
-                         mode="quick" if a.quick else "full", replica_cpu=a.replica_cpu)
+                         mode="quick" if a.quick else "full", replica_cpu=a.replica_cpu,
+                         forward_writes=not a.no_forward)
         t_start = time.perf_counter()
         pg_env = {"DATABASE_TYPE": "postgres",
-                  "MAESTRO_MAX_CONNECTIONS": str(max(2000, a.ws_clients + 4 * a.concurrency))}
+                  "MAESTRO_MAX_CONNECTIONS": str(max(2000, a.ws_clients + 4 * a.concurrency)),
+                  "MAESTRO_FORWARD_WRITES": "0" if a.no_forward else "1"}
         schema, url = await asyncio.to_thread(_schema_url, a.database_url)
         self.info["schema"] = schema
         pg_env["DATABASE_URL"] = url
@@ -470,12 +478,20 @@ class Run:
                 health = [await n.health() for n in (a_node, b_node)]
                 self.info["health_at_end"] = {
                     n.name: {"replication": h.get("replication"), "replica": h.get("replica"),
-                             "counts": h.get("counts")} for n, h in zip((a_node, b_node),
-                                                                        health)}
+                             "writeLead": h.get("writeLead"), "counts": h.get("counts")}
+                    for n, h in zip((a_node, b_node), health)}
                 counts = {orjson.dumps(h.get("counts")) for h in health}
                 if len(counts) > 1:
                     self.problems.append("the replicas' counts differ at the end: " + ", ".join(
                         f"{n.name} {h.get('counts')}" for n, h in zip((a_node, b_node), health)))
+                if "writes" in a.groups:
+                    # One replica once more, on the board as it has grown, right after the
+                    # two: what two replicas gave against one at the same moment.
+                    close_pool(pool_b)
+                    pool_b = []
+                    await self.stop(b_node)
+                    bench.conns = pool_a
+                    await self.run_writes("1 replica again (B stopped)", bench, [a_node], True)
             finally:
                 close_pool(pool_a)
                 close_pool(pool_b)
@@ -632,7 +648,10 @@ def markdown(doc: dict) -> str:
                f"the end ({info.get('cpus')} cores shared by the client, the servers and "
                "PostgreSQL" + (f"; each replica and its writer process capped at "
                               f"{info['replica_cpu']:g} core" if info.get("replica_cpu")
-                              else "") + ").")
+                              else "") + ")" + ("; B writes itself, taking turns with A "
+                                                "(--no-forward)" if info.get("forward_writes")
+                                                is False else "; B forwards its writes to A, "
+                                                "the write lead") + ".")
     out.append("Problems: " + ("; ".join(doc["problems"]) if doc["problems"] else "none"))
     return "\n".join(out)
 

@@ -125,6 +125,10 @@ class Settings:
     replica_url: str = ""
     replica_heartbeat_seconds: float = 5.0
     replica_timeout_seconds: float = 30.0
+    # Replicas forward their changes to the one that leads the writes (write_lead.py;
+    # MAESTRO_FORWARD_WRITES=0: each writes itself), which listens on this port (0: any free).
+    forward_writes: bool = True
+    write_lead_port: int = 0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -214,6 +218,9 @@ class Settings:
             env.get("MAESTRO_REPLICA_HEARTBEAT_SECONDS") or "5")
         s.replica_timeout_seconds = _parse_positive(
             "MAESTRO_REPLICA_TIMEOUT_SECONDS", env.get("MAESTRO_REPLICA_TIMEOUT_SECONDS") or "30")
+        s.forward_writes = _bool(env.get("MAESTRO_FORWARD_WRITES"), True)
+        s.write_lead_port = _parse_int("MAESTRO_WRITE_LEAD_PORT",
+                                       env.get("MAESTRO_WRITE_LEAD_PORT") or "0", 0, 65535)
         for name, value in overrides.items():
             if value is None:
                 continue

@@ -28,6 +28,7 @@ from .ids import now_ms
 from . import models as shape
 from .shapes import checker
 from .vocabulary import AGENT_AT_WORK, FINAL_SESSION_STATUSES
+from .write_lead import forwardable
 
 if TYPE_CHECKING:
     from .ready_index import ReadyIndex
@@ -142,6 +143,7 @@ class Coordination:
         """Targets of edges `proposed` has and `old` had not (dependencies and parent)."""
         return new_edges(old, proposed)
 
+    @forwardable
     async def add_dependency(self, task_id: str, dependency_id: str, *,
                              actor: str | None = None, claim_token: int | None = None) -> dict:
         """POST /api/tasks/:id/dependencies/:dependsOnId (idempotent)."""
@@ -161,6 +163,7 @@ class Coordination:
 
         return await self._mutate(apply)
 
+    @forwardable
     async def remove_dependency(self, task_id: str, dependency_id: str, *,
                                 actor: str | None = None, claim_token: int | None = None) \
             -> dict:
@@ -307,6 +310,7 @@ class Coordination:
         tx.emit("task:updated", renewed)
         return claim
 
+    @forwardable
     async def claim_task(self, task_id: str, body: dict) -> dict:
         """POST /api/tasks/:id/claim → {task, claim}."""
         session_id = _check_claim(body)["sessionId"]
@@ -346,6 +350,7 @@ class Coordination:
             return key[2]
         return None
 
+    @forwardable
     async def claim_next(self, project_id: str, body: dict) -> dict:
         """POST /api/projects/:id/claim-next → {task, claim} or {task: null, claim: null}."""
         session_id = _check_next(body)["sessionId"]
@@ -380,6 +385,7 @@ class Coordination:
             raise self._claim_lost(task, claim)
         return task
 
+    @forwardable
     async def renew_claim(self, task_id: str, body: dict) -> dict:
         """POST /api/tasks/:id/claim/renew → {claim}."""
         session_id, token = _check_renew(body)["sessionId"], body["token"]
@@ -391,6 +397,7 @@ class Coordination:
 
         return await self._mutate(apply)
 
+    @forwardable
     async def release_claim(self, task_id: str, body: dict) -> dict:
         """POST /api/tasks/:id/claim/release → {task}; the task goes back to pending."""
         session_id, token = _check_release(body)["sessionId"], body["token"]
@@ -425,6 +432,7 @@ class Coordination:
         tx.emit("task:updated", final)
         return final
 
+    @forwardable
     async def heartbeat_session(self, session_id: str, body: dict | None = None) -> dict:
         """POST /api/sessions/:id/heartbeat: renews every live claim of the session and its
         `lastActivity` → {sessionId, claims}."""

@@ -22,6 +22,7 @@ from .errors import ApiError, project_not_found, task_not_found, validation
 from .ids import make_id, now_ms
 from .shapes import checker
 from .vocabulary import DEFAULT_PRIORITY
+from .write_lead import forwardable
 
 if TYPE_CHECKING:
     from .state import State
@@ -73,6 +74,7 @@ class Planning:
 
     state: State
 
+    @forwardable
     async def create_plan(self, project_id: str, body: dict, *, actor: str | None = None,
                           claim_token: int | None = None) -> dict:
         """POST /api/projects/:id/plan → {tasks, refs, updated}. `actor` and `claim_token`

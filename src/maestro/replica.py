@@ -121,6 +121,8 @@ class Follower:
         self.last_applied_at: float | None = None
         self.gap: str | None = None
         self._wake = asyncio.Event()
+        # Set (and replaced) each time records were applied: `wait_applied`.
+        self._advanced = asyncio.Event()
         self._one = asyncio.Lock()
         self._stop = threading.Event()
         self._reader = None
@@ -268,6 +270,26 @@ class Follower:
         finally:
             service.gate.set()
 
+    async def wait_applied(self, seq: int, timeout: float) -> bool:
+        """Return once the log is applied here up to `seq` (a record another replica wrote
+        for this one, write_lead.py), or after `timeout` seconds; True if it was."""
+        store = self.store
+        if store.log_head >= seq:
+            return True
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        while store.log_head < seq:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("record %d was not applied here within %g s (at %d)", seq,
+                            timeout, store.log_head)
+                return False
+            try:
+                await asyncio.wait_for(self._advanced.wait(), min(left, self.poll_seconds))
+            except asyncio.TimeoutError:
+                self._wake.set()
+        return True
+
     # ------------------------------------------------------------ catching up
     def _read(self, after: int) -> list[tuple]:
         """Records after `after` (a worker thread, on the reader connection)."""
@@ -315,8 +337,12 @@ class Follower:
                 async with service.lock:
                     if not committer.idle:
                         continue  # a change already waiting for the lock got in first
-                    for row in rows:
-                        self._apply_row(*row)
+                    try:
+                        for row in rows:
+                            self._apply_row(*row)
+                    finally:
+                        advanced, self._advanced = self._advanced, asyncio.Event()
+                        advanced.set()
                     return
         finally:
             service.gate.set()

@@ -261,8 +261,10 @@ def test_a_replaced_writer_process_follows_the_links_another_replica_changes(mak
     new process reads the link rows at a head A has not applied yet: the records A applies
     after it must not be taken twice. A then changes links itself: no batch is refused, and
     both replicas serve exactly what the database holds."""
-    a = make_server(env=pg_env(database))
-    b = make_server(env=pg_env(database))
+    # Each replica writes itself (with the write lead, B's changes would be A's).
+    alone = {**pg_env(database), "MAESTRO_FORWARD_WRITES": "0"}
+    a = make_server(env=alone)
+    b = make_server(env=alone)
     with client(a) as api_a, client(b) as api_b:
         project = ok(api_a.post("/api/projects", json={"name": "P"}), 201)["id"]
         tasks = [ok(api_a.post("/api/tasks", json={"projectId": project, "title": f"t{i}"}),

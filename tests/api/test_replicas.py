@@ -260,10 +260,12 @@ def _board(api: httpx.Client, tasks: int) -> list[str]:
 @pytest.mark.parametrize("min_ops", ["24", "1"])
 def test_replicas_writing_flat_out_take_turns_instead_of_refusing_each_other(
         make_server, database, min_ops):
-    """With MAESTRO_PIPELINE_MIN_OPS=1 each replica has two batches at its writer process
-    whenever it can: one refused as behind the log takes the one after it along, and both are
-    run again once caught up."""
-    servers = replicas(make_server, database, 2, MAESTRO_PIPELINE_MIN_OPS=min_ops)
+    """Replicas that write themselves (MAESTRO_FORWARD_WRITES=0, or while the write lead
+    cannot be reached). With MAESTRO_PIPELINE_MIN_OPS=1 each replica has two batches at its
+    writer process whenever it can: one refused as behind the log takes the one after it along,
+    and both are run again once caught up."""
+    servers = replicas(make_server, database, 2, MAESTRO_PIPELINE_MIN_OPS=min_ops,
+                       MAESTRO_FORWARD_WRITES="0")
     apis = [client(s) for s in servers]
     try:
         ids = _board(apis[0], 200)
@@ -288,11 +290,12 @@ def test_a_turn_held_and_never_given_back_delays_writes_but_does_not_stop_them(
         make_server, database):
     """A server that hangs holding the turn (here: the test holds the turn lock) costs the
     others one wait of WAIT_MS; then they write without turns, still refused by the log when
-    built on old state, so nothing goes wrong."""
+    built on old state, so nothing goes wrong. (Replicas that write themselves: with the
+    write lead, only it writes and nobody takes turns.)"""
     from maestro.store.postgres import TURN_CLASS, _signed32
     from maestro.turns import WAIT_MS
 
-    servers = replicas(make_server, database, 2)
+    servers = replicas(make_server, database, 2, MAESTRO_FORWARD_WRITES="0")
     apis = [client(s) for s in servers]
     try:
         ids = _board(apis[0], 100)
@@ -620,7 +623,8 @@ def test_the_log_keeps_the_records_of_its_retention_only(database):
 
 
 def test_a_replica_that_missed_trimmed_records_says_it_needs_a_restart(make_server, database):
-    behind, writer = replicas(make_server, database, 2)
+    # (The writer starts first: it leads the writes, the lagging one forwards to it.)
+    writer, behind = replicas(make_server, database, 2)
     with client(writer) as api, client(behind) as lagging:
         project = ok(api.post("/api/projects", json={"name": "Gap"}), 201)
         wait_until(lambda: lagging.get(f"/api/projects/{project['id']}").status_code == 200)
@@ -641,6 +645,8 @@ def test_a_replica_that_missed_trimmed_records_says_it_needs_a_restart(make_serv
         assert refused.status_code == 500
         assert "restart this server" in refused.json()["message"]
         assert ok(api.get("/health"))["storage"]["restartNeeded"] is False
+        # It no longer forwards: what it forwarded could not be applied here.
+        assert ok(lagging.get("/health"))["writeLead"]["role"] == "writing"
 
 
 # ---------------------------------------------------------------------- inline lists moved

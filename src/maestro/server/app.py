@@ -123,6 +123,17 @@ def shared_with_replicas(service: Service, settings: Settings, tokens: TokenRegi
                    settings.replica_timeout_seconds)
 
 
+def write_lead(service: Service, settings: Settings):
+    """This replica's part in forwarding changes to the replica that leads the writes."""
+    from ..store.pg_side import SideConnection
+    from ..write_lead import WriteLead, advertised_host
+
+    store = service.store
+    return WriteLead(service, SideConnection(store.dsn, store.schema, "write lead"),
+                     settings.replica_id, settings.host, advertised_host(settings.replica_url),
+                     settings.write_lead_port)
+
+
 def create_app(settings: Settings, store: Store | None = None, service: Service | None = None):
     """Build the whole application; the service starts and stops with the ASGI lifespan."""
     if service is None:
@@ -161,6 +172,10 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
             service.health_sections["replica"] = replica.health
             # Stop and output requests for other replicas' agents are forwarded to them.
             launcher.forwarder.replica = replica
+            if settings.forward_writes and service.follower is not None:
+                service.write_lead = write_lead(service, settings)
+                await service.write_lead.start()
+                service.health_sections["writeLead"] = service.write_lead.status
         for ext in extensions:
             await ext.start()
         try:
@@ -168,6 +183,9 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
         finally:
             for ext in reversed(extensions):
                 await ext.stop()
+            if service.write_lead is not None:
+                lead, service.write_lead = service.write_lead, None
+                await lead.stop()
             if replica is not None:
                 await replica.stop()
             await asyncio.to_thread(tokens.store.close)

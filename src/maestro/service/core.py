@@ -81,6 +81,9 @@ class ServiceCore:
         self.conflicts = 0
         # Taking turns at the log with the other servers (turns.Turns, with a follower).
         self.turns = None
+        # The replica that writes for the others, or this one forwarding to it
+        # (write_lead.WriteLead; None: this server writes itself).
+        self.write_lead = None
 
     @property
     def state(self) -> State:

@@ -14,6 +14,7 @@ from ..entities import as_list as _list
 from ..entities import bump as _bump
 from ..entities import with_changes as _with
 from ..errors import ApiError
+from ..write_lead import forwardable
 
 if TYPE_CHECKING:
     from ..commit import Tx
@@ -119,9 +120,11 @@ class Links:
             tx.put(side, _with(cur, **{field: list(wanted)}))
         return changes
 
+    @forwardable
     async def add_task_to_session(self, session_id: str, task_id: str) -> dict:
         return await self._change_pair(session_id, task_id, self._link, "added")
 
+    @forwardable
     async def remove_task_from_session(self, session_id: str, task_id: str) -> dict:
         return await self._change_pair(session_id, task_id, self._unlink, "removed")
 

@@ -13,6 +13,7 @@ from ..ids import make_id, now_ms
 from .. import models as shape
 from ..shapes import checker
 from ..workspace.options import project_settings
+from ..write_lead import forwardable
 
 if TYPE_CHECKING:
     from ..commit import Tx
@@ -37,6 +38,7 @@ class Projects:
             raise project_not_found(project_id)
         return p
 
+    @forwardable
     async def create_project(self, body: dict) -> dict:
         _check_create(body)
         name = body["name"]
@@ -55,6 +57,7 @@ class Projects:
 
         return await self._mutate(apply)
 
+    @forwardable
     async def update_project(self, project_id: str, body: dict) -> dict:
         _check_update(body)
         name = body.get("name")
@@ -78,6 +81,7 @@ class Projects:
 
         return await self._mutate(apply)
 
+    @forwardable
     async def delete_project(self, project_id: str, cascade: bool = False) -> dict:
         """§7.2.5: refused while the project has tasks or sessions, unless `cascade`: then its
         sessions (their agent tokens die with them, and the launcher stops their agents),

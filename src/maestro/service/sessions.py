@@ -21,6 +21,7 @@ from ..shapes import checker
 from ..validate import dedupe
 from ..vocabulary import DEFAULT_SESSION_STATUS, DEFAULT_SESSION_TIMELINE_TYPE, \
     FINAL_SESSION_STATUSES
+from ..write_lead import forwardable
 
 if TYPE_CHECKING:
     from ..commit import Tx
@@ -112,6 +113,7 @@ class Sessions:
             tx.emit("task:updated", tasks.get(tid))
         return session
 
+    @forwardable
     async def create_session(self, body: dict) -> dict:
         fields = self.validate_new_session(body)
         return await self._mutate(lambda tx: self._new_session_in_tx(tx, fields))
@@ -138,6 +140,7 @@ class Sessions:
 
         return await self._mutate(apply)
 
+    @forwardable
     async def update_session(self, session_id: str, body: dict, *, stopped: bool = False,
                              end: dict | None = None, if_active: bool = False) -> dict:
         """PATCH /api/sessions/:id. `stopped`: the launcher ends a session it stopped (its
@@ -199,6 +202,7 @@ class Sessions:
 
         return await self._mutate(apply)
 
+    @forwardable
     async def delete_session(self, session_id: str) -> dict:
         def apply(tx: Tx) -> dict:
             self._delete_session_in_tx(tx, session_id)
@@ -220,6 +224,7 @@ class Sessions:
         self._session_ended(tx, session_id, "deleted")
 
     # ------------------------------------------------------------ extensions E1, E2
+    @forwardable
     async def add_session_event(self, session_id: str, body: dict) -> dict:
         _check_event(body)
         entry = {"type": body["type"]}
@@ -229,6 +234,7 @@ class Sessions:
             session_id, "events", "Session event",
             lambda now: {"id": make_id("evt", now), "timestamp": now, **entry})
 
+    @forwardable
     async def add_session_timeline(self, session_id: str, body: dict) -> dict:
         _check_note(body)
         message = body["message"]

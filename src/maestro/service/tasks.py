@@ -18,6 +18,7 @@ from .. import models as shape
 from ..shapes import checker
 from ..validate import dedupe, ident
 from ..vocabulary import CLAIM_ENDING_STATUSES, DEFAULT_PRIORITY, DEFAULT_TIMELINE_TYPE
+from ..write_lead import forwardable
 
 if TYPE_CHECKING:
     from ..commit import Tx
@@ -48,6 +49,7 @@ class Tasks:
         self.get_task(task_id)
         return self.state.tasks.query({"parentId": task_id})
 
+    @forwardable
     async def create_task(self, body: dict) -> dict:
         _check_create(body)
         project_id, title = body["projectId"], body["title"]
@@ -81,6 +83,7 @@ class Tasks:
 
         return await self._mutate(apply)
 
+    @forwardable
     async def update_task(self, task_id: str, body: dict, *, actor: str | None = None,
                           claim_token: int | None = None) -> dict:
         """PATCH /api/tasks/:id. `actor` is the session of an agent identity (None: the user);
@@ -185,6 +188,7 @@ class Tasks:
 
         return await self._mutate(apply)
 
+    @forwardable
     async def add_timeline_event(self, task_id: str, body: dict, *, actor: str | None = None,
                                  claim_token: int | None = None) -> dict:
         _check_note(body)
@@ -205,6 +209,7 @@ class Tasks:
 
         return await self._mutate(apply)
 
+    @forwardable
     async def delete_task(self, task_id: str, cascade: bool = False) -> dict:
         """§7.3.6: refused for a task with children unless `cascade` (the whole subtree,
         deepest first); each deleted task is unlinked from its sessions, dropped from the

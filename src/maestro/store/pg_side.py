@@ -43,20 +43,26 @@ class SideConnection:
         conn.execute("SET synchronous_commit = on")
         return conn
 
-    def execute(self, query: str, params: tuple | list = ()) -> list[tuple[Any, ...]]:
-        """Run one statement in its own transaction; its rows (empty when it returns none)."""
+    def execute(self, query: str, params: tuple | list = (), *,
+                reconnect: bool = True) -> list[tuple[Any, ...]]:
+        """Run one statement in its own transaction; its rows (empty when it returns none).
+        `reconnect=False`: raise rather than use a new connection when this one broke (what
+        the connection holds, a session-level lock, went with it)."""
         import psycopg
 
         with self._lock:
             for attempt in range(2):
                 conn = self._conn
                 if conn is None or conn.closed or conn.broken:
+                    if conn is not None and not reconnect:
+                        raise psycopg.OperationalError(f"{self.purpose}: the connection to "
+                                                       "the database broke")
                     self._conn = conn = self._connect()
                 try:
                     cur = conn.execute(query, params)
                     return cur.fetchall() if cur.description is not None else []
                 except psycopg.OperationalError:
-                    if attempt or not (conn.closed or conn.broken):
+                    if attempt or not reconnect or not (conn.closed or conn.broken):
                         raise
                     log.warning("%s: the connection to the database broke; reconnecting",
                                 self.purpose)
