@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import os
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -95,6 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="give each replica (with its writer process) a CPU budget of its "
                              "own, e.g. 0.5 core (a cgroup CPU quota; needs root): replicas "
                              "as on machines of their own, PostgreSQL and the client uncapped")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the two-replica writes (16/16, then all on A) this many times "
+                             "in turn; the side-by-side table then gives each config's median "
+                             "and the median of the rounds' 16/16 : all-on-A ratios (a shared "
+                             "machine's figures drift; pairs made one right after the other "
+                             "compare best; default %(default)s)")
     parser.add_argument("--no-forward", action="store_true",
                         help="MAESTRO_FORWARD_WRITES=0: B writes its changes itself, taking "
                              "turns with A, instead of forwarding them to A (the write lead)")
@@ -102,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-uvloop", action="store_true",
                         help="use the default asyncio event loop in the client")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if not args.database_url:
         parser.error("--database-url (or $MAESTRO_BENCH_DATABASE_URL) is required")
     quick = args.quick
@@ -434,7 +443,7 @@ class Run:
                          ops=a.ops, reads=a.reads, concurrency=a.concurrency,
                          ws_clients=a.ws_clients, groups=sorted(a.groups),
                          mode="quick" if a.quick else "full", replica_cpu=a.replica_cpu,
-                         forward_writes=not a.no_forward)
+                         forward_writes=not a.no_forward, rounds=a.rounds)
         t_start = time.perf_counter()
         pg_env = {"DATABASE_TYPE": "postgres",
                   "MAESTRO_MAX_CONNECTIONS": str(max(2000, a.ws_clients + 4 * a.concurrency)),
@@ -462,13 +471,14 @@ class Run:
             pool_b = await open_pool(b_node.target, a.concurrency - half)
             bench.one = HttpConnection(a_node.target)
             try:
-                if "writes" in a.groups:
+                for _ in range(a.rounds if "writes" in a.groups else 0):
                     bench.conns = pool_a[:half] + pool_b
                     await self.run_writes(f"2 replicas, {half}/{a.concurrency - half}", bench,
                                           [a_node, b_node], True)
                     bench.conns = pool_a
                     await self.run_writes(f"2 replicas, all {a.concurrency} on A", bench,
                                           [a_node, b_node], True)
+                if "writes" in a.groups:
                     self.note_rss(f"after the writes on two replicas "
                                   f"({bench.total_tasks:,} tasks)", [a_node, b_node])
                 if "events" in a.groups:
@@ -591,23 +601,41 @@ def markdown(doc: dict) -> str:
                        f"{_n(r.get('conflicts_per_write'), 3)} | {_n(r.get('catch_up_ms'))} | "
                        f"{'; '.join(notes)} |")
         configs = list(dict.fromkeys(r["config"] for r in writes))
-        by = {(r["key"], r["config"]): r for r in writes}
+        by: dict[tuple[str, str], list[dict]] = {}
+        for r in writes:
+            by.setdefault((r["key"], r["config"]), []).append(r)
         keys = list(dict.fromkeys(r["key"] for r in writes))
         names = {r["key"]: r["workload"] for r in writes}
-        out += ["", "Side by side (ops/s; conflicts per write in brackets):", "",
-                "| workload | " + " | ".join(configs) + " |",
-                "| --- |" + " ---: |" * len(configs)]
+        rounds = max(len(v) for v in by.values())
+        split = next((c for c in configs if "/" in c), None)
+        alone = next((c for c in configs if "all" in c), None)
+        ratio = rounds > 1 and split and alone
+        title = ("Side by side (ops/s; median of the rounds, each round's figure in brackets)"
+                 if rounds > 1 else "Side by side (ops/s; conflicts per write in brackets)")
+        out += ["", title + ":", "",
+                "| workload | " + " | ".join(configs) + (" | 16/16 : all on A, median |"
+                                                         if ratio else " |"),
+                "| --- |" + " ---: |" * (len(configs) + (1 if ratio else 0))]
         for key in keys:
             cells = []
             for c in configs:
-                r = by.get((key, c))
-                if r is None:
+                runs = by.get((key, c))
+                if not runs:
                     cells.append("-")
                     continue
-                cell = _n(r["ops_per_s"])
-                if r.get("conflicts"):
-                    cell += f" ({r['conflicts_per_write']:.3f})"
+                figures = [r["ops_per_s"] or 0.0 for r in runs]
+                cell = _n(statistics.median(figures))
+                if len(runs) > 1:
+                    cell += " (" + " / ".join(_n(f) for f in figures) + ")"
+                elif runs[0].get("conflicts"):
+                    cell += f" ({runs[0]['conflicts_per_write']:.3f})"
                 cells.append(cell)
+            if ratio:
+                pairs = [x["ops_per_s"] / y["ops_per_s"] for x, y in
+                         zip(by.get((key, split), []), by.get((key, alone), []))
+                         if x["ops_per_s"] and y["ops_per_s"]]
+                cells.append(f"{statistics.median(pairs):.2f} ("
+                             + " / ".join(f"{p:.2f}" for p in pairs) + ")" if pairs else "-")
             out.append(f"| {names[key]} | " + " | ".join(cells) + " |")
     if doc["reads"]:
         out += ["", "Reads:", "", "| workload | server | ops/s | p50 ms | p99 ms | "
