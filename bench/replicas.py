@@ -8,8 +8,9 @@ on a fresh schema of `--database-url`, dropped afterwards, each with its own `PO
    `python -m bench` (create task, patch random tasks, create a session linking 5 tasks,
    append to a timeline) on 32 keep-alive connections, then reads (get task by id, list
    `?projectId&status`); the file-store server runs the same sequence on a board of its own;
-2. two replicas (B started on A's schema; A leads the writes and B forwards its changes to
-   it, or with `--no-forward` B writes itself, taking turns with A): the same writes with the
+2. two replicas (B started on A's schema; with `--forward-writes 1`, the default on one
+   machine, A leads the writes and B forwards its changes to it; with `0`, the default with
+   `--replica-cpu`, B writes itself, taking turns with A): the same writes with the
    connections split 16/16 over A and B, and once more with all of them on A while B only
    follows; the replicas' `replication.conflicts` (GET /health) per write, and how long after
    the last answer both replicas stood at the same head of the shared log; at the very end,
@@ -102,13 +103,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "and the median of the rounds' 16/16 : all-on-A ratios (a shared "
                              "machine's figures drift; pairs made one right after the other "
                              "compare best; default %(default)s)")
-    parser.add_argument("--no-forward", action="store_true",
-                        help="MAESTRO_FORWARD_WRITES=0: B writes its changes itself, taking "
-                             "turns with A, instead of forwarding them to A (the write lead)")
+    parser.add_argument("--forward-writes", choices=("auto", "1", "0"),
+                        help="MAESTRO_FORWARD_WRITES of both replicas: 1, B forwards its "
+                             "changes to A (the write lead); 0, B writes them itself, taking "
+                             "turns with A (default: what `auto` does for the replicas "
+                             "measured: 0 with --replica-cpu, which stands for machines of "
+                             "their own, else auto, that is 1 on this one machine)")
     parser.add_argument("--maestro-src", help="run the servers from this source tree")
     parser.add_argument("--no-uvloop", action="store_true",
                         help="use the default asyncio event loop in the client")
     args = parser.parse_args(argv)
+    if args.forward_writes is None:
+        args.forward_writes = "0" if args.replica_cpu else "auto"
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if not args.database_url:
@@ -443,11 +449,11 @@ class Run:
                          ops=a.ops, reads=a.reads, concurrency=a.concurrency,
                          ws_clients=a.ws_clients, groups=sorted(a.groups),
                          mode="quick" if a.quick else "full", replica_cpu=a.replica_cpu,
-                         forward_writes=not a.no_forward, rounds=a.rounds)
+                         forward_writes=a.forward_writes, rounds=a.rounds)
         t_start = time.perf_counter()
         pg_env = {"DATABASE_TYPE": "postgres",
                   "MAESTRO_MAX_CONNECTIONS": str(max(2000, a.ws_clients + 4 * a.concurrency)),
-                  "MAESTRO_FORWARD_WRITES": "0" if a.no_forward else "1"}
+                  "MAESTRO_FORWARD_WRITES": a.forward_writes}
         schema, url = await asyncio.to_thread(_schema_url, a.database_url)
         self.info["schema"] = schema
         pg_env["DATABASE_URL"] = url
@@ -676,10 +682,10 @@ def markdown(doc: dict) -> str:
                f"the end ({info.get('cpus')} cores shared by the client, the servers and "
                "PostgreSQL" + (f"; each replica and its writer process capped at "
                               f"{info['replica_cpu']:g} core" if info.get("replica_cpu")
-                              else "") + ")" + ("; B writes itself, taking turns with A "
-                                                "(--no-forward)" if info.get("forward_writes")
-                                                is False else "; B forwards its writes to A, "
-                                                "the write lead") + ".")
+                              else "") + ")" + ("; B writes itself, taking turns with A"
+                                                if info.get("forward_writes") == "0" else
+                                                "; B forwards its writes to A, the write lead")
+               + f" (MAESTRO_FORWARD_WRITES={info.get('forward_writes')}).")
     out.append("Problems: " + ("; ".join(doc["problems"]) if doc["problems"] else "none"))
     return "\n".join(out)
 

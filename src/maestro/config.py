@@ -125,9 +125,10 @@ class Settings:
     replica_url: str = ""
     replica_heartbeat_seconds: float = 5.0
     replica_timeout_seconds: float = 30.0
-    # Replicas forward their changes to the one that leads the writes (write_lead.py;
-    # MAESTRO_FORWARD_WRITES=0: each writes itself), which listens on this port (0: any free).
-    forward_writes: bool = True
+    # Replicas forward their changes to the one that leads the writes (write_lead.py):
+    # MAESTRO_FORWARD_WRITES `auto` (when it runs on the same machine), `on` or `off` (each
+    # writes itself); the lead listens on this port (0: any free one).
+    forward_writes: str = "auto"
     write_lead_port: int = 0
 
     @classmethod
@@ -218,7 +219,7 @@ class Settings:
             env.get("MAESTRO_REPLICA_HEARTBEAT_SECONDS") or "5")
         s.replica_timeout_seconds = _parse_positive(
             "MAESTRO_REPLICA_TIMEOUT_SECONDS", env.get("MAESTRO_REPLICA_TIMEOUT_SECONDS") or "30")
-        s.forward_writes = _bool(env.get("MAESTRO_FORWARD_WRITES"), True)
+        s.forward_writes = _forward_mode(env.get("MAESTRO_FORWARD_WRITES"))
         s.write_lead_port = _parse_int("MAESTRO_WRITE_LEAD_PORT",
                                        env.get("MAESTRO_WRITE_LEAD_PORT") or "0", 0, 65535)
         for name, value in overrides.items():
@@ -339,6 +340,17 @@ def _parse_positive(name: str, raw: str) -> float:
     if not 0 < value <= 3600:
         raise ConfigError(f"{name} must be more than 0 and at most 3600 seconds (got {raw})")
     return value
+
+
+def _forward_mode(raw: str | None) -> str:
+    value = (raw or "auto").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return "on"
+    if value in ("0", "false", "no", "off"):
+        return "off"
+    if value == "auto":
+        return "auto"
+    raise ConfigError(f"MAESTRO_FORWARD_WRITES must be auto, 1 or 0 (got {raw!r})")
 
 
 def _parse_int(name: str, raw: str, minimum: int, maximum: int | None = None) -> int:

@@ -1,17 +1,21 @@
-"""One replica writes for all the others (README "Run several replicas").
+"""Replicas on one machine forward their changes to one of them, the write lead (README "Run
+several replicas").
 
-Replicas that each write themselves take turns at the log (turns.py), so together they write at
-most as fast as one of them, and each also spends as much again applying the others' records.
-Instead, one replica, the *lead*, checks and writes every change: it is whichever replica holds
-the schema's lead lock (a session-level advisory lock on a connection of its own) and it writes
-where it listens for changes into `maestro_write_lead`. Every other replica forwards each change
-its clients ask for, as the service call it would have made (its name and JSON arguments, the
-caller's rights already checked), over one TCP connection to the lead; the lead runs it as if a
-client of its own had asked and answers with the result and the head of the log after it. The
-forwarding replica waits until it has applied the log up to that head (replica.Follower), so its
-client reads its own write there at once, then answers. HTTP, rights, answers and the WebSocket
-fan-out stay spread over the replicas; only checking and writing happen in one place, and no
-change waits for a turn or is refused because another replica wrote first.
+Replicas that each write themselves take turns at the log (turns.py): the replica holding the
+turn checks and writes at the pace of one replica, while the other applies what it writes. On
+machines of their own that still adds up to more than one replica (each checks its own changes
+on its own CPU). Replicas sharing one machine's cores, though, each also spend CPU applying the
+others' records and taking turns, and together they write less than one alone. For them one
+replica, the *lead*, checks and writes every change: it is whichever replica holds the schema's
+lead lock (a session-level advisory lock on a connection of its own), and it writes where it
+listens for changes, and its machine, into `maestro_write_lead`. Every other replica on that
+machine (`MAESTRO_FORWARD_WRITES=auto`, the default; `1`: wherever the lead runs; `0`: never)
+forwards each change its clients ask for, as the service call it would have made (its name and
+JSON arguments, the caller's rights already checked), over one TCP connection to the lead; the
+lead runs it as if a client of its own had asked and answers with the result and the head of
+the log after it. The forwarding replica waits until it has applied the log up to that head
+(replica.Follower), so its client reads its own write there at once, then answers. No change
+waits for a turn or is refused because another replica wrote first.
 
 Forwarding is only a shortcut. Every replica can still write itself (turns and the log's check
 keep that correct) and does so while no lead is known or reachable, for a while after a
@@ -22,9 +26,9 @@ after it was sent is answered `503 INTERNAL_ERROR`: it may or may not have been 
 
 The connection to the lead is authenticated: the lead sends a random challenge and the replica
 answers with its HMAC-SHA256 under the secret the lead wrote beside its address (only who can
-read the database can forward). `MAESTRO_FORWARD_WRITES=0` turns it off (every replica writes
-itself); `MAESTRO_WRITE_LEAD_PORT` fixes the port the lead listens on (default: any free one),
-on the address the HTTP server binds, advertised under MAESTRO_REPLICA_URL's host name."""
+read the database can forward). `MAESTRO_WRITE_LEAD_PORT` fixes the port the lead listens on
+(default: any free one), on the address the HTTP server binds, advertised under
+MAESTRO_REPLICA_URL's host name."""
 
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ import hmac
 import itertools
 import logging
 import secrets
+import socket
 import struct
 import time
 import zlib
@@ -271,8 +276,11 @@ class WriteLead:
     """This replica's part: the lead, or a replica that forwards to it (module docstring)."""
 
     def __init__(self, service, db, replica_id: str, bind_host: str, advertise_host: str,
-                 port: int = 0):
+                 port: int = 0, mode: str = "auto", host: str | None = None):
         self.service = service
+        # `on`: forward to the lead wherever it runs; `auto`: only to a lead on this machine.
+        self.mode = mode
+        self.host = host if host is not None else socket.gethostname()
         self.db = db  # store.pg_side.SideConnection, holding the lead lock while this leads
         self.replica_id = replica_id
         self.bind_host = bind_host
@@ -282,7 +290,8 @@ class WriteLead:
         self.table = db.table(TABLE)
         self.leading = False
         self.lead_id: str | None = None  # the lead as last read (None: none known)
-        self._target: tuple[str, str, str] | None = None  # (lead id, address, secret)
+        # The lead as read: (its id, address, secret, machine).
+        self._target: tuple[str, str, str, str] | None = None
         self._link: LeadLink | None = None
         self._connecting: asyncio.Lock | None = None
         self._retry_at = 0.0
@@ -343,7 +352,7 @@ class WriteLead:
                 await self._lead()
                 return
             rows = await asyncio.to_thread(
-                self.db.execute, f"SELECT replica_id, address, secret FROM {self.table}")
+                self.db.execute, f"SELECT replica_id, address, secret, host FROM {self.table}")
             self._follow(tuple(rows[0]) if rows else None)
         except Exception as exc:  # noqa: BLE001 - the lock went with the connection
             if self.leading:
@@ -357,7 +366,7 @@ class WriteLead:
         rows = self.db.execute("SELECT pg_try_advisory_lock(%s, %s)", self.key)
         return bool(rows and rows[0][0])
 
-    def _follow(self, target: tuple[str, str, str] | None) -> None:
+    def _follow(self, target: tuple[str, str, str, str] | None) -> None:
         if target is not None and target[0] == self.replica_id:
             target = None  # this replica's own row from before it stopped leading
         if target == self._target:
@@ -381,11 +390,11 @@ class WriteLead:
         try:
             await asyncio.to_thread(functools.partial(
                 self.db.execute,
-                f"INSERT INTO {self.table} (one, replica_id, address, secret) "
-                "VALUES (true, %s, %s, %s) ON CONFLICT (one) DO UPDATE SET "
+                f"INSERT INTO {self.table} (one, replica_id, address, secret, host) "
+                "VALUES (true, %s, %s, %s, %s) ON CONFLICT (one) DO UPDATE SET "
                 "replica_id = EXCLUDED.replica_id, address = EXCLUDED.address, "
-                "secret = EXCLUDED.secret, since = now()",
-                (self.replica_id, address, self._secret), reconnect=False))
+                "secret = EXCLUDED.secret, host = EXCLUDED.host, since = now()",
+                (self.replica_id, address, self._secret, self.host), reconnect=False))
         except BaseException:
             server, self._server = self._server, None
             server.close()
@@ -491,7 +500,9 @@ class WriteLead:
     # ------------------------------------------------------------ forwarding
     def forwarding(self) -> bool:
         """Whether this replica's changes go to the lead now."""
-        return not self.leading and self._target is not None \
+        target = self._target
+        return not self.leading and target is not None \
+            and (self.mode == "on" or target[3] == self.host) \
             and time.monotonic() >= self._retry_at and not self.service.store.restart_needed
 
     async def forward(self, name: str, args: tuple, kwargs: dict) -> Any:
@@ -533,7 +544,7 @@ class WriteLead:
             target = self._target
             if target is None or time.monotonic() < self._retry_at:
                 return None
-            link = LeadLink(self.replica_id, *target)
+            link = LeadLink(self.replica_id, *target[:3])
             try:
                 await link.open()
             except Exception as exc:  # noqa: BLE001 - written here meanwhile
@@ -559,7 +570,8 @@ class WriteLead:
         (this replica writes itself: no lead known, the lead could not be reached a moment
         ago, or this replica needs a restart)."""
         role = "lead" if self.leading else ("forwarding" if self.forwarding() else "writing")
-        return {"role": role, "lead": self.lead_id, "forwarded": self.forwarded,
+        return {"role": role, "mode": self.mode, "lead": self.lead_id,
+                "forwarded": self.forwarded,
                 "served": self.served, "fallbacks": self.fallbacks, "lost": self.lost,
                 "leads": self.leads}
 

@@ -337,6 +337,15 @@ def test_db_status_lists_the_servers_of_the_database_and_the_log_head(make_serve
                for r in status["replicas"])
     text = run_db(database, "status").stdout
     assert "shared log:" in text and all(i in text for i in ids)
+    # The first server started leads the writes; the secret replicas prove they know is never
+    # shown.
+    lead = status["writeLead"]
+    assert (lead["id"], lead["held"]) == (ids[0], True)
+    assert lead["address"].startswith("127.0.0.1:") and "secret" not in lead
+    assert f"write lead: {ids[0]} at {lead['address']}" in text
+    with psycopg.connect(database) as conn:
+        secret = conn.execute("SELECT secret FROM maestro_write_lead").fetchone()[0]
+    assert secret not in shown.stdout and secret not in text
     # A timeout that is not a number of seconds is refused with its name, nothing shown.
     bad = subprocess.run([sys.executable, "-m", "maestro", "db", "status"], check=False,
                          capture_output=True, text=True, timeout=60,
@@ -355,6 +364,11 @@ def test_db_status_lists_the_servers_of_the_database_and_the_log_head(make_serve
                what="the killed server taken over")
     assert gone()["state"] == "taken over"
     assert f"taken over by {ids[0]}" in run_db(database, "status").stdout
+    # The lead killed: its lock is free, nobody leads until a server takes it.
+    servers[0].kill()
+    wait_until(lambda: json.loads(run_db(database, "status", "--json").stdout)
+               ["writeLead"]["held"] is False, what="the lead's lock free")
+    assert f"write lead: none now (the last was {ids[0]}" in run_db(database, "status").stdout
 
 
 # ---------------------------------------------------------------------- claims

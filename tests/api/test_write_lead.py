@@ -359,3 +359,44 @@ def test_with_forwarding_off_every_replica_writes_itself(make_server, database):
         with psycopg.connect(database) as conn:
             assert conn.execute("SELECT count(*) FROM maestro_write_lead").fetchone()[0] == 0
         assert_converged(servers, database)
+
+
+def test_by_default_a_replica_forwards_only_to_a_lead_on_its_own_machine(make_server,
+                                                                          database):
+    """MAESTRO_FORWARD_WRITES=auto (the default): replicas on machines of their own write
+    themselves (taking turns), which writes more there than one lead; `1` forwards wherever
+    the lead runs. The lead's machine is the `host` it recorded: here made another one."""
+    lead, auto = replicas(make_server, database, 2)
+    with client(lead) as a, client(auto) as b:
+        wait_until(lambda: lead_of([a, b]) == ["lead", "forwarding"], what="B to forward")
+        assert health(b)["writeLead"]["mode"] == "auto"
+        project = ok(b.post("/api/projects", json={"name": "Hosts"}), 201)
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute("UPDATE maestro_write_lead SET host = 'another-machine'")
+        wait_until(lambda: health(b)["writeLead"]["role"] == "writing", what="B to stop")
+        assert health(b)["writeLead"]["lead"] == health(a)["replica"]["id"]
+        before = health(b)["writeLead"]["forwarded"]
+        ok(b.post("/api/tasks", json={"projectId": project["id"], "title": "mine"}), 201)
+        assert health(b)["writeLead"]["forwarded"] == before
+        always = make_server(env={**pg_env(database), "MAESTRO_FORWARD_WRITES": "1"})
+        with client(always) as c:
+            wait_until(lambda: health(c)["writeLead"]["role"] == "forwarding",
+                       what="C to forward to the lead on 'another machine'")
+            assert health(c)["writeLead"]["mode"] == "on"
+            ok(c.post("/api/tasks", json={"projectId": project["id"], "title": "sent"}), 201)
+            assert health(c)["writeLead"]["forwarded"] == 1
+        assert_converged([lead, auto, always], database)
+
+
+def test_the_forwarding_setting_is_checked_at_start():
+    import pytest
+    from maestro.config import ConfigError, Settings
+
+    assert Settings.from_env({}).forward_writes == "auto"
+    for raw, mode in (("1", "on"), ("true", "on"), ("0", "off"), ("off", "off"),
+                      ("AUTO", "auto")):
+        assert Settings.from_env({"MAESTRO_FORWARD_WRITES": raw}).forward_writes == mode
+    with pytest.raises(ConfigError, match="MAESTRO_FORWARD_WRITES must be auto, 1 or 0"):
+        Settings.from_env({"MAESTRO_FORWARD_WRITES": "sometimes"})
+    with pytest.raises(ConfigError, match="MAESTRO_WRITE_LEAD_PORT must be at most 65535"):
+        Settings.from_env({"MAESTRO_WRITE_LEAD_PORT": "70000"})

@@ -60,9 +60,10 @@ def migrate(database_url: str = URL_OPTION, as_json: bool = JSON_OPTION) -> None
 @app.command("status")
 def status(database_url: str = URL_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Show the schema version of the database and the latest this Maestro knows, the head of
-    the log the servers share, and every server (replica) that joined the database: its
-    address, how long ago its last heartbeat was, and whether it counts as live (exit 1 when
-    the database is ahead of this Maestro or cannot be reached).
+    the log the servers share, the server that leads the writes (the others forward their
+    changes to it), and every server (replica) that joined the database: its address, how
+    long ago its last heartbeat was, and whether it counts as live (exit 1 when the database
+    is ahead of this Maestro or cannot be reached).
 
     Example: maestro db status --database-url postgresql://maestro@127.0.0.1/maestro
     """
@@ -111,6 +112,14 @@ def _print_status(location: str, version: int, latest: int, pending: list[str]) 
 def _print_shared(shared: dict, timeout: float) -> None:
     if shared["logHead"] is not None:
         print(f"shared log: {shared['logHead']:,} records written")
+    lead = shared.get("writeLead")
+    if lead is not None:
+        if lead["held"]:
+            print(f"write lead: {lead['id']} at {lead['address']}, for "
+                  f"{lead['sinceSeconds']:g} s (the other servers forward their changes to it)")
+        else:
+            print(f"write lead: none now (the last was {lead['id']}; its lock is free, so "
+                  "every server writes itself until one takes it)")
     replicas = shared["replicas"]
     if not replicas:
         return

@@ -131,7 +131,7 @@ def write_lead(service: Service, settings: Settings):
     store = service.store
     return WriteLead(service, SideConnection(store.dsn, store.schema, "write lead"),
                      settings.replica_id, settings.host, advertised_host(settings.replica_url),
-                     settings.write_lead_port)
+                     settings.write_lead_port, mode=settings.forward_writes)
 
 
 def create_app(settings: Settings, store: Store | None = None, service: Service | None = None):
@@ -172,7 +172,7 @@ def create_app(settings: Settings, store: Store | None = None, service: Service 
             service.health_sections["replica"] = replica.health
             # Stop and output requests for other replicas' agents are forwarded to them.
             launcher.forwarder.replica = replica
-            if settings.forward_writes and service.follower is not None:
+            if settings.forward_writes != "off" and service.follower is not None:
                 service.write_lead = write_lead(service, settings)
                 await service.write_lead.start()
                 service.health_sections["writeLead"] = service.write_lead.status

@@ -331,6 +331,20 @@ class PostgresStore(SyncStore):
                         "extract(epoch FROM clock_timestamp() - heartbeat_at)::float8, "
                         "taken_over_by FROM {} ORDER BY replica_id").format(
                         sql.Identifier(self.schema, "maestro_replicas")))]
+            if exists("maestro_write_lead"):
+                from ..write_lead import TABLE, lock_key
+
+                classid, objid = (k & 0xFFFFFFFF for k in lock_key(self.schema))
+                row = conn.execute(sql.SQL(
+                    "SELECT replica_id, address, "
+                    "extract(epoch FROM clock_timestamp() - since)::float8, "
+                    "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND classid = %s::oid AND objid = %s::oid AND objsubid = 2) "
+                    "FROM {}").format(sql.Identifier(self.schema, TABLE)),
+                    (classid, objid)).fetchone()
+                out["writeLead"] = None if row is None else {
+                    "id": row[0], "address": row[1], "sinceSeconds": round(row[2], 1),
+                    "held": row[3]}
             return out
 
         version, found = self._with_schema(read, create=False)
