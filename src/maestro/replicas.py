@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from .vocabulary import FINAL_SESSION_STATUSES
+from .write_lead import writes_here
 
 log = logging.getLogger("maestro.replicas")
 
@@ -164,10 +165,12 @@ class Replica:
                                                              "takenOverBy": self.id}}]}
             try:
                 # Only while it is live: its agent may have ended it through another server
-                # a moment ago.
-                after = await self.service.update_session(
-                    sid, body, end={"endReason": END_REASON, "endMessage": message},
-                    if_active=True)
+                # a moment ago. Written here (write_lead.writes_here): a forwarded change
+                # answered 503 would be taken for a session deleted meanwhile.
+                with writes_here():
+                    after = await self.service.update_session(
+                        sid, body, end={"endReason": END_REASON, "endMessage": message},
+                        if_active=True)
             except Exception as exc:  # noqa: BLE001 - deleted meanwhile: nothing to mark
                 log.info("replica %s: session %s of %s not marked: %s", self.id, sid, gone, exc)
                 continue

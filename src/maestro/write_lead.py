@@ -19,20 +19,27 @@ waits for a turn or is refused because another replica wrote first.
 
 Forwarding is only a shortcut. Every replica can still write itself (turns and the log's check
 keep that correct) and does so while no lead is known or reachable, for a while after a
-connection to the lead failed, and for the changes that are not forwarded (`forwardable`: the
-launcher's session creation and the workspaces, which belong to the machine of the replica that
-started the agent; the lease sweeper). A change whose answer never comes because the lead died
-after it was sent is answered `503 INTERNAL_ERROR`: it may or may not have been made.
+connection to the lead failed, and for the changes that are not forwarded: the methods not
+marked `forwardable` (the launcher's session creation, the workspaces, the lease sweeper) and
+what this replica's own machinery writes inside `writes_here` (the launcher's updates of its
+agents' sessions, the takeover of a gone replica), whose callers take any refusal for the
+session being gone. A change whose answer never comes because the lead died, or said nothing
+for HUNG_SECONDS, after it was sent is answered `503 INTERNAL_ERROR`: it may or may not have
+been made. A big session or task in an answer is sent by reference (REF) and read from this
+replica's memory once the record is applied.
 
 The connection to the lead is authenticated: the lead sends a random challenge and the replica
 answers with its HMAC-SHA256 under the secret the lead wrote beside its address (only who can
 read the database can forward). `MAESTRO_WRITE_LEAD_PORT` fixes the port the lead listens on
-(default: any free one), on the address the HTTP server binds, advertised under
-MAESTRO_REPLICA_URL's host name."""
+(default: any free one): on 127.0.0.1 in `auto` (only replicas of its machine forward to it),
+else on the address the HTTP server binds, advertised under MAESTRO_REPLICA_URL's host
+name."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import hashlib
 import hmac
@@ -73,7 +80,13 @@ DRAIN_SECONDS = 2.0
 RETRY_SECONDS = 1.0
 # The longest the forwarding replica waits to apply the lead's record before it answers anyway.
 APPLY_TIMEOUT = 10.0
-MAX_FRAME = 64 * 1024 * 1024
+MAX_FRAME = 256 * 1024 * 1024
+# The largest frame read before the peer has proved it knows the secret.
+HANDSHAKE_BYTES = 4096
+# A result with more entries than this in its growing lists (a session's events, a task's
+# timeline) is answered by reference: the forwarding replica reads it from its own memory once
+# it has applied the lead's record, rather than receive it (write_lead.ENTRY_REF).
+REF_MIN_ENTRIES = 64
 _HEADER = struct.Struct(">I")
 
 # Service methods that may be run by the lead instead: name -> the method itself.
@@ -82,8 +95,23 @@ FORWARDABLE: dict[str, Callable] = {}
 # The change was not sent to the lead (or the lead did not run it): run it here.
 NOT_SENT = object()
 
-# Answers of the lead: [call id, kind, value, head].
-OK, REFUSED, NOT_RUN = 0, 1, 2
+# Answers of the lead: [call id, kind, value, head]; REF's value is [entity kind, id].
+OK, REFUSED, NOT_RUN, REF = 0, 1, 2, 3
+
+# Set while this replica's own machinery writes (the launcher's updates of its agents'
+# sessions, the takeover of a gone replica): those changes are written here, never forwarded.
+_HERE: contextvars.ContextVar[bool] = contextvars.ContextVar("maestro_writes_here",
+                                                            default=False)
+
+
+@contextlib.contextmanager
+def writes_here():
+    """Changes made inside are written by this replica itself (see `_HERE`)."""
+    token = _HERE.set(True)
+    try:
+        yield
+    finally:
+        _HERE.reset(token)
 
 
 def forwardable(fn: Callable) -> Callable:
@@ -95,7 +123,7 @@ def forwardable(fn: Callable) -> Callable:
     @functools.wraps(fn)
     async def call(self, *args, **kwargs):
         lead = self.write_lead
-        if lead is not None and lead.forwarding():
+        if lead is not None and not _HERE.get() and lead.forwarding():
             out = await lead.forward(name, args, kwargs)
             if out is not NOT_SENT:
                 return out
@@ -120,9 +148,9 @@ def frame(message: Any) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-async def read_frame(reader: asyncio.StreamReader) -> Any:
+async def read_frame(reader: asyncio.StreamReader, limit: int = MAX_FRAME) -> Any:
     size = _HEADER.unpack(await reader.readexactly(4))[0]
-    if size > MAX_FRAME:
+    if size > limit:
         raise ConnectionError(f"a frame of {size} bytes is over the limit")
     return jsonio.loads(await reader.readexactly(size))
 
@@ -175,11 +203,13 @@ class LeadLink:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host.strip("[]"), int(port)), CONNECT_TIMEOUT)
         try:
-            hello = await asyncio.wait_for(read_frame(reader), HANDSHAKE_TIMEOUT)
+            hello = await asyncio.wait_for(read_frame(reader, HANDSHAKE_BYTES),
+                                           HANDSHAKE_TIMEOUT)
             if not (isinstance(hello, list) and len(hello) == 3 and hello[0] == "hello"):
                 raise ConnectionError("the lead did not greet as expected")
             writer.write(frame(["auth", proof(self.secret, str(hello[1])), self.replica_id]))
-            answer = await asyncio.wait_for(read_frame(reader), HANDSHAKE_TIMEOUT)
+            answer = await asyncio.wait_for(read_frame(reader, HANDSHAKE_BYTES),
+                                            HANDSHAKE_TIMEOUT)
             if answer != ["ok"]:
                 raise ConnectionError("the lead refused this replica's proof")
         except BaseException:
@@ -255,7 +285,10 @@ class LeadLink:
         except Exception:  # noqa: BLE001 - not JSON: nothing went out
             return NOT_SENT
         fut = asyncio.get_running_loop().create_future()
-        self._pending[cid] = (fut, time.monotonic())
+        now = time.monotonic()
+        if not self._pending:
+            self.last_heard = now  # silence counts from here, not from the last answer
+        self._pending[cid] = (fut, now)
         return await fut
 
     def retire(self) -> None:
@@ -281,6 +314,9 @@ class WriteLead:
         # `on`: forward to the lead wherever it runs; `auto`: only to a lead on this machine.
         self.mode = mode
         self.host = host if host is not None else socket.gethostname()
+        if mode != "on":
+            # Only replicas of this machine forward to it: it listens on loopback alone.
+            bind_host = advertise_host = "127.0.0.1"
         self.db = db  # store.pg_side.SideConnection, holding the lead lock while this leads
         self.replica_id = replica_id
         self.bind_host = bind_host
@@ -307,6 +343,7 @@ class WriteLead:
         self.fallbacks = 0
         self.lost = 0
         self.leads = 0
+        self.referenced = 0
 
     # ------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -381,13 +418,15 @@ class WriteLead:
 
     # ------------------------------------------------------------ leading
     async def _lead(self) -> None:
+        """This replica holds the lead lock: listen, and say where. Should either fail, the
+        lock is given back (another replica may lead) and tried for again at the next tick."""
         self._follow(None)
         self._secret = secrets.token_hex(32)
-        self._server = await asyncio.start_server(self._serve, self.bind_host, self.port)
-        port = self._server.sockets[0].getsockname()[1]
-        host = self.advertise_host
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
+            self._server = await asyncio.start_server(self._serve, self.bind_host, self.port)
+            port = self._server.sockets[0].getsockname()[1]
+            host = self.advertise_host
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             await asyncio.to_thread(functools.partial(
                 self.db.execute,
                 f"INSERT INTO {self.table} (one, replica_id, address, secret, host) "
@@ -395,10 +434,19 @@ class WriteLead:
                 "replica_id = EXCLUDED.replica_id, address = EXCLUDED.address, "
                 "secret = EXCLUDED.secret, host = EXCLUDED.host, since = now()",
                 (self.replica_id, address, self._secret, self.host), reconnect=False))
-        except BaseException:
+        except Exception as exc:  # noqa: BLE001 - tried again at the next tick
             server, self._server = self._server, None
-            server.close()
-            raise
+            if server is not None:
+                server.close()
+            log.warning("replica %s could not lead the writes (%s); giving the lead lock back",
+                        self.replica_id, _first_line(exc))
+            try:
+                await asyncio.to_thread(functools.partial(
+                    self.db.execute, "SELECT pg_advisory_unlock(%s, %s)", self.key,
+                    reconnect=False))
+            except Exception:  # noqa: BLE001 - gone with the connection
+                pass
+            return
         self.leading = True
         self.leads += 1
         self.lead_id = self.replica_id
@@ -438,9 +486,10 @@ class WriteLead:
         challenge = secrets.token_hex(16)
         try:
             writer.write(frame(["hello", challenge, self.replica_id]))
-            auth = await asyncio.wait_for(read_frame(reader), HANDSHAKE_TIMEOUT)
+            auth = await asyncio.wait_for(read_frame(reader, HANDSHAKE_BYTES),
+                                          HANDSHAKE_TIMEOUT)
             if not (isinstance(auth, list) and len(auth) == 3 and auth[0] == "auth"
-                    and isinstance(auth[1], str)
+                    and isinstance(auth[1], str) and auth[1].isascii()
                     and hmac.compare_digest(auth[1], proof(self._secret, challenge))):
                 log.warning("refused a connection to the write lead from %s: wrong proof",
                             writer.get_extra_info("peername"))
@@ -482,7 +531,9 @@ class WriteLead:
             else:
                 result = await fn(self.service, *args, **kwargs)
                 self.served += 1
-                answer = [cid, OK, result, store.log_head]
+                ref = self._reference(result)
+                answer = [cid, OK, result, store.log_head] if ref is None \
+                    else [cid, REF, ref, store.log_head]
         except ApiError as exc:
             answer = [cid, REFUSED, [exc.status, exc.code, exc.message, exc.details],
                       store.log_head]
@@ -496,6 +547,20 @@ class WriteLead:
         except Exception as exc:  # noqa: BLE001 - a result that is not JSON
             log.exception("the answer to a forwarded change could not be sent")
             out.put([cid, REFUSED, [500, "INTERNAL_ERROR", str(exc), None], store.log_head])
+
+    def _reference(self, result: Any) -> list | None:
+        """[kind, id] when `result` is a big session or task exactly as the committed view
+        holds it now (at the head the answer carries); None: answer it whole."""
+        if type(result) is not dict:
+            return None
+        size = len(result.get("events") or ()) + len(result.get("timeline") or ())
+        if size < REF_MIN_ENTRIES:
+            return None
+        eid = result.get("id")
+        for kind in ("session", "task"):
+            if self.service.view.table(kind).get(eid) is result:
+                return [kind, eid]
+        return None
 
     # ------------------------------------------------------------ forwarding
     def forwarding(self) -> bool:
@@ -527,14 +592,29 @@ class WriteLead:
             self.fallbacks += 1
             return NOT_SENT
         self.forwarded += 1
+        self._failures = 0
         _, kind, value, head = answer
         follower = self.service.follower
         if follower is not None:
             await follower.wait_applied(head, APPLY_TIMEOUT)
         if kind == OK:
             return value
+        if kind == REF:
+            return self._referenced(*value, head)
         status, code, message, details = value
         raise ApiError(status, code, message, details)
+
+    def _referenced(self, kind: str, eid: str, head: int) -> dict:
+        """The entity an answer by reference names, from this replica's memory: as of the
+        lead's head when no record applied here since changed it (the usual case), else the
+        later version (a change of the same entity applied in the same moment)."""
+        self.referenced += 1
+        data = self.service.view.table(kind).get(eid)
+        if data is None:
+            raise ApiError(404, f"{kind.upper()}_NOT_FOUND",
+                           f"{kind.capitalize()} not found: deleted right after the change",
+                           {f"{kind}Id": eid})
+        return data
 
     async def _connect(self) -> LeadLink | None:
         assert self._connecting is not None
@@ -554,7 +634,6 @@ class WriteLead:
                             type(exc).__name__, wait)
                 return None
             self._link = link
-            self._failures = 0
             return link
 
     def _failed(self) -> float:
@@ -573,7 +652,7 @@ class WriteLead:
         return {"role": role, "mode": self.mode, "lead": self.lead_id,
                 "forwarded": self.forwarded,
                 "served": self.served, "fallbacks": self.fallbacks, "lost": self.lost,
-                "leads": self.leads}
+                "referenced": self.referenced, "leads": self.leads}
 
 
 def advertised_host(replica_url: str) -> str:

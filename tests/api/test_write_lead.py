@@ -400,3 +400,115 @@ def test_the_forwarding_setting_is_checked_at_start():
         Settings.from_env({"MAESTRO_FORWARD_WRITES": "sometimes"})
     with pytest.raises(ConfigError, match="MAESTRO_WRITE_LEAD_PORT must be at most 65535"):
         Settings.from_env({"MAESTRO_WRITE_LEAD_PORT": "70000"})
+
+
+def test_big_sessions_and_tasks_come_back_whole_from_forwarded_appends(make_server, database):
+    """An append to a session or task with many entries is answered by reference (the lead
+    does not send the whole entity, the forwarding replica reads it from its memory once it
+    has applied the lead's record): the answers are the whole entity, exactly as the lead
+    serves it."""
+    from maestro.write_lead import REF_MIN_ENTRIES
+
+    lead, other = replicas(make_server, database, 2)
+    with client(lead) as a, client(other) as b:
+        wait_until(lambda: lead_of([a, b]) == ["lead", "forwarding"], what="B to forward")
+        project = ok(b.post("/api/projects", json={"name": "Big"}), 201)
+        task = ok(b.post("/api/tasks", json={"projectId": project["id"], "title": "t"}), 201)
+        session = ok(b.post("/api/sessions", json={"projectId": project["id"],
+                                                   "taskIds": [task["id"]]}), 201)
+        n = REF_MIN_ENTRIES + 40
+        for i in range(n):
+            after = ok(b.post(f"/api/sessions/{session['id']}/events",
+                              json={"type": "progress", "data": {"i": i}}))
+            assert len(after["events"]) == i + 1 and after["events"][-1]["data"] == {"i": i}
+            noted = ok(b.post(f"/api/tasks/{task['id']}/timeline",
+                              json={"message": f"step {i}"}))
+            assert noted["timeline"][-1]["message"] == f"step {i}"
+        assert after == ok(a.get(f"/api/sessions/{session['id']}"))
+        assert noted == ok(a.get(f"/api/tasks/{task['id']}"))
+        state = health(b)["writeLead"]
+        assert state["referenced"] >= 2 * (n - REF_MIN_ENTRIES)
+        assert state["lost"] == 0 and state["fallbacks"] == 0
+
+
+def test_a_replica_that_cannot_listen_gives_the_lead_lock_back(make_server, database):
+    """A replica that takes the lead lock but cannot listen (its MAESTRO_WRITE_LEAD_PORT is
+    taken) gives the lock back at once: the other replica leads, and the first forwards to
+    it."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        stuck = make_server(env={**pg_env(database), "MAESTRO_WRITE_LEAD_PORT": str(port)})
+        other = make_server(env=pg_env(database))
+        with client(stuck) as a, client(other) as b:
+            wait_until(lambda: lead_of([a, b]) == ["forwarding", "lead"], timeout=15,
+                       what="B to lead and A to forward to it")
+            project = ok(a.post("/api/projects", json={"name": "Port"}), 201)
+            ok(a.post("/api/tasks", json={"projectId": project["id"], "title": "t"}), 201)
+            assert health(a)["writeLead"]["forwarded"] == 2
+            assert health(b)["writeLead"]["served"] == 2
+
+
+def test_a_link_quiet_for_longer_than_the_hung_limit_still_waits_for_a_slow_answer():
+    """The lead is given up only when it has said nothing for HUNG_SECONDS while a change
+    waits: not because the link was quiet before the change was sent. A lead (here a minimal
+    one speaking the protocol) that answers after 1.5 s, following a quiet spell longer than
+    HUNG_SECONDS, is waited for."""
+    from maestro.write_lead import OK, LeadLink, frame, read_frame
+
+    secret = "s" * 64
+
+    async def main() -> None:
+        async def serve(reader, writer) -> None:
+            writer.write(frame(["hello", "c" * 32, "lead"]))
+            auth = await read_frame(reader)
+            assert auth[1] == proof(secret, "c" * 32)
+            writer.write(frame(["ok"]))
+            while True:
+                try:
+                    call = await read_frame(reader)
+                except asyncio.IncompleteReadError:
+                    return
+                if call == ["ping"]:
+                    continue  # (a lead busy with the change: no answer to pings either)
+                await asyncio.sleep(1.5)
+                writer.write(frame([call[0], OK, {"done": call[1]}, 7]))
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        link = LeadLink("me", "lead", f"127.0.0.1:{port}", secret)
+        await link.open()
+        try:
+            await asyncio.sleep(HUNG_SECONDS + 1.0)  # quiet: nothing to send
+            answer = await link.call("create_task", ({"title": "t"},), {})
+            assert answer[1:] == [OK, {"done": "create_task"}, 7]
+            assert not link.broken
+        finally:
+            link.close()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_the_lead_reads_no_big_frame_before_the_proof(make_server, database):
+    """Before a peer has proved it knows the secret, the lead reads at most a few kB from it:
+    a peer announcing a huge frame is dropped, and the lead goes on serving."""
+    lead, = replicas(make_server, database, 1)
+    with client(lead) as a:
+        wait_until(lambda: lead_of([a]) == ["lead"], what="A to lead")
+        with psycopg.connect(database) as conn:
+            address = conn.execute("SELECT address FROM maestro_write_lead").fetchone()[0]
+        host, _, port = address.rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            assert _read(sock)[0] == "hello"
+            # (100 MB is within what a proven peer may send: only the proof's limit drops it,
+            # at once rather than at the handshake's deadline)
+            sock.sendall(struct.pack(">I", 100 * 1024 * 1024) + b"x" * 65536)
+            sock.settimeout(HUNG_SECONDS / 2)
+            try:
+                dropped = sock.recv(1) == b""
+            except ConnectionResetError:
+                dropped = True
+            assert dropped
+        ok(a.post("/api/projects", json={"name": "Still"}), 201)

@@ -39,6 +39,7 @@ from ..mcp.wiring import CONFIG_FILE as MCP_CONFIG_FILE
 from ..replicas import END_REASON as REPLICA_LOST
 from ..service import Service
 from ..vocabulary import AGENT_ROLES, FINAL_SESSION_STATUSES
+from ..write_lead import writes_here
 from .endings import end_message
 from .output_log import read_output
 from .processes import (
@@ -438,7 +439,8 @@ class Launcher:
         if session is None or session.get("status") in FINAL_SESSION_STATUSES:
             return
         try:
-            await self.service.heartbeat_session(sid)
+            with writes_here():  # (not forwarded: a 503 there would read as "ended")
+                await self.service.heartbeat_session(sid)
         except ApiError as exc:  # ended or deleted meanwhile
             log.info("launcher: session %s not heartbeated: %s", sid, exc.message)
 
@@ -470,7 +472,8 @@ class Launcher:
     async def _update(self, sid: str, body: dict, stopped: bool = False,
                       end: dict | None = None) -> None:
         try:
-            await self.service.update_session(sid, body, stopped=stopped, end=end)
+            with writes_here():  # (not forwarded: a 503 there would read as "deleted")
+                await self.service.update_session(sid, body, stopped=stopped, end=end)
         except ApiError as exc:  # deleted meanwhile
             log.info("launcher: session %s not updated: %s", sid, exc.message)
 

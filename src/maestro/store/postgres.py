@@ -339,6 +339,8 @@ class PostgresStore(SyncStore):
                     "SELECT replica_id, address, "
                     "extract(epoch FROM clock_timestamp() - since)::float8, "
                     "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database()) "
                     "AND classid = %s::oid AND objid = %s::oid AND objsubid = 2) "
                     "FROM {}").format(sql.Identifier(self.schema, TABLE)),
                     (classid, objid)).fetchone()
