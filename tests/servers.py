@@ -171,8 +171,18 @@ def postgres_schema(prefix: str = "maestro_test") -> Iterator[tuple[str, str]]:
     try:
         yield with_search_path(dsn, schema), schema
     finally:
+        # A test's servers may still be running here (fixtures end in reverse order: a test
+        # asking for make_server before database has its schema dropped first), and one of
+        # their statements can deadlock with the DROP: it is then run again.
         with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            for attempt in range(10):
+                try:
+                    admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                    break
+                except psycopg.errors.DeadlockDetected:
+                    if attempt == 9:
+                        raise
+                    time.sleep(0.2)
 
 
 def pg_env(url: str) -> dict:
