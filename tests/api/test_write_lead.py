@@ -4,6 +4,7 @@ the lead lock, which checks and writes them all; real servers, real PostgreSQL, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -25,6 +26,16 @@ def health(api) -> dict:
 
 def lead_of(apis) -> list[str]:
     return [health(api)["writeLead"]["role"] for api in apis]
+
+
+@contextlib.contextmanager
+def lead_and_forwarder(make_server, database):
+    """Two replicas, the first leading the writes and the second forwarding to it: (the lead,
+    the other, a client of each)."""
+    lead, other = replicas(make_server, database, 2)
+    with client(lead) as a, client(other) as b:
+        wait_until(lambda: lead_of([a, b]) == ["lead", "forwarding"], what="B to forward")
+        yield lead, other, a, b
 
 
 def test_changes_made_through_any_replica_are_checked_and_written_by_the_lead(make_server,
@@ -59,9 +70,7 @@ def test_changes_made_through_any_replica_are_checked_and_written_by_the_lead(ma
 def test_a_replica_reads_what_it_forwarded_at_once(make_server, database):
     """The forwarding replica answers only once it has applied the lead's record: a GET right
     after each forwarded write, on that replica, sees it."""
-    lead, other = replicas(make_server, database, 2)
-    with client(lead) as a, client(other) as b:
-        wait_until(lambda: lead_of([a, b]) == ["lead", "forwarding"], what="B to forward")
+    with lead_and_forwarder(make_server, database) as (lead, other, a, b):
         project = ok(b.post("/api/projects", json={"name": "RYW"}), 201)
         assert ok(b.get(f"/api/projects/{project['id']}")) == project
         for i in range(60):
@@ -81,9 +90,7 @@ def test_a_replica_reads_what_it_forwarded_at_once(make_server, database):
 def test_a_forwarded_refusal_is_the_leads_answer(make_server, database):
     """Refusals come back as the lead gave them: the same status and error body as when the
     lead is asked directly, and nothing changes."""
-    lead, other = replicas(make_server, database, 2)
-    with client(lead) as a, client(other) as b:
-        wait_until(lambda: lead_of([a, b]) == ["lead", "forwarding"], what="B to forward")
+    with lead_and_forwarder(make_server, database) as (lead, other, a, b):
         project = ok(a.post("/api/projects", json={"name": "No"}), 201)
         task = ok(a.post("/api/tasks", json={"projectId": project["id"], "title": "t"}), 201)
         session = ok(a.post("/api/sessions", json={"projectId": project["id"],
@@ -240,9 +247,7 @@ def test_a_stopped_lead_is_given_up_and_the_others_write_themselves(make_server,
     """A lead that stops answering (SIGSTOP) while it still holds its lock: a change waiting
     for it fails after HUNG_SECONDS with a 503 instead of hanging; the next ones are written
     by the replica itself. Once the lead runs again, changes are forwarded to it again."""
-    lead, other = replicas(make_server, database, 2)
-    with client(lead) as a, client(other) as b:
-        wait_until(lambda: lead_of([a, b]) == ["lead", "forwarding"], what="B to forward")
+    with lead_and_forwarder(make_server, database) as (lead, other, a, b):
         project = ok(b.post("/api/projects", json={"name": "Stop"}), 201)
         os.kill(lead.proc.pid, signal.SIGSTOP)
         try:
@@ -270,9 +275,7 @@ def test_a_lead_that_loses_its_database_connection_steps_down(make_server, datab
     """The lead lock lives on the lead's own connection: terminated, the lead stops leading
     (another replica may have taken the lock at once) and some replica leads again, while
     writes through the other replica keep succeeding."""
-    lead, other = replicas(make_server, database, 2)
-    with client(lead) as a, client(other) as b:
-        wait_until(lambda: lead_of([a, b]) == ["lead", "forwarding"], what="B to forward")
+    with lead_and_forwarder(make_server, database) as (lead, other, a, b):
         project = ok(b.post("/api/projects", json={"name": "Term"}), 201)
 
         def terminate() -> None:
@@ -409,9 +412,7 @@ def test_big_sessions_and_tasks_come_back_whole_from_forwarded_appends(make_serv
     serves it."""
     from maestro.write_lead import REF_MIN_ENTRIES
 
-    lead, other = replicas(make_server, database, 2)
-    with client(lead) as a, client(other) as b:
-        wait_until(lambda: lead_of([a, b]) == ["lead", "forwarding"], what="B to forward")
+    with lead_and_forwarder(make_server, database) as (lead, other, a, b):
         project = ok(b.post("/api/projects", json={"name": "Big"}), 201)
         task = ok(b.post("/api/tasks", json={"projectId": project["id"], "title": "t"}), 201)
         session = ok(b.post("/api/sessions", json={"projectId": project["id"],
