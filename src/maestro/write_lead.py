@@ -510,6 +510,10 @@ class WriteLead:
                 if message == ["ping"]:
                     out.put([0])  # (call ids start at 1)
                     continue
+                if not _is_call(message):
+                    log.warning("dropped the connection of %s to the write lead: not a call",
+                                writer.get_extra_info("peername"))
+                    return
                 task = asyncio.create_task(self._run_call(message, out))
                 self._calls.add(task)
                 task.add_done_callback(self._calls.discard)
@@ -653,6 +657,13 @@ class WriteLead:
                 "forwarded": self.forwarded,
                 "served": self.served, "fallbacks": self.fallbacks, "lost": self.lost,
                 "referenced": self.referenced, "leads": self.leads}
+
+
+def _is_call(message: Any) -> bool:
+    """[call id, method name, positional arguments, keyword arguments]."""
+    return type(message) is list and len(message) == 4 and type(message[0]) is int \
+        and message[0] > 0 and type(message[1]) is str and type(message[2]) is list \
+        and type(message[3]) is dict and all(type(k) is str for k in message[3])
 
 
 def advertised_host(replica_url: str) -> str:

@@ -349,6 +349,13 @@ def test_only_who_knows_the_secret_may_forward_changes(make_server, database):
             assert head >= 1
             sock.sendall(_frame([2, "sweep_expired_claims", [], {}]))
             assert _read(sock)[:2] == [2, 2]  # not forwardable: not run
+            # Not a call at all: the connection is dropped, nothing runs.
+            sock.sendall(_frame({"create_task": [{"projectId": project["id"]}]}))
+            try:
+                dropped = sock.recv(1) == b""
+            except ConnectionResetError:
+                dropped = True
+            assert dropped
         assert [t["title"] for t in ok(a.get("/api/tasks",
                                              params={"projectId": project["id"]}))] == ["forged"]
 
