@@ -1,12 +1,17 @@
 # Two commands do all the set-up on a fresh clone:
 #   make serve   installs Maestro into .venv and starts the server on the JSON-file store
 #   make test    installs the test dependencies and runs the whole test suite
+#                (TEST_WORKERS test processes at once, by file; TEST_WORKERS=0 runs them in one)
 #   make test-fast   the layers that run in-process: domain, service and store (seconds)
 #   make test-LAYER  one layer: domain, service, store, api, e2e or browser
 VENV ?= .venv
 LAYERS := domain service store api e2e browser
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+# Most tests wait on real servers, agents and browsers rather than compute: four processes
+# keep two cores busy. Each takes whole files (module-scoped servers stay shared).
+TEST_WORKERS ?= 4
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: serve test test-fast $(addprefix test-,$(LAYERS)) install install-test bench lint clean
 
@@ -29,7 +34,7 @@ $(VENV)/.test-installed: $(VENV)/.installed pyproject.toml scripts/install-test-
 install-test: $(VENV)/.test-installed
 
 test: $(VENV)/.test-installed
-	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q
+	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q $(XDIST)
 
 test-fast: $(VENV)/.test-installed
 	$(PY) -m pytest -q tests/domain tests/service tests/store
