@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import jsonio
+from .aio import cancel_and_wait
 from .commit import Tx
 from .errors import StorageError
 from .events import Event
@@ -141,12 +142,7 @@ class Follower:
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5)
         reader, self._reader = self._reader, None

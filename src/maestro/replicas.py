@@ -24,6 +24,7 @@ import os
 import time
 from typing import Any
 
+from .aio import cancel_and_wait
 from .vocabulary import FINAL_SESSION_STATUSES
 from .write_lead import writes_here
 
@@ -79,13 +80,8 @@ class Replica:
     async def stop(self) -> None:
         """Stop beating. The row stays: should this server not come back within the timeout,
         another takes its agents' sessions over."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await asyncio.to_thread(self.db.close)
 
     async def _run(self) -> None:

@@ -55,6 +55,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import jsonio
+from .aio import cancel_and_wait
 from .errors import ApiError, StorageError
 
 log = logging.getLogger("maestro.replica")
@@ -352,13 +353,8 @@ class WriteLead:
         self._task = asyncio.create_task(self._run(), name="maestro-write-lead")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._link is not None:
             self._link.close()
             self._link = None

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from ..aio import cancel_and_wait
 from ..events import Event
 from ..ids import now_ms
 from ..vocabulary import ACTIVE_SESSION_STATUSES as ACTIVE_STATUSES
@@ -52,12 +53,7 @@ class OverlapScanner:
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     def _on_event(self, event: Event) -> None:
         if event.type == "session:deleted":
