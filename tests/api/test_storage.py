@@ -847,7 +847,12 @@ def test_concurrent_writes_around_refused_ones_answer_exactly_what_was_stored(ma
     results = asyncio.run(burst())
     codes = [code for _, _, code in results]
     assert set(codes) <= {200, 500}
-    assert codes.count(500) >= rounds * per_round // 7 and codes.count(200) >= 60, codes
+    # Every write to the blocked task is refused, except one that a later write of it in the
+    # same batch took the place of at staging: that one is acknowledged (kept in the journal
+    # until the folder is back, see below). A busy machine puts more of them in one batch.
+    stuck_acknowledged = sum(1 for tid, _, code in results if tid == stuck["id"] and code == 200)
+    assert codes.count(500) + stuck_acknowledged >= rounds * per_round // 7, codes
+    assert codes.count(200) >= 60, codes
     with client(srv) as api:  # writable again
         assert ok(api.patch(f"/api/tasks/{free[6]['id']}", json={"title": "after"}))
     srv.stop()
