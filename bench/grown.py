@@ -10,6 +10,10 @@ entries, sessions with thousands of events. On such a board, with 32 keep-alive 
 - session create: `POST /api/sessions` linking 5 grown tasks (each link writes both sides and a
   `session_started` entry on the task).
 
+Besides ops/s and latency, each row gives the CPU per operation of the server, of its store
+process (the file store's helper, or PostgreSQL's writer process) and, for PostgreSQL, of the
+machine's PostgreSQL processes (a local database: its backends do the writes' work).
+
 Each store runs the same plan on a server of its own; `--stores` picks them (default: files,
 and postgres when a database is given). `--maestro-src DIR` runs the server from another
 source tree (e.g. a checkout of an earlier version, for before/after figures). Never part of
@@ -27,8 +31,36 @@ import time
 
 import orjson
 
-from .client import HttpConnection, Measurement, Target, close_pool, closed_loop, open_pool
+from .append import child_pids
+from .client import (
+    HttpConnection,
+    Measurement,
+    Target,
+    close_pool,
+    closed_loop,
+    open_pool,
+    process_cpu_seconds,
+)
 from .coordination import Server, _drop_schema, _row, _schema_url
+
+
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server processes of this machine (a local database: its backends do
+    the writes' work there)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().startswith("postgres"):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def cpu_of(pids: list[int]) -> float:
+    return sum(process_cpu_seconds(p) or 0.0 for p in pids)
 
 
 async def _call(conn: HttpConnection, method: str, path: str, body=None):
@@ -105,11 +137,20 @@ async def run_plan(url: str, args: argparse.Namespace, label: str, progress,
                  args.ops),
                 (f"session create linking 5 grown tasks ({label})", create,
                  args.ops // 2)):
+            helpers = child_pids(pid)
+            databases = postgres_pids() if label == "postgres" else []
+            helper0, database0 = cpu_of(helpers), cpu_of(databases)
             m = await closed_loop(conns, n, op, Measurement(name, name), pid)
+            helper, database = cpu_of(helpers) - helper0, cpu_of(databases) - database0
             row = _row(m)
             if m.server_cpu is not None and m.ops:
                 row["notes"].append(f"server {m.server_cpu / m.ops * 1e6:,.0f} us CPU/op, "
                                     f"{100 * m.server_cpu / m.seconds:.0f}% of a core")
+                if helpers:
+                    row["notes"].append(f"{'writer' if databases else 'store'} process "
+                                        f"{helper / m.ops * 1e6:,.0f} us/op")
+                if databases:
+                    row["notes"].append(f"PostgreSQL {database / m.ops * 1e6:,.0f} us/op")
             rows.append(row)
             progress(f"{name}: {row['ops_per_s']:,.0f} ops/s, p50 {row['p50_ms']:.2f} ms, "
                      f"p99 {row['p99_ms']:.2f} ms" + (f", {m.errors} errors" if m.errors
