@@ -337,6 +337,17 @@ async def create_patch(url: str, n: int, rounds: int) -> list[Measurement]:
 
 
 # ---------------------------------------------------------------------------- main
+def source_path(tree: str) -> str:
+    """The folder to put on PYTHONPATH to run the server from `tree`: a checkout of Maestro
+    (its `src/`) or that `src/` itself. SystemExit when neither holds the `maestro` package
+    (else the installed one would run, silently)."""
+    root = Path(tree).resolve()
+    for candidate in (root / "src", root):
+        if (candidate / "maestro" / "__init__.py").is_file():
+            return str(candidate)
+    raise SystemExit(f"--maestro-src {tree}: no maestro package there or in its src/")
+
+
 def _row(m: Measurement) -> dict:
     return {"workload": m.name, "ops": m.ops, "ops_per_s": round(m.ops_per_s or 0, 1),
             "p50_ms": round(m.p(0.5) or 0, 3), "p99_ms": round(m.p(0.99) or 0, 3),

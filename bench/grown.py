@@ -41,7 +41,7 @@ from .client import (
     open_pool,
     process_cpu_seconds,
 )
-from .coordination import Server, _drop_schema, _row, _schema_url
+from .coordination import Server, _drop_schema, _row, _schema_url, source_path
 
 
 def postgres_pids() -> list[int]:
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default=os.environ.get("MAESTRO_BENCH_DATABASE_URL"))
     parser.add_argument("--stores", default="", help="comma-separated: files,postgres")
-    parser.add_argument("--maestro-src", help="run the server from this source tree")
+    parser.add_argument("--maestro-src", help="run the server from this checkout (or its src/)")
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--links", type=int, default=25, help="sessions linked to each task")
     parser.add_argument("--entries", type=int, default=300, help="timeline entries per task")
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
     extra = {}
     if args.maestro_src:
-        extra["PYTHONPATH"] = os.path.abspath(args.maestro_src)
+        extra["PYTHONPATH"] = source_path(args.maestro_src)
     rows: list[dict] = []
     load = [round(os.getloadavg()[0], 2)]
     for store in stores:

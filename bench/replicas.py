@@ -49,7 +49,7 @@ from .client import (
     process_cpu_seconds,
     process_rss_mb,
 )
-from .coordination import CpuCap, Server, _drop_schema, _schema_url
+from .coordination import CpuCap, Server, _drop_schema, _schema_url, source_path
 from .fanout import fanout
 from .workloads import QUICK, Bench
 
@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "turns with A (default: what `auto` does for the replicas "
                              "measured: 0 with --replica-cpu, which stands for machines of "
                              "their own, else auto, that is 1 on this one machine)")
-    parser.add_argument("--maestro-src", help="run the servers from this source tree")
+    parser.add_argument("--maestro-src", help="run the servers from this checkout (or its src/)")
     parser.add_argument("--no-uvloop", action="store_true",
                         help="use the default asyncio event loop in the client")
     args = parser.parse_args(argv)
@@ -209,7 +209,7 @@ class Run:
 
     async def start(self, name: str, env: dict) -> Node:
         if self.args.maestro_src:
-            env = {**env, "PYTHONPATH": os.path.abspath(self.args.maestro_src)}
+            env = {**env, "PYTHONPATH": source_path(self.args.maestro_src)}
         t0 = time.perf_counter()
         cap = CpuCap(name, self.args.replica_cpu) if self.args.replica_cpu and \
             "DATABASE_URL" in env else None
