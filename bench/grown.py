@@ -44,23 +44,33 @@ from .client import (
 from .coordination import Server, _drop_schema, _row, _schema_url, source_path
 
 
-def postgres_pids() -> list[int]:
-    """The PostgreSQL server processes of this machine (a local database: its backends do
-    the writes' work there)."""
-    found = []
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds of each PostgreSQL server process of this machine (a local database: its
+    backends do the writes' work)."""
+    found = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/comm") as f:
-                    if f.read().startswith("postgres"):
-                        found.append(int(entry))
+                    if not f.read().startswith("postgres"):
+                        continue
             except OSError:
                 continue
+            cpu = process_cpu_seconds(int(entry))
+            if cpu is not None:
+                found[int(entry)] = cpu
     return found
 
 
-def cpu_of(pids: list[int]) -> float:
-    return sum(process_cpu_seconds(p) or 0.0 for p in pids)
+def cpu_since(before: dict[int, float], now: dict[int, float]) -> float:
+    """CPU used between two readings by the processes alive at the second (one that started
+    meanwhile counts from zero; one that ended is left out, as its time is no longer
+    readable)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in now.items())
+
+
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    return {pid: cpu for pid in pids if (cpu := process_cpu_seconds(pid)) is not None}
 
 
 async def _call(conn: HttpConnection, method: str, path: str, body=None):
@@ -138,18 +148,19 @@ async def run_plan(url: str, args: argparse.Namespace, label: str, progress,
                 (f"session create linking 5 grown tasks ({label})", create,
                  args.ops // 2)):
             helpers = child_pids(pid)
-            databases = postgres_pids() if label == "postgres" else []
-            helper0, database0 = cpu_of(helpers), cpu_of(databases)
+            postgres = label == "postgres"
+            helper0, database0 = cpu_of(helpers), postgres_cpu() if postgres else {}
             m = await closed_loop(conns, n, op, Measurement(name, name), pid)
-            helper, database = cpu_of(helpers) - helper0, cpu_of(databases) - database0
+            helper = cpu_since(helper0, cpu_of(helpers))
+            database = cpu_since(database0, postgres_cpu()) if postgres else None
             row = _row(m)
             if m.server_cpu is not None and m.ops:
                 row["notes"].append(f"server {m.server_cpu / m.ops * 1e6:,.0f} us CPU/op, "
                                     f"{100 * m.server_cpu / m.seconds:.0f}% of a core")
                 if helpers:
-                    row["notes"].append(f"{'writer' if databases else 'store'} process "
+                    row["notes"].append(f"{'writer' if postgres else 'store'} process "
                                         f"{helper / m.ops * 1e6:,.0f} us/op")
-                if databases:
+                if database is not None:
                     row["notes"].append(f"PostgreSQL {database / m.ops * 1e6:,.0f} us/op")
             rows.append(row)
             progress(f"{name}: {row['ops_per_s']:,.0f} ops/s, p50 {row['p50_ms']:.2f} ms, "
