@@ -328,6 +328,30 @@ class Writer:
             out.append(b"(" + b", ".join(parts) + b")")
         return b", ".join(out)
 
+    def _list_rows(self, owners: list, positions: list, values: list, cast: bytes) -> bytes:
+        """`(owner, n, value), ...` for a list table: the owner's id, an index or position,
+        and an entry's JSON (bytes, `cast` "::json") or a link's target id (text). One
+        formatting per row; a value of another type goes the general way (_rows)."""
+        quote = self.quote
+        try:
+            if cast:
+                return b", ".join([b"(%s, %d, %s%s)" % (quote(o.encode()), n, quote(v), cast)
+                                   for o, n, v in zip(owners, positions, values)])
+            return b", ".join([b"(%s, %d, %s)" % (quote(o.encode()), n, quote(v.encode()))
+                               for o, n, v in zip(owners, positions, values)])
+        except (TypeError, AttributeError):
+            return self._rows(zip(owners, positions, values), (b"", b"", cast))
+
+    def _entity_rows(self, ids: list, projects: list, data: list) -> bytes:
+        """`(id, project_id, data::json), ...` for a task or session table (see _list_rows)."""
+        quote = self.quote
+        try:
+            return b", ".join([b"(%s, %s, %s::json)" % (
+                quote(i.encode()), b"NULL" if p is None else quote(p.encode()), quote(d))
+                for i, p, d in zip(ids, projects, data)])
+        except (TypeError, AttributeError):
+            return self._rows(zip(ids, projects, data), (b"", b"", b"::json"))
+
     def text(self, plan: Plan, clear: bool = False) -> bytes:
         names = self.names
         out: list[bytes] = []
@@ -342,7 +366,7 @@ class Writer:
                              b"updated_at = now()")
             else:
                 out.append(b"INSERT INTO " + table + b" (id, project_id, data) VALUES "
-                           + self._rows(zip(ids, projects, data), (b"", b"", b"::json"))
+                           + self._entity_rows(ids, projects, data)
                            + b" ON CONFLICT (id) DO UPDATE SET project_id = "
                              b"EXCLUDED.project_id, data = EXCLUDED.data, updated_at = now()")
         for kind, (ids,) in plan.deletes.items():
@@ -361,15 +385,14 @@ class Writer:
             owner = table.owner.encode()
             if table.mode == ENTRIES:
                 out.append(b"INSERT INTO " + names[name] + b" (" + owner + b", idx, entry) "
-                           b"VALUES " + self._rows(zip(owners, positions, values),
-                                                   (b"", b"", b"::json"))
+                           b"VALUES " + self._list_rows(owners, positions, values, b"::json")
                            + b" ON CONFLICT (" + owner + b", idx) DO UPDATE SET entry = "
                              b"EXCLUDED.entry")
             else:
                 target = table.target.encode()
                 out.append(b"INSERT INTO " + names[name] + b" (" + owner + b", position, "
                            + target + b") VALUES "
-                           + self._rows(zip(owners, positions, values), (b"", b"", b""))
+                           + self._list_rows(owners, positions, values, b"")
                            + b" ON CONFLICT (" + owner + b", position) DO UPDATE SET "
                            + target + b" = EXCLUDED." + target)
         return b"; ".join(out)
