@@ -453,3 +453,28 @@ def test_a_new_writer_process_learns_which_lists_left_entity_rows_before_its_sna
         server.close()
         other.close()
     assert stored(database)["task"]["task_1"]["timeline"] == [entry, second, third]
+
+
+def test_a_batch_text_reports_what_psycopg_would(database):
+    """The SQL text of a batch runs through libpq's PQexec (postgres._run_text): a statement
+    refused undoes the whole text and raises psycopg's error with its SQLSTATE (the log's
+    MLOG1 among them), and a connection ended under it raises and reads as broken."""
+    from maestro.store.postgres import _run_text
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        _run_text(conn, b"CREATE TABLE batch_probe (a integer); SELECT 1")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            _run_text(conn, b"INSERT INTO batch_probe VALUES (1); SELECT 1 / 0; "
+                            b"INSERT INTO batch_probe VALUES (2)")
+        assert conn.execute("SELECT count(*) FROM batch_probe").fetchone()[0] == 0
+        with pytest.raises(psycopg.Error) as refused:
+            _run_text(conn, b"DO $$ BEGIN RAISE EXCEPTION 'the log moved' "
+                            b"USING ERRCODE = 'MLOG1'; END $$")
+        assert refused.value.sqlstate == "MLOG1"
+        _run_text(conn, b"INSERT INTO batch_probe VALUES (3); INSERT INTO batch_probe VALUES (4)")
+        assert conn.execute("SELECT count(*) FROM batch_probe").fetchone()[0] == 2
+        with psycopg.connect(database, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        with pytest.raises(psycopg.Error):
+            _run_text(conn, b"INSERT INTO batch_probe VALUES (5)")
+        assert conn.broken
