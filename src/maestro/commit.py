@@ -25,6 +25,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from . import heap
 from .encoding import Growth, Spliced
 from .errors import StorageError
 from .events import Event, EventBus
@@ -84,25 +85,7 @@ _full_settled_at = -FULL_SETTLE_EVERY_SECONDS
 def tune_collector() -> None:
     """Young collections as usual but rarely; full ones effectively only in settle_memory."""
     gc.set_threshold(5000, 20, 10_000)
-    _fix_mmap_threshold()
-
-
-# Blocks at least this large get their own mapping, returned to the system when freed.
-MMAP_THRESHOLD = 2 << 20
-_M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc)
-
-
-def _fix_mmap_threshold() -> None:
-    """glibc raises its mmap threshold to the size of every large block freed (up to 32 MiB),
-    so after one list of all tasks (~25 MB of JSON, copied once more into the socket's buffer)
-    such buffers come from the heap and stay in the server's memory. A fixed threshold keeps
-    them in mappings of their own that are returned as soon as they are freed."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
+    heap.tune()
 
 
 class Tx:
@@ -552,6 +535,7 @@ class Committer:
                     except Exception:
                         log.exception("store maintenance failed")
                     settle_memory()
+                    heap.give_back()  # what the heap kept free for the writes
 
     async def _finish(self, batch, started: float) -> None:
         """The batch is durable: run hooks, publish its events, answer its requests."""

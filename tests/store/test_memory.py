@@ -105,3 +105,81 @@ def test_large_buffers_go_back_to_the_system_once_freed():
 
     assert grown("tuned") < 10
     assert grown("plain") >= 25  # what the fix is about (glibc's default behaviour)
+
+
+_BREATHING = """
+import ctypes, resource, sys
+from maestro import heap
+if sys.argv[1] == "tuned":
+    heap.tune()
+else:  # only the mmap threshold fixed, as before: the trim threshold stays at 128 KiB
+    ctypes.CDLL(None).mallopt(-3, heap.MMAP_THRESHOLD)
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):  # warm up
+    frame = b"x" * 1_000_000
+    del frame
+before = faults()
+for _ in range(300):  # a batch's frame (1 MB, under the mmap threshold) made and freed
+    frame = b"x" * 1_000_000
+    del frame
+print(faults() - before)
+"""
+
+
+def _run(script: str, mode: str) -> str:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", script, mode], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    return out.strip()
+
+
+def test_the_heap_keeps_what_a_stream_of_writes_frees_for_the_next_ones():
+    """With only the mmap threshold fixed, glibc gives back everything over 128 KiB free at
+    the heap's top at once, and the next batch faults it in again page by page; the tuned
+    heap keeps it (heap.tune)."""
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        import pytest
+        pytest.skip("the trim threshold is a glibc setting")
+    assert int(_run(_BREATHING, "tuned")) < 500
+    assert int(_run(_BREATHING, "threshold-only")) > 30_000  # ~245 pages a round
+
+
+_GIVE_BACK = """
+import sys
+from maestro import heap
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+heap.tune()
+keep = []
+parts = []
+size = int("2000")  # not a constant: each block its own
+for i in range(20_000):  # 40 MB of heap blocks, one in 50 kept: the heap cannot shrink
+    parts.append(b"x" * size)
+    if i % 50 == 0:
+        keep.append(b"y" * size)
+before = rss_mb()
+del parts
+freed = rss_mb()
+returned = heap.give_back()
+print(before - freed, before - rss_mb(), int(returned))
+"""
+
+
+def test_an_idle_server_gives_back_the_free_pages_inside_its_heap():
+    """Free memory between live blocks stays in the process until heap.give_back (called
+    when the server has been idle) returns its whole pages."""
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        import pytest
+        pytest.skip("malloc_trim is glibc's")
+    on_free, after_give_back, returned = map(int, _run(_GIVE_BACK, "").split())
+    assert on_free < 10  # held by the heap: live blocks all the way up
+    assert after_give_back >= 25 and returned == 1

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import jsonio
+from .. import heap, jsonio
 from ..commit import Behind, Committer, Tx, settle_memory, tune_collector
 from ..domain.links import one_sided_links
 from ..entities import migrate_session, migrate_task
@@ -113,6 +113,7 @@ class ServiceCore:
             except Exception as exc:  # noqa: BLE001 - clients that come back get a resync
                 log.warning("could not read the recent events from the log: %s", exc)
         settle_memory(full=True)
+        heap.give_back()  # what loading used and freed
         self.committer = Committer(self.store, self.bus, self.lock, state=self.working,
                                    view=self.view)
         self.committer.start()

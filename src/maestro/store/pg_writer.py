@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .. import jsonio
+from .. import heap, jsonio
 from . import postgres_log, worker as channel
 from .base import Op, Outcome
 
@@ -58,6 +58,7 @@ def main() -> None:
     from .postgres import PostgresStore
 
     channel._die_with_parent()
+    heap.tune()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()

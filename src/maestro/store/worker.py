@@ -44,7 +44,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .. import jsonio
+from .. import heap, jsonio
 from .files.syscalls import write_all
 
 log = logging.getLogger("maestro.store")
@@ -126,6 +126,7 @@ def main() -> None:
     from .files import FileStore, decode_journal_line
 
     _die_with_parent()
+    heap.tune()
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     store = FileStore(Path(sys.argv[1]), worker=False)
 
