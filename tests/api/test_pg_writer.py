@@ -92,6 +92,39 @@ def test_in_process_writes_when_the_store_process_is_off(make_server, database):
     assert srv.stop() == 0
 
 
+@pytest.mark.parametrize("in_process", [False, True])
+def test_what_the_database_compresses_is_compressed_with_lz4(make_server, database,
+                                                              in_process):
+    """A session created with its links makes a log record over 2 KB, and a long task
+    description an entity row over it: PostgreSQL compresses both, with lz4 (cheaper than its
+    default pglz) where the server has it."""
+    with psycopg.connect(database, autocommit=True) as probe:
+        try:
+            probe.execute("SET default_toast_compression = lz4")
+        except psycopg.Error as exc:
+            pytest.skip(f"this PostgreSQL has no lz4: {exc}")
+    env = {**pg_env(database), "MAESTRO_STORE_PROCESS": "0" if in_process else "1"}
+    srv = make_server(env=env)
+    with client(srv) as api:
+        project = ok(api.post("/api/projects", json={"name": "p"}), 201)
+        tasks = [ok(api.post("/api/tasks", json={
+            "projectId": project["id"], "title": f"t{i}",
+            "description": "the same long paragraph, again. " * 200}), 201)["id"]
+            for i in range(5)]
+        session = ok(api.post("/api/sessions", json={"projectId": project["id"],
+                                                     "taskIds": tasks}), 201)
+    with psycopg.connect(database) as conn:
+        record, compression = conn.execute(
+            "SELECT length(record), pg_column_compression(record) FROM maestro_log "
+            "WHERE strpos(record, %s) > 0 ORDER BY seq DESC LIMIT 1",
+            (session["id"],)).fetchone()
+        assert record > 2048 and compression == "lz4"
+        compressions = {row[0] for row in conn.execute(
+            "SELECT pg_column_compression(data) FROM maestro_tasks")}
+    assert compressions == {"lz4"}
+    assert srv.stop() == 0
+
+
 def test_the_writing_connection_killed_under_load_loses_nothing(make_server, database):
     """pg_terminate_backend on the writer process's connection while four clients write: the
     batch in flight is found committed or written again on a new connection, so every request

