@@ -28,9 +28,13 @@ for HUNG_SECONDS, after it was sent is answered `503 INTERNAL_ERROR`: it may or 
 been made. A big session or task in an answer is sent by reference (REF) and read from this
 replica's memory once the record is applied.
 
-The connection to the lead is authenticated: the lead sends a random challenge and the replica
-answers with its HMAC-SHA256 under the secret the lead wrote beside its address (only who can
-read the database can forward). `MAESTRO_WRITE_LEAD_PORT` fixes the port the lead listens on
+The connection to the lead is authenticated both ways, under the secret the lead wrote beside its
+address (only who can read the database can forward, or be forwarded to): the lead sends a
+random challenge and the replica answers with its HMAC-SHA256 and a challenge of its own, which
+the lead answers in turn (`proof(..., LEAD)`, a different message, so that neither side's proof
+can be played back as the other's). A replica forwards nothing to a peer that cannot prove it
+is the lead: a process that took the lead's port after it stopped gets no client's change. The
+link is not encrypted; across machines, keep it on a trusted network. `MAESTRO_WRITE_LEAD_PORT` fixes the port the lead listens on
 (default: any free one): on 127.0.0.1 in `auto` (only replicas of its machine forward to it),
 else on the address the HTTP server binds, advertised under MAESTRO_REPLICA_URL's host
 name."""
@@ -140,8 +144,18 @@ def lock_key(schema: str) -> tuple[int, int]:
     return (signed(LEAD_CLASS), signed(zlib.crc32(schema.encode())))
 
 
-def proof(secret: str, challenge: str) -> str:
-    return hmac.new(secret.encode(), challenge.encode(), hashlib.sha256).hexdigest()
+# What the lead's proof is made over, besides the replica's challenge.
+LEAD = "lead "
+
+
+def proof(secret: str, challenge: str, side: str = "") -> str:
+    """A replica's proof of the secret for `challenge`; the lead's with side=LEAD."""
+    return hmac.new(secret.encode(), (side + challenge).encode(), hashlib.sha256).hexdigest()
+
+
+def _proves(answer: Any, secret: str, challenge: str, side: str = "") -> bool:
+    return (isinstance(answer, str) and answer.isascii()
+            and hmac.compare_digest(answer, proof(secret, challenge, side)))
 
 
 def frame(message: Any) -> bytes:
@@ -208,11 +222,16 @@ class LeadLink:
                                            HANDSHAKE_TIMEOUT)
             if not (isinstance(hello, list) and len(hello) == 3 and hello[0] == "hello"):
                 raise ConnectionError("the lead did not greet as expected")
-            writer.write(frame(["auth", proof(self.secret, str(hello[1])), self.replica_id]))
+            mine = secrets.token_hex(16)
+            writer.write(frame(["auth", proof(self.secret, str(hello[1])), self.replica_id,
+                                mine]))
             answer = await asyncio.wait_for(read_frame(reader, HANDSHAKE_BYTES),
                                             HANDSHAKE_TIMEOUT)
-            if answer != ["ok"]:
+            if not (isinstance(answer, list) and answer[:1] == ["ok"]):
                 raise ConnectionError("the lead refused this replica's proof")
+            if not (len(answer) == 2 and _proves(answer[1], self.secret, mine, LEAD)):
+                raise ConnectionError(f"the peer at {self.address} did not prove it is the "
+                                      "write lead")
         except BaseException:
             writer.close()
             raise
@@ -484,14 +503,16 @@ class WriteLead:
             writer.write(frame(["hello", challenge, self.replica_id]))
             auth = await asyncio.wait_for(read_frame(reader, HANDSHAKE_BYTES),
                                           HANDSHAKE_TIMEOUT)
-            if not (isinstance(auth, list) and len(auth) == 3 and auth[0] == "auth"
-                    and isinstance(auth[1], str) and auth[1].isascii()
-                    and hmac.compare_digest(auth[1], proof(self._secret, challenge))):
+            if not (isinstance(auth, list) and len(auth) in (3, 4) and auth[0] == "auth"
+                    and _proves(auth[1], self._secret, challenge)):
                 log.warning("refused a connection to the write lead from %s: wrong proof",
                             writer.get_extra_info("peername"))
                 writer.close()
                 return
-            writer.write(frame(["ok"]))
+            # The lead's own proof, for the replica's challenge (a replica of an earlier
+            # version sends none and checks none).
+            writer.write(frame(["ok", proof(self._secret, str(auth[3]), LEAD)]
+                               if len(auth) == 4 else ["ok"]))
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError,
                 ValueError):
             writer.close()

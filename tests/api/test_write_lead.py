@@ -13,9 +13,10 @@ import time
 
 import httpx
 import psycopg
+import pytest
 from helpers import ok, wait_until
 from maestro import jsonio
-from maestro.write_lead import HUNG_SECONDS, proof
+from maestro.write_lead import HUNG_SECONDS, LEAD, proof
 from test_postgres_server import client, database, pg_env, stored  # noqa: F401
 from test_replicas import _async_clients, _mixed_burst, assert_converged, replicas
 
@@ -340,7 +341,12 @@ def test_only_who_knows_the_secret_may_forward_changes(make_server, database):
             assert answer is None
         assert len(ok(a.get("/api/tasks", params={"projectId": project["id"]}))) == 0
         with socket.create_connection((host, int(port)), timeout=5) as sock:
-            hello = _read(sock)
+            hello = _read(sock)  # a replica that asks the lead to prove itself in turn
+            sock.sendall(_frame(["auth", proof(secret, hello[1]), "peer", "n" * 32]))
+            assert _read(sock) == ["ok", proof(secret, "n" * 32, LEAD)]
+            assert proof(secret, "n" * 32, LEAD) != proof(secret, "n" * 32)
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            hello = _read(sock)  # one of an earlier version, which does not
             sock.sendall(_frame(["auth", proof(secret, hello[1]), "peer"]))
             assert _read(sock) == ["ok"]
             sock.sendall(_frame(call))
@@ -463,7 +469,7 @@ def test_a_link_quiet_for_longer_than_the_hung_limit_still_waits_for_a_slow_answ
     waits: not because the link was quiet before the change was sent. A lead (here a minimal
     one speaking the protocol) that answers after 1.5 s, following a quiet spell longer than
     HUNG_SECONDS, is waited for."""
-    from maestro.write_lead import OK, LeadLink, frame, read_frame
+    from maestro.write_lead import LEAD, OK, LeadLink, frame, read_frame
 
     secret = "s" * 64
 
@@ -472,7 +478,7 @@ def test_a_link_quiet_for_longer_than_the_hung_limit_still_waits_for_a_slow_answ
             writer.write(frame(["hello", "c" * 32, "lead"]))
             auth = await read_frame(reader)
             assert auth[1] == proof(secret, "c" * 32)
-            writer.write(frame(["ok"]))
+            writer.write(frame(["ok", proof(secret, auth[3], LEAD)]))
             while True:
                 try:
                     call = await read_frame(reader)
@@ -497,6 +503,47 @@ def test_a_link_quiet_for_longer_than_the_hung_limit_still_waits_for_a_slow_answ
             server.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("answer", ["none", "wrong", "replayed"])
+def test_a_replica_forwards_nothing_to_a_peer_that_cannot_prove_it_leads(answer):
+    """A process listening where the lead was (it stopped, and another took its port) greets
+    like a lead and accepts the replica's proof, but cannot prove it knows the secret: the
+    replica gives it up before sending a change. Nor can it pass off the replica's own proof
+    for a challenge as the lead's."""
+    from maestro.write_lead import LeadLink, frame, read_frame
+
+    secret = "s" * 64
+    received: list = []
+
+    async def main() -> None:
+        async def serve(reader, writer) -> None:
+            writer.write(frame(["hello", "c" * 32, "lead"]))
+            auth = await read_frame(reader)
+            if answer == "none":
+                writer.write(frame(["ok"]))
+            elif answer == "wrong":
+                writer.write(frame(["ok", "0" * 64]))
+            else:  # what a replica would answer to that challenge
+                writer.write(frame(["ok", proof(secret, auth[3])]))
+            try:
+                while True:
+                    received.append(await read_frame(reader))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        link = LeadLink("me", "lead", f"127.0.0.1:{port}", secret)
+        try:
+            with pytest.raises(ConnectionError, match="prove"):
+                await link.open()
+            await asyncio.sleep(0.2)
+        finally:
+            server.close()
+
+    asyncio.run(main())
+    assert received == []
 
 
 def test_the_lead_reads_no_big_frame_before_the_proof(make_server, database):
