@@ -535,7 +535,6 @@ class Committer:
                     except Exception:
                         log.exception("store maintenance failed")
                     settle_memory()
-                    heap.give_back()  # what the heap kept free for the writes
 
     async def _finish(self, batch, started: float) -> None:
         """The batch is durable: run hooks, publish its events, answer its requests."""

@@ -11,9 +11,11 @@ Two of glibc's defaults cost a server like this one dearly:
   page by page, zeroed by the kernel. Under a stream of writes (a batch's rows, its log record,
   the frames to the store process, the answers) the heap breathes like that hundreds of times
   a second: ~12 page faults per session created, ~10% of the server's CPU. The heap now keeps
-  up to TRIM_THRESHOLD free at its top (and asks for TOP_PAD more than it needs), and gives
-  back what it holds free, its top and the free pages inside it, when the server has been idle
-  (`give_back`).
+  up to TRIM_THRESHOLD free at its top (and asks for TOP_PAD more than it needs).
+
+What loading the state used and freed is given back once it is loaded (`give_back`: the heap's
+top and the free pages inside it). Not when the server is idle: `malloc_trim` walks every free
+block under the heap's lock, 10-25 ms on a large heap, a pause for the reads that go on.
 """
 
 from __future__ import annotations

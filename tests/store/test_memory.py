@@ -172,9 +172,9 @@ print(before - freed, before - rss_mb(), int(returned))
 """
 
 
-def test_an_idle_server_gives_back_the_free_pages_inside_its_heap():
+def test_the_free_pages_inside_the_heap_are_given_back_on_request():
     """Free memory between live blocks stays in the process until heap.give_back (called
-    when the server has been idle) returns its whole pages."""
+    once the state is loaded) returns its whole pages."""
     import platform
 
     if platform.libc_ver()[0] != "glibc":
