@@ -32,12 +32,13 @@ The connection to the lead is authenticated both ways, under the secret the lead
 address (only who can read the database can forward, or be forwarded to): the lead sends a
 random challenge and the replica answers with its HMAC-SHA256 and a challenge of its own, which
 the lead answers in turn (`proof(..., LEAD)`, a different message, so that neither side's proof
-can be played back as the other's). A replica forwards nothing to a peer that cannot prove it
-is the lead: a process that took the lead's port after it stopped gets no client's change. The
-link is not encrypted; across machines, keep it on a trusted network. `MAESTRO_WRITE_LEAD_PORT` fixes the port the lead listens on
-(default: any free one): on 127.0.0.1 in `auto` (only replicas of its machine forward to it),
-else on the address the HTTP server binds, advertised under MAESTRO_REPLICA_URL's host
-name."""
+can be played back as the other's; a replica signs only a lead's challenge of hex digits). A
+replica forwards nothing to a peer that cannot prove it is the lead: a process that took the
+lead's port after it stopped gets no client's change. The link is not encrypted; across
+machines, keep it on a trusted network. `MAESTRO_WRITE_LEAD_PORT` fixes the port the lead
+listens on (default: any free one): on 127.0.0.1 in `auto` (only replicas of its machine
+forward to it), else on the address the HTTP server binds, advertised under
+MAESTRO_REPLICA_URL's host name."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ import hashlib
 import hmac
 import itertools
 import logging
+import re
 import secrets
 import socket
 import struct
@@ -146,6 +148,8 @@ def lock_key(schema: str) -> tuple[int, int]:
 
 # What the lead's proof is made over, besides the replica's challenge.
 LEAD = "lead "
+# A challenge either side signs: hex digits only (so never a LEAD message).
+_CHALLENGE = re.compile(r"[0-9a-f]{16,128}")
 
 
 def proof(secret: str, challenge: str, side: str = "") -> str:
@@ -220,7 +224,8 @@ class LeadLink:
         try:
             hello = await asyncio.wait_for(read_frame(reader, HANDSHAKE_BYTES),
                                            HANDSHAKE_TIMEOUT)
-            if not (isinstance(hello, list) and len(hello) == 3 and hello[0] == "hello"):
+            if not (isinstance(hello, list) and len(hello) == 3 and hello[0] == "hello"
+                    and isinstance(hello[1], str) and _CHALLENGE.fullmatch(hello[1])):
                 raise ConnectionError("the lead did not greet as expected")
             mine = secrets.token_hex(16)
             writer.write(frame(["auth", proof(self.secret, str(hello[1])), self.replica_id,
@@ -511,7 +516,11 @@ class WriteLead:
                 return
             # The lead's own proof, for the replica's challenge (a replica of an earlier
             # version sends none and checks none).
-            writer.write(frame(["ok", proof(self._secret, str(auth[3]), LEAD)]
+            if len(auth) == 4 and not (isinstance(auth[3], str)
+                                       and _CHALLENGE.fullmatch(auth[3])):
+                writer.close()
+                return
+            writer.write(frame(["ok", proof(self._secret, auth[3], LEAD)]
                                if len(auth) == 4 else ["ok"]))
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError,
                 ValueError):

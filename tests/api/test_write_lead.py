@@ -342,11 +342,19 @@ def test_only_who_knows_the_secret_may_forward_changes(make_server, database):
         assert len(ok(a.get("/api/tasks", params={"projectId": project["id"]}))) == 0
         with socket.create_connection((host, int(port)), timeout=5) as sock:
             hello = _read(sock)  # a replica that asks the lead to prove itself in turn
-            sock.sendall(_frame(["auth", proof(secret, hello[1]), "peer", "n" * 32]))
-            assert _read(sock) == ["ok", proof(secret, "n" * 32, LEAD)]
-            assert proof(secret, "n" * 32, LEAD) != proof(secret, "n" * 32)
+            sock.sendall(_frame(["auth", proof(secret, hello[1]), "peer", "ab" * 16]))
+            assert _read(sock) == ["ok", proof(secret, "ab" * 16, LEAD)]
+            assert proof(secret, "ab" * 16, LEAD) != proof(secret, "ab" * 16)
         with socket.create_connection((host, int(port)), timeout=5) as sock:
-            hello = _read(sock)  # one of an earlier version, which does not
+            hello = _read(sock)  # the lead signs no challenge shaped like its own message
+            sock.sendall(_frame(["auth", proof(secret, hello[1]), "peer", LEAD + "ab" * 16]))
+            try:
+                answer = _read(sock)
+            except (ConnectionError, OSError):
+                answer = None
+            assert answer is None
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            hello = _read(sock)  # a replica of an earlier version asks for no proof
             sock.sendall(_frame(["auth", proof(secret, hello[1]), "peer"]))
             assert _read(sock) == ["ok"]
             sock.sendall(_frame(call))
@@ -505,12 +513,12 @@ def test_a_link_quiet_for_longer_than_the_hung_limit_still_waits_for_a_slow_answ
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("answer", ["none", "wrong", "replayed"])
+@pytest.mark.parametrize("answer", ["none", "wrong", "replayed", "lead-shaped challenge"])
 def test_a_replica_forwards_nothing_to_a_peer_that_cannot_prove_it_leads(answer):
     """A process listening where the lead was (it stopped, and another took its port) greets
     like a lead and accepts the replica's proof, but cannot prove it knows the secret: the
     replica gives it up before sending a change. Nor can it pass off the replica's own proof
-    for a challenge as the lead's."""
+    for a challenge as the lead's, nor have the replica sign what a lead would."""
     from maestro.write_lead import LeadLink, frame, read_frame
 
     secret = "s" * 64
@@ -518,8 +526,13 @@ def test_a_replica_forwards_nothing_to_a_peer_that_cannot_prove_it_leads(answer)
 
     async def main() -> None:
         async def serve(reader, writer) -> None:
-            writer.write(frame(["hello", "c" * 32, "lead"]))
-            auth = await read_frame(reader)
+            challenge = LEAD + "ab" * 16 if answer == "lead-shaped challenge" else "c" * 32
+            writer.write(frame(["hello", challenge, "lead"]))
+            try:
+                auth = await read_frame(reader)
+            except asyncio.IncompleteReadError:
+                return  # the replica hung up without signing
+            received.append(auth)
             if answer == "none":
                 writer.write(frame(["ok"]))
             elif answer == "wrong":
@@ -536,14 +549,16 @@ def test_a_replica_forwards_nothing_to_a_peer_that_cannot_prove_it_leads(answer)
         port = server.sockets[0].getsockname()[1]
         link = LeadLink("me", "lead", f"127.0.0.1:{port}", secret)
         try:
-            with pytest.raises(ConnectionError, match="prove"):
+            with pytest.raises(ConnectionError, match="greet" if answer.startswith("lead")
+                               else "prove"):
                 await link.open()
             await asyncio.sleep(0.2)
         finally:
             server.close()
 
     asyncio.run(main())
-    assert received == []
+    # Nothing but the proof (and none at all to a challenge shaped like a lead's message).
+    assert [m[0] for m in received] == ([] if answer.startswith("lead") else ["auth"])
 
 
 def test_the_lead_reads_no_big_frame_before_the_proof(make_server, database):
