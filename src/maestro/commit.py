@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import heap
+from .aio import wait_event
 from .encoding import Growth, Spliced
 from .errors import StorageError
 from .events import Event, EventBus
@@ -524,9 +525,7 @@ class Committer:
                 continue
             if self._closing:
                 return
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), self.idle_seconds)
-            except asyncio.TimeoutError:
+            if not await wait_event(self._wakeup, self.idle_seconds):
                 if dirty and not self._queue:
                     try:
                         await self._flush_now()

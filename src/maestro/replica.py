@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import jsonio
-from .aio import cancel_and_wait
+from .aio import cancel_and_wait, wait_event
 from .commit import Tx
 from .errors import StorageError
 from .events import Event
@@ -207,11 +207,8 @@ class Follower:
     async def _run(self) -> None:
         renew_at = 0.0
         renew_wait = RENEW_FIRST_SECONDS
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-            except asyncio.TimeoutError:
-                pass
+        while not self._stop.is_set():
+            await wait_event(self._wake, self.poll_seconds)
             self._wake.clear()
             if self.store.writer_dead and time.monotonic() >= renew_at:
                 try:
@@ -280,9 +277,7 @@ class Follower:
                 log.warning("record %d was not applied here within %g s (at %d)", seq,
                             timeout, store.log_head)
                 return False
-            try:
-                await asyncio.wait_for(self._advanced.wait(), min(left, self.poll_seconds))
-            except asyncio.TimeoutError:
+            if not await wait_event(self._advanced, min(left, self.poll_seconds)):
                 self._wake.set()
         return True
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ..aio import cancel_and_wait
+from ..aio import cancel_and_wait, wait_event
 from ..events import Event
 from ..ids import now_ms
 from ..vocabulary import ACTIVE_SESSION_STATUSES as ACTIVE_STATUSES
@@ -77,10 +77,7 @@ class OverlapScanner:
 
     async def _scan_loop(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, self.interval)
             self._wake.clear()
             try:
                 await self.scan()
